@@ -1,0 +1,1 @@
+//! The agent API. Placeholder: filled by the API work.

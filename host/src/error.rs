@@ -1,0 +1,28 @@
+//! The crate's error type.
+
+use thiserror::Error;
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the agent. Messages say what to fix.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A policy could not be loaded, ran out of bounds, or answered wrongly.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    /// An EC2 (or simulator) call failed.
+    #[error(transparent)]
+    Cloud(#[from] crate::cloud::CloudError),
+    /// Reading or writing a file failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, with the path.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}

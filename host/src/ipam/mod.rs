@@ -1,0 +1,1 @@
+//! The pool datastore. Placeholder: filled by the IPAM work.

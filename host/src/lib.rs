@@ -1,0 +1,26 @@
+//! # weft-host
+//!
+//! The Weft node agent (`weftd`): it owns every side effect on the node
+//! (EC2 calls, netlink, state on disk) and asks sandboxed WebAssembly
+//! policies for every pool-sizing, subnet-selection and security-group
+//! decision.
+//!
+//! Modules, one concern each:
+//! * [`policy`]: the wasmtime runtime that loads, sandboxes, calls and
+//!   validates policies, and falls back to the built-in defaults.
+//! * [`cloud`]: the [`cloud::Cloud`] trait, with EC2 and an embedded VPC
+//!   simulator behind it.
+//! * [`ipam`]: the pool datastore (pure logic).
+//! * [`plumbing`]: pod and ENI networking through rtnetlink.
+//! * [`api`]: the unix-socket API the `weft` CNI plugin calls.
+//! * [`metrics`]: Prometheus counters shared by all of the above.
+
+pub mod api;
+pub mod cloud;
+pub mod error;
+pub mod ipam;
+pub mod metrics;
+pub mod plumbing;
+pub mod policy;
+
+pub use error::{Error, Result};

@@ -1,0 +1,100 @@
+//! Prometheus counters shared by the agent's modules.
+//!
+//! One [`Metrics`] is created per agent and handed (as `Arc<Metrics>`) to the
+//! policy runtime, the cloud clients and the pool; `weftd` serves
+//! [`Metrics::encode`] on its metrics endpoint.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use std::sync::Mutex;
+
+/// Labels of a policy decision counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// The policy's configured name.
+    pub policy: String,
+    /// The decision: `pool-sizing`, `subnet-selection` or `security-groups`.
+    pub decision: String,
+    /// `ok`, or the failure kind (`load`, `trap`, `deadline`, `memory`, `invalid-output`, `refused`).
+    pub outcome: String,
+}
+
+/// Labels of an EC2 call counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloudLabels {
+    /// The EC2 API, e.g. `AssignPrivateIpAddresses`.
+    pub api: String,
+    /// `ok`, `throttled`, `limit`, `not-found`, `transient`, `fatal`, `timeout`.
+    pub outcome: String,
+}
+
+/// All of the agent's counters.
+pub struct Metrics {
+    /// Policy decisions by policy, decision and outcome.
+    pub policy_decisions: Family<PolicyLabels, Counter>,
+    /// EC2 calls by API and outcome.
+    pub cloud_calls: Family<CloudLabels, Counter>,
+    registry: Mutex<Registry>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates the counters and registers them under the `weft` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("weft");
+        let policy_decisions = Family::<PolicyLabels, Counter>::default();
+        let cloud_calls = Family::<CloudLabels, Counter>::default();
+        registry.register(
+            "policy_decisions",
+            "Policy decisions by policy, decision and outcome",
+            policy_decisions.clone(),
+        );
+        registry.register(
+            "cloud_calls",
+            "EC2 API calls by API and outcome",
+            cloud_calls.clone(),
+        );
+        Metrics {
+            policy_decisions,
+            cloud_calls,
+            registry: Mutex::new(registry),
+        }
+    }
+
+    /// Counts one policy decision.
+    pub fn policy(&self, policy: &str, decision: &str, outcome: &str) {
+        self.policy_decisions
+            .get_or_create(&PolicyLabels {
+                policy: policy.to_owned(),
+                decision: decision.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one cloud call.
+    pub fn cloud(&self, api: &str, outcome: &str) {
+        self.cloud_calls
+            .get_or_create(&CloudLabels {
+                api: api.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Renders every counter in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().expect("metrics registry poisoned");
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

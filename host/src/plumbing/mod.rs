@@ -1,0 +1,1 @@
+//! Pod and ENI networking. Placeholder: filled by the plumbing work.
