@@ -42,7 +42,7 @@ impl IpamConfig {
 
 /// An ENI attached to the node, as the cloud reports it (also the input of
 /// [`super::Datastore::add_eni`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Eni {
     /// EC2 network interface id, `eni-...`.
     pub id: String,
@@ -117,7 +117,7 @@ impl fmt::Display for PodMeta {
 }
 
 /// An address held by a pod.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assignment {
     /// Who holds it.
     pub key: AssignmentKey,
