@@ -11,7 +11,7 @@ use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 use weft_host::ipam::{AssignmentKey, Datastore, Eni, IpamConfig, Now, PodMeta, SgSet};
-use weft_host::state::{Checkpoint, StateDir};
+use weft_host::state::{Checkpoint, DurableDatastore, StateDir};
 
 const PODS: u32 = 250;
 const ROUNDS: usize = 50;
@@ -105,7 +105,32 @@ fn run(prefix_mode: bool, dir: &StateDir) {
         })
         .collect();
 
+    // One pod ADD and its DEL through the durable datastore, with 250 pods
+    // already on the node, as many times as the pool has room (released
+    // addresses cool down).
     let bytes = std::fs::metadata(dir.checkpoint_path()).map_or(0, |m| m.len());
+    let mut durable = DurableDatastore::new(store, dir);
+    let room = durable
+        .datastore()
+        .free_count(&SgSet::new(["sg-node"]), now.mono)
+        .min(20);
+    let add_del: Vec<Duration> = (0..room)
+        .map(|n| {
+            let key = AssignmentKey::new("weft", format!("extra-{n}"), "eth0");
+            let start = Instant::now();
+            durable
+                .assign(
+                    key.clone(),
+                    &SgSet::new(["sg-node"]),
+                    PodMeta::default(),
+                    now,
+                )
+                .expect("the pool has room");
+            durable.release(&key, now).expect("release");
+            start.elapsed()
+        })
+        .collect();
+
     let mode = if prefix_mode {
         "prefix mode (1 ENI x 16 prefixes)"
     } else {
@@ -113,11 +138,13 @@ fn run(prefix_mode: bool, dir: &StateDir) {
     };
     println!(
         "{PODS} pods, {mode}: restart (load checkpoint + rebuild) median {:?}, max {:?}; \
-         checkpoint write ({bytes} bytes, fsync'd) median {:?}, max {:?}",
+         checkpoint write ({bytes} bytes, fsync'd) median {:?}, max {:?}; \
+         durable ADD+DEL median {:?}",
         median(restarts.clone()),
         restarts.iter().max().copied().unwrap_or_default(),
         median(writes.clone()),
         writes.iter().max().copied().unwrap_or_default(),
+        median(add_del),
     );
 }
 
