@@ -5,7 +5,7 @@
 //! Pure logic: no I/O and no clock reads. Callers pass time in as a
 //! [`Now`], apply what EC2 did (`add_*`, `remove_*`), ask what may go back
 //! to EC2 (`begin_release_*`), and persist assignments through
-//! [`crate::state`]. See [`Datastore`] for the placement rule and the
+//! [`crate::state::DurableDatastore`]. See [`Datastore`] for the placement rule and the
 //! address life cycle.
 
 mod activity;

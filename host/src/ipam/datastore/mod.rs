@@ -1,23 +1,6 @@
 //! The pool datastore: ENIs, their addresses, and which pod holds which.
-//!
-//! # Placement rule
-//!
-//! A pod of security-group set `G` gets an address only from an ENI that
-//! carries exactly `G` (and serves pods: the primary ENI does unless
-//! [`IpamConfig::primary_eni_serves_pods`] is off). Among those ENIs the one
-//! with the most assigned addresses wins, ties going to the lowest device
-//! index; inside it, the free address whose prefix holds the most assigned
-//! or cooling addresses wins (a secondary IP counts as a prefix of its own),
-//! ties going to the lowest address. Packing this way empties the other ENIs
-//! and prefixes so that scale-down can give them back to EC2.
-//!
-//! # Address life cycle
-//!
-//! free → assigned → cooling (for [`IpamConfig::cooldown`]) → free. Scale-down
-//! first marks free addresses, prefixes or a whole ENI as *releasing*
-//! (`begin_release_*`), which takes them out of placement while the EC2 call
-//! is in flight, then removes them (`remove_*`) or puts them back
-//! (`abort_*`). Assigned and cooling addresses are never marked releasing.
+//! One file per concern: address and ENI records (`slot`), pods (here),
+//! queries, scale-down, applying cloud results, start-up.
 
 mod apply;
 mod queries;
@@ -50,6 +33,30 @@ pub struct GrowthBudget {
 
 /// The pool datastore. Pure logic: no I/O, no clock reads (every operation
 /// that depends on time takes a [`Now`]).
+///
+/// # Placement rule
+///
+/// A pod of security-group set `G` gets an address only from an ENI that
+/// carries exactly `G` (and serves pods: the primary ENI does unless
+/// [`IpamConfig::primary_eni_serves_pods`] is off). Among those ENIs the one
+/// with the most assigned addresses wins, ties going to the lowest device
+/// index; inside it, the free address whose prefix holds the most assigned
+/// or cooling addresses wins (a secondary IP counts as a prefix of its own),
+/// ties going to the lowest address. Packing this way empties the other ENIs
+/// and prefixes so that scale-down can give them back to EC2.
+///
+/// # Address life cycle
+///
+/// free → assigned → cooling (for [`IpamConfig::cooldown`]) → free. Scale-down
+/// first marks free addresses, prefixes or a whole ENI as *releasing*
+/// (`begin_release_*`), which takes them out of placement while the EC2 call
+/// is in flight, then removes them (`remove_*`) or puts them back
+/// (`abort_*`). Assigned and cooling addresses are never marked releasing.
+///
+/// The addresses the cloud reports are the truth: applying a result never
+/// fails for an address the pool can hold, and
+/// [`Datastore::reconcile_with_inventory`] brings the pool back in line
+/// with the cloud after a restart or a missed update.
 #[derive(Debug, Clone)]
 pub struct Datastore {
     config: IpamConfig,

@@ -156,7 +156,7 @@ impl Datastore {
 
     /// Whether ENI `eni_id` may be detached and deleted now: not the primary
     /// ENI, not already being released, no assigned or cooling address, and
-    /// attached for at least [`IpamConfig::min_eni_age`].
+    /// attached for at least [`crate::ipam::IpamConfig::min_eni_age`].
     pub fn eni_releasable(&self, eni_id: &str, now: Now) -> Result<(), IpamError> {
         let eni = self.eni_entry(eni_id)?;
         let refuse = |why: String| {
