@@ -14,6 +14,12 @@ pub enum Error {
     /// An EC2 (or simulator) call failed.
     #[error(transparent)]
     Cloud(#[from] crate::cloud::CloudError),
+    /// The pool datastore refused an operation.
+    #[error(transparent)]
+    Ipam(#[from] crate::ipam::IpamError),
+    /// The state directory could not be read or written.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     /// Reading or writing a file failed.
     #[error("{context}: {source}")]
     Io {

@@ -13,6 +13,7 @@
 //! * [`ipam`]: the pool datastore (pure logic).
 //! * [`plumbing`]: pod and ENI networking through rtnetlink.
 //! * [`api`]: the unix-socket API the `weft` CNI plugin calls.
+//! * [`state`]: durable state on disk (assignment checkpoint, EC2 journal).
 //! * [`metrics`]: Prometheus counters shared by all of the above.
 
 pub mod api;
@@ -22,5 +23,6 @@ pub mod ipam;
 pub mod metrics;
 pub mod plumbing;
 pub mod policy;
+pub mod state;
 
 pub use error::{Error, Result};

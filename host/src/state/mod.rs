@@ -1,0 +1,21 @@
+//! Durable state of the node agent: the assignment checkpoint and the
+//! journal of EC2 operations in flight, in one locked directory, and
+//! [`DurableDatastore`], which makes every pod assignment and release durable
+//! before it is answered.
+//!
+//! Every write is atomic or append-only with `fsync`, so a crash at any
+//! point leaves files that load into a consistent state (the old one or the
+//! new one, never a mix).
+
+mod atomic;
+mod checkpoint;
+mod dir;
+mod durable;
+mod error;
+mod journal;
+
+pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint};
+pub use dir::StateDir;
+pub use durable::{CheckpointSink, DurableDatastore};
+pub use error::StateError;
+pub use journal::{Intent, Journal, OpId, Operation};
