@@ -68,6 +68,19 @@ pub struct IpConfig {
     pub extra: Map<String, Value>,
 }
 
+impl IpConfig {
+    /// An address with its gateway and interface index.
+    pub fn new(address: IpCidr, gateway: Option<IpAddr>, interface: Option<usize>) -> IpConfig {
+        IpConfig {
+            address,
+            gateway,
+            interface,
+            legacy_version: None,
+            extra: Map::new(),
+        }
+    }
+}
+
 /// One route of the result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Route {
@@ -79,6 +92,17 @@ pub struct Route {
     /// Fields this model does not name, kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl Route {
+    /// A route to `dst`, via `gw` if given.
+    pub fn new(dst: IpCidr, gw: Option<IpAddr>) -> Route {
+        Route {
+            dst,
+            gw,
+            extra: Map::new(),
+        }
+    }
 }
 
 /// DNS settings (all optional).
@@ -291,6 +315,36 @@ mod tests {
             out["routes"][0],
             json!({"dst": "192.168.0.0/16", "table": 100})
         );
+    }
+
+    #[test]
+    fn constructors_build_what_the_agent_returns() {
+        let gw: IpAddr = "169.254.1.1".parse().unwrap();
+        let built = NetworkResult {
+            interfaces: vec![
+                Interface {
+                    name: "eni0123456789a".into(),
+                    mac: Some("0a:00:00:00:00:01".into()),
+                    mtu: Some(9001),
+                    ..Interface::default()
+                },
+                Interface {
+                    name: "eth0".into(),
+                    mac: Some("0a:00:00:00:00:02".into()),
+                    mtu: Some(9001),
+                    sandbox: Some("/var/run/netns/p".into()),
+                    ..Interface::default()
+                },
+            ],
+            ips: vec![IpConfig::new(
+                "10.0.1.5/32".parse().unwrap(),
+                Some(gw),
+                Some(1),
+            )],
+            routes: vec![Route::new("0.0.0.0/0".parse().unwrap(), Some(gw))],
+            dns: Dns::default(),
+        };
+        assert_eq!(built, weft_result());
     }
 
     #[test]

@@ -133,6 +133,30 @@ fn invalid_env_values() {
 }
 
 #[test]
+fn non_utf8_environment() {
+    use std::os::unix::ffi::OsStrExt;
+    let (_d, socket) = no_agent();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .env_clear()
+        .env("CNI_COMMAND", std::ffi::OsStr::from_bytes(b"AD\xffD"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn weft");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&conf("1.0.0", &socket))
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait for weft");
+    let stdout: Value = serde_json::from_slice(&out.stdout).expect("one JSON value");
+    assert!(!out.status.success());
+    assert_eq!(stdout["code"], 4);
+    assert!(stdout["msg"].as_str().unwrap().contains("UTF-8"));
+}
+
+#[test]
 fn malformed_json() {
     let env = add_env(NETNS);
     for stdin in [&b"{\"cniVersion\": "[..], b"", b"[]"] {

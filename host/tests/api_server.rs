@@ -293,6 +293,12 @@ async fn malformed_oversized_and_unknown_requests() {
     .await;
     assert_eq!(status, 404);
     assert!(body["msg"].as_str().expect("msg").contains("/v2/status"));
+    let (status, body) = raw(
+        &server.path,
+        b"GET /v1/cni/add HTTP/1.1\r\nHost: weft\r\n\r\n",
+    )
+    .await;
+    assert_eq!((status, body["code"].as_u64()), (405, Some(101)));
     server.stop().await;
 }
 

@@ -24,4 +24,4 @@ mod socket;
 pub use backend::{Backend, PodView, PoolView};
 pub use routes::{MetricsFn, PATH_METRICS, PATH_PODS, PATH_POOL, status_for};
 pub use server::{ApiConfig, ApiServer};
-pub use socket::{BoundSocket, SocketError};
+pub use socket::{SocketError, SocketFile};

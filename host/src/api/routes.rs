@@ -50,6 +50,7 @@ pub fn router(backend: Arc<dyn Backend>, metrics: MetricsFn, request_timeout: Du
         .route(PATH_POOL, get(pool))
         .route(PATH_METRICS, get(metrics_text))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(request_timeout, deadline))
         .with_state(Shared { backend, metrics })
@@ -188,8 +189,16 @@ async fn metrics_text(State(s): State<Shared>) -> impl IntoResponse {
 }
 
 async fn not_found(request: Request) -> Failure {
+    unknown_route(StatusCode::NOT_FOUND, &request)
+}
+
+async fn method_not_allowed(request: Request) -> Failure {
+    unknown_route(StatusCode::METHOD_NOT_ALLOWED, &request)
+}
+
+fn unknown_route(status: StatusCode, request: &Request) -> Failure {
     Failure {
-        status: StatusCode::NOT_FOUND,
+        status,
         error: ApiError::agent_protocol(
             format!("weftd has no {} {}", request.method(), request.uri().path()),
             format!(

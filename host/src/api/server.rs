@@ -3,7 +3,7 @@
 
 use super::backend::Backend;
 use super::routes::{self, MetricsFn};
-use super::socket::{BoundSocket, SocketError};
+use super::socket::{SocketError, SocketFile};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -44,28 +44,24 @@ impl Default for ApiConfig {
 
 /// The agent API, bound and ready to serve.
 pub struct ApiServer {
-    socket: BoundSocket,
+    socket: SocketFile,
     listener: UnixListener,
     router: axum::Router,
     config: ApiConfig,
 }
 
 impl ApiServer {
-    /// Creates the socket (see [`BoundSocket::bind`]). Must be called inside
+    /// Creates the socket (see [`SocketFile::bind`]). Must be called inside
     /// a tokio runtime.
     pub fn bind(
         config: ApiConfig,
         backend: Arc<dyn Backend>,
         metrics: MetricsFn,
     ) -> Result<ApiServer, SocketError> {
-        let socket = BoundSocket::bind(&config.socket)?;
-        let listener = socket
-            .listener
-            .try_clone()
-            .and_then(|l| {
-                l.set_nonblocking(true)?;
-                UnixListener::from_std(l)
-            })
+        let (listener, socket) = SocketFile::bind(&config.socket)?;
+        let listener = listener
+            .set_nonblocking(true)
+            .and_then(|()| UnixListener::from_std(listener))
             .map_err(|source| {
                 socket.remove();
                 SocketError::Io {

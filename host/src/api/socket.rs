@@ -41,25 +41,25 @@ fn io_err(context: String) -> impl FnOnce(io::Error) -> SocketError {
     move |source| SocketError::Io { context, source }
 }
 
-/// A bound listening socket and the identity of its file.
+/// The file of a bound API socket, identified so that only this agent's
+/// socket is ever removed.
 #[derive(Debug)]
-pub struct BoundSocket {
-    /// The listener (blocking mode; the server switches it to non-blocking).
-    pub listener: UnixListener,
+pub struct SocketFile {
     /// The socket's path.
     pub path: PathBuf,
     dev_ino: (u64, u64),
 }
 
-impl BoundSocket {
-    /// Binds `path` with mode 0600.
+impl SocketFile {
+    /// Binds `path` with mode 0600 and returns the listener (blocking mode)
+    /// with the file's identity.
     ///
     /// Creates the parent directory (mode 0700) if missing; replaces a stale
     /// socket nobody answers on; refuses if an agent answers on it or if the
     /// path is not a socket. The socket is bound under a temporary name,
     /// restricted to 0600, then renamed into place, so it is never reachable
     /// with looser permissions.
-    pub fn bind(path: &Path) -> Result<BoundSocket, SocketError> {
+    pub fn bind(path: &Path) -> Result<(UnixListener, SocketFile), SocketError> {
         let tmp = PathBuf::from(format!("{}.{}.tmp", path.display(), std::process::id()));
         if tmp.as_os_str().len() > MAX_PATH {
             return Err(SocketError::PathTooLong(path.to_owned()));
@@ -90,11 +90,11 @@ impl BoundSocket {
         }
         let meta =
             std::fs::metadata(path).map_err(io_err(format!("inspecting {}", path.display())))?;
-        Ok(BoundSocket {
-            listener,
+        let file = SocketFile {
             path: path.to_owned(),
             dev_ino: (meta.dev(), meta.ino()),
-        })
+        };
+        Ok((listener, file))
     }
 
     /// Removes the socket file if it is still the one this agent bound.
@@ -140,14 +140,14 @@ mod tests {
     fn binds_0600_and_creates_the_directory() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/weft/weftd.sock");
-        let bound = BoundSocket::bind(&path).unwrap();
+        let (_listener, file) = SocketFile::bind(&path).unwrap();
         let meta = std::fs::metadata(&path).unwrap();
         assert!(meta.file_type().is_socket());
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         let parent = std::fs::metadata(path.parent().unwrap()).unwrap();
         assert_eq!(parent.permissions().mode() & 0o777, 0o700);
         UnixStream::connect(&path).expect("reachable under the final name");
-        bound.remove();
+        file.remove();
         assert!(!path.exists());
     }
 
@@ -156,8 +156,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weftd.sock");
         drop(UnixListener::bind(&path).unwrap());
-        let live = BoundSocket::bind(&path).expect("a stale socket is replaced");
-        match BoundSocket::bind(&path) {
+        let live = SocketFile::bind(&path).expect("a stale socket is replaced");
+        match SocketFile::bind(&path) {
             Err(SocketError::InUse(p)) => assert_eq!(p, path),
             other => panic!("expected InUse, got {other:?}"),
         }
@@ -170,7 +170,7 @@ mod tests {
         let path = dir.path().join("weftd.sock");
         std::fs::write(&path, "precious").unwrap();
         assert!(matches!(
-            BoundSocket::bind(&path),
+            SocketFile::bind(&path),
             Err(SocketError::NotASocket(_))
         ));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
@@ -180,7 +180,7 @@ mod tests {
     fn rejects_too_long_paths() {
         let path = PathBuf::from(format!("/tmp/{}", "x".repeat(100)));
         assert!(matches!(
-            BoundSocket::bind(&path),
+            SocketFile::bind(&path),
             Err(SocketError::PathTooLong(_))
         ));
     }
@@ -189,7 +189,7 @@ mod tests {
     fn remove_leaves_a_replacement_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weftd.sock");
-        let first = BoundSocket::bind(&path).unwrap();
+        let (_listener, first) = SocketFile::bind(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         let _second = UnixListener::bind(&path).unwrap();
         first.remove();
