@@ -172,8 +172,8 @@ impl Exec {
     }
 }
 
-/// Runs the plugin as a runtime does, on a blocking thread.
-async fn weft(binary: &Path, env: Vec<(&'static str, String)>, stdin: Value) -> Exec {
+/// Runs a CNI plugin as a runtime does (env + stdin), on a blocking thread.
+async fn exec_plugin(binary: &Path, env: Vec<(&'static str, String)>, stdin: Value) -> Exec {
     let binary = binary.to_owned();
     tokio::task::spawn_blocking(move || {
         let mut child = Command::new(&binary)
@@ -235,7 +235,7 @@ async fn add_renders_each_version_and_the_agent_gets_the_pod() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     for version in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
-        let out = weft(&binary, env("ADD", "web-0"), conf(version, &agent.socket)).await;
+        let out = exec_plugin(&binary, env("ADD", "web-0"), conf(version, &agent.socket)).await;
         assert!(out.success, "{}", out.stdout);
         let ip = if version.starts_with("0.") {
             json!({"version": "4", "address": "10.0.1.5/32", "gateway": "169.254.1.1", "interface": 1})
@@ -277,15 +277,15 @@ async fn add_renders_each_version_and_the_agent_gets_the_pod() {
 async fn del_check_gc_status_round_trip() {
     let binary = weft_tests::weft_plugin_binary();
     let agent = Agent::start(true).await;
-    let added = weft(&binary, env("ADD", "web-0"), conf("1.1.0", &agent.socket)).await;
+    let added = exec_plugin(&binary, env("ADD", "web-0"), conf("1.1.0", &agent.socket)).await;
     assert!(added.success);
 
     let mut check = conf("1.1.0", &agent.socket);
     check["prevResult"] = added.json();
-    let out = weft(&binary, env("CHECK", "web-0"), check.clone()).await;
+    let out = exec_plugin(&binary, env("CHECK", "web-0"), check.clone()).await;
     assert!(out.success && out.stdout.is_empty(), "{}", out.stdout);
     check["prevResult"]["routes"] = json!([]);
-    let out = weft(&binary, env("CHECK", "web-0"), check).await;
+    let out = exec_plugin(&binary, env("CHECK", "web-0"), check).await;
     assert!(!out.success);
     assert_eq!(out.json()["code"], 102);
     assert!(
@@ -297,14 +297,14 @@ async fn del_check_gc_status_round_trip() {
 
     let mut del_env = env("DEL", "web-0");
     del_env.retain(|(k, _)| *k != "CNI_NETNS");
-    let out = weft(&binary, del_env, conf("1.1.0", &agent.socket)).await;
+    let out = exec_plugin(&binary, del_env, conf("1.1.0", &agent.socket)).await;
     assert!(out.success && out.stdout.is_empty(), "{}", out.stdout);
     assert_eq!(agent.backend.requests("del")[0]["container_id"], "4f1c0de5");
     assert!(agent.backend.requests("del")[0].get("netns").is_none());
 
     let mut gc = conf("1.1.0", &agent.socket);
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "4f1c0de5", "ifname": "eth0"}]);
-    let out = weft(
+    let out = exec_plugin(
         &binary,
         vec![
             ("CNI_COMMAND", "GC".into()),
@@ -319,7 +319,7 @@ async fn del_check_gc_status_round_trip() {
         json!({"network": "vpc", "valid_attachments": [{"containerID": "4f1c0de5", "ifname": "eth0"}]})
     );
 
-    let out = weft(
+    let out = exec_plugin(
         &binary,
         vec![("CNI_COMMAND", "STATUS".into())],
         conf("1.1.0", &agent.socket),
@@ -333,7 +333,7 @@ async fn del_check_gc_status_round_trip() {
 async fn agent_errors_pass_through_with_their_code() {
     let binary = weft_tests::weft_plugin_binary();
     let agent = Agent::start(false).await;
-    let out = weft(
+    let out = exec_plugin(
         &binary,
         env("ADD", "empty-pool"),
         conf("0.4.0", &agent.socket),
@@ -348,7 +348,7 @@ async fn agent_errors_pass_through_with_their_code() {
             "details": "weftd is attaching a new ENI; kubelet retries the pod"
         })
     );
-    let out = weft(
+    let out = exec_plugin(
         &binary,
         vec![("CNI_COMMAND", "STATUS".into())],
         conf("1.1.0", &agent.socket),
@@ -374,9 +374,56 @@ async fn a_stalled_client_does_not_block_the_plugin() {
         .write_all(b"POST /v1/cni/add HTTP/1.1\r\nHost: weft\r\nContent-Length: 900\r\n\r\n{")
         .await
         .expect("write");
-    let out = weft(&binary, env("ADD", "web-1"), conf("1.0.0", &agent.socket)).await;
+    let out = exec_plugin(&binary, env("ADD", "web-1"), conf("1.0.0", &agent.socket)).await;
     assert!(out.success, "{}", out.stdout);
     assert_eq!(out.json()["ips"][0]["address"], "10.0.1.5/32");
     drop(stalled);
+    agent.stop().await;
+}
+
+/// Where Debian's containernetworking-plugins puts the reference plugins.
+const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
+
+/// weft's result must be exactly what libcni-based plugins expect as
+/// `prevResult`: `portmap` and `bandwidth` without port mappings or limits
+/// parse it with libcni's types (checking versions and interface indexes)
+/// and print it back. Chained weft → portmap → bandwidth, as in a conflist.
+#[tokio::test(flavor = "multi_thread")]
+async fn result_chains_through_the_reference_plugins() {
+    let binary = weft_tests::weft_plugin_binary();
+    let plugins = Path::new(REFERENCE_PLUGINS);
+    for plugin in ["portmap", "bandwidth"] {
+        assert!(
+            plugins.join(plugin).is_file(),
+            "{}/{plugin} is missing: install the reference plugins (apt-get install -y containernetworking-plugins)",
+            plugins.display()
+        );
+    }
+    let agent = Agent::start(true).await;
+    // The reference plugins (1.1.x) speak up to 1.0.0.
+    for version in ["0.3.1", "0.4.0", "1.0.0"] {
+        let ours = exec_plugin(&binary, env("ADD", "web-0"), conf(version, &agent.socket)).await;
+        assert!(ours.success, "{}", ours.stdout);
+        let mut prev = ours.json();
+        for plugin in ["portmap", "bandwidth"] {
+            let stdin = json!({
+                "cniVersion": version, "name": "vpc", "type": plugin,
+                "capabilities": {"portMappings": true, "bandwidth": true},
+                "prevResult": prev
+            });
+            let out = exec_plugin(&plugins.join(plugin), env("ADD", "web-0"), stdin).await;
+            assert!(
+                out.success,
+                "{plugin} rejected weft's {version} result: {}",
+                out.stdout
+            );
+            prev = out.json();
+        }
+        assert_eq!(
+            prev,
+            ours.json(),
+            "the chain passes weft's {version} result through unchanged"
+        );
+    }
     agent.stop().await;
 }
