@@ -94,7 +94,8 @@ pub struct DelRequest {
     pub container_id: String,
     /// `CNI_IFNAME`.
     pub ifname: String,
-    /// `CNI_NETNS`; absent when the runtime no longer has the namespace.
+    /// `CNI_NETNS`; absent when the runtime no longer has the namespace, and
+    /// possibly naming a namespace that is already gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<PathBuf>,
     /// The pod, when `CNI_ARGS` names it.

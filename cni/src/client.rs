@@ -417,6 +417,17 @@ mod tests {
         assert_eq!(client(&path).status().unwrap_err().code.0, 11);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_response_head_parses_or_errors(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = parse_head(&bytes);
+            let mut with_status = b"HTTP/1.1 ".to_vec();
+            with_status.extend_from_slice(&bytes);
+            with_status.extend_from_slice(b"\r\n\r\n");
+            let _ = parse_head(&with_status);
+        }
+    }
+
     #[test]
     fn missing_socket_is_try_again_naming_the_path() {
         let dir = tempfile::tempdir().unwrap();

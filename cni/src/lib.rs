@@ -10,7 +10,7 @@
 //! pod.
 //!
 //! Modules, one concern each:
-//! * [`env`], [`args`], [`netconf`]: the runtime's input.
+//! * [`env`](mod@env), [`args`], [`netconf`]: the runtime's input.
 //! * [`version`]: supported spec versions and what each allows.
 //! * [`result`], [`cidr`]: the CNI result model and its rendering per version.
 //! * [`error`]: the CNI error object and the error codes.
@@ -18,6 +18,8 @@
 //! * [`client`]: HTTP/1.1 over the agent's unix socket.
 //! * [`plugin`]: what each command does; `main` wires the process to it.
 //! * [`log`]: leveled logging to stderr.
+
+#![warn(missing_docs)]
 
 pub mod api;
 pub mod args;
