@@ -15,6 +15,7 @@ use crate::version::{CniVersion, VersionInfo};
 use serde_json::{Map, Value};
 use std::ffi::OsString;
 use std::io::Read;
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Largest network configuration accepted on stdin.
@@ -186,13 +187,7 @@ fn add(
             "weft serves Kubernetes pods: kubelet's runtime (containerd, CRI-O) passes both in CNI_ARGS",
         )
     })?;
-    let netns = att.netns.clone().ok_or_else(|| {
-        CniError::invalid_env(
-            "CNI_NETNS is not set",
-            "the runtime must set CNI_NETNS for ADD",
-        )
-    })?;
-    env::require_netns_exists(&netns)?;
+    let netns = existing_netns(att, Command::Add)?;
     let prev = conf.prev_result()?;
     let req = AddRequest {
         network: conf.name.clone(),
@@ -254,13 +249,7 @@ fn del(
 
 fn check(conf: &NetConf, att: &AttachmentEnv, agent: &dyn Agent) -> Result<(), CniError> {
     let args = CniArgs::parse(&att.args)?;
-    let netns = att.netns.clone().ok_or_else(|| {
-        CniError::invalid_env(
-            "CNI_NETNS is not set",
-            "the runtime must set CNI_NETNS for CHECK",
-        )
-    })?;
-    env::require_netns_exists(&netns)?;
+    let netns = existing_netns(att, Command::Check)?;
     let expected = conf.prev_result()?.ok_or_else(|| {
         CniError::invalid_netconf(
             "CHECK needs prevResult",
@@ -320,6 +309,18 @@ fn status(conf: &NetConf, agent: &dyn Agent) -> Result<(), CniError> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// `CNI_NETNS`, which `ADD` and `CHECK` need and which must exist.
+fn existing_netns(att: &AttachmentEnv, command: Command) -> Result<PathBuf, CniError> {
+    let netns = att.netns.clone().ok_or_else(|| {
+        CniError::invalid_env(
+            "CNI_NETNS is not set",
+            format!("the runtime must set CNI_NETNS for {}", command.as_str()),
+        )
+    })?;
+    env::require_netns_exists(&netns)?;
+    Ok(netns)
 }
 
 fn pod_ref(args: &CniArgs) -> Option<PodRef> {

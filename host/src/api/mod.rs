@@ -22,6 +22,6 @@ mod server;
 mod socket;
 
 pub use backend::{Backend, PodView, PoolView};
-pub use routes::{MetricsFn, PATH_METRICS, PATH_PODS, PATH_POOL, status_for};
+pub use routes::{MetricsFn, PATH_METRICS, PATH_PODS, PATH_POOL};
 pub use server::{ApiConfig, ApiServer};
 pub use socket::{SocketError, SocketFile};
