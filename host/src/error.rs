@@ -28,6 +28,9 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The API socket could not be created.
+    #[error(transparent)]
+    ApiSocket(#[from] crate::api::SocketError),
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
