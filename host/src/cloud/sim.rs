@@ -486,3 +486,6 @@ impl Cloud for SimCloud {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests;
