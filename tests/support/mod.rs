@@ -1,0 +1,5 @@
+//! Support modules of the end-to-end tests.
+
+pub mod fault_proxy;
+pub mod moto;
+pub mod vpc;
