@@ -1,7 +1,7 @@
 //! Builds every policy component the host's tests load, for `wasm32-wasip2`,
 //! and writes their absolute paths to `$OUT_DIR/artifacts.rs`.
 //!
-//! Each component is built by its own `cargo build -p ...` so that only its
+//! Each component is built by its own `cargo rustc -p ...` so that only its
 //! world's SDK feature is enabled (features unify within one invocation, and
 //! a component must embed exactly one world). The builds use their own
 //! target directory under `OUT_DIR`: sharing the outer build's directory
@@ -142,13 +142,17 @@ fn check_target_installed() {
     }
 }
 
-/// Runs `cargo build` for one component and returns the path of its `.wasm`.
+/// Runs cargo for one component and returns the path of its `.wasm`.
 fn build(root: &Path, target_dir: &Path, component: &Component) -> PathBuf {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
+    // The policy crates are plain rlibs (a `cdylib` crate type would drop
+    // the metadata hash from the rlib's file name, so builds of different
+    // checkouts sharing a target directory overwrite each other's); the
+    // component is the same library linked as a cdylib.
     cmd.current_dir(root)
-        .args(["build", "--locked", "--release", "--target", TARGET])
-        .args(["-p", component.package])
+        .args(["rustc", "--locked", "--release", "--target", TARGET])
+        .args(["-p", component.package, "--lib", "--crate-type", "cdylib"])
         .arg("--target-dir")
         .arg(target_dir);
     if !component.features.is_empty() {
