@@ -15,8 +15,9 @@ use wasmtime::component::Component;
 use wasmtime::{Engine, Store, Trap};
 use weft_policy_sdk::{pool, security, subnet};
 
-/// The only non-WASI import a policy may have (any 0.1.x version).
-const LOG_IMPORT_PREFIX: &str = "weft:policy/log@0.1.";
+/// The contract's interfaces a policy may import (any 0.1.x version):
+/// `log`, and the type-only interfaces its world uses.
+const CONTRACT_INTERFACES: [&str; 5] = ["log", "types", "pool", "subnet", "security"];
 /// Core module binary header: magic and version 1.
 const CORE_HEADER: [u8; 8] = *b"\0asm\x01\0\0\0";
 /// Component binary header: magic and the component layer's version word.
@@ -132,10 +133,7 @@ impl CompiledPolicy {
             .imports(&engine.engine)
             .map(|(n, _)| n.to_owned())
             .collect();
-        if let Some(foreign) = imports
-            .iter()
-            .find(|i| !i.starts_with("wasi:") && !i.starts_with(LOG_IMPORT_PREFIX))
-        {
+        if let Some(foreign) = imports.iter().find(|i| !is_allowed_import(i)) {
             return Err(fail(format!(
                 "imports `{foreign}`; a policy may import only `weft:policy/log@0.1.0` and WASI interfaces (which grant nothing)"
             )));
@@ -445,6 +443,19 @@ fn check_format(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
+/// Whether a policy may import `name`: WASI (which grants nothing) or an
+/// interface of the contract, `weft:policy@0.1.x`.
+fn is_allowed_import(name: &str) -> bool {
+    if name.starts_with("wasi:") {
+        return true;
+    }
+    name.strip_prefix("weft:policy/")
+        .and_then(|rest| rest.split_once('@'))
+        .is_some_and(|(interface, version)| {
+            CONTRACT_INTERFACES.contains(&interface) && version.starts_with("0.1.")
+        })
+}
+
 /// The world whose decision function the component exports.
 fn world_of(exports: &[String]) -> Option<Decision> {
     Decision::ALL
@@ -471,6 +482,25 @@ mod tests {
                 .contains("no `\\0asm` header")
         );
         assert!(check_format(b"").is_err());
+    }
+
+    #[test]
+    fn only_wasi_and_the_contract_may_be_imported() {
+        for ok in [
+            "wasi:cli/stderr@0.2.6",
+            "weft:policy/log@0.1.0",
+            "weft:policy/pool@0.1.3",
+        ] {
+            assert!(is_allowed_import(ok), "{ok}");
+        }
+        for bad in [
+            "evil:net/socket",
+            "weft:policy/log@0.2.0",
+            "weft:policy/net@0.1.0",
+            "weft:policy/log",
+        ] {
+            assert!(!is_allowed_import(bad), "{bad}");
+        }
     }
 
     #[test]

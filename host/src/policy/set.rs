@@ -57,12 +57,7 @@ pub struct PolicyStatus {
     pub on_failure: OnFailure,
 }
 
-impl<P, S, G> PolicySet<P, S, G>
-where
-    P: PoolSizing + Send + Sync,
-    S: SubnetSelection + Send + Sync,
-    G: SecurityGroups + Send + Sync,
-{
+impl PolicySet {
     /// Creates the engine (with the configured artifact cache) and loads
     /// every policy. A module that fails to load is logged and counted and
     /// its decision uses its failure mode; only an invalid configuration is
@@ -72,8 +67,16 @@ where
             .map_err(|e| Error::Config(format!("cannot create the policy engine: {e:#}")))?;
         Self::new(Arc::new(engine), config, metrics)
     }
+}
 
-    /// Loads every policy on `engine`; see [`PolicySet::from_config`].
+impl<P, S, G> PolicySet<P, S, G>
+where
+    P: PoolSizing + Send + Sync,
+    S: SubnetSelection + Send + Sync,
+    G: SecurityGroups + Send + Sync,
+{
+    /// Loads every policy on `engine` with the native defaults `P`, `S`,
+    /// `G`; see [`PolicySet::from_config`].
     pub fn new(
         engine: Arc<PolicyEngine>,
         config: &PoliciesConfig,
@@ -148,26 +151,32 @@ where
     /// built-in `warm-pool`; `fail-closed` leaves the pool as it is).
     pub fn size_pool(&self, state: &pool::PoolState) -> pool::PoolDecision {
         let slot = self.pool.current();
-        let (decision, outcome) = match slot.wasm_or_failure() {
-            None => (slot.native.size_pool(state), OK),
+        // `None`: the answer came from a failing policy's failure mode,
+        // already counted.
+        let (decision, answered) = match slot.wasm_or_failure() {
+            None => (slot.native.size_pool(state), true),
             Some(Ok(module)) => match module.size_pool(state) {
-                Ok((decision, _)) => (decision, OK),
-                Err(e) => (self.pool_failure(&slot, &e, state), e.kind.as_str()),
+                Ok((decision, _)) => (decision, true),
+                Err(e) => (self.pool_failure(&slot, &e, state), false),
             },
-            Some(Err(e)) => (self.pool_failure(&slot, e, state), e.kind.as_str()),
+            Some(Err(e)) => (self.pool_failure(&slot, e, state), false),
         };
         let clamped = validate::pool_decision(decision, state);
-        let outcome = if clamped.adjustments.is_empty() || outcome != OK {
-            outcome
-        } else {
+        if !clamped.adjustments.is_empty() {
             tracing::warn!(
                 policy = %slot.name,
                 adjustments = ?clamped.adjustments,
                 "pool-sizing decision clamped to the instance's limits"
             );
-            CLAMPED
-        };
-        self.count(&slot.name, Decision::PoolSizing, outcome);
+        }
+        if answered {
+            let outcome = if clamped.adjustments.is_empty() {
+                OK
+            } else {
+                CLAMPED
+            };
+            self.count(&slot.name, Decision::PoolSizing, outcome);
+        }
         clamped.decision
     }
 
