@@ -146,10 +146,10 @@ fn check_target_installed() {
 fn build(root: &Path, target_dir: &Path, component: &Component) -> PathBuf {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    // The policy crates are plain rlibs (a `cdylib` crate type would drop
-    // the metadata hash from the rlib's file name, so builds of different
-    // checkouts sharing a target directory overwrite each other's); the
-    // component is the same library linked as a cdylib.
+    // The policy crates are plain rlibs: native builds (the host links
+    // them) then neither link an unused shared library nor lose the rlib's
+    // hashed file name, which a `cdylib` crate type drops. The component is
+    // the same library linked as a cdylib.
     cmd.current_dir(root)
         .args(["rustc", "--locked", "--release", "--target", TARGET])
         .args(["-p", component.package, "--lib", "--crate-type", "cdylib"])
