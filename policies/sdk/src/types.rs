@@ -76,11 +76,7 @@ pub mod pool {
         /// Addresses free to hand to a new pod now.
         pub fn free(&self) -> u32 {
             self.addresses()
-<<<<<<< HEAD
-                .saturating_sub(self.assigned + self.cooling)
-=======
                 .saturating_sub(self.assigned.saturating_add(self.cooling))
->>>>>>> wt-reconcile
         }
     }
 
