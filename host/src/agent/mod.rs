@@ -1,0 +1,120 @@
+//! The agent: the pool service, the policies and the plumbing behind the
+//! API the `weft` plugin calls.
+//!
+//! [`Agent::start`] builds everything from an [`AgentConfig`] (cloud, state
+//! directory, policies, plumbing, pool) and [`Agent::serve`] answers the API
+//! until shutdown. The CNI operations themselves are in `backend`; the
+//! node-side set-up of secondary ENIs in `hooks`.
+
+mod backend;
+mod hooks;
+mod result;
+
+use crate::api::{ApiConfig, ApiServer};
+use crate::cloud::sim::NetnsDummyLinks;
+use crate::cloud::{Cloud, Ec2Cloud, NodeIdentity};
+use crate::config::{AgentConfig, CloudConfig};
+use crate::metrics::Metrics;
+use crate::plumbing::Plumbing;
+use crate::policy::PolicySet;
+use crate::reconcile::{Pool, PoolDeps};
+use crate::state::StateDir;
+use crate::{Error, Result};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use hooks::PlumbingHooks;
+
+/// A running agent.
+pub struct Agent {
+    pool: Arc<Pool>,
+    policies: Arc<PolicySet>,
+    plumbing: Arc<Plumbing>,
+    node: NodeIdentity,
+    metrics: Arc<Metrics>,
+}
+
+impl Agent {
+    /// Builds the agent: connects to the cloud, loads the policies, opens
+    /// the node's netlink connection and the state directory, and recovers
+    /// the pool (inventory from the cloud, journal, checkpoint).
+    pub async fn start(config: &AgentConfig) -> Result<Arc<Agent>> {
+        let started = Instant::now();
+        let metrics = Arc::new(Metrics::new());
+        let plumbing = Arc::new(Plumbing::new(config.plumbing.plumbing_config()).await?);
+        let cloud: Arc<dyn Cloud> = match &config.cloud {
+            CloudConfig::Sim(sim) => {
+                // Attached ENIs become dummy links in the agent's own
+                // namespace, so their host set-up runs for real.
+                let links = sim.materialise_enis.then(|| {
+                    Arc::new(NetnsDummyLinks::new("/proc/self/ns/net"))
+                        as Arc<dyn crate::cloud::sim::EniLinks>
+                });
+                Arc::new(sim.build(links)?)
+            }
+            CloudConfig::Ec2(ec2) => {
+                Arc::new(Ec2Cloud::new(ec2.ec2_config()?, metrics.clone()).await?)
+            }
+        };
+        let node = cloud.identity().await?;
+        let policies = Arc::new(PolicySet::from_config(&config.policies, metrics.clone())?);
+        let state = StateDir::open(&config.agent.state_dir)?;
+        let hooks = Arc::new(PlumbingHooks::new(plumbing.clone(), config.plumbing.mtu));
+        let pool = Pool::start(PoolDeps {
+            cloud,
+            policies: policies.clone(),
+            state,
+            metrics: metrics.clone(),
+            hooks,
+            config: config.pool.clone(),
+        })
+        .await?;
+        tracing::info!(
+            instance = %node.instance_id,
+            instance_type = %node.instance_type,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "agent ready"
+        );
+        Ok(Arc::new(Agent {
+            pool,
+            policies,
+            plumbing,
+            node,
+            metrics,
+        }))
+    }
+
+    /// The pool service.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Serves the API on `config.agent.socket` until `shutdown` completes,
+    /// then stops the pool service.
+    pub async fn serve(
+        self: Arc<Self>,
+        config: &AgentConfig,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let metrics = self.metrics.clone();
+        let server = ApiServer::bind(
+            ApiConfig {
+                socket: config.agent.socket.clone(),
+                ..ApiConfig::default()
+            },
+            self.clone(),
+            Arc::new(move || metrics.encode()),
+        )?;
+        tracing::info!(socket = %config.agent.socket.display(), "serving the CNI API");
+        server
+            .serve(shutdown)
+            .await
+            .map_err(|source| Error::Io {
+                context: format!("serving {}", config.agent.socket.display()),
+                source,
+            })?;
+        self.pool.shutdown().await;
+        Ok(())
+    }
+}
