@@ -34,7 +34,7 @@ mod links;
 mod state;
 
 pub use faults::Fault;
-pub use links::{EniLinks, NetnsDummyLinks};
+pub use links::{EniLinks, NetnsEniLinks};
 
 use super::api::Api;
 use super::ratelimit::{Clock, RateLimiter, RateLimits, SystemClock};
