@@ -116,7 +116,8 @@ impl SimBuilder {
         self
     }
 
-    /// The node's availability zone (default `us-east-1a`).
+    /// The zone of subnets added without one (default `us-east-1a`); the node's zone is its
+    /// subnet's (the first subnet's).
     pub fn availability_zone(mut self, zone: impl Into<String>) -> Self {
         self.availability_zone = zone.into();
         self
@@ -231,7 +232,7 @@ impl SimBuilder {
             identity: NodeIdentity {
                 instance_id: String::new(),
                 instance_type: limits.instance_type.clone(),
-                availability_zone: self.availability_zone,
+                availability_zone: subnets[0].availability_zone.clone(),
                 vpc_id: String::new(),
                 primary_eni_id: String::new(),
                 subnet_id: String::new(),
