@@ -1,0 +1,705 @@
+//! `Ec2Cloud`: the [`Cloud`] trait on aws-sdk-ec2.
+//!
+//! * Credentials come from the standard chain (environment, IRSA web identity, IMDS); the node
+//!   identity from IMDS unless [`Ec2Config::identity`] gives it; the endpoint from
+//!   [`Ec2Config::endpoint_url`] or `AWS_ENDPOINT_URL_EC2`.
+//! * Every call goes through one wrapper: client-side token buckets per API class sized from
+//!   AWS's per-account buckets, a per-attempt timeout, retries with exponential backoff and
+//!   jitter on throttling, 5xx and timeouts (the SDK's own retries are off), and a
+//!   `cloud_calls{api,outcome}` counter.
+//! * Calls that must not simply be repeated (create, attach, assign, unassign, detach, delete)
+//!   check EC2 after an ambiguous failure before retrying: a created ENI is found again by its
+//!   idempotency tag, so a lost answer never leaks an ENI. Create then attach is one operation
+//!   for callers: when attaching fails for good, the ENI is deleted again.
+
+mod call;
+mod convert;
+mod errors;
+mod identity;
+
+use super::api::Api;
+use super::leak;
+use super::ratelimit::{RateLimiter, RateLimits, SystemClock};
+use super::retry::RetryPolicy;
+use super::types::*;
+use super::{Cloud, CloudError, CloudFuture, LimitKind};
+use crate::metrics::Metrics;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::config::Region;
+use aws_sdk_ec2::config::retry::RetryConfig;
+use aws_sdk_ec2::types::{
+    Filter, InstanceType, NetworkInterface, NetworkInterfaceAttachmentChanges, ResourceType,
+    TagSpecification,
+};
+use call::Caller;
+use ipnet::Ipv4Net;
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{Mutex, OnceCell};
+
+/// Configuration of [`Ec2Cloud`].
+#[derive(Debug, Clone)]
+pub struct Ec2Config {
+    /// Cluster name, written to the `weft.io/cluster` tag and used to find leaked ENIs.
+    pub cluster_name: String,
+    /// AWS region; the standard chain (env, profile, IMDS) when `None`.
+    pub region: Option<String>,
+    /// EC2 endpoint; `AWS_ENDPOINT_URL_EC2` / `AWS_ENDPOINT_URL` or the regional one when `None`.
+    pub endpoint_url: Option<String>,
+    /// Node identity; read from IMDS when `None`.
+    pub identity: Option<NodeIdentity>,
+    /// Timeout of one attempt of one call.
+    pub call_timeout: Duration,
+    /// Retries of retryable failures.
+    pub retry: RetryPolicy,
+    /// Client-side token buckets.
+    pub rate_limits: RateLimits,
+    /// Minimum age of a leaked ENI (5 minutes by default).
+    pub leaked_eni_min_age: Duration,
+}
+
+impl Ec2Config {
+    /// Defaults for a cluster: 10 s per attempt, 8 attempts, AWS's buckets, 5 minute leak age.
+    pub fn new(cluster_name: impl Into<String>) -> Self {
+        Ec2Config {
+            cluster_name: cluster_name.into(),
+            region: None,
+            endpoint_url: None,
+            identity: None,
+            call_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            rate_limits: RateLimits::aws(),
+            leaked_eni_min_age: leak::DEFAULT_MIN_AGE,
+        }
+    }
+}
+
+/// The EC2 implementation of [`Cloud`].
+pub struct Ec2Cloud {
+    client: Client,
+    caller: Caller,
+    config: Ec2Config,
+    identity: OnceCell<NodeIdentity>,
+    limits: OnceCell<InstanceLimits>,
+    /// Serialises ENI creation so two creates never pick the same device index.
+    attach_lock: Mutex<()>,
+}
+
+fn filter(name: &str, value: impl Into<String>) -> Filter {
+    Filter::builder().name(name).values(value).build()
+}
+
+fn missing(api: Api, what: &str) -> CloudError {
+    CloudError::Fatal {
+        api: api.name().to_owned(),
+        detail: format!("EC2 answered without {what}"),
+    }
+}
+
+fn parse_all<T: std::str::FromStr>(api: Api, values: &[String]) -> Result<Vec<T>, CloudError>
+where
+    T::Err: std::fmt::Display,
+{
+    values
+        .iter()
+        .map(|v| {
+            v.parse().map_err(|e| CloudError::Fatal {
+                api: api.name().to_owned(),
+                detail: format!("EC2 answered an unusable address {v:?}: {e}"),
+            })
+        })
+        .collect()
+}
+
+impl Ec2Cloud {
+    /// Loads the standard AWS configuration (credentials, region, endpoint overrides) and builds
+    /// the client. Does no EC2 call yet.
+    pub async fn new(config: Ec2Config, metrics: Arc<Metrics>) -> Self {
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::disabled());
+        if let Some(region) = &config.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        let sdk = loader.load().await;
+        Self::with_sdk_config(&sdk, config, metrics)
+    }
+
+    /// Builds the client from an already loaded SDK configuration (tests give static
+    /// credentials this way). `config` still overrides region and endpoint.
+    pub fn with_sdk_config(sdk: &SdkConfig, config: Ec2Config, metrics: Arc<Metrics>) -> Self {
+        let mut builder =
+            aws_sdk_ec2::config::Builder::from(sdk).retry_config(RetryConfig::disabled());
+        if let Some(region) = &config.region {
+            builder = builder.region(Region::new(region.clone()));
+        }
+        if let Some(url) = &config.endpoint_url {
+            builder = builder.endpoint_url(url);
+        }
+        let caller = Caller {
+            limiter: RateLimiter::new(&config.rate_limits, Arc::new(SystemClock)),
+            retry: config.retry,
+            timeout: config.call_timeout,
+            metrics,
+        };
+        Ec2Cloud {
+            client: Client::from_conf(builder.build()),
+            caller,
+            config,
+            identity: OnceCell::new(),
+            limits: OnceCell::new(),
+            attach_lock: Mutex::new(()),
+        }
+    }
+
+    async fn node(&self) -> Result<&NodeIdentity, CloudError> {
+        self.identity
+            .get_or_try_init(|| async {
+                match &self.config.identity {
+                    Some(identity) => Ok(identity.clone()),
+                    None => identity::from_imds(&aws_config::imds::Client::builder().build()).await,
+                }
+            })
+            .await
+    }
+
+    async fn limits(&self) -> Result<&InstanceLimits, CloudError> {
+        self.limits
+            .get_or_try_init(|| async {
+                let api = Api::DescribeInstanceTypes;
+                let instance_type = self.node().await?.instance_type.clone();
+                let request = self
+                    .client
+                    .describe_instance_types()
+                    .instance_types(InstanceType::from(instance_type.as_str()));
+                let answer = self.caller.call(api, || request.clone().send()).await?;
+                let info = answer
+                    .instance_types()
+                    .first()
+                    .ok_or_else(|| CloudError::Fatal {
+                        api: api.name().to_owned(),
+                        detail: format!("EC2 does not know instance type {instance_type}"),
+                    })?;
+                convert::limits(api, info)
+            })
+            .await
+    }
+
+    /// `DescribeNetworkInterfaces` with filters, all pages.
+    async fn describe(&self, filters: Vec<Filter>) -> Result<Vec<NetworkInterface>, CloudError> {
+        let mut all = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let request = self
+                .client
+                .describe_network_interfaces()
+                .set_filters(Some(filters.clone()))
+                .set_next_token(token.clone());
+            let page = self
+                .caller
+                .call(Api::DescribeNetworkInterfaces, || request.clone().send())
+                .await?;
+            all.extend_from_slice(page.network_interfaces());
+            match page.next_token() {
+                Some(next) if !next.is_empty() => token = Some(next.to_owned()),
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    async fn describe_enis(&self, filters: Vec<Filter>) -> Result<Vec<Eni>, CloudError> {
+        self.describe(filters)
+            .await?
+            .iter()
+            .map(|ni| convert::eni(Api::DescribeNetworkInterfaces, ni))
+            .collect()
+    }
+
+    /// One ENI, or `None` when it does not exist.
+    async fn find(&self, eni_id: &str) -> Result<Option<Eni>, CloudError> {
+        Ok(self
+            .describe_enis(vec![filter("network-interface-id", eni_id)])
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// One ENI, which must exist.
+    async fn get(&self, api: Api, eni_id: &str) -> Result<Eni, CloudError> {
+        self.find(eni_id)
+            .await?
+            .ok_or_else(|| CloudError::NotFound {
+                api: api.name().to_owned(),
+                what: format!("network interface {eni_id}"),
+                detail: "not in DescribeNetworkInterfaces".into(),
+            })
+    }
+
+    fn check_slots(
+        &self,
+        api: Api,
+        limits: &InstanceLimits,
+        used: u32,
+        more: u32,
+        prefixes: bool,
+    ) -> Result<(), CloudError> {
+        if prefixes && !limits.prefix_delegation {
+            return Err(CloudError::Fatal {
+                api: api.name().to_owned(),
+                detail: format!(
+                    "{} is not a Nitro instance type and cannot use /28 prefixes; use secondary IPs",
+                    limits.instance_type
+                ),
+            });
+        }
+        if used.saturating_add(more) > limits.slots_per_eni() {
+            return Err(CloudError::LimitExceeded {
+                api: api.name().to_owned(),
+                what: LimitKind::IpsPerEni,
+                detail: format!(
+                    "{} allows {} secondary addresses per ENI; {used} in use, {more} requested",
+                    limits.instance_type,
+                    limits.slots_per_eni()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    async fn create_and_attach(&self, request: &CreateEni) -> Result<Eni, CloudError> {
+        let node = self.node().await?.clone();
+        let limits = self.limits().await?.clone();
+        let prefixes = matches!(request.addresses, AddressRequest::Prefixes(_));
+        let create_api = Api::CreateNetworkInterface;
+        self.check_slots(create_api, &limits, 0, request.addresses.slots(), prefixes)?;
+
+        let _guard = self.attach_lock.lock().await;
+        let used: BTreeSet<u32> = self
+            .list_node_enis(&node)
+            .await?
+            .iter()
+            .filter_map(Eni::device_index)
+            .collect();
+        let device_index = (1..limits.max_enis)
+            .find(|i| !used.contains(i))
+            .ok_or_else(|| CloudError::LimitExceeded {
+                api: Api::AttachNetworkInterface.name().to_owned(),
+                what: LimitKind::Enis,
+                detail: format!(
+                    "{} allows {} ENIs and {} are attached",
+                    limits.instance_type,
+                    limits.max_enis,
+                    used.len()
+                ),
+            })?;
+
+        let token = format!("weft-{:032x}", rand::random::<u128>());
+        let mut tags = request.tags.clone();
+        tags.insert(TAG_CLUSTER.into(), self.config.cluster_name.clone());
+        tags.insert(TAG_INSTANCE_ID.into(), node.instance_id.clone());
+        tags.insert(
+            TAG_CREATED_AT.into(),
+            leak::created_at_tag(SystemTime::now()),
+        );
+        tags.insert(TAG_CREATE_TOKEN.into(), token.clone());
+        let mut create = self
+            .client
+            .create_network_interface()
+            .subnet_id(&request.subnet_id)
+            .set_groups(Some(request.security_groups.clone()))
+            .description(format!("weft-{}", node.instance_id))
+            .client_token(&token)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::NetworkInterface)
+                    .set_tags(Some(convert::to_tags(&tags)))
+                    .build(),
+            );
+        create = match request.addresses {
+            AddressRequest::Ips(0) => create,
+            AddressRequest::Ips(n) => create.secondary_private_ip_address_count(n as i32),
+            AddressRequest::Prefixes(n) => create.ipv4_prefix_count(n as i32),
+        };
+        let created = self
+            .caller
+            .call_recovering(
+                create_api,
+                || {
+                    let create = create.clone();
+                    async move { create.send().await.map(|o| o.network_interface().cloned()) }
+                },
+                || async {
+                    let found = self
+                        .describe(vec![filter(&format!("tag:{TAG_CREATE_TOKEN}"), &token)])
+                        .await?;
+                    Ok(found.into_iter().next().map(Some))
+                },
+            )
+            .await?
+            .ok_or_else(|| missing(create_api, "the created network interface"))?;
+        let mut eni = convert::eni(create_api, &created)?;
+
+        match self.attach(&node, &eni.id, device_index).await {
+            Ok(attachment) => {
+                eni.attachment = Some(attachment);
+                eni.status = EniStatus::InUse;
+                Ok(eni)
+            }
+            Err(error) => {
+                if let Err(undo) = self.delete_eni_now(&eni.id).await {
+                    tracing::error!(eni = %eni.id, %undo, "could not delete the ENI of a failed create; the leaked-ENI collector will");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Attaches at `device_index` and sets delete-on-termination.
+    async fn attach(
+        &self,
+        node: &NodeIdentity,
+        eni_id: &str,
+        device_index: u32,
+    ) -> Result<Attachment, CloudError> {
+        let api = Api::AttachNetworkInterface;
+        let attach = self
+            .client
+            .attach_network_interface()
+            .network_interface_id(eni_id)
+            .instance_id(&node.instance_id)
+            .device_index(device_index as i32);
+        let attachment_id = self
+            .caller
+            .call_recovering(
+                api,
+                || {
+                    let attach = attach.clone();
+                    async move {
+                        attach
+                            .send()
+                            .await
+                            .map(|o| o.attachment_id().map(str::to_owned))
+                    }
+                },
+                || async {
+                    let eni = self.get(api, eni_id).await?;
+                    Ok(eni
+                        .attachment
+                        .filter(|a| a.instance_id == node.instance_id)
+                        .map(|a| Some(a.id)))
+                },
+            )
+            .await?
+            .ok_or_else(|| missing(api, "an attachment id"))?;
+        let modify = self
+            .client
+            .modify_network_interface_attribute()
+            .network_interface_id(eni_id)
+            .attachment(
+                NetworkInterfaceAttachmentChanges::builder()
+                    .attachment_id(&attachment_id)
+                    .delete_on_termination(true)
+                    .build(),
+            );
+        self.caller
+            .call(Api::ModifyNetworkInterfaceAttribute, || {
+                modify.clone().send()
+            })
+            .await?;
+        Ok(Attachment {
+            id: attachment_id,
+            instance_id: node.instance_id.clone(),
+            device_index,
+            network_card_index: 0,
+            delete_on_termination: true,
+        })
+    }
+
+    async fn list_node_enis(&self, node: &NodeIdentity) -> Result<Vec<Eni>, CloudError> {
+        let mut enis = self
+            .describe_enis(vec![filter("attachment.instance-id", &node.instance_id)])
+            .await?;
+        enis.sort_by_key(Eni::device_index);
+        Ok(enis)
+    }
+
+    /// Assigns `count` secondary IPs or prefixes; returns what was added. EC2 answers with the
+    /// new addresses (an emulator may answer with all of them), so the answer is compared with
+    /// the ENI as it was before; after an ambiguous failure the ENI itself is compared.
+    async fn assign(
+        &self,
+        eni_id: &str,
+        request: AddressRequest,
+    ) -> Result<(Vec<Ipv4Addr>, Vec<Ipv4Net>), CloudError> {
+        let api = Api::AssignPrivateIpAddresses;
+        let limits = self.limits().await?.clone();
+        let before = self.get(api, eni_id).await?;
+        let prefixes = matches!(request, AddressRequest::Prefixes(_));
+        self.check_slots(api, &limits, before.used_slots(), request.slots(), prefixes)?;
+        let assign = self
+            .client
+            .assign_private_ip_addresses()
+            .network_interface_id(eni_id);
+        let assign = match request {
+            AddressRequest::Ips(n) => assign.secondary_private_ip_address_count(n as i32),
+            AddressRequest::Prefixes(n) => assign.ipv4_prefix_count(n as i32),
+        };
+        let (ips, nets) = self
+            .caller
+            .call_recovering(
+                api,
+                || {
+                    let assign = assign.clone();
+                    async move {
+                        assign.send().await.map(|o| {
+                            let ips = o
+                                .assigned_private_ip_addresses()
+                                .iter()
+                                .filter_map(|a| a.private_ip_address().map(str::to_owned))
+                                .collect::<Vec<_>>();
+                            let nets = o
+                                .assigned_ipv4_prefixes()
+                                .iter()
+                                .filter_map(|p| p.ipv4_prefix().map(str::to_owned))
+                                .collect::<Vec<_>>();
+                            (ips, nets)
+                        })
+                    }
+                },
+                || async {
+                    let after = self.get(api, eni_id).await?;
+                    let grew = after.used_slots() > before.used_slots();
+                    Ok(grew.then(|| {
+                        (
+                            after
+                                .secondary_ips
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect(),
+                            after.prefixes.iter().map(ToString::to_string).collect(),
+                        )
+                    }))
+                },
+            )
+            .await?;
+        let ips: Vec<Ipv4Addr> = parse_all(api, &ips)?;
+        let nets: Vec<Ipv4Net> = parse_all(api, &nets)?;
+        Ok((
+            ips.into_iter()
+                .filter(|ip| *ip != before.primary_ip && !before.secondary_ips.contains(ip))
+                .collect(),
+            nets.into_iter()
+                .filter(|p| !before.prefixes.contains(p))
+                .collect(),
+        ))
+    }
+
+    async fn unassign(
+        &self,
+        eni_id: &str,
+        ips: &[Ipv4Addr],
+        prefixes: &[Ipv4Net],
+    ) -> Result<(), CloudError> {
+        if ips.is_empty() && prefixes.is_empty() {
+            return Ok(());
+        }
+        let api = Api::UnassignPrivateIpAddresses;
+        let mut unassign = self
+            .client
+            .unassign_private_ip_addresses()
+            .network_interface_id(eni_id);
+        if !ips.is_empty() {
+            unassign = unassign
+                .set_private_ip_addresses(Some(ips.iter().map(ToString::to_string).collect()));
+        }
+        if !prefixes.is_empty() {
+            unassign = unassign
+                .set_ipv4_prefixes(Some(prefixes.iter().map(ToString::to_string).collect()));
+        }
+        self.caller
+            .call_recovering(
+                api,
+                || {
+                    let request = unassign.clone();
+                    async move { request.send().await.map(drop) }
+                },
+                || async {
+                    let eni = self.get(api, eni_id).await?;
+                    let gone = !eni.secondary_ips.iter().any(|ip| ips.contains(ip))
+                        && !eni.prefixes.iter().any(|p| prefixes.contains(p));
+                    Ok(gone.then_some(()))
+                },
+            )
+            .await
+    }
+
+    /// Detaches (when attached), waits until detached, deletes; a missing ENI is fine.
+    async fn delete_eni_now(&self, eni_id: &str) -> Result<(), CloudError> {
+        let Some(eni) = self.find(eni_id).await? else {
+            return Ok(());
+        };
+        if let Some(attachment) = &eni.attachment {
+            let api = Api::DetachNetworkInterface;
+            let detach = self
+                .client
+                .detach_network_interface()
+                .attachment_id(&attachment.id);
+            let detached = self
+                .caller
+                .call_recovering(
+                    api,
+                    || {
+                        let request = detach.clone();
+                        async move { request.send().await.map(drop) }
+                    },
+                    || async {
+                        let now = self.find(eni_id).await?;
+                        Ok(now.is_none_or(|e| e.attachment.is_none()).then_some(()))
+                    },
+                )
+                .await;
+            match detached {
+                Ok(_) | Err(CloudError::NotFound { .. }) => {}
+                Err(error) => return Err(error),
+            }
+            self.wait_detached(eni_id).await?;
+        }
+        let api = Api::DeleteNetworkInterface;
+        let delete = self
+            .client
+            .delete_network_interface()
+            .network_interface_id(eni_id);
+        let deleted = self
+            .caller
+            .call_recovering(
+                api,
+                || {
+                    let request = delete.clone();
+                    async move { request.send().await.map(drop) }
+                },
+                || async { Ok(self.find(eni_id).await?.is_none().then_some(())) },
+            )
+            .await;
+        match deleted {
+            Ok(_) | Err(CloudError::NotFound { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// EC2 detaches asynchronously: polls (with the retry backoff) until the ENI is available.
+    async fn wait_detached(&self, eni_id: &str) -> Result<(), CloudError> {
+        let mut attempt = 0;
+        loop {
+            match self.find(eni_id).await? {
+                None => return Ok(()),
+                Some(eni) if eni.attachment.is_none() && eni.status == EniStatus::Available => {
+                    return Ok(());
+                }
+                Some(eni) if !self.config.retry.may_retry(attempt) => {
+                    return Err(CloudError::Transient {
+                        api: Api::DetachNetworkInterface.name().to_owned(),
+                        detail: format!("{eni_id} is still {:?} after detaching", eni.status),
+                    });
+                }
+                Some(_) => {}
+            }
+            tokio::time::sleep(self.config.retry.random_backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+}
+
+impl Cloud for Ec2Cloud {
+    fn identity(&self) -> CloudFuture<'_, NodeIdentity> {
+        Box::pin(async move { self.node().await.cloned() })
+    }
+
+    fn instance_limits(&self) -> CloudFuture<'_, InstanceLimits> {
+        Box::pin(async move { self.limits().await.cloned() })
+    }
+
+    fn list_enis(&self) -> CloudFuture<'_, Vec<Eni>> {
+        Box::pin(async move {
+            let node = self.node().await?;
+            self.list_node_enis(node).await
+        })
+    }
+
+    fn list_subnets(&self) -> CloudFuture<'_, Vec<Subnet>> {
+        Box::pin(async move {
+            let api = Api::DescribeSubnets;
+            let vpc = self.node().await?.vpc_id.clone();
+            let request = self
+                .client
+                .describe_subnets()
+                .filters(filter("vpc-id", vpc));
+            let mut subnets = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let page = self
+                    .caller
+                    .call(api, || request.clone().set_next_token(token.clone()).send())
+                    .await?;
+                for subnet in page.subnets() {
+                    subnets.push(convert::subnet(api, subnet)?);
+                }
+                match page.next_token() {
+                    Some(next) if !next.is_empty() => token = Some(next.to_owned()),
+                    _ => return Ok(subnets),
+                }
+            }
+        })
+    }
+
+    fn create_eni<'a>(&'a self, request: &'a CreateEni) -> CloudFuture<'a, Eni> {
+        Box::pin(self.create_and_attach(request))
+    }
+
+    fn assign_ips<'a>(&'a self, eni_id: &'a str, count: u32) -> CloudFuture<'a, Vec<Ipv4Addr>> {
+        Box::pin(async move { Ok(self.assign(eni_id, AddressRequest::Ips(count)).await?.0) })
+    }
+
+    fn assign_prefixes<'a>(&'a self, eni_id: &'a str, count: u32) -> CloudFuture<'a, Vec<Ipv4Net>> {
+        Box::pin(async move {
+            Ok(self
+                .assign(eni_id, AddressRequest::Prefixes(count))
+                .await?
+                .1)
+        })
+    }
+
+    fn unassign_ips<'a>(&'a self, eni_id: &'a str, ips: &'a [Ipv4Addr]) -> CloudFuture<'a, ()> {
+        Box::pin(self.unassign(eni_id, ips, &[]))
+    }
+
+    fn unassign_prefixes<'a>(
+        &'a self,
+        eni_id: &'a str,
+        prefixes: &'a [Ipv4Net],
+    ) -> CloudFuture<'a, ()> {
+        Box::pin(self.unassign(eni_id, &[], prefixes))
+    }
+
+    fn delete_eni<'a>(&'a self, eni_id: &'a str) -> CloudFuture<'a, ()> {
+        Box::pin(self.delete_eni_now(eni_id))
+    }
+
+    fn list_leaked_enis(&self) -> CloudFuture<'_, Vec<Eni>> {
+        Box::pin(async move {
+            let cluster = &self.config.cluster_name;
+            let enis = self
+                .describe_enis(vec![
+                    filter("status", "available"),
+                    filter(&format!("tag:{TAG_CLUSTER}"), cluster),
+                ])
+                .await?;
+            let now = SystemTime::now();
+            Ok(enis
+                .into_iter()
+                .filter(|e| leak::is_leaked(e, cluster, now, self.config.leaked_eni_min_age))
+                .collect())
+        })
+    }
+}

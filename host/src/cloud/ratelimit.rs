@@ -1,0 +1,272 @@
+//! Client-side token buckets per EC2 API class.
+//!
+//! EC2 meters every account with one token bucket per API class: a call takes a token, an empty
+//! bucket answers `RequestLimitExceeded`, and tokens refill at a fixed rate. Weft keeps the same
+//! buckets on the client so one node never bursts into throttling. The bucket arithmetic is pure
+//! and takes the time from a [`Clock`], so tests drive it with a [`ManualClock`].
+
+use super::api::ApiClass;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// A source of monotonic time.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current instant.
+    fn now(&self) -> Instant;
+}
+
+/// The real monotonic clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// A clock that only moves when told to (for tests and the deterministic simulator).
+#[derive(Debug)]
+pub struct ManualClock {
+    start: Instant,
+    elapsed: Mutex<Duration>,
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        ManualClock {
+            start: Instant::now(),
+            elapsed: Mutex::new(Duration::ZERO),
+        }
+    }
+}
+
+impl ManualClock {
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        *self.elapsed.lock().unwrap_or_else(PoisonError::into_inner) += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        self.start + *self.elapsed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Size and refill rate of a token bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BucketSpec {
+    /// Tokens when full (the burst).
+    pub capacity: u32,
+    /// Tokens added per second.
+    pub refill_per_sec: f64,
+}
+
+/// One token bucket.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    spec: BucketSpec,
+    tokens: f64,
+    updated: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(spec: BucketSpec, now: Instant) -> Self {
+        TokenBucket {
+            spec,
+            tokens: f64::from(spec.capacity),
+            updated: now,
+        }
+    }
+
+    /// Takes one token, or says how long until one is available.
+    pub fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens =
+            (self.tokens + elapsed * self.spec.refill_per_sec).min(f64::from(self.spec.capacity));
+        self.updated = now.max(self.updated);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(());
+        }
+        if self.spec.refill_per_sec <= 0.0 {
+            return Err(Duration::MAX);
+        }
+        Err(Duration::from_secs_f64(
+            (1.0 - self.tokens) / self.spec.refill_per_sec,
+        ))
+    }
+}
+
+/// The bucket of every [`ApiClass`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimits {
+    /// Filtered `Describe*` calls.
+    pub describe: BucketSpec,
+    /// ENI create/delete/modify.
+    pub eni_lifecycle: BucketSpec,
+    /// Address assignment and unassignment.
+    pub address_assignment: BucketSpec,
+    /// Other mutating calls (attach/detach).
+    pub mutating: BucketSpec,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self::aws()
+    }
+}
+
+impl RateLimits {
+    /// AWS's published per-account EC2 buckets: filtered `Describe*` 100 / 20 per s,
+    /// ENI create/delete/modify 100 / 5, address assignment 100 / 5, other mutating 200 / 5.
+    pub fn aws() -> Self {
+        let spec = |capacity, refill_per_sec| BucketSpec {
+            capacity,
+            refill_per_sec,
+        };
+        RateLimits {
+            describe: spec(100, 20.0),
+            eni_lifecycle: spec(100, 5.0),
+            address_assignment: spec(100, 5.0),
+            mutating: spec(200, 5.0),
+        }
+    }
+
+    /// Replaces the bucket of one class.
+    pub fn with(mut self, class: ApiClass, spec: BucketSpec) -> Self {
+        *self.spec_mut(class) = spec;
+        self
+    }
+
+    /// The bucket of a class.
+    pub fn spec(&self, class: ApiClass) -> BucketSpec {
+        match class {
+            ApiClass::Describe => self.describe,
+            ApiClass::EniLifecycle => self.eni_lifecycle,
+            ApiClass::AddressAssignment => self.address_assignment,
+            ApiClass::Mutating => self.mutating,
+        }
+    }
+
+    fn spec_mut(&mut self, class: ApiClass) -> &mut BucketSpec {
+        match class {
+            ApiClass::Describe => &mut self.describe,
+            ApiClass::EniLifecycle => &mut self.eni_lifecycle,
+            ApiClass::AddressAssignment => &mut self.address_assignment,
+            ApiClass::Mutating => &mut self.mutating,
+        }
+    }
+}
+
+/// Token buckets for every API class, shared by all calls of one client.
+#[derive(Debug)]
+pub struct RateLimiter {
+    buckets: Mutex<BTreeMap<ApiClass, TokenBucket>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl RateLimiter {
+    /// Full buckets sized by `limits`, timed by `clock`.
+    pub fn new(limits: &RateLimits, clock: Arc<dyn Clock>) -> Self {
+        let now = clock.now();
+        let buckets = ApiClass::ALL
+            .iter()
+            .map(|&class| (class, TokenBucket::new(limits.spec(class), now)))
+            .collect();
+        RateLimiter {
+            buckets: Mutex::new(buckets),
+            clock,
+        }
+    }
+
+    /// Takes a token of `class` now, or says how long until one is available.
+    pub fn try_acquire(&self, class: ApiClass) -> Result<(), Duration> {
+        let now = self.clock.now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        match buckets.get_mut(&class) {
+            Some(bucket) => bucket.try_take(now),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits (on the tokio timer) until a token of `class` is available and takes it.
+    pub async fn acquire(&self, class: ApiClass) {
+        while let Err(wait) = self.try_acquire(class) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(capacity: u32, refill_per_sec: f64) -> BucketSpec {
+        BucketSpec {
+            capacity,
+            refill_per_sec,
+        }
+    }
+
+    #[test]
+    fn a_full_bucket_allows_its_burst_then_refuses() {
+        let now = Instant::now();
+        let mut bucket = TokenBucket::new(spec(3, 1.0), now);
+        for _ in 0..3 {
+            assert_eq!(bucket.try_take(now), Ok(()));
+        }
+        let wait = bucket.try_take(now).expect_err("bucket is empty");
+        assert_eq!(wait, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn tokens_refill_at_the_rate_and_never_beyond_capacity() {
+        let clock = Arc::new(ManualClock::default());
+        let limiter = RateLimiter::new(
+            &RateLimits::aws().with(ApiClass::AddressAssignment, spec(2, 5.0)),
+            clock.clone(),
+        );
+        let class = ApiClass::AddressAssignment;
+        assert!(limiter.try_acquire(class).is_ok());
+        assert!(limiter.try_acquire(class).is_ok());
+        assert_eq!(limiter.try_acquire(class), Err(Duration::from_millis(200)));
+        clock.advance(Duration::from_millis(200));
+        assert!(limiter.try_acquire(class).is_ok());
+        assert!(limiter.try_acquire(class).is_err());
+        // A long pause refills to capacity (2), not to 5 tokens.
+        clock.advance(Duration::from_secs(1));
+        assert!(limiter.try_acquire(class).is_ok());
+        assert!(limiter.try_acquire(class).is_ok());
+        assert!(limiter.try_acquire(class).is_err());
+    }
+
+    #[test]
+    fn classes_have_independent_buckets() {
+        let clock = Arc::new(ManualClock::default());
+        let limits = RateLimits::aws().with(ApiClass::EniLifecycle, spec(1, 1.0));
+        let limiter = RateLimiter::new(&limits, clock);
+        assert!(limiter.try_acquire(ApiClass::EniLifecycle).is_ok());
+        assert!(limiter.try_acquire(ApiClass::EniLifecycle).is_err());
+        assert!(limiter.try_acquire(ApiClass::Describe).is_ok());
+    }
+
+    #[test]
+    fn aws_defaults_match_the_published_buckets() {
+        let limits = RateLimits::aws();
+        assert_eq!(limits.spec(ApiClass::Describe), spec(100, 20.0));
+        assert_eq!(limits.spec(ApiClass::AddressAssignment), spec(100, 5.0));
+        assert_eq!(limits.spec(ApiClass::EniLifecycle), spec(100, 5.0));
+    }
+
+    #[test]
+    fn a_bucket_without_refill_reports_an_unbounded_wait() {
+        let now = Instant::now();
+        let mut bucket = TokenBucket::new(spec(0, 0.0), now);
+        assert_eq!(bucket.try_take(now), Err(Duration::MAX));
+    }
+}

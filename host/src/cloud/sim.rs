@@ -1,0 +1,490 @@
+//! `SimCloud`: an embedded, deterministic VPC simulator behind the [`Cloud`] trait.
+//!
+//! It enforces what matters for address management: the instance type's ENI and address limits
+//! (from a built-in table of real types), subnet capacity with EC2's five reserved addresses and
+//! unique addresses, /28 prefixes that must be aligned and fail with `InsufficientCidrBlocks` when
+//! the subnet is fragmented, per-API latency, EC2-like token-bucket throttling and injected
+//! failures. All randomness (ids, MACs, addresses, injected failures) comes from one seeded RNG.
+//!
+//! ```
+//! # async fn demo() -> Result<(), weft_host::cloud::CloudError> {
+//! use weft_host::cloud::{AddressRequest, Cloud, CreateEni, SimCloud};
+//! let sim = SimCloud::builder()
+//!     .seed(7)
+//!     .instance_type("m5.large")
+//!     .subnet("10.0.0.0/24")
+//!     .build()?;
+//! let node = sim.identity().await?;
+//! let eni = sim
+//!     .create_eni(&CreateEni {
+//!         subnet_id: node.subnet_id.clone(),
+//!         security_groups: node.security_groups.clone(),
+//!         addresses: AddressRequest::Ips(9),
+//!         tags: Default::default(),
+//!     })
+//!     .await?;
+//! assert_eq!(eni.secondary_ips.len(), 9);
+//! # Ok(()) }
+//! ```
+
+mod addresses;
+mod catalog;
+mod faults;
+mod links;
+mod state;
+
+pub use faults::Fault;
+pub use links::{EniLinks, NetnsEniLinks};
+
+use super::api::Api;
+use super::ratelimit::{Clock, RateLimiter, RateLimits, SystemClock};
+use super::types::*;
+use super::{Cloud, CloudError, CloudFuture, leak};
+use addresses::AddressPool;
+use ipnet::Ipv4Net;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use state::{SimState, SimSubnet};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+/// A subnet of the simulated VPC.
+#[derive(Debug, Clone)]
+pub struct SubnetSpec {
+    /// IPv4 CIDR, e.g. `10.0.0.0/24`.
+    pub cidr: String,
+    /// Availability zone; the node's zone when `None`.
+    pub availability_zone: Option<String>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Builds a [`SimCloud`]. The first subnet is the node's own (its primary ENI lives there).
+#[derive(Clone)]
+pub struct SimBuilder {
+    seed: u64,
+    instance_type: String,
+    cluster: String,
+    availability_zone: String,
+    subnets: Vec<SubnetSpec>,
+    security_groups: Vec<String>,
+    latency: BTreeMap<Api, Duration>,
+    throttle: Option<RateLimits>,
+    clock: Arc<dyn Clock>,
+    start_time: Option<SystemTime>,
+    links: Option<Arc<dyn EniLinks>>,
+    leak_min_age: Duration,
+}
+
+impl Default for SimBuilder {
+    fn default() -> Self {
+        SimBuilder {
+            seed: 0,
+            instance_type: "m5.large".into(),
+            cluster: "weft-sim".into(),
+            availability_zone: "us-east-1a".into(),
+            subnets: Vec::new(),
+            security_groups: vec!["sg-0000000000000000a".into()],
+            latency: BTreeMap::new(),
+            throttle: None,
+            clock: Arc::new(SystemClock),
+            start_time: None,
+            links: None,
+            leak_min_age: leak::DEFAULT_MIN_AGE,
+        }
+    }
+}
+
+impl SimBuilder {
+    /// Seed of every random choice (default 0).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The node's instance type; must be in the built-in table (default `m5.large`).
+    pub fn instance_type(mut self, instance_type: impl Into<String>) -> Self {
+        self.instance_type = instance_type.into();
+        self
+    }
+
+    /// Cluster name put in the `weft.io/cluster` tag (default `weft-sim`).
+    pub fn cluster_name(mut self, cluster: impl Into<String>) -> Self {
+        self.cluster = cluster.into();
+        self
+    }
+
+    /// The zone of subnets added without one (default `us-east-1a`); the node's zone is its
+    /// subnet's (the first subnet's).
+    pub fn availability_zone(mut self, zone: impl Into<String>) -> Self {
+        self.availability_zone = zone.into();
+        self
+    }
+
+    /// Adds an untagged subnet in the node's zone.
+    pub fn subnet(self, cidr: impl Into<String>) -> Self {
+        self.subnet_with(SubnetSpec {
+            cidr: cidr.into(),
+            availability_zone: None,
+            tags: BTreeMap::new(),
+        })
+    }
+
+    /// Adds a subnet.
+    pub fn subnet_with(mut self, spec: SubnetSpec) -> Self {
+        self.subnets.push(spec);
+        self
+    }
+
+    /// The node's security groups (default one group).
+    pub fn security_groups<S: Into<String>>(mut self, groups: impl IntoIterator<Item = S>) -> Self {
+        self.security_groups = groups.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Every call of `api` takes this long (on the tokio timer).
+    pub fn latency(mut self, api: Api, latency: Duration) -> Self {
+        self.latency.insert(api, latency);
+        self
+    }
+
+    /// Throttles calls with EC2-like token buckets: a call finding its bucket empty fails with
+    /// [`CloudError::Throttled`].
+    pub fn throttle(mut self, limits: RateLimits) -> Self {
+        self.throttle = Some(limits);
+        self
+    }
+
+    /// The simulator's clock: it refills the throttling buckets and ages ENIs (default the
+    /// system clock). With a [`ManualClock`](crate::cloud::ManualClock) and a fixed
+    /// [`start_time`](Self::start_time) the simulator is fully deterministic.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The wall-clock time at build (default now); later times follow [`clock`](Self::clock).
+    pub fn start_time(mut self, time: SystemTime) -> Self {
+        self.start_time = Some(time);
+        self
+    }
+
+    /// Materialises attached ENIs through this hook.
+    pub fn links(mut self, links: Arc<dyn EniLinks>) -> Self {
+        self.links = Some(links);
+        self
+    }
+
+    /// Minimum age of a leaked ENI (default 5 minutes).
+    pub fn leak_min_age(mut self, age: Duration) -> Self {
+        self.leak_min_age = age;
+        self
+    }
+
+    /// Builds the simulator with the node attached at device index 0 of the first subnet.
+    pub fn build(self) -> Result<SimCloud, CloudError> {
+        let invalid = |detail: String| CloudError::Fatal {
+            api: "SimCloud::build".into(),
+            detail,
+        };
+        let limits = catalog::limits(&self.instance_type).ok_or_else(|| {
+            invalid(format!(
+                "unknown instance type {:?}; the simulator knows {}",
+                self.instance_type,
+                catalog::known().join(", ")
+            ))
+        })?;
+        if self.subnets.is_empty() {
+            return Err(invalid("add at least one subnet (the node's own)".into()));
+        }
+        let rng = StdRng::seed_from_u64(self.seed);
+        let mut subnets = Vec::with_capacity(self.subnets.len());
+        for spec in &self.subnets {
+            let cidr: Ipv4Net = spec
+                .cidr
+                .parse()
+                .map_err(|e| invalid(format!("subnet CIDR {:?}: {e}", spec.cidr)))?;
+            if cidr.prefix_len() > 28 || cidr.prefix_len() < 16 {
+                return Err(invalid(format!(
+                    "subnet {cidr}: EC2 subnets are /16 to /28"
+                )));
+            }
+            if subnets.iter().any(|s: &SimSubnet| {
+                s.pool.net().contains(&cidr.network()) || cidr.contains(&s.pool.net().network())
+            }) {
+                return Err(invalid(format!("subnet {cidr} overlaps another subnet")));
+            }
+            subnets.push(SimSubnet {
+                id: String::new(),
+                availability_zone: spec
+                    .availability_zone
+                    .clone()
+                    .unwrap_or_else(|| self.availability_zone.clone()),
+                tags: spec.tags.clone(),
+                pool: AddressPool::new(cidr),
+            });
+        }
+        let mut state = SimState {
+            rng,
+            cluster: self.cluster,
+            identity: NodeIdentity {
+                instance_id: String::new(),
+                instance_type: limits.instance_type.clone(),
+                availability_zone: subnets[0].availability_zone.clone(),
+                vpc_id: String::new(),
+                primary_eni_id: String::new(),
+                subnet_id: String::new(),
+                security_groups: self.security_groups,
+                mac: MacAddr([0; 6]),
+            },
+            limits,
+            subnets,
+            enis: BTreeMap::new(),
+            handed_out_ips: Vec::new(),
+            handed_out_prefixes: Vec::new(),
+            faults: Default::default(),
+            leak_min_age: self.leak_min_age,
+        };
+        for i in 0..state.subnets.len() {
+            state.subnets[i].id = state.new_id("subnet");
+        }
+        state.identity.instance_id = state.new_id("i");
+        state.identity.vpc_id = state.new_id("vpc");
+        state.identity.subnet_id = state.subnets[0].id.clone();
+        state.boot()?;
+        let limiter = self
+            .throttle
+            .map(|limits| RateLimiter::new(&limits, self.clock.clone()));
+        Ok(SimCloud {
+            state: Mutex::new(state),
+            start: (
+                self.clock.now(),
+                self.start_time.unwrap_or_else(SystemTime::now),
+            ),
+            clock: self.clock,
+            latency: self.latency,
+            limiter,
+            links: self.links,
+        })
+    }
+}
+
+/// The embedded VPC simulator. See the [module docs](self).
+pub struct SimCloud {
+    state: Mutex<SimState>,
+    clock: Arc<dyn Clock>,
+    /// The clock's instant and the wall-clock time at build.
+    start: (Instant, SystemTime),
+    latency: BTreeMap<Api, Duration>,
+    limiter: Option<RateLimiter>,
+    links: Option<Arc<dyn EniLinks>>,
+}
+
+impl SimCloud {
+    /// A builder with defaults: seed 0, `m5.large`, cluster `weft-sim`, `us-east-1a`.
+    pub fn builder() -> SimBuilder {
+        SimBuilder::default()
+    }
+
+    /// The simulated wall-clock time.
+    fn wall_now(&self) -> SystemTime {
+        let (instant, time) = self.start;
+        time + self.clock.now().saturating_duration_since(instant)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SimState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One simulated API call: latency, throttling, injected faults, then the state change.
+    async fn call<T>(
+        &self,
+        api: Api,
+        op: impl FnOnce(&mut SimState) -> Result<T, CloudError>,
+    ) -> Result<T, CloudError> {
+        if let Some(latency) = self.latency.get(&api) {
+            tokio::time::sleep(*latency).await;
+        }
+        if let Some(limiter) = &self.limiter
+            && limiter.try_acquire(api.class()).is_err()
+        {
+            return Err(CloudError::Throttled {
+                api: api.name().to_owned(),
+            });
+        }
+        let mut state = self.lock();
+        let SimState { faults, rng, .. } = &mut *state;
+        if let Some(fault) = faults.next(api, rng) {
+            return Err(fault.error(api));
+        }
+        op(&mut state)
+    }
+
+    /// Detaches and deletes without fault injection (the undo path of a failed create).
+    async fn undo_create(&self, eni: &Eni) {
+        if let Some(links) = &self.links
+            && eni.attachment.is_some()
+            && let Err(error) = links.detached(eni).await
+        {
+            tracing::warn!(eni = %eni.id, %error, "simulated link not removed");
+        }
+        let mut state = self.lock();
+        if eni.attachment.is_some() {
+            let _ = state.detach(&eni.id);
+        }
+        let _ = state.delete(&eni.id);
+    }
+
+    /// Fails the next calls of `api` with these faults, in order.
+    pub fn fail_next(&self, api: Api, faults: impl IntoIterator<Item = Fault>) {
+        self.lock().faults.script(api, faults);
+    }
+
+    /// Fails a fraction `rate` of the calls of `api` with `fault` (seeded).
+    pub fn set_failure_rate(&self, api: Api, rate: f64, fault: Fault) {
+        self.lock().faults.set_rate(api, rate, fault);
+    }
+
+    /// Test hook: every secondary IP ever handed out (ENI primaries included), in order.
+    pub fn handed_out_ips(&self) -> Vec<Ipv4Addr> {
+        self.lock().handed_out_ips.clone()
+    }
+
+    /// Test hook: every /28 prefix ever handed out, in order.
+    pub fn handed_out_prefixes(&self) -> Vec<Ipv4Net> {
+        self.lock().handed_out_prefixes.clone()
+    }
+
+    /// Test hook: every ENI in the VPC, attached or not.
+    pub fn all_enis(&self) -> Vec<Eni> {
+        self.lock().enis.values().cloned().collect()
+    }
+
+    /// Test hook: every address held by any ENI (prefixes expanded); duplicates would be a bug.
+    pub fn held_addresses(&self) -> Vec<Ipv4Addr> {
+        self.lock().held_addresses()
+    }
+
+    /// Test hook: another tenant of the VPC takes `ip` (to fragment a subnet on purpose).
+    /// Returns false when `ip` is in no subnet or already taken.
+    pub fn occupy(&self, ip: Ipv4Addr) -> bool {
+        let mut state = self.lock();
+        state
+            .subnets
+            .iter_mut()
+            .find(|s| s.pool.net().contains(&ip))
+            .is_some_and(|s| s.pool.take_exact(ip))
+    }
+
+    /// Test hook: detaches an ENI without deleting it, as a crash between detach and delete
+    /// would, leaving a leaked ENI behind.
+    pub fn orphan_eni(&self, eni_id: &str) -> Result<(), CloudError> {
+        self.lock().detach(eni_id).map(drop)
+    }
+}
+
+impl Cloud for SimCloud {
+    fn identity(&self) -> CloudFuture<'_, NodeIdentity> {
+        Box::pin(self.call(Api::DescribeInstances, |s| Ok(s.identity.clone())))
+    }
+
+    fn instance_limits(&self) -> CloudFuture<'_, InstanceLimits> {
+        Box::pin(self.call(Api::DescribeInstanceTypes, |s| Ok(s.limits.clone())))
+    }
+
+    fn list_enis(&self) -> CloudFuture<'_, Vec<Eni>> {
+        Box::pin(self.call(Api::DescribeNetworkInterfaces, |s| Ok(s.node_enis())))
+    }
+
+    fn list_subnets(&self) -> CloudFuture<'_, Vec<Subnet>> {
+        Box::pin(self.call(Api::DescribeSubnets, |s| Ok(s.subnets())))
+    }
+
+    fn create_eni<'a>(&'a self, request: &'a CreateEni) -> CloudFuture<'a, Eni> {
+        Box::pin(async move {
+            let now = self.wall_now();
+            let created = self
+                .call(Api::CreateNetworkInterface, |s| s.create_eni(request, now))
+                .await?;
+            let attached = match self
+                .call(Api::AttachNetworkInterface, |s| s.attach(&created.id))
+                .await
+            {
+                Ok(eni) => eni,
+                Err(error) => {
+                    self.undo_create(&created).await;
+                    return Err(error);
+                }
+            };
+            if let Some(links) = &self.links
+                && let Err(error) = links.attached(&attached).await
+            {
+                self.undo_create(&attached).await;
+                return Err(error);
+            }
+            Ok(attached)
+        })
+    }
+
+    fn assign_ips<'a>(&'a self, eni_id: &'a str, count: u32) -> CloudFuture<'a, Vec<Ipv4Addr>> {
+        Box::pin(self.call(Api::AssignPrivateIpAddresses, move |s| {
+            s.assign_ips(eni_id, count)
+        }))
+    }
+
+    fn assign_prefixes<'a>(&'a self, eni_id: &'a str, count: u32) -> CloudFuture<'a, Vec<Ipv4Net>> {
+        Box::pin(self.call(Api::AssignPrivateIpAddresses, move |s| {
+            s.assign_prefixes(eni_id, count)
+        }))
+    }
+
+    fn unassign_ips<'a>(&'a self, eni_id: &'a str, ips: &'a [Ipv4Addr]) -> CloudFuture<'a, ()> {
+        Box::pin(self.call(Api::UnassignPrivateIpAddresses, move |s| {
+            s.unassign_ips(eni_id, ips)
+        }))
+    }
+
+    fn unassign_prefixes<'a>(
+        &'a self,
+        eni_id: &'a str,
+        prefixes: &'a [Ipv4Net],
+    ) -> CloudFuture<'a, ()> {
+        Box::pin(self.call(Api::UnassignPrivateIpAddresses, move |s| {
+            s.unassign_prefixes(eni_id, prefixes)
+        }))
+    }
+
+    fn delete_eni<'a>(&'a self, eni_id: &'a str) -> CloudFuture<'a, ()> {
+        Box::pin(async move {
+            let eni = match self
+                .call(Api::DescribeNetworkInterfaces, |s| {
+                    s.eni(Api::DescribeNetworkInterfaces, eni_id).cloned()
+                })
+                .await
+            {
+                Ok(eni) => eni,
+                Err(CloudError::NotFound { .. }) => return Ok(()),
+                Err(error) => return Err(error),
+            };
+            if eni.attachment.is_some() {
+                if let Some(links) = &self.links {
+                    links.detached(&eni).await?;
+                }
+                self.call(Api::DetachNetworkInterface, |s| s.detach(eni_id))
+                    .await?;
+            }
+            self.call(Api::DeleteNetworkInterface, |s| s.delete(eni_id))
+                .await
+        })
+    }
+
+    fn list_leaked_enis(&self) -> CloudFuture<'_, Vec<Eni>> {
+        let now = self.wall_now();
+        Box::pin(self.call(Api::DescribeNetworkInterfaces, move |s| Ok(s.leaked(now))))
+    }
+}
+
+#[cfg(test)]
+mod tests;

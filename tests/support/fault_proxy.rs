@@ -1,0 +1,223 @@
+//! An HTTP proxy in front of moto that injects EC2's failure modes on the real wire.
+//!
+//! Each request is, with probability `fault_rate` (seeded), answered with one of:
+//! * `RequestLimitExceeded` (HTTP 503 with EC2's XML error body), not forwarded;
+//! * HTTP 500 `InternalError` or HTTP 503 without a known code, not forwarded;
+//! * a delay longer than the client's timeout *after* forwarding, so the call takes effect in
+//!   EC2 but its answer is lost (the case that leaks ENIs in careless clients).
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// The faults the proxy injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// HTTP 503 `RequestLimitExceeded`.
+    Throttle,
+    /// HTTP 500 `InternalError`.
+    Internal,
+    /// HTTP 503 with no EC2 error body.
+    Unavailable,
+    /// Forwarded, then answered only after [`FaultPlan::delay`].
+    Delay,
+}
+
+/// What the proxy does.
+#[derive(Debug, Clone)]
+pub struct FaultPlan {
+    /// Fraction of requests that get a fault.
+    pub fault_rate: f64,
+    /// Seed of the fault choices.
+    pub seed: u64,
+    /// The faults to choose from, uniformly.
+    pub faults: Vec<Fault>,
+    /// Delay of [`Fault::Delay`] (longer than the client's timeout).
+    pub delay: Duration,
+}
+
+/// Counts of what the proxy did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProxyStats {
+    /// Requests forwarded and answered normally.
+    pub passed: u32,
+    /// Faults injected, by kind: throttle, internal, unavailable, delay.
+    pub throttled: u32,
+    /// HTTP 500 answers.
+    pub internal: u32,
+    /// HTTP 503 answers.
+    pub unavailable: u32,
+    /// Delayed answers.
+    pub delayed: u32,
+}
+
+struct Shared {
+    upstream: SocketAddr,
+    plan: FaultPlan,
+    rng: Mutex<StdRng>,
+    stats: Mutex<ProxyStats>,
+}
+
+/// A running proxy; stops when dropped.
+pub struct FaultProxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+fn ec2_error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code>\
+         <Message>{message}</Message></Error></Errors><RequestID>weft-fault-proxy</RequestID>\
+         </Response>"
+    );
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}
+
+fn bad_gateway(error: impl std::fmt::Display) -> Response<Full<Bytes>> {
+    ec2_error(StatusCode::BAD_GATEWAY, "ProxyError", &error.to_string())
+}
+
+async fn forward(upstream: SocketAddr, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    let body = match body.collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) => return bad_gateway(e),
+    };
+    let stream = match TcpStream::connect(upstream).await {
+        Ok(stream) => stream,
+        Err(e) => return bad_gateway(e),
+    };
+    let (mut sender, connection) =
+        match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+            Ok(pair) => pair,
+            Err(e) => return bad_gateway(e),
+        };
+    tokio::spawn(connection);
+    let answer = match sender
+        .send_request(Request::from_parts(parts, Full::new(body)))
+        .await
+    {
+        Ok(answer) => answer,
+        Err(e) => return bad_gateway(e),
+    };
+    let (parts, body) = answer.into_parts();
+    match body.collect().await {
+        Ok(body) => Response::from_parts(parts, Full::new(body.to_bytes())),
+        Err(e) => bad_gateway(e),
+    }
+}
+
+impl Shared {
+    fn choose(&self) -> Option<Fault> {
+        let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.plan.faults.is_empty() || !rng.random_bool(self.plan.fault_rate.clamp(0.0, 1.0)) {
+            return None;
+        }
+        Some(self.plan.faults[rng.random_range(0..self.plan.faults.len())])
+    }
+
+    fn count(&self, fault: Option<Fault>) {
+        let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        match fault {
+            None => stats.passed += 1,
+            Some(Fault::Throttle) => stats.throttled += 1,
+            Some(Fault::Internal) => stats.internal += 1,
+            Some(Fault::Unavailable) => stats.unavailable += 1,
+            Some(Fault::Delay) => stats.delayed += 1,
+        }
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
+        let fault = self.choose();
+        self.count(fault);
+        Ok(match fault {
+            None => forward(self.upstream, request).await,
+            Some(Fault::Throttle) => ec2_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "RequestLimitExceeded",
+                "Request limit exceeded.",
+            ),
+            Some(Fault::Internal) => ec2_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "An internal error has occurred",
+            ),
+            Some(Fault::Unavailable) => {
+                let mut response = Response::new(Full::new(Bytes::new()));
+                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                response
+            }
+            Some(Fault::Delay) => {
+                let answer = forward(self.upstream, request).await;
+                tokio::time::sleep(self.plan.delay).await;
+                answer
+            }
+        })
+    }
+}
+
+impl FaultProxy {
+    /// Starts the proxy on a free 127.0.0.1 port in front of `upstream`.
+    pub async fn start(upstream: SocketAddr, plan: FaultPlan) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let shared = Arc::new(Shared {
+            upstream,
+            rng: Mutex::new(StdRng::seed_from_u64(plan.seed)),
+            plan,
+            stats: Mutex::new(ProxyStats::default()),
+        });
+        let serving = shared.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let shared = serving.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| shared.clone().handle(request));
+                    // A client that gave up mid-answer closes the connection: not an error here.
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        FaultProxy { addr, shared, task }
+    }
+
+    /// The endpoint URL clients use.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What the proxy did so far.
+    pub fn stats(&self) -> ProxyStats {
+        self.shared
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,165 @@
+//! A VPC with one node in moto, built through the SDK the way an operator's tooling would.
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::config::{Credentials, Region};
+use aws_sdk_ec2::types::{Filter, InstanceType};
+use weft_host::cloud::{Eni, NodeIdentity};
+
+/// The region the tests use.
+pub const REGION: &str = "us-east-1";
+/// The node's availability zone.
+pub const ZONE: &str = "us-east-1a";
+
+/// SDK configuration for `endpoint` with static test credentials.
+pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "weft-tests",
+        ))
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}
+
+/// A plain SDK client, for setup and for checking EC2 state independently of Weft.
+pub async fn client(endpoint: &str) -> Client {
+    Client::new(&sdk_config(endpoint).await)
+}
+
+/// What the setup created.
+pub struct TestVpc {
+    /// The node as Weft sees it.
+    pub node: NodeIdentity,
+    /// A second subnet in another zone.
+    pub other_subnet: String,
+}
+
+/// Creates a VPC (10.0.0.0/16), the node's subnet 10.0.1.0/24, a second subnet, a security
+/// group and one running instance of `instance_type`.
+pub async fn create(client: &Client, instance_type: &str) -> TestVpc {
+    let vpc = client
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .send()
+        .await
+        .expect("CreateVpc");
+    let vpc_id = vpc
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .expect("vpc id")
+        .to_owned();
+    let subnet = |cidr: &'static str, zone: &'static str| {
+        let client = client.clone();
+        let vpc_id = vpc_id.clone();
+        async move {
+            client
+                .create_subnet()
+                .vpc_id(vpc_id)
+                .cidr_block(cidr)
+                .availability_zone(zone)
+                .send()
+                .await
+                .expect("CreateSubnet")
+                .subnet()
+                .and_then(|s| s.subnet_id())
+                .expect("subnet id")
+                .to_owned()
+        }
+    };
+    let subnet_id = subnet("10.0.1.0/24", ZONE).await;
+    let other_subnet = subnet("10.0.2.0/24", "us-east-1b").await;
+    let sg = client
+        .create_security_group()
+        .group_name("weft-node")
+        .description("weft test node")
+        .vpc_id(&vpc_id)
+        .send()
+        .await
+        .expect("CreateSecurityGroup")
+        .group_id()
+        .expect("group id")
+        .to_owned();
+    let image = client
+        .describe_images()
+        .send()
+        .await
+        .expect("DescribeImages")
+        .images()
+        .iter()
+        .find_map(|i| i.image_id().map(str::to_owned))
+        .expect("moto ships AMIs");
+    let run = client
+        .run_instances()
+        .image_id(image)
+        .instance_type(InstanceType::from(instance_type))
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(&subnet_id)
+        .security_group_ids(&sg)
+        .send()
+        .await
+        .expect("RunInstances");
+    let instance = run.instances().first().expect("one instance");
+    let instance_id = instance.instance_id().expect("instance id").to_owned();
+    let primary = instance
+        .network_interfaces()
+        .iter()
+        .find(|n| n.attachment().and_then(|a| a.device_index()) == Some(0))
+        .expect("primary ENI");
+    let node = NodeIdentity {
+        instance_id,
+        instance_type: instance_type.to_owned(),
+        availability_zone: ZONE.to_owned(),
+        vpc_id,
+        primary_eni_id: primary.network_interface_id().expect("eni id").to_owned(),
+        subnet_id,
+        security_groups: vec![sg],
+        mac: primary
+            .mac_address()
+            .expect("mac")
+            .parse()
+            .expect("valid MAC"),
+    };
+    TestVpc { node, other_subnet }
+}
+
+/// Every ENI of the VPC, as EC2 reports it (independent of Weft's own listing).
+pub async fn all_enis(client: &Client, vpc_id: &str) -> Vec<aws_sdk_ec2::types::NetworkInterface> {
+    client
+        .describe_network_interfaces()
+        .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
+        .send()
+        .await
+        .expect("DescribeNetworkInterfaces")
+        .network_interfaces()
+        .to_vec()
+}
+
+/// The ids of a list of ENIs.
+pub fn ids(enis: &[Eni]) -> Vec<String> {
+    enis.iter().map(|e| e.id.clone()).collect()
+}
+
+/// An [`Ec2Cloud`](weft_host::cloud::Ec2Cloud) for `node` talking to `endpoint`, with the given
+/// configuration tweaks applied to the defaults (identity given, cluster `test-cluster`).
+pub async fn ec2_cloud(
+    endpoint: &str,
+    node: &NodeIdentity,
+    metrics: std::sync::Arc<weft_host::metrics::Metrics>,
+    tweak: impl FnOnce(&mut weft_host::cloud::Ec2Config),
+) -> weft_host::cloud::Ec2Cloud {
+    let mut config = weft_host::cloud::Ec2Config::new(CLUSTER);
+    config.identity = Some(node.clone());
+    config.endpoint_url = Some(endpoint.to_owned());
+    tweak(&mut config);
+    weft_host::cloud::Ec2Cloud::with_sdk_config(&sdk_config(endpoint).await, config, metrics)
+}
+
+/// The cluster name the tests use.
+pub const CLUSTER: &str = "test-cluster";
