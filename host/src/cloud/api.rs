@@ -30,21 +30,6 @@ pub enum Api {
 }
 
 impl Api {
-    /// Every API, for tables keyed by API.
-    pub const ALL: [Api; 11] = [
-        Api::DescribeInstances,
-        Api::DescribeInstanceTypes,
-        Api::DescribeNetworkInterfaces,
-        Api::DescribeSubnets,
-        Api::CreateNetworkInterface,
-        Api::AttachNetworkInterface,
-        Api::ModifyNetworkInterfaceAttribute,
-        Api::AssignPrivateIpAddresses,
-        Api::UnassignPrivateIpAddresses,
-        Api::DetachNetworkInterface,
-        Api::DeleteNetworkInterface,
-    ];
-
     /// The action name as EC2 spells it.
     pub fn name(self) -> &'static str {
         match self {

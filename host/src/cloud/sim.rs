@@ -34,7 +34,7 @@ mod links;
 mod state;
 
 pub use faults::Fault;
-pub use links::{EniLinks, NetnsDummyLinks};
+pub use links::{EniLinks, NetnsEniLinks};
 
 use super::api::Api;
 use super::ratelimit::{Clock, RateLimiter, RateLimits, SystemClock};
@@ -48,7 +48,7 @@ use state::{SimState, SimSubnet};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// A subnet of the simulated VPC.
 #[derive(Debug, Clone)]
@@ -73,6 +73,7 @@ pub struct SimBuilder {
     latency: BTreeMap<Api, Duration>,
     throttle: Option<RateLimits>,
     clock: Arc<dyn Clock>,
+    start_time: Option<SystemTime>,
     links: Option<Arc<dyn EniLinks>>,
     leak_min_age: Duration,
 }
@@ -89,6 +90,7 @@ impl Default for SimBuilder {
             latency: BTreeMap::new(),
             throttle: None,
             clock: Arc::new(SystemClock),
+            start_time: None,
             links: None,
             leak_min_age: leak::DEFAULT_MIN_AGE,
         }
@@ -114,7 +116,8 @@ impl SimBuilder {
         self
     }
 
-    /// The node's availability zone (default `us-east-1a`).
+    /// The zone of subnets added without one (default `us-east-1a`); the node's zone is its
+    /// subnet's (the first subnet's).
     pub fn availability_zone(mut self, zone: impl Into<String>) -> Self {
         self.availability_zone = zone.into();
         self
@@ -154,9 +157,17 @@ impl SimBuilder {
         self
     }
 
-    /// The clock of the throttling buckets (default the system clock).
+    /// The simulator's clock: it refills the throttling buckets and ages ENIs (default the
+    /// system clock). With a [`ManualClock`](crate::cloud::ManualClock) and a fixed
+    /// [`start_time`](Self::start_time) the simulator is fully deterministic.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// The wall-clock time at build (default now); later times follow [`clock`](Self::clock).
+    pub fn start_time(mut self, time: SystemTime) -> Self {
+        self.start_time = Some(time);
         self
     }
 
@@ -221,11 +232,11 @@ impl SimBuilder {
             identity: NodeIdentity {
                 instance_id: String::new(),
                 instance_type: limits.instance_type.clone(),
-                availability_zone: self.availability_zone,
+                availability_zone: subnets[0].availability_zone.clone(),
                 vpc_id: String::new(),
                 primary_eni_id: String::new(),
                 subnet_id: String::new(),
-                security_groups: self.security_groups.clone(),
+                security_groups: self.security_groups,
                 mac: MacAddr([0; 6]),
             },
             limits,
@@ -242,37 +253,17 @@ impl SimBuilder {
         state.identity.instance_id = state.new_id("i");
         state.identity.vpc_id = state.new_id("vpc");
         state.identity.subnet_id = state.subnets[0].id.clone();
-        let primary = state.create_eni(
-            &CreateEni {
-                subnet_id: state.identity.subnet_id.clone(),
-                security_groups: self.security_groups,
-                addresses: AddressRequest::Ips(0),
-                tags: BTreeMap::new(),
-            },
-            SystemTime::now(),
-        )?;
-        let primary = state
-            .enis
-            .get_mut(&primary.id)
-            .ok_or_else(|| invalid("primary ENI vanished".into()))?;
-        primary.tags.clear();
-        primary.description = "primary network interface".into();
-        primary.status = EniStatus::InUse;
-        let attachment_id = format!("eni-attach-{}", &primary.id[4..]);
-        primary.attachment = Some(Attachment {
-            id: attachment_id,
-            instance_id: state.identity.instance_id.clone(),
-            device_index: 0,
-            network_card_index: 0,
-            delete_on_termination: true,
-        });
-        state.identity.primary_eni_id = primary.id.clone();
-        state.identity.mac = primary.mac;
+        state.boot()?;
         let limiter = self
             .throttle
             .map(|limits| RateLimiter::new(&limits, self.clock.clone()));
         Ok(SimCloud {
             state: Mutex::new(state),
+            start: (
+                self.clock.now(),
+                self.start_time.unwrap_or_else(SystemTime::now),
+            ),
+            clock: self.clock,
             latency: self.latency,
             limiter,
             links: self.links,
@@ -283,6 +274,9 @@ impl SimBuilder {
 /// The embedded VPC simulator. See the [module docs](self).
 pub struct SimCloud {
     state: Mutex<SimState>,
+    clock: Arc<dyn Clock>,
+    /// The clock's instant and the wall-clock time at build.
+    start: (Instant, SystemTime),
     latency: BTreeMap<Api, Duration>,
     limiter: Option<RateLimiter>,
     links: Option<Arc<dyn EniLinks>>,
@@ -292,6 +286,12 @@ impl SimCloud {
     /// A builder with defaults: seed 0, `m5.large`, cluster `weft-sim`, `us-east-1a`.
     pub fn builder() -> SimBuilder {
         SimBuilder::default()
+    }
+
+    /// The simulated wall-clock time.
+    fn wall_now(&self) -> SystemTime {
+        let (instant, time) = self.start;
+        time + self.clock.now().saturating_duration_since(instant)
     }
 
     fn lock(&self) -> MutexGuard<'_, SimState> {
@@ -404,7 +404,7 @@ impl Cloud for SimCloud {
 
     fn create_eni<'a>(&'a self, request: &'a CreateEni) -> CloudFuture<'a, Eni> {
         Box::pin(async move {
-            let now = SystemTime::now();
+            let now = self.wall_now();
             let created = self
                 .call(Api::CreateNetworkInterface, |s| s.create_eni(request, now))
                 .await?;
@@ -481,9 +481,8 @@ impl Cloud for SimCloud {
     }
 
     fn list_leaked_enis(&self) -> CloudFuture<'_, Vec<Eni>> {
-        Box::pin(self.call(Api::DescribeNetworkInterfaces, |s| {
-            Ok(s.leaked(SystemTime::now()))
-        }))
+        let now = self.wall_now();
+        Box::pin(self.call(Api::DescribeNetworkInterfaces, move |s| Ok(s.leaked(now))))
     }
 }
 

@@ -107,6 +107,17 @@ impl InstanceLimits {
     }
 }
 
+impl From<&InstanceLimits> for weft_policy_sdk::pool::InstanceLimits {
+    fn from(limits: &InstanceLimits) -> Self {
+        weft_policy_sdk::pool::InstanceLimits {
+            max_enis: limits.max_enis,
+            ipv4_per_eni: limits.ipv4_per_eni,
+            prefix_delegation: limits.prefix_delegation,
+            max_pods: limits.max_pods(),
+        }
+    }
+}
+
 /// State of a network interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EniStatus {

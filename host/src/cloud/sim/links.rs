@@ -1,9 +1,14 @@
 //! Optional materialisation of attached ENIs as Linux links.
 //!
 //! On a real node an attached ENI appears as a network device with the ENI's MAC. The simulator
-//! stays pure and calls an [`EniLinks`] hook on attach and detach; [`NetnsDummyLinks`] creates a
-//! dummy device named `eth<device index>` with the ENI's MAC inside a given network namespace,
-//! so pod plumbing can be tested end to end without EC2.
+//! stays pure and calls an [`EniLinks`] hook on attach and detach; [`NetnsEniLinks`] creates a
+//! device named `eth<device index>` with the ENI's MAC inside a given network namespace, so pod
+//! plumbing can be tested end to end without EC2.
+//!
+//! The device is one end of a veth pair whose other end, `eth<device index>-vpc`, stays in the
+//! same namespace and stands for the VPC fabric (a test can put the subnet gateway there). A veth
+//! rather than a dummy device: it carries traffic, and some kernels (e.g. minimal VM kernels)
+//! have no dummy driver.
 
 use crate::cloud::CloudFuture;
 use crate::cloud::error::CloudError;
@@ -20,16 +25,16 @@ pub trait EniLinks: Send + Sync {
     fn detached<'a>(&'a self, eni: &'a Eni) -> CloudFuture<'a, ()>;
 }
 
-/// Materialises attached ENIs as dummy links inside one network namespace.
+/// Materialises attached ENIs as veth links inside one network namespace.
 #[derive(Debug, Clone)]
-pub struct NetnsDummyLinks {
+pub struct NetnsEniLinks {
     netns: PathBuf,
 }
 
-impl NetnsDummyLinks {
+impl NetnsEniLinks {
     /// Links go into the namespace at `netns` (e.g. `/run/netns/<name>`).
     pub fn new(netns: impl Into<PathBuf>) -> Self {
-        NetnsDummyLinks {
+        NetnsEniLinks {
             netns: netns.into(),
         }
     }
@@ -37,6 +42,11 @@ impl NetnsDummyLinks {
     /// The link name of an ENI: `eth<device index>`, as on an EC2 instance.
     pub fn link_name(eni: &Eni) -> Option<String> {
         eni.device_index().map(|i| format!("eth{i}"))
+    }
+
+    /// The name of the fabric end of an ENI's veth pair: `eth<device index>-vpc`.
+    pub fn fabric_name(eni: &Eni) -> Option<String> {
+        Self::link_name(eni).map(|name| format!("{name}-vpc"))
     }
 
     fn error(&self, eni: &Eni, detail: impl std::fmt::Display) -> CloudError {
@@ -84,15 +94,21 @@ impl NetnsDummyLinks {
     }
 }
 
-impl EniLinks for NetnsDummyLinks {
+impl EniLinks for NetnsEniLinks {
     fn attached<'a>(&'a self, eni: &'a Eni) -> CloudFuture<'a, ()> {
         Box::pin(async move {
-            let name = Self::link_name(eni).ok_or_else(|| self.error(eni, "not attached"))?;
+            let (Some(name), Some(fabric)) = (Self::link_name(eni), Self::fabric_name(eni)) else {
+                return Err(self.error(eni, "not attached"));
+            };
             let mac = eni.mac.0.to_vec();
             self.in_netns(eni, move |handle| async move {
                 handle
                     .link()
-                    .add(rtnetlink::LinkDummy::new(&name).address(mac).build())
+                    .add(
+                        rtnetlink::LinkVeth::new(&name, &fabric)
+                            .address(mac)
+                            .build(),
+                    )
                     .execute()
                     .await
             })

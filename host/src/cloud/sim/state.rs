@@ -157,6 +157,16 @@ impl SimState {
         Ok(prefixes)
     }
 
+    fn take_ip(&mut self, api: Api, subnet_id: &str) -> Result<Ipv4Addr, CloudError> {
+        self.take_ips(api, subnet_id, 1)?
+            .pop()
+            .ok_or_else(|| CloudError::InsufficientAddresses {
+                api: api.name().to_owned(),
+                subnet: subnet_id.to_owned(),
+                detail: "1 requested".into(),
+            })
+    }
+
     fn release(&mut self, subnet_id: &str, ips: &[Ipv4Addr], prefixes: &[Ipv4Net]) {
         if let Some(subnet) = self.subnets.iter_mut().find(|s| s.id == subnet_id) {
             for ip in ips {
@@ -166,6 +176,35 @@ impl SimState {
                 subnet.pool.release_prefix(*prefix);
             }
         }
+    }
+
+    /// Creates the node's primary ENI in the node's subnet, attached at device index 0.
+    pub(super) fn boot(&mut self) -> Result<(), CloudError> {
+        let subnet_id = self.identity.subnet_id.clone();
+        let primary_ip = self.take_ip(Api::DescribeInstances, &subnet_id)?;
+        let eni = Eni {
+            id: self.new_id("eni"),
+            subnet_id,
+            mac: self.new_mac(),
+            primary_ip,
+            secondary_ips: Vec::new(),
+            prefixes: Vec::new(),
+            security_groups: self.identity.security_groups.clone(),
+            tags: BTreeMap::new(),
+            description: "primary network interface".into(),
+            status: EniStatus::InUse,
+            attachment: Some(Attachment {
+                id: self.new_id("eni-attach"),
+                instance_id: self.identity.instance_id.clone(),
+                device_index: 0,
+                network_card_index: 0,
+                delete_on_termination: true,
+            }),
+        };
+        self.identity.primary_eni_id = eni.id.clone();
+        self.identity.mac = eni.mac;
+        self.enis.insert(eni.id.clone(), eni);
+        Ok(())
     }
 
     /// `CreateNetworkInterface`: a detached ENI with its addresses and Weft's tags.
@@ -179,7 +218,7 @@ impl SimState {
         if let AddressRequest::Prefixes(_) = request.addresses {
             self.check_prefix_delegation(api)?;
         }
-        let primary = self.take_ips(api, &request.subnet_id, 1)?;
+        let primary = self.take_ip(api, &request.subnet_id)?;
         let (secondary_ips, prefixes) = match request.addresses {
             AddressRequest::Ips(n) => (self.take_ips(api, &request.subnet_id, n), Ok(vec![])),
             AddressRequest::Prefixes(n) => {
@@ -189,7 +228,7 @@ impl SimState {
         let (secondary_ips, prefixes) = match (secondary_ips, prefixes) {
             (Ok(ips), Ok(prefixes)) => (ips, prefixes),
             (Err(e), _) | (_, Err(e)) => {
-                self.release(&request.subnet_id, &primary, &[]);
+                self.release(&request.subnet_id, &[primary], &[]);
                 return Err(e);
             }
         };
@@ -201,7 +240,7 @@ impl SimState {
             id: self.new_id("eni"),
             subnet_id: request.subnet_id.clone(),
             mac: self.new_mac(),
-            primary_ip: primary[0],
+            primary_ip: primary,
             secondary_ips,
             prefixes,
             security_groups: request.security_groups.clone(),

@@ -250,17 +250,35 @@ async fn leaked_enis_are_found_and_deleted_but_attached_ones_are_not() {
 }
 
 #[tokio::test]
-async fn young_leaked_enis_are_left_alone() {
-    let sim = sim("m5.large", "10.0.0.0/24");
+async fn detached_enis_become_leaked_after_five_minutes_on_the_sim_clock() {
+    let clock = Arc::new(ManualClock::default());
+    let sim = SimCloud::builder()
+        .subnet("10.0.0.0/24")
+        .clock(clock.clone())
+        .build()
+        .expect("sim");
     let eni = create(&sim, AddressRequest::Ips(1)).await.expect("eni");
     sim.orphan_eni(&eni.id).expect("detach only");
-    assert!(sim.list_leaked_enis().await.expect("leaks").is_empty());
+    clock.advance(Duration::from_secs(299));
+    assert!(
+        sim.list_leaked_enis().await.expect("leaks").is_empty(),
+        "too young"
+    );
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(sim.list_leaked_enis().await.expect("leaks").len(), 1);
 }
 
 #[tokio::test]
 async fn the_same_seed_gives_the_same_vpc() {
     async fn run() -> Vec<Eni> {
-        let sim = sim("m5.xlarge", "10.0.0.0/24");
+        let sim = SimCloud::builder()
+            .seed(1)
+            .instance_type("m5.xlarge")
+            .subnet("10.0.0.0/24")
+            .clock(Arc::new(ManualClock::default()))
+            .start_time(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+            .build()
+            .expect("sim");
         let eni = create(&sim, AddressRequest::Ips(3)).await.expect("eni");
         sim.assign_prefixes(&eni.id, 2).await.expect("prefixes");
         create(&sim, AddressRequest::Prefixes(1))
