@@ -207,6 +207,10 @@ pub struct PlumbingSection {
     /// Set `net.ipv4.ip_forward = 1` on the node at start.
     #[serde(default = "default_true")]
     pub enable_ip_forward: bool,
+    /// The node's network namespace, when it is not the agent's own (tests
+    /// and the demo run a whole node inside a namespace they made).
+    #[serde(default)]
+    pub node_netns: Option<PathBuf>,
 }
 
 fn default_mtu() -> u32 {
@@ -227,15 +231,16 @@ impl Default for PlumbingSection {
             mtu: default_mtu(),
             veth_prefix: default_veth_prefix(),
             enable_ip_forward: true,
+            node_netns: None,
         }
     }
 }
 
 impl PlumbingSection {
-    /// The plumbing layer's configuration; the node namespace is the agent's own.
+    /// The plumbing layer's configuration.
     pub fn plumbing_config(&self) -> PlumbingConfig {
         PlumbingConfig {
-            host_netns: None,
+            host_netns: self.node_netns.clone(),
             veth_prefix: self.veth_prefix.clone(),
             mtu: self.mtu,
             enable_ip_forward: self.enable_ip_forward,

@@ -16,8 +16,10 @@
 //! * [`state`]: durable state on disk (assignment checkpoint, EC2 journal).
 //! * [`metrics`]: Prometheus counters shared by all of the above.
 
+pub mod agent;
 pub mod api;
 pub mod cloud;
+pub mod config;
 pub mod error;
 pub mod ipam;
 pub mod metrics;

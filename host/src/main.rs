@@ -18,6 +18,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the node agent.
+    Run(cli::run::RunArgs),
     /// Inspect and try policy components.
     #[command(subcommand)]
     Policy(cli::policy::PolicyCommand),
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         )
         .init();
     let result = match cli.command {
+        Command::Run(args) => cli::run::run(args),
         Command::Policy(command) => cli::policy::run(command),
     };
     match result {

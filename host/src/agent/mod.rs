@@ -11,7 +11,7 @@ mod hooks;
 mod result;
 
 use crate::api::{ApiConfig, ApiServer};
-use crate::cloud::sim::NetnsDummyLinks;
+use crate::cloud::sim::NetnsEniLinks;
 use crate::cloud::{Cloud, Ec2Cloud, NodeIdentity};
 use crate::config::{AgentConfig, CloudConfig};
 use crate::metrics::Metrics;
@@ -45,11 +45,15 @@ impl Agent {
         let plumbing = Arc::new(Plumbing::new(config.plumbing.plumbing_config()).await?);
         let cloud: Arc<dyn Cloud> = match &config.cloud {
             CloudConfig::Sim(sim) => {
-                // Attached ENIs become dummy links in the agent's own
+                // Attached ENIs become links with the ENI's MAC in the node
                 // namespace, so their host set-up runs for real.
+                let node_netns = config
+                    .plumbing
+                    .node_netns
+                    .clone()
+                    .unwrap_or_else(|| "/proc/self/ns/net".into());
                 let links = sim.materialise_enis.then(|| {
-                    Arc::new(NetnsDummyLinks::new("/proc/self/ns/net"))
-                        as Arc<dyn crate::cloud::sim::EniLinks>
+                    Arc::new(NetnsEniLinks::new(node_netns)) as Arc<dyn crate::cloud::sim::EniLinks>
                 });
                 Arc::new(sim.build(links)?)
             }

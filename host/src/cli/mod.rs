@@ -1,3 +1,4 @@
 //! `weftd` subcommands.
 
 pub mod policy;
+pub mod run;

@@ -1,0 +1,302 @@
+//! The CNI operations: what `ADD`, `DEL`, `CHECK`, `GC` and `STATUS` do on
+//! the node.
+//!
+//! * `ADD`: the security-groups policy picks the pod's groups; the pool hands
+//!   out an address on an ENI of that group (waiting, bounded, for the
+//!   reconciler when the group has none free); the plumbing wires the pod.
+//!   A failed wiring is undone by the plumbing and the address released.
+//! * `DEL`: routes and rules go synchronously (so the address can be reused
+//!   safely), the veth is removed in the background, the address cools down.
+//!   Unknown attachments succeed.
+
+use super::Agent;
+use super::result::network_result;
+use crate::api::{Backend, PodView, PoolView};
+use crate::ipam::{Assignment, AssignmentKey, PodMeta, SgSet};
+use crate::plumbing::PodNetwork;
+use crate::reconcile::PoolError;
+use futures::future::BoxFuture;
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use weft_cni::CniError;
+use weft_cni::api::{
+    AddRequest, AddResponse, ApiError, Attachment, CheckRequest, CheckResponse, DelRequest,
+    DelResponse, GcRequest, GcResponse, PodRef, StatusResponse,
+};
+use weft_policy_sdk::security;
+
+impl Agent {
+    async fn add(&self, req: AddRequest) -> Result<AddResponse, ApiError> {
+        let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
+        let meta = pod_meta(&req.pod);
+        let groups = self.security_groups(&req.pod)?;
+        let placement = self
+            .pool
+            .assign(key.clone(), &groups, meta)
+            .await
+            .map_err(|e| pool_error(&key, e))?;
+        let pod = PodNetwork {
+            netns: req.netns.clone(),
+            ifname: req.ifname.clone(),
+            pod_namespace: req.pod.namespace.clone(),
+            pod_name: req.pod.name.clone(),
+            ip: placement.ip,
+            eni_table: (!placement.primary_eni).then_some(placement.device_index + 1),
+            mtu: req.mtu,
+        };
+        match self.plumbing.setup_pod(&pod).await {
+            Ok(links) => {
+                tracing::info!(
+                    pod = %format_args!("{}/{}", req.pod.namespace, req.pod.name),
+                    ip = %placement.ip,
+                    eni = %placement.eni_id,
+                    repeated = !placement.fresh,
+                    "pod added"
+                );
+                Ok(network_result(placement.ip, &links, &req.netns))
+            }
+            Err(error) => {
+                // The plumbing undid its part; give the address back.
+                if let Err(release) = self.pool.release(&key).await {
+                    tracing::warn!(%key, error = %release, "could not release the address of a failed ADD");
+                }
+                Err(CniError::plumbing(
+                    format!("wiring pod {}/{} failed: {error}", req.pod.namespace, req.pod.name),
+                    "the address was released; the runtime retries the ADD. weftd's log has the netlink error",
+                ))
+            }
+        }
+    }
+
+    /// The pod's security groups from the security-groups policy.
+    fn security_groups(&self, pod: &PodRef) -> Result<SgSet, ApiError> {
+        let request = security::Request {
+            pod: security::Pod {
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                uid: pod.uid.clone().unwrap_or_default(),
+                ..Default::default()
+            },
+            node_security_groups: self.node.security_groups.clone(),
+        };
+        self.policies
+            .select_security_groups(&request)
+            .map(SgSet::new)
+            .map_err(|e| {
+                CniError::no_address(
+                    format!(
+                        "no security groups for pod {}/{}: {e}",
+                        pod.namespace, pod.name
+                    ),
+                    "fix or replace the security-groups policy (weftd's log names it), or set its on-failure = \"fallback\"",
+                )
+            })
+    }
+
+    async fn del(&self, req: DelRequest) -> Result<DelResponse, ApiError> {
+        let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
+        let Some(held) = self.pool.assignment(&key) else {
+            return Ok(DelResponse { released: None });
+        };
+        let pod = self.pod_network(&held, &req.ifname, req.netns.clone());
+        match self.plumbing.teardown_pod(&pod).await {
+            // The veth goes away in the background (or with the namespace).
+            Ok(removal) => drop(removal),
+            Err(error) => {
+                return Err(CniError::plumbing(
+                    format!("unwiring pod {} failed: {error}", held.pod),
+                    "the address stays assigned so it is not reused while routed; the runtime retries the DEL",
+                ));
+            }
+        }
+        let released = self
+            .pool
+            .release(&key)
+            .await
+            .map_err(|e| pool_error(&key, e))?;
+        Ok(DelResponse {
+            released: released.map(|a| IpAddr::V4(a.ip)),
+        })
+    }
+
+    async fn check(&self, req: CheckRequest) -> Result<CheckResponse, ApiError> {
+        let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
+        let Some(held) = self.pool.assignment(&key) else {
+            return Err(CniError::unknown_container(
+                format!("weftd holds no address for {key}"),
+                "the pod was never added on this node, or its address was garbage-collected; recreate the pod",
+            ));
+        };
+        let pod = self.pod_network(&held, &req.ifname, Some(req.netns.clone()));
+        let mut differences = self
+            .plumbing
+            .check_pod(&pod)
+            .await
+            .map_err(|e| CniError::plumbing(format!("checking pod {} failed: {e}", held.pod), ""))?;
+        if !expected_ip_matches(&req, held.ip.into()) {
+            differences.push(format!(
+                "the runtime's result does not carry the pod's address {}",
+                held.ip
+            ));
+        }
+        Ok(CheckResponse { differences })
+    }
+
+    async fn gc(&self, req: GcRequest) -> Result<GcResponse, ApiError> {
+        let valid: HashSet<(&str, &str)> = req
+            .valid_attachments
+            .iter()
+            .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+            .collect();
+        let mut released = Vec::new();
+        for held in self.pool.assignments() {
+            let key = &held.key;
+            if key.network != req.network
+                || valid.contains(&(key.container_id.as_str(), key.ifname.as_str()))
+            {
+                continue;
+            }
+            let pod = self.pod_network(&held, &key.ifname, None);
+            if let Err(error) = self.plumbing.teardown_pod(&pod).await.map(drop) {
+                tracing::warn!(%key, %error, "GC could not unwire a stale attachment; keeping its address");
+                continue;
+            }
+            self.pool
+                .release(key)
+                .await
+                .map_err(|e| pool_error(key, e))?;
+            tracing::info!(%key, ip = %held.ip, pod = %held.pod, "GC released a stale attachment");
+            released.push(Attachment {
+                container_id: key.container_id.clone(),
+                ifname: key.ifname.clone(),
+            });
+        }
+        let live: HashSet<String> = self
+            .pool
+            .assignments()
+            .iter()
+            .map(|a| self.plumbing.host_veth_name(&a.pod.namespace, &a.pod.name))
+            .collect();
+        let leftovers = self
+            .plumbing
+            .gc(&live)
+            .await
+            .map_err(|e| CniError::plumbing(format!("GC of node leftovers failed: {e}"), ""))?;
+        if !leftovers.is_empty() {
+            tracing::info!(?leftovers, "GC removed node leftovers");
+        }
+        Ok(GcResponse { released })
+    }
+
+    /// What the plumbing needs to find (or remove) a held attachment.
+    fn pod_network(&self, held: &Assignment, ifname: &str, netns: Option<PathBuf>) -> PodNetwork {
+        let placement = self.pool.placement(held.ip);
+        PodNetwork {
+            netns: netns.unwrap_or_default(),
+            ifname: ifname.to_owned(),
+            pod_namespace: held.pod.namespace.clone(),
+            pod_name: held.pod.name.clone(),
+            ip: held.ip,
+            eni_table: placement
+                .filter(|p| !p.primary_eni)
+                .map(|p| p.device_index + 1),
+            mtu: None,
+        }
+    }
+}
+
+fn pod_meta(pod: &PodRef) -> PodMeta {
+    PodMeta {
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+        uid: pod.uid.clone().unwrap_or_default(),
+    }
+}
+
+fn expected_ip_matches(req: &CheckRequest, ip: IpAddr) -> bool {
+    req.expected.ips.is_empty() || req.expected.ips.iter().any(|c| c.address.addr() == ip)
+}
+
+/// A pool failure as the CNI error the runtime acts on.
+fn pool_error(key: &AssignmentKey, error: PoolError) -> CniError {
+    if error.is_try_again() {
+        CniError::try_again_later(
+            error.to_string(),
+            "the runtime retries; `curl --unix-socket <socket> http://weft/v1/pool` shows the pool",
+        )
+    } else {
+        CniError::internal(format!("{key}: {error}"), "see weftd's log")
+    }
+}
+
+impl Backend for Agent {
+    fn add(&self, req: AddRequest) -> BoxFuture<'_, Result<AddResponse, ApiError>> {
+        Box::pin(Agent::add(self, req))
+    }
+
+    fn del(&self, req: DelRequest) -> BoxFuture<'_, Result<DelResponse, ApiError>> {
+        Box::pin(Agent::del(self, req))
+    }
+
+    fn check(&self, req: CheckRequest) -> BoxFuture<'_, Result<CheckResponse, ApiError>> {
+        Box::pin(Agent::check(self, req))
+    }
+
+    fn gc(&self, req: GcRequest) -> BoxFuture<'_, Result<GcResponse, ApiError>> {
+        Box::pin(Agent::gc(self, req))
+    }
+
+    fn status(&self) -> BoxFuture<'_, StatusResponse> {
+        Box::pin(async move {
+            match self.pool.not_ready_reason() {
+                None => StatusResponse {
+                    ready: true,
+                    reason: None,
+                },
+                Some(reason) => StatusResponse {
+                    ready: false,
+                    reason: Some(reason),
+                },
+            }
+        })
+    }
+
+    fn pods(&self) -> BoxFuture<'_, Result<Vec<PodView>, ApiError>> {
+        Box::pin(async move {
+            Ok(self
+                .pool
+                .assignments()
+                .into_iter()
+                .map(|held| PodView {
+                    network: held.key.network.clone(),
+                    container_id: held.key.container_id.clone(),
+                    ifname: held.key.ifname.clone(),
+                    host_veth: self
+                        .plumbing
+                        .host_veth_name(&held.pod.namespace, &held.pod.name),
+                    eni_id: self
+                        .pool
+                        .placement(held.ip)
+                        .map(|p| p.eni_id)
+                        .unwrap_or_default(),
+                    ip: IpAddr::V4(held.ip),
+                    pod: Some(PodRef {
+                        namespace: held.pod.namespace,
+                        name: held.pod.name,
+                        uid: Some(held.pod.uid).filter(|u| !u.is_empty()),
+                        infra_container_id: None,
+                    }),
+                })
+                .collect())
+        })
+    }
+
+    fn pool(&self) -> BoxFuture<'_, Result<PoolView, ApiError>> {
+        Box::pin(async move {
+            Ok(PoolView {
+                groups: self.pool.pool_states(),
+            })
+        })
+    }
+}
