@@ -1,6 +1,8 @@
 //! Support modules of the end-to-end tests.
 
+pub mod agent;
 pub mod binaries;
 pub mod fault_proxy;
 pub mod moto;
+pub mod netns;
 pub mod vpc;

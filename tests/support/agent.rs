@@ -1,0 +1,175 @@
+//! A whole Weft node for end-to-end tests: `weftd run` on the embedded VPC
+//! simulator with its node side in a namespace the test owns, and the real
+//! `weft` plugin exec'd exactly as a container runtime does (env + stdin).
+
+use super::binaries::{weft_plugin_binary, weftd_binary};
+use super::netns::TestNetns;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The node's own address, on a stand-in primary NIC in the node namespace.
+pub const NODE_IP: &str = "10.0.0.10";
+
+/// A running `weftd` whose node is a namespace of its own; stopped (SIGTERM)
+/// and cleaned up on drop.
+pub struct TestAgent {
+    /// The node namespace.
+    pub node: TestNetns,
+    /// Temp dir with the config, socket and state.
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl TestAgent {
+    /// Starts `weftd` with the simulator (`instance_type`, subnet
+    /// `10.0.0.0/22`) and `extra` TOML appended to the configuration.
+    pub fn start(instance_type: &str, extra: &str) -> TestAgent {
+        let node = TestNetns::new("node");
+        node.add_nic("ens5", "02:aa:00:00:00:05");
+        node.ip(&["addr", "add", &format!("{NODE_IP}/22"), "dev", "ens5"]);
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let config = format!(
+            r#"[agent]
+socket = "{dir}/weftd.sock"
+state-dir = "{dir}/state"
+
+[cloud]
+provider = "sim"
+instance-type = "{instance_type}"
+subnets = ["10.0.0.0/22"]
+materialise-enis = true
+
+[plumbing]
+node-netns = "{netns}"
+{extra}
+"#,
+            dir = dir.path().display(),
+            netns = node.path().display(),
+        );
+        std::fs::write(dir.path().join("weftd.toml"), config).expect("write the config");
+        let mut agent = TestAgent {
+            node,
+            dir,
+            child: None,
+        };
+        agent.spawn();
+        agent
+    }
+
+    /// (Re)starts the `weftd` process on the same configuration and state.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("weftd.log"))
+            .expect("open the agent log");
+        let child = Command::new(weftd_binary())
+            .args(["run", "--config"])
+            .arg(self.dir.path().join("weftd.toml"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start weftd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.socket().exists() {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("weftd exited with {status}:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "weftd did not open its socket:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops `weftd` with SIGTERM and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+
+    /// The API socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("weftd.sock")
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("weftd.log")).unwrap_or_default()
+    }
+
+    /// A netconf for this agent, in `cni_version`.
+    pub fn netconf(&self, cni_version: &str) -> serde_json::Value {
+        serde_json::json!({
+            "cniVersion": cni_version,
+            "name": "weft",
+            "type": "weft",
+            "socket": self.socket(),
+        })
+    }
+
+    /// Execs the plugin for `command` on container `id` in `netns` for pod
+    /// `name` with `netconf` on stdin.
+    pub fn cni(&self, command: &str, id: &str, netns: &Path, name: &str, netconf: &serde_json::Value) -> Output {
+        exec_plugin(
+            None,
+            &weft_plugin_binary(),
+            &[
+                ("CNI_COMMAND", command),
+                ("CNI_CONTAINERID", id),
+                ("CNI_NETNS", &netns.display().to_string()),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", "/usr/lib/cni"),
+                ("CNI_ARGS", &format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=e2e;K8S_POD_NAME={name}")),
+            ],
+            &netconf.to_string(),
+        )
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs a CNI plugin binary as a runtime does: a clean environment with the
+/// given `CNI_*` variables and the netconf on stdin; inside `netns` when given
+/// (the reference plugins act on the namespace they run in).
+pub fn exec_plugin(
+    netns: Option<&TestNetns>,
+    binary: &Path,
+    env: &[(&str, &str)],
+    stdin: &str,
+) -> Output {
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &ns.name]).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    let mut child = command
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("exec {}: {e}", binary.display()));
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write the netconf");
+    child.wait_with_output().expect("wait for the plugin")
+}

@@ -1,0 +1,280 @@
+//! A whole node, end to end, in real network namespaces (root only): `weftd`
+//! on the embedded VPC simulator (a mock of EC2 only in the sense that no
+//! EC2 can run here; its limits are those of the real instance type), the
+//! real `weft` plugin exec'd as a runtime does, real pod namespaces, and the
+//! reference plugins from Debian's containernetworking-plugins for chaining.
+
+use serde_json::{Value, json};
+use std::net::TcpListener;
+use weft_tests::support::agent::{NODE_IP, TestAgent, exec_plugin};
+use weft_tests::support::netns::{TestNetns, root_or_skip};
+
+fn ok_json(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "plugin failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the plugin prints JSON")
+}
+
+fn pod_ip(result: &Value) -> String {
+    let cidr = result["ips"][0]["address"].as_str().expect("ips[0].address");
+    assert!(cidr.ends_with("/32"), "pod address is a /32: {cidr}");
+    cidr.trim_end_matches("/32").to_owned()
+}
+
+#[test]
+fn pods_get_vpc_addresses_ping_each_other_and_the_node_and_del_cleans_up() {
+    if !root_or_skip("pods_get_vpc_addresses…") {
+        return;
+    }
+    let agent = TestAgent::start("m5.large", "");
+    let netconf = agent.netconf("1.0.0");
+    let a = TestNetns::new("pod-a");
+    let b = TestNetns::new("pod-b");
+    let ra = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
+    let rb = ok_json(&agent.cni("ADD", "ctr-b", &b.path(), "b", &netconf));
+    let (ip_a, ip_b) = (pod_ip(&ra), pod_ip(&rb));
+    assert_ne!(ip_a, ip_b);
+    for ip in [&ip_a, &ip_b] {
+        assert!(ip.starts_with("10.0."), "{ip} comes from the node's subnet 10.0.0.0/22");
+    }
+
+    // The pod side, exactly as the VPC CNI wires it.
+    let addrs = a.ip_json(&["addr", "show", "dev", "eth0"]);
+    let inet: Vec<_> = addrs[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["family"] == "inet")
+        .collect();
+    assert_eq!(inet.len(), 1);
+    assert_eq!(inet[0]["local"], json!(ip_a));
+    assert_eq!(inet[0]["prefixlen"], json!(32));
+    let routes = a.ip_json(&["route", "show"]);
+    assert!(
+        routes.as_array().unwrap().iter().any(|r| r["dst"] == "default" && r["gateway"] == "169.254.1.1"),
+        "default via 169.254.1.1: {routes}"
+    );
+    assert!(
+        routes.as_array().unwrap().iter().any(|r| r["dst"] == "169.254.1.1" && r["scope"] == "link"),
+        "169.254.1.1 scope link: {routes}"
+    );
+    let host_veth = ra["interfaces"][0]["name"].as_str().unwrap().to_owned();
+    let host_mac = ra["interfaces"][0]["mac"].as_str().unwrap().to_owned();
+    let neigh = a.ip_json(&["neigh", "show", "dev", "eth0"]);
+    assert!(
+        neigh.as_array().unwrap().iter().any(|n| n["dst"] == "169.254.1.1"
+            && n["lladdr"] == json!(host_mac)
+            && n["state"].as_array().is_some_and(|s| s.contains(&json!("PERMANENT")))),
+        "permanent neighbour 169.254.1.1 -> {host_mac}: {neigh}"
+    );
+
+    // The node side: /32 route to the veth, `to IP lookup main` at 512.
+    let node_routes = agent.node.ip_json(&["route", "show", &ip_a]);
+    assert_eq!(node_routes[0]["dev"], json!(host_veth), "{node_routes}");
+    let rules = agent.node.ip_json(&["rule", "show"]);
+    assert!(
+        rules.as_array().unwrap().iter().any(|r| r["priority"] == 512 && r["dst"] == json!(ip_a) && r["table"] == "main"),
+        "rule 512 to {ip_a} lookup main: {rules}"
+    );
+
+    assert!(a.ping(&ip_b), "pod a reaches pod b");
+    assert!(b.ping(&ip_a), "pod b reaches pod a");
+    assert!(a.ping(NODE_IP), "pod a reaches the node");
+
+    // A repeated ADD of the same container gets the same address.
+    let again = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
+    assert_eq!(pod_ip(&again), ip_a);
+
+    // DEL removes the node side; a second DEL and a DEL of an unknown
+    // container succeed.
+    ok_del(&agent.cni("DEL", "ctr-a", &a.path(), "a", &netconf));
+    ok_del(&agent.cni("DEL", "ctr-a", &a.path(), "a", &netconf));
+    ok_del(&agent.cni("DEL", "ctr-never", &a.path(), "never", &netconf));
+    let rules = agent.node.ip_json(&["rule", "show"]);
+    assert!(
+        !rules.as_array().unwrap().iter().any(|r| r["dst"] == json!(ip_a) || r["src"] == json!(ip_a)),
+        "no rule for {ip_a} after DEL: {rules}"
+    );
+    assert!(
+        agent.node.ip_json(&["route", "show", &ip_a]).as_array().unwrap().is_empty(),
+        "no route to {ip_a} after DEL"
+    );
+    assert!(!b.ping(&ip_a), "the deleted pod is unreachable");
+}
+
+fn ok_del(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "DEL failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_catches_a_removed_route_and_gc_removes_stale_attachments() {
+    if !root_or_skip("check_catches…") {
+        return;
+    }
+    let agent = TestAgent::start("m5.large", "");
+    let netconf = agent.netconf("1.1.0");
+    let a = TestNetns::new("pod-a");
+    let b = TestNetns::new("pod-b");
+    let result = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
+    ok_json(&agent.cni("ADD", "ctr-b", &b.path(), "b", &netconf));
+
+    let mut with_prev = netconf.clone();
+    with_prev["prevResult"] = result.clone();
+    let check = agent.cni("CHECK", "ctr-a", &a.path(), "a", &with_prev);
+    assert!(check.status.success(), "CHECK of a healthy pod passes: {}", String::from_utf8_lossy(&check.stdout));
+
+    a.ip(&["route", "del", "default"]);
+    let check = agent.cni("CHECK", "ctr-a", &a.path(), "a", &with_prev);
+    assert!(!check.status.success(), "CHECK catches the removed default route");
+    let err: Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert!(err["msg"].as_str().unwrap_or("").contains("route") || err["details"].as_str().unwrap_or("").contains("route"), "{err}");
+
+    // GC with only ctr-b valid releases ctr-a and its node side.
+    let ip_a = pod_ip(&result);
+    let mut gc = netconf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{ "containerID": "ctr-b", "ifname": "eth0" }]);
+    let out = agent.cni("GC", "", std::path::Path::new(""), "", &gc);
+    assert!(out.status.success(), "GC: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        agent.node.ip_json(&["route", "show", &ip_a]).as_array().unwrap().is_empty(),
+        "GC removed the route of the stale attachment"
+    );
+    let pods = curl_json(&agent, "/v1/pods");
+    let held: Vec<_> = pods.as_array().unwrap().iter().map(|p| p["container_id"].clone()).collect();
+    assert_eq!(held, vec![json!("ctr-b")]);
+}
+
+#[test]
+fn a_secondary_eni_gets_its_route_table_and_its_pods_their_from_rule() {
+    if !root_or_skip("a_secondary_eni…") {
+        return;
+    }
+    // t3.medium: 3 ENIs x 6 IPv4 (5 pod addresses each); 8 pods need a
+    // secondary ENI.
+    let agent = TestAgent::start("t3.medium", "[pool]\nadd-wait-ms = 15000\n");
+    let netconf = agent.netconf("1.0.0");
+    let pods: Vec<_> = (0..8).map(|i| TestNetns::new(&format!("p{i}"))).collect();
+    let mut ips = Vec::new();
+    for (i, ns) in pods.iter().enumerate() {
+        let r = ok_json(&agent.cni("ADD", &format!("ctr-{i}"), &ns.path(), &format!("p{i}"), &netconf));
+        ips.push(pod_ip(&r));
+    }
+    let rules = agent.node.ip_json(&["rule", "show"]);
+    let from_rules: Vec<_> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["priority"] == 1536)
+        .collect();
+    assert!(!from_rules.is_empty(), "pods on a secondary ENI get `from IP lookup <table>`: {rules}");
+    let table = from_rules[0]["table"].as_str().unwrap().to_owned();
+    let eni_routes = agent.node.ip_json(&["route", "show", "table", &table]);
+    assert!(
+        eni_routes.as_array().unwrap().iter().any(|r| r["dst"] == "default"),
+        "the ENI's table {table} has a default route: {eni_routes}"
+    );
+    // Every pod reaches every other across ENIs.
+    assert!(pods[0].ping(&ips[7]));
+    assert!(pods[7].ping(&ips[0]));
+}
+
+#[test]
+fn chained_with_portmap_and_bandwidth_a_port_mapping_reaches_the_pod() {
+    if !root_or_skip("chained…") {
+        return;
+    }
+    let agent = TestAgent::start("m5.large", "");
+    let pod = TestNetns::new("web");
+    let conf = |plugin: Value, prev: Option<&Value>| {
+        let mut c = plugin;
+        c["cniVersion"] = json!("1.0.0");
+        c["name"] = json!("weft");
+        if let Some(prev) = prev {
+            c["prevResult"] = prev.clone();
+        }
+        c
+    };
+    let weft = ok_json(&agent.cni("ADD", "ctr-web", &pod.path(), "web", &agent.netconf("1.0.0")));
+    let port = free_port();
+    let env = |cmd: &'static str| {
+        vec![
+            ("CNI_COMMAND", cmd.to_owned()),
+            ("CNI_CONTAINERID", "ctr-web".to_owned()),
+            ("CNI_NETNS", pod.path().display().to_string()),
+            ("CNI_IFNAME", "eth0".to_owned()),
+            ("CNI_PATH", "/usr/lib/cni".to_owned()),
+        ]
+    };
+    let run = |bin: &str, cmd: &'static str, netconf: Value| {
+        let vars = env(cmd);
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        // The reference plugins act on the node: run them in its namespace.
+        let plugin = std::path::PathBuf::from(format!("/usr/lib/cni/{bin}"));
+        assert!(plugin.is_file(), "install containernetworking-plugins (scripts/setup)");
+        exec_plugin(Some(&agent.node), &plugin, &vars, &netconf.to_string())
+    };
+    let portmap = ok_json(&run(
+        "portmap",
+        "ADD",
+        conf(
+            json!({"type": "portmap", "capabilities": {"portMappings": true},
+                   "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 8080, "protocol": "tcp"}]}}),
+            Some(&weft),
+        ),
+    ));
+    let bandwidth = ok_json(&run(
+        "bandwidth",
+        "ADD",
+        conf(
+            json!({"type": "bandwidth", "ingressRate": 100_000_000, "ingressBurst": 1_000_000,
+                   "egressRate": 100_000_000, "egressBurst": 1_000_000}),
+            Some(&portmap),
+        ),
+    ));
+    assert_eq!(bandwidth["ips"], weft["ips"], "prevResult passed along unchanged");
+
+    // A server in the pod, reached through the node's host port.
+    let server = pod.spawn("python3", &["-c", &format!(
+        "import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 8080)); s.listen(1); c,_=s.accept(); c.sendall(b'hello from the pod'); c.close()"
+    )]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let got = agent.node.exec("python3", &["-c", &format!(
+        "import socket; s=socket.create_connection(('{NODE_IP}', {port}), timeout=5); print(s.recv(100).decode())"
+    )]);
+    drop(server);
+    assert!(got.status.success(), "connect through the port mapping: {}", String::from_utf8_lossy(&got.stderr));
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "hello from the pod");
+
+    ok_json_or_empty(&run("bandwidth", "DEL", conf(json!({"type": "bandwidth"}), Some(&portmap))));
+    ok_json_or_empty(&run("portmap", "DEL", conf(json!({"type": "portmap", "capabilities": {"portMappings": true}, "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 8080, "protocol": "tcp"}]}}), Some(&weft))));
+    ok_del(&agent.cni("DEL", "ctr-web", &pod.path(), "web", &agent.netconf("1.0.0")));
+}
+
+fn ok_json_or_empty(out: &std::process::Output) {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn curl_json(agent: &TestAgent, path: &str) -> Value {
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "--unix-socket"])
+        .arg(agent.socket())
+        .arg(format!("http://weft{path}"))
+        .output()
+        .expect("curl (scripts/setup installs it)");
+    assert!(out.status.success(), "GET {path}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
