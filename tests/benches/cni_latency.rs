@@ -30,7 +30,7 @@ fn main() {
         .unwrap_or(50);
     let plugin = weft_plugin_binary();
     let agent = TestAgent::start(
-        "m5.4xlarge",
+        "m5.2xlarge",
         &format!(
             "[policies.pool-sizing]\nsettings = {{ minimum-ip-target = {}, warm-ip-target = 4 }}\n",
             pods + 2
@@ -41,7 +41,7 @@ fn main() {
     enter(&agent.node);
 
     let netconf = agent.netconf("1.0.0");
-    let weft = measure(&agent.node, pods, |cmd, ns, i| {
+    let weft = measure(pods, |cmd, ns, i| {
         run(&plugin, cmd, ns, i, &netconf)
     });
 
@@ -55,7 +55,7 @@ fn main() {
     });
     let ptp = Path::new("/usr/lib/cni/ptp");
     assert!(ptp.is_file(), "install containernetworking-plugins (scripts/setup)");
-    let reference = measure(&agent.node, pods, |cmd, ns, i| {
+    let reference = measure(pods, |cmd, ns, i| {
         run(ptp, cmd, ns, i, &reference_conf)
     });
 
@@ -83,12 +83,7 @@ struct Timings {
 }
 
 /// ADDs `pods` pods one after another, then DELs them, timing each exec.
-fn measure(
-    node: &TestNetns,
-    pods: usize,
-    mut plugin: impl FnMut(&str, &TestNetns, usize) -> Duration,
-) -> Timings {
-    let _ = node;
+fn measure(pods: usize, mut plugin: impl FnMut(&str, &TestNetns, usize) -> Duration) -> Timings {
     let namespaces: Vec<TestNetns> = (0..pods).map(|i| TestNetns::new(&format!("b{i}"))).collect();
     let add = namespaces
         .iter()
