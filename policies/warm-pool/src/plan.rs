@@ -181,7 +181,7 @@ fn gap(pool: &Pool, rule: Rule) -> (Gap, String) {
             // WARM_ENI_TARGET=0 still asks for an address when none is free.
             let slots = i64::try_from(pool.slots_per_eni).unwrap_or(i64::MAX);
             let target = i64::from(warm).saturating_mul(slots).max(1);
-            let short = positive(target - pool.free);
+            let short = positive(target.saturating_sub(pool.free));
             let why = format!("warm-eni-target {warm}");
             if short > 0 {
                 let gap = Gap::Short {

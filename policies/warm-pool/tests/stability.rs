@@ -216,6 +216,8 @@ fn any_eni() -> impl Strategy<Value = Eni> {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
     /// Inconsistent or absurd input (counts near `u32::MAX`, more assigned
     /// than held) never panics and never asks beyond the slots of an ENI.
     #[test]
