@@ -1,6 +1,45 @@
 //! `weftd`, the Weft node agent.
+//!
+//! Subcommands are thin layers over the `weft_host` library, one module
+//! each under `cli/`.
 
-fn main() {
-    eprintln!("weftd: not yet implemented");
-    std::process::exit(1);
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// The Weft node agent.
+#[derive(Debug, Parser)]
+#[command(name = "weftd", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect and try policy components.
+    #[command(subcommand)]
+    Policy(cli::policy::PolicyCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Policy(command) => cli::policy::run(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("weftd: {message}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -17,7 +17,8 @@ pub struct PolicyLabels {
     pub policy: String,
     /// The decision: `pool-sizing`, `subnet-selection` or `security-groups`.
     pub decision: String,
-    /// `ok`, or the failure kind (`load`, `trap`, `deadline`, `memory`, `invalid-output`, `refused`).
+    /// `ok`, `clamped` (a pool decision used after clamping to the instance's limits), or the
+    /// failure kind (`load`, `trap`, `deadline`, `memory`, `invalid-output`, `refused`).
     pub outcome: String,
 }
 

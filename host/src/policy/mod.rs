@@ -1,7 +1,29 @@
-//! The wasmtime policy runtime (see issue: policy contract).
-//! Placeholder: filled by the policy-runtime work.
+//! The wasmtime policy runtime: loads policy components, runs every
+//! decision in a fresh sandboxed instance, validates the answer and falls
+//! back to the built-in defaults when a policy fails.
+//!
+//! * [`config`]: the `[policies]` configuration.
+//! * [`engine`]: the one wasmtime engine (pooling allocator, epoch ticker).
+//! * [`module`]: loading and calling one policy component.
+//! * [`validate`]: checking and clamping every output (pure).
+//! * [`PolicySet`]: what the reconciler and the API call.
+//! * [`cache`]: compiled artifacts on disk.
 
-/// Errors of the policy runtime.
-#[derive(Debug, thiserror::Error)]
-#[error("policy error")]
-pub struct PolicyError;
+mod bindings;
+mod blocking;
+pub mod cache;
+pub mod config;
+pub mod engine;
+mod error;
+pub mod module;
+mod sandbox;
+mod set;
+pub mod validate;
+
+pub use cache::ArtifactCache;
+pub use config::{OnFailure, PoliciesConfig, PolicyConfig};
+pub use engine::PolicyEngine;
+pub use error::{Decision, FailureKind, PolicyError};
+pub use module::{CallStats, CompiledPolicy, LoadReport, PolicyModule};
+pub use sandbox::CallLimits;
+pub use set::{PolicySet, PolicyStatus};

@@ -67,15 +67,16 @@ pub mod pool {
     }
 
     impl Eni {
-        /// Pod addresses the ENI holds: its secondary IPs plus 16 per prefix.
+        /// Pod addresses the ENI holds: its secondary IPs plus 16 per prefix
+        /// (saturating, so absurd inputs cannot overflow).
         pub fn addresses(&self) -> u32 {
-            self.ips + 16 * self.prefixes
+            self.ips.saturating_add(self.prefixes.saturating_mul(16))
         }
 
         /// Addresses free to hand to a new pod now.
         pub fn free(&self) -> u32 {
             self.addresses()
-                .saturating_sub(self.assigned + self.cooling)
+                .saturating_sub(self.assigned.saturating_add(self.cooling))
         }
     }
 

@@ -1,0 +1,3 @@
+//! `weftd` subcommands.
+
+pub mod policy;

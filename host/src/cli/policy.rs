@@ -1,0 +1,172 @@
+//! `weftd policy check` and `weftd policy eval`.
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use weft_host::policy::config::{DEFAULT_DEADLINE_MS, DEFAULT_MEMORY_MIB};
+use weft_host::policy::{
+    CallLimits, CallStats, CompiledPolicy, Decision, PolicyEngine, PolicyModule, validate,
+};
+use weft_policy_sdk::{pool, security};
+
+/// `weftd policy ...`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Load a policy component and print its world, imports, size and
+    /// compile time.
+    Check {
+        /// The component (`.wasm`).
+        file: PathBuf,
+    },
+    /// Run one decision under the real sandbox and print the decision with
+    /// the time and memory it used.
+    Eval(EvalArgs),
+}
+
+/// Arguments of `weftd policy eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The component (`.wasm`).
+    #[arg(long)]
+    policy: PathBuf,
+    /// A fixture file: `{"settings": {...}, "input": {...}, ...}`.
+    #[arg(long)]
+    input: PathBuf,
+    /// Settings JSON, overriding the fixture's `settings`.
+    #[arg(long)]
+    settings: Option<String>,
+    /// Deadline in milliseconds.
+    #[arg(long, default_value_t = DEFAULT_DEADLINE_MS)]
+    deadline_ms: u64,
+    /// Memory cap in MiB.
+    #[arg(long, default_value_t = DEFAULT_MEMORY_MIB)]
+    memory_mib: u32,
+}
+
+/// Runs a policy subcommand; the error is the message to print.
+pub fn run(command: PolicyCommand) -> Result<(), String> {
+    let engine =
+        PolicyEngine::new(None).map_err(|e| format!("cannot create the policy engine: {e:#}"))?;
+    match command {
+        PolicyCommand::Check { file } => check(&engine, &file),
+        PolicyCommand::Eval(args) => eval(&engine, &args),
+    }
+}
+
+fn load(engine: &PolicyEngine, file: &Path) -> Result<CompiledPolicy, String> {
+    CompiledPolicy::from_file(engine, file, &policy_name(file), None, None)
+        .map_err(|e| e.to_string())
+}
+
+fn policy_name(file: &Path) -> String {
+    file.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| file.display().to_string())
+}
+
+fn check(engine: &PolicyEngine, file: &Path) -> Result<(), String> {
+    let compiled = load(engine, file)?;
+    let r = compiled.report();
+    println!("file:         {}", file.display());
+    println!("world:        {} (weft:policy@0.1.0)", r.decision);
+    println!("size:         {} bytes", r.size);
+    println!("sha256:       {}", r.sha256);
+    println!("compile time: {:.1} ms", r.compile_time.as_secs_f64() * 1e3);
+    println!("imports:      {}", r.imports.len());
+    for import in &r.imports {
+        println!("  {import}");
+    }
+    Ok(())
+}
+
+fn eval(engine: &PolicyEngine, args: &EvalArgs) -> Result<(), String> {
+    let text = std::fs::read_to_string(&args.input)
+        .map_err(|e| format!("cannot read {}: {e}", args.input.display()))?;
+    let case: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not JSON: {e}", args.input.display()))?;
+    let input = case
+        .get("input")
+        .ok_or_else(|| format!("{} has no \"input\"", args.input.display()))?;
+    let settings = match &args.settings {
+        Some(s) => serde_json::from_str::<Value>(s)
+            .map_err(|e| format!("--settings is not JSON: {e}"))?
+            .to_string(),
+        None => case
+            .get("settings")
+            .map_or_else(|| "{}".to_owned(), Value::to_string),
+    };
+    let limits = CallLimits {
+        deadline: std::time::Duration::from_millis(args.deadline_ms),
+        memory_bytes: args.memory_mib as usize * 1024 * 1024,
+    };
+    let module = load(engine, &args.policy)?
+        .configure(&settings, limits)
+        .map_err(|e| e.to_string())?;
+    let (decision, notes, stats) = decide(&module, input)?;
+    let out = json!({
+        "policy": module.name(),
+        "world": module.report().decision.as_str(),
+        "decision": decision,
+        "adjustments": notes,
+        "elapsed-us": stats.elapsed.as_micros() as u64,
+        "peak-memory-bytes": stats.peak_memory,
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}
+
+/// Runs the decision of the module's world on `input`; returns the raw
+/// decision as JSON and the host's clamping notes. An output the host
+/// would reject is an error.
+fn decide(module: &PolicyModule, input: &Value) -> Result<(Value, Vec<String>, CallStats), String> {
+    let world = module.report().decision;
+    let bad_input = |e: serde_json::Error| format!("\"input\" is not a {world} input: {e}");
+    let to_json =
+        |v: serde_json::Result<Value>| v.map_err(|e| format!("cannot render the decision: {e}"));
+    match world {
+        Decision::PoolSizing => {
+            let state: pool::PoolState =
+                serde_json::from_value(input.clone()).map_err(bad_input)?;
+            let (decision, stats) = module.size_pool(&state).map_err(|e| e.to_string())?;
+            let notes = validate::pool_decision(decision.clone(), &state).adjustments;
+            Ok((to_json(serde_json::to_value(&decision))?, notes, stats))
+        }
+        Decision::SubnetSelection => {
+            let input: weft_policy_sdk::testing::SubnetInput =
+                serde_json::from_value(input.clone()).map_err(bad_input)?;
+            let (choice, stats) = module
+                .select_subnet(&input.request, &input.candidates)
+                .map_err(|e| e.to_string())?;
+            validate::subnet_choice(choice.clone(), &input.candidates).map_err(|m| {
+                format!(
+                    "{world} policy `{}` returned an invalid decision: {m}",
+                    module.name()
+                )
+            })?;
+            Ok((to_json(serde_json::to_value(&choice))?, Vec::new(), stats))
+        }
+        Decision::SecurityGroups => {
+            let request: security::Request =
+                serde_json::from_value(input.clone()).map_err(bad_input)?;
+            let (answer, stats) = module
+                .select_security_groups(&request)
+                .map_err(|e| e.to_string())?;
+            let outcome = match answer {
+                Ok(groups) => {
+                    let groups = validate::security_groups(groups, None).map_err(|m| {
+                        format!(
+                            "{world} policy `{}` returned an invalid decision: {m}",
+                            module.name()
+                        )
+                    })?;
+                    json!({ "ok": groups })
+                }
+                Err(refusal) => json!({ "err": refusal }),
+            };
+            Ok((outcome, Vec::new(), stats))
+        }
+    }
+}

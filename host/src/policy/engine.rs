@@ -1,0 +1,109 @@
+//! The one wasmtime [`Engine`] of the agent: pooling allocator, epoch
+//! interruption driven by a ticker thread, and the [`Linker`] every policy
+//! is linked against (the `log` interface and WASI granting nothing).
+
+use super::bindings::pool_sizing::weft::policy::log;
+use super::cache::ArtifactCache;
+use super::config::MAX_MEMORY_MIB;
+use super::sandbox::SandboxState;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances; deadlines are whole ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Component instances that can run at once (one per concurrent decision).
+const MAX_CONCURRENT_INSTANCES: u32 = 64;
+
+/// The engine, linker and artifact cache shared by all policies.
+pub struct PolicyEngine {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<SandboxState>,
+    pub(crate) cache: Option<ArtifactCache>,
+    ticker: Ticker,
+}
+
+impl PolicyEngine {
+    /// Creates the engine and starts its epoch ticker. `cache` stores
+    /// compiled modules across restarts.
+    pub fn new(cache: Option<ArtifactCache>) -> wasmtime::Result<Self> {
+        let engine = Engine::new(&engine_config())?;
+        let mut linker = Linker::new(&engine);
+        log::add_to_linker::<SandboxState, HasSelf<SandboxState>>(&mut linker, |s| s)?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        let ticker = Ticker::start(&engine)?;
+        Ok(PolicyEngine {
+            engine,
+            linker,
+            cache,
+            ticker,
+        })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+impl Drop for PolicyEngine {
+    fn drop(&mut self) {
+        self.ticker.stop();
+    }
+}
+
+fn engine_config() -> Config {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(MAX_CONCURRENT_INSTANCES)
+        .total_core_instances(MAX_CONCURRENT_INSTANCES * 8)
+        .total_memories(MAX_CONCURRENT_INSTANCES * 2)
+        .total_tables(MAX_CONCURRENT_INSTANCES * 4)
+        .max_memory_size(MAX_MEMORY_MIB as usize * 1024 * 1024);
+    let mut config = Config::new();
+    config
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .epoch_interruption(true)
+        .concurrency_support(false)
+        .wasm_component_model(true);
+    config
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until stopped.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engine: &Engine) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("weft-policy-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+        Ok(Ticker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            // The thread sleeps one tick at most before seeing the flag.
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! Loading a policy component (read, verify, compile or fetch from the
+//! cache, check imports and world, pre-instantiate, configure) and running
+//! one decision in a fresh sandboxed instance.
+
+use super::bindings::{self, pool_sizing, security_groups, subnet_selection};
+use super::blocking;
+use super::engine::{EPOCH_TICK, PolicyEngine};
+use super::error::{Decision, FailureKind, PolicyError};
+use super::sandbox::{CallLimits, SandboxState};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::Component;
+use wasmtime::{Engine, Store, Trap};
+use weft_policy_sdk::{pool, security, subnet};
+
+/// The contract's interfaces a policy may import (any 0.1.x version):
+/// `log`, and the type-only interfaces its world uses.
+const CONTRACT_INTERFACES: [&str; 5] = ["log", "types", "pool", "subnet", "security"];
+/// Core module binary header: magic and version 1.
+const CORE_HEADER: [u8; 8] = *b"\0asm\x01\0\0\0";
+/// Component binary header: magic and the component layer's version word.
+const COMPONENT_HEADER: [u8; 8] = *b"\0asm\x0d\0\x01\0";
+
+/// What loading a module found out; printed by `weftd policy check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadReport {
+    /// The world the component implements.
+    pub decision: Decision,
+    /// sha256 of the module file, hex.
+    pub sha256: String,
+    /// Size of the module file in bytes.
+    pub size: usize,
+    /// The component's imports (WIT interface names).
+    pub imports: Vec<String>,
+    /// Time spent compiling, or loading the cached artifact.
+    pub compile_time: Duration,
+    /// Whether the compiled artifact came from the on-disk cache.
+    pub from_cache: bool,
+}
+
+/// Resource use of one decision; printed by `weftd policy eval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallStats {
+    /// Wall-clock time of instantiation, `configure` and the call.
+    pub elapsed: Duration,
+    /// Peak linear memory of the instance, in bytes.
+    pub peak_memory: usize,
+}
+
+/// The pre-instantiated component of one of the three worlds.
+enum WorldPre {
+    PoolSizing(pool_sizing::PoolSizingPre<SandboxState>),
+    SubnetSelection(subnet_selection::SubnetSelectionPre<SandboxState>),
+    SecurityGroups(security_groups::SecurityGroupsPre<SandboxState>),
+}
+
+/// A compiled, linked policy that has not been configured yet.
+pub struct CompiledPolicy {
+    name: Arc<str>,
+    engine: Engine,
+    pre: WorldPre,
+    report: LoadReport,
+}
+
+impl CompiledPolicy {
+    /// Loads the module at `path`. `expected` refuses a component of
+    /// another world; `sha256` refuses a module with another hash.
+    pub fn from_file(
+        engine: &PolicyEngine,
+        path: &Path,
+        name: &str,
+        expected: Option<Decision>,
+        sha256: Option<&str>,
+    ) -> Result<Self, PolicyError> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            load_error(
+                name,
+                expected,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        Self::from_bytes(engine, &bytes, name, expected, sha256)
+    }
+
+    /// Loads a module (component binary or WAT text) from memory.
+    pub fn from_bytes(
+        engine: &PolicyEngine,
+        bytes: &[u8],
+        name: &str,
+        expected: Option<Decision>,
+        sha256: Option<&str>,
+    ) -> Result<Self, PolicyError> {
+        let fail = |message: String| load_error(name, expected, message);
+        let digest = hex::encode(Sha256::digest(bytes));
+        if let Some(pin) = sha256
+            && !pin.eq_ignore_ascii_case(&digest)
+        {
+            return Err(fail(format!(
+                "sha256 mismatch: the module's sha256 is {digest}, the configuration pins {pin}"
+            )));
+        }
+        check_format(bytes).map_err(&fail)?;
+
+        let started = Instant::now();
+        let cached = engine
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.load(&engine.engine, &digest));
+        let from_cache = cached.is_some();
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component = Component::new(&engine.engine, bytes)
+                    .map_err(|e| fail(format!("not a valid WebAssembly component: {e:#}")))?;
+                if let Some(cache) = &engine.cache
+                    && let Err(e) = cache.store(&engine.engine, &digest, &component)
+                {
+                    tracing::warn!(
+                        policy = name,
+                        dir = %cache.dir().display(),
+                        "cannot cache the compiled policy: {e}"
+                    );
+                }
+                component
+            }
+        };
+        let compile_time = started.elapsed();
+
+        let ty = component.component_type();
+        let imports: Vec<String> = ty
+            .imports(&engine.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        if let Some(foreign) = imports.iter().find(|i| !is_allowed_import(i)) {
+            return Err(fail(format!(
+                "imports `{foreign}`; a policy may import only `weft:policy/log@0.1.0` and WASI interfaces (which grant nothing)"
+            )));
+        }
+        let exports: Vec<String> = ty
+            .exports(&engine.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        let decision = world_of(&exports).ok_or_else(|| {
+            fail(format!(
+                "implements none of the weft:policy@0.1.0 worlds (it exports: {})",
+                if exports.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    exports.join(", ")
+                }
+            ))
+        })?;
+        if let Some(expected) = expected
+            && expected != decision
+        {
+            return Err(fail(format!(
+                "implements the `{decision}` world but is configured for `{expected}`"
+            )));
+        }
+
+        let instance_pre = engine
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| fail(format!("cannot be linked: {e:#}")))?;
+        let mismatch = |e: wasmtime::Error| {
+            load_error(
+                name,
+                Some(decision),
+                format!("does not match the `{decision}` world of weft:policy@0.1.0: {e:#}"),
+            )
+        };
+        let pre = match decision {
+            Decision::PoolSizing => WorldPre::PoolSizing(
+                pool_sizing::PoolSizingPre::new(instance_pre).map_err(mismatch)?,
+            ),
+            Decision::SubnetSelection => WorldPre::SubnetSelection(
+                subnet_selection::SubnetSelectionPre::new(instance_pre).map_err(mismatch)?,
+            ),
+            Decision::SecurityGroups => WorldPre::SecurityGroups(
+                security_groups::SecurityGroupsPre::new(instance_pre).map_err(mismatch)?,
+            ),
+        };
+        Ok(CompiledPolicy {
+            name: name.into(),
+            engine: engine.engine.clone(),
+            pre,
+            report: LoadReport {
+                decision,
+                sha256: digest,
+                size: bytes.len(),
+                imports,
+                compile_time,
+                from_cache,
+            },
+        })
+    }
+
+    /// What loading found out.
+    pub fn report(&self) -> &LoadReport {
+        &self.report
+    }
+
+    /// Calls the policy's `configure` with `settings` once, under `limits`;
+    /// an error fails the load with the policy's own message.
+    pub fn configure(
+        self,
+        settings: &str,
+        limits: CallLimits,
+    ) -> Result<PolicyModule, PolicyError> {
+        let module = PolicyModule {
+            compiled: self,
+            settings: settings.to_owned(),
+            limits,
+        };
+        let decision = module.compiled.report.decision;
+        module
+            .run(|store, instance| instance.configure(store, &module.settings))
+            .map_err(|e| PolicyError {
+                kind: FailureKind::Load,
+                message: format!("configure failed: {}", e.message),
+                ..e
+            })?;
+        tracing::debug!(policy = %module.compiled.name, %decision, "policy configured");
+        Ok(module)
+    }
+}
+
+/// A loaded, configured policy: every decision runs in a fresh instance
+/// that is configured with the same settings, then asked.
+pub struct PolicyModule {
+    compiled: CompiledPolicy,
+    settings: String,
+    limits: CallLimits,
+}
+
+impl PolicyModule {
+    /// The policy's name.
+    pub fn name(&self) -> &str {
+        &self.compiled.name
+    }
+
+    /// What loading found out.
+    pub fn report(&self) -> &LoadReport {
+        &self.compiled.report
+    }
+
+    /// The limits every decision runs under.
+    pub fn limits(&self) -> CallLimits {
+        self.limits
+    }
+
+    /// Asks a pool-sizing policy. The decision is not validated yet.
+    pub fn size_pool(
+        &self,
+        state: &pool::PoolState,
+    ) -> Result<(pool::PoolDecision, CallStats), PolicyError> {
+        let input = bindings::pool_state(state);
+        self.run(|store, instance| match instance {
+            Instance::PoolSizing(world) => Ok(bindings::pool_decision(
+                world.call_size_pool(store, &input)?,
+            )),
+            _ => Err(wrong_world(Decision::PoolSizing)),
+        })
+    }
+
+    /// Asks a subnet-selection policy. The choice is not validated yet.
+    pub fn select_subnet(
+        &self,
+        request: &subnet::EniRequest,
+        candidates: &[subnet::Candidate],
+    ) -> Result<(subnet::Choice, CallStats), PolicyError> {
+        let request = bindings::eni_request(request);
+        let candidates = bindings::candidates(candidates);
+        self.run(|store, instance| match instance {
+            Instance::SubnetSelection(world) => Ok(bindings::choice(world.call_select_subnet(
+                store,
+                &request,
+                &candidates,
+            )?)),
+            _ => Err(wrong_world(Decision::SubnetSelection)),
+        })
+    }
+
+    /// Asks a security-groups policy: `Ok(Err(message))` is the policy
+    /// refusing the pod. The list is not validated yet.
+    pub fn select_security_groups(
+        &self,
+        request: &security::Request,
+    ) -> Result<(Result<Vec<String>, String>, CallStats), PolicyError> {
+        let request = bindings::sg_request(request);
+        self.run(|store, instance| match instance {
+            Instance::SecurityGroups(world) => world.call_select_security_groups(store, &request),
+            _ => Err(wrong_world(Decision::SecurityGroups)),
+        })
+    }
+
+    /// Runs `f` on a fresh, configured instance in a fresh store with the
+    /// deadline and memory cap set, and classifies any failure.
+    fn run<R: Send>(
+        &self,
+        f: impl FnOnce(&mut Store<SandboxState>, &Instance) -> wasmtime::Result<R> + Send,
+    ) -> Result<(R, CallStats), PolicyError> {
+        let compiled = &self.compiled;
+        let started = Instant::now();
+        let mut store = Store::new(
+            &compiled.engine,
+            SandboxState::new(compiled.name.clone(), self.limits.memory_bytes),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
+        let settings = self.settings.as_str();
+        let result = blocking::run(|| {
+            let instance = Instance::new(&mut store, &compiled.pre)?;
+            instance.configure(&mut store, settings)?;
+            f(&mut store, &instance)
+        });
+        let state = store.data();
+        state.finish();
+        let stats = CallStats {
+            elapsed: started.elapsed(),
+            peak_memory: state.limiter.peak,
+        };
+        result
+            .map(|value| (value, stats))
+            .map_err(|e| classify(&compiled.name, compiled.report.decision, &e, state))
+    }
+}
+
+/// An instance of one of the three worlds.
+enum Instance {
+    PoolSizing(pool_sizing::PoolSizing),
+    SubnetSelection(subnet_selection::SubnetSelection),
+    SecurityGroups(security_groups::SecurityGroups),
+}
+
+impl Instance {
+    fn new(store: &mut Store<SandboxState>, pre: &WorldPre) -> wasmtime::Result<Self> {
+        Ok(match pre {
+            WorldPre::PoolSizing(pre) => Instance::PoolSizing(pre.instantiate(store)?),
+            WorldPre::SubnetSelection(pre) => Instance::SubnetSelection(pre.instantiate(store)?),
+            WorldPre::SecurityGroups(pre) => Instance::SecurityGroups(pre.instantiate(store)?),
+        })
+    }
+
+    fn configure(&self, store: &mut Store<SandboxState>, settings: &str) -> wasmtime::Result<()> {
+        let result = match self {
+            Instance::PoolSizing(w) => w.call_configure(store, settings)?,
+            Instance::SubnetSelection(w) => w.call_configure(store, settings)?,
+            Instance::SecurityGroups(w) => w.call_configure(store, settings)?,
+        };
+        result.map_err(|message| wasmtime::Error::new(ConfigureRejected(message)))
+    }
+}
+
+/// `configure` returned an error.
+#[derive(Debug, thiserror::Error)]
+#[error("configure rejected the settings: {0}")]
+struct ConfigureRejected(String);
+
+/// A module of one world was asked another world's decision (a host bug).
+#[derive(Debug, thiserror::Error)]
+#[error("the module implements another world than `{0}`")]
+struct WrongWorld(Decision);
+
+fn wrong_world(asked: Decision) -> wasmtime::Error {
+    wasmtime::Error::new(WrongWorld(asked))
+}
+
+/// Epoch ticks for `deadline`: rounded up, plus one because the current
+/// tick may be about to end.
+fn deadline_ticks(deadline: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos();
+    u64::try_from(deadline.as_nanos().div_ceil(tick)).unwrap_or(u64::MAX / 2) + 1
+}
+
+/// Turns a failed call into a [`PolicyError`] of the right kind.
+fn classify(
+    name: &str,
+    decision: Decision,
+    error: &wasmtime::Error,
+    state: &SandboxState,
+) -> PolicyError {
+    let output = state.captured_output();
+    let with_output = |message: String| {
+        if output.is_empty() {
+            message
+        } else {
+            format!("{message} ({output})")
+        }
+    };
+    let (kind, message) = if let Some(rejected) = error.downcast_ref::<ConfigureRejected>() {
+        (FailureKind::Load, rejected.to_string())
+    } else if let Some(wrong) = error.downcast_ref::<WrongWorld>() {
+        (FailureKind::InvalidOutput, wrong.to_string())
+    } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        (
+            FailureKind::Deadline,
+            "interrupted at its deadline".to_owned(),
+        )
+    } else if state.limiter.refused {
+        (
+            FailureKind::Memory,
+            with_output(format!(
+                "memory growth refused at the cap, then: {}",
+                root(error)
+            )),
+        )
+    } else {
+        (FailureKind::Trap, with_output(root(error)))
+    };
+    PolicyError::new(name, Some(decision), kind, message)
+}
+
+/// The trap message without wasmtime's backtrace context.
+fn root(error: &wasmtime::Error) -> String {
+    match error.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{error:#}"),
+    }
+}
+
+fn load_error(name: &str, decision: Option<Decision>, message: String) -> PolicyError {
+    PolicyError::new(name, decision, FailureKind::Load, message)
+}
+
+/// Refuses core modules and non-Wasm files with a message saying what they
+/// are; WAT text is left to the compiler.
+fn check_format(bytes: &[u8]) -> Result<(), String> {
+    if bytes.starts_with(&COMPONENT_HEADER) {
+        return Ok(());
+    }
+    if bytes.starts_with(&CORE_HEADER) {
+        return Err("is a core WebAssembly module, not a component: build the policy for wasm32-wasip2 (or wrap the module with `wasm-tools component new`)".to_owned());
+    }
+    if bytes.starts_with(b"\0asm") {
+        return Err("is a WebAssembly binary of an unsupported version or layer".to_owned());
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) if text.trim_start().starts_with('(') => Ok(()),
+        _ => Err("is not a WebAssembly component (no `\\0asm` header)".to_owned()),
+    }
+}
+
+/// Whether a policy may import `name`: WASI (which grants nothing) or an
+/// interface of the contract, `weft:policy@0.1.x`.
+fn is_allowed_import(name: &str) -> bool {
+    if name.starts_with("wasi:") {
+        return true;
+    }
+    name.strip_prefix("weft:policy/")
+        .and_then(|rest| rest.split_once('@'))
+        .is_some_and(|(interface, version)| {
+            CONTRACT_INTERFACES.contains(&interface) && version.starts_with("0.1.")
+        })
+}
+
+/// The world whose decision function the component exports.
+fn world_of(exports: &[String]) -> Option<Decision> {
+    Decision::ALL
+        .into_iter()
+        .find(|d| exports.iter().any(|e| e == d.export_name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_are_told_apart() {
+        assert!(check_format(&COMPONENT_HEADER).is_ok());
+        assert!(check_format(b"(component)").is_ok());
+        assert!(
+            check_format(&CORE_HEADER)
+                .expect_err("core")
+                .contains("core WebAssembly module")
+        );
+        assert!(
+            check_format(&[0x13, 0x37, 0xfe, 0xed])
+                .expect_err("random")
+                .contains("no `\\0asm` header")
+        );
+        assert!(check_format(b"").is_err());
+    }
+
+    #[test]
+    fn only_wasi_and_the_contract_may_be_imported() {
+        for ok in [
+            "wasi:cli/stderr@0.2.6",
+            "weft:policy/log@0.1.0",
+            "weft:policy/pool@0.1.3",
+        ] {
+            assert!(is_allowed_import(ok), "{ok}");
+        }
+        for bad in [
+            "evil:net/socket",
+            "weft:policy/log@0.2.0",
+            "weft:policy/net@0.1.0",
+            "weft:policy/log",
+        ] {
+            assert!(!is_allowed_import(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn deadline_ticks_round_up() {
+        assert_eq!(deadline_ticks(Duration::from_millis(10)), 11);
+        assert_eq!(deadline_ticks(Duration::from_micros(1500)), 3);
+        assert!(deadline_ticks(Duration::MAX) > 1);
+    }
+}

@@ -1,0 +1,119 @@
+//! Shared inputs and helpers of the `policy_*` tests (included with
+//! `#[path]`, not a test target of its own).
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+use weft_host::policy::{CallLimits, CompiledPolicy, PolicyEngine, PolicyError, PolicyModule};
+use weft_policy_sdk::{Tag, pool, security, subnet};
+
+/// A fresh engine without an artifact cache.
+pub fn engine() -> PolicyEngine {
+    PolicyEngine::new(None).expect("policy engine")
+}
+
+/// Call limits.
+pub fn limits(deadline_ms: u64, memory_mib: usize) -> CallLimits {
+    CallLimits {
+        deadline: Duration::from_millis(deadline_ms),
+        memory_bytes: memory_mib * 1024 * 1024,
+    }
+}
+
+/// A deadline no healthy decision misses, even in a debug build on a
+/// loaded machine (the deadline is wall-clock time).
+pub const GENEROUS_DEADLINE_MS: u64 = 2_000;
+
+/// Loads and configures `path` with the default memory cap and a generous
+/// deadline; tests of the deadline itself use [`load_with`].
+pub fn load(
+    engine: &PolicyEngine,
+    path: &str,
+    settings: &str,
+) -> Result<PolicyModule, PolicyError> {
+    load_with(engine, path, settings, limits(GENEROUS_DEADLINE_MS, 32))
+}
+
+/// Loads and configures `path` with `limits`.
+pub fn load_with(
+    engine: &PolicyEngine,
+    path: &str,
+    settings: &str,
+    limits: CallLimits,
+) -> Result<PolicyModule, PolicyError> {
+    CompiledPolicy::from_file(engine, path.as_ref(), "chaos", None, None)?
+        .configure(settings, limits)
+}
+
+/// Chaos settings for `mode`.
+pub fn chaos(mode: &str) -> String {
+    format!(r#"{{"mode": "{mode}"}}"#)
+}
+
+/// An m5.large-like node: primary ENI with 9 IPs (4 assigned) and an idle
+/// secondary ENI.
+pub fn pool_state() -> pool::PoolState {
+    let eni = |id: &str, device_index, assigned| pool::Eni {
+        id: id.into(),
+        device_index,
+        subnet_id: "subnet-0a".into(),
+        ips: 9,
+        prefixes: 0,
+        assigned,
+        cooling: 0,
+        age_seconds: 3600,
+    };
+    pool::PoolState {
+        group: vec!["sg-0123abcd".into()],
+        default_group: true,
+        enis: vec![eni("eni-primary", 0, 4), eni("eni-second", 1, 0)],
+        node_enis: 2,
+        node_addresses: 18,
+        node_assigned: 4,
+        limits: pool::InstanceLimits {
+            max_enis: 3,
+            ipv4_per_eni: 10,
+            prefix_delegation: false,
+            max_pods: 29,
+        },
+        pending_adds: 0,
+        activity: Default::default(),
+    }
+}
+
+/// A subnet request with two candidates in the node's AZ.
+pub fn subnet_input() -> (subnet::EniRequest, Vec<subnet::Candidate>) {
+    let candidate = |id: &str, free_ips| subnet::Candidate {
+        id: id.into(),
+        availability_zone: "us-west-2a".into(),
+        cidr: "10.0.0.0/24".into(),
+        free_ips,
+        tags: vec![Tag::new("kubernetes.io/role/cni", "1")],
+    };
+    (
+        subnet::EniRequest {
+            security_groups: vec!["sg-0123abcd".into()],
+            purpose: subnet::Purpose::PodAddresses,
+            ips: 9,
+            prefixes: 0,
+            availability_zone: "us-west-2a".into(),
+            node_subnet_id: "subnet-0a".into(),
+        },
+        vec![candidate("subnet-0a", 100), candidate("subnet-0b", 200)],
+    )
+}
+
+/// A typical pod's security-group request.
+pub fn sg_request() -> security::Request {
+    security::Request {
+        pod: security::Pod {
+            namespace: "shop".into(),
+            name: "cart-7d9f".into(),
+            uid: "0b9e0c2e-1111-2222-3333-444455556666".into(),
+            labels: vec![Tag::new("app", "cart"), Tag::new("tier", "web")],
+            annotations: vec![],
+            service_account: "cart".into(),
+        },
+        node_security_groups: vec!["sg-0123abcd".into(), "sg-0123456789abcdef0".into()],
+    }
+}

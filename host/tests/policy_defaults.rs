@@ -1,0 +1,120 @@
+//! Every default policy's fixtures, run as Wasm through the host runtime,
+//! give the same decisions as the native build (and as the fixtures
+//! expect).
+
+#[path = "policy_common.rs"]
+mod common;
+
+use common::{engine, limits};
+use std::path::Path;
+use weft_host::policy::{CompiledPolicy, Decision, PolicyEngine, PolicyModule};
+use weft_policy_sdk::testing::{self, Expected, Fixture, FixtureFile, SgOutcome, SubnetInput};
+use weft_policy_sdk::{pool, security, subnet};
+use weft_test_artifacts as artifacts;
+
+/// Loads `wasm` configured with the fixture's settings. Debug builds of the
+/// host are slow, so the deadline is generous: correctness, not speed.
+fn module<I, O: Expected>(
+    engine: &PolicyEngine,
+    wasm: &str,
+    decision: Decision,
+    fixture: &Fixture<I, O>,
+) -> PolicyModule {
+    CompiledPolicy::from_file(engine, wasm.as_ref(), "default", Some(decision), None)
+        .and_then(|c| c.configure(&fixture.settings_json(), limits(1_000, 32)))
+        .unwrap_or_else(|e| panic!("{fixture:?}: {e}", fixture = fixture.name))
+}
+
+/// Runs every fixture of `dir` natively and as Wasm; panics listing all
+/// disagreements. Returns how many fixtures ran.
+fn check<I, O>(
+    dir: &str,
+    native: impl Fn(&Fixture<I, O>) -> Result<O, String>,
+    wasm: impl Fn(&Fixture<I, O>) -> O,
+) -> usize
+where
+    I: serde::de::DeserializeOwned,
+    O: serde::de::DeserializeOwned + Expected + PartialEq,
+{
+    let fixtures = testing::load_fixtures::<I, O>(Path::new(dir)).unwrap_or_else(|e| panic!("{e}"));
+    let failures: Vec<String> = fixtures
+        .iter()
+        .filter_map(|FixtureFile { path, fixture }| {
+            let native = native(fixture)
+                .unwrap_or_else(|e| panic!("{}: native configure: {e}", path.display()));
+            let wasm = wasm(fixture);
+            if native != wasm {
+                return Some(format!(
+                    "{}: native {native:?} != wasm {wasm:?}",
+                    path.display()
+                ));
+            }
+            fixture
+                .check(&wasm)
+                .err()
+                .map(|e| format!("{}: {e}", path.display()))
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures failed:\n{}",
+        failures.len(),
+        fixtures.len(),
+        failures.join("\n")
+    );
+    fixtures.len()
+}
+
+#[test]
+fn warm_pool_fixtures_agree_natively_and_in_wasm() {
+    let engine = engine();
+    let n = check::<pool::PoolState, pool::PoolDecision>(
+        artifacts::WARM_POOL_FIXTURES,
+        testing::run_pool_fixture::<warm_pool::WarmPool>,
+        |f| {
+            let m = module(&engine, artifacts::WARM_POOL, Decision::PoolSizing, f);
+            m.size_pool(&f.input)
+                .unwrap_or_else(|e| panic!("{}: {e}", f.name))
+                .0
+        },
+    );
+    assert!(n > 0);
+}
+
+#[test]
+fn subnet_most_free_fixtures_agree_natively_and_in_wasm() {
+    let engine = engine();
+    let n = check::<SubnetInput, subnet::Choice>(
+        artifacts::SUBNET_MOST_FREE_FIXTURES,
+        testing::run_subnet_fixture::<subnet_most_free::SubnetMostFree>,
+        |f| {
+            let m = module(
+                &engine,
+                artifacts::SUBNET_MOST_FREE,
+                Decision::SubnetSelection,
+                f,
+            );
+            m.select_subnet(&f.input.request, &f.input.candidates)
+                .unwrap_or_else(|e| panic!("{}: {e}", f.name))
+                .0
+        },
+    );
+    assert!(n > 0);
+}
+
+#[test]
+fn sg_selector_fixtures_agree_natively_and_in_wasm() {
+    let engine = engine();
+    let n = check::<security::Request, SgOutcome>(
+        artifacts::SG_SELECTOR_FIXTURES,
+        testing::run_security_fixture::<sg_selector::SgSelector>,
+        |f| {
+            let m = module(&engine, artifacts::SG_SELECTOR, Decision::SecurityGroups, f);
+            m.select_security_groups(&f.input)
+                .unwrap_or_else(|e| panic!("{}: {e}", f.name))
+                .0
+                .into()
+        },
+    );
+    assert!(n > 0);
+}

@@ -1,0 +1,189 @@
+//! The sandbox contains misbehaving components (tests/chaos-policy): each
+//! failure is reported with its kind and the next decision works.
+
+#[path = "policy_common.rs"]
+mod common;
+
+use common::*;
+use weft_host::policy::{CompiledPolicy, Decision, FailureKind};
+use weft_test_artifacts::{CHAOS_FOREIGN_IMPORT, CHAOS_POOL, CHAOS_SG, CHAOS_SUBNET};
+
+#[test]
+fn an_infinite_loop_is_stopped_at_the_deadline_and_the_next_decision_works() {
+    let engine = engine();
+    let looping = load_with(&engine, CHAOS_POOL, &chaos("loop"), limits(10, 32))
+        .expect("loads: the loop is in the decision");
+    let err = looping.size_pool(&pool_state()).expect_err("deadline");
+    assert_eq!(err.kind, FailureKind::Deadline, "{err}");
+    assert!(err.to_string().contains("exceeded its deadline"), "{err}");
+
+    let ok = load(&engine, CHAOS_POOL, &chaos("ok")).expect("loads");
+    let (decision, _) = ok
+        .size_pool(&pool_state())
+        .expect("healthy after a deadline");
+    assert_eq!(decision.reason, "chaos: Ok");
+    // The looping module itself is reusable: each decision has a fresh store.
+    assert_eq!(
+        looping.size_pool(&pool_state()).expect_err("again").kind,
+        FailureKind::Deadline
+    );
+}
+
+#[test]
+fn a_memory_bomb_is_stopped_at_the_memory_cap() {
+    let engine = engine();
+    let module = load_with(
+        &engine,
+        CHAOS_POOL,
+        &chaos("alloc"),
+        limits(GENEROUS_DEADLINE_MS, 8),
+    )
+    .expect("loads");
+    let err = module.size_pool(&pool_state()).expect_err("memory");
+    assert_eq!(err.kind, FailureKind::Memory, "{err}");
+    let ok = load(&engine, CHAOS_POOL, &chaos("ok")).expect("loads");
+    let (_, stats) = ok
+        .size_pool(&pool_state())
+        .expect("healthy after a memory bomb");
+    assert!(
+        stats.peak_memory > 0 && stats.peak_memory <= 32 << 20,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn a_trap_is_reported_with_the_panic_message() {
+    let engine = engine();
+    let module = load(&engine, CHAOS_SG, &chaos("trap")).expect("loads");
+    let err = module
+        .select_security_groups(&sg_request())
+        .expect_err("trap");
+    assert_eq!(err.kind, FailureKind::Trap, "{err}");
+    assert!(err.message.contains("chaos: trap requested"), "{err}");
+    assert_eq!(err.decision, Some(Decision::SecurityGroups));
+}
+
+#[test]
+fn a_configure_error_fails_the_load_with_the_policys_message() {
+    let err = load(&engine(), CHAOS_SUBNET, &chaos("configure-error"))
+        .err()
+        .expect("load fails");
+    assert_eq!(err.kind, FailureKind::Load, "{err}");
+    assert!(err.message.contains("configure-error requested"), "{err}");
+}
+
+#[test]
+fn misbehaving_configure_is_contained_at_load() {
+    let engine = engine();
+    for (mode, deadline_ms, expected) in [
+        ("loop", 10, "deadline"),
+        ("trap", GENEROUS_DEADLINE_MS, "trap requested"),
+    ] {
+        let settings = format!(r#"{{"mode": "{mode}", "during": "configure"}}"#);
+        let err = load_with(&engine, CHAOS_POOL, &settings, limits(deadline_ms, 32))
+            .err()
+            .expect("load fails");
+        assert_eq!(err.kind, FailureKind::Load, "{err}");
+        assert!(err.message.contains(expected), "{mode}: {err}");
+    }
+}
+
+#[test]
+fn raw_outputs_reach_the_host_for_validation() {
+    let engine = engine();
+    let (request, candidates) = subnet_input();
+    let module = load(&engine, CHAOS_SUBNET, &chaos("bad-subnet")).expect("loads");
+    let (choice, _) = module
+        .select_subnet(&request, &candidates)
+        .expect("answers");
+    assert!(weft_host::policy::validate::subnet_choice(choice, &candidates).is_err());
+
+    let module = load(&engine, CHAOS_SG, &chaos("huge")).expect("loads");
+    let (answer, _) = module
+        .select_security_groups(&sg_request())
+        .expect("answers");
+    let groups = answer.expect("a list");
+    assert_eq!(groups.len(), 100_000);
+    assert!(weft_host::policy::validate::security_groups(groups, None).is_err());
+}
+
+#[test]
+fn a_foreign_import_is_refused_naming_it() {
+    let err =
+        CompiledPolicy::from_file(&engine(), CHAOS_FOREIGN_IMPORT.as_ref(), "evil", None, None)
+            .err()
+            .expect("refused");
+    assert_eq!(err.kind, FailureKind::Load);
+    assert!(err.message.contains("evil:net/socket"), "{err}");
+}
+
+#[test]
+fn core_modules_random_bytes_and_wrong_worlds_are_refused() {
+    let engine = engine();
+    let refuse = |bytes: &[u8], expected: Option<Decision>| {
+        CompiledPolicy::from_bytes(&engine, bytes, "p", expected, None)
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    let core = refuse(b"\0asm\x01\0\0\0", None);
+    assert!(core.contains("core WebAssembly module"), "{core}");
+    let random: Vec<u8> = (0u32..4096)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let random = refuse(&random, None);
+    assert!(random.contains("not a WebAssembly component"), "{random}");
+    let empty_component = refuse(b"(component)", None);
+    assert!(
+        empty_component.contains("implements none of the weft:policy@0.1.0 worlds"),
+        "{empty_component}"
+    );
+
+    let sg = std::fs::read(CHAOS_SG).expect("chaos sg");
+    let wrong = refuse(&sg, Some(Decision::PoolSizing));
+    assert!(
+        wrong
+            .contains("implements the `security-groups` world but is configured for `pool-sizing`"),
+        "{wrong}"
+    );
+}
+
+#[test]
+fn a_sha256_pin_refuses_other_modules() {
+    let engine = engine();
+    let bytes = std::fs::read(CHAOS_POOL).expect("chaos pool");
+    let ok = CompiledPolicy::from_bytes(&engine, &bytes, "p", None, None).expect("loads");
+    let pin = ok.report().sha256.clone();
+    CompiledPolicy::from_bytes(&engine, &bytes, "p", None, Some(&pin.to_uppercase()))
+        .expect("pin matches");
+    let other = "0".repeat(64);
+    let err = CompiledPolicy::from_bytes(&engine, &bytes, "p", None, Some(&other))
+        .err()
+        .expect("mismatch");
+    assert!(
+        err.message.contains("sha256 mismatch") && err.message.contains(&pin),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_writing_to_stderr_is_safe_to_call_from_async_code() {
+    let engine = engine();
+    let module = load(&engine, CHAOS_SG, &chaos("trap")).expect("loads");
+    // The panic message goes through WASI stderr, whose host side blocks on
+    // tokio: this must not panic on a runtime worker thread.
+    let err = module
+        .select_security_groups(&sg_request())
+        .expect_err("trap");
+    assert!(err.message.contains("chaos: trap requested"), "{err}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_policy_writing_to_stderr_is_safe_on_a_current_thread_runtime() {
+    let engine = engine();
+    let module = load(&engine, CHAOS_SG, &chaos("trap")).expect("loads");
+    let err = module
+        .select_security_groups(&sg_request())
+        .expect_err("trap");
+    assert_eq!(err.kind, FailureKind::Trap, "{err}");
+}
