@@ -187,3 +187,13 @@ async fn a_policy_writing_to_stderr_is_safe_on_a_current_thread_runtime() {
         .expect_err("trap");
     assert_eq!(err.kind, FailureKind::Trap, "{err}");
 }
+
+#[test]
+fn deadlines_fire_for_modules_that_outlive_their_engine_handle() {
+    let looping = {
+        let engine = engine();
+        load_with(&engine, CHAOS_POOL, &chaos("loop"), limits(10, 32)).expect("loads")
+    };
+    let err = looping.size_pool(&pool_state()).expect_err("deadline");
+    assert_eq!(err.kind, FailureKind::Deadline, "{err}");
+}

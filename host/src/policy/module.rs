@@ -4,7 +4,7 @@
 
 use super::bindings::{self, pool_sizing, security_groups, subnet_selection};
 use super::blocking;
-use super::engine::{EPOCH_TICK, PolicyEngine};
+use super::engine::{EPOCH_TICK, PolicyEngine, Ticker};
 use super::error::{Decision, FailureKind, PolicyError};
 use super::sandbox::{CallLimits, SandboxState};
 use sha2::{Digest, Sha256};
@@ -50,16 +50,20 @@ pub struct CallStats {
 }
 
 /// The pre-instantiated component of one of the three worlds.
+#[derive(Clone)]
 enum WorldPre {
     PoolSizing(pool_sizing::PoolSizingPre<SandboxState>),
     SubnetSelection(subnet_selection::SubnetSelectionPre<SandboxState>),
     SecurityGroups(security_groups::SecurityGroupsPre<SandboxState>),
 }
 
-/// A compiled, linked policy that has not been configured yet.
+/// A compiled, linked policy that has not been configured yet. Cloning is
+/// cheap (the compiled code is shared).
+#[derive(Clone)]
 pub struct CompiledPolicy {
     name: Arc<str>,
     engine: Engine,
+    _ticker: Arc<Ticker>,
     pre: WorldPre,
     report: LoadReport,
 }
@@ -185,6 +189,7 @@ impl CompiledPolicy {
         Ok(CompiledPolicy {
             name: name.into(),
             engine: engine.engine.clone(),
+            _ticker: engine.ticker.clone(),
             pre,
             report: LoadReport {
                 decision,
@@ -205,12 +210,12 @@ impl CompiledPolicy {
     /// Calls the policy's `configure` with `settings` once, under `limits`;
     /// an error fails the load with the policy's own message.
     pub fn configure(
-        self,
+        &self,
         settings: &str,
         limits: CallLimits,
     ) -> Result<PolicyModule, PolicyError> {
         let module = PolicyModule {
-            compiled: self,
+            compiled: self.clone(),
             settings: settings.to_owned(),
             limits,
         };

@@ -2,6 +2,11 @@
 //! API call. Every answer is validated; a failing policy is logged, counted
 //! and handled by its failure mode. Calls are synchronous and take
 //! microseconds (bounded by each policy's deadline).
+//!
+//! Threads: calls may come from any thread. On a tokio worker thread the
+//! guest runs inside `block_in_place` (WASI's blocking host functions need
+//! it), which hands the worker's queue to another thread; callers on a hot
+//! path should call from `spawn_blocking` or a plain thread instead.
 
 use super::ArtifactCache;
 use super::config::{OnFailure, PoliciesConfig, PolicyConfig};
