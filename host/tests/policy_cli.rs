@@ -138,7 +138,7 @@ fn eval_fails_clearly() {
                 "--settings",
                 r#"{"mode": "loop"}"#,
                 "--deadline-ms",
-                "10",
+                "100",
             ],
             "exceeded its deadline",
         ),

@@ -18,6 +18,8 @@ use weft_policy_sdk::{pool, security, subnet};
 /// The contract's interfaces a policy may import (any 0.1.x version):
 /// `log`, and the type-only interfaces its world uses.
 const CONTRACT_INTERFACES: [&str; 5] = ["log", "types", "pool", "subnet", "security"];
+/// The least deadline of the `configure` call at load.
+pub const LOAD_DEADLINE_FLOOR: Duration = Duration::from_secs(1);
 /// Core module binary header: magic and version 1.
 const CORE_HEADER: [u8; 8] = *b"\0asm\x01\0\0\0";
 /// Component binary header: magic and the component layer's version word.
@@ -207,27 +209,33 @@ impl CompiledPolicy {
         &self.report
     }
 
-    /// Calls the policy's `configure` with `settings` once, under `limits`;
-    /// an error fails the load with the policy's own message.
+    /// Calls the policy's `configure` with `settings` once, under `limits`
+    /// but with a deadline of at least [`LOAD_DEADLINE_FLOOR`] (a one-off
+    /// load must not fail for good because the node was busy); an error
+    /// fails the load with the policy's own message. Every decision of the
+    /// returned module runs under `limits`.
     pub fn configure(
         &self,
         settings: &str,
         limits: CallLimits,
     ) -> Result<PolicyModule, PolicyError> {
-        let module = PolicyModule {
+        let mut module = PolicyModule {
             compiled: self.clone(),
             settings: settings.to_owned(),
-            limits,
+            limits: CallLimits {
+                deadline: limits.deadline.max(LOAD_DEADLINE_FLOOR),
+                ..limits
+            },
         };
         let decision = module.compiled.report.decision;
-        module
-            .run(|store, instance| instance.configure(store, &module.settings))
-            .map_err(|e| PolicyError {
-                kind: FailureKind::Load,
-                message: format!("configure failed: {}", e.message),
-                ..e
-            })?;
+        // `run` configures every fresh instance before calling `f`.
+        module.run(|_, _| Ok(())).map_err(|e| PolicyError {
+            kind: FailureKind::Load,
+            message: format!("configure failed: {}", e.message),
+            ..e
+        })?;
         tracing::debug!(policy = %module.compiled.name, %decision, "policy configured");
+        module.limits = limits;
         Ok(module)
     }
 }
