@@ -11,8 +11,13 @@ use weft_test_artifacts::{CHAOS_FOREIGN_IMPORT, CHAOS_POOL, CHAOS_SG, CHAOS_SUBN
 #[test]
 fn an_infinite_loop_is_stopped_at_the_deadline_and_the_next_decision_works() {
     let engine = engine();
-    let looping = load_with(&engine, CHAOS_POOL, &chaos("loop"), limits(10, 32))
-        .expect("loads: the loop is in the decision");
+    let looping = load_with(
+        &engine,
+        CHAOS_POOL,
+        &chaos("loop"),
+        limits(SHORT_DEADLINE_MS, 32),
+    )
+    .expect("loads: the loop is in the decision");
     let err = looping.size_pool(&pool_state()).expect_err("deadline");
     assert_eq!(err.kind, FailureKind::Deadline, "{err}");
     assert!(err.to_string().contains("exceeded its deadline"), "{err}");
@@ -76,7 +81,7 @@ fn a_configure_error_fails_the_load_with_the_policys_message() {
 fn misbehaving_configure_is_contained_at_load() {
     let engine = engine();
     for (mode, deadline_ms, expected) in [
-        ("loop", 10, "deadline"),
+        ("loop", SHORT_DEADLINE_MS, "deadline"),
         ("trap", GENEROUS_DEADLINE_MS, "trap requested"),
     ] {
         let settings = format!(r#"{{"mode": "{mode}", "during": "configure"}}"#);
@@ -186,4 +191,20 @@ async fn a_policy_writing_to_stderr_is_safe_on_a_current_thread_runtime() {
         .select_security_groups(&sg_request())
         .expect_err("trap");
     assert_eq!(err.kind, FailureKind::Trap, "{err}");
+}
+
+#[test]
+fn deadlines_fire_for_modules_that_outlive_their_engine_handle() {
+    let looping = {
+        let engine = engine();
+        load_with(
+            &engine,
+            CHAOS_POOL,
+            &chaos("loop"),
+            limits(SHORT_DEADLINE_MS, 32),
+        )
+        .expect("loads")
+    };
+    let err = looping.size_pool(&pool_state()).expect_err("deadline");
+    assert_eq!(err.kind, FailureKind::Deadline, "{err}");
 }

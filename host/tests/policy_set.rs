@@ -15,9 +15,9 @@ use weft_host::policy::{
 use weft_policy_sdk::{PoolSizing, SecurityGroups, SubnetSelection, subnet};
 use weft_test_artifacts::{CHAOS_POOL, CHAOS_SG, CHAOS_SUBNET};
 
-/// A policy entry for a chaos module; the deadline is the default 10 ms
-/// for `loop` (the deadline is what such tests test) and generous
-/// otherwise, so a loaded machine cannot turn an answer into a timeout.
+/// A policy entry for a chaos module; the deadline is short for `loop`
+/// (the deadline is what such tests test) and generous otherwise, so a
+/// loaded machine cannot turn an answer into a timeout.
 fn entry(module: &str, mode: &str) -> PolicyConfig {
     PolicyConfig {
         settings: serde_json::from_str(&chaos(mode)).expect("json"),
