@@ -74,8 +74,7 @@ pub mod pool {
 
         /// Addresses free to hand to a new pod now.
         pub fn free(&self) -> u32 {
-            self.addresses()
-                .saturating_sub(self.assigned + self.cooling)
+            self.addresses().saturating_sub(self.assigned + self.cooling)
         }
     }
 
@@ -160,10 +159,7 @@ pub mod pool {
         /// Whether the decision changes nothing.
         pub fn is_noop(&self) -> bool {
             self.changes.iter().all(|c| {
-                c.add_ips == 0
-                    && c.add_prefixes == 0
-                    && c.release_ips == 0
-                    && c.release_prefixes == 0
+                c.add_ips == 0 && c.add_prefixes == 0 && c.release_ips == 0 && c.release_prefixes == 0
             }) && self.create.is_empty()
                 && self.release.is_empty()
         }
