@@ -11,6 +11,9 @@ pub enum Error {
     /// A policy could not be loaded, ran out of bounds, or answered wrongly.
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
+    /// Pod or ENI networking on the node failed.
+    #[error(transparent)]
+    Plumbing(#[from] crate::plumbing::PlumbingError),
     /// An EC2 (or simulator) call failed.
     #[error(transparent)]
     Cloud(#[from] crate::cloud::CloudError),

@@ -1,0 +1,277 @@
+//! Leftovers: host veths of pods that no longer exist, and pod rules whose
+//! IP no longer routes to a live veth. Finding them is pure; removing them
+//! uses the same primitives as teardown.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use super::Plumbing;
+use super::error::PlumbingError;
+use super::links::{self, LinkRef, LinkView};
+use super::names::VETH_HASH_LEN;
+use super::routes::{self, MAIN_TABLE, RouteView};
+use super::rules::{self, FROM_POD_PRIORITY, RuleView, Selector, TO_POD_PRIORITY};
+
+/// A pod rule without a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftoverRule {
+    /// [`rules::TO_POD_PRIORITY`] or [`rules::FROM_POD_PRIORITY`].
+    pub priority: u32,
+    /// The pod IP the rule matches.
+    pub ip: Ipv4Addr,
+    /// The table it looks up.
+    pub table: u32,
+}
+
+/// What [`Plumbing::leftovers`] found (and [`Plumbing::gc`] removed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Host veth names.
+    pub veths: Vec<String>,
+    /// Pod rules.
+    pub rules: Vec<LeftoverRule>,
+}
+
+impl Leftovers {
+    /// Whether nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.veths.is_empty() && self.rules.is_empty()
+    }
+}
+
+impl Plumbing {
+    /// Finds leftovers on the node: veths named with our prefix that are not
+    /// in `valid_host_veths` (the host veth names of the pods that exist,
+    /// see [`Plumbing::host_veth_name`]), and pod rules whose IP has no `/32`
+    /// route to a valid veth.
+    ///
+    /// The caller must not run pod setups concurrently (their veths are not
+    /// in `valid_host_veths` yet).
+    pub async fn leftovers(
+        &self,
+        valid_host_veths: &HashSet<String>,
+    ) -> Result<Leftovers, PlumbingError> {
+        let (veths, rules) = self.scan(valid_host_veths).await?;
+        Ok(Leftovers {
+            veths: veths.into_iter().map(|l| l.name).collect(),
+            rules,
+        })
+    }
+
+    /// Removes what [`Plumbing::leftovers`] finds (rules first, then veths,
+    /// waiting until they are gone) and returns it.
+    pub async fn gc(&self, valid_host_veths: &HashSet<String>) -> Result<Leftovers, PlumbingError> {
+        let (veths, rules) = self.scan(valid_host_veths).await?;
+        for rule in &rules {
+            let selector = if rule.priority == TO_POD_PRIORITY {
+                Selector::To(rule.ip)
+            } else {
+                Selector::From(rule.ip)
+            };
+            rules::delete_all(&self.host, rule.priority, selector)
+                .await
+                .map_err(|e| {
+                    PlumbingError::netlink(
+                        format!("delete leftover rule {} of {}", rule.priority, rule.ip),
+                        e,
+                    )
+                })?;
+        }
+        let removals = veths
+            .iter()
+            .map(|veth| links::spawn_remove(&self.host_ns, LinkRef::Index(veth.index)))
+            .collect::<Result<Vec<_>, _>>()?;
+        for removal in removals {
+            removal.wait().await?;
+        }
+        Ok(Leftovers {
+            veths: veths.into_iter().map(|l| l.name).collect(),
+            rules,
+        })
+    }
+
+    /// Reads the node's rules, routes and links and finds the leftovers.
+    async fn scan(
+        &self,
+        valid: &HashSet<String>,
+    ) -> Result<(Vec<LinkView>, Vec<LeftoverRule>), PlumbingError> {
+        // Rules before routes: a rule seen here was added after its route,
+        // so a pod set up meanwhile is never mistaken for a leftover.
+        let rules = rules::dump(&self.host)
+            .await
+            .map_err(|e| PlumbingError::netlink("list node rules", e))?;
+        let routes = routes::dump(&self.host)
+            .await
+            .map_err(|e| PlumbingError::netlink("list node routes", e))?;
+        let links = links::dump(&self.host)
+            .await
+            .map_err(|e| PlumbingError::netlink("list node links", e))?;
+        Ok(find(
+            &self.config.veth_prefix,
+            valid,
+            &links,
+            &routes,
+            &rules,
+        ))
+    }
+}
+
+/// Whether `name` has the shape of our host veth names.
+fn is_our_veth_name(prefix: &str, name: &str) -> bool {
+    name.strip_prefix(prefix).is_some_and(|hash| {
+        hash.len() == VETH_HASH_LEN && hash.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
+/// The leftover veths and rules among the node's links, routes and rules.
+pub(crate) fn find(
+    prefix: &str,
+    valid: &HashSet<String>,
+    links: &[LinkView],
+    routes: &[RouteView],
+    rules: &[RuleView],
+) -> (Vec<LinkView>, Vec<LeftoverRule>) {
+    let (live, dead): (Vec<&LinkView>, Vec<&LinkView>) = links
+        .iter()
+        .filter(|link| link.veth && is_our_veth_name(prefix, &link.name))
+        .partition(|link| valid.contains(&link.name));
+    let live_indexes: HashSet<u32> = live.iter().map(|link| link.index).collect();
+    let live_ips: HashSet<Ipv4Addr> = routes
+        .iter()
+        .filter(|r| {
+            r.table == MAIN_TABLE
+                && r.prefix == 32
+                && r.oif.is_some_and(|oif| live_indexes.contains(&oif))
+        })
+        .map(|r| r.dst)
+        .collect();
+    let leftover_rules = rules
+        .iter()
+        .filter_map(|rule| {
+            let ip = rule
+                .host_address(TO_POD_PRIORITY, false)
+                .map(|ip| (TO_POD_PRIORITY, ip))
+                .or_else(|| {
+                    rule.host_address(FROM_POD_PRIORITY, true)
+                        .map(|ip| (FROM_POD_PRIORITY, ip))
+                });
+            ip.filter(|(_, ip)| !live_ips.contains(ip))
+                .map(|(priority, ip)| LeftoverRule {
+                    priority,
+                    ip,
+                    table: rule.table,
+                })
+        })
+        .collect();
+    (dead.into_iter().cloned().collect(), leftover_rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use rtnetlink::packet_route::route::RouteScope;
+
+    use super::*;
+
+    fn veth(index: u32, name: &str) -> LinkView {
+        LinkView {
+            index,
+            name: name.into(),
+            mac: None,
+            mtu: None,
+            up: true,
+            veth: true,
+        }
+    }
+
+    fn host_route(ip: Ipv4Addr, oif: u32) -> RouteView {
+        RouteView {
+            dst: ip,
+            prefix: 32,
+            gateway: None,
+            oif: Some(oif),
+            table: MAIN_TABLE,
+            scope: RouteScope::Link,
+        }
+    }
+
+    fn rule(priority: u32, ip: Ipv4Addr, from: bool, table: u32) -> RuleView {
+        let side = Some((ip, 32));
+        if from {
+            RuleView {
+                priority,
+                src: side,
+                dst: None,
+                table,
+            }
+        } else {
+            RuleView {
+                priority,
+                src: None,
+                dst: side,
+                table,
+            }
+        }
+    }
+
+    #[test]
+    fn finds_dead_veths_and_orphan_rules_only() {
+        let (live_ip, dead_ip, gone_ip) = (
+            Ipv4Addr::new(10, 0, 1, 5),
+            Ipv4Addr::new(10, 0, 1, 6),
+            Ipv4Addr::new(10, 0, 1, 7),
+        );
+        let links = [
+            veth(10, "eni0123456789a"),
+            veth(11, "eni0123456789b"),
+            veth(12, "vethabcdef"), // not ours
+            LinkView {
+                veth: false,
+                ..veth(13, "eni0123456789c")
+            }, // not a veth
+            veth(14, "enixyz"),     // wrong shape
+        ];
+        let routes = [host_route(live_ip, 10), host_route(dead_ip, 11)];
+        let rules = [
+            rule(TO_POD_PRIORITY, live_ip, false, MAIN_TABLE),
+            rule(FROM_POD_PRIORITY, live_ip, true, 2),
+            rule(TO_POD_PRIORITY, dead_ip, false, MAIN_TABLE),
+            rule(FROM_POD_PRIORITY, gone_ip, true, 3),
+            rule(1024, gone_ip, true, 3), // an ENI rule, not a pod rule
+        ];
+        let valid = HashSet::from(["eni0123456789a".to_owned()]);
+        let (veths, leftover) = find("eni", &valid, &links, &routes, &rules);
+        assert_eq!(
+            veths.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
+            ["eni0123456789b"]
+        );
+        assert_eq!(
+            leftover,
+            [
+                LeftoverRule {
+                    priority: TO_POD_PRIORITY,
+                    ip: dead_ip,
+                    table: MAIN_TABLE
+                },
+                LeftoverRule {
+                    priority: FROM_POD_PRIORITY,
+                    ip: gone_ip,
+                    table: 3
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_left_when_all_valid() {
+        let ip = Ipv4Addr::new(10, 0, 1, 5);
+        let valid = HashSet::from(["eni0123456789a".to_owned()]);
+        let (veths, rules) = find(
+            "eni",
+            &valid,
+            &[veth(10, "eni0123456789a")],
+            &[host_route(ip, 10)],
+            &[rule(TO_POD_PRIORITY, ip, false, MAIN_TABLE)],
+        );
+        assert!(veths.is_empty() && rules.is_empty());
+    }
+}

@@ -1,0 +1,145 @@
+//! Interface names: the host side of a pod's veth, and validation of names
+//! that come from CNI input.
+
+use sha2::{Digest, Sha256};
+
+/// Default prefix of host-side veth names (as the Amazon VPC CNI).
+pub const DEFAULT_VETH_PREFIX: &str = "eni";
+
+/// Hex characters of the hash that follow the prefix.
+pub const VETH_HASH_LEN: usize = 11;
+
+/// Longest interface name the kernel accepts (`IFNAMSIZ - 1`).
+pub const MAX_IFNAME_LEN: usize = 15;
+
+/// The host-side veth name of a pod: `prefix` followed by the first
+/// [`VETH_HASH_LEN`] hex characters of SHA-256 over `"<namespace>.<name>"`.
+///
+/// Stable across restarts and re-creations of a pod with the same name, so a
+/// re-ADD finds (and replaces) the pod's previous veth.
+pub fn host_veth_name(prefix: &str, pod_namespace: &str, pod_name: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(pod_namespace.as_bytes());
+    hasher.update(b".");
+    hasher.update(pod_name.as_bytes());
+    let digest = hex::encode(hasher.finalize());
+    format!("{prefix}{}", &digest[..VETH_HASH_LEN])
+}
+
+/// Checks a veth prefix: it must leave room for the hash in an interface
+/// name and contain only characters safe in interface names and sysctl paths.
+pub fn validate_veth_prefix(prefix: &str) -> Result<(), String> {
+    let max = MAX_IFNAME_LEN - VETH_HASH_LEN;
+    if prefix.is_empty() || prefix.len() > max {
+        return Err(format!(
+            "veth prefix {prefix:?} must be 1 to {max} characters long (interface names are at most \
+             {MAX_IFNAME_LEN} characters and the hash takes {VETH_HASH_LEN})"
+        ));
+    }
+    if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "veth prefix {prefix:?} may contain only ASCII letters, digits, '-' and '_'"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an interface name from input (for example `CNI_IFNAME`) against
+/// the kernel's rules, so a bad name fails with a clear message instead of a
+/// netlink `EINVAL`.
+pub fn validate_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_IFNAME_LEN {
+        return Err(format!(
+            "interface name {name:?} must be 1 to {MAX_IFNAME_LEN} bytes long"
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("interface name {name:?} is reserved"));
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "interface name {name:?} must not contain '/', ':' or whitespace"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_name_is_prefix_and_eleven_hex() {
+        let name = host_veth_name("eni", "default", "web-0");
+        assert_eq!(name.len(), 3 + VETH_HASH_LEN);
+        assert!(name.starts_with("eni"));
+        assert!(
+            name[3..]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert!(validate_ifname(&name).is_ok());
+    }
+
+    #[test]
+    fn veth_name_is_stable_and_distinct() {
+        assert_eq!(
+            host_veth_name("eni", "default", "web-0"),
+            host_veth_name("eni", "default", "web-0")
+        );
+        assert_ne!(
+            host_veth_name("eni", "default", "web-0"),
+            host_veth_name("eni", "default", "web-1")
+        );
+        // Different splits of the same characters give different names.
+        assert_ne!(
+            host_veth_name("eni", "ab", "c"),
+            host_veth_name("eni", "a", "bc")
+        );
+        assert_ne!(
+            host_veth_name("eni", "default", "web-0"),
+            host_veth_name("weft", "default", "web-0")
+        );
+    }
+
+    #[test]
+    fn veth_name_matches_known_digest() {
+        // sha256("default.web-0") starts with these 11 hex characters.
+        let digest = hex::encode(Sha256::digest(b"default.web-0"));
+        assert_eq!(
+            host_veth_name("eni", "default", "web-0"),
+            format!("eni{}", &digest[..11])
+        );
+    }
+
+    #[test]
+    fn prefix_validation() {
+        assert!(validate_veth_prefix("eni").is_ok());
+        assert!(validate_veth_prefix("weft").is_ok());
+        assert!(validate_veth_prefix("").is_err());
+        assert!(validate_veth_prefix("wefty").is_err());
+        assert!(validate_veth_prefix("e/i").is_err());
+    }
+
+    #[test]
+    fn ifname_validation() {
+        assert!(validate_ifname("eth0").is_ok());
+        for bad in [
+            "",
+            ".",
+            "..",
+            "eth/0",
+            "eth 0",
+            "eth:0",
+            "a-very-long-interface",
+        ] {
+            assert!(validate_ifname(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

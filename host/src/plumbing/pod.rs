@@ -1,0 +1,408 @@
+//! One pod's network: setup and teardown (checking lives in `check`).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use rtnetlink::Handle;
+use rtnetlink::packet_route::neighbour::NeighbourState;
+
+use super::error::PlumbingError;
+use super::links::{self, LinkRef, LinkRemoval, LinkView, VethEnd};
+use super::mac::MacAddr;
+use super::netns::{self, Netns};
+use super::routes::{self, MAIN_TABLE};
+use super::rules::{self, FROM_POD_PRIORITY, Selector, TO_POD_PRIORITY};
+use super::{Plumbing, config, names, nl, sysctl};
+
+/// The pod's next hop: a link-local address answered by the host veth
+/// through a permanent neighbour entry (never configured on any interface).
+pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
+/// Route tables a secondary ENI may not use: unspecified, default, main, local.
+const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
+
+/// What to wire for one pod (one CNI attachment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodNetwork {
+    /// The pod's network namespace (`CNI_NETNS`).
+    pub netns: PathBuf,
+    /// The interface name inside the pod (`CNI_IFNAME`, usually `eth0`).
+    pub ifname: String,
+    /// Kubernetes namespace of the pod (names the host veth).
+    pub pod_namespace: String,
+    /// Kubernetes name of the pod (names the host veth).
+    pub pod_name: String,
+    /// The pod's IPv4 address (a VPC address of one of the node's ENIs).
+    pub ip: Ipv4Addr,
+    /// Route table of the secondary ENI that owns `ip`; `None` for an IP of
+    /// the primary ENI (no `from` rule, traffic follows the main table).
+    pub eni_table: Option<u32>,
+    /// MTU of both veth ends; `None` uses [`super::PlumbingConfig::mtu`].
+    pub mtu: Option<u32>,
+}
+
+impl PodNetwork {
+    /// Checks the values, with a message saying which one to fix.
+    pub fn validate(&self) -> Result<(), PlumbingError> {
+        let invalid = PlumbingError::InvalidInput;
+        names::validate_ifname(&self.ifname).map_err(invalid)?;
+        if self.pod_namespace.is_empty() || self.pod_name.is_empty() {
+            return Err(invalid(
+                "pod namespace and pod name must not be empty (they name the host veth)".into(),
+            ));
+        }
+        let ip = self.ip;
+        if ip.is_unspecified()
+            || ip.is_broadcast()
+            || ip.is_multicast()
+            || ip.is_loopback()
+            || ip.is_link_local()
+        {
+            return Err(invalid(format!("pod IP {ip} is not a unicast VPC address")));
+        }
+        if let Some(table) = self.eni_table.filter(|t| RESERVED_TABLES.contains(t)) {
+            return Err(invalid(format!(
+                "ENI route table {table} is reserved (0, 253, 254 and 255 are the kernel's)"
+            )));
+        }
+        self.mtu.map_or(Ok(()), config::validate_mtu)
+    }
+}
+
+/// What [`Plumbing::setup_pod`] created, for the CNI result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodLinks {
+    /// Host-side veth name.
+    pub host_veth: String,
+    /// Host-side veth MAC (the pod's gateway MAC).
+    pub host_mac: MacAddr,
+    /// Pod-side interface name.
+    pub pod_ifname: String,
+    /// Pod-side interface MAC.
+    pub pod_mac: MacAddr,
+    /// The pod's default gateway ([`POD_GATEWAY`]).
+    pub gateway: Ipv4Addr,
+    /// MTU of both ends.
+    pub mtu: u32,
+}
+
+impl Plumbing {
+    /// Wires `pod`: creates the veth pair inside the pod namespace with its
+    /// peer directly in the node namespace (one request), configures the pod
+    /// side (address, routes, gateway neighbour) and the node side (sysctls,
+    /// `/32` route, rules).
+    ///
+    /// Idempotent: links left by an earlier ADD of the same pod (a repeated
+    /// ADD, or a namespace that outlived its DEL) are replaced. A failure
+    /// half-way removes what this call created before returning the error.
+    pub async fn setup_pod(&self, pod: &PodNetwork) -> Result<PodLinks, PlumbingError> {
+        pod.validate()?;
+        let links = PodLinks {
+            host_veth: self.host_veth_name(&pod.pod_namespace, &pod.pod_name),
+            host_mac: MacAddr::random_local(),
+            pod_ifname: pod.ifname.clone(),
+            pod_mac: MacAddr::random_local(),
+            gateway: POD_GATEWAY,
+            mtu: pod.mtu.unwrap_or(self.config.mtu),
+        };
+        let pod_ns = Netns::open(Some(&pod.netns))?;
+        let pod_nl = netns::connect(&pod_ns).await?;
+        self.create_veth(&pod_nl, &pod_ns, &links).await?;
+        if let Err(err) = self.configure(&pod_nl, &pod_ns, pod, &links).await {
+            if let Err(undo) = self.undo_setup(pod.ip, &links.host_veth).await {
+                tracing::warn!(pod = %pod.pod_name, error = %undo, "could not undo a failed pod setup; GC will remove the leftovers");
+            }
+            return Err(err);
+        }
+        Ok(links)
+    }
+
+    /// Unwires `pod` on the node: deletes its rules and its `/32` route now
+    /// (so the IP can be handed out again safely) and starts removing its
+    /// veth, which the kernel takes tens of milliseconds to destroy. Await
+    /// the returned [`LinkRemoval`] to wait for that, or drop it.
+    ///
+    /// Never enters the pod namespace, so it works when that is gone.
+    /// Idempotent. A host veth of the same name that routes a different IP
+    /// belongs to a newer sandbox of the same pod and is left alone.
+    pub async fn teardown_pod(&self, pod: &PodNetwork) -> Result<LinkRemoval, PlumbingError> {
+        let host_veth = self.host_veth_name(&pod.pod_namespace, &pod.pod_name);
+        let link = links::by_name(&self.host, &host_veth)
+            .await
+            .map_err(|e| PlumbingError::netlink(format!("look up host veth {host_veth}"), e))?;
+        let owned = match &link {
+            Some(link) => self.release_route(link, pod.ip).await?,
+            None => false,
+        };
+        self.delete_rules(pod.ip).await?;
+        match link {
+            Some(link) if owned => links::spawn_remove(&self.host_ns, LinkRef::Index(link.index)),
+            _ => Ok(LinkRemoval::nothing()),
+        }
+    }
+
+    /// Creates the veth pair; on `EEXIST` removes the leftovers of an earlier
+    /// life of this pod and tries once more.
+    async fn create_veth(
+        &self,
+        pod_nl: &Handle,
+        pod_ns: &std::sync::Arc<Netns>,
+        links: &PodLinks,
+    ) -> Result<(), PlumbingError> {
+        let pod_end = VethEnd {
+            name: &links.pod_ifname,
+            mac: links.pod_mac,
+        };
+        let host_end = VethEnd {
+            name: &links.host_veth,
+            mac: links.host_mac,
+        };
+        let context = || {
+            format!(
+                "create veth {} in {} with peer {} in the node namespace",
+                links.pod_ifname,
+                pod_ns.path().display(),
+                links.host_veth
+            )
+        };
+        match links::create_veth(pod_nl, &pod_end, &host_end, &self.host_ns, links.mtu).await {
+            Err(err) if nl::errno(&err) == Some(libc::EEXIST) => {
+                links::remove(&self.host_ns, LinkRef::Name(links.host_veth.clone())).await?;
+                links::remove(pod_ns, LinkRef::Name(links.pod_ifname.clone())).await?;
+                links::create_veth(pod_nl, &pod_end, &host_end, &self.host_ns, links.mtu)
+                    .await
+                    .map_err(|e| PlumbingError::netlink(context(), e))
+            }
+            result => result.map_err(|e| PlumbingError::netlink(context(), e)),
+        }
+    }
+
+    /// Configures both sides of a freshly created veth pair concurrently.
+    async fn configure(
+        &self,
+        pod_nl: &Handle,
+        pod_ns: &Netns,
+        pod: &PodNetwork,
+        links: &PodLinks,
+    ) -> Result<(), PlumbingError> {
+        let (pod_if, host_if) = tokio::try_join!(
+            require_link(pod_nl, &links.pod_ifname, pod_ns),
+            require_link(&self.host, &links.host_veth, &self.host_ns),
+        )?;
+        tokio::try_join!(
+            configure_pod_side(pod_nl, pod_if.index, pod.ip, links),
+            self.configure_host_side(host_if.index, pod, &links.host_veth),
+        )?;
+        Ok(())
+    }
+
+    /// Node side: veth sysctls, veth up, `IP/32 dev <veth>`, `to IP lookup
+    /// main` and, for a secondary-ENI IP, `from IP lookup <table>`.
+    async fn configure_host_side(
+        &self,
+        index: u32,
+        pod: &PodNetwork,
+        host_veth: &str,
+    ) -> Result<(), PlumbingError> {
+        let veth = host_veth.to_owned();
+        let sysctls = netns::run_in(&self.host_ns, move || sysctl::configure_host_veth(&veth));
+        let ip = pod.ip;
+        let routing = async {
+            links::set_up(&self.host, index)
+                .await
+                .map_err(|e| PlumbingError::netlink(format!("bring {host_veth} up"), e))?;
+            routes::replace(&self.host, routes::link_route(ip, 32, index, MAIN_TABLE))
+                .await
+                .map_err(|e| {
+                    PlumbingError::netlink(format!("add route {ip}/32 dev {host_veth}"), e)
+                })?;
+            rules::add(&self.host, TO_POD_PRIORITY, Selector::To(ip), MAIN_TABLE)
+                .await
+                .map_err(|e| PlumbingError::netlink(format!("add rule to {ip} lookup main"), e))?;
+            // A from-rule left by an earlier life of this IP may name another table.
+            rules::delete_all(&self.host, FROM_POD_PRIORITY, Selector::From(ip))
+                .await
+                .map_err(|e| PlumbingError::netlink(format!("delete stale rules from {ip}"), e))?;
+            if let Some(table) = pod.eni_table {
+                rules::add(&self.host, FROM_POD_PRIORITY, Selector::From(ip), table)
+                    .await
+                    .map_err(|e| {
+                        PlumbingError::netlink(format!("add rule from {ip} lookup {table}"), e)
+                    })?;
+            }
+            Ok(())
+        };
+        tokio::try_join!(sysctls, routing)?;
+        Ok(())
+    }
+
+    /// Deletes the pod's host route if it goes through veth `link`, and says
+    /// whether the veth belongs to the pod: it routed the pod's IP, or it
+    /// routes nothing at all (the orphan of an interrupted teardown).
+    async fn release_route(&self, link: &LinkView, ip: Ipv4Addr) -> Result<bool, PlumbingError> {
+        let deleted = routes::delete(
+            &self.host,
+            routes::link_route(ip, 32, link.index, MAIN_TABLE),
+        )
+        .await
+        .map_err(|e| {
+            PlumbingError::netlink(format!("delete route {ip}/32 dev {}", link.name), e)
+        })?;
+        if deleted {
+            return Ok(true);
+        }
+        let routes = routes::dump(&self.host)
+            .await
+            .map_err(|e| PlumbingError::netlink("list node routes", e))?;
+        Ok(!routes.iter().any(|route| route.oif == Some(link.index)))
+    }
+
+    /// Deletes the pod rules of `ip` (both directions, any table).
+    async fn delete_rules(&self, ip: Ipv4Addr) -> Result<(), PlumbingError> {
+        tokio::try_join!(
+            rules::delete_all(&self.host, TO_POD_PRIORITY, Selector::To(ip)),
+            rules::delete_all(&self.host, FROM_POD_PRIORITY, Selector::From(ip)),
+        )
+        .map_err(|e| PlumbingError::netlink(format!("delete rules of {ip}"), e))?;
+        Ok(())
+    }
+
+    /// Removes what a failed [`Plumbing::setup_pod`] created (its route goes
+    /// with the veth).
+    async fn undo_setup(&self, ip: Ipv4Addr, host_veth: &str) -> Result<(), PlumbingError> {
+        self.delete_rules(ip).await?;
+        links::remove(&self.host_ns, LinkRef::Name(host_veth.to_owned())).await
+    }
+}
+
+/// The link `name` in `ns`, which must exist (it was just created).
+async fn require_link(handle: &Handle, name: &str, ns: &Netns) -> Result<LinkView, PlumbingError> {
+    let context = || format!("find link {name} in {}", ns.path().display());
+    links::by_name(handle, name)
+        .await
+        .map_err(|e| PlumbingError::netlink(context(), e))?
+        .ok_or_else(|| {
+            PlumbingError::io(
+                context(),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            )
+        })
+}
+
+/// Pod side: `IP/32`, `169.254.1.1 dev <if> scope link`, `default via
+/// 169.254.1.1`, and the permanent neighbour entry to the host veth's MAC.
+async fn configure_pod_side(
+    handle: &Handle,
+    index: u32,
+    ip: Ipv4Addr,
+    links: &PodLinks,
+) -> Result<(), PlumbingError> {
+    let ifname = &links.pod_ifname;
+    let context =
+        |what: String| move |e| PlumbingError::netlink(format!("{what} on {ifname} in the pod"), e);
+    handle
+        .address()
+        .add(index, IpAddr::V4(ip), 32)
+        .replace()
+        .execute()
+        .await
+        .map_err(context(format!("add address {ip}/32")))?;
+    routes::replace(
+        handle,
+        routes::link_route(POD_GATEWAY, 32, index, MAIN_TABLE),
+    )
+    .await
+    .map_err(context(format!("add route {POD_GATEWAY} scope link")))?;
+    routes::replace(
+        handle,
+        routes::default_route(POD_GATEWAY, index, MAIN_TABLE),
+    )
+    .await
+    .map_err(context(format!("add default route via {POD_GATEWAY}")))?;
+    handle
+        .neighbours()
+        .add(index, IpAddr::V4(POD_GATEWAY))
+        .link_layer_address(&links.host_mac.0)
+        .state(NeighbourState::Permanent)
+        .replace()
+        .execute()
+        .await
+        .map_err(context(format!(
+            "add neighbour {POD_GATEWAY} lladdr {}",
+            links.host_mac
+        )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> PodNetwork {
+        PodNetwork {
+            netns: "/var/run/netns/x".into(),
+            ifname: "eth0".into(),
+            pod_namespace: "default".into(),
+            pod_name: "web-0".into(),
+            ip: Ipv4Addr::new(10, 0, 1, 20),
+            eni_table: Some(2),
+            mtu: None,
+        }
+    }
+
+    #[test]
+    fn valid_pod_passes() {
+        assert!(pod().validate().is_ok());
+    }
+
+    #[test]
+    fn invalid_pods_say_what_is_wrong() {
+        let cases = [
+            (
+                PodNetwork {
+                    ifname: "eth/0".into(),
+                    ..pod()
+                },
+                "interface name",
+            ),
+            (
+                PodNetwork {
+                    pod_name: String::new(),
+                    ..pod()
+                },
+                "pod name",
+            ),
+            (
+                PodNetwork {
+                    ip: Ipv4Addr::new(169, 254, 1, 1),
+                    ..pod()
+                },
+                "not a unicast",
+            ),
+            (
+                PodNetwork {
+                    ip: Ipv4Addr::UNSPECIFIED,
+                    ..pod()
+                },
+                "not a unicast",
+            ),
+            (
+                PodNetwork {
+                    eni_table: Some(254),
+                    ..pod()
+                },
+                "reserved",
+            ),
+            (
+                PodNetwork {
+                    mtu: Some(10),
+                    ..pod()
+                },
+                "MTU",
+            ),
+        ];
+        for (pod, needle) in cases {
+            let msg = pod.validate().unwrap_err().to_string();
+            assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+        }
+    }
+}

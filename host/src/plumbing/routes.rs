@@ -1,0 +1,147 @@
+//! IPv4 routes: the messages the plumbing installs, and a view of dumped ones.
+
+use std::net::Ipv4Addr;
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use rtnetlink::{Handle, RouteMessageBuilder};
+
+use super::nl;
+
+/// The main routing table.
+pub(crate) const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
+
+/// `dst/prefix dev <oif> scope link table <table>`.
+pub(crate) fn link_route(dst: Ipv4Addr, prefix: u8, oif: u32, table: u32) -> RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(dst, prefix)
+        .output_interface(oif)
+        .scope(RouteScope::Link)
+        .table_id(table)
+        .build()
+}
+
+/// `default via <gateway> dev <oif> table <table>`.
+pub(crate) fn default_route(gateway: Ipv4Addr, oif: u32, table: u32) -> RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .gateway(gateway)
+        .output_interface(oif)
+        .table_id(table)
+        .build()
+}
+
+/// Adds `route`, replacing one with the same destination.
+pub(crate) async fn replace(handle: &Handle, route: RouteMessage) -> Result<(), rtnetlink::Error> {
+    handle.route().add(route).replace().execute().await
+}
+
+/// Deletes `route`, matching any protocol, scope and type; `Ok(false)` if
+/// there was no such route.
+pub(crate) async fn delete(
+    handle: &Handle,
+    mut route: RouteMessage,
+) -> Result<bool, rtnetlink::Error> {
+    route.header.scope = RouteScope::NoWhere;
+    route.header.protocol = RouteProtocol::Unspec;
+    route.header.kind = RouteType::Unspec;
+    nl::absent_ok(
+        handle.route().del(route).execute().await,
+        &[libc::ESRCH, libc::ENOENT],
+    )
+}
+
+/// What the plumbing needs to know about an IPv4 route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RouteView {
+    /// Destination address (`0.0.0.0` for the default route).
+    pub dst: Ipv4Addr,
+    /// Destination prefix length.
+    pub prefix: u8,
+    /// Next hop, if any.
+    pub gateway: Option<Ipv4Addr>,
+    /// Output interface, if any.
+    pub oif: Option<u32>,
+    /// Routing table.
+    pub table: u32,
+    /// Scope.
+    pub scope: RouteScope,
+}
+
+impl RouteView {
+    /// Extracts the fields of an IPv4 route message; `None` for other families.
+    pub(crate) fn from_message(msg: &RouteMessage) -> Option<Self> {
+        if msg.header.address_family != rtnetlink::packet_route::AddressFamily::Inet {
+            return None;
+        }
+        let mut view = Self {
+            dst: Ipv4Addr::UNSPECIFIED,
+            prefix: msg.header.destination_prefix_length,
+            gateway: None,
+            oif: None,
+            table: u32::from(msg.header.table),
+            scope: msg.header.scope,
+        };
+        for attr in &msg.attributes {
+            match attr {
+                RouteAttribute::Destination(RouteAddress::Inet(dst)) => view.dst = *dst,
+                RouteAttribute::Gateway(RouteAddress::Inet(gw)) => view.gateway = Some(*gw),
+                RouteAttribute::Oif(oif) => view.oif = Some(*oif),
+                RouteAttribute::Table(table) => view.table = *table,
+                _ => {}
+            }
+        }
+        Some(view)
+    }
+
+    /// Whether this is a host route (`/32`) to `ip`.
+    pub(crate) fn is_host_route_to(&self, ip: Ipv4Addr) -> bool {
+        self.prefix == 32 && self.dst == ip
+    }
+}
+
+/// All IPv4 routes of all tables in the namespace `handle` is bound to.
+pub(crate) async fn dump(handle: &Handle) -> Result<Vec<RouteView>, rtnetlink::Error> {
+    let messages: Vec<RouteMessage> = handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await?;
+    Ok(messages
+        .iter()
+        .filter_map(RouteView::from_message)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_round_trips_built_routes() {
+        let ip = Ipv4Addr::new(10, 0, 1, 7);
+        let view = RouteView::from_message(&link_route(ip, 32, 9, MAIN_TABLE)).unwrap();
+        assert_eq!(
+            view,
+            RouteView {
+                dst: ip,
+                prefix: 32,
+                gateway: None,
+                oif: Some(9),
+                table: MAIN_TABLE,
+                scope: RouteScope::Link
+            }
+        );
+        assert!(view.is_host_route_to(ip));
+
+        let gw = Ipv4Addr::new(169, 254, 1, 1);
+        let view = RouteView::from_message(&default_route(gw, 3, 1000)).unwrap();
+        assert_eq!(
+            (view.dst, view.prefix, view.gateway, view.table),
+            (Ipv4Addr::UNSPECIFIED, 0, Some(gw), 1000)
+        );
+        assert_eq!(view.scope, RouteScope::Universe);
+    }
+}

@@ -1,0 +1,63 @@
+//! Kernel parameters under `/proc/sys`.
+//!
+//! The `net` subtree of `/proc/sys` resolves against the network namespace
+//! of the thread that looks a file up, so these functions are called on a
+//! thread that has entered the right namespace (see [`super::netns::run_in`]).
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+
+use super::error::PlumbingError;
+
+/// `net.ipv4.ip_forward`: the node routes between pods and ENIs.
+pub(crate) const IP_FORWARD: &str = "net/ipv4/ip_forward";
+
+/// Settings of a pod's host-side veth, as the Amazon VPC CNI sets them: no
+/// IPv6 router advertisements or forwarding on it, ICMPv6 redirects accepted.
+const HOST_VETH: [(&str, &str); 3] = [
+    ("accept_ra", "0"),
+    ("accept_redirects", "1"),
+    ("forwarding", "0"),
+];
+
+/// Loose reverse-path filtering for a secondary ENI: replies to traffic that
+/// arrived on another interface may leave through it (policy routing makes
+/// paths asymmetric).
+const ENI_RP_FILTER: &str = "2";
+
+/// Writes `value` to `/proc/sys/<key>`.
+pub(crate) fn write(key: &str, value: &str) -> Result<(), PlumbingError> {
+    write_raw(key, value).map_err(|e| error(key, value, e))
+}
+
+fn error(key: &str, value: &str, source: io::Error) -> PlumbingError {
+    PlumbingError::io(
+        format!("set sysctl {} = {value}", key.replace('/', ".")),
+        source,
+    )
+}
+
+fn write_raw(key: &str, value: &str) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/sys/{key}"))?
+        .write_all(value.as_bytes())
+}
+
+/// Applies the host-side settings of a pod veth. Missing IPv6 keys (a kernel
+/// booted with IPv6 disabled) are not an error.
+pub(crate) fn configure_host_veth(ifname: &str) -> Result<(), PlumbingError> {
+    for (name, value) in HOST_VETH {
+        let key = format!("net/ipv6/conf/{ifname}/{name}");
+        match write_raw(&key, value) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(error(&key, value, e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Applies the settings of a secondary ENI's interface.
+pub(crate) fn configure_eni(ifname: &str) -> Result<(), PlumbingError> {
+    write(&format!("net/ipv4/conf/{ifname}/rp_filter"), ENI_RP_FILTER)
+}
