@@ -3,7 +3,13 @@
 use std::process::{Command, Output};
 use weft_test_artifacts::{CHAOS_FOREIGN_IMPORT, CHAOS_POOL, CHAOS_SG, WARM_POOL};
 
+/// Runs `weftd`. `eval` gets a generous deadline unless the test sets one:
+/// the deadline is wall-clock time and CI machines are busy.
 fn weftd(args: &[&str]) -> Output {
+    let mut args = args.to_vec();
+    if args.get(1) == Some(&"eval") && !args.contains(&"--deadline-ms") {
+        args.extend(["--deadline-ms", "2000"]);
+    }
     Command::new(env!("CARGO_BIN_EXE_weftd"))
         .args(args)
         .env("RUST_LOG", "warn")
@@ -41,7 +47,13 @@ fn check_refuses_bad_files_with_clear_errors() {
     std::fs::write(&core, b"\0asm\x01\0\0\0").expect("write");
     let random = dir.path().join("random.wasm");
     std::fs::write(&random, [0x7fu8, 0x45, 0x4c, 0x46, 0x02, 0x01, 0x01, 0x00]).expect("write");
+    let no_world = dir.path().join("empty.wat");
+    std::fs::write(&no_world, "(component)").expect("write");
     for (file, expected) in [
+        (
+            no_world.to_str().expect("utf-8"),
+            "implements none of the weft:policy@0.1.0 worlds",
+        ),
         (core.to_str().expect("utf-8"), "core WebAssembly module"),
         (
             random.to_str().expect("utf-8"),
@@ -125,6 +137,8 @@ fn eval_fails_clearly() {
                 &input,
                 "--settings",
                 r#"{"mode": "loop"}"#,
+                "--deadline-ms",
+                "100",
             ],
             "exceeded its deadline",
         ),

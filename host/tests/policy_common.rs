@@ -20,13 +20,24 @@ pub fn limits(deadline_ms: u64, memory_mib: usize) -> CallLimits {
     }
 }
 
-/// Loads and configures `path` with the default limits.
+/// A deadline no healthy decision misses, even in a debug build on a
+/// loaded machine (the deadline is wall-clock time).
+pub const GENEROUS_DEADLINE_MS: u64 = 2_000;
+
+/// The deadline of tests that expect it to fire (an endless loop). Not the
+/// 10 ms default: the deadline also covers the fresh instance's
+/// instantiation and `configure`, which a loaded machine running a debug
+/// build can stretch past 10 ms.
+pub const SHORT_DEADLINE_MS: u64 = 100;
+
+/// Loads and configures `path` with the default memory cap and a generous
+/// deadline; tests of the deadline itself use [`load_with`].
 pub fn load(
     engine: &PolicyEngine,
     path: &str,
     settings: &str,
 ) -> Result<PolicyModule, PolicyError> {
-    load_with(engine, path, settings, limits(10, 32))
+    load_with(engine, path, settings, limits(GENEROUS_DEADLINE_MS, 32))
 }
 
 /// Loads and configures `path` with `limits`.

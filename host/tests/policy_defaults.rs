@@ -5,24 +5,25 @@
 #[path = "policy_common.rs"]
 mod common;
 
-use common::{engine, limits};
+use common::{GENEROUS_DEADLINE_MS, engine, limits};
 use std::path::Path;
 use weft_host::policy::{CompiledPolicy, Decision, PolicyEngine, PolicyModule};
 use weft_policy_sdk::testing::{self, Expected, Fixture, FixtureFile, SgOutcome, SubnetInput};
 use weft_policy_sdk::{pool, security, subnet};
 use weft_test_artifacts as artifacts;
 
-/// Loads `wasm` configured with the fixture's settings. Debug builds of the
-/// host are slow, so the deadline is generous: correctness, not speed.
-fn module<I, O: Expected>(
-    engine: &PolicyEngine,
-    wasm: &str,
-    decision: Decision,
-    fixture: &Fixture<I, O>,
-) -> PolicyModule {
+/// Compiles a default policy's component once for all its fixtures.
+fn compile(engine: &PolicyEngine, wasm: &str, decision: Decision) -> CompiledPolicy {
     CompiledPolicy::from_file(engine, wasm.as_ref(), "default", Some(decision), None)
-        .and_then(|c| c.configure(&fixture.settings_json(), limits(1_000, 32)))
-        .unwrap_or_else(|e| panic!("{fixture:?}: {e}", fixture = fixture.name))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The component configured with the fixture's settings. The deadline is
+/// generous: this checks answers, not speed.
+fn module<I, O: Expected>(compiled: &CompiledPolicy, fixture: &Fixture<I, O>) -> PolicyModule {
+    compiled
+        .configure(&fixture.settings_json(), limits(GENEROUS_DEADLINE_MS, 32))
+        .unwrap_or_else(|e| panic!("{}: {e}", fixture.name))
 }
 
 /// Runs every fixture of `dir` natively and as Wasm; panics listing all
@@ -67,12 +68,12 @@ where
 
 #[test]
 fn warm_pool_fixtures_agree_natively_and_in_wasm() {
-    let engine = engine();
+    let compiled = compile(&engine(), artifacts::WARM_POOL, Decision::PoolSizing);
     let n = check::<pool::PoolState, pool::PoolDecision>(
         artifacts::WARM_POOL_FIXTURES,
         testing::run_pool_fixture::<warm_pool::WarmPool>,
         |f| {
-            let m = module(&engine, artifacts::WARM_POOL, Decision::PoolSizing, f);
+            let m = module(&compiled, f);
             m.size_pool(&f.input)
                 .unwrap_or_else(|e| panic!("{}: {e}", f.name))
                 .0
@@ -83,17 +84,16 @@ fn warm_pool_fixtures_agree_natively_and_in_wasm() {
 
 #[test]
 fn subnet_most_free_fixtures_agree_natively_and_in_wasm() {
-    let engine = engine();
+    let compiled = compile(
+        &engine(),
+        artifacts::SUBNET_MOST_FREE,
+        Decision::SubnetSelection,
+    );
     let n = check::<SubnetInput, subnet::Choice>(
         artifacts::SUBNET_MOST_FREE_FIXTURES,
         testing::run_subnet_fixture::<subnet_most_free::SubnetMostFree>,
         |f| {
-            let m = module(
-                &engine,
-                artifacts::SUBNET_MOST_FREE,
-                Decision::SubnetSelection,
-                f,
-            );
+            let m = module(&compiled, f);
             m.select_subnet(&f.input.request, &f.input.candidates)
                 .unwrap_or_else(|e| panic!("{}: {e}", f.name))
                 .0
@@ -104,12 +104,12 @@ fn subnet_most_free_fixtures_agree_natively_and_in_wasm() {
 
 #[test]
 fn sg_selector_fixtures_agree_natively_and_in_wasm() {
-    let engine = engine();
+    let compiled = compile(&engine(), artifacts::SG_SELECTOR, Decision::SecurityGroups);
     let n = check::<security::Request, SgOutcome>(
         artifacts::SG_SELECTOR_FIXTURES,
         testing::run_security_fixture::<sg_selector::SgSelector>,
         |f| {
-            let m = module(&engine, artifacts::SG_SELECTOR, Decision::SecurityGroups, f);
+            let m = module(&compiled, f);
             m.select_security_groups(&f.input)
                 .unwrap_or_else(|e| panic!("{}: {e}", f.name))
                 .0

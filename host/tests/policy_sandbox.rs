@@ -11,8 +11,13 @@ use weft_test_artifacts::{CHAOS_FOREIGN_IMPORT, CHAOS_POOL, CHAOS_SG, CHAOS_SUBN
 #[test]
 fn an_infinite_loop_is_stopped_at_the_deadline_and_the_next_decision_works() {
     let engine = engine();
-    let looping =
-        load(&engine, CHAOS_POOL, &chaos("loop")).expect("loads: the loop is in the decision");
+    let looping = load_with(
+        &engine,
+        CHAOS_POOL,
+        &chaos("loop"),
+        limits(SHORT_DEADLINE_MS, 32),
+    )
+    .expect("loads: the loop is in the decision");
     let err = looping.size_pool(&pool_state()).expect_err("deadline");
     assert_eq!(err.kind, FailureKind::Deadline, "{err}");
     assert!(err.to_string().contains("exceeded its deadline"), "{err}");
@@ -32,7 +37,13 @@ fn an_infinite_loop_is_stopped_at_the_deadline_and_the_next_decision_works() {
 #[test]
 fn a_memory_bomb_is_stopped_at_the_memory_cap() {
     let engine = engine();
-    let module = load_with(&engine, CHAOS_POOL, &chaos("alloc"), limits(5_000, 8)).expect("loads");
+    let module = load_with(
+        &engine,
+        CHAOS_POOL,
+        &chaos("alloc"),
+        limits(GENEROUS_DEADLINE_MS, 8),
+    )
+    .expect("loads");
     let err = module.size_pool(&pool_state()).expect_err("memory");
     assert_eq!(err.kind, FailureKind::Memory, "{err}");
     let ok = load(&engine, CHAOS_POOL, &chaos("ok")).expect("loads");
@@ -69,9 +80,12 @@ fn a_configure_error_fails_the_load_with_the_policys_message() {
 #[test]
 fn misbehaving_configure_is_contained_at_load() {
     let engine = engine();
-    for (mode, expected) in [("loop", "deadline"), ("trap", "trap requested")] {
+    for (mode, deadline_ms, expected) in [
+        ("loop", SHORT_DEADLINE_MS, "deadline"),
+        ("trap", GENEROUS_DEADLINE_MS, "trap requested"),
+    ] {
         let settings = format!(r#"{{"mode": "{mode}", "during": "configure"}}"#);
-        let err = load(&engine, CHAOS_POOL, &settings)
+        let err = load_with(&engine, CHAOS_POOL, &settings, limits(deadline_ms, 32))
             .err()
             .expect("load fails");
         assert_eq!(err.kind, FailureKind::Load, "{err}");
@@ -89,8 +103,7 @@ fn raw_outputs_reach_the_host_for_validation() {
         .expect("answers");
     assert!(weft_host::policy::validate::subnet_choice(choice, &candidates).is_err());
 
-    // Building 100,000 ids takes longer than the default deadline in debug builds.
-    let module = load_with(&engine, CHAOS_SG, &chaos("huge"), limits(2_000, 32)).expect("loads");
+    let module = load(&engine, CHAOS_SG, &chaos("huge")).expect("loads");
     let (answer, _) = module
         .select_security_groups(&sg_request())
         .expect("answers");
@@ -178,4 +191,20 @@ async fn a_policy_writing_to_stderr_is_safe_on_a_current_thread_runtime() {
         .select_security_groups(&sg_request())
         .expect_err("trap");
     assert_eq!(err.kind, FailureKind::Trap, "{err}");
+}
+
+#[test]
+fn deadlines_fire_for_modules_that_outlive_their_engine_handle() {
+    let looping = {
+        let engine = engine();
+        load_with(
+            &engine,
+            CHAOS_POOL,
+            &chaos("loop"),
+            limits(SHORT_DEADLINE_MS, 32),
+        )
+        .expect("loads")
+    };
+    let err = looping.size_pool(&pool_state()).expect_err("deadline");
+    assert_eq!(err.kind, FailureKind::Deadline, "{err}");
 }

@@ -187,14 +187,12 @@ impl Plumbing {
         Ok(())
     }
 
-    /// The node interface with MAC `mac`, if any (veths excluded).
+    /// The node interface with MAC `mac`, if any.
     async fn eni_link(&self, mac: MacAddr) -> Result<Option<LinkView>, PlumbingError> {
         let all = links::dump(&self.host)
             .await
             .map_err(|e| PlumbingError::netlink(format!("list node links to find ENI {mac}"), e))?;
-        Ok(all
-            .into_iter()
-            .find(|link| !link.veth && link.mac == Some(mac)))
+        Ok(all.into_iter().find(|link| link.mac == Some(mac)))
     }
 }
 

@@ -98,8 +98,10 @@ pub(crate) struct VethEnd<'a> {
     pub mac: MacAddr,
 }
 
-/// Creates a veth pair, both ends up with `mtu`, in one request on `handle`:
-/// `local` in the handle's namespace and `peer` directly in `peer_ns`.
+/// Creates a veth pair with `mtu` in one request on `handle`: `local` in the
+/// handle's namespace, up, and `peer` directly in `peer_ns`, down. (The
+/// kernel opens the peer before it links the pair, so asking for the peer up
+/// here fails with `ENOTCONN`; bring it up with [`set_up`].)
 pub(crate) async fn create_veth(
     handle: &Handle,
     local: &VethEnd<'_>,
@@ -112,7 +114,6 @@ pub(crate) async fn create_veth(
         .address(peer.mac.0.to_vec())
         .mtu(mtu)
         .setns_by_fd(peer_ns.raw_fd())
-        .up()
         .build();
     let msg = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
         .name(local.name)
@@ -127,6 +128,15 @@ pub(crate) async fn create_veth(
         NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
     )
     .await
+}
+
+/// Brings link `index` up.
+pub(crate) async fn set_up(handle: &Handle, index: u32) -> Result<(), rtnetlink::Error> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
 }
 
 /// Sets the MTU of link `index` and brings it up.

@@ -16,8 +16,15 @@
 //!   ([`Plumbing::setup_eni`]).
 //!
 //! Everything happens through [`Plumbing`]. Netlink sockets are opened
-//! inside the right namespace on short-lived threads ([`netns`]); nothing
-//! here blocks a tokio worker on a slow kernel operation.
+//! inside the right namespace on short-lived threads (`setns` is per thread
+//! and never runs on a tokio worker); nothing here blocks a tokio worker on
+//! a slow kernel operation.
+//!
+//! DEL latency: the kernel takes tens of milliseconds to destroy a veth, so
+//! [`Plumbing::teardown_pod`] removes the pod's rules and route (what makes
+//! its IP safe to reuse) before it returns and leaves the veth removal to a
+//! background thread ([`LinkRemoval`]). A re-ADD into a namespace that
+//! outlived its DEL replaces whatever is left.
 
 mod check;
 mod config;

@@ -196,8 +196,8 @@ impl Plumbing {
         Ok(())
     }
 
-    /// Node side: veth sysctls, `IP/32 dev <veth>`, `to IP lookup main` and,
-    /// for a secondary-ENI IP, `from IP lookup <table>`.
+    /// Node side: veth sysctls, veth up, `IP/32 dev <veth>`, `to IP lookup
+    /// main` and, for a secondary-ENI IP, `from IP lookup <table>`.
     async fn configure_host_side(
         &self,
         index: u32,
@@ -208,6 +208,9 @@ impl Plumbing {
         let sysctls = netns::run_in(&self.host_ns, move || sysctl::configure_host_veth(&veth));
         let ip = pod.ip;
         let routing = async {
+            links::set_up(&self.host, index)
+                .await
+                .map_err(|e| PlumbingError::netlink(format!("bring {host_veth} up"), e))?;
             routes::replace(&self.host, routes::link_route(ip, 32, index, MAIN_TABLE))
                 .await
                 .map_err(|e| {

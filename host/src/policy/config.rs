@@ -117,7 +117,8 @@ pub struct PolicyConfig {
     #[serde(default)]
     pub fallback_settings: Option<serde_json::Value>,
     /// Wall-clock deadline of one decision (instantiation, `configure` and
-    /// the call), in milliseconds. Default 10.
+    /// the call), in milliseconds. Default 10. The one `configure` call at
+    /// load gets at least 1 s.
     #[serde(default = "default_deadline_ms")]
     pub deadline_ms: u64,
     /// Memory cap of one decision, in MiB. Default 32, at most 1024.

@@ -23,7 +23,9 @@ pub struct PolicyEngine {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<SandboxState>,
     pub(crate) cache: Option<ArtifactCache>,
-    ticker: Ticker,
+    /// Shared with every policy compiled on this engine, so deadlines keep
+    /// firing for as long as any of them lives.
+    pub(crate) ticker: Arc<Ticker>,
 }
 
 impl PolicyEngine {
@@ -34,7 +36,7 @@ impl PolicyEngine {
         let mut linker = Linker::new(&engine);
         log::add_to_linker::<SandboxState, HasSelf<SandboxState>>(&mut linker, |s| s)?;
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        let ticker = Ticker::start(&engine)?;
+        let ticker = Arc::new(Ticker::start(&engine)?);
         Ok(PolicyEngine {
             engine,
             linker,
@@ -46,12 +48,6 @@ impl PolicyEngine {
     /// The wasmtime engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
-    }
-}
-
-impl Drop for PolicyEngine {
-    fn drop(&mut self) {
-        self.ticker.stop();
     }
 }
 
@@ -71,8 +67,8 @@ fn engine_config() -> Config {
     config
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] until stopped.
-struct Ticker {
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+pub(crate) struct Ticker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -98,8 +94,10 @@ impl Ticker {
             thread: Some(thread),
         })
     }
+}
 
-    fn stop(&mut self) {
+impl Drop for Ticker {
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             // The thread sleeps one tick at most before seeing the flag.

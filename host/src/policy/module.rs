@@ -4,7 +4,7 @@
 
 use super::bindings::{self, pool_sizing, security_groups, subnet_selection};
 use super::blocking;
-use super::engine::{EPOCH_TICK, PolicyEngine};
+use super::engine::{EPOCH_TICK, PolicyEngine, Ticker};
 use super::error::{Decision, FailureKind, PolicyError};
 use super::sandbox::{CallLimits, SandboxState};
 use sha2::{Digest, Sha256};
@@ -18,6 +18,8 @@ use weft_policy_sdk::{pool, security, subnet};
 /// The contract's interfaces a policy may import (any 0.1.x version):
 /// `log`, and the type-only interfaces its world uses.
 const CONTRACT_INTERFACES: [&str; 5] = ["log", "types", "pool", "subnet", "security"];
+/// The least deadline of the `configure` call at load.
+pub const LOAD_DEADLINE_FLOOR: Duration = Duration::from_secs(1);
 /// Core module binary header: magic and version 1.
 const CORE_HEADER: [u8; 8] = *b"\0asm\x01\0\0\0";
 /// Component binary header: magic and the component layer's version word.
@@ -50,16 +52,20 @@ pub struct CallStats {
 }
 
 /// The pre-instantiated component of one of the three worlds.
+#[derive(Clone)]
 enum WorldPre {
     PoolSizing(pool_sizing::PoolSizingPre<SandboxState>),
     SubnetSelection(subnet_selection::SubnetSelectionPre<SandboxState>),
     SecurityGroups(security_groups::SecurityGroupsPre<SandboxState>),
 }
 
-/// A compiled, linked policy that has not been configured yet.
+/// A compiled, linked policy that has not been configured yet. Cloning is
+/// cheap (the compiled code is shared).
+#[derive(Clone)]
 pub struct CompiledPolicy {
     name: Arc<str>,
     engine: Engine,
+    _ticker: Arc<Ticker>,
     pre: WorldPre,
     report: LoadReport,
 }
@@ -185,6 +191,7 @@ impl CompiledPolicy {
         Ok(CompiledPolicy {
             name: name.into(),
             engine: engine.engine.clone(),
+            _ticker: engine.ticker.clone(),
             pre,
             report: LoadReport {
                 decision,
@@ -202,27 +209,33 @@ impl CompiledPolicy {
         &self.report
     }
 
-    /// Calls the policy's `configure` with `settings` once, under `limits`;
-    /// an error fails the load with the policy's own message.
+    /// Calls the policy's `configure` with `settings` once, under `limits`
+    /// but with a deadline of at least [`LOAD_DEADLINE_FLOOR`] (a one-off
+    /// load must not fail for good because the node was busy); an error
+    /// fails the load with the policy's own message. Every decision of the
+    /// returned module runs under `limits`.
     pub fn configure(
-        self,
+        &self,
         settings: &str,
         limits: CallLimits,
     ) -> Result<PolicyModule, PolicyError> {
-        let module = PolicyModule {
-            compiled: self,
+        let mut module = PolicyModule {
+            compiled: self.clone(),
             settings: settings.to_owned(),
-            limits,
+            limits: CallLimits {
+                deadline: limits.deadline.max(LOAD_DEADLINE_FLOOR),
+                ..limits
+            },
         };
         let decision = module.compiled.report.decision;
-        module
-            .run(|store, instance| instance.configure(store, &module.settings))
-            .map_err(|e| PolicyError {
-                kind: FailureKind::Load,
-                message: format!("configure failed: {}", e.message),
-                ..e
-            })?;
+        // `run` configures every fresh instance before calling `f`.
+        module.run(|_, _| Ok(())).map_err(|e| PolicyError {
+            kind: FailureKind::Load,
+            message: format!("configure failed: {}", e.message),
+            ..e
+        })?;
         tracing::debug!(policy = %module.compiled.name, %decision, "policy configured");
+        module.limits = limits;
         Ok(module)
     }
 }

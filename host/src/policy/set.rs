@@ -2,6 +2,11 @@
 //! API call. Every answer is validated; a failing policy is logged, counted
 //! and handled by its failure mode. Calls are synchronous and take
 //! microseconds (bounded by each policy's deadline).
+//!
+//! Threads: calls may come from any thread. On a tokio worker thread the
+//! guest runs inside `block_in_place` (WASI's blocking host functions need
+//! it), which hands the worker's queue to another thread; callers on a hot
+//! path should call from `spawn_blocking` or a plain thread instead.
 
 use super::ArtifactCache;
 use super::config::{OnFailure, PoliciesConfig, PolicyConfig};
@@ -189,35 +194,51 @@ where
         candidates: &[subnet::Candidate],
     ) -> subnet::Choice {
         let slot = self.subnet.current();
-        let answer = match slot.wasm_or_failure() {
-            None => Ok(slot.native.select_subnet(request, candidates)),
+        let failure = match slot.wasm_or_failure() {
+            None => None,
             Some(Ok(module)) => {
-                module
+                let answer = module
                     .select_subnet(request, candidates)
                     .and_then(|(choice, _)| {
                         validate::subnet_choice(choice, candidates)
                             .map_err(|m| slot.invalid_output(m))
-                    })
+                    });
+                match answer {
+                    Ok(choice) => {
+                        self.count(&slot.name, Decision::SubnetSelection, OK);
+                        return choice;
+                    }
+                    Err(e) => Some(e),
+                }
             }
-            Some(Err(e)) => Err(e.clone()),
+            Some(Err(e)) => Some(e.clone()),
         };
-        match answer {
-            Ok(choice) if slot.wasm().is_some() => {
-                self.count(&slot.name, Decision::SubnetSelection, OK);
+        if let Some(e) = &failure {
+            self.failed(&slot, e);
+            if slot.on_failure == OnFailure::FailClosed {
+                return subnet::Choice::Refuse(e.to_string());
+            }
+        }
+        let choice = slot.native.select_subnet(request, candidates);
+        match validate::subnet_choice(choice, candidates) {
+            Ok(choice) => {
+                if failure.is_none() {
+                    self.count(&slot.name, Decision::SubnetSelection, OK);
+                }
                 choice
             }
-            Ok(choice) => self.native_subnet(&slot, choice, candidates),
-            Err(e) => {
-                self.failed(&slot, &e);
-                match slot.on_failure {
-                    OnFailure::FailClosed => subnet::Choice::Refuse(e.to_string()),
-                    OnFailure::Fallback => {
-                        let choice = slot.native.select_subnet(request, candidates);
-                        validate::subnet_choice(choice, candidates).unwrap_or_else(|m| {
-                            subnet::Choice::Refuse(format!("built-in {} {m}", slot.builtin))
-                        })
-                    }
+            Err(m) => {
+                let e = PolicyError::new(
+                    slot.builtin,
+                    Some(Decision::SubnetSelection),
+                    FailureKind::InvalidOutput,
+                    m,
+                );
+                tracing::error!(policy = slot.builtin, "{e}; refusing to create the ENI");
+                if failure.is_none() {
+                    self.count(&slot.name, Decision::SubnetSelection, e.kind.as_str());
                 }
+                subnet::Choice::Refuse(e.to_string())
             }
         }
     }
@@ -311,25 +332,6 @@ where
                 reason: format!("pool left as it is: {e}"),
                 ..Default::default()
             },
-        }
-    }
-
-    fn native_subnet<N>(
-        &self,
-        slot: &SlotState<N>,
-        choice: subnet::Choice,
-        candidates: &[subnet::Candidate],
-    ) -> subnet::Choice {
-        match validate::subnet_choice(choice, candidates) {
-            Ok(choice) => {
-                self.count(&slot.name, Decision::SubnetSelection, OK);
-                choice
-            }
-            Err(m) => {
-                let e = slot.invalid_output(m);
-                self.failed(slot, &e);
-                subnet::Choice::Refuse(e.to_string())
-            }
         }
     }
 

@@ -81,22 +81,23 @@ pub fn take() -> Vec<Record> {
 mod sink {
     use super::{Level, Record};
     use std::cell::RefCell;
+    use std::collections::VecDeque;
 
     /// Most messages kept per thread; older ones are dropped first, so a
     /// long-running host thread that never drains cannot grow without bound.
     const CAPACITY: usize = 1024;
 
     thread_local! {
-        static RECORDS: RefCell<Vec<Record>> = const { RefCell::new(Vec::new()) };
+        static RECORDS: RefCell<VecDeque<Record>> = const { RefCell::new(VecDeque::new()) };
     }
 
     pub(super) fn emit(level: Level, message: &str) {
         RECORDS.with(|records| {
             let mut records = records.borrow_mut();
             if records.len() == CAPACITY {
-                records.remove(0);
+                records.pop_front();
             }
-            records.push(Record {
+            records.push_back(Record {
                 level,
                 message: message.to_owned(),
             });
@@ -104,7 +105,7 @@ mod sink {
     }
 
     pub(super) fn take() -> Vec<Record> {
-        RECORDS.with(|records| std::mem::take(&mut *records.borrow_mut()))
+        RECORDS.with(|records| records.borrow_mut().drain(..).collect())
     }
 }
 
@@ -181,5 +182,16 @@ mod tests {
             ]
         );
         assert!(take().is_empty());
+    }
+
+    #[test]
+    fn buffer_is_bounded() {
+        let _ = take();
+        for i in 0..1100 {
+            debug(&i.to_string());
+        }
+        let records = take();
+        assert_eq!(records.len(), 1024);
+        assert_eq!(records[0].message, "76");
     }
 }

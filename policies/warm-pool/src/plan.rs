@@ -179,8 +179,9 @@ fn gap(pool: &Pool, rule: Rule) -> (Gap, String) {
         }
         Rule::Enis { warm } => {
             // WARM_ENI_TARGET=0 still asks for an address when none is free.
-            let target = (i64::from(warm) * pool.slots_per_eni as i64).max(1);
-            let short = positive(target - pool.free);
+            let slots = i64::try_from(pool.slots_per_eni).unwrap_or(i64::MAX);
+            let target = i64::from(warm).saturating_mul(slots).max(1);
+            let short = positive(target.saturating_sub(pool.free));
             let why = format!("warm-eni-target {warm}");
             if short > 0 {
                 let gap = Gap::Short {

@@ -191,3 +191,70 @@ proptest! {
         );
     }
 }
+
+fn any_eni() -> impl Strategy<Value = Eni> {
+    (
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(device_index, ips, prefixes, assigned, cooling, age_seconds)| Eni {
+                id: format!("eni-{device_index:x}"),
+                device_index,
+                subnet_id: "subnet-0a1b2c3d".into(),
+                ips,
+                prefixes,
+                assigned,
+                cooling,
+                age_seconds,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    /// Inconsistent or absurd input (counts near `u32::MAX`, more assigned
+    /// than held) never panics and never asks beyond the slots of an ENI.
+    #[test]
+    fn arbitrary_input_never_panics(
+        enis in prop::collection::vec(any_eni(), 0..6),
+        counts in any::<(u32, u32, u32, u32)>(),
+        limits in any::<(u32, u32, bool, u32)>(),
+        targets in any::<(u32, Option<u32>, Option<u32>, Option<u32>, bool)>(),
+    ) {
+        let (node_enis, node_addresses, node_assigned, pending_adds) = counts;
+        let (max_enis, ipv4_per_eni, prefix_delegation, max_pods) = limits;
+        let (warm_eni, warm_ip, minimum_ip, warm_prefix, prefix) = targets;
+        let state = PoolState {
+            group: vec![],
+            default_group: true,
+            enis,
+            node_enis,
+            node_addresses,
+            node_assigned,
+            limits: InstanceLimits { max_enis, ipv4_per_eni, prefix_delegation, max_pods },
+            pending_adds,
+            activity: Activity::default(),
+        };
+        let settings = Settings {
+            warm_eni_target: warm_eni,
+            warm_ip_target: warm_ip,
+            minimum_ip_target: minimum_ip,
+            warm_prefix_target: warm_prefix,
+            prefix_delegation: prefix,
+            min_eni_age_seconds: 60,
+        };
+        if let Ok(policy) = WarmPool::new(settings) {
+            let decision = policy.size_pool(&state);
+            let slots = ipv4_per_eni.saturating_sub(1);
+            for new in &decision.create {
+                prop_assert!(new.ips.saturating_add(new.prefixes) <= slots);
+            }
+        }
+    }
+}
