@@ -58,7 +58,7 @@ impl Agent {
             }
             Err(error) => {
                 // The plumbing undid its part; give the address back.
-                if let Err(release) = self.pool.release(&key).await {
+                if let Err(release) = self.pool.release(&key) {
                     tracing::warn!(%key, error = %release, "could not release the address of a failed ADD");
                 }
                 Err(CniError::plumbing(
@@ -110,11 +110,7 @@ impl Agent {
                 ));
             }
         }
-        let released = self
-            .pool
-            .release(&key)
-            .await
-            .map_err(|e| pool_error(&key, e))?;
+        let released = self.pool.release(&key).map_err(|e| pool_error(&key, e))?;
         Ok(DelResponse {
             released: released.map(|a| IpAddr::V4(a.ip)),
         })
@@ -162,10 +158,7 @@ impl Agent {
                 tracing::warn!(%key, %error, "GC could not unwire a stale attachment; keeping its address");
                 continue;
             }
-            self.pool
-                .release(key)
-                .await
-                .map_err(|e| pool_error(key, e))?;
+            self.pool.release(key).map_err(|e| pool_error(key, e))?;
             tracing::info!(%key, ip = %held.ip, pod = %held.pod, "GC released a stale attachment");
             released.push(Attachment {
                 container_id: key.container_id.clone(),

@@ -8,13 +8,11 @@
 //!   veth removal started in the background);
 //! * DEL+wait: `teardown_pod` plus waiting for the veth to be gone.
 
-#[path = "../tests/plumbing_common/mod.rs"]
-mod plumbing_common;
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use plumbing_common::{TestNetns, root_or_skip};
+use weft_tests::support::netns::{TestNetns, root_or_skip};
 use weft_host::plumbing::{Plumbing, PlumbingConfig, PodNetwork};
 
 const PODS: u8 = 50;

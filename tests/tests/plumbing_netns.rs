@@ -3,12 +3,11 @@
 //! Each test builds its own "node" namespace (never the machine's) with
 //! stand-in NICs, and pod namespaces; all are deleted on drop.
 
-mod plumbing_common;
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
-use plumbing_common::{TestNetns, root_or_skip};
+use weft_tests::support::netns::{TestNetns, root_or_skip};
 use serde_json::{Value, json};
 use weft_host::plumbing::{EniLink, Plumbing, PlumbingConfig, PodNetwork};
 
