@@ -98,17 +98,25 @@ impl Driver {
         }
     }
 
-    /// Runs rounds until the request channel closes (the pool is dropped).
+    /// Runs rounds until the request channel closes (the pool is dropped):
+    /// on a wake-up, on request, after the resync period, or when a
+    /// throttling backoff ends.
     pub(super) async fn run(mut self, mut requests: mpsc::UnboundedReceiver<RoundRequest>) {
         let resync = self.shared.config.resync();
         loop {
+            // After throttling, the next round comes when the backoff ends,
+            // so waiting ADDs are retried without another event.
+            let next = self
+                .backoff
+                .active(Instant::now())
+                .map_or(resync, |left| left.min(resync));
             let reply = tokio::select! {
                 () = self.shared.wake.notified() => None,
                 request = requests.recv() => match request {
                     Some(reply) => Some(reply),
                     None => break,
                 },
-                () = tokio::time::sleep(resync) => None,
+                () = tokio::time::sleep(next) => None,
             };
             let report = self.round().await;
             if let Some(reply) = reply {
@@ -220,12 +228,16 @@ fn diagnose(state: &pool::PoolState, reason: &str) -> Option<Blocked> {
     let slots = limits.ipv4_per_eni.saturating_sub(1);
     let full = state.enis.iter().all(|e| e.ips + e.prefixes >= slots);
     if full && state.node_enis >= limits.max_enis {
+        let group = if state.enis.is_empty() {
+            "none of them carries this group's security groups".to_owned()
+        } else {
+            format!("this group's {} ENI(s) are full", state.enis.len())
+        };
         return Some(Blocked::new(
             BlockedKind::EniLimit,
             format!(
-                "all {} ENIs the instance allows are attached and this group's {} ENI(s) are full",
-                limits.max_enis,
-                state.enis.len()
+                "all {} ENIs the instance allows are attached and {group}",
+                limits.max_enis
             ),
         ));
     }
