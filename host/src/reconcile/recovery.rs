@@ -113,11 +113,11 @@ pub(super) async fn recover(
     state: &StateDir,
     config: &PoolConfig,
 ) -> crate::Result<Recovered> {
-    let node = cloud.identity().await?;
-    let limits = cloud.instance_limits().await?;
     let (mut journal, pending) = state.open_journal()?;
     let checkpoint = state.load_checkpoint()?;
-    let mut inventory = cloud.list_enis().await?;
+    // Independent describe calls, sent together.
+    let (node, limits, mut inventory) =
+        tokio::try_join!(cloud.identity(), cloud.instance_limits(), cloud.list_enis())?;
 
     let mut changed = false;
     for intent in &pending {
