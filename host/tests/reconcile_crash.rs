@@ -109,7 +109,7 @@ async fn crash_case(at: u32, how: Crash) {
         let pool = start(cloud.clone(), &dir, SETTINGS, config(), Default::default()).await;
         let stopped = run(&pool, &cloud, &group, &steps, 0, &mut held).await;
         assert!(cloud.crashed(), "call {at} was never made");
-        pool.shutdown().await;
+        pool.abort().await;
         stopped
     };
     let context = format!("crash {how:?} at call {at}, step {crashed_at}");
@@ -166,7 +166,7 @@ async fn an_eni_created_but_never_attached_is_found_by_its_tag_and_deleted() {
         let placed = cloud.until_crash(pool.assign(key(1), &group, pod(1))).await;
         assert!(placed.is_none(), "the crash struck during the scale-up");
         assert_eq!(cloud.calls(), vec![Call::AssignIps, Call::CreateEni]);
-        pool.shutdown().await;
+        pool.abort().await;
     }
     let orphan = sim
         .all_enis()

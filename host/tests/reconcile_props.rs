@@ -90,7 +90,8 @@ async fn case(seed: u64, settings: &str, cooldown_seconds: u64, ops: Vec<Op>) {
                 pool.reconcile().await.expect("round");
             }
             Op::Restart => {
-                pool.shutdown().await;
+                // As a crash would: a round in flight is abandoned.
+                pool.abort().await;
                 drop(pool);
                 pool = launch().await;
                 assert_eq!(held_by(&pool), held, "a restart keeps every assignment");

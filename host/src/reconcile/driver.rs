@@ -98,8 +98,8 @@ impl Driver {
         }
     }
 
-    /// Runs rounds until the request channel closes (the pool is dropped):
-    /// on a wake-up, on request, after the resync period, or when a
+    /// Runs rounds until the pool asks it to halt or is dropped: on a
+    /// wake-up, on request, after the resync period, or when a
     /// throttling backoff ends.
     pub(super) async fn run(mut self, mut requests: mpsc::UnboundedReceiver<RoundRequest>) {
         let resync = self.shared.config.resync();
@@ -111,6 +111,7 @@ impl Driver {
                 .active(Instant::now())
                 .map_or(resync, |left| left.min(resync));
             let reply = tokio::select! {
+                () = self.shared.halt.notified() => break,
                 () = self.shared.wake.notified() => None,
                 request = requests.recv() => match request {
                     Some(reply) => Some(reply),

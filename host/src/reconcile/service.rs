@@ -153,18 +153,32 @@ impl Pool {
         done.await.map_err(|_| PoolError::ShutDown)
     }
 
-    /// Stops the reconciler at once; an EC2 operation in flight is
-    /// abandoned and finished or undone by the next start from its journal
-    /// entry. Waiting ADDs fail with [`PoolError::ShutDown`]. The state
-    /// directory's lock is released when the last handle is dropped.
+    /// Stops the reconciler once its current round is done (an EC2 call in
+    /// flight is answered and applied first). Waiting ADDs then fail with
+    /// [`PoolError::ShutDown`]. The state directory's lock is released when
+    /// the last handle is dropped.
     pub async fn shutdown(&self) {
+        self.shared.halt.notify_one();
+        self.join(false).await;
+    }
+
+    /// Stops the reconciler at once, as a crash would: an EC2 operation in
+    /// flight is abandoned, and the next start finishes or undoes it from
+    /// its journal entry.
+    pub async fn abort(&self) {
+        self.join(true).await;
+    }
+
+    async fn join(&self, abort: bool) {
         let task = self
             .task
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(task) = task {
-            task.abort();
+            if abort {
+                task.abort();
+            }
             let _ = task.await;
         }
         self.shared.stop();

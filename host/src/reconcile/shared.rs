@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     /// Wakes the reconciler; permits coalesce, so a burst of events costs
     /// one round.
     pub wake: Notify,
+    /// Asks the reconciler to stop after its current round.
+    pub halt: Notify,
     /// Bumped whenever the pool may have gained an address or a group's
     /// outcome changed: waiting ADDs look again.
     pub changed: watch::Sender<u64>,
@@ -78,6 +80,7 @@ impl Shared {
                 outcomes: BTreeMap::new(),
             }),
             wake: Notify::new(),
+            halt: Notify::new(),
             changed: watch::channel(0).0,
             stopped: AtomicBool::new(false),
         }
