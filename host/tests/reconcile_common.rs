@@ -187,17 +187,26 @@ impl Cloud for TestCloud {
     }
 }
 
-/// ENI hooks that record what they were told.
+/// ENI hooks that record what they were told; set-up fails while
+/// `fail_attach` is set.
 #[derive(Default)]
 pub struct RecordingHooks {
     pub attached: Mutex<Vec<String>>,
     pub released: Mutex<Vec<String>>,
+    pub fail_attach: std::sync::atomic::AtomicBool,
 }
 
 impl EniHooks for RecordingHooks {
     fn on_attached<'a>(&'a self, eni: &'a Eni) -> HookFuture<'a> {
         self.attached.lock().unwrap().push(eni.id.clone());
-        Box::pin(async { Ok(()) })
+        let fail = self.fail_attach.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if fail {
+                Err("cannot set the MTU of the ENI's link".to_owned())
+            } else {
+                Ok(())
+            }
+        })
     }
     fn on_released<'a>(&'a self, eni: &'a Eni) -> HookFuture<'a> {
         self.released.lock().unwrap().push(eni.id.clone());

@@ -432,7 +432,20 @@ async fn a_restart_keeps_assignments_and_sets_up_secondary_enis_again() {
             .collect::<Vec<_>>()
     };
     assert_eq!(held(pool.assignments()), held(before));
-    assert_eq!(hooks.attached.lock().unwrap().len(), 1, "the secondary ENI");
+    let secondary: Vec<String> = sim
+        .list_enis()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.device_index() != Some(0))
+        .map(|e| e.id)
+        .collect();
+    assert!(!secondary.is_empty());
+    assert_eq!(
+        *hooks.attached.lock().unwrap(),
+        secondary,
+        "every secondary ENI is set up again at start"
+    );
     pool.reconcile().await.expect("round");
     check_invariants(&pool, &sim, 29).await;
     let snapshot = serde_json::to_value(pool.snapshot()).expect("serialisable");
@@ -453,4 +466,68 @@ async fn a_second_pool_on_the_same_state_directory_is_refused() {
     .await;
     let err = weft_host::state::StateDir::open(&dir).unwrap_err();
     assert!(err.to_string().contains("locked"), "{err}");
+}
+
+#[tokio::test]
+async fn a_full_subnet_is_named_when_an_add_gives_up() {
+    // A /28: 11 usable addresses, one of them the primary ENI's own.
+    let sim = Arc::new(
+        SimCloud::builder()
+            .seed(14)
+            .instance_type("m5.large")
+            .subnet("10.0.0.0/28")
+            .build()
+            .expect("simulator"),
+    );
+    let cloud = Arc::new(TestCloud::new(sim.clone()));
+    let (_tmp, dir) = state_dir();
+    let config = PoolConfig {
+        add_wait_ms: 300,
+        ..config()
+    };
+    let pool = start(cloud.clone(), &dir, "{}", config, Default::default()).await;
+    let group = default_group(&sim);
+    fill(&pool, &group, 0..9).await;
+    let err = pool.assign(key(9), &group, pod(9)).await.unwrap_err();
+    let PoolError::TryAgain { reason, .. } = &err else {
+        panic!("{err}");
+    };
+    assert!(
+        matches!(reason.kind, BlockedKind::SubnetFull | BlockedKind::NoSubnet),
+        "{err}"
+    );
+    assert!(err.to_string().contains("subnet"), "{err}");
+    check_invariants(&pool, &sim, 29).await;
+}
+
+#[tokio::test]
+async fn an_eni_the_node_cannot_set_up_is_given_back() {
+    let sim = sim("m5.large", 15);
+    let cloud = Arc::new(TestCloud::new(sim.clone()));
+    let (_tmp, dir) = state_dir();
+    let hooks = Arc::new(RecordingHooks::default());
+    hooks
+        .fail_attach
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let config = PoolConfig {
+        add_wait_ms: 300,
+        primary_eni_serves_pods: false,
+        ..config()
+    };
+    let pool = start(cloud.clone(), &dir, "{}", config, hooks.clone()).await;
+    let group = pool.default_group();
+    let err = pool.assign(key(1), &group, pod(1)).await.unwrap_err();
+    assert!(err.to_string().contains("cannot set the MTU"), "{err}");
+    assert!(cloud.count(Call::CreateEni) >= 1);
+    assert_eq!(cloud.count(Call::CreateEni), cloud.count(Call::DeleteEni));
+    assert_eq!(
+        *hooks.released.lock().unwrap(),
+        *hooks.attached.lock().unwrap()
+    );
+    check_invariants(&pool, &sim, 29).await;
+    // Once the node can set ENIs up, pods get addresses.
+    hooks
+        .fail_attach
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    pool.assign(key(1), &group, pod(1)).await.expect("address");
 }
