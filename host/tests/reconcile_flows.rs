@@ -531,3 +531,51 @@ async fn an_eni_the_node_cannot_set_up_is_given_back() {
         .store(false, std::sync::atomic::Ordering::SeqCst);
     pool.assign(key(1), &group, pod(1)).await.expect("address");
 }
+
+#[tokio::test]
+async fn an_eni_deleted_behind_the_agents_back_leaves_the_pool_at_the_next_resync() {
+    let sim = sim("m5.large", 16);
+    let cloud = Arc::new(TestCloud::new(sim.clone()));
+    let (_tmp, dir) = state_dir();
+    let config = PoolConfig {
+        inventory_resync_seconds: 0,
+        ..config()
+    };
+    let pool = start(
+        cloud.clone(),
+        &dir,
+        "{}",
+        config.clone(),
+        Default::default(),
+    )
+    .await;
+    let group = default_group(&sim);
+    fill(&pool, &group, 0..12).await;
+    let victim = pool
+        .assignments()
+        .into_iter()
+        .find_map(|a| {
+            let placed = pool.snapshot();
+            placed
+                .enis
+                .iter()
+                .find(|e| !e.primary && e.addresses.iter().any(|x| x.ip == a.ip))
+                .map(|e| (e.id.clone(), a.key))
+        })
+        .expect("a pod on a secondary ENI");
+    sim.delete_eni(&victim.0)
+        .await
+        .expect("someone deletes the ENI");
+
+    pool.reconcile().await.expect("round");
+    let snapshot = pool.snapshot();
+    assert!(snapshot.enis.iter().all(|e| e.id != victim.0));
+    assert!(pool.assignments().iter().all(|a| a.key != victim.1));
+    check_invariants(&pool, &sim, 29).await;
+    // The dropped assignments are gone from the checkpoint too.
+    pool.shutdown().await;
+    drop(pool);
+    let state = weft_host::state::StateDir::open(&dir).expect("state");
+    let checkpoint = state.load_checkpoint().expect("checkpoint");
+    assert!(checkpoint.allocations.iter().all(|a| a.key != victim.1));
+}

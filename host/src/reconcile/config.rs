@@ -16,6 +16,7 @@ const PREFIX_MODE_MAX_PODS: u32 = 110;
 /// cooldown-seconds = 30
 /// add-wait-ms = 10000
 /// resync-seconds = 10
+/// inventory-resync-seconds = 300
 /// min-eni-age-seconds = 60
 /// # custom networking: pods get their own security groups and never the primary ENI
 /// security-groups = ["sg-0123456789abcdef0"]
@@ -35,6 +36,11 @@ pub struct PoolConfig {
     /// Period of the reconcile round that runs without any event (every
     /// ADD and DEL also wakes it at once). Default 10.
     pub resync_seconds: u64,
+    /// Period of the comparison of the pool with the ENIs EC2 reports (one
+    /// `DescribeNetworkInterfaces`), which catches ENIs or addresses
+    /// removed behind the agent's back. 0 compares in every round.
+    /// Default 300.
+    pub inventory_resync_seconds: u64,
     /// An ENI is released only once it has been attached this long, so
     /// that scale-up and scale-down never fight. Default 60 (VPC CNI).
     pub min_eni_age_seconds: u64,
@@ -60,6 +66,7 @@ impl Default for PoolConfig {
             cooldown_seconds: 30,
             add_wait_ms: 10_000,
             resync_seconds: 10,
+            inventory_resync_seconds: 300,
             min_eni_age_seconds: 60,
             security_groups: None,
             primary_eni_serves_pods: true,
@@ -78,6 +85,11 @@ impl PoolConfig {
     /// The resync period (at least 100 ms, so a zero cannot spin the loop).
     pub fn resync(&self) -> Duration {
         Duration::from_secs(self.resync_seconds).max(Duration::from_millis(100))
+    }
+
+    /// The inventory resync period.
+    pub fn inventory_resync(&self) -> Duration {
+        Duration::from_secs(self.inventory_resync_seconds)
     }
 
     /// Whether prefixes are used on an instance with these limits.

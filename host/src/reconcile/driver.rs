@@ -71,6 +71,9 @@ pub(super) struct Driver {
     /// prefix requests there become secondary-IP requests.
     pub(super) no_prefixes_until: HashMap<String, Instant>,
     backoff: Backoff,
+    /// When the pool was last compared with the cloud's inventory (start-up
+    /// counts).
+    inventory_at: Instant,
     /// Changing EC2 calls in the current round.
     pub(super) changes: u32,
 }
@@ -94,6 +97,7 @@ impl Driver {
             enis,
             no_prefixes_until: HashMap::new(),
             backoff: Backoff::default(),
+            inventory_at: Instant::now(),
             changes: 0,
         }
     }
@@ -130,6 +134,10 @@ impl Driver {
     /// One round over every group.
     pub(super) async fn round(&mut self) -> RoundReport {
         self.changes = 0;
+        if self.inventory_at.elapsed() >= self.shared.config.inventory_resync() {
+            self.resync_inventory().await;
+            self.inventory_at = Instant::now();
+        }
         let groups: BTreeSet<SgSet> = {
             let inner = self.shared.lock();
             let mut groups: BTreeSet<SgSet> =

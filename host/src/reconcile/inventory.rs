@@ -1,7 +1,7 @@
 //! The cloud's view of an ENI as the datastore takes it in. Pure.
 
 use crate::cloud::{self, TAG_CREATED_AT};
-use crate::ipam::{self, SgSet};
+use crate::ipam::{self, Correction, SgSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Tag holding the journal operation id of the create that made an ENI, so
@@ -31,6 +31,24 @@ pub fn to_ipam(eni: &cloud::Eni, now: SystemTime) -> ipam::Eni {
         prefixes: eni.prefixes.clone(),
         attached_at,
     }
+}
+
+/// Logs corrections the datastore made to match the cloud or the
+/// checkpoint (`when` says at which point); returns whether an assignment
+/// was dropped, so that the checkpoint must be rewritten.
+pub fn log_corrections(corrections: &[Correction], when: &str) -> bool {
+    let mut dropped = false;
+    for correction in corrections {
+        match correction {
+            Correction::AssignmentDropped { .. } => {
+                dropped = true;
+                tracing::warn!(%correction, "{when} correction");
+            }
+            Correction::Ignored { .. } => tracing::warn!(%correction, "{when} correction"),
+            _ => tracing::info!(%correction, "{when} correction"),
+        }
+    }
+    dropped
 }
 
 #[cfg(test)]

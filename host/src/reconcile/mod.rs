@@ -10,6 +10,8 @@
 //! * `execute`: one decision carried out through [`crate::cloud::Cloud`],
 //!   journaled step by step, applied to the datastore; prefixes fall back to
 //!   secondary IPs on a fragmented subnet.
+//! * `resync`: the pool brought back in line with the cloud's inventory
+//!   every [`PoolConfig::inventory_resync_seconds`].
 //! * `recovery`: start-up from the cloud's inventory, the journal and the
 //!   checkpoint.
 //! * [`EniHooks`] (`hooks`): node-side set-up of secondary ENIs.
@@ -22,6 +24,7 @@ mod execute;
 mod hooks;
 mod inventory;
 mod recovery;
+mod resync;
 mod service;
 mod shared;
 mod snapshot;

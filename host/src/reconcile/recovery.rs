@@ -3,9 +3,9 @@
 
 use super::config::PoolConfig;
 use super::hooks::EniHooks;
-use super::inventory::{TAG_OPERATION, to_ipam};
+use super::inventory::{TAG_OPERATION, log_corrections, to_ipam};
 use crate::cloud::{self, Cloud, InstanceLimits, NodeIdentity};
-use crate::ipam::{Correction, Datastore, Now};
+use crate::ipam::{Datastore, Now};
 use crate::state::{Checkpoint, Intent, Journal, Operation, StateDir};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -144,18 +144,7 @@ pub(super) async fn recover(
         &checkpoint.cooling,
         now,
     );
-    let dropped = corrections
-        .iter()
-        .any(|c| matches!(c, Correction::AssignmentDropped { .. }));
-    for correction in &corrections {
-        match correction {
-            Correction::AssignmentDropped { .. } | Correction::Ignored { .. } => {
-                tracing::warn!(%correction, "start-up correction");
-            }
-            _ => tracing::info!(%correction, "start-up correction"),
-        }
-    }
-    if dropped {
+    if log_corrections(&corrections, "start-up") {
         state.save_checkpoint(&Checkpoint::of(&store, now.mono))?;
     }
     for eni in inventory.iter().filter(|e| e.device_index() != Some(0)) {
