@@ -497,6 +497,11 @@ async fn a_full_subnet_is_named_when_an_add_gives_up() {
         "{err}"
     );
     assert!(err.to_string().contains("subnet"), "{err}");
+    // The group does not ask EC2 again on every ADD.
+    let asked = cloud.calls().len();
+    let again = pool.assign(key(10), &group, pod(10)).await.unwrap_err();
+    assert!(again.to_string().contains("subnet"), "{again}");
+    assert_eq!(cloud.calls().len(), asked, "{:?}", cloud.calls());
     check_invariants(&pool, &sim, 29).await;
 }
 

@@ -16,6 +16,11 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 use weft_policy_sdk::pool;
 
+/// How long a group that ran into a limit (ENIs, subnet, no subnet) does
+/// not ask EC2 to grow again: the limit rarely lifts sooner, and asking on
+/// every ADD would only spend the account's request budget.
+const GROWTH_HOLD: Duration = Duration::from_secs(30);
+
 /// Shortest and longest pause after EC2 throttled the reconciler.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -71,6 +76,9 @@ pub(super) struct Driver {
     /// prefix requests there become secondary-IP requests.
     pub(super) no_prefixes_until: HashMap<String, Instant>,
     backoff: Backoff,
+    /// Groups that ran into a limit, with the reason and until when they
+    /// do not grow.
+    held: HashMap<SgSet, (Blocked, Instant)>,
     /// When the pool was last compared with the cloud's inventory (start-up
     /// counts).
     inventory_at: Instant,
@@ -97,6 +105,7 @@ impl Driver {
             enis,
             no_prefixes_until: HashMap::new(),
             backoff: Backoff::default(),
+            held: HashMap::new(),
             inventory_at: Instant::now(),
             changes: 0,
         }
@@ -171,8 +180,23 @@ impl Driver {
                 .pool_state(group, &self.shared.policy_limits(), pending, now)
         };
         let decision = self.policies.size_pool(&state);
+        let held = self
+            .held
+            .get(group)
+            .filter(|(_, until)| *until > now.mono)
+            .map(|(reason, _)| reason.clone());
+        let grows = decision
+            .changes
+            .iter()
+            .any(|c| c.add_ips > 0 || c.add_prefixes > 0)
+            || !decision.create.is_empty();
         let (blocked, summary) = if decision.is_noop() {
+            tracing::debug!(%group, reason = %decision.reason, "pool decision: no change");
             (diagnose(&state, &decision.reason), decision.reason)
+        } else if let Some(reason) = held.filter(|_| grows) {
+            let why = format!("growth on hold after: {reason}");
+            tracing::debug!(%group, %why, "pool decision not carried out");
+            (short(&state).then_some(reason), why)
         } else if let Some(left) = self.backoff.active(now.mono) {
             let why = format!(
                 "EC2 throttled the last call; waiting {} ms before the next",
@@ -193,6 +217,15 @@ impl Driver {
                     if reason.kind == BlockedKind::Throttled {
                         let delay = self.backoff.throttled(Instant::now());
                         tracing::warn!(%group, %reason, ?delay, "backing off");
+                    } else if matches!(
+                        reason.kind,
+                        BlockedKind::EniLimit | BlockedKind::SubnetFull | BlockedKind::NoSubnet
+                    ) {
+                        tracing::warn!(%group, %reason, hold = ?GROWTH_HOLD, "group stops growing for a while");
+                        self.held.insert(
+                            group.clone(),
+                            (reason.clone(), Instant::now() + GROWTH_HOLD),
+                        );
                     } else {
                         tracing::warn!(%group, %reason, "pool decision not carried out fully");
                     }
