@@ -13,6 +13,8 @@
 //! * [`ipam`]: the pool datastore (pure logic).
 //! * [`plumbing`]: pod and ENI networking through rtnetlink.
 //! * [`api`]: the unix-socket API the `weft` CNI plugin calls.
+//! * [`reconcile`]: the pool service and its reconciler (ADD waits,
+//!   EC2 changes through the journal, start-up recovery).
 //! * [`state`]: durable state on disk (assignment checkpoint, EC2 journal).
 //! * [`metrics`]: Prometheus counters shared by all of the above.
 
@@ -25,6 +27,7 @@ pub mod ipam;
 pub mod metrics;
 pub mod plumbing;
 pub mod policy;
+pub mod reconcile;
 pub mod state;
 
 pub use error::{Error, Result};

@@ -31,12 +31,24 @@ pub struct CloudLabels {
     pub outcome: String,
 }
 
+/// Labels of a pool-service counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// `add` (a pod ADD) or the journaled operation, e.g. `create-eni`.
+    pub event: String,
+    /// For `add`: `immediate`, `waited` or `try-again`; for operations: `ok`
+    /// or the failure kind.
+    pub outcome: String,
+}
+
 /// All of the agent's counters.
 pub struct Metrics {
     /// Policy decisions by policy, decision and outcome.
     pub policy_decisions: Family<PolicyLabels, Counter>,
     /// EC2 calls by API and outcome.
     pub cloud_calls: Family<CloudLabels, Counter>,
+    /// Pool-service ADDs and reconciler operations by outcome.
+    pub pool_events: Family<PoolLabels, Counter>,
     registry: Mutex<Registry>,
 }
 
@@ -52,6 +64,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("weft");
         let policy_decisions = Family::<PolicyLabels, Counter>::default();
         let cloud_calls = Family::<CloudLabels, Counter>::default();
+        let pool_events = Family::<PoolLabels, Counter>::default();
         registry.register(
             "policy_decisions",
             "Policy decisions by policy, decision and outcome",
@@ -62,9 +75,15 @@ impl Metrics {
             "EC2 API calls by API and outcome",
             cloud_calls.clone(),
         );
+        registry.register(
+            "pool_events",
+            "Pod ADDs and reconciler operations by outcome",
+            pool_events.clone(),
+        );
         Metrics {
             policy_decisions,
             cloud_calls,
+            pool_events,
             registry: Mutex::new(registry),
         }
     }
@@ -85,6 +104,16 @@ impl Metrics {
         self.cloud_calls
             .get_or_create(&CloudLabels {
                 api: api.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one pool-service event.
+    pub fn pool(&self, event: &str, outcome: &str) {
+        self.pool_events
+            .get_or_create(&PoolLabels {
+                event: event.to_owned(),
                 outcome: outcome.to_owned(),
             })
             .inc();

@@ -686,6 +686,10 @@ impl Cloud for Ec2Cloud {
         Box::pin(self.delete_eni_now(eni_id))
     }
 
+    fn find_enis_by_tag<'a>(&'a self, key: &'a str, value: &'a str) -> CloudFuture<'a, Vec<Eni>> {
+        Box::pin(self.describe_enis(vec![filter(&format!("tag:{key}"), value)]))
+    }
+
     fn list_leaked_enis(&self) -> CloudFuture<'_, Vec<Eni>> {
         Box::pin(async move {
             let cluster = &self.config.cluster_name;

@@ -73,6 +73,10 @@ pub trait Cloud: Send + Sync {
     /// Detaches (when attached) and deletes an ENI; succeeds when it is already gone.
     fn delete_eni<'a>(&'a self, eni_id: &'a str) -> CloudFuture<'a, ()>;
 
+    /// Every ENI of the VPC, attached or not, whose tag `key` has `value` (how a restart finds
+    /// an ENI whose create answer was lost, by the operation id the agent tagged it with).
+    fn find_enis_by_tag<'a>(&'a self, key: &'a str, value: &'a str) -> CloudFuture<'a, Vec<Eni>>;
+
     /// ENIs of this cluster that are detached and older than the configured minimum age
     /// (see [`leak::is_leaked`]).
     fn list_leaked_enis(&self) -> CloudFuture<'_, Vec<Eni>>;

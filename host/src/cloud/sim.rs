@@ -480,6 +480,16 @@ impl Cloud for SimCloud {
         })
     }
 
+    fn find_enis_by_tag<'a>(&'a self, key: &'a str, value: &'a str) -> CloudFuture<'a, Vec<Eni>> {
+        Box::pin(self.call(Api::DescribeNetworkInterfaces, move |s| {
+            Ok(s.enis
+                .values()
+                .filter(|e| e.tags.get(key).is_some_and(|v| v == value))
+                .cloned()
+                .collect())
+        }))
+    }
+
     fn list_leaked_enis(&self) -> CloudFuture<'_, Vec<Eni>> {
         let now = self.wall_now();
         Box::pin(self.call(Api::DescribeNetworkInterfaces, move |s| Ok(s.leaked(now))))

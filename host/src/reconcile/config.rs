@@ -1,0 +1,175 @@
+//! `[pool]`: the settings of the pool service.
+
+use crate::cloud::InstanceLimits;
+use crate::ipam::{IpamConfig, SgSet};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Kubernetes' default pod limit, used as max pods in prefix mode when no
+/// override is given (prefixes would otherwise allow hundreds of pods).
+const PREFIX_MODE_MAX_PODS: u32 = 110;
+
+/// Settings of the pool service, as embedded in the agent's TOML:
+///
+/// ```toml
+/// [pool]
+/// cooldown-seconds = 30
+/// add-wait-ms = 10000
+/// resync-seconds = 10
+/// inventory-resync-seconds = 300
+/// min-eni-age-seconds = 60
+/// # custom networking: pods get their own security groups and never the primary ENI
+/// security-groups = ["sg-0123456789abcdef0"]
+/// primary-eni-serves-pods = false
+/// max-pods = 58
+/// prefix-delegation = false
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// How long a released address rests before another pod gets it, so
+    /// that peers of the old pod stop sending to it. Default 30 (VPC CNI).
+    pub cooldown_seconds: u64,
+    /// How long an ADD that finds no free address waits for the reconciler
+    /// to add one before it fails with "try again later". Default 10 000.
+    pub add_wait_ms: u64,
+    /// Period of the reconcile round that runs without any event (every
+    /// ADD and DEL also wakes it at once). Default 10.
+    pub resync_seconds: u64,
+    /// Period of the comparison of the pool with the ENIs EC2 reports (one
+    /// `DescribeNetworkInterfaces`), which catches ENIs or addresses
+    /// removed behind the agent's back. 0 compares in every round.
+    /// Default 300.
+    pub inventory_resync_seconds: u64,
+    /// An ENI is released only once it has been attached this long, so
+    /// that scale-up and scale-down never fight. Default 60 (VPC CNI).
+    pub min_eni_age_seconds: u64,
+    /// The default security-group set of pods; the primary ENI's groups
+    /// when unset (set it for custom networking).
+    pub security_groups: Option<Vec<String>>,
+    /// Whether pods get addresses on the primary ENI. Turn off for custom
+    /// networking, where pods live on secondary ENIs only. Default on.
+    pub primary_eni_serves_pods: bool,
+    /// The most pods (addresses) the node holds. When unset: ENIs x (IPs
+    /// per ENI - 1) + 2 as VPC CNI, or 110 in prefix mode.
+    pub max_pods: Option<u32>,
+    /// Allow /28 prefixes where the instance supports them (the pool-sizing
+    /// policy must also ask for prefixes, e.g. warm-pool's
+    /// `prefix-delegation`). When a prefix cannot be had the pool falls back
+    /// to secondary IPs. Default off.
+    pub prefix_delegation: bool,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            cooldown_seconds: 30,
+            add_wait_ms: 10_000,
+            resync_seconds: 10,
+            inventory_resync_seconds: 300,
+            min_eni_age_seconds: 60,
+            security_groups: None,
+            primary_eni_serves_pods: true,
+            max_pods: None,
+            prefix_delegation: false,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// The ADD wait.
+    pub fn add_wait(&self) -> Duration {
+        Duration::from_millis(self.add_wait_ms)
+    }
+
+    /// The resync period (at least 100 ms, so a zero cannot spin the loop).
+    pub fn resync(&self) -> Duration {
+        Duration::from_secs(self.resync_seconds).max(Duration::from_millis(100))
+    }
+
+    /// The inventory resync period.
+    pub fn inventory_resync(&self) -> Duration {
+        Duration::from_secs(self.inventory_resync_seconds)
+    }
+
+    /// Whether prefixes are used on an instance with these limits.
+    pub fn prefixes_enabled(&self, limits: &InstanceLimits) -> bool {
+        self.prefix_delegation && limits.prefix_delegation
+    }
+
+    /// Max pods on an instance with these limits (see [`PoolConfig::max_pods`]).
+    pub fn effective_max_pods(&self, limits: &InstanceLimits) -> u32 {
+        self.max_pods.unwrap_or_else(|| {
+            if self.prefixes_enabled(limits) {
+                PREFIX_MODE_MAX_PODS
+            } else {
+                limits.max_pods()
+            }
+        })
+    }
+
+    /// The datastore settings for a node whose primary ENI carries
+    /// `node_groups`.
+    pub fn ipam(&self, node_groups: &[String]) -> IpamConfig {
+        let default_group = SgSet::new(
+            self.security_groups
+                .as_deref()
+                .unwrap_or(node_groups)
+                .iter()
+                .cloned(),
+        );
+        IpamConfig {
+            cooldown: Duration::from_secs(self.cooldown_seconds),
+            min_eni_age: Duration::from_secs(self.min_eni_age_seconds),
+            default_group,
+            primary_eni_serves_pods: self.primary_eni_serves_pods,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m5() -> InstanceLimits {
+        InstanceLimits {
+            instance_type: "m5.large".into(),
+            max_enis: 3,
+            ipv4_per_eni: 10,
+            ipv6_per_eni: 10,
+            network_cards: 1,
+            prefix_delegation: true,
+        }
+    }
+
+    #[test]
+    fn defaults_match_vpc_cni_and_parse_from_kebab_case() {
+        let config: PoolConfig = toml::from_str("").unwrap();
+        assert_eq!(config, PoolConfig::default());
+        assert_eq!(config.effective_max_pods(&m5()), 29);
+        let config: PoolConfig = toml::from_str(
+            "cooldown-seconds = 5\nprefix-delegation = true\nsecurity-groups = [\"sg-2\", \"sg-1\"]",
+        )
+        .unwrap();
+        assert_eq!(config.effective_max_pods(&m5()), 110);
+        let ipam = config.ipam(&["sg-node".into()]);
+        assert_eq!(ipam.default_group, SgSet::new(["sg-1", "sg-2"]));
+        assert_eq!(ipam.cooldown, Duration::from_secs(5));
+        assert!(toml::from_str::<PoolConfig>("cooldown = 5").is_err());
+    }
+
+    #[test]
+    fn an_override_wins_and_prefixes_need_the_instance() {
+        let config = PoolConfig {
+            max_pods: Some(7),
+            prefix_delegation: true,
+            ..Default::default()
+        };
+        assert_eq!(config.effective_max_pods(&m5()), 7);
+        let old = InstanceLimits {
+            prefix_delegation: false,
+            ..m5()
+        };
+        assert!(!config.prefixes_enabled(&old));
+    }
+}

@@ -1,0 +1,37 @@
+//! What the agent does on the node when an ENI joins or leaves the pool.
+
+use crate::cloud::Eni;
+use std::future::Future;
+use std::pin::Pin;
+
+/// The future an [`EniHooks`] method returns.
+pub type HookFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// Node-side set-up of secondary ENIs (link up, MTU, route table, rules),
+/// called by the pool service. Both methods must be idempotent: they are
+/// called again for every secondary ENI at start-up and after a crash.
+pub trait EniHooks: Send + Sync {
+    /// A secondary ENI is attached; called before any pod gets one of its
+    /// addresses. An error (a message saying what failed) makes the pool
+    /// give the ENI back to EC2.
+    fn on_attached<'a>(&'a self, eni: &'a Eni) -> HookFuture<'a>;
+
+    /// A secondary ENI is about to be detached; it has no pods. An error
+    /// is logged and does not stop the release.
+    fn on_released<'a>(&'a self, eni: &'a Eni) -> HookFuture<'a>;
+}
+
+/// Hooks that do nothing: for a pool whose ENIs need no node-side set-up
+/// (tools, benchmarks, the simulator).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHooks;
+
+impl EniHooks for NoHooks {
+    fn on_attached<'a>(&'a self, _eni: &'a Eni) -> HookFuture<'a> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn on_released<'a>(&'a self, _eni: &'a Eni) -> HookFuture<'a> {
+        Box::pin(async { Ok(()) })
+    }
+}

@@ -1,0 +1,39 @@
+//! The pool service: pod ADD/DEL against the datastore, and the reconciler
+//! that sizes the pool through the policies and EC2.
+//!
+//! * [`Pool`] (`service`): the handle the API uses; [`PoolConfig`]
+//!   (`config`); [`PoolError`] and [`Blocked`] (`error`).
+//! * `wait`: an ADD that finds no free address wakes the reconciler and
+//!   waits a bounded time.
+//! * `driver`: the reconciler task, one round per event burst or resync
+//!   period, each group sized by the pool-sizing policy.
+//! * `execute`: one decision carried out through [`crate::cloud::Cloud`],
+//!   journaled step by step, applied to the datastore; prefixes fall back to
+//!   secondary IPs on a fragmented subnet.
+//! * `resync`: the pool brought back in line with the cloud's inventory
+//!   every [`PoolConfig::inventory_resync_seconds`].
+//! * `recovery`: start-up from the cloud's inventory, the journal and the
+//!   checkpoint.
+//! * [`EniHooks`] (`hooks`): node-side set-up of secondary ENIs.
+//! * [`PoolSnapshot`] (`snapshot`): the introspection view.
+
+mod config;
+mod driver;
+mod error;
+mod execute;
+mod hooks;
+mod inventory;
+mod recovery;
+mod resync;
+mod service;
+mod shared;
+mod snapshot;
+mod wait;
+
+pub use config::PoolConfig;
+pub use driver::RoundReport;
+pub use error::{Blocked, BlockedKind, PoolError};
+pub use hooks::{EniHooks, HookFuture, NoHooks};
+pub use inventory::TAG_OPERATION;
+pub use service::{Pool, PoolDeps};
+pub use snapshot::{AddressView, AssignmentView, EniView, GroupView, PoolSnapshot};

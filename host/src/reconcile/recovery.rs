@@ -1,0 +1,163 @@
+//! Start-up: the inventory from the cloud, the journal replayed (finish or
+//! undo what a previous run left in flight), the checkpoint laid over it.
+
+use super::config::PoolConfig;
+use super::hooks::EniHooks;
+use super::inventory::{TAG_OPERATION, log_corrections, to_ipam};
+use crate::cloud::{self, Cloud, InstanceLimits, NodeIdentity};
+use crate::ipam::{Datastore, Now};
+use crate::state::{Checkpoint, Intent, Journal, Operation, StateDir};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+/// What start-up hands the pool.
+pub(super) struct Recovered {
+    pub node: NodeIdentity,
+    pub limits: InstanceLimits,
+    pub store: Datastore,
+    pub journal: Journal,
+    pub enis: HashMap<String, cloud::Eni>,
+}
+
+/// Whether any pod of the checkpoint holds an address of `eni`.
+fn has_pods(eni: &cloud::Eni, checkpoint: &Checkpoint) -> bool {
+    checkpoint.allocations.iter().any(|a| {
+        eni.secondary_ips.contains(&a.ip) || eni.prefixes.iter().any(|p| p.contains(&a.ip))
+    })
+}
+
+/// Finishes or undoes one intent a previous run left pending. Returns
+/// whether the cloud was changed.
+async fn replay(
+    cloud: &dyn Cloud,
+    node: &NodeIdentity,
+    intent: &Intent,
+    inventory: &[cloud::Eni],
+    checkpoint: &Checkpoint,
+) -> Result<bool, cloud::CloudError> {
+    let attached = |id: &str| inventory.iter().find(|e| e.id == id);
+    match &intent.op {
+        Operation::CreateEni { .. } => {
+            let mut changed = false;
+            for eni in cloud
+                .find_enis_by_tag(TAG_OPERATION, intent.id.as_str())
+                .await?
+            {
+                let ours = eni
+                    .attachment
+                    .as_ref()
+                    .is_some_and(|a| a.instance_id == node.instance_id);
+                if ours {
+                    tracing::info!(op = %intent.id, eni = %eni.id, "interrupted create: the ENI is attached; keeping it");
+                } else {
+                    tracing::warn!(op = %intent.id, eni = %eni.id, "interrupted create: the ENI was never attached; deleting it");
+                    cloud.delete_eni(&eni.id).await?;
+                    changed = true;
+                }
+            }
+            Ok(changed)
+        }
+        Operation::AssignAddresses { eni_id, .. } | Operation::AttachEni { eni_id, .. } => {
+            tracing::info!(op = %intent.id, eni = %eni_id, kind = ?intent.op, "interrupted operation: the cloud's inventory has its result");
+            Ok(false)
+        }
+        Operation::UnassignAddresses {
+            eni_id,
+            ips,
+            prefixes,
+        } => {
+            let Some(eni) = attached(eni_id) else {
+                return Ok(false);
+            };
+            let held = |ip: &Ipv4Addr| checkpoint.allocations.iter().any(|a| a.ip == *ip);
+            let ips: Vec<Ipv4Addr> = ips
+                .iter()
+                .filter(|ip| eni.secondary_ips.contains(ip) && !held(ip))
+                .copied()
+                .collect();
+            let prefixes: Vec<_> = prefixes
+                .iter()
+                .filter(|p| {
+                    eni.prefixes.contains(p)
+                        && !checkpoint.allocations.iter().any(|a| p.contains(&a.ip))
+                })
+                .copied()
+                .collect();
+            tracing::info!(op = %intent.id, eni = %eni_id, ?ips, ?prefixes, "interrupted unassign: redoing it");
+            if !ips.is_empty() {
+                cloud.unassign_ips(eni_id, &ips).await?;
+            }
+            if !prefixes.is_empty() {
+                cloud.unassign_prefixes(eni_id, &prefixes).await?;
+            }
+            Ok(!ips.is_empty() || !prefixes.is_empty())
+        }
+        Operation::DetachEni { eni_id, .. } | Operation::DeleteEni { eni_id } => {
+            if let Some(eni) = attached(eni_id)
+                && (eni.device_index() == Some(0) || has_pods(eni, checkpoint))
+            {
+                tracing::error!(op = %intent.id, eni = %eni_id, "interrupted release of an ENI that has pods or is primary; keeping it");
+                return Ok(false);
+            }
+            tracing::info!(op = %intent.id, eni = %eni_id, "interrupted release: deleting the ENI");
+            cloud.delete_eni(eni_id).await?;
+            Ok(true)
+        }
+    }
+}
+
+/// Rebuilds the pool of this node.
+pub(super) async fn recover(
+    cloud: &dyn Cloud,
+    hooks: &dyn EniHooks,
+    state: &StateDir,
+    config: &PoolConfig,
+) -> crate::Result<Recovered> {
+    let (mut journal, pending) = state.open_journal()?;
+    let checkpoint = state.load_checkpoint()?;
+    // Independent describe calls, sent together.
+    let (node, limits, mut inventory) =
+        tokio::try_join!(cloud.identity(), cloud.instance_limits(), cloud.list_enis())?;
+
+    let mut changed = false;
+    for intent in &pending {
+        match replay(cloud, &node, intent, &inventory, &checkpoint).await {
+            Ok(c) => {
+                changed |= c;
+                journal.finish(&intent.id)?;
+            }
+            Err(error) => {
+                tracing::warn!(op = %intent.id, %error, "interrupted operation not resolved; retried at the next start");
+            }
+        }
+    }
+    if changed {
+        inventory = cloud.list_enis().await?;
+    }
+
+    let now = Now::system();
+    let ipam_inventory: Vec<_> = inventory.iter().map(|e| to_ipam(e, now.wall)).collect();
+    let (store, corrections) = Datastore::rebuild(
+        config.ipam(&node.security_groups),
+        &ipam_inventory,
+        checkpoint.allocations,
+        &checkpoint.cooling,
+        now,
+    );
+    if log_corrections(&corrections, "start-up") {
+        state.save_checkpoint(&Checkpoint::of(&store, now.mono))?;
+    }
+    for eni in inventory.iter().filter(|e| e.device_index() != Some(0)) {
+        if let Err(why) = hooks.on_attached(eni).await {
+            tracing::error!(eni = %eni.id, %why, "node set-up of an attached ENI failed at start-up");
+        }
+    }
+    let enis = inventory.into_iter().map(|e| (e.id.clone(), e)).collect();
+    Ok(Recovered {
+        node,
+        limits,
+        store,
+        journal,
+        enis,
+    })
+}

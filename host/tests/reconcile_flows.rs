@@ -1,0 +1,586 @@
+//! The pool service on `SimCloud`: ADD waiting and its bounded failure,
+//! shared scale-ups, prefix fallback, scale-down without fights, restart.
+
+#[path = "reconcile_common.rs"]
+mod common;
+
+use common::*;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use weft_host::cloud::{Api, Cloud, SimCloud, sim::Fault};
+use weft_host::ipam::SgSet;
+use weft_host::metrics::Metrics;
+use weft_host::reconcile::{BlockedKind, PoolConfig, PoolError};
+
+fn counted(metrics: &Metrics, line: &str) -> bool {
+    metrics.encode().lines().any(|l| l == line)
+}
+
+/// Assigns pods `range` one by one; every one must succeed.
+async fn fill(pool: &weft_host::reconcile::Pool, group: &SgSet, range: std::ops::Range<u32>) {
+    for n in range {
+        pool.assign(key(n), group, pod(n))
+            .await
+            .unwrap_or_else(|e| panic!("pod {n}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn add_on_an_empty_pool_waits_for_the_reconciler_then_gets_an_address() {
+    let sim = sim("m5.large", 1);
+    let cloud = Arc::new(TestCloud::new(sim.clone()));
+    let (_tmp, dir) = state_dir();
+    let metrics = Arc::new(Metrics::new());
+    let hooks = Arc::new(RecordingHooks::default());
+    let pool = start_with(cloud.clone(), &dir, "{}", config(), hooks, metrics.clone()).await;
+    let group = default_group(&sim);
+    assert!(
+        pool.snapshot().addresses().next().is_none(),
+        "empty at start"
+    );
+
+    let placed = pool.assign(key(1), &group, pod(1)).await.expect("address");
+    assert!(placed.fresh);
+    assert!(
+        placed.primary_eni,
+        "warm-eni-target fills the primary ENI first"
+    );
+    assert!(counted(
+        &metrics,
+        r#"weft_pool_events_total{event="add",outcome="waited"} 1"#
+    ));
+    // WARM_ENI_TARGET=1 with one ADD waiting: the primary ENI's 9 slots
+    // filled and a second ENI, so that an ENI's worth stays free, all in
+    // the one round the ADD woke.
+    assert_eq!(cloud.calls(), vec![Call::AssignIps, Call::CreateEni]);
+    assert_eq!(cloud_addresses(&sim).await.len(), 18);
+
+    // The next ADD is served from the warm pool without waiting.
+    pool.assign(key(2), &group, pod(2)).await.expect("warm");
+    assert!(counted(
+        &metrics,
+        r#"weft_pool_events_total{event="add",outcome="immediate"} 1"#
+    ));
+    // A repeated ADD gets the same address; DEL is idempotent.
+    let again = pool.assign(key(1), &group, pod(1)).await.expect("same");
+    assert_eq!((again.ip, again.fresh), (placed.ip, false));
+    assert_eq!(
+        pool.release(&key(1)).expect("release").map(|a| a.ip),
+        Some(placed.ip)
+    );
+    assert_eq!(pool.release(&key(1)).expect("again"), None);
+    pool.reconcile().await.expect("round");
+    check_invariants(&pool, &sim, 29).await;
+}
+
+#[tokio::test]
+async fn add_with_the_eni_limit_reached_fails_after_the_wait_naming_the_reason() {
+    // m4.large: 2 ENIs x 9 slots = 18 addresses, max pods 20.
+    let sim = sim("m4.large", 2);
+    let cloud = Arc::new(TestCloud::new(sim.clone()));
+    let (_tmp, dir) = state_dir();
+    let config = PoolConfig {
+        add_wait_ms: 300,
+        ..config()
+    };
+    let pool = start(cloud.clone(), &dir, "{}", config, Default::default()).await;
+    let group = default_group(&sim);
+    fill(&pool, &group, 0..18).await;
+    assert_eq!(cloud.count(Call::CreateEni), 1);
+
+    let err = pool.assign(key(99), &group, pod(99)).await.unwrap_err();
+    assert!(err.is_try_again(), "{err}");
+    let PoolError::TryAgain { reason, .. } = &err else {
+        unreachable!()
+    };
+    assert_eq!(reason.kind, BlockedKind::EniLimit, "{err}");
+    let message = err.to_string();
+    assert!(message.contains("try again later"), "{message}");
+    assert!(message.contains("ENI limit reached"), "{message}");
+    assert!(pool.snapshot().groups.iter().all(|g| g.pending_adds == 0));
+    check_invariants(&pool, &sim, 20).await;
+}
+
+#[tokio::test]
+async fn max_pods_caps_the_pool_and_is_named_when_an_add_fails() {
+    let sim = sim("m5.large", 3);
+    let cloud = Arc::new(TestCloud::new(sim.clone()));
+    let (_tmp, dir) = state_dir();
+    let config = PoolConfig {
+        add_wait_ms: 300,
+        max_pods: Some(5),
+        ..config()
+    };
+    let pool = start(cloud.clone(), &dir, "{}", config, Default::default()).await;
+    let group = default_group(&sim);
+    fill(&pool, &group, 0..5).await;
+    assert_eq!(
+        cloud_addresses(&sim).await.len(),
+        5,
+        "warm-eni-target clamped to max pods"
+    );
+    let err = pool.assign(key(9), &group, pod(9)).await.unwrap_err();
+    assert!(err.to_string().contains("max pods reached"), "{err}");
+    check_invariants(&pool, &sim, 5).await;
+}
+
+#[tokio::test]
+async fn concurrent_adds_share_one_scale_up() {
+    let sim = sim("m5.large", 4);
+    let cloud = Arc::new(TestCloud::new(sim.clone()));
+    let (_tmp, dir) = state_dir();
+    let pool = start(
+        cloud.clone(),
+        &dir,
+        r#"{"warm-ip-target": 1}"#,
+        config(),
+        Default::default(),
+    )
+    .await;
+    let group = default_group(&sim);
+    let (a, b, c, d, e) = tokio::join!(
+        pool.assign(key(1), &group, pod(1)),
+        pool.assign(key(2), &group, pod(2)),
+        pool.assign(key(3), &group, pod(3)),
+        pool.assign(key(4), &group, pod(4)),
+        pool.assign(key(5), &group, pod(5)),
+    );
+    let ips: std::collections::BTreeSet<Ipv4Addr> = [a, b, c, d, e]
+        .into_iter()
+        .map(|r| r.expect("address").ip)
+        .collect();
+    assert_eq!(ips.len(), 5);
+    // Five waiting ADDs plus a warm target of one: one call for six IPs.
+    assert_eq!(cloud.calls(), vec![Call::AssignIps]);
+    assert_eq!(cloud_addresses(&sim).await.len(), 6);
+    pool.reconcile().await.expect("round");
+    assert_eq!(cloud.calls().len(), 1, "nothing more to do");
+}
+
+#[tokio::test]
+async fn prefixes_fall_back_to_secondary_ips_on_a_fragmented_subnet() {
+    let sim = sim("m5.large", 5);
+    // Another tenant holds one address in every /28: no prefix can be had.
+    for block in 0..16u8 {
+        sim.occupy(Ipv4Addr::new(10, 0, 0, block * 16 + 9));
+    }
+    let cloud = Arc::new(TestCloud::new(sim.clone()));
+    let (_tmp, dir) = state_dir();
+    let config = PoolConfig {
+        prefix_delegation: true,
+        ..config()
+    };
+    let pool = start(
+        cloud.clone(),
+        &dir,
+        r#"{"prefix-delegation": true}"#,
+        config,
+        Default::default(),
+    )
+    .await;
+    let group = default_group(&sim);
+    let placed = pool.assign(key(1), &group, pod(1)).await.expect("address");
+    assert_eq!(placed.prefix, None, "a secondary IP, not a prefix address");
+    assert!(sim.handed_out_prefixes().is_empty());
+    assert_eq!(cloud.calls(), vec![Call::AssignPrefixes, Call::AssignIps]);
+    // The fallback is remembered: more pods do not ask for prefixes again.
+    fill(&pool, &group, 2..12).await;
+    assert_eq!(cloud.count(Call::AssignPrefixes), 1, "{:?}", cloud.calls());
+    check_invariants(&pool, &sim, 110).await;
+}
+
+#[tokio::test]
+async fn prefixes_are_used_when_the_subnet_has_room() {
+    let sim = sim("m5.large", 6);
+    let cloud = Arc::new(TestCloud::new(sim.clone()));
+    let (_tmp, dir) = state_dir();
+    let config = PoolConfig {
+        prefix_delegation: true,
+        ..config()
+    };
+    let pool = start(
+        cloud.clone(),
+        &dir,
+        r#"{"prefix-delegation": true}"#,
+        config,
+        Default::default(),
+    )
+    .await;
+    let placed = pool
+        .assign(key(1), &default_group(&sim), pod(1))
+        .await
+        .expect("address");
+    assert!(placed.prefix.is_some(), "{placed:?}");
+    assert_eq!(cloud.calls(), vec![Call::AssignPrefixes]);
+}
+
+#[tokio::test]
+async fn a_stable_pool_makes_no_cloud_calls() {
+    let sim = sim("m5.large", 7);
+    let cloud = Arc::new(TestCloud::new(sim.clone()));
+    let (_tmp, dir) = state_dir();
+    let pool = start(
+        cloud.clone(),
+        &dir,
+        r#"{"warm-ip-target": 2, "minimum-ip-target": 4}"#,
+        config(),
+        Default::default(),
+    )
+    .await;
+    let group = default_group(&sim);
+    fill(&pool, &group, 0..3).await;
+    pool.release(&key(0)).expect("release");
+    for _ in 0..3 {
+        pool.reconcile().await.expect("round");
+    }
+    let settled = cloud.calls().len();
+    for _ in 0..10 {
+        let report = pool.reconcile().await.expect("round");
+        assert_eq!(report.cloud_changes, 0, "{report:?}");
+        assert!(report.blocked.is_empty(), "{report:?}");
+    }
+    assert_eq!(cloud.calls().len(), settled, "{:?}", cloud.calls());
+    check_invariants(&pool, &sim, 29).await;
+}
+
+#[tokio::test]
+async fn scale_down_gives_back_free_addresses_only_and_never_fights_scale_up() {
+    let sim = sim("m5.large", 8);
+    let cloud = Arc::new(TestCloud::new(sim.clone()));
+    let (_tmp, dir) = state_dir();
+    let hooks = Arc::new(RecordingHooks::default());
+    let pool = start(
+        cloud.clone(),
+        &dir,
+        r#"{"warm-ip-target": 1, "min-eni-age-seconds": 0}"#,
+        config(),
+        hooks.clone(),
+    )
+    .await;
+    let group = default_group(&sim);
+    // 12 pods need a second ENI (the primary has 9 slots).
+    fill(&pool, &group, 0..12).await;
+    assert_eq!(cloud.count(Call::CreateEni), 1);
+    let second = hooks.attached.lock().unwrap().clone();
+    assert_eq!(second.len(), 1);
+    let grown = cloud.count(Call::AssignIps) + cloud.count(Call::CreateEni);
+    let kept = pool.assignments()[0].clone();
+    for n in 0..12 {
+        if key(n) != kept.key {
+            pool.release(&key(n)).expect("release");
+        }
+    }
+    for _ in 0..5 {
+        pool.reconcile().await.expect("round");
+    }
+    // The kept pod's address is still on the node; the empty secondary ENI
+    // is gone, the primary never is; nothing was added back.
+    assert!(cloud_addresses(&sim).await.contains_key(&kept.ip));
+    assert_eq!(*hooks.released.lock().unwrap(), second);
+    assert!(
+        sim.list_enis()
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.id != second[0])
+    );
+    assert_eq!(
+        cloud.count(Call::AssignIps) + cloud.count(Call::CreateEni),
+        grown,
+        "scale-up after scale-down: {:?}",
+        cloud.calls()
+    );
+    let settled = cloud.calls().len();
+    for _ in 0..5 {
+        pool.reconcile().await.expect("round");
+    }
+    assert_eq!(cloud.calls().len(), settled, "{:?}", cloud.calls());
+    // Free addresses: warm target 1 (the kept pod holds one more).
+    assert_eq!(cloud_addresses(&sim).await.len(), 2);
+    check_invariants(&pool, &sim, 29).await;
+}
+
+#[tokio::test]
+async fn a_young_eni_is_not_released() {
+    let sim = sim("m5.large", 9);
+    let cloud = Arc::new(TestCloud::new(sim.clone()));
+    let (_tmp, dir) = state_dir();
+    let config = PoolConfig {
+        min_eni_age_seconds: 3_600,
+        ..config()
+    };
+    let pool = start(
+        cloud.clone(),
+        &dir,
+        r#"{"warm-ip-target": 1, "min-eni-age-seconds": 0}"#,
+        config,
+        Default::default(),
+    )
+    .await;
+    let group = default_group(&sim);
+    fill(&pool, &group, 0..12).await;
+    for n in 0..12 {
+        pool.release(&key(n)).expect("release");
+    }
+    for _ in 0..3 {
+        pool.reconcile().await.expect("round");
+    }
+    assert_eq!(cloud.count(Call::DeleteEni), 0, "{:?}", cloud.calls());
+    assert_eq!(sim.list_enis().await.unwrap().len(), 2);
+    check_invariants(&pool, &sim, 29).await;
+}
+
+#[tokio::test]
+async fn custom_networking_puts_pods_on_secondary_enis_with_their_groups() {
+    // m5.xlarge: 4 ENIs, 14 slots each.
+    let sim = sim("m5.xlarge", 10);
+    let cloud = Arc::new(TestCloud::new(sim.clone()));
+    let (_tmp, dir) = state_dir();
+    let hooks = Arc::new(RecordingHooks::default());
+    let config = PoolConfig {
+        primary_eni_serves_pods: false,
+        security_groups: Some(vec!["sg-0000000000000000b".into()]),
+        ..config()
+    };
+    let pool = start(cloud.clone(), &dir, "{}", config, hooks.clone()).await;
+    let group = pool.default_group();
+    assert_eq!(group, SgSet::new(["sg-0000000000000000b"]));
+    let placed = pool.assign(key(1), &group, pod(1)).await.expect("address");
+    assert!(!placed.primary_eni);
+    assert!(hooks.attached.lock().unwrap().contains(&placed.eni_id));
+    let eni = sim
+        .list_enis()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.id == placed.eni_id)
+        .expect("attached");
+    assert_eq!(eni.security_groups, vec!["sg-0000000000000000b".to_owned()]);
+    // A pod of another group gets an ENI of its own.
+    let other = SgSet::new(["sg-0000000000000000c"]);
+    let placed2 = pool.assign(key(2), &other, pod(2)).await.expect("address");
+    assert_ne!(placed2.eni_id, placed.eni_id);
+    check_invariants(&pool, &sim, 58).await;
+    // All four ENIs are attached now: a third group is told why it waits.
+    let third = SgSet::new(["sg-0000000000000000d"]);
+    let err = pool.assign(key(3), &third, pod(3)).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("none of them carries this group's security groups"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn throttling_backs_off_and_is_named_when_an_add_gives_up() {
+    let sim = sim("m5.large", 11);
+    sim.fail_next(Api::AssignPrivateIpAddresses, [Fault::Throttled; 3]);
+    let cloud = Arc::new(TestCloud::new(sim.clone()));
+    let (_tmp, dir) = state_dir();
+    let config = PoolConfig {
+        add_wait_ms: 200,
+        ..config()
+    };
+    let pool = start(cloud.clone(), &dir, "{}", config, Default::default()).await;
+    let group = default_group(&sim);
+    let err = pool.assign(key(1), &group, pod(1)).await.unwrap_err();
+    assert!(err.to_string().contains("EC2 throttled"), "{err}");
+    // The reconciler retries on its own once the backoff ends, without any
+    // further event, until the throttling stops.
+    loop {
+        let snapshot = pool.snapshot();
+        if snapshot.addresses().next().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    pool.assign(key(1), &group, pod(1)).await.expect("address");
+    assert_eq!(
+        cloud.count(Call::AssignIps),
+        4,
+        "three throttled, one through"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_keeps_assignments_and_sets_up_secondary_enis_again() {
+    let sim = sim("m5.large", 12);
+    let (_tmp, dir) = state_dir();
+    let group = default_group(&sim);
+    let before = {
+        let hooks = Arc::new(RecordingHooks::default());
+        let pool = start(
+            Arc::new(TestCloud::new(sim.clone())),
+            &dir,
+            "{}",
+            config(),
+            hooks,
+        )
+        .await;
+        fill(&pool, &group, 0..12).await;
+        pool.release(&key(3)).expect("release");
+        let before = pool.assignments();
+        pool.shutdown().await;
+        before
+    };
+    let hooks = Arc::new(RecordingHooks::default());
+    let cloud = Arc::new(TestCloud::new(sim.clone()));
+    let pool = start(cloud.clone(), &dir, "{}", config(), hooks.clone()).await;
+    let held = |all: Vec<weft_host::ipam::Assignment>| {
+        all.into_iter()
+            .map(|a| (a.key, a.ip, a.pod))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(held(pool.assignments()), held(before));
+    let secondary: Vec<String> = sim
+        .list_enis()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.device_index() != Some(0))
+        .map(|e| e.id)
+        .collect();
+    assert!(!secondary.is_empty());
+    assert_eq!(
+        *hooks.attached.lock().unwrap(),
+        secondary,
+        "every secondary ENI is set up again at start"
+    );
+    pool.reconcile().await.expect("round");
+    check_invariants(&pool, &sim, 29).await;
+    let snapshot = serde_json::to_value(pool.snapshot()).expect("serialisable");
+    assert_eq!(snapshot["assignments"].as_array().map(Vec::len), Some(11));
+}
+
+#[tokio::test]
+async fn a_second_pool_on_the_same_state_directory_is_refused() {
+    let sim: Arc<SimCloud> = sim("m5.large", 13);
+    let (_tmp, dir) = state_dir();
+    let _pool = start(
+        Arc::new(TestCloud::new(sim.clone())),
+        &dir,
+        "{}",
+        config(),
+        Default::default(),
+    )
+    .await;
+    let err = weft_host::state::StateDir::open(&dir).unwrap_err();
+    assert!(err.to_string().contains("locked"), "{err}");
+}
+
+#[tokio::test]
+async fn a_full_subnet_is_named_when_an_add_gives_up() {
+    // A /28: 11 usable addresses, one of them the primary ENI's own.
+    let sim = Arc::new(
+        SimCloud::builder()
+            .seed(14)
+            .instance_type("m5.large")
+            .subnet("10.0.0.0/28")
+            .build()
+            .expect("simulator"),
+    );
+    let cloud = Arc::new(TestCloud::new(sim.clone()));
+    let (_tmp, dir) = state_dir();
+    let config = PoolConfig {
+        add_wait_ms: 300,
+        ..config()
+    };
+    let pool = start(cloud.clone(), &dir, "{}", config, Default::default()).await;
+    let group = default_group(&sim);
+    fill(&pool, &group, 0..9).await;
+    let err = pool.assign(key(9), &group, pod(9)).await.unwrap_err();
+    let PoolError::TryAgain { reason, .. } = &err else {
+        panic!("{err}");
+    };
+    assert!(
+        matches!(reason.kind, BlockedKind::SubnetFull | BlockedKind::NoSubnet),
+        "{err}"
+    );
+    assert!(err.to_string().contains("subnet"), "{err}");
+    // The group does not ask EC2 again on every ADD.
+    let asked = cloud.calls().len();
+    let again = pool.assign(key(10), &group, pod(10)).await.unwrap_err();
+    assert!(again.to_string().contains("subnet"), "{again}");
+    assert_eq!(cloud.calls().len(), asked, "{:?}", cloud.calls());
+    check_invariants(&pool, &sim, 29).await;
+}
+
+#[tokio::test]
+async fn an_eni_the_node_cannot_set_up_is_given_back() {
+    let sim = sim("m5.large", 15);
+    let cloud = Arc::new(TestCloud::new(sim.clone()));
+    let (_tmp, dir) = state_dir();
+    let hooks = Arc::new(RecordingHooks::default());
+    hooks
+        .fail_attach
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let config = PoolConfig {
+        add_wait_ms: 300,
+        primary_eni_serves_pods: false,
+        ..config()
+    };
+    let pool = start(cloud.clone(), &dir, "{}", config, hooks.clone()).await;
+    let group = pool.default_group();
+    let err = pool.assign(key(1), &group, pod(1)).await.unwrap_err();
+    assert!(err.to_string().contains("cannot set the MTU"), "{err}");
+    assert!(cloud.count(Call::CreateEni) >= 1);
+    assert_eq!(cloud.count(Call::CreateEni), cloud.count(Call::DeleteEni));
+    assert_eq!(
+        *hooks.released.lock().unwrap(),
+        *hooks.attached.lock().unwrap()
+    );
+    check_invariants(&pool, &sim, 29).await;
+    // Once the node can set ENIs up, pods get addresses.
+    hooks
+        .fail_attach
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    pool.assign(key(1), &group, pod(1)).await.expect("address");
+}
+
+#[tokio::test]
+async fn an_eni_deleted_behind_the_agents_back_leaves_the_pool_at_the_next_resync() {
+    let sim = sim("m5.large", 16);
+    let cloud = Arc::new(TestCloud::new(sim.clone()));
+    let (_tmp, dir) = state_dir();
+    let config = PoolConfig {
+        inventory_resync_seconds: 0,
+        ..config()
+    };
+    let pool = start(
+        cloud.clone(),
+        &dir,
+        "{}",
+        config.clone(),
+        Default::default(),
+    )
+    .await;
+    let group = default_group(&sim);
+    fill(&pool, &group, 0..12).await;
+    let victim = pool
+        .assignments()
+        .into_iter()
+        .find_map(|a| {
+            let placed = pool.snapshot();
+            placed
+                .enis
+                .iter()
+                .find(|e| !e.primary && e.addresses.iter().any(|x| x.ip == a.ip))
+                .map(|e| (e.id.clone(), a.key))
+        })
+        .expect("a pod on a secondary ENI");
+    sim.delete_eni(&victim.0)
+        .await
+        .expect("someone deletes the ENI");
+
+    pool.reconcile().await.expect("round");
+    let snapshot = pool.snapshot();
+    assert!(snapshot.enis.iter().all(|e| e.id != victim.0));
+    assert!(pool.assignments().iter().all(|a| a.key != victim.1));
+    check_invariants(&pool, &sim, 29).await;
+    // The dropped assignments are gone from the checkpoint too.
+    pool.shutdown().await;
+    drop(pool);
+    let state = weft_host::state::StateDir::open(&dir).expect("state");
+    let checkpoint = state.load_checkpoint().expect("checkpoint");
+    assert!(checkpoint.allocations.iter().all(|a| a.key != victim.1));
+}

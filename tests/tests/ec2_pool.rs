@@ -1,0 +1,191 @@
+//! The pool service on `Ec2Cloud` against the moto EC2 emulator (moto-backed): ADD waiting for a
+//! scale-up, a second ENI, scale-down back to the primary ENI, restart, and start-up recovery of
+//! an ENI whose create was interrupted. Prefixes and limits, which moto does not model, are
+//! covered on `SimCloud` in `weft-host`'s `reconcile_*` tests.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+use weft_host::cloud::{Cloud, Ec2Cloud};
+use weft_host::ipam::{AssignmentKey, PodMeta, SgSet};
+use weft_host::metrics::Metrics;
+use weft_host::policy::{PoliciesConfig, PolicyConfig, PolicySet};
+use weft_host::reconcile::{NoHooks, Pool, PoolConfig, PoolDeps, TAG_OPERATION};
+use weft_host::state::{Operation, StateDir};
+use weft_tests::support::{moto, vpc};
+
+const SETTINGS: &str = r#"{"warm-ip-target": 2, "min-eni-age-seconds": 0}"#;
+
+fn key(n: u32) -> AssignmentKey {
+    AssignmentKey::new("weft", format!("c{n}"), "eth0")
+}
+
+fn pod(n: u32) -> PodMeta {
+    PodMeta {
+        namespace: "default".into(),
+        name: format!("pod-{n}"),
+        uid: format!("uid-{n}"),
+    }
+}
+
+async fn start(cloud: Arc<Ec2Cloud>, dir: &Path) -> Arc<Pool> {
+    let metrics = Arc::new(Metrics::new());
+    let policies = PoliciesConfig {
+        pool_sizing: Some(PolicyConfig {
+            settings: serde_json::from_str(SETTINGS).expect("JSON"),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Pool::start(PoolDeps {
+        cloud,
+        policies: Arc::new(PolicySet::from_config(&policies, metrics.clone()).expect("policies")),
+        state: StateDir::open(dir).expect("state directory"),
+        metrics,
+        hooks: Arc::new(NoHooks),
+        config: PoolConfig {
+            cooldown_seconds: 0,
+            min_eni_age_seconds: 0,
+            add_wait_ms: 30_000,
+            resync_seconds: 3_600,
+            ..Default::default()
+        },
+    })
+    .await
+    .expect("pool starts")
+}
+
+/// Secondary addresses of every ENI attached to the node, as EC2 reports them.
+async fn ec2_addresses(cloud: &Ec2Cloud) -> BTreeSet<Ipv4Addr> {
+    cloud
+        .list_enis()
+        .await
+        .expect("list")
+        .iter()
+        .flat_map(|e| e.secondary_ips.clone())
+        .collect()
+}
+
+/// moto-backed: ADDs on an empty node wait for the reconciler, which fills the primary ENI and
+/// creates a second one (tagged with its journal operation); every assigned address is on the
+/// node in EC2; after every pod is gone the second ENI is deleted and the free addresses are
+/// given back down to the warm target; a restart keeps the assignments.
+#[tokio::test]
+async fn pods_come_and_go_and_the_pool_follows_on_ec2() {
+    let moto = moto::session();
+    let client = vpc::client(&moto.url()).await;
+    let test = vpc::create(&client, "m5.large").await;
+    let cloud =
+        Arc::new(vpc::ec2_cloud(&moto.url(), &test.node, Arc::new(Metrics::new()), |_| {}).await);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("state");
+    let group = SgSet::new(test.node.security_groups.clone());
+
+    let pool = start(cloud.clone(), &dir).await;
+    let mut ips = BTreeSet::new();
+    for n in 0..12 {
+        let placed = pool.assign(key(n), &group, pod(n)).await.expect("address");
+        assert!(ips.insert(placed.ip), "{} handed out twice", placed.ip);
+    }
+    let on_ec2 = ec2_addresses(&cloud).await;
+    assert!(ips.is_subset(&on_ec2), "{ips:?} not all on {on_ec2:?}");
+    let enis = cloud.list_enis().await.expect("list");
+    assert_eq!(enis.len(), 2, "the primary ENI has 9 slots: a second ENI");
+    assert!(
+        enis[1].tags.contains_key(TAG_OPERATION),
+        "{:?}",
+        enis[1].tags
+    );
+
+    // Restart: same assignments, nothing to do.
+    pool.shutdown().await;
+    drop(pool);
+    let pool = start(cloud.clone(), &dir).await;
+    let held: BTreeSet<Ipv4Addr> = pool.assignments().iter().map(|a| a.ip).collect();
+    assert_eq!(held, ips);
+
+    for n in 0..12 {
+        pool.release(&key(n)).expect("release");
+    }
+    for _ in 0..4 {
+        pool.reconcile().await.expect("round");
+    }
+    let enis = cloud.list_enis().await.expect("list");
+    assert_eq!(enis.len(), 1, "the second ENI was released");
+    assert_eq!(enis[0].id, test.node.primary_eni_id);
+    assert_eq!(ec2_addresses(&cloud).await.len(), 2, "warm-ip-target 2");
+    assert_eq!(
+        vpc::all_enis(&client, &test.node.vpc_id).await.len(),
+        1,
+        "no ENI left behind in the VPC"
+    );
+    let report = pool.reconcile().await.expect("round");
+    assert_eq!(report.cloud_changes, 0, "{report:?}");
+}
+
+/// moto-backed: a journaled create whose ENI exists but was never attached (the agent died
+/// between create and attach) is found by its operation tag at start and deleted.
+#[tokio::test]
+async fn an_interrupted_create_is_undone_at_start() {
+    let moto = moto::session();
+    let client = vpc::client(&moto.url()).await;
+    let test = vpc::create(&client, "m5.large").await;
+    let cloud =
+        Arc::new(vpc::ec2_cloud(&moto.url(), &test.node, Arc::new(Metrics::new()), |_| {}).await);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("state");
+
+    let orphan = {
+        let state = StateDir::open(&dir).expect("state directory");
+        let (mut journal, _) = state.open_journal().expect("journal");
+        let intent = journal
+            .begin(
+                Operation::CreateEni {
+                    subnet_id: test.node.subnet_id.clone(),
+                    security_groups: SgSet::new(test.node.security_groups.clone()),
+                    ips: 2,
+                    prefixes: 0,
+                },
+                SystemTime::now(),
+            )
+            .expect("journal");
+        client
+            .create_network_interface()
+            .subnet_id(&test.node.subnet_id)
+            .set_groups(Some(test.node.security_groups.clone()))
+            .secondary_private_ip_address_count(2)
+            .tag_specifications(
+                aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::NetworkInterface)
+                    .tags(
+                        aws_sdk_ec2::types::Tag::builder()
+                            .key(TAG_OPERATION)
+                            .value(intent.id.as_str())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("CreateNetworkInterface")
+            .network_interface()
+            .and_then(|e| e.network_interface_id())
+            .expect("id")
+            .to_owned()
+    };
+    assert_eq!(vpc::all_enis(&client, &test.node.vpc_id).await.len(), 2);
+
+    let pool = start(cloud.clone(), &dir).await;
+    let left: Vec<String> = vpc::all_enis(&client, &test.node.vpc_id)
+        .await
+        .iter()
+        .filter_map(|e| e.network_interface_id().map(str::to_owned))
+        .collect();
+    assert!(!left.contains(&orphan), "{orphan} still exists: {left:?}");
+    pool.shutdown().await;
+    drop(pool);
+    let state = StateDir::open(&dir).expect("state directory");
+    assert!(state.open_journal().expect("journal").1.is_empty());
+}
