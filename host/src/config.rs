@@ -24,7 +24,8 @@
 //! Every table and field but `[cloud]` has a default; unknown fields are
 //! refused so a typo fails at start, not silently.
 
-use crate::cloud::{Ec2Config, NodeIdentity, SimCloud, SubnetSpec};
+use crate::cloud::sim::SubnetSpec;
+use crate::cloud::{Ec2Config, NodeIdentity, SimCloud};
 use crate::plumbing::PlumbingConfig;
 use crate::policy::PoliciesConfig;
 use crate::reconcile::PoolConfig;
@@ -350,7 +351,10 @@ impl Ec2Section {
                 subnet_id: id.subnet_id.clone(),
                 security_groups: id.security_groups.clone(),
                 mac: id.mac.parse().map_err(|_| {
-                    Error::Config(format!("[cloud.identity]: `mac` {:?} is not a MAC address", id.mac))
+                    Error::Config(format!(
+                        "[cloud.identity]: `mac` {:?} is not a MAC address",
+                        id.mac
+                    ))
                 })?,
             });
         }
@@ -379,8 +383,8 @@ mod tests {
 
     #[test]
     fn ec2_needs_a_cluster_name() {
-        let err = AgentConfig::parse("[cloud]\nprovider = \"ec2\"\ncluster-name = \"\"\n")
-            .unwrap_err();
+        let err =
+            AgentConfig::parse("[cloud]\nprovider = \"ec2\"\ncluster-name = \"\"\n").unwrap_err();
         assert!(err.contains("cluster-name"), "{err}");
     }
 

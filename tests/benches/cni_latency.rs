@@ -41,9 +41,7 @@ fn main() {
     enter(&agent.node);
 
     let netconf = agent.netconf("1.0.0");
-    let weft = measure(pods, |cmd, ns, i| {
-        run(&plugin, cmd, ns, i, &netconf)
-    });
+    let weft = measure(pods, |cmd, ns, i| run(&plugin, cmd, ns, i, &netconf));
 
     let data = tempfile::tempdir().expect("temp dir");
     let reference_conf = json!({
@@ -54,14 +52,21 @@ fn main() {
         "ipam": {"type": "host-local", "subnet": "10.77.0.0/16", "dataDir": data.path()},
     });
     let ptp = Path::new("/usr/lib/cni/ptp");
-    assert!(ptp.is_file(), "install containernetworking-plugins (scripts/setup)");
-    let reference = measure(pods, |cmd, ns, i| {
-        run(ptp, cmd, ns, i, &reference_conf)
-    });
+    assert!(
+        ptp.is_file(),
+        "install containernetworking-plugins (scripts/setup)"
+    );
+    let reference = measure(pods, |cmd, ns, i| run(ptp, cmd, ns, i, &reference_conf));
 
     println!("CNI latency, {pods} pods sequentially, exec to exit (ms):");
-    println!("{:<22} {:>8} {:>8} {:>8} {:>8}", "", "ADD p50", "ADD p90", "DEL p50", "DEL p90");
-    for (name, t) in [("weft (warm pool)", &weft), ("ptp + host-local", &reference)] {
+    println!(
+        "{:<22} {:>8} {:>8} {:>8} {:>8}",
+        "", "ADD p50", "ADD p90", "DEL p50", "DEL p90"
+    );
+    for (name, t) in [
+        ("weft (warm pool)", &weft),
+        ("ptp + host-local", &reference),
+    ] {
         println!(
             "{name:<22} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
             ms(pct(&t.add, 50)),
@@ -84,7 +89,9 @@ struct Timings {
 
 /// ADDs `pods` pods one after another, then DELs them, timing each exec.
 fn measure(pods: usize, mut plugin: impl FnMut(&str, &TestNetns, usize) -> Duration) -> Timings {
-    let namespaces: Vec<TestNetns> = (0..pods).map(|i| TestNetns::new(&format!("b{i}"))).collect();
+    let namespaces: Vec<TestNetns> = (0..pods)
+        .map(|i| TestNetns::new(&format!("b{i}")))
+        .collect();
     let add = namespaces
         .iter()
         .enumerate()
@@ -147,7 +154,10 @@ fn wait_for_warm_pool(agent: &TestAgent, pods: usize) {
         if free as usize >= pods {
             return;
         }
-        assert!(Instant::now() < deadline, "the pool did not warm to {pods} addresses: {pool}");
+        assert!(
+            Instant::now() < deadline,
+            "the pool did not warm to {pods} addresses: {pool}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -159,7 +169,12 @@ fn enter(ns: &TestNetns) {
     // SAFETY: setns(2) on a valid namespace fd; this bench is single-threaded
     // when it spawns plugins.
     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns into the node namespace: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "setns into the node namespace: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 fn pct(samples: &[Duration], p: usize) -> Duration {

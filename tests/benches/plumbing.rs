@@ -8,12 +8,11 @@
 //!   veth removal started in the background);
 //! * DEL+wait: `teardown_pod` plus waiting for the veth to be gone.
 
-
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use weft_tests::support::netns::{TestNetns, root_or_skip};
 use weft_host::plumbing::{Plumbing, PlumbingConfig, PodNetwork};
+use weft_tests::support::netns::{TestNetns, root_or_skip};
 
 const PODS: u8 = 50;
 

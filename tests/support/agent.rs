@@ -77,10 +77,18 @@ node-netns = "{netns}"
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !self.socket().exists() {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("weftd exited with {status}:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "weftd did not open its socket:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "weftd did not open its socket:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -116,7 +124,14 @@ node-netns = "{netns}"
 
     /// Execs the plugin for `command` on container `id` in `netns` for pod
     /// `name` with `netconf` on stdin.
-    pub fn cni(&self, command: &str, id: &str, netns: &Path, name: &str, netconf: &serde_json::Value) -> Output {
+    pub fn cni(
+        &self,
+        command: &str,
+        id: &str,
+        netns: &Path,
+        name: &str,
+        netconf: &serde_json::Value,
+    ) -> Output {
         exec_plugin(
             None,
             &weft_plugin_binary(),
@@ -126,7 +141,10 @@ node-netns = "{netns}"
                 ("CNI_NETNS", &netns.display().to_string()),
                 ("CNI_IFNAME", "eth0"),
                 ("CNI_PATH", "/usr/lib/cni"),
-                ("CNI_ARGS", &format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=e2e;K8S_POD_NAME={name}")),
+                (
+                    "CNI_ARGS",
+                    &format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=e2e;K8S_POD_NAME={name}"),
+                ),
             ],
             &netconf.to_string(),
         )

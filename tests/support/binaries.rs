@@ -17,9 +17,7 @@ use std::sync::OnceLock;
 /// If cargo fails; the message carries cargo's output.
 pub fn weft_plugin_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| build("weft-cni", "weft"))
-        .clone()
+    BINARY.get_or_init(|| build("weft-cni", "weft")).clone()
 }
 
 /// The `weftd` node agent.
@@ -29,9 +27,7 @@ pub fn weft_plugin_binary() -> PathBuf {
 /// If cargo fails; the message carries cargo's output.
 pub fn weftd_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| build("weft-host", "weftd"))
-        .clone()
+    BINARY.get_or_init(|| build("weft-host", "weftd")).clone()
 }
 
 fn build(package: &str, bin: &str) -> PathBuf {
@@ -48,7 +44,15 @@ fn build(package: &str, bin: &str) -> PathBuf {
     let mut cargo = Command::new(env!("CARGO"));
     cargo
         .current_dir(workspace)
-        .args(["build", "--quiet", "-p", package, "--bin", bin, "--target-dir"])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            package,
+            "--bin",
+            bin,
+            "--target-dir",
+        ])
         .arg(target_dir);
     if profile_dir.file_name().is_some_and(|p| p == "release") {
         cargo.arg("--release");

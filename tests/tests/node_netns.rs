@@ -21,7 +21,9 @@ fn ok_json(out: &std::process::Output) -> Value {
 }
 
 fn pod_ip(result: &Value) -> String {
-    let cidr = result["ips"][0]["address"].as_str().expect("ips[0].address");
+    let cidr = result["ips"][0]["address"]
+        .as_str()
+        .expect("ips[0].address");
     assert!(cidr.ends_with("/32"), "pod address is a /32: {cidr}");
     cidr.trim_end_matches("/32").to_owned()
 }
@@ -40,7 +42,10 @@ fn pods_get_vpc_addresses_ping_each_other_and_the_node_and_del_cleans_up() {
     let (ip_a, ip_b) = (pod_ip(&ra), pod_ip(&rb));
     assert_ne!(ip_a, ip_b);
     for ip in [&ip_a, &ip_b] {
-        assert!(ip.starts_with("10.0."), "{ip} comes from the node's subnet 10.0.0.0/22");
+        assert!(
+            ip.starts_with("10.0."),
+            "{ip} comes from the node's subnet 10.0.0.0/22"
+        );
     }
 
     // The pod side, exactly as the VPC CNI wires it.
@@ -56,20 +61,34 @@ fn pods_get_vpc_addresses_ping_each_other_and_the_node_and_del_cleans_up() {
     assert_eq!(inet[0]["prefixlen"], json!(32));
     let routes = a.ip_json(&["route", "show"]);
     assert!(
-        routes.as_array().unwrap().iter().any(|r| r["dst"] == "default" && r["gateway"] == "169.254.1.1"),
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["dst"] == "default" && r["gateway"] == "169.254.1.1"),
         "default via 169.254.1.1: {routes}"
     );
     assert!(
-        routes.as_array().unwrap().iter().any(|r| r["dst"] == "169.254.1.1" && r["scope"] == "link"),
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["dst"] == "169.254.1.1" && r["scope"] == "link"),
         "169.254.1.1 scope link: {routes}"
     );
     let host_veth = ra["interfaces"][0]["name"].as_str().unwrap().to_owned();
     let host_mac = ra["interfaces"][0]["mac"].as_str().unwrap().to_owned();
     let neigh = a.ip_json(&["neigh", "show", "dev", "eth0"]);
     assert!(
-        neigh.as_array().unwrap().iter().any(|n| n["dst"] == "169.254.1.1"
-            && n["lladdr"] == json!(host_mac)
-            && n["state"].as_array().is_some_and(|s| s.contains(&json!("PERMANENT")))),
+        neigh
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["dst"] == "169.254.1.1"
+                && n["lladdr"] == json!(host_mac)
+                && n["state"]
+                    .as_array()
+                    .is_some_and(|s| s.contains(&json!("PERMANENT")))),
         "permanent neighbour 169.254.1.1 -> {host_mac}: {neigh}"
     );
 
@@ -78,7 +97,11 @@ fn pods_get_vpc_addresses_ping_each_other_and_the_node_and_del_cleans_up() {
     assert_eq!(node_routes[0]["dev"], json!(host_veth), "{node_routes}");
     let rules = agent.node.ip_json(&["rule", "show"]);
     assert!(
-        rules.as_array().unwrap().iter().any(|r| r["priority"] == 512 && r["dst"] == json!(ip_a) && r["table"] == "main"),
+        rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["priority"] == 512 && r["dst"] == json!(ip_a) && r["table"] == "main"),
         "rule 512 to {ip_a} lookup main: {rules}"
     );
 
@@ -97,11 +120,20 @@ fn pods_get_vpc_addresses_ping_each_other_and_the_node_and_del_cleans_up() {
     ok_del(&agent.cni("DEL", "ctr-never", &a.path(), "never", &netconf));
     let rules = agent.node.ip_json(&["rule", "show"]);
     assert!(
-        !rules.as_array().unwrap().iter().any(|r| r["dst"] == json!(ip_a) || r["src"] == json!(ip_a)),
+        !rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["dst"] == json!(ip_a) || r["src"] == json!(ip_a)),
         "no rule for {ip_a} after DEL: {rules}"
     );
     assert!(
-        agent.node.ip_json(&["route", "show", &ip_a]).as_array().unwrap().is_empty(),
+        agent
+            .node
+            .ip_json(&["route", "show", &ip_a])
+            .as_array()
+            .unwrap()
+            .is_empty(),
         "no route to {ip_a} after DEL"
     );
     assert!(!b.ping(&ip_a), "the deleted pod is unreachable");
@@ -131,26 +163,51 @@ fn check_catches_a_removed_route_and_gc_removes_stale_attachments() {
     let mut with_prev = netconf.clone();
     with_prev["prevResult"] = result.clone();
     let check = agent.cni("CHECK", "ctr-a", &a.path(), "a", &with_prev);
-    assert!(check.status.success(), "CHECK of a healthy pod passes: {}", String::from_utf8_lossy(&check.stdout));
+    assert!(
+        check.status.success(),
+        "CHECK of a healthy pod passes: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
 
     a.ip(&["route", "del", "default"]);
     let check = agent.cni("CHECK", "ctr-a", &a.path(), "a", &with_prev);
-    assert!(!check.status.success(), "CHECK catches the removed default route");
+    assert!(
+        !check.status.success(),
+        "CHECK catches the removed default route"
+    );
     let err: Value = serde_json::from_slice(&check.stdout).unwrap();
-    assert!(err["msg"].as_str().unwrap_or("").contains("route") || err["details"].as_str().unwrap_or("").contains("route"), "{err}");
+    assert!(
+        err["msg"].as_str().unwrap_or("").contains("route")
+            || err["details"].as_str().unwrap_or("").contains("route"),
+        "{err}"
+    );
 
     // GC with only ctr-b valid releases ctr-a and its node side.
     let ip_a = pod_ip(&result);
     let mut gc = netconf.clone();
     gc["cni.dev/valid-attachments"] = json!([{ "containerID": "ctr-b", "ifname": "eth0" }]);
     let out = agent.cni("GC", "", std::path::Path::new(""), "", &gc);
-    assert!(out.status.success(), "GC: {}", String::from_utf8_lossy(&out.stdout));
     assert!(
-        agent.node.ip_json(&["route", "show", &ip_a]).as_array().unwrap().is_empty(),
+        out.status.success(),
+        "GC: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        agent
+            .node
+            .ip_json(&["route", "show", &ip_a])
+            .as_array()
+            .unwrap()
+            .is_empty(),
         "GC removed the route of the stale attachment"
     );
     let pods = curl_json(&agent, "/v1/pods");
-    let held: Vec<_> = pods.as_array().unwrap().iter().map(|p| p["container_id"].clone()).collect();
+    let held: Vec<_> = pods
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["container_id"].clone())
+        .collect();
     assert_eq!(held, vec![json!("ctr-b")]);
 }
 
@@ -166,7 +223,13 @@ fn a_secondary_eni_gets_its_route_table_and_its_pods_their_from_rule() {
     let pods: Vec<_> = (0..8).map(|i| TestNetns::new(&format!("p{i}"))).collect();
     let mut ips = Vec::new();
     for (i, ns) in pods.iter().enumerate() {
-        let r = ok_json(&agent.cni("ADD", &format!("ctr-{i}"), &ns.path(), &format!("p{i}"), &netconf));
+        let r = ok_json(&agent.cni(
+            "ADD",
+            &format!("ctr-{i}"),
+            &ns.path(),
+            &format!("p{i}"),
+            &netconf,
+        ));
         ips.push(pod_ip(&r));
     }
     let rules = agent.node.ip_json(&["rule", "show"]);
@@ -176,11 +239,18 @@ fn a_secondary_eni_gets_its_route_table_and_its_pods_their_from_rule() {
         .iter()
         .filter(|r| r["priority"] == 1536)
         .collect();
-    assert!(!from_rules.is_empty(), "pods on a secondary ENI get `from IP lookup <table>`: {rules}");
+    assert!(
+        !from_rules.is_empty(),
+        "pods on a secondary ENI get `from IP lookup <table>`: {rules}"
+    );
     let table = from_rules[0]["table"].as_str().unwrap().to_owned();
     let eni_routes = agent.node.ip_json(&["route", "show", "table", &table]);
     assert!(
-        eni_routes.as_array().unwrap().iter().any(|r| r["dst"] == "default"),
+        eni_routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["dst"] == "default"),
         "the ENI's table {table} has a default route: {eni_routes}"
     );
     // Every pod reaches every other across ENIs.
@@ -204,7 +274,13 @@ fn chained_with_portmap_and_bandwidth_a_port_mapping_reaches_the_pod() {
         }
         c
     };
-    let weft = ok_json(&agent.cni("ADD", "ctr-web", &pod.path(), "web", &agent.netconf("1.0.0")));
+    let weft = ok_json(&agent.cni(
+        "ADD",
+        "ctr-web",
+        &pod.path(),
+        "web",
+        &agent.netconf("1.0.0"),
+    ));
     let port = free_port();
     let env = |cmd: &'static str| {
         vec![
@@ -220,7 +296,10 @@ fn chained_with_portmap_and_bandwidth_a_port_mapping_reaches_the_pod() {
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
         // The reference plugins act on the node: run them in its namespace.
         let plugin = std::path::PathBuf::from(format!("/usr/lib/cni/{bin}"));
-        assert!(plugin.is_file(), "install containernetworking-plugins (scripts/setup)");
+        assert!(
+            plugin.is_file(),
+            "install containernetworking-plugins (scripts/setup)"
+        );
         exec_plugin(Some(&agent.node), &plugin, &vars, &netconf.to_string())
     };
     let portmap = ok_json(&run(
@@ -241,31 +320,71 @@ fn chained_with_portmap_and_bandwidth_a_port_mapping_reaches_the_pod() {
             Some(&portmap),
         ),
     ));
-    assert_eq!(bandwidth["ips"], weft["ips"], "prevResult passed along unchanged");
+    assert_eq!(
+        bandwidth["ips"], weft["ips"],
+        "prevResult passed along unchanged"
+    );
 
     // A server in the pod, reached through the node's host port.
-    let server = pod.spawn("python3", &["-c", &format!(
-        "import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 8080)); s.listen(1); c,_=s.accept(); c.sendall(b'hello from the pod'); c.close()"
-    )]);
+    let server = pod.spawn(
+        "python3",
+        &[
+            "-c",
+            "import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); \
+             s.bind(('0.0.0.0', 8080)); s.listen(1); c,_=s.accept(); c.sendall(b'hello from the pod'); c.close()",
+        ],
+    );
     std::thread::sleep(std::time::Duration::from_millis(300));
     let got = agent.node.exec("python3", &["-c", &format!(
         "import socket; s=socket.create_connection(('{NODE_IP}', {port}), timeout=5); print(s.recv(100).decode())"
     )]);
     drop(server);
-    assert!(got.status.success(), "connect through the port mapping: {}", String::from_utf8_lossy(&got.stderr));
-    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "hello from the pod");
+    assert!(
+        got.status.success(),
+        "connect through the port mapping: {}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim(),
+        "hello from the pod"
+    );
 
-    ok_json_or_empty(&run("bandwidth", "DEL", conf(json!({"type": "bandwidth"}), Some(&portmap))));
-    ok_json_or_empty(&run("portmap", "DEL", conf(json!({"type": "portmap", "capabilities": {"portMappings": true}, "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 8080, "protocol": "tcp"}]}}), Some(&weft))));
-    ok_del(&agent.cni("DEL", "ctr-web", &pod.path(), "web", &agent.netconf("1.0.0")));
+    ok_json_or_empty(&run(
+        "bandwidth",
+        "DEL",
+        conf(json!({"type": "bandwidth"}), Some(&portmap)),
+    ));
+    ok_json_or_empty(&run(
+        "portmap",
+        "DEL",
+        conf(
+            json!({"type": "portmap", "capabilities": {"portMappings": true}, "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 8080, "protocol": "tcp"}]}}),
+            Some(&weft),
+        ),
+    ));
+    ok_del(&agent.cni(
+        "DEL",
+        "ctr-web",
+        &pod.path(),
+        "web",
+        &agent.netconf("1.0.0"),
+    ));
 }
 
 fn ok_json_or_empty(out: &std::process::Output) {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn curl_json(agent: &TestAgent, path: &str) -> Value {

@@ -3,13 +3,12 @@
 //! Each test builds its own "node" namespace (never the machine's) with
 //! stand-in NICs, and pod namespaces; all are deleted on drop.
 
-
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
-use weft_tests::support::netns::{TestNetns, root_or_skip};
 use serde_json::{Value, json};
 use weft_host::plumbing::{EniLink, Plumbing, PlumbingConfig, PodNetwork};
+use weft_tests::support::netns::{TestNetns, root_or_skip};
 
 /// Node address on the primary "ENI" (not managed by the plumbing).
 const NODE_IP: &str = "10.0.0.10";

@@ -62,7 +62,10 @@ impl Agent {
                     tracing::warn!(%key, error = %release, "could not release the address of a failed ADD");
                 }
                 Err(CniError::plumbing(
-                    format!("wiring pod {}/{} failed: {error}", req.pod.namespace, req.pod.name),
+                    format!(
+                        "wiring pod {}/{} failed: {error}",
+                        req.pod.namespace, req.pod.name
+                    ),
                     "the address was released; the runtime retries the ADD. weftd's log has the netlink error",
                 ))
             }
@@ -125,11 +128,9 @@ impl Agent {
             ));
         };
         let pod = self.pod_network(&held, &req.ifname, Some(req.netns.clone()));
-        let mut differences = self
-            .plumbing
-            .check_pod(&pod)
-            .await
-            .map_err(|e| CniError::plumbing(format!("checking pod {} failed: {e}", held.pod), ""))?;
+        let mut differences = self.plumbing.check_pod(&pod).await.map_err(|e| {
+            CniError::plumbing(format!("checking pod {} failed: {e}", held.pod), "")
+        })?;
         if !expected_ip_matches(&req, held.ip.into()) {
             differences.push(format!(
                 "the runtime's result does not carry the pod's address {}",
@@ -208,7 +209,7 @@ fn pod_meta(pod: &PodRef) -> PodMeta {
 }
 
 fn expected_ip_matches(req: &CheckRequest, ip: IpAddr) -> bool {
-    req.expected.ips.is_empty() || req.expected.ips.iter().any(|c| c.address.addr() == ip)
+    req.expected.ips.is_empty() || req.expected.ips.iter().any(|c| c.address.addr == ip)
 }
 
 /// A pool failure as the CNI error the runtime acts on.

@@ -1,32 +1,70 @@
 //! Node-side set-up of secondary ENIs, done by the plumbing when the pool
 //! service attaches or releases one.
 
-use crate::cloud::Eni;
+use crate::cloud::{Cloud, Eni};
 use crate::plumbing::{EniLink, Plumbing};
 use crate::reconcile::{EniHooks, HookFuture};
-use std::sync::Arc;
+use ipnet::Ipv4Net;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// [`EniHooks`] that give each secondary ENI its link settings, route table
 /// and rule through [`Plumbing`].
 pub struct PlumbingHooks {
     plumbing: Arc<Plumbing>,
+    cloud: Arc<dyn Cloud>,
     mtu: u32,
+    /// Subnet CIDRs by id: subnets never change their CIDR.
+    subnets: Mutex<HashMap<String, Ipv4Net>>,
 }
 
 impl PlumbingHooks {
-    /// Hooks over `plumbing`; ENI links get `mtu`.
-    pub fn new(plumbing: Arc<Plumbing>, mtu: u32) -> Self {
-        PlumbingHooks { plumbing, mtu }
+    /// Hooks over `plumbing`; ENI links get `mtu`; subnet CIDRs come from
+    /// `cloud` (asked once per unknown subnet).
+    pub fn new(plumbing: Arc<Plumbing>, cloud: Arc<dyn Cloud>, mtu: u32) -> Self {
+        PlumbingHooks {
+            plumbing,
+            cloud,
+            mtu,
+            subnets: Mutex::new(HashMap::new()),
+        }
     }
 
-    fn link(&self, eni: &Eni) -> Result<EniLink, String> {
-        let subnet = eni
-            .subnet_cidr
-            .ok_or_else(|| format!("ENI {} has no known subnet CIDR", eni.id))?;
+    async fn subnet_cidr(&self, subnet_id: &str) -> Result<Ipv4Net, String> {
+        let known = |subnets: &Mutex<HashMap<String, Ipv4Net>>| {
+            subnets
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(subnet_id)
+                .copied()
+        };
+        if let Some(cidr) = known(&self.subnets) {
+            return Ok(cidr);
+        }
+        let listed = self
+            .cloud
+            .list_subnets()
+            .await
+            .map_err(|e| format!("listing subnets to find {subnet_id}: {e}"))?;
+        self.subnets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(listed.into_iter().map(|s| (s.id, s.cidr)));
+        known(&self.subnets).ok_or_else(|| format!("subnet {subnet_id} is not in the node's VPC"))
+    }
+
+    async fn link(&self, eni: &Eni) -> Result<EniLink, String> {
+        let device_index = eni
+            .device_index()
+            .ok_or_else(|| format!("ENI {} is not attached", eni.id))?;
         Ok(EniLink {
-            mac: eni.mac.to_string().parse().map_err(|e| format!("ENI {}: {e}", eni.id))?,
-            device_index: eni.device_index,
-            subnet,
+            mac: eni
+                .mac
+                .to_string()
+                .parse()
+                .map_err(|e| format!("ENI {}: {e}", eni.id))?,
+            device_index,
+            subnet: self.subnet_cidr(&eni.subnet_id).await?,
             primary_ip: eni.primary_ip,
             mtu: self.mtu,
         })
@@ -36,7 +74,7 @@ impl PlumbingHooks {
 impl EniHooks for PlumbingHooks {
     fn on_attached<'a>(&'a self, eni: &'a Eni) -> HookFuture<'a> {
         Box::pin(async move {
-            let link = self.link(eni)?;
+            let link = self.link(eni).await?;
             self.plumbing
                 .setup_eni(&link)
                 .await
@@ -46,7 +84,7 @@ impl EniHooks for PlumbingHooks {
 
     fn on_released<'a>(&'a self, eni: &'a Eni) -> HookFuture<'a> {
         Box::pin(async move {
-            let link = self.link(eni)?;
+            let link = self.link(eni).await?;
             self.plumbing
                 .teardown_eni(&link)
                 .await

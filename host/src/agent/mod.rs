@@ -10,6 +10,7 @@ mod backend;
 mod hooks;
 mod result;
 
+use crate::Result;
 use crate::api::{ApiConfig, ApiServer};
 use crate::cloud::sim::NetnsEniLinks;
 use crate::cloud::{Cloud, Ec2Cloud, NodeIdentity};
@@ -19,7 +20,6 @@ use crate::plumbing::Plumbing;
 use crate::policy::PolicySet;
 use crate::reconcile::{Pool, PoolDeps};
 use crate::state::StateDir;
-use crate::{Error, Result};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -58,13 +58,17 @@ impl Agent {
                 Arc::new(sim.build(links)?)
             }
             CloudConfig::Ec2(ec2) => {
-                Arc::new(Ec2Cloud::new(ec2.ec2_config()?, metrics.clone()).await?)
+                Arc::new(Ec2Cloud::new(ec2.ec2_config()?, metrics.clone()).await)
             }
         };
         let node = cloud.identity().await?;
         let policies = Arc::new(PolicySet::from_config(&config.policies, metrics.clone())?);
         let state = StateDir::open(&config.agent.state_dir)?;
-        let hooks = Arc::new(PlumbingHooks::new(plumbing.clone(), config.plumbing.mtu));
+        let hooks = Arc::new(PlumbingHooks::new(
+            plumbing.clone(),
+            cloud.clone(),
+            config.plumbing.mtu,
+        ));
         let pool = Pool::start(PoolDeps {
             cloud,
             policies: policies.clone(),
@@ -111,13 +115,7 @@ impl Agent {
             Arc::new(move || metrics.encode()),
         )?;
         tracing::info!(socket = %config.agent.socket.display(), "serving the CNI API");
-        server
-            .serve(shutdown)
-            .await
-            .map_err(|source| Error::Io {
-                context: format!("serving {}", config.agent.socket.display()),
-                source,
-            })?;
+        server.serve(shutdown).await;
         self.pool.shutdown().await;
         Ok(())
     }

@@ -14,11 +14,11 @@ use crate::metrics::Metrics;
 use crate::policy::PolicySet;
 use crate::state::{DurableDatastore, StateDir};
 use std::net::Ipv4Addr;
-use std::time::Instant;
-use weft_policy_sdk::pool::PoolState;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use weft_policy_sdk::pool::PoolState;
 
 /// What the pool service needs.
 pub struct PoolDeps {
