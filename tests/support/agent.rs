@@ -29,7 +29,13 @@ impl TestAgent {
         let node = TestNetns::new("node");
         node.add_nic("ens5", "02:aa:00:00:00:05");
         node.ip(&["addr", "add", &format!("{NODE_IP}/22"), "dev", "ens5"]);
-        let dir = tempfile::tempdir().expect("a temp dir");
+        // State on tmpfs, as in production (`/run/weft`): the checkpoint is
+        // written before every ADD and DEL is answered.
+        let dir = tempfile::Builder::new()
+            .prefix("weft-test-")
+            .tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .expect("a temp dir");
         let config = format!(
             r#"[agent]
 socket = "{dir}/weftd.sock"
