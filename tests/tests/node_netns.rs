@@ -397,3 +397,64 @@ fn curl_json(agent: &TestAgent, path: &str) -> Value {
     assert!(out.status.success(), "GET {path}");
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+#[test]
+fn a_restarted_agent_keeps_its_pods_and_removes_leftovers() {
+    if !root_or_skip("a_restarted_agent…") {
+        return;
+    }
+    let mut agent = TestAgent::start("m5.large", "");
+    let netconf = agent.netconf("1.0.0");
+    let a = TestNetns::new("pod-a");
+    let ip_a = pod_ip(&ok_json(&agent.cni(
+        "ADD",
+        "ctr-a",
+        &a.path(),
+        "a",
+        &netconf,
+    )));
+
+    // Leftovers of a pod that went away while the agent was down: a host
+    // veth with Weft's prefix and the pod's rule.
+    agent.stop();
+    agent.node.ip(&[
+        "link",
+        "add",
+        "eni0123456789a",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "stray-peer",
+    ]);
+    agent.node.ip(&[
+        "rule", "add", "to", "10.0.3.3", "lookup", "main", "priority", "512",
+    ]);
+    agent.spawn();
+
+    let links = agent.node.ip_json(&["link", "show"]);
+    assert!(
+        !links
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["ifname"] == "eni0123456789a"),
+        "the stray veth is removed at start: {links}"
+    );
+    let rules = agent.node.ip_json(&["rule", "show"]);
+    assert!(
+        !rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["dst"] == "10.0.3.3"),
+        "the stray rule is removed at start: {rules}"
+    );
+    // The live pod kept its address, its wiring and its reachability.
+    let again = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
+    assert_eq!(pod_ip(&again), ip_a);
+    assert!(
+        a.ping(NODE_IP),
+        "pod a still reaches the node after the restart"
+    );
+}

@@ -166,20 +166,9 @@ impl Agent {
                 ifname: key.ifname.clone(),
             });
         }
-        let live: HashSet<String> = self
-            .pool
-            .assignments()
-            .iter()
-            .map(|a| self.plumbing.host_veth_name(&a.pod.namespace, &a.pod.name))
-            .collect();
-        let leftovers = self
-            .plumbing
-            .gc(&live)
+        self.remove_leftovers()
             .await
             .map_err(|e| CniError::plumbing(format!("GC of node leftovers failed: {e}"), ""))?;
-        if !leftovers.is_empty() {
-            tracing::info!(?leftovers, "GC removed node leftovers");
-        }
         Ok(GcResponse { released })
     }
 

@@ -20,6 +20,7 @@ use crate::plumbing::Plumbing;
 use crate::policy::PolicySet;
 use crate::reconcile::{Pool, PoolDeps};
 use crate::state::StateDir;
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -78,19 +79,44 @@ impl Agent {
             config: config.pool.clone(),
         })
         .await?;
-        tracing::info!(
-            instance = %node.instance_id,
-            instance_type = %node.instance_type,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "agent ready"
-        );
-        Ok(Arc::new(Agent {
+        let agent = Arc::new(Agent {
             pool,
             policies,
             plumbing,
             node,
             metrics,
-        }))
+        });
+        // Veths, routes and rules of pods that went away while the agent was
+        // down (the runtime's DEL found no agent) go now.
+        if let Err(error) = agent.remove_leftovers().await {
+            tracing::warn!(%error, "start-up GC of node leftovers failed; the next CNI GC retries");
+        }
+        tracing::info!(
+            instance = %agent.node.instance_id,
+            instance_type = %agent.node.instance_type,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "agent ready"
+        );
+        Ok(agent)
+    }
+
+    /// Removes host veths, routes and rules that belong to no attachment
+    /// the pool holds; each removal is logged.
+    async fn remove_leftovers(&self) -> Result<()> {
+        let live: HashSet<String> = self
+            .pool
+            .assignments()
+            .iter()
+            .map(|a| self.plumbing.host_veth_name(&a.pod.namespace, &a.pod.name))
+            .collect();
+        let leftovers = self.plumbing.gc(&live).await?;
+        if !leftovers.is_empty() {
+            tracing::info!(
+                ?leftovers,
+                "removed node leftovers of pods that no longer exist"
+            );
+        }
+        Ok(())
     }
 
     /// The pool service.
