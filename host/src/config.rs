@@ -164,35 +164,16 @@ pub struct Ec2Section {
     /// Timeout of one attempt of one EC2 call, in milliseconds.
     #[serde(default = "default_call_timeout_ms")]
     pub call_timeout_ms: u64,
-    /// The node's identity, for machines without IMDS. Read from IMDS when unset.
+    /// The node's identity (`[cloud.identity]`: instance-id, instance-type,
+    /// availability-zone, vpc-id, primary-eni-id, subnet-id,
+    /// security-groups, mac), for machines without IMDS. Read from IMDS
+    /// when unset.
     #[serde(default)]
-    pub identity: Option<IdentitySection>,
+    pub identity: Option<NodeIdentity>,
 }
 
 fn default_call_timeout_ms() -> u64 {
     10_000
-}
-
-/// `[cloud.identity]`: who the node is, when IMDS cannot say.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct IdentitySection {
-    /// EC2 instance id.
-    pub instance_id: String,
-    /// Instance type.
-    pub instance_type: String,
-    /// Availability zone.
-    pub availability_zone: String,
-    /// VPC id.
-    pub vpc_id: String,
-    /// The primary ENI's id.
-    pub primary_eni_id: String,
-    /// The primary ENI's subnet.
-    pub subnet_id: String,
-    /// The primary ENI's security groups.
-    pub security_groups: Vec<String>,
-    /// The primary ENI's MAC address.
-    pub mac: String,
 }
 
 /// The `[plumbing]` table.
@@ -336,29 +317,13 @@ impl SimSection {
 
 impl Ec2Section {
     /// The EC2 client's configuration.
-    pub fn ec2_config(&self) -> Result<Ec2Config> {
+    pub fn ec2_config(&self) -> Ec2Config {
         let mut config = Ec2Config::new(&self.cluster_name);
         config.region = self.region.clone();
         config.endpoint_url = self.endpoint_url.clone();
         config.call_timeout = Duration::from_millis(self.call_timeout_ms);
-        if let Some(id) = &self.identity {
-            config.identity = Some(NodeIdentity {
-                instance_id: id.instance_id.clone(),
-                instance_type: id.instance_type.clone(),
-                availability_zone: id.availability_zone.clone(),
-                vpc_id: id.vpc_id.clone(),
-                primary_eni_id: id.primary_eni_id.clone(),
-                subnet_id: id.subnet_id.clone(),
-                security_groups: id.security_groups.clone(),
-                mac: id.mac.parse().map_err(|_| {
-                    Error::Config(format!(
-                        "[cloud.identity]: `mac` {:?} is not a MAC address",
-                        id.mac
-                    ))
-                })?,
-            });
-        }
-        Ok(config)
+        config.identity = self.identity.clone();
+        config
     }
 }
 
@@ -386,6 +351,36 @@ mod tests {
         let err =
             AgentConfig::parse("[cloud]\nprovider = \"ec2\"\ncluster-name = \"\"\n").unwrap_err();
         assert!(err.contains("cluster-name"), "{err}");
+    }
+
+    #[test]
+    fn ec2_identity_for_machines_without_imds() {
+        let config = AgentConfig::parse(
+            r#"[cloud]
+provider = "ec2"
+cluster-name = "prod"
+[cloud.identity]
+instance-id = "i-0123456789abcdef0"
+instance-type = "m5.large"
+availability-zone = "us-west-2a"
+vpc-id = "vpc-1"
+primary-eni-id = "eni-1"
+subnet-id = "subnet-1"
+security-groups = ["sg-0123456789abcdef0"]
+mac = "02:aa:bb:cc:dd:ee"
+"#,
+        )
+        .unwrap();
+        let CloudConfig::Ec2(ec2) = config.cloud else {
+            panic!("ec2 expected")
+        };
+        let identity = ec2.ec2_config().identity.expect("identity from the file");
+        assert_eq!(identity.mac.to_string(), "02:aa:bb:cc:dd:ee");
+        let err = AgentConfig::parse(
+            "[cloud]\nprovider = \"ec2\"\ncluster-name = \"p\"\n[cloud.identity]\nmac = \"zz\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("invalid MAC address \"zz\""), "{err}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod cloud;
 pub mod config;
 pub mod error;
 pub mod ipam;
+pub mod mac;
 pub mod metrics;
 pub mod plumbing;
 pub mod policy;

@@ -58,11 +58,7 @@ impl PlumbingHooks {
             .device_index()
             .ok_or_else(|| format!("ENI {} is not attached", eni.id))?;
         Ok(EniLink {
-            mac: eni
-                .mac
-                .to_string()
-                .parse()
-                .map_err(|e| format!("ENI {}: {e}", eni.id))?,
+            mac: eni.mac,
             device_index,
             subnet: self.subnet_cidr(&eni.subnet_id).await?,
             primary_ip: eni.primary_ip,

@@ -59,7 +59,7 @@ impl Agent {
                 Arc::new(sim.build(links)?)
             }
             CloudConfig::Ec2(ec2) => {
-                Arc::new(Ec2Cloud::new(ec2.ec2_config()?, metrics.clone()).await)
+                Arc::new(Ec2Cloud::new(ec2.ec2_config(), metrics.clone()).await)
             }
         };
         let node = cloud.identity().await?;

@@ -2,9 +2,7 @@
 
 use ipnet::Ipv4Net;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
 /// Tag naming the Kubernetes cluster on every ENI Weft creates.
 pub const TAG_CLUSTER: &str = "weft.io/cluster";
@@ -18,45 +16,11 @@ pub const TAG_CREATE_TOKEN: &str = "weft.io/create-token";
 /// Addresses per /28 prefix.
 pub const PREFIX_ADDRESSES: u32 = 16;
 
-/// An Ethernet MAC address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
-
-/// A MAC address that is not six colon-separated hex octets.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid MAC address {0:?}: expected six hex octets like 0a:1b:2c:3d:4e:5f")]
-pub struct InvalidMac(pub String);
-
-impl FromStr for MacAddr {
-    type Err = InvalidMac;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = || InvalidMac(s.to_owned());
-        let mut octets = [0u8; 6];
-        let mut parts = s.split(':');
-        for octet in &mut octets {
-            let part = parts.next().ok_or_else(invalid)?;
-            if part.len() != 2 {
-                return Err(invalid());
-            }
-            *octet = u8::from_str_radix(part, 16).map_err(|_| invalid())?;
-        }
-        if parts.next().is_some() {
-            return Err(invalid());
-        }
-        Ok(MacAddr(octets))
-    }
-}
+pub use crate::mac::{InvalidMac, MacAddr};
 
 /// Who and where this node is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NodeIdentity {
     /// EC2 instance id.
     pub instance_id: String,

@@ -16,11 +16,11 @@ use rtnetlink::packet_route::route::RouteScope;
 use super::Plumbing;
 use super::error::PlumbingError;
 use super::links::{self, LinkView};
-use super::mac::MacAddr;
 use super::netns::{self, Netns};
 use super::pod::{POD_GATEWAY, PodNetwork};
 use super::routes::{self, MAIN_TABLE, RouteView};
 use super::rules::{self, FROM_POD_PRIORITY, RuleView, TO_POD_PRIORITY};
+use crate::mac::MacAddr;
 
 /// The gateway neighbour entry as found in the pod.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,10 +9,10 @@ use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 
 use super::error::PlumbingError;
 use super::links::{self, LinkView};
-use super::mac::MacAddr;
 use super::routes::{self, MAIN_TABLE};
 use super::rules::{self, ENI_PRIORITY, Selector};
 use super::{Plumbing, config, netns, nl, sysctl};
+use crate::mac::MacAddr;
 
 /// A secondary ENI attached to the node, as EC2 describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]

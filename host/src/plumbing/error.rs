@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use super::mac::MacAddr;
+use crate::mac::MacAddr;
 
 /// Everything that can go wrong while wiring pods and ENIs. Each message
 /// names the object and the operation, so a log line is actionable.

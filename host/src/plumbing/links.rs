@@ -21,9 +21,9 @@ use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec};
 use tokio::sync::oneshot;
 
 use super::error::PlumbingError;
-use super::mac::MacAddr;
 use super::netns::{self, Netns};
 use super::nl;
+use crate::mac::MacAddr;
 
 /// What the plumbing needs to know about a link.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,7 +32,6 @@ mod eni;
 mod error;
 mod gc;
 mod links;
-mod mac;
 pub mod names;
 mod netns;
 mod nl;
@@ -43,12 +42,12 @@ mod sysctl;
 
 use std::sync::Arc;
 
+pub use crate::mac::{InvalidMac, MacAddr};
 pub use config::{DEFAULT_MTU, PlumbingConfig};
 pub use eni::EniLink;
 pub use error::PlumbingError;
 pub use gc::{LeftoverRule, Leftovers};
 pub use links::LinkRemoval;
-pub use mac::{MacAddr, MacParseError};
 pub use pod::{POD_GATEWAY, PodLinks, PodNetwork};
 
 use netns::Netns;

@@ -8,11 +8,11 @@ use rtnetlink::packet_route::neighbour::NeighbourState;
 
 use super::error::PlumbingError;
 use super::links::{self, LinkRef, LinkRemoval, LinkView, VethEnd};
-use super::mac::MacAddr;
 use super::netns::{self, Netns};
 use super::routes::{self, MAIN_TABLE};
 use super::rules::{self, FROM_POD_PRIORITY, Selector, TO_POD_PRIORITY};
 use super::{Plumbing, config, names, nl, sysctl};
+use crate::mac::MacAddr;
 
 /// The pod's next hop: a link-local address answered by the host veth
 /// through a permanent neighbour entry (never configured on any interface).

@@ -1,10 +1,14 @@
-//! Ethernet MAC addresses as the plumbing reads, writes and reports them.
+//! Ethernet MAC addresses, as EC2 reports them for ENIs and as the plumbing
+//! reads and writes them over netlink.
 
 use std::fmt;
 use std::str::FromStr;
 
 /// A 48-bit Ethernet MAC address.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub struct MacAddr(pub [u8; 6]);
 
 impl MacAddr {
@@ -36,13 +40,13 @@ impl fmt::Display for MacAddr {
 #[error(
     "invalid MAC address {0:?}: expected six hex octets separated by ':', like 0a:1b:2c:3d:4e:5f"
 )]
-pub struct MacParseError(String);
+pub struct InvalidMac(pub String);
 
 impl FromStr for MacAddr {
-    type Err = MacParseError;
+    type Err = InvalidMac;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || MacParseError(s.to_owned());
+        let err = || InvalidMac(s.to_owned());
         let mut bytes = [0u8; 6];
         let mut parts = s.split(':');
         for byte in &mut bytes {
@@ -56,6 +60,20 @@ impl FromStr for MacAddr {
             return Err(err());
         }
         Ok(Self(bytes))
+    }
+}
+
+impl TryFrom<String> for MacAddr {
+    type Error = InvalidMac;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<MacAddr> for String {
+    fn from(mac: MacAddr) -> String {
+        mac.to_string()
     }
 }
 
