@@ -1,7 +1,7 @@
 //! The sandbox contains misbehaving components (tests/chaos-policy): each
 //! failure is reported with its kind and the next decision works.
 
-#[path = "policy_common.rs"]
+#[path = "policy_common/mod.rs"]
 mod common;
 
 use common::*;

@@ -1,7 +1,7 @@
 //! `PolicySet`: failure modes, validation, metrics, hot reload and the
 //! compiled-artifact cache.
 
-#[path = "policy_common.rs"]
+#[path = "policy_common/mod.rs"]
 mod common;
 
 use common::*;

@@ -6,7 +6,7 @@
 //! answered assignment. Runs with and without a (1 s) cooldown, so that
 //! scale-down meets cooling addresses.
 
-#[path = "reconcile_common.rs"]
+#[path = "reconcile_common/mod.rs"]
 mod common;
 
 use common::*;

@@ -28,6 +28,7 @@ use weft_policy_sdk::security;
 
 impl Agent {
     async fn add(&self, req: AddRequest) -> Result<AddResponse, ApiError> {
+        let _wiring = self.wiring.read().await;
         let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
         let meta = pod_meta(&req.pod);
         let groups = self.security_groups(&req.pod)?;

@@ -24,6 +24,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::RwLock;
 
 pub use hooks::PlumbingHooks;
 
@@ -34,6 +35,10 @@ pub struct Agent {
     plumbing: Arc<Plumbing>,
     node: NodeIdentity,
     metrics: Arc<Metrics>,
+    /// ADDs hold it shared while they wire a pod; the leftover sweep holds
+    /// it exclusively, so it never mistakes a veth being set up for a
+    /// leftover.
+    wiring: RwLock<()>,
 }
 
 impl Agent {
@@ -85,6 +90,7 @@ impl Agent {
             plumbing,
             node,
             metrics,
+            wiring: RwLock::new(()),
         });
         // Veths, routes and rules of pods that went away while the agent was
         // down (the runtime's DEL found no agent) go now.
@@ -103,6 +109,7 @@ impl Agent {
     /// Removes host veths, routes and rules that belong to no attachment
     /// the pool holds; each removal is logged.
     async fn remove_leftovers(&self) -> Result<()> {
+        let _no_adds = self.wiring.write().await;
         let live: HashSet<String> = self
             .pool
             .assignments()
