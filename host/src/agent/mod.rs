@@ -106,8 +106,9 @@ impl Agent {
         Ok(agent)
     }
 
-    /// Removes host veths, routes and rules that belong to no attachment
-    /// the pool holds; each removal is logged.
+    /// Compares the node's netlink state with the pool: removes host veths,
+    /// routes and rules that belong to no attachment the pool holds, and
+    /// reports attachments whose host veth is gone. Everything is logged.
     async fn remove_leftovers(&self) -> Result<()> {
         let _no_adds = self.wiring.write().await;
         let live: HashSet<String> = self
@@ -121,6 +122,14 @@ impl Agent {
             tracing::info!(
                 ?leftovers,
                 "removed node leftovers of pods that no longer exist"
+            );
+        }
+        for veth in self.plumbing.missing_veths(&live).await? {
+            // Kept: the pod may still exist; its DEL, a CHECK or the next CNI
+            // GC settles it, and releasing an address still routed is unsafe.
+            tracing::warn!(
+                %veth,
+                "a pod holding an address has no host veth on the node; its address stays until its DEL or GC"
             );
         }
         Ok(())

@@ -90,6 +90,25 @@ impl Plumbing {
         })
     }
 
+    /// Of `host_veths`, those that do not exist on the node: pods whose
+    /// wiring disappeared (a veth deleted by hand, a node namespace rebuilt).
+    pub async fn missing_veths<'a>(
+        &self,
+        host_veths: impl IntoIterator<Item = &'a String>,
+    ) -> Result<Vec<String>, PlumbingError> {
+        let present: HashSet<String> = links::dump(&self.host)
+            .await
+            .map_err(|e| PlumbingError::netlink("list node links", e))?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        Ok(host_veths
+            .into_iter()
+            .filter(|name| !present.contains(*name))
+            .cloned()
+            .collect())
+    }
+
     /// Reads the node's rules, routes and links and finds the leftovers.
     async fn scan(
         &self,
