@@ -28,7 +28,6 @@ use weft_policy_sdk::security;
 
 impl Agent {
     async fn add(&self, req: AddRequest) -> Result<AddResponse, ApiError> {
-        let _wiring = self.wiring.read().await;
         let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
         let meta = pod_meta(&req.pod);
         let groups = self.security_groups(&req.pod)?;
@@ -46,7 +45,13 @@ impl Agent {
             eni_table: (!placement.primary_eni).then_some(placement.device_index + 1),
             mtu: req.mtu,
         };
-        match self.plumbing.setup_pod(&pod).await {
+        // Only the wiring excludes the leftover sweep: an ADD waiting for an
+        // address must not hold up a GC.
+        let wired = {
+            let _wiring = self.wiring.read().await;
+            self.plumbing.setup_pod(&pod).await
+        };
+        match wired {
             Ok(links) => {
                 tracing::info!(
                     pod = %format_args!("{}/{}", req.pod.namespace, req.pod.name),
