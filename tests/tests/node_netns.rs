@@ -115,9 +115,9 @@ fn pods_get_vpc_addresses_ping_each_other_and_the_node_and_del_cleans_up() {
 
     // DEL removes the node side; a second DEL and a DEL of an unknown
     // container succeed.
-    ok_del(&agent.cni("DEL", "ctr-a", &a.path(), "a", &netconf));
-    ok_del(&agent.cni("DEL", "ctr-a", &a.path(), "a", &netconf));
-    ok_del(&agent.cni("DEL", "ctr-never", &a.path(), "never", &netconf));
+    succeeded(&agent.cni("DEL", "ctr-a", &a.path(), "a", &netconf));
+    succeeded(&agent.cni("DEL", "ctr-a", &a.path(), "a", &netconf));
+    succeeded(&agent.cni("DEL", "ctr-never", &a.path(), "never", &netconf));
     let rules = agent.node.ip_json(&["rule", "show"]);
     assert!(
         !rules
@@ -139,10 +139,11 @@ fn pods_get_vpc_addresses_ping_each_other_and_the_node_and_del_cleans_up() {
     assert!(!b.ping(&ip_a), "the deleted pod is unreachable");
 }
 
-fn ok_del(out: &std::process::Output) {
+/// Asserts a plugin call that prints no result (DEL) succeeded.
+fn succeeded(out: &std::process::Output) {
     assert!(
         out.status.success(),
-        "DEL failed: {}{}",
+        "plugin failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -357,12 +358,12 @@ fn chained_with_portmap_and_bandwidth_a_port_mapping_reaches_the_pod() {
         "hello from the pod"
     );
 
-    ok_json_or_empty(&run(
+    succeeded(&run(
         "bandwidth",
         "DEL",
         conf(json!({"type": "bandwidth"}), Some(&portmap)),
     ));
-    ok_json_or_empty(&run(
+    succeeded(&run(
         "portmap",
         "DEL",
         conf(
@@ -370,21 +371,13 @@ fn chained_with_portmap_and_bandwidth_a_port_mapping_reaches_the_pod() {
             Some(&weft),
         ),
     ));
-    ok_del(&agent.cni(
+    succeeded(&agent.cni(
         "DEL",
         "ctr-web",
         &pod.path(),
         "web",
         &agent.netconf("1.0.0"),
     ));
-}
-
-fn ok_json_or_empty(out: &std::process::Output) {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
 }
 
 fn free_port() -> u16 {
