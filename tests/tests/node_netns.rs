@@ -324,14 +324,26 @@ fn chained_with_portmap_and_bandwidth_a_port_mapping_reaches_the_pod() {
         "bandwidth",
         "ADD",
         conf(
-            json!({"type": "bandwidth", "ingressRate": 100_000_000, "ingressBurst": 1_000_000,
-                   "egressRate": 100_000_000, "egressBurst": 1_000_000}),
+            // Ingress shaping only: a tbf on the host veth. Egress shaping
+            // would load the `ifb` module, whose load creates ifb0/ifb1 in
+            // the machine's own namespace.
+            json!({"type": "bandwidth", "ingressRate": 100_000_000, "ingressBurst": 1_000_000}),
             Some(&portmap),
         ),
     ));
     assert_eq!(
         bandwidth["ips"], weft["ips"],
         "prevResult passed along unchanged"
+    );
+    let host_veth = weft["interfaces"][0]["name"].as_str().unwrap();
+    let qdiscs = std::process::Command::new("tc")
+        .args(["-n", &agent.node.name, "qdisc", "show", "dev", host_veth])
+        .output()
+        .expect("tc (iproute2)");
+    assert!(
+        String::from_utf8_lossy(&qdiscs.stdout).contains("tbf"),
+        "bandwidth shaped weft's host veth {host_veth}: {}",
+        String::from_utf8_lossy(&qdiscs.stdout)
     );
 
     // A server in the pod, reached through the node's host port.
