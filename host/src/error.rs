@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-/// Result with the crate's [`Error`].
+/// Result with the crate's [`Error`](enum@Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in the agent. Messages say what to fix.
