@@ -123,10 +123,14 @@ pub struct SimSection {
     /// Cluster name written to ENI tags.
     #[serde(default = "default_cluster")]
     pub cluster_name: String,
-    /// Make attached secondary ENIs real dummy links (with the ENI's MAC)
-    /// in the node namespace, so their host setup runs for real.
+    /// Make attached secondary ENIs real links (with the ENI's MAC) in the
+    /// node namespace, so their host setup runs for real.
     #[serde(default)]
     pub materialise_enis: bool,
+    /// Where the simulated VPC is kept across agent restarts; default
+    /// `sim-vpc.json` in the state directory. Delete it for a new VPC.
+    #[serde(default)]
+    pub state_file: Option<PathBuf>,
 }
 
 fn default_instance_type() -> String {
@@ -263,6 +267,7 @@ impl AgentConfig {
                 seed: 0,
                 cluster_name: default_cluster(),
                 materialise_enis: false,
+                state_file: None,
             }),
             pool: PoolConfig::default(),
             plumbing: PlumbingSection::default(),
@@ -290,12 +295,19 @@ impl AgentConfig {
 }
 
 impl SimSection {
-    /// Builds the simulator; `links` materialises attached ENIs as links.
+    /// Builds the simulator; `links` materialises attached ENIs as links;
+    /// the VPC is kept in `state-file`, else in `state_dir`.
     pub fn build(
         &self,
         links: Option<std::sync::Arc<dyn crate::cloud::sim::EniLinks>>,
+        state_dir: &Path,
     ) -> Result<SimCloud> {
+        let state_file = self
+            .state_file
+            .clone()
+            .unwrap_or_else(|| state_dir.join("sim-vpc.json"));
         let mut builder = SimCloud::builder()
+            .state_file(state_file)
             .seed(self.seed)
             .instance_type(&self.instance_type)
             .availability_zone(&self.availability_zone)

@@ -412,13 +412,14 @@ fn curl_json(agent: &TestAgent, path: &str) -> Value {
 }
 
 #[test]
-fn a_restarted_agent_removes_node_leftovers() {
+fn a_restarted_agent_keeps_its_pods_and_removes_node_leftovers() {
     if !root_or_skip("a_restarted_agent…") {
         return;
     }
     let mut agent = TestAgent::start("m5.large", "");
     let netconf = agent.netconf("1.0.0");
     let a = TestNetns::new("pod-a");
+    let b = TestNetns::new("pod-b");
     let ip_a = pod_ip(&ok_json(&agent.cni(
         "ADD",
         "ctr-a",
@@ -426,9 +427,16 @@ fn a_restarted_agent_removes_node_leftovers() {
         "a",
         &netconf,
     )));
+    let ip_b = pod_ip(&ok_json(&agent.cni(
+        "ADD",
+        "ctr-b",
+        &b.path(),
+        "b",
+        &netconf,
+    )));
 
-    // Leftovers of a pod that went away while the agent was down: a host
-    // veth with Weft's prefix and the pod's rule.
+    // While the agent is down: leftovers of a pod that went away (a host
+    // veth with Weft's prefix, its rule), and nothing else changes.
     agent.stop();
     agent.node.ip(&[
         "link",
@@ -463,15 +471,26 @@ fn a_restarted_agent_removes_node_leftovers() {
             .any(|r| r["dst"] == "10.0.3.3"),
         "the stray rule is removed at start: {rules}"
     );
-    // The pod is wired again. (The simulated VPC lives in the weftd process,
-    // so a restarted agent on `sim` meets a fresh VPC with the same seed:
-    // start-up drops the old assignments and the re-ADD gets its address
-    // anew. Restarts that keep assignments, against one cloud, are tested
-    // in host/tests/reconcile_*.rs.)
-    let again = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
-    assert_eq!(pod_ip(&again), ip_a);
+    // The pods kept their addresses (checkpoint + the simulated VPC kept in
+    // the state directory), their wiring and their reachability, untouched.
     assert!(
-        a.ping(NODE_IP),
-        "pod a still reaches the node after the restart"
+        !agent.log().contains("dropped assignment"),
+        "no assignment is dropped across a restart:\n{}",
+        agent.log()
+    );
+    assert!(a.ping(&ip_b), "pod a reaches pod b across the restart");
+    let pods = curl_json(&agent, "/v1/pods");
+    let held: Vec<_> = pods
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["ip"].clone())
+        .collect();
+    assert_eq!(held, vec![json!(ip_a), json!(ip_b)]);
+    let again = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
+    assert_eq!(
+        pod_ip(&again),
+        ip_a,
+        "a repeated ADD after the restart gets the same address"
     );
 }

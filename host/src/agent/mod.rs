@@ -49,6 +49,8 @@ impl Agent {
         let started = Instant::now();
         let metrics = Arc::new(Metrics::new());
         let plumbing = Arc::new(Plumbing::new(config.plumbing.plumbing_config()).await?);
+        // Opened (and locked) first: the simulator keeps its VPC in it.
+        let state = StateDir::open(&config.agent.state_dir)?;
         let cloud: Arc<dyn Cloud> = match &config.cloud {
             CloudConfig::Sim(sim) => {
                 // Attached ENIs become links with the ENI's MAC in the node
@@ -61,7 +63,7 @@ impl Agent {
                 let links = sim.materialise_enis.then(|| {
                     Arc::new(NetnsEniLinks::new(node_netns)) as Arc<dyn crate::cloud::sim::EniLinks>
                 });
-                Arc::new(sim.build(links)?)
+                Arc::new(sim.build(links, &config.agent.state_dir)?)
             }
             CloudConfig::Ec2(ec2) => {
                 Arc::new(Ec2Cloud::new(ec2.ec2_config(), metrics.clone()).await)
@@ -69,7 +71,6 @@ impl Agent {
         };
         let node = cloud.identity().await?;
         let policies = Arc::new(PolicySet::from_config(&config.policies, metrics.clone())?);
-        let state = StateDir::open(&config.agent.state_dir)?;
         let hooks = Arc::new(PlumbingHooks::new(
             plumbing.clone(),
             cloud.clone(),

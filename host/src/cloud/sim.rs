@@ -31,12 +31,13 @@ mod addresses;
 mod catalog;
 mod faults;
 mod links;
+mod persist;
 mod state;
 
 pub use faults::Fault;
 pub use links::{EniLinks, NetnsEniLinks};
 
-use super::api::Api;
+use super::api::{Api, ApiClass};
 use super::ratelimit::{Clock, RateLimiter, RateLimits, SystemClock};
 use super::types::*;
 use super::{Cloud, CloudError, CloudFuture, leak};
@@ -47,6 +48,8 @@ use rand::rngs::StdRng;
 use state::{SimState, SimSubnet};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -76,6 +79,7 @@ pub struct SimBuilder {
     start_time: Option<SystemTime>,
     links: Option<Arc<dyn EniLinks>>,
     leak_min_age: Duration,
+    state_file: Option<PathBuf>,
 }
 
 impl Default for SimBuilder {
@@ -93,6 +97,7 @@ impl Default for SimBuilder {
             start_time: None,
             links: None,
             leak_min_age: leak::DEFAULT_MIN_AGE,
+            state_file: None,
         }
     }
 }
@@ -183,6 +188,14 @@ impl SimBuilder {
         self
     }
 
+    /// Keeps the VPC in `path`: the ENIs saved there by an earlier simulator
+    /// of the same configuration are taken back at build, and every
+    /// changing call saves them, so an agent restart finds its VPC again.
+    pub fn state_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.state_file = Some(path.into());
+        self
+    }
+
     /// Builds the simulator with the node attached at device index 0 of the first subnet.
     pub fn build(self) -> Result<SimCloud, CloudError> {
         let invalid = |detail: String| CloudError::Fatal {
@@ -254,6 +267,13 @@ impl SimBuilder {
         state.identity.vpc_id = state.new_id("vpc");
         state.identity.subnet_id = state.subnets[0].id.clone();
         state.boot()?;
+        let persist = match self.state_file {
+            Some(path) => {
+                let generation = persist::restore(&path, &mut state, self.seed)?;
+                Some((path, AtomicU64::new(generation)))
+            }
+            None => None,
+        };
         let limiter = self
             .throttle
             .map(|limits| RateLimiter::new(&limits, self.clock.clone()));
@@ -267,6 +287,7 @@ impl SimBuilder {
             latency: self.latency,
             limiter,
             links: self.links,
+            persist,
         })
     }
 }
@@ -280,6 +301,8 @@ pub struct SimCloud {
     latency: BTreeMap<Api, Duration>,
     limiter: Option<RateLimiter>,
     links: Option<Arc<dyn EniLinks>>,
+    /// The state file and its save count, when the VPC is kept.
+    persist: Option<(PathBuf, AtomicU64)>,
 }
 
 impl SimCloud {
@@ -319,7 +342,21 @@ impl SimCloud {
         if let Some(fault) = faults.next(api, rng) {
             return Err(fault.error(api));
         }
-        op(&mut state)
+        let result = op(&mut state)?;
+        if api.class() != ApiClass::Describe {
+            self.save(&state)?;
+        }
+        Ok(result)
+    }
+
+    /// Saves the VPC when it has a state file.
+    fn save(&self, state: &SimState) -> Result<(), CloudError> {
+        match &self.persist {
+            Some((path, generation)) => {
+                persist::save(path, state, generation.fetch_add(1, Ordering::Relaxed) + 1)
+            }
+            None => Ok(()),
+        }
     }
 
     /// Detaches and deletes without fault injection (the undo path of a failed create).
@@ -335,6 +372,9 @@ impl SimCloud {
             let _ = state.detach(&eni.id);
         }
         let _ = state.delete(&eni.id);
+        if let Err(error) = self.save(&state) {
+            tracing::warn!(%error, "simulated VPC not saved after undoing a create");
+        }
     }
 
     /// Fails the next calls of `api` with these faults, in order.

@@ -83,7 +83,7 @@ impl From<&InstanceLimits> for weft_policy_sdk::pool::InstanceLimits {
 }
 
 /// State of a network interface.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EniStatus {
     /// Not attached: a leak candidate when it carries Weft's tags.
     Available,
@@ -111,7 +111,7 @@ impl EniStatus {
 }
 
 /// The attachment of an ENI to an instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Attachment {
     /// Attachment id, needed to detach.
     pub id: String,
@@ -126,7 +126,7 @@ pub struct Attachment {
 }
 
 /// A network interface.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Eni {
     /// ENI id.
     pub id: String,

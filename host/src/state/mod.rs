@@ -14,6 +14,7 @@ mod durable;
 mod error;
 mod journal;
 
+pub(crate) use atomic::write_atomic;
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint};
 pub use dir::StateDir;
 pub use durable::{CheckpointSink, DurableDatastore};

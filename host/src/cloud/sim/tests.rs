@@ -421,3 +421,48 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn a_simulator_with_a_state_file_finds_its_vpc_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vpc.json");
+    let build = || {
+        SimCloud::builder()
+            .seed(3)
+            .instance_type("m5.large")
+            .subnet("10.0.0.0/26")
+            .state_file(&file)
+            .build()
+            .expect("valid simulator")
+    };
+    let first = build();
+    let node = first.identity().await.unwrap();
+    let eni = create(&first, AddressRequest::Ips(4)).await.unwrap();
+    first.assign_ips(&node.primary_eni_id, 3).await.unwrap();
+    let before = first.list_enis().await.unwrap();
+    drop(first);
+
+    let second = build();
+    assert_eq!(second.identity().await.unwrap(), node, "same node");
+    assert_eq!(
+        second.list_enis().await.unwrap(),
+        before,
+        "same ENIs and addresses"
+    );
+    // New ids and addresses never repeat the kept ones.
+    let another = create(&second, AddressRequest::Ips(4)).await.unwrap();
+    assert_ne!(another.id, eni.id);
+    let held = second.held_addresses();
+    assert_eq!(
+        held.len(),
+        held.iter().collect::<BTreeSet<_>>().len(),
+        "no address held twice: {held:?}"
+    );
+    // Without the file, the same seed is a new VPC.
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(
+        build().list_enis().await.unwrap().len(),
+        1,
+        "only the primary ENI"
+    );
+}
