@@ -7,6 +7,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::Mutex;
 
@@ -41,6 +42,20 @@ pub struct PoolLabels {
     pub outcome: String,
 }
 
+/// Labels of a CNI request histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CniLabels {
+    /// `ADD`, `DEL`, `CHECK` or `GC`.
+    pub command: String,
+    /// `ok`, or the CNI error code answered (e.g. `11`).
+    pub outcome: String,
+}
+
+/// Bucket bounds of the CNI request histogram: 0.25 ms to about 16 s.
+fn cni_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 17))
+}
+
 /// All of the agent's counters.
 pub struct Metrics {
     /// Policy decisions by policy, decision and outcome.
@@ -49,6 +64,8 @@ pub struct Metrics {
     pub cloud_calls: Family<CloudLabels, Counter>,
     /// Pool-service ADDs and reconciler operations by outcome.
     pub pool_events: Family<PoolLabels, Counter>,
+    /// CNI requests served by the agent, by command and outcome, in seconds.
+    pub cni_requests: Family<CniLabels, Histogram, fn() -> Histogram>,
     registry: Mutex<Registry>,
 }
 
@@ -80,10 +97,18 @@ impl Metrics {
             "Pod ADDs and reconciler operations by outcome",
             pool_events.clone(),
         );
+        let cni_requests: Family<CniLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(cni_histogram);
+        registry.register(
+            "cni_request_seconds",
+            "CNI requests served by the agent, by command and outcome",
+            cni_requests.clone(),
+        );
         Metrics {
             policy_decisions,
             cloud_calls,
             pool_events,
+            cni_requests,
             registry: Mutex::new(registry),
         }
     }
@@ -117,6 +142,16 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Records one CNI request and how long the agent took to answer it.
+    pub fn cni(&self, command: &str, outcome: &str, elapsed: std::time::Duration) {
+        self.cni_requests
+            .get_or_create(&CniLabels {
+                command: command.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Renders every counter in the Prometheus text format.

@@ -137,6 +137,15 @@ fn pods_get_vpc_addresses_ping_each_other_and_the_node_and_del_cleans_up() {
         "no route to {ip_a} after DEL"
     );
     assert!(!b.ping(&ip_a), "the deleted pod is unreachable");
+
+    // Every request is in the agent's metrics, by command and outcome.
+    let metrics = curl_text(&agent, "/metrics");
+    for line in [
+        r#"weft_cni_request_seconds_count{command="ADD",outcome="ok"} 3"#,
+        r#"weft_cni_request_seconds_count{command="DEL",outcome="ok"} 3"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
 }
 
 /// Asserts a plugin call that prints no result (DEL) succeeded.
@@ -400,7 +409,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn curl_json(agent: &TestAgent, path: &str) -> Value {
+fn curl_text(agent: &TestAgent, path: &str) -> String {
     let out = std::process::Command::new("curl")
         .args(["-sf", "--unix-socket"])
         .arg(agent.socket())
@@ -408,7 +417,11 @@ fn curl_json(agent: &TestAgent, path: &str) -> Value {
         .output()
         .expect("curl (scripts/setup installs it)");
     assert!(out.status.success(), "GET {path}");
-    serde_json::from_slice(&out.stdout).unwrap()
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+fn curl_json(agent: &TestAgent, path: &str) -> Value {
+    serde_json::from_str(&curl_text(agent, path)).expect("JSON")
 }
 
 #[test]

@@ -17,8 +17,10 @@ use crate::plumbing::PodNetwork;
 use crate::reconcile::PoolError;
 use futures::future::BoxFuture;
 use std::collections::HashSet;
+use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Instant;
 use weft_cni::CniError;
 use weft_cni::api::{
     AddRequest, AddResponse, ApiError, Attachment, CheckRequest, CheckResponse, DelRequest,
@@ -219,21 +221,39 @@ fn pool_error(key: &AssignmentKey, error: PoolError) -> CniError {
     }
 }
 
+impl Agent {
+    /// Runs one CNI request and records its outcome and duration.
+    async fn observed<T>(
+        &self,
+        command: &str,
+        request: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let started = Instant::now();
+        let result = request.await;
+        let outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(error) => error.code.0.to_string(),
+        };
+        self.metrics.cni(command, &outcome, started.elapsed());
+        result
+    }
+}
+
 impl Backend for Agent {
     fn add(&self, req: AddRequest) -> BoxFuture<'_, Result<AddResponse, ApiError>> {
-        Box::pin(Agent::add(self, req))
+        Box::pin(self.observed("ADD", Agent::add(self, req)))
     }
 
     fn del(&self, req: DelRequest) -> BoxFuture<'_, Result<DelResponse, ApiError>> {
-        Box::pin(Agent::del(self, req))
+        Box::pin(self.observed("DEL", Agent::del(self, req)))
     }
 
     fn check(&self, req: CheckRequest) -> BoxFuture<'_, Result<CheckResponse, ApiError>> {
-        Box::pin(Agent::check(self, req))
+        Box::pin(self.observed("CHECK", Agent::check(self, req)))
     }
 
     fn gc(&self, req: GcRequest) -> BoxFuture<'_, Result<GcResponse, ApiError>> {
-        Box::pin(Agent::gc(self, req))
+        Box::pin(self.observed("GC", Agent::gc(self, req)))
     }
 
     fn status(&self) -> BoxFuture<'_, StatusResponse> {
