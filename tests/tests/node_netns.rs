@@ -507,3 +507,33 @@ fn a_restarted_agent_keeps_its_pods_and_removes_node_leftovers() {
         "a repeated ADD after the restart gets the same address"
     );
 }
+
+#[test]
+fn a_failed_add_gives_its_address_back() {
+    if !root_or_skip("a_failed_add…") {
+        return;
+    }
+    let agent = TestAgent::start("m5.large", "");
+    let netconf = agent.netconf("1.0.0");
+    // A path that exists but is no network namespace: the agent assigns an
+    // address, then the wiring fails.
+    let not_a_netns = agent.dir.path().join("not-a-netns");
+    std::fs::write(&not_a_netns, "").unwrap();
+    let out = agent.cni("ADD", "ctr-x", &not_a_netns, "x", &netconf);
+    assert!(!out.status.success(), "ADD into a non-namespace fails");
+    let err: Value = serde_json::from_slice(&out.stdout).expect("a CNI error object");
+    assert_eq!(err["code"], json!(103), "{err}");
+    assert!(err["msg"].as_str().unwrap().contains("e2e/x"), "{err}");
+    // Nothing is held for the container, and the node has no trace of it.
+    let pods = curl_json(&agent, "/v1/pods");
+    assert_eq!(pods, json!([]), "the address went back to the pool");
+    let host_links = agent.node.ip_json(&["link", "show"]);
+    assert!(
+        !host_links
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["ifname"].as_str().is_some_and(|n| n.starts_with("eni"))),
+        "no host veth left behind: {host_links}"
+    );
+}
