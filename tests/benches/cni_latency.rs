@@ -16,6 +16,7 @@
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use weft_host::api::PoolView;
 use weft_tests::support::agent::{TestAgent, exec_plugin};
 use weft_tests::support::netns::{TestNetns, root_or_skip};
 use weft_tests::weft_plugin_binary;
@@ -139,24 +140,20 @@ fn wait_for_warm_pool(agent: &TestAgent, pods: usize) {
             .arg("http://weft/v1/pool")
             .output()
             .expect("curl");
-        let pool: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        let free: u64 = pool["groups"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|g| g["enis"].as_array().into_iter().flatten())
-            .map(|e| {
-                e["ips"].as_u64().unwrap_or(0) + 16 * e["prefixes"].as_u64().unwrap_or(0)
-                    - e["assigned"].as_u64().unwrap_or(0)
-                    - e["cooling"].as_u64().unwrap_or(0)
-            })
+        // The pool exactly as the pool-sizing policy sees it.
+        let pool: Option<PoolView> = serde_json::from_slice(&out.stdout).ok();
+        let free: u32 = pool
+            .iter()
+            .flat_map(|p| &p.groups)
+            .flat_map(|g| &g.enis)
+            .map(|e| e.free())
             .sum();
         if free as usize >= pods {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "the pool did not warm to {pods} addresses: {pool}"
+            "the pool did not warm to {pods} addresses: {pool:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -5,11 +5,9 @@
 
 use serde_json::{Value, json};
 use std::future::Future;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
@@ -176,21 +174,8 @@ impl Exec {
 async fn exec_plugin(binary: &Path, env: Vec<(&'static str, String)>, stdin: Value) -> Exec {
     let binary = binary.to_owned();
     tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(&binary)
-            .env_clear()
-            .envs(env)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn weft");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.to_string().as_bytes())
-            .expect("stdin");
-        let out = child.wait_with_output().expect("wait");
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let out = weft_tests::support::agent::exec_plugin(None, &binary, &env, &stdin.to_string());
         Exec {
             success: out.status.success(),
             stdout: String::from_utf8(out.stdout)
@@ -200,7 +185,7 @@ async fn exec_plugin(binary: &Path, env: Vec<(&'static str, String)>, stdin: Val
         }
     })
     .await
-    .expect("exec thread")
+    .expect("the plugin thread")
 }
 
 const NETNS: &str = "/proc/self/ns/net";
