@@ -87,7 +87,8 @@ mod tests {
             let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../fuzz/cni/corpus")
                 .join(target);
-            let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            let entries =
+                std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
             let mut count = 0;
             for entry in entries {
                 run(&std::fs::read(entry.expect("entry").path()).expect("input"));

@@ -244,7 +244,9 @@ mod tests {
 
     /// Every input of a committed corpus (`fuzz/host/corpus/<target>/`).
     fn corpus(target: &str) -> Vec<Vec<u8>> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/host/corpus").join(target);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/host/corpus")
+            .join(target);
         let inputs: Vec<Vec<u8>> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
             .map(|entry| std::fs::read(entry.expect("entry").path()).expect("input"))

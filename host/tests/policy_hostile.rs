@@ -119,18 +119,23 @@ fn a_component_with_a_thousand_memories_fails_its_own_load_only() {
     let engine = engine();
     let good = load(&engine, SG_SELECTOR, "{}").expect("the default loads");
     for (what, wat, expected) in [
+        // The instance count is checked first.
         (
             "1000 memories",
             many_instances(1000, 1, 0),
-            "linear memories",
+            "1000 core module instances",
         ),
-        ("10 memories", many_instances(10, 1, 0), "linear memories"),
+        (
+            "3 memories",
+            many_instances(3, 1, 0),
+            "3 Wasm linear memories",
+        ),
         (
             "100 core instances",
             many_instances(100, 0, 0),
-            "core module instances",
+            "100 core module instances",
         ),
-        ("10 tables", many_instances(10, 0, 1), "tables"),
+        ("5 tables", many_instances(5, 0, 1), "5 tables"),
     ] {
         let err = CompiledPolicy::from_bytes(&engine, wat.as_bytes(), "greedy", None, None)
             .err()

@@ -291,7 +291,7 @@ fn open_trusted(path: &Path) -> Result<Option<File>, CacheError> {
 
 fn read_all(mut file: File, path: &Path) -> Result<Vec<u8>, CacheError> {
     let mut bytes = Vec::new();
-    file.by_ref()
+    Read::by_ref(&mut file)
         .take(MAX_ENTRY_BYTES)
         .read_to_end(&mut bytes)
         .map_err(|e| io(path, e))?;

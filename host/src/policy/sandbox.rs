@@ -36,7 +36,7 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Host resources (streams, pollables, ...) a decision may hold at once.
 const MAX_RESOURCES: usize = 256;
 /// Bytes the random sources cycle through.
-const RANDOM_CYCLE: [u8; 32] = *b"weft: decisions are deterministic";
+const RANDOM_CYCLE: [u8; 32] = *b"weft: decisions depend on input.";
 
 /// Limits of one decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
