@@ -118,6 +118,18 @@ node-netns = "{netns}"
         std::fs::read_to_string(self.dir.path().join("weftd.log")).unwrap_or_default()
     }
 
+    /// The body of `GET path` on the agent's API socket (e.g. `/metrics`).
+    pub fn get(&self, path: &str) -> String {
+        let out = Command::new("curl")
+            .args(["-sf", "--unix-socket"])
+            .arg(self.socket())
+            .arg(format!("http://weft{path}"))
+            .output()
+            .expect("curl (scripts/setup installs it)");
+        assert!(out.status.success(), "GET {path}");
+        String::from_utf8(out.stdout).expect("UTF-8")
+    }
+
     /// A netconf for this agent, in `cni_version`.
     pub fn netconf(&self, cni_version: &str) -> serde_json::Value {
         serde_json::json!({

@@ -139,7 +139,7 @@ fn pods_get_vpc_addresses_ping_each_other_and_the_node_and_del_cleans_up() {
     assert!(!b.ping(&ip_a), "the deleted pod is unreachable");
 
     // Every request is in the agent's metrics, by command and outcome.
-    let metrics = curl_text(&agent, "/metrics");
+    let metrics = agent.get("/metrics");
     for line in [
         r#"weft_cni_request_seconds_count{command="ADD",outcome="ok"} 3"#,
         r#"weft_cni_request_seconds_count{command="DEL",outcome="ok"} 3"#,
@@ -409,19 +409,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn curl_text(agent: &TestAgent, path: &str) -> String {
-    let out = std::process::Command::new("curl")
-        .args(["-sf", "--unix-socket"])
-        .arg(agent.socket())
-        .arg(format!("http://weft{path}"))
-        .output()
-        .expect("curl (scripts/setup installs it)");
-    assert!(out.status.success(), "GET {path}");
-    String::from_utf8(out.stdout).expect("UTF-8")
-}
-
 fn curl_json(agent: &TestAgent, path: &str) -> Value {
-    serde_json::from_str(&curl_text(agent, path)).expect("JSON")
+    serde_json::from_str(&agent.get(path)).expect("JSON")
 }
 
 #[test]
