@@ -762,7 +762,7 @@ fn an_address_leaves_after_enough_reads_over_the_grace_period_and_a_pods_is_quar
     );
     assert_eq!(ds.quarantined(), vec![ip(1)]);
     // It comes back in a read: still not handed out while quarantined.
-    let back = vec![eni("eni-0", 0, default_sg(), &[1, 2], later)];
+    let back = vec![eni("eni-0", 0, default_sg(), &[1, 2], now)];
     ds.observe_inventory(&back, later);
     assert!(ds.address(ip(1), later).is_none());
     // The node no longer routes it: the next read brings it back as free.

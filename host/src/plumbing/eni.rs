@@ -192,7 +192,7 @@ impl Plumbing {
     pub async fn routed(&self, ips: &[Ipv4Addr]) -> Result<Vec<Ipv4Addr>, PlumbingError> {
         let all = routes::dump(&self.host)
             .await
-            .map_err(|e| PlumbingError::netlink("list routes to find pod addresses".into(), e))?;
+            .map_err(|e| PlumbingError::netlink("list routes to find pod addresses", e))?;
         Ok(ips
             .iter()
             .filter(|ip| {

@@ -5,7 +5,6 @@ use super::Datastore;
 use super::slot::{EniEntry, Missing, Slot, Use, count, prefix_addresses};
 use crate::ipam::Now;
 use crate::ipam::model::{Assignment, CoolingAddress, Correction, Eni};
-use ipnet::Ipv4Net;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::Instant;
