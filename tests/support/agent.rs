@@ -26,6 +26,11 @@ impl TestAgent {
     /// Starts `weftd` with the simulator (`instance_type`, subnet
     /// `10.0.0.0/22`) and `extra` TOML appended to the configuration.
     pub fn start(instance_type: &str, extra: &str) -> TestAgent {
+        Self::start_with(instance_type, "", extra)
+    }
+
+    /// [`TestAgent::start`] with `cloud` lines added to the `[cloud]` table.
+    pub fn start_with(instance_type: &str, cloud: &str, extra: &str) -> TestAgent {
         let node = TestNetns::new("node");
         node.add_nic("ens5", "02:aa:00:00:00:05");
         node.ip(&["addr", "add", &format!("{NODE_IP}/22"), "dev", "ens5"]);
@@ -46,7 +51,7 @@ provider = "sim"
 instance-type = "{instance_type}"
 subnets = ["10.0.0.0/22"]
 materialise-enis = true
-
+{cloud}
 [plumbing]
 node-netns = "{netns}"
 {extra}
