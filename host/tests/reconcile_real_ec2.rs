@@ -433,7 +433,11 @@ async fn ten_nodes_sharing_one_account_warm_up_without_exhausting_it() {
         ] {
             refused += sim.calls(api).throttled;
         }
-        assert!(results[n].is_ok(), "node {n} did not converge: {:?}", results[n]);
+        assert!(
+            results[n].is_ok(),
+            "node {n} did not converge: {:?}",
+            results[n]
+        );
     }
     assert_eq!(refused, 0, "the fleet exhausted the account's buckets");
 }
