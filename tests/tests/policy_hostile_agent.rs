@@ -108,7 +108,7 @@ fn policies(
 name = "hostile-sg-{mode}"
 module = "{sg}"
 settings = {{ mode = "{mode}" }}
-deadline-ms = 100
+deadline-ms = 1000
 memory-mib = 16
 on-failure = "{sg_on_failure}"
 "#
@@ -120,7 +120,7 @@ on-failure = "{sg_on_failure}"
 name = "hostile-pool-{mode}"
 module = "{pool}"
 settings = {{ mode = "{mode}" }}
-deadline-ms = 100
+deadline-ms = 1000
 memory-mib = 16
 "#
         ));
