@@ -560,7 +560,7 @@ fn a_new_enis_late_device_is_waited_for_not_recreated() {
         .filter(|e| e["primary"] == false)
         .count();
     assert!(secondary >= 1, "{pool}");
-    let metrics = curl_text(&agent, "/metrics");
+    let metrics = agent.get("/metrics");
     let created = metrics
         .lines()
         .find(|l| {
