@@ -397,7 +397,10 @@ async fn bad_input_fails_with_a_clear_message_and_leaves_nothing() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("network namespace /proc/self/status"), "{err}");
+    assert!(
+        err.contains("/proc/self/status is not a network namespace"),
+        "{err}"
+    );
 
     let bad_ifname = PodNetwork {
         ifname: "a/b".into(),
