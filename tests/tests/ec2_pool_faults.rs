@@ -110,8 +110,8 @@ async fn warm_up_and_churn_under_30_percent_faults_converge_without_leaks() {
     let (mut next, mut adds, mut try_again, mut releases, mut crashes) = (0u32, 0, 0, 0, 0);
     for round in 0..rounds {
         // A burst of ADDs (concurrent, as pods start together), then some pods go.
-        let burst: Vec<u32> = (next..next + 6).collect();
-        next += 6;
+        let burst: Vec<u32> = (next..next + 10).collect();
+        next += 10;
         let results = futures_join(&pool, &group, &burst).await;
         for (n, result) in burst.iter().zip(results) {
             match result {
@@ -200,7 +200,7 @@ async fn warm_up_and_churn_under_30_percent_faults_converge_without_leaks() {
         in_ec2.len()
     );
     assert!(
-        stats.throttled + stats.internal + stats.unavailable + stats.delayed > 10,
+        stats.throttled + stats.internal + stats.unavailable + stats.delayed >= 5,
         "faults were injected: {stats:?}"
     );
 }
