@@ -26,11 +26,10 @@ impl TestAgent {
     /// Starts `weftd` with the simulator (`instance_type`, subnet
     /// `10.0.0.0/22`) and `extra` TOML appended to the configuration.
     pub fn start(instance_type: &str, extra: &str) -> TestAgent {
-        TestAgent::start_with(instance_type, "", extra)
+        Self::start_with(instance_type, "", extra)
     }
 
-    /// [`TestAgent::start`] with `cloud` TOML added to the `[cloud]` table
-    /// (e.g. `api-latency-ms = { AssignPrivateIpAddresses = 3000 }`).
+    /// [`TestAgent::start`] with `cloud` lines added to the `[cloud]` table.
     pub fn start_with(instance_type: &str, cloud: &str, extra: &str) -> TestAgent {
         let node = TestNetns::new("node");
         node.add_nic("ens5", "02:aa:00:00:00:05");
@@ -53,7 +52,6 @@ instance-type = "{instance_type}"
 subnets = ["10.0.0.0/22"]
 materialise-enis = true
 {cloud}
-
 [plumbing]
 node-netns = "{netns}"
 {extra}

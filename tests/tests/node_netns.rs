@@ -501,3 +501,54 @@ fn a_failed_add_gives_its_address_back() {
         "no host veth left behind: {host_links}"
     );
 }
+
+/// On EC2 a new ENI's device appears up to seconds after the attach call answered. With the
+/// simulator's links appearing 2 s late, pods that need a second ENI get their addresses; every
+/// ENI is created once and none is deleted (no create/delete loop).
+#[test]
+fn a_new_enis_late_device_is_waited_for_not_recreated() {
+    if !root_or_skip("a_new_enis_late_device…") {
+        return;
+    }
+    // t3.medium: 5 pod addresses per ENI; 8 pods need a secondary ENI.
+    let agent = TestAgent::start_with(
+        "t3.medium",
+        "link-delay-ms = 2000\n",
+        "[pool]\nadd-wait-ms = 20000\n",
+    );
+    let netconf = agent.netconf("1.0.0");
+    let pods: Vec<_> = (0..8).map(|i| TestNetns::new(&format!("s{i}"))).collect();
+    for (i, ns) in pods.iter().enumerate() {
+        ok_json(&agent.cni(
+            "ADD",
+            &format!("ctr-{i}"),
+            &ns.path(),
+            &format!("s{i}"),
+            &netconf,
+        ));
+    }
+    let pool = agent.get_json("/v1/pool");
+    let secondary = pool["enis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["primary"] == false)
+        .count();
+    assert!(secondary >= 1, "{pool}");
+    let metrics = agent.get("/metrics");
+    let created = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("weft_pool_events_total{")
+                && l.contains(r#"event="create-eni",outcome="ok""#)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert_eq!(created as usize, secondary, "{metrics}\n{}", agent.log());
+    assert!(
+        !metrics.lines().any(|l| l.contains(r#"event="delete-eni""#)),
+        "an ENI was deleted: {metrics}\n{}",
+        agent.log()
+    );
+}

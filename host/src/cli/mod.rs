@@ -1,4 +1,5 @@
 //! `weftd` subcommands.
 
 pub mod policy;
+pub mod policy_new;
 pub mod run;
