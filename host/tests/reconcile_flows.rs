@@ -604,6 +604,12 @@ impl weft_host::reconcile::EniHooks for PanickingHooks {
     ) -> weft_host::reconcile::HookFuture<'a> {
         Box::pin(async { Ok(()) })
     }
+    fn routed<'a>(
+        &'a self,
+        _ips: &'a [Ipv4Addr],
+    ) -> weft_host::reconcile::HookFuture<'a, Vec<Ipv4Addr>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 #[tokio::test]

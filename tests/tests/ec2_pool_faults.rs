@@ -86,6 +86,7 @@ async fn warm_up_and_churn_under_30_percent_faults_converge_without_leaks() {
                 Fault::Delay,
             ],
             delay: Duration::from_millis(1500),
+            ..FaultPlan::default()
         },
     )
     .await;
