@@ -228,7 +228,8 @@ fn del(
     agent: &dyn Agent,
     logger: &Logger,
 ) -> Result<(), CniError> {
-    let args = CniArgs::parse(&att.args)?;
+    // DEL must succeed where it can: arguments it cannot use are skipped.
+    let args = CniArgs::parse_lenient(&att.args);
     let req = DelRequest {
         network: conf.name.clone(),
         container_id: att.container_id.clone(),
@@ -528,6 +529,20 @@ mod tests {
             sent,
             json!({"network": "weft", "container_id": "c1", "ifname": "eth0"})
         );
+    }
+
+    #[test]
+    fn del_succeeds_with_unknown_or_malformed_cni_args() {
+        let agent = FakeAgent::default();
+        let mut env = env_of("DEL");
+        env.insert(
+            "CNI_ARGS".into(),
+            "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;FOO=bar;broken".into(),
+        );
+        let out = run_with(&env, conf("1.0.0", json!({})), &agent);
+        assert_eq!(out.error, None);
+        let sent: Value = serde_json::from_str(&agent.calls.borrow()[0]).unwrap();
+        assert_eq!(sent["pod"], json!({"namespace": "default", "name": "web"}));
     }
 
     #[test]

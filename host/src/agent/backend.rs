@@ -8,6 +8,8 @@
 //! * `DEL`: routes and rules go synchronously (so the address can be reused
 //!   safely), the veth is removed in the background, the address cools down.
 //!   Unknown attachments succeed.
+//! * `ADD`, `DEL` and `CHECK` of one attachment (container id and interface)
+//!   run one at a time; `GC` skips attachments being operated on.
 
 use super::Agent;
 use super::result::network_result;
@@ -30,6 +32,7 @@ use weft_policy_sdk::security;
 
 impl Agent {
     async fn add(&self, req: AddRequest) -> Result<AddResponse, ApiError> {
+        let _attachment = self.attachments.lock(&req.container_id, &req.ifname).await;
         let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
         let meta = pod_meta(&req.pod);
         let groups = self.security_groups(&req.pod)?;
@@ -106,6 +109,8 @@ impl Agent {
     }
 
     async fn del(&self, req: DelRequest) -> Result<DelResponse, ApiError> {
+        // Waits for an ADD of the same attachment still in progress.
+        let _attachment = self.attachments.lock(&req.container_id, &req.ifname).await;
         let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
         let Some(held) = self.pool.assignment(&key) else {
             return Ok(DelResponse { released: None });
@@ -128,6 +133,7 @@ impl Agent {
     }
 
     async fn check(&self, req: CheckRequest) -> Result<CheckResponse, ApiError> {
+        let _attachment = self.attachments.lock(&req.container_id, &req.ifname).await;
         let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
         let Some(held) = self.pool.assignment(&key) else {
             return Err(CniError::unknown_container(
@@ -160,6 +166,15 @@ impl Agent {
             if key.network != req.network
                 || valid.contains(&(key.container_id.as_str(), key.ifname.as_str()))
             {
+                continue;
+            }
+            // An attachment being added or deleted right now is not stale.
+            let Some(_attachment) = self.attachments.try_lock(&key.container_id, &key.ifname)
+            else {
+                continue;
+            };
+            // It may have been deleted while we looked.
+            if self.pool.assignment(key).is_none() {
                 continue;
             }
             let pod = self.pod_network(&held, &key.ifname, None);
@@ -281,9 +296,11 @@ impl Backend for Agent {
                     network: held.key.network.clone(),
                     container_id: held.key.container_id.clone(),
                     ifname: held.key.ifname.clone(),
-                    host_veth: self
-                        .plumbing
-                        .host_veth_name(&held.pod.namespace, &held.pod.name),
+                    host_veth: self.plumbing.host_veth_name(
+                        &held.pod.namespace,
+                        &held.pod.name,
+                        &held.key.ifname,
+                    ),
                     eni_id: self
                         .pool
                         .placement(held.ip)

@@ -8,6 +8,7 @@
 
 mod backend;
 mod hooks;
+mod keys;
 mod result;
 
 use crate::Result;
@@ -39,6 +40,8 @@ pub struct Agent {
     /// it exclusively, so it never mistakes a veth being set up for a
     /// leftover.
     wiring: RwLock<()>,
+    /// ADD, DEL and CHECK of one attachment run one at a time.
+    attachments: keys::AttachmentLocks,
 }
 
 impl Agent {
@@ -96,6 +99,7 @@ impl Agent {
             node,
             metrics,
             wiring: RwLock::new(()),
+            attachments: keys::AttachmentLocks::default(),
         });
         // Veths, routes and rules of pods that went away while the agent was
         // down (the runtime's DEL found no agent) go now.
@@ -120,7 +124,10 @@ impl Agent {
             .pool
             .assignments()
             .iter()
-            .map(|a| self.plumbing.host_veth_name(&a.pod.namespace, &a.pod.name))
+            .map(|a| {
+                self.plumbing
+                    .host_veth_name(&a.pod.namespace, &a.pod.name, &a.key.ifname)
+            })
             .collect();
         let leftovers = self.plumbing.gc(&live).await?;
         if !leftovers.is_empty() {
