@@ -528,11 +528,12 @@ fn a_new_enis_late_device_is_waited_for_not_recreated() {
         ));
     }
     let pool = agent.get_json("/v1/pool");
-    let secondary = pool["enis"]
+    let secondary = pool["groups"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["primary"] == false)
+        .flat_map(|g| g["enis"].as_array().unwrap().clone())
+        .filter(|e| e["device-index"].as_u64() != Some(0))
         .count();
     assert!(secondary >= 1, "{pool}");
     let metrics = agent.get("/metrics");
