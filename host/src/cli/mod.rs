@@ -1,4 +1,6 @@
 //! `weftd` subcommands.
 
+mod live;
 pub mod policy;
 pub mod run;
+pub mod status;
