@@ -140,9 +140,14 @@ fn a_dropped_in_pool_policy_takes_over_while_pods_churn_a_broken_one_is_refused_
         return;
     }
     let policies = tempfile::tempdir().expect("policy dir");
+    // Churned addresses would otherwise cool down for 30 s each and run an
+    // m5.large's 27 dry within the test, whatever the policy.
     let agent = TestAgent::start(
         "m5.large",
-        &format!("[policies]\ndir = \"{}\"\n", policies.path().display()),
+        &format!(
+            "[pool]\ncooldown-seconds = 0\n\n[policies]\ndir = \"{}\"\n",
+            policies.path().display()
+        ),
     );
     let pods: Vec<TestNetns> = (0..3)
         .map(|i| TestNetns::new(&format!("churn{i}")))
