@@ -26,6 +26,11 @@ impl TestAgent {
     /// Starts `weftd` with the simulator (`instance_type`, subnet
     /// `10.0.0.0/22`) and `extra` TOML appended to the configuration.
     pub fn start(instance_type: &str, extra: &str) -> TestAgent {
+        Self::start_with(instance_type, "", extra)
+    }
+
+    /// [`TestAgent::start`] with `cloud` lines added to the `[cloud]` table.
+    pub fn start_with(instance_type: &str, cloud: &str, extra: &str) -> TestAgent {
         let node = TestNetns::new("node");
         node.add_nic("ens5", "02:aa:00:00:00:05");
         node.ip(&["addr", "add", &format!("{NODE_IP}/22"), "dev", "ens5"]);
@@ -46,7 +51,7 @@ provider = "sim"
 instance-type = "{instance_type}"
 subnets = ["10.0.0.0/22"]
 materialise-enis = true
-
+{cloud}
 [plumbing]
 node-netns = "{netns}"
 {extra}
@@ -116,6 +121,18 @@ node-netns = "{netns}"
     /// The agent's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("weftd.log")).unwrap_or_default()
+    }
+
+    /// The body of `GET path` on the agent's API socket (e.g. `/metrics`).
+    pub fn get(&self, path: &str) -> String {
+        let out = Command::new("curl")
+            .args(["-sf", "--unix-socket"])
+            .arg(self.socket())
+            .arg(format!("http://weft{path}"))
+            .output()
+            .expect("curl (scripts/setup installs it)");
+        assert!(out.status.success(), "GET {path}");
+        String::from_utf8(out.stdout).expect("UTF-8")
     }
 
     /// A netconf for this agent, in `cni_version`.

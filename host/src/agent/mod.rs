@@ -23,7 +23,7 @@ use crate::state::StateDir;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
 
 pub use hooks::PlumbingHooks;
@@ -64,7 +64,10 @@ impl Agent {
                     .clone()
                     .unwrap_or_else(|| "/proc/self/ns/net".into());
                 let links = sim.materialise_enis.then(|| {
-                    Arc::new(NetnsEniLinks::new(node_netns)) as Arc<dyn crate::cloud::sim::EniLinks>
+                    Arc::new(
+                        NetnsEniLinks::new(node_netns)
+                            .with_delay(Duration::from_millis(sim.link_delay_ms)),
+                    ) as Arc<dyn crate::cloud::sim::EniLinks>
                 });
                 Arc::new(sim.build(links, &config.agent.state_dir)?)
             }
@@ -82,6 +85,7 @@ impl Agent {
             plumbing.clone(),
             cloud.clone(),
             config.plumbing.mtu,
+            config.pool.eni_ready_timeout(),
         ));
         let pool = Pool::start(PoolDeps {
             cloud: cloud.clone(),

@@ -2,5 +2,6 @@
 
 mod live;
 pub mod policy;
+pub mod policy_new;
 pub mod run;
 pub mod status;

@@ -13,7 +13,6 @@
 //!   [`view`]: what `/v1/policies` shows.
 
 mod bindings;
-mod blocking;
 pub mod cache;
 pub mod config;
 mod dropin;
@@ -24,15 +23,18 @@ mod sandbox;
 mod set;
 mod shadow;
 mod slot;
+mod text;
 pub mod validate;
 pub mod view;
+mod wasi;
 mod watch;
+mod watchdog;
 
 pub use cache::ArtifactCache;
 pub use config::{OnFailure, PoliciesConfig, PolicyConfig};
 pub use engine::PolicyEngine;
 pub use error::{Decision, FailureKind, PolicyError};
 pub use module::{CallStats, CompiledPolicy, LoadReport, PolicyModule};
-pub use sandbox::CallLimits;
+pub use sandbox::{CallLimits, LOG_BURST, LOG_RATE_PER_SECOND};
 pub use set::{PolicySet, PolicyStatus};
 pub use watch::watch_directory;

@@ -487,7 +487,7 @@ where
                     &slot.name,
                     Some(Decision::SecurityGroups),
                     FailureKind::Refused,
-                    refusal,
+                    validate::refusal(&refusal),
                 );
                 self.count(&slot.name, Decision::SecurityGroups, e.kind.as_str(), mode);
                 return Err(e);
