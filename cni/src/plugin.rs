@@ -382,6 +382,7 @@ mod tests {
             self.status.clone().unwrap_or(Ok(StatusResponse {
                 ready: true,
                 reason: None,
+                warnings: Vec::new(),
             }))
         }
     }
@@ -609,6 +610,7 @@ mod tests {
             status: Some(Ok(StatusResponse {
                 ready: false,
                 reason: Some("no ENI yet".into()),
+                warnings: Vec::new(),
             })),
             ..FakeAgent::default()
         };

@@ -24,6 +24,8 @@ enum Command {
     /// Inspect and try policy components.
     #[command(subcommand)]
     Policy(cli::policy::PolicyCommand),
+    /// Show a running agent's readiness and policies.
+    Status(cli::status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => cli::run::run(args),
         Command::Policy(command) => cli::policy::run(command),
+        Command::Status(args) => cli::status::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

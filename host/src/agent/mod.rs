@@ -33,6 +33,9 @@ pub use hooks::PlumbingHooks;
 pub struct Agent {
     pool: Arc<Pool>,
     policies: Arc<PolicySet>,
+    cloud: Arc<dyn Cloud>,
+    /// Reloads the policy directory on change and SIGHUP.
+    policy_watch: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     plumbing: Arc<Plumbing>,
     node: NodeIdentity,
     metrics: Arc<Metrics>,
@@ -77,6 +80,10 @@ impl Agent {
         };
         let node = cloud.identity().await?;
         let policies = Arc::new(PolicySet::from_config(&config.policies, metrics.clone())?);
+        // Before the first pool decision: the directory overrides the
+        // configuration. Refused files are logged and shown in the status.
+        policies.apply_directory();
+        let policy_watch = crate::policy::watch_directory(policies.clone());
         let hooks = Arc::new(PlumbingHooks::new(
             plumbing.clone(),
             cloud.clone(),
@@ -84,7 +91,7 @@ impl Agent {
             config.pool.eni_ready_timeout(),
         ));
         let pool = Pool::start(PoolDeps {
-            cloud,
+            cloud: cloud.clone(),
             policies: policies.clone(),
             state,
             metrics: metrics.clone(),
@@ -95,6 +102,8 @@ impl Agent {
         let agent = Arc::new(Agent {
             pool,
             policies,
+            cloud,
+            policy_watch: std::sync::Mutex::new(policy_watch),
             plumbing,
             node,
             metrics,
@@ -170,6 +179,14 @@ impl Agent {
         )?;
         tracing::info!(socket = %config.agent.socket.display(), "serving the CNI API");
         server.serve(shutdown).await;
+        let watch = self
+            .policy_watch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(watch) = watch {
+            watch.abort();
+        }
         self.pool.shutdown().await;
         Ok(())
     }

@@ -1,5 +1,7 @@
 //! `weftd` subcommands.
 
+mod live;
 pub mod policy;
 pub mod policy_new;
 pub mod run;
+pub mod status;
