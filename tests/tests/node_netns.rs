@@ -527,26 +527,36 @@ fn a_new_enis_late_device_is_waited_for_not_recreated() {
             &netconf,
         ));
     }
-    let pool = agent.get_json("/v1/pool");
-    let secondary = pool["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|g| g["enis"].as_array().unwrap().clone())
-        .filter(|e| e["device-index"].as_u64() != Some(0))
-        .count();
-    assert!(secondary >= 1, "{pool}");
-    let metrics = agent.get("/metrics");
-    let created = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("weft_pool_events_total{")
-                && l.contains(r#"event="create-eni",outcome="ok""#)
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    assert_eq!(created as usize, secondary, "{metrics}\n{}", agent.log());
+    // The reconciler may still be waiting for the device of an ENI it
+    // created after the last ADD (warm targets): give it the bound the
+    // device delay needs before comparing what was created with the pool.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let (secondary, created, metrics) = loop {
+        let pool = agent.get_json("/v1/pool");
+        let secondary = pool["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["enis"].as_array().unwrap().clone())
+            .filter(|e| e["device-index"].as_u64() != Some(0))
+            .count();
+        let metrics = agent.get("/metrics");
+        let created = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("weft_pool_events_total{")
+                    && l.contains(r#"event="create-eni",outcome="ok""#)
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0) as usize;
+        if created == secondary || std::time::Instant::now() > deadline {
+            break (secondary, created, metrics);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(secondary >= 1, "no secondary ENI: {metrics}");
+    assert_eq!(created, secondary, "{metrics}\n{}", agent.log());
     assert!(
         !metrics.lines().any(|l| l.contains(r#"event="delete-eni""#)),
         "an ENI was deleted: {metrics}\n{}",
