@@ -13,9 +13,16 @@
 //! * The NodePort return path: a connection to the node's primary address,
 //!   DNATed (a rule of the test's own) to a pod on a secondary ENI, completes
 //!   and its replies leave through the primary ENI.
+//! * A CIDR block associated with the VPC later is exempted from SNAT at the
+//!   next refresh (in process: the simulator's hook changes the VPC).
 
 use serde_json::Value;
 use std::process::Command;
+use std::sync::Arc;
+use weft_host::agent::EgressRules;
+use weft_host::cloud::{Cloud, SimCloud};
+use weft_host::plumbing::egress::EgressConfig;
+use weft_host::plumbing::{Plumbing, PlumbingConfig};
 use weft_tests::support::agent::{TestAgent, ok_json, pod_ip};
 use weft_tests::support::fabric::{INTERNET_IP, TestVpc, VPC_CIDR};
 use weft_tests::support::netns::{TestNetns, root_or_skip};
@@ -396,4 +403,49 @@ fn node_port_connections_to_pods_on_secondary_enis_reply_through_the_primary_eni
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_cidr_block_associated_later_is_exempted_at_the_next_refresh() {
+    if !root_or_skip("a_cidr_block_associated_later…") {
+        return;
+    }
+    let node = TestNetns::new("node");
+    let plumbing = Arc::new(
+        Plumbing::new(PlumbingConfig {
+            host_netns: Some(node.path()),
+            ..PlumbingConfig::default()
+        })
+        .await
+        .expect("plumbing in the node namespace"),
+    );
+    let sim = Arc::new(
+        SimCloud::builder()
+            .subnet("10.0.0.0/24")
+            .vpc_cidr(VPC_CIDR)
+            .build()
+            .unwrap(),
+    );
+    let identity = sim.identity().await.unwrap();
+    let egress = EgressRules::start(plumbing, sim.clone(), &EgressConfig::default(), &identity)
+        .await
+        .expect("rules applied");
+    let snat_exempt = |node: &TestNetns| {
+        let table = weft_table(node).expect("table ip weft");
+        let snat = rules(&table)
+            .into_iter()
+            .find(|r| r["comment"] == "weft: SNAT pod traffic leaving the VPC")
+            .cloned()
+            .expect("the SNAT rule");
+        exempt_cidrs(&snat)
+    };
+    assert_eq!(snat_exempt(&node), [VPC_CIDR]);
+    assert!(!egress.refresh().await.unwrap(), "nothing changed");
+
+    sim.set_vpc_cidrs(vec![
+        VPC_CIDR.parse().unwrap(),
+        "100.64.0.0/16".parse().unwrap(),
+    ]);
+    assert!(egress.refresh().await.unwrap(), "the new block is seen");
+    assert_eq!(snat_exempt(&node), [VPC_CIDR, "100.64.0.0/16"]);
 }

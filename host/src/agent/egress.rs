@@ -12,8 +12,8 @@ use crate::plumbing::Plumbing;
 use crate::plumbing::egress::{EgressConfig, EgressSpec};
 use crate::{Error, Result};
 
-/// The rules in force and what they are made from.
-pub(crate) struct EgressRules {
+/// The node's egress rules in force and what they are made from.
+pub struct EgressRules {
     plumbing: Arc<Plumbing>,
     cloud: Arc<dyn Cloud>,
     config: EgressConfig,
@@ -23,7 +23,7 @@ pub(crate) struct EgressRules {
 impl EgressRules {
     /// Reads the node's primary IP and the VPC's CIDR blocks from the cloud,
     /// finds the primary ENI's interface, and applies the rules.
-    pub(crate) async fn start(
+    pub async fn start(
         plumbing: Arc<Plumbing>,
         cloud: Arc<dyn Cloud>,
         config: &EgressConfig,
@@ -63,7 +63,7 @@ impl EgressRules {
 
     /// Reads the VPC's CIDR blocks again and re-applies the rules if they
     /// changed; whether they did.
-    pub(crate) async fn refresh(&self) -> Result<bool> {
+    pub async fn refresh(&self) -> Result<bool> {
         let cidrs = self.cloud.vpc_cidrs().await?;
         let mut applied = self.applied.lock().await;
         if cidrs == applied.vpc_cidrs {

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
 
+pub use egress::EgressRules;
 pub use hooks::PlumbingHooks;
 
 /// A running agent.
