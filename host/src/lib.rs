@@ -21,9 +21,12 @@
 pub mod agent;
 pub mod api;
 pub mod cloud;
+pub mod compat;
 pub mod config;
 pub mod error;
+pub mod install;
 pub mod ipam;
+pub mod kubernetes;
 pub mod mac;
 pub mod metrics;
 pub mod plumbing;

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod binaries;
 pub mod fault_proxy;
+pub mod k8s;
 pub mod moto;
 pub mod netns;
 pub mod vpc;

@@ -11,8 +11,10 @@
 
 use super::Agent;
 use super::result::network_result;
-use crate::api::{Backend, PodView, PoolView};
+use crate::api::{Backend, ErrorView, PodView, PoolView};
 use crate::ipam::{Assignment, AssignmentKey, PodMeta, SgSet};
+use crate::kubernetes::PodLookup;
+use std::sync::atomic::Ordering;
 use crate::plumbing::PodNetwork;
 use crate::reconcile::PoolError;
 use futures::future::BoxFuture;
@@ -32,7 +34,7 @@ impl Agent {
     async fn add(&self, req: AddRequest) -> Result<AddResponse, ApiError> {
         let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
         let meta = pod_meta(&req.pod);
-        let groups = self.security_groups(&req.pod)?;
+        let groups = self.security_groups(&req.pod).await?;
         let placement = self
             .pool
             .assign(key.clone(), &groups, meta)
@@ -62,6 +64,11 @@ impl Agent {
                     repeated = !placement.fresh,
                     "pod added"
                 );
+                if let Some(kubernetes) = self.kubernetes.as_ref().filter(|_| req.pod.is_kubernetes_pod()) {
+                    kubernetes
+                        .annotate_pod_ip(&req.pod.namespace, &req.pod.name, IpAddr::V4(placement.ip))
+                        .await;
+                }
                 Ok(network_result(placement.ip, &links, &req.netns))
             }
             Err(error) => {
@@ -80,15 +87,12 @@ impl Agent {
         }
     }
 
-    /// The pod's security groups from the security-groups policy.
-    fn security_groups(&self, pod: &PodRef) -> Result<SgSet, ApiError> {
+    /// The pod's security groups from the security-groups policy, which sees
+    /// the pod's labels, annotations and service account when the
+    /// Kubernetes API gives them.
+    async fn security_groups(&self, pod: &PodRef) -> Result<SgSet, ApiError> {
         let request = security::Request {
-            pod: security::Pod {
-                namespace: pod.namespace.clone(),
-                name: pod.name.clone(),
-                uid: pod.uid.clone().unwrap_or_default(),
-                ..Default::default()
-            },
+            pod: self.pod_for_policy(pod).await,
             node_security_groups: self.node.security_groups.clone(),
         };
         self.policies
@@ -103,6 +107,48 @@ impl Agent {
                     "fix or replace the security-groups policy (weftd's log names it), or set its on-failure = \"fallback\"",
                 )
             })
+    }
+
+    /// The pod as the security-groups policy sees it. A container that is not
+    /// a Kubernetes pod keeps its empty namespace (the documented marker);
+    /// a pod whose metadata the API cannot give is decided on `CNI_ARGS`
+    /// alone, and the log says so.
+    async fn pod_for_policy(&self, pod: &PodRef) -> security::Pod {
+        let from_args = security::Pod {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            uid: pod.uid.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        let Some(kubernetes) = self.kubernetes.as_ref().filter(|_| pod.is_kubernetes_pod()) else {
+            return from_args;
+        };
+        let who = format_args!("{}/{}", pod.namespace, pod.name);
+        match kubernetes.pod(&pod.namespace, &pod.name, pod.uid.as_deref()).await {
+            PodLookup::Found(meta) => {
+                if self.api_unavailable.swap(false, Ordering::Relaxed) {
+                    tracing::info!("the Kubernetes API answers again: pods are decided on their metadata");
+                }
+                security::Pod {
+                    uid: if meta.uid.is_empty() { from_args.uid } else { meta.uid },
+                    labels: meta.labels,
+                    annotations: meta.annotations,
+                    service_account: meta.service_account,
+                    ..from_args
+                }
+            }
+            PodLookup::Missing => {
+                tracing::warn!(pod = %who, "the Kubernetes API has no such pod: deciding its security groups on CNI_ARGS alone");
+                from_args
+            }
+            PodLookup::Unavailable(reason) => {
+                if !self.api_unavailable.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(%reason, "the Kubernetes API does not answer: pods it has not shown yet are decided on CNI_ARGS alone (no labels, annotations or service account) until it answers again");
+                }
+                tracing::debug!(pod = %who, %reason, "pod decided on CNI_ARGS alone");
+                from_args
+            }
+        }
     }
 
     async fn del(&self, req: DelRequest) -> Result<DelResponse, ApiError> {
@@ -232,14 +278,43 @@ impl Agent {
         let result = request.await;
         let outcome = match &result {
             Ok(_) => "ok".to_owned(),
-            Err(error) => error.code.0.to_string(),
+            Err(error) => {
+                self.remember_error(command, error);
+                error.code.0.to_string()
+            }
         };
         self.metrics.cni(command, &outcome, started.elapsed());
         result
     }
 }
 
+/// Failed requests kept for `weftd status`.
+const RECENT_ERRORS: usize = 16;
+
+impl Agent {
+    fn remember_error(&self, command: &str, error: &ApiError) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        if errors.len() == RECENT_ERRORS {
+            errors.pop_front();
+        }
+        errors.push_back(ErrorView {
+            at,
+            command: command.to_owned(),
+            code: error.code.0,
+            message: error.msg.clone(),
+        });
+    }
+}
+
 impl Backend for Agent {
+    fn errors(&self) -> Vec<ErrorView> {
+        let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        errors.iter().cloned().collect()
+    }
+
     fn add(&self, req: AddRequest) -> BoxFuture<'_, Result<AddResponse, ApiError>> {
         Box::pin(self.observed("ADD", Agent::add(self, req)))
     }

@@ -2,6 +2,7 @@
 //! service attaches or releases one.
 
 use crate::cloud::{Cloud, Eni};
+use crate::kubernetes::Kubernetes;
 use crate::plumbing::{EniLink, Plumbing};
 use crate::reconcile::{EniHooks, HookFuture};
 use ipnet::Ipv4Net;
@@ -14,18 +15,26 @@ pub struct PlumbingHooks {
     plumbing: Arc<Plumbing>,
     cloud: Arc<dyn Cloud>,
     mtu: u32,
+    kubernetes: Option<Arc<Kubernetes>>,
     /// Subnet CIDRs by id: subnets never change their CIDR.
     subnets: Mutex<HashMap<String, Ipv4Net>>,
 }
 
 impl PlumbingHooks {
     /// Hooks over `plumbing`; ENI links get `mtu`; subnet CIDRs come from
-    /// `cloud` (asked once per unknown subnet).
-    pub fn new(plumbing: Arc<Plumbing>, cloud: Arc<dyn Cloud>, mtu: u32) -> Self {
+    /// `cloud` (asked once per unknown subnet); the node's metadata from
+    /// `kubernetes` when there is an API server.
+    pub fn new(
+        plumbing: Arc<Plumbing>,
+        cloud: Arc<dyn Cloud>,
+        mtu: u32,
+        kubernetes: Option<Arc<Kubernetes>>,
+    ) -> Self {
         PlumbingHooks {
             plumbing,
             cloud,
             mtu,
+            kubernetes,
             subnets: Mutex::new(HashMap::new()),
         }
     }
@@ -68,6 +77,15 @@ impl PlumbingHooks {
 }
 
 impl EniHooks for PlumbingHooks {
+    fn node_metadata(&self) -> Option<weft_policy_sdk::subnet::Node> {
+        let node = self.kubernetes.as_ref()?.node()?;
+        Some(weft_policy_sdk::subnet::Node {
+            name: node.name,
+            labels: node.labels,
+            annotations: node.annotations,
+        })
+    }
+
     fn on_attached<'a>(&'a self, eni: &'a Eni) -> HookFuture<'a> {
         Box::pin(async move {
             let link = self.link(eni).await?;

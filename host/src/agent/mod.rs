@@ -11,11 +11,13 @@ mod hooks;
 mod result;
 
 use crate::Result;
-use crate::api::{ApiConfig, ApiServer};
+use crate::api::{ApiConfig, ApiServer, MetricsFn, TcpEndpoint, introspection_router, metrics_router};
 use crate::cloud::sim::NetnsEniLinks;
 use crate::cloud::{Cloud, Ec2Cloud, NodeIdentity};
 use crate::config::{AgentConfig, CloudConfig};
+use crate::kubernetes::Kubernetes;
 use crate::metrics::Metrics;
+use std::sync::atomic::AtomicBool;
 use crate::plumbing::Plumbing;
 use crate::policy::PolicySet;
 use crate::reconcile::{Pool, PoolDeps};
@@ -23,8 +25,9 @@ use crate::state::StateDir;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
-use tokio::sync::RwLock;
+use std::time::{Duration, Instant};
+use tokio::sync::{RwLock, watch};
+use tokio::task::JoinSet;
 
 pub use hooks::PlumbingHooks;
 
@@ -34,11 +37,18 @@ pub struct Agent {
     policies: Arc<PolicySet>,
     plumbing: Arc<Plumbing>,
     node: NodeIdentity,
+    cloud: Arc<dyn Cloud>,
+    /// Pod and node metadata, when a Kubernetes API is configured.
+    kubernetes: Option<Arc<Kubernetes>>,
+    /// Set while the Kubernetes API does not answer (reported once).
+    api_unavailable: AtomicBool,
     metrics: Arc<Metrics>,
     /// ADDs hold it shared while they wire a pod; the leftover sweep holds
     /// it exclusively, so it never mistakes a veth being set up for a
     /// leftover.
     wiring: RwLock<()>,
+    /// The most recent failed requests, for `weftd status`.
+    errors: std::sync::Mutex<std::collections::VecDeque<crate::api::ErrorView>>,
 }
 
 impl Agent {
@@ -70,14 +80,16 @@ impl Agent {
             }
         };
         let node = cloud.identity().await?;
+        let kubernetes = Kubernetes::connect(&config.kubernetes).await?;
         let policies = Arc::new(PolicySet::from_config(&config.policies, metrics.clone())?);
         let hooks = Arc::new(PlumbingHooks::new(
             plumbing.clone(),
             cloud.clone(),
             config.plumbing.mtu,
+            kubernetes.clone(),
         ));
         let pool = Pool::start(PoolDeps {
-            cloud,
+            cloud: cloud.clone(),
             policies: policies.clone(),
             state,
             metrics: metrics.clone(),
@@ -90,8 +102,12 @@ impl Agent {
             policies,
             plumbing,
             node,
+            cloud,
+            kubernetes,
+            api_unavailable: AtomicBool::new(false),
             metrics,
             wiring: RwLock::new(()),
+            errors: Default::default(),
         });
         // Veths, routes and rules of pods that went away while the agent was
         // down (the runtime's DEL found no agent) go now.
@@ -141,25 +157,126 @@ impl Agent {
         &self.pool
     }
 
-    /// Serves the API on `config.agent.socket` until `shutdown` completes,
-    /// then stops the pool service.
+    /// The metrics text, with the pool gauges read now.
+    fn render_metrics(&self) -> String {
+        self.metrics.observe_pool(&self.pool.pool_states());
+        self.metrics.encode()
+    }
+
+    /// Serves the API on `config.agent.socket` (and the TCP endpoints of
+    /// `[agent]`) until `shutdown` completes, then stops the pool service.
+    /// The conflist is written once the pool can answer ADDs.
     pub async fn serve(
         self: Arc<Self>,
         config: &AgentConfig,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        let metrics = self.metrics.clone();
+        let agent = self.clone();
+        let metrics: MetricsFn = Arc::new(move || agent.render_metrics());
         let server = ApiServer::bind(
             ApiConfig {
                 socket: config.agent.socket.clone(),
                 ..ApiConfig::default()
             },
             self.clone(),
-            Arc::new(move || metrics.encode()),
+            metrics.clone(),
         )?;
         tracing::info!(socket = %config.agent.socket.display(), "serving the CNI API");
+        let (stop_tx, stop_rx) = watch::channel(());
+        let stopped = move || {
+            let mut stop = stop_rx.clone();
+            async move {
+                let _ = stop.changed().await;
+            }
+        };
+        let mut tasks = JoinSet::new();
+        let endpoints = [
+            (
+                "metrics",
+                config.agent.metrics_address,
+                metrics_router(self.clone(), metrics.clone()),
+            ),
+            (
+                "introspection",
+                config.agent.introspection_address,
+                introspection_router(self.clone(), metrics),
+            ),
+        ];
+        for (what, endpoint, router) in endpoints {
+            let Some(address) = endpoint.0 else { continue };
+            let endpoint = TcpEndpoint::bind(address, router).await?;
+            tracing::info!(address = ?endpoint.local_addr(), "serving {what} over TCP");
+            tasks.spawn(endpoint.serve(stopped()));
+        }
+        if config.cni.write_conflist {
+            let agent = self.clone();
+            let (cni, socket) = (config.cni.clone(), config.agent.socket.clone());
+            let stop = stopped();
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = agent.write_conflist_when_ready(&cni, &socket) => {}
+                    () = stop => {}
+                }
+            });
+        }
+        if config.agent.leaked_eni_cleanup {
+            let (cloud, stop) = (self.cloud.clone(), stopped());
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = sweep_leaked_enis(cloud) => {}
+                    () = stop => {}
+                }
+            });
+        }
         server.serve(shutdown).await;
+        drop(stop_tx);
+        while tasks.join_next().await.is_some() {}
         self.pool.shutdown().await;
         Ok(())
+    }
+
+    /// Waits until the pool can answer ADDs, then writes the conflist, so the
+    /// runtime (and the kubelet's node readiness) sees the network only then.
+    /// A failed write is retried every 5 s.
+    async fn write_conflist_when_ready(&self, cni: &crate::config::CniSection, socket: &std::path::Path) {
+        let mut reported = None;
+        loop {
+            match self.pool.not_ready_reason() {
+                None => match crate::install::write_conflist(cni, socket) {
+                    Ok(path) => {
+                        tracing::info!(path = %path.display(), "ready: wrote the CNI network configuration");
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "cannot write the CNI network configuration; the node stays NotReady; retrying in 5 s");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                },
+                Some(reason) => {
+                    if reported.as_ref() != Some(&reason) {
+                        tracing::info!(%reason, "not ready yet: the CNI network configuration waits");
+                        reported = Some(reason);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Period of the leaked-ENI sweep (VPC CNI's is 5 minutes too).
+const LEAK_SWEEP: Duration = Duration::from_secs(300);
+
+/// Deletes this cluster's leaked ENIs every [`LEAK_SWEEP`].
+async fn sweep_leaked_enis(cloud: Arc<dyn Cloud>) {
+    loop {
+        tokio::time::sleep(LEAK_SWEEP).await;
+        match cloud.delete_leaked_enis().await {
+            Ok(deleted) if !deleted.is_empty() => {
+                tracing::info!(?deleted, "deleted leaked ENIs of this cluster");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "leaked-ENI sweep failed; retrying next round"),
+        }
     }
 }

@@ -25,6 +25,8 @@ pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
 pub const PATH_PODS: &str = "/v1/pods";
 /// Path of the pool view.
 pub const PATH_POOL: &str = "/v1/pool";
+/// Path of the recent errors.
+pub const PATH_ERRORS: &str = "/v1/errors";
 /// Path of the metrics.
 pub const PATH_METRICS: &str = "/metrics";
 
@@ -48,11 +50,34 @@ pub fn router(backend: Arc<dyn Backend>, metrics: MetricsFn, request_timeout: Du
         .route(api::PATH_STATUS, get(status))
         .route(PATH_PODS, get(pods))
         .route(PATH_POOL, get(pool))
+        .route(PATH_ERRORS, get(errors))
         .route(PATH_METRICS, get(metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(request_timeout, deadline))
+        .with_state(Shared { backend, metrics })
+}
+
+/// The read-only routes served over TCP (aws-node's introspection port):
+/// status, pods, pool and metrics; no CNI command.
+pub fn introspection_router(backend: Arc<dyn Backend>, metrics: MetricsFn) -> Router {
+    Router::new()
+        .route(api::PATH_STATUS, get(status))
+        .route(PATH_PODS, get(pods))
+        .route(PATH_POOL, get(pool))
+        .route(PATH_ERRORS, get(errors))
+        .route(PATH_METRICS, get(metrics_text))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(Shared { backend, metrics })
+}
+
+/// The metrics route alone (aws-node's metrics port).
+pub fn metrics_router(backend: Arc<dyn Backend>, metrics: MetricsFn) -> Router {
+    Router::new()
+        .route(PATH_METRICS, get(metrics_text))
+        .fallback(not_found)
         .with_state(Shared { backend, metrics })
 }
 
@@ -178,6 +203,10 @@ async fn pool(State(s): State<Shared>) -> Reply<super::PoolView> {
         .map_err(Failure::from)
 }
 
+async fn errors(State(s): State<Shared>) -> axum::Json<Vec<super::ErrorView>> {
+    axum::Json(s.backend.errors())
+}
+
 async fn metrics_text(State(s): State<Shared>) -> impl IntoResponse {
     (
         [(
@@ -202,7 +231,7 @@ fn unknown_route(status: StatusCode, request: &Request) -> Failure {
         error: ApiError::agent_protocol(
             format!("weftd has no {} {}", request.method(), request.uri().path()),
             format!(
-                "the API is served under /v1: {}, {}, {}, {}, {}, {PATH_PODS}, {PATH_POOL}, {PATH_METRICS}; {VERSION_SKEW}",
+                "the API is served under /v1: {}, {}, {}, {}, {}, {PATH_PODS}, {PATH_POOL}, {PATH_ERRORS}, {PATH_METRICS}; {VERSION_SKEW}",
                 api::PATH_ADD,
                 api::PATH_DEL,
                 api::PATH_CHECK,

@@ -19,6 +19,12 @@ pub trait EniHooks: Send + Sync {
     /// A secondary ENI is about to be detached; it has no pods. An error
     /// is logged and does not stop the release.
     fn on_released<'a>(&'a self, eni: &'a Eni) -> HookFuture<'a>;
+
+    /// The node's Kubernetes metadata for the subnet-selection input
+    /// (custom networking), when the agent knows it.
+    fn node_metadata(&self) -> Option<weft_policy_sdk::subnet::Node> {
+        None
+    }
 }
 
 /// Hooks that do nothing: for a pool whose ENIs need no node-side set-up

@@ -22,6 +22,7 @@ impl From<wit::EniRequest> for subnet::EniRequest {
             prefixes: r.prefixes,
             availability_zone: r.availability_zone,
             node_subnet_id: r.node_subnet_id,
+            node: Default::default(),
         }
     }
 }
