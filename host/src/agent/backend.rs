@@ -123,7 +123,7 @@ impl Agent {
         let Some(kubernetes) = self.kubernetes.as_ref().filter(|_| pod.is_kubernetes_pod()) else {
             return from_args;
         };
-        let who = format_args!("{}/{}", pod.namespace, pod.name);
+        let who = format!("{}/{}", pod.namespace, pod.name);
         match kubernetes.pod(&pod.namespace, &pod.name, pod.uid.as_deref()).await {
             PodLookup::Found(meta) => {
                 if self.api_unavailable.swap(false, Ordering::Relaxed) {

@@ -127,9 +127,9 @@ fn node_name(section: &KubernetesSection) -> Result<String, KubeError> {
     if let Some(name) = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()) {
         return Ok(name);
     }
-    nix::unistd::gethostname()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
-        .and_then(|h| h.into_string().ok())
+        .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .ok_or(KubeError::NoNodeName)
 }
@@ -147,7 +147,7 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector(writer, watcher(api, watcher::Config::default().fields(&fields)))
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default().fields(&fields)))
         .default_backoff();
     let handle = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -258,7 +258,7 @@ impl Kubernetes {
         }
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let patch = serde_json::json!({"metadata": {"annotations": {POD_IPS_ANNOTATION: ip.to_string()}}});
-        let pod = format_args!("{namespace}/{name}");
+        let pod = format!("{namespace}/{name}");
         let params = PatchParams::default();
         match tokio::time::timeout(self.pod_wait, api.patch(name, &params, &Patch::Merge(&patch))).await {
             Ok(Ok(_)) => tracing::debug!(%pod, %ip, "annotated the pod with its address"),
