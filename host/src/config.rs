@@ -25,8 +25,8 @@
 //! refused so a typo fails at start, not silently.
 
 use crate::cloud::sim::SubnetSpec;
-use crate::compat::env::EnvOverlay;
 use crate::cloud::{Ec2Config, NodeIdentity, SimCloud};
+use crate::compat::env::EnvOverlay;
 use crate::plumbing::PlumbingConfig;
 use crate::policy::PoliciesConfig;
 use crate::reconcile::PoolConfig;
@@ -429,7 +429,8 @@ impl AgentConfig {
         set_vars: &[String],
     ) -> std::result::Result<(Self, EnvOverlay), String> {
         let mut doc: toml::Value = toml::from_str(text).map_err(|e| e.to_string())?;
-        let overlay = crate::compat::env::apply(&mut doc, get, set_vars).map_err(|e| e.to_string())?;
+        let overlay =
+            crate::compat::env::apply(&mut doc, get, set_vars).map_err(|e| e.to_string())?;
         let config: AgentConfig = doc.try_into().map_err(|e: toml::de::Error| e.to_string())?;
         config.validate()?;
         Ok((config, overlay))
@@ -610,22 +611,74 @@ mac = "02:aa:bb:cc:dd:ee"
         let sim = "[cloud]\nprovider = \"sim\"\n";
         let ec2 = "[cloud]\nprovider = \"ec2\"\ncluster-name = \"file\"\n";
         let rows: Vec<(&str, &str, &str, Box<dyn Fn(&AgentConfig) -> bool>)> = vec![
-            ("WARM_ENI_TARGET", "2", sim, Box::new(move |c| setting(c, "warm-eni-target") == 2)),
-            ("WARM_IP_TARGET", "5", sim, Box::new(move |c| setting(c, "warm-ip-target") == 5)),
-            ("MINIMUM_IP_TARGET", "10", sim, Box::new(move |c| setting(c, "minimum-ip-target") == 10)),
-            ("WARM_PREFIX_TARGET", "2", sim, Box::new(move |c| setting(c, "warm-prefix-target") == 2)),
+            (
+                "WARM_ENI_TARGET",
+                "2",
+                sim,
+                Box::new(move |c| setting(c, "warm-eni-target") == 2),
+            ),
+            (
+                "WARM_IP_TARGET",
+                "5",
+                sim,
+                Box::new(move |c| setting(c, "warm-ip-target") == 5),
+            ),
+            (
+                "MINIMUM_IP_TARGET",
+                "10",
+                sim,
+                Box::new(move |c| setting(c, "minimum-ip-target") == 10),
+            ),
+            (
+                "WARM_PREFIX_TARGET",
+                "2",
+                sim,
+                Box::new(move |c| setting(c, "warm-prefix-target") == 2),
+            ),
             (
                 "ENABLE_PREFIX_DELEGATION",
                 "true",
                 sim,
-                Box::new(move |c| c.pool.prefix_delegation && setting(c, "prefix-delegation") == true),
+                Box::new(move |c| {
+                    c.pool.prefix_delegation && setting(c, "prefix-delegation") == true
+                }),
             ),
-            ("IP_COOLDOWN_PERIOD", "60", sim, Box::new(|c| c.pool.cooldown_seconds == 60)),
-            ("AWS_VPC_ENI_MTU", "1500", sim, Box::new(|c| c.plumbing.mtu == 1500 && c.plumbing.plumbing_config().mtu == 1500)),
-            ("POD_MTU", "1400", sim, Box::new(|c| c.plumbing.plumbing_config().mtu == 1400 && c.plumbing.mtu == 9001)),
-            ("CLUSTER_NAME", "prod", sim, Box::new(|c| matches!(&c.cloud, CloudConfig::Sim(s) if s.cluster_name == "prod"))),
-            ("MAX_ENI", "2", sim, Box::new(|c| c.pool.max_enis == Some(2))),
-            ("ENI_CONFIG_LABEL_DEF", "topology.kubernetes.io/zone", sim, Box::new(move |c| subnet(c, "node-label") == "topology.kubernetes.io/zone")),
+            (
+                "IP_COOLDOWN_PERIOD",
+                "60",
+                sim,
+                Box::new(|c| c.pool.cooldown_seconds == 60),
+            ),
+            (
+                "AWS_VPC_ENI_MTU",
+                "1500",
+                sim,
+                Box::new(|c| c.plumbing.mtu == 1500 && c.plumbing.plumbing_config().mtu == 1500),
+            ),
+            (
+                "POD_MTU",
+                "1400",
+                sim,
+                Box::new(|c| c.plumbing.plumbing_config().mtu == 1400 && c.plumbing.mtu == 9001),
+            ),
+            (
+                "CLUSTER_NAME",
+                "prod",
+                sim,
+                Box::new(|c| matches!(&c.cloud, CloudConfig::Sim(s) if s.cluster_name == "prod")),
+            ),
+            (
+                "MAX_ENI",
+                "2",
+                sim,
+                Box::new(|c| c.pool.max_enis == Some(2)),
+            ),
+            (
+                "ENI_CONFIG_LABEL_DEF",
+                "topology.kubernetes.io/zone",
+                sim,
+                Box::new(move |c| subnet(c, "node-label") == "topology.kubernetes.io/zone"),
+            ),
             (
                 "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG",
                 "true",
@@ -635,15 +688,58 @@ mac = "02:aa:bb:cc:dd:ee"
                         && subnet(c, "node-label") == crate::compat::env::DEFAULT_ENI_CONFIG_LABEL
                 }),
             ),
-            ("DISABLE_LEAKED_ENI_CLEANUP", "true", sim, Box::new(|c| !c.agent.leaked_eni_cleanup)),
-            ("ANNOTATE_POD_IP", "true", sim, Box::new(|c| c.kubernetes.annotate_pod_ip)),
-            ("AWS_VPC_K8S_CNI_VETHPREFIX", "cni", sim, Box::new(|c| c.plumbing.veth_prefix == "cni")),
-            ("AWS_EC2_ENDPOINT", "http://127.0.0.1:5000", ec2, Box::new(|c| matches!(&c.cloud, CloudConfig::Ec2(e) if e.endpoint_url.as_deref() == Some("http://127.0.0.1:5000")))),
-            ("DISABLE_METRICS", "true", sim, Box::new(|c| c.agent.metrics_address.0.is_none())),
-            ("DISABLE_INTROSPECTION", "true", sim, Box::new(|c| c.agent.introspection_address.0.is_none())),
-            ("INTROSPECTION_BIND_ADDRESS", "0.0.0.0:61679", sim, Box::new(|c| c.agent.introspection_address == Endpoint(Some("0.0.0.0:61679".parse().unwrap())))),
+            (
+                "DISABLE_LEAKED_ENI_CLEANUP",
+                "true",
+                sim,
+                Box::new(|c| !c.agent.leaked_eni_cleanup),
+            ),
+            (
+                "ANNOTATE_POD_IP",
+                "true",
+                sim,
+                Box::new(|c| c.kubernetes.annotate_pod_ip),
+            ),
+            (
+                "AWS_VPC_K8S_CNI_VETHPREFIX",
+                "cni",
+                sim,
+                Box::new(|c| c.plumbing.veth_prefix == "cni"),
+            ),
+            (
+                "AWS_EC2_ENDPOINT",
+                "http://127.0.0.1:5000",
+                ec2,
+                Box::new(
+                    |c| matches!(&c.cloud, CloudConfig::Ec2(e) if e.endpoint_url.as_deref() == Some("http://127.0.0.1:5000")),
+                ),
+            ),
+            (
+                "DISABLE_METRICS",
+                "true",
+                sim,
+                Box::new(|c| c.agent.metrics_address.0.is_none()),
+            ),
+            (
+                "DISABLE_INTROSPECTION",
+                "true",
+                sim,
+                Box::new(|c| c.agent.introspection_address.0.is_none()),
+            ),
+            (
+                "INTROSPECTION_BIND_ADDRESS",
+                "0.0.0.0:61679",
+                sim,
+                Box::new(|c| {
+                    c.agent.introspection_address
+                        == Endpoint(Some("0.0.0.0:61679".parse().unwrap()))
+                }),
+            ),
         ];
-        let mapped: Vec<&str> = crate::compat::env::table().iter().map(|(v, _)| *v).collect();
+        let mapped: Vec<&str> = crate::compat::env::table()
+            .iter()
+            .map(|(v, _)| *v)
+            .collect();
         assert_eq!(
             rows.iter().map(|r| r.0).collect::<Vec<_>>(),
             mapped,
@@ -651,7 +747,10 @@ mac = "02:aa:bb:cc:dd:ee"
         );
         for (var, value, file, check) in &rows {
             let without = AgentConfig::parse(file).unwrap();
-            assert!(!check(&without), "{var}: the check holds without the variable");
+            assert!(
+                !check(&without),
+                "{var}: the check holds without the variable"
+            );
             let (with, overlay) =
                 AgentConfig::parse_with_env(file, &|k| (k == *var).then(|| value.to_string()), &[])
                     .unwrap_or_else(|e| panic!("{var}={value}: {e}"));
@@ -677,18 +776,26 @@ mac = "02:aa:bb:cc:dd:ee"
     #[test]
     fn tcp_endpoints_default_to_aws_node_ports_on_loopback_and_turn_off() {
         let config = AgentConfig::parse("[cloud]\nprovider = \"sim\"\n").unwrap();
-        assert_eq!(String::from(config.agent.metrics_address), DEFAULT_METRICS_ADDRESS);
-        assert_eq!(String::from(config.agent.introspection_address), DEFAULT_INTROSPECTION_ADDRESS);
-        let off = AgentConfig::parse(
-            "[agent]\nmetrics-address = \"off\"\n[cloud]\nprovider = \"sim\"\n",
-        )
-        .unwrap();
+        assert_eq!(
+            String::from(config.agent.metrics_address),
+            DEFAULT_METRICS_ADDRESS
+        );
+        assert_eq!(
+            String::from(config.agent.introspection_address),
+            DEFAULT_INTROSPECTION_ADDRESS
+        );
+        let off =
+            AgentConfig::parse("[agent]\nmetrics-address = \"off\"\n[cloud]\nprovider = \"sim\"\n")
+                .unwrap();
         assert_eq!(off.agent.metrics_address, Endpoint(None));
         let err = AgentConfig::parse(
             "[agent]\nmetrics-address = \"localhost\"\n[cloud]\nprovider = \"sim\"\n",
         )
         .unwrap_err();
-        assert!(err.contains("\"localhost\" is not an address:port"), "{err}");
+        assert!(
+            err.contains("\"localhost\" is not an address:port"),
+            "{err}"
+        );
     }
 
     #[test]

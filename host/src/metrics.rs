@@ -138,7 +138,11 @@ impl Metrics {
         let pending_adds = Family::<GroupLabels, Gauge>::default();
         let (max_enis, max_addresses, max_pods) =
             (Gauge::default(), Gauge::default(), Gauge::default());
-        registry.register("enis", "ENIs attached, per security-group set", enis.clone());
+        registry.register(
+            "enis",
+            "ENIs attached, per security-group set",
+            enis.clone(),
+        );
         registry.register(
             "addresses",
             "Pod addresses per security-group set: total, assigned, cooling, free",
@@ -226,7 +230,9 @@ impl Metrics {
             let sum = |f: fn(&weft_policy_sdk::pool::Eni) -> u32| -> i64 {
                 state.enis.iter().map(|e| i64::from(f(e))).sum()
             };
-            self.enis.get_or_create(&labels).set(state.enis.len() as i64);
+            self.enis
+                .get_or_create(&labels)
+                .set(state.enis.len() as i64);
             self.pending_adds
                 .get_or_create(&labels)
                 .set(i64::from(state.pending_adds));
@@ -245,9 +251,8 @@ impl Metrics {
             }
             let limits = &state.limits;
             self.max_enis.set(i64::from(limits.max_enis));
-            self.max_addresses.set(
-                i64::from(limits.max_enis) * i64::from(limits.ipv4_per_eni.saturating_sub(1)),
-            );
+            self.max_addresses
+                .set(i64::from(limits.max_enis) * i64::from(limits.ipv4_per_eni.saturating_sub(1)));
             self.max_pods.set(i64::from(limits.max_pods));
         }
     }

@@ -140,20 +140,29 @@ fn paths_binaries_and_ports_agree_with_the_code() {
     }
     // The netconf the agent writes names the same socket the probes use.
     let conflist = weft_host::install::conflist(&config.cni, &config.agent.socket);
-    assert_eq!(conflist["plugins"][0]["socket"], config.agent.socket.to_str().unwrap());
+    assert_eq!(
+        conflist["plugins"][0]["socket"],
+        config.agent.socket.to_str().unwrap()
+    );
     let probe = container(&ds, "weftd")
         .readiness_probe
         .as_ref()
         .and_then(|p| p.exec.as_ref())
         .and_then(|e| e.command.clone())
         .unwrap();
-    assert!(probe.contains(&config.agent.socket.display().to_string()), "{probe:?}");
+    assert!(
+        probe.contains(&config.agent.socket.display().to_string()),
+        "{probe:?}"
+    );
 
     // Binaries: the image puts weftd and the plugins where the manifests say.
     let dockerfile = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
     let weftd = container(&ds, "weftd").command.as_ref().unwrap()[0].clone();
     assert!(weftd.ends_with("/weftd"), "{weftd}");
-    assert!(dockerfile.contains(&format!("target/release/weftd {weftd}")), "{weftd}");
+    assert!(
+        dockerfile.contains(&format!("target/release/weftd {weftd}")),
+        "{weftd}"
+    );
     let install = container(&ds, "install-plugin").command.clone().unwrap();
     assert_eq!(&install[..2], [weftd.as_str(), "install"]);
     let source = &install[install.iter().position(|a| a == "--source").unwrap() + 1];
@@ -176,7 +185,11 @@ fn paths_binaries_and_ports_agree_with_the_code() {
         assert!(help.status.success(), "weftd {} does not exist", command[1]);
         let help = String::from_utf8_lossy(&help.stdout);
         for flag in command.iter().filter(|a| a.starts_with("--")) {
-            assert!(help.contains(flag.as_str()), "weftd {} has no {flag}", command[1]);
+            assert!(
+                help.contains(flag.as_str()),
+                "weftd {} has no {flag}",
+                command[1]
+            );
         }
     }
 
@@ -210,8 +223,14 @@ fn rbac_reads_pods_and_nodes_and_patches_only_pods() {
             .flat_map(|r| r.verbs.clone())
             .collect()
     };
-    assert_eq!(verbs("pods"), ["get", "list", "patch", "watch"].map(String::from).into());
-    assert_eq!(verbs("nodes"), ["get", "list", "watch"].map(String::from).into());
+    assert_eq!(
+        verbs("pods"),
+        ["get", "list", "patch", "watch"].map(String::from).into()
+    );
+    assert_eq!(
+        verbs("nodes"),
+        ["get", "list", "watch"].map(String::from).into()
+    );
 }
 
 /// `snake_case` -> `PascalCase`.
@@ -272,5 +291,8 @@ fn the_iam_policy_allows_exactly_the_ec2_calls_of_the_code() {
         .collect();
     let calls = ec2_calls();
     assert!(calls.len() >= 8, "the scan found only {calls:?}");
-    assert_eq!(actions, calls, "deploy/iam-policy.json vs the calls in host/src/cloud");
+    assert_eq!(
+        actions, calls,
+        "deploy/iam-policy.json vs the calls in host/src/cloud"
+    );
 }

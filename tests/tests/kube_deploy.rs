@@ -41,11 +41,24 @@ async fn the_manifests_apply_and_create_the_daemonset() {
                 .unwrap_or_else(|e| {
                     panic!("{} {:?} refused: {e}", types.kind, object.metadata.name)
                 });
-            created.push(format!("{}/{}", types.kind, object.metadata.name.unwrap_or_default()));
+            created.push(format!(
+                "{}/{}",
+                types.kind,
+                object.metadata.name.unwrap_or_default()
+            ));
         }
     }
-    for kind in ["ServiceAccount/weft", "ClusterRole/weft", "ClusterRoleBinding/weft", "ConfigMap/weft-config", "DaemonSet/weft"] {
-        assert!(created.iter().any(|c| c == kind), "{kind} not in {created:?}");
+    for kind in [
+        "ServiceAccount/weft",
+        "ClusterRole/weft",
+        "ClusterRoleBinding/weft",
+        "ConfigMap/weft-config",
+        "DaemonSet/weft",
+    ] {
+        assert!(
+            created.iter().any(|c| c == kind),
+            "{kind} not in {created:?}"
+        );
     }
     let ds = Api::<DaemonSet>::namespaced(client, "kube-system")
         .get("weft")
@@ -53,5 +66,8 @@ async fn the_manifests_apply_and_create_the_daemonset() {
         .expect("the DaemonSet is stored");
     let spec = ds.spec.unwrap().template.spec.unwrap();
     assert_eq!(spec.host_network, Some(true));
-    assert_eq!(spec.priority_class_name.as_deref(), Some("system-node-critical"));
+    assert_eq!(
+        spec.priority_class_name.as_deref(),
+        Some("system-node-critical")
+    );
 }

@@ -120,10 +120,22 @@ async fn pods_are_decided_on_their_labels_annotated_and_served_without_the_api_s
 
     // Labels and service account from the API decide the group.
     let ns_db = TestNetns::new("db1");
-    let db_ip = ip_of(&ok(&agent.cni_args("ADD", "ctr-db1", &ns_db.path(), Some(&args_of(&db)), &netconf)));
+    let db_ip = ip_of(&ok(&agent.cni_args(
+        "ADD",
+        "ctr-db1",
+        &ns_db.path(),
+        Some(&args_of(&db)),
+        &netconf,
+    )));
     assert_eq!(group_of(&agent, "ctr-db1"), [DB_GROUP]);
     let ns_web = TestNetns::new("web1");
-    ok(&agent.cni_args("ADD", "ctr-web1", &ns_web.path(), Some(&args_of(&web)), &netconf));
+    ok(&agent.cni_args(
+        "ADD",
+        "ctr-web1",
+        &ns_web.path(),
+        Some(&args_of(&web)),
+        &netconf,
+    ));
     assert_ne!(group_of(&agent, "ctr-web1"), [DB_GROUP]);
 
     // The address annotation is on the pod when the ADD answers.
@@ -136,7 +148,13 @@ async fn pods_are_decided_on_their_labels_annotated_and_served_without_the_api_s
     // A pod created just before its ADD is decided on its real labels.
     let fresh = create_pod(&client, &node, "db-2", json!({"app": "db"})).await;
     let ns_db2 = TestNetns::new("db2");
-    ok(&agent.cni_args("ADD", "ctr-db2", &ns_db2.path(), Some(&args_of(&fresh)), &netconf));
+    ok(&agent.cni_args(
+        "ADD",
+        "ctr-db2",
+        &ns_db2.path(),
+        Some(&args_of(&fresh)),
+        &netconf,
+    ));
     assert_eq!(group_of(&agent, "ctr-db2"), [DB_GROUP]);
 
     // A label change is seen by the pod's next ADD (a new sandbox), once the
@@ -148,7 +166,18 @@ async fn pods_are_decided_on_their_labels_annotated_and_served_without_the_api_s
     )
     .await
     .unwrap();
-    assert!(agent.cni_args("DEL", "ctr-web1", &ns_web.path(), Some(&args_of(&web)), &netconf).status.success());
+    assert!(
+        agent
+            .cni_args(
+                "DEL",
+                "ctr-web1",
+                &ns_web.path(),
+                Some(&args_of(&web)),
+                &netconf
+            )
+            .status
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut attempt = 0;
     loop {
@@ -158,8 +187,16 @@ async fn pods_are_decided_on_their_labels_annotated_and_served_without_the_api_s
         if group_of(&agent, &id) == [DB_GROUP] {
             break;
         }
-        assert!(Instant::now() < deadline, "the label change never reached an ADD");
-        assert!(agent.cni_args("DEL", &id, &ns_web.path(), Some(&args_of(&web)), &netconf).status.success());
+        assert!(
+            Instant::now() < deadline,
+            "the label change never reached an ADD"
+        );
+        assert!(
+            agent
+                .cni_args("DEL", &id, &ns_web.path(), Some(&args_of(&web)), &netconf)
+                .status
+                .success()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -175,7 +212,11 @@ async fn pods_are_decided_on_their_labels_annotated_and_served_without_the_api_s
         &netconf,
     ));
     assert!(!ip_of(&late).is_empty());
-    assert_ne!(group_of(&agent, "ctr-late"), [DB_GROUP], "no labels: the default group");
+    assert_ne!(
+        group_of(&agent, "ctr-late"),
+        [DB_GROUP],
+        "no labels: the default group"
+    );
     assert!(
         agent.log().contains("the Kubernetes API does not answer"),
         "{}",
@@ -195,10 +236,26 @@ async fn without_annotate_pod_ip_the_pod_is_not_patched() {
     let pod = create_pod(&client, &node, "plain-1", json!({"app": "plain"})).await;
     let agent = TestAgent::start("m5.large", &kube_section(&api, &node, false));
     let ns = TestNetns::new("plain");
-    ok(&agent.cni_args("ADD", "ctr-plain", &ns.path(), Some(&args_of(&pod)), &agent.netconf("1.0.0")));
-    let after = Api::<Pod>::namespaced(client, "default").get("plain-1").await.unwrap();
-    assert_eq!(after.metadata.resource_version, pod.metadata.resource_version, "the pod was changed");
-    assert!(agent.log().contains("pod and node metadata from the Kubernetes API"));
+    ok(&agent.cni_args(
+        "ADD",
+        "ctr-plain",
+        &ns.path(),
+        Some(&args_of(&pod)),
+        &agent.netconf("1.0.0"),
+    ));
+    let after = Api::<Pod>::namespaced(client, "default")
+        .get("plain-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        after.metadata.resource_version, pod.metadata.resource_version,
+        "the pod was changed"
+    );
+    assert!(
+        agent
+            .log()
+            .contains("pod and node metadata from the Kubernetes API")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -226,7 +283,12 @@ async fn a_node_label_picks_the_subnet_of_new_enis() {
     let api = TestApiServer::start();
     let client = api.client().await;
     let node = format!("weft-node-{}", std::process::id());
-    create_node(&client, &node, json!({"k8s.amazonaws.com/eniConfig": "pods-b"})).await;
+    create_node(
+        &client,
+        &node,
+        json!({"k8s.amazonaws.com/eniConfig": "pods-b"}),
+    )
+    .await;
     let pod = create_pod(&client, &node, "custom-1", json!({})).await;
     // Custom networking: pods never on the primary ENI, their ENIs in the
     // subnet the node's label names.
@@ -243,6 +305,12 @@ async fn a_node_label_picks_the_subnet_of_new_enis() {
         ),
     );
     let ns = TestNetns::new("custom");
-    let result = ok(&agent.cni_args("ADD", "ctr-custom", &ns.path(), Some(&args_of(&pod)), &agent.netconf("1.0.0")));
+    let result = ok(&agent.cni_args(
+        "ADD",
+        "ctr-custom",
+        &ns.path(),
+        Some(&args_of(&pod)),
+        &agent.netconf("1.0.0"),
+    ));
     assert!(ip_of(&result).starts_with("10.0.8."), "{result}");
 }

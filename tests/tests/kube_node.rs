@@ -87,13 +87,20 @@ async fn kubelet_runs_pods_on_weft_once_the_agent_is_ready() {
         .arg(&bin)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Without the agent there is no conflist: the kubelet reports NotReady.
     api.start_node(node_name, &bin, &conf);
     let nodes: Api<Node> = Api::all(client.clone());
     let (status, message) = ready(&nodes, node_name).await;
-    assert_ne!(status, "True", "Ready without a CNI configuration: {message}");
+    assert_ne!(
+        status, "True",
+        "Ready without a CNI configuration: {message}"
+    );
     assert_eq!(std::fs::read_dir(&conf).unwrap().count(), 0);
 
     let options = AgentOptions {
@@ -108,16 +115,21 @@ async fn kubelet_runs_pods_on_weft_once_the_agent_is_ready() {
             api.kubeconfig().display()
         ),
     );
-    eventually("the node to turn Ready", Duration::from_secs(60), || async {
-        (ready(&nodes, node_name).await.0 == "True").then_some(())
-    })
+    eventually(
+        "the node to turn Ready",
+        Duration::from_secs(60),
+        || async { (ready(&nodes, node_name).await.0 == "True").then_some(()) },
+    )
     .await;
 
     // A pod reaches Running with a VPC address from the simulator.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    pods.create(&PostParams::default(), &pod("server", node_name, &["sleep", "3600"]))
-        .await
-        .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod("server", node_name, &["sleep", "3600"]),
+    )
+    .await
+    .unwrap();
     let server_ip = eventually("the server pod to run", Duration::from_secs(60), || async {
         let p = pods.get("server").await.ok()?;
         let status = p.status?;
@@ -127,19 +139,30 @@ async fn kubelet_runs_pods_on_weft_once_the_agent_is_ready() {
     assert!(server_ip.starts_with("10.0."), "{server_ip}");
     let listed = agent.get_json("/v1/pods");
     assert!(
-        listed.as_array().unwrap().iter().any(|p| p["ip"] == server_ip.as_str()),
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["ip"] == server_ip.as_str()),
         "{listed}"
     );
 
     // A second pod reaches the first (its ping succeeds, so it exits 0).
     let ping = format!("ping -c 2 -W 5 {server_ip}");
-    pods.create(&PostParams::default(), &pod("client", node_name, &["sh", "-c", &ping]))
-        .await
-        .unwrap();
-    let phase = eventually("the client pod to finish", Duration::from_secs(60), || async {
-        let phase = pods.get("client").await.ok()?.status?.phase?;
-        matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
-    })
+    pods.create(
+        &PostParams::default(),
+        &pod("client", node_name, &["sh", "-c", &ping]),
+    )
+    .await
+    .unwrap();
+    let phase = eventually(
+        "the client pod to finish",
+        Duration::from_secs(60),
+        || async {
+            let phase = pods.get("client").await.ok()?.status?.phase?;
+            matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
+        },
+    )
     .await;
     assert_eq!(phase, "Succeeded", "the client could not reach {server_ip}");
 
@@ -147,22 +170,26 @@ async fn kubelet_runs_pods_on_weft_once_the_agent_is_ready() {
     pods.delete("server", &DeleteParams::default().grace_period(0))
         .await
         .unwrap();
-    eventually("the server's address to cool down", Duration::from_secs(60), || async {
-        let gone = !agent
-            .get_json("/v1/pods")
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["ip"] == server_ip.as_str());
-        let cooling: u64 = agent.get_json("/v1/pool")["groups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|g| g["enis"].as_array().unwrap().clone())
-            .map(|e| e["cooling"].as_u64().unwrap())
-            .sum();
-        (gone && cooling >= 1).then_some(())
-    })
+    eventually(
+        "the server's address to cool down",
+        Duration::from_secs(60),
+        || async {
+            let gone = !agent
+                .get_json("/v1/pods")
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["ip"] == server_ip.as_str());
+            let cooling: u64 = agent.get_json("/v1/pool")["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|g| g["enis"].as_array().unwrap().clone())
+                .map(|e| e["cooling"].as_u64().unwrap())
+                .sum();
+            (gone && cooling >= 1).then_some(())
+        },
+    )
     .await;
     api.stop_node();
 }

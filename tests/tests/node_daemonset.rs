@@ -56,7 +56,11 @@ fn install_conflist_tcp_endpoints_and_status() {
         .arg(bin.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let installed = std::fs::read(bin.path().join("weft")).unwrap();
     assert_eq!(installed, std::fs::read(weft_plugin_binary()).unwrap());
 
@@ -74,13 +78,24 @@ fn install_conflist_tcp_endpoints_and_status() {
     let conflist_path = agent.dir.path().join("net.d/10-weft.conflist");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !conflist_path.exists() {
-        assert!(std::time::Instant::now() < deadline, "no conflist:\n{}", agent.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no conflist:\n{}",
+            agent.log()
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert!(agent.log().contains("ready: wrote the CNI network configuration"));
+    assert!(
+        agent
+            .log()
+            .contains("ready: wrote the CNI network configuration")
+    );
     let conflist: Value =
         serde_json::from_str(&std::fs::read_to_string(&conflist_path).unwrap()).unwrap();
-    assert_eq!(conflist["plugins"][0]["socket"], agent.socket().to_str().unwrap());
+    assert_eq!(
+        conflist["plugins"][0]["socket"],
+        agent.socket().to_str().unwrap()
+    );
 
     // The runtime's chain from that conflist, with the installed binaries:
     // weft, then portmap with the previous result.
@@ -100,7 +115,12 @@ fn install_conflist_tcp_endpoints_and_status() {
     let netns = pod.path().display().to_string();
     let mut add = env("ADD");
     add.push(("CNI_NETNS", &netns));
-    let result = ok(&exec_plugin(None, &bin.path().join("weft"), &add, &netconf.to_string()));
+    let result = ok(&exec_plugin(
+        None,
+        &bin.path().join("weft"),
+        &add,
+        &netconf.to_string(),
+    ));
     let mut portmap = conflist["plugins"][1].clone();
     portmap["cniVersion"] = conflist["cniVersion"].clone();
     portmap["name"] = conflist["name"].clone();
@@ -132,7 +152,10 @@ fn install_conflist_tcp_endpoints_and_status() {
     // Introspection on TCP: read-only views, no CNI commands.
     let (code, pool) = http(&format!("http://127.0.0.1:{introspection}/v1/pool"));
     assert_eq!(code, 200);
-    assert_eq!(serde_json::from_str::<Value>(&pool).unwrap(), agent.get_json("/v1/pool"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&pool).unwrap(),
+        agent.get_json("/v1/pool")
+    );
     let (code, _) = http(&format!("http://127.0.0.1:{introspection}/v1/pods"));
     assert_eq!(code, 200);
     let (code, _) = http(&format!("http://127.0.0.1:{introspection}/v1/cni/add"));
@@ -179,7 +202,11 @@ fn install_conflist_tcp_endpoints_and_status() {
 }
 
 fn ok_or_empty(out: &std::process::Output) {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -201,7 +228,11 @@ settings = { rules = [ { namespaces = [""], security-groups = ["sg-0000000000000
     let id = "5e3a9c0de0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b";
     let out = agent.cni_args("ADD", id, &container.path(), None, &netconf);
     let result = ok(&out);
-    let ip = result["ips"][0]["address"].as_str().unwrap().trim_end_matches("/32").to_owned();
+    let ip = result["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("/32")
+        .to_owned();
     ok(&agent.cni("ADD", "ctr-pod", &pod.path(), "pod", &netconf));
 
     let pods = agent.get_json("/v1/pods");
@@ -221,17 +252,39 @@ settings = { rules = [ { namespaces = [""], security-groups = ["sg-0000000000000
             .as_array()
             .unwrap()
             .iter()
-            .find(|g| g["enis"].as_array().unwrap().iter().any(|e| e["id"] == *eni))
+            .find(|g| {
+                g["enis"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["id"] == *eni)
+            })
             .map(|g| g["group"].clone())
             .unwrap()
     };
-    assert_eq!(group_of(&entry["eni_id"]), serde_json::json!(["sg-0000000000000c0de"]));
-    let pod_entry = pods.as_array().unwrap().iter().find(|p| p["container_id"] == "ctr-pod").unwrap();
-    assert_ne!(group_of(&pod_entry["eni_id"]), serde_json::json!(["sg-0000000000000c0de"]));
+    assert_eq!(
+        group_of(&entry["eni_id"]),
+        serde_json::json!(["sg-0000000000000c0de"])
+    );
+    let pod_entry = pods
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["container_id"] == "ctr-pod")
+        .unwrap();
+    assert_ne!(
+        group_of(&pod_entry["eni_id"]),
+        serde_json::json!(["sg-0000000000000c0de"])
+    );
     // Reachable like any pod: the node pings it.
     assert!(agent.node.ping(&ip), "the container answers at {ip}");
     // DEL without CNI_ARGS releases it.
-    assert!(agent.cni_args("DEL", id, &container.path(), None, &netconf).status.success());
+    assert!(
+        agent
+            .cni_args("DEL", id, &container.path(), None, &netconf)
+            .status
+            .success()
+    );
     assert!(
         !agent
             .get_json("/v1/pods")

@@ -14,7 +14,6 @@ use super::result::network_result;
 use crate::api::{Backend, ErrorView, PodView, PoolView};
 use crate::ipam::{Assignment, AssignmentKey, PodMeta, SgSet};
 use crate::kubernetes::PodLookup;
-use std::sync::atomic::Ordering;
 use crate::plumbing::PodNetwork;
 use crate::reconcile::PoolError;
 use futures::future::BoxFuture;
@@ -22,6 +21,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 use weft_cni::CniError;
 use weft_cni::api::{
@@ -64,9 +64,17 @@ impl Agent {
                     repeated = !placement.fresh,
                     "pod added"
                 );
-                if let Some(kubernetes) = self.kubernetes.as_ref().filter(|_| req.pod.is_kubernetes_pod()) {
+                if let Some(kubernetes) = self
+                    .kubernetes
+                    .as_ref()
+                    .filter(|_| req.pod.is_kubernetes_pod())
+                {
                     kubernetes
-                        .annotate_pod_ip(&req.pod.namespace, &req.pod.name, IpAddr::V4(placement.ip))
+                        .annotate_pod_ip(
+                            &req.pod.namespace,
+                            &req.pod.name,
+                            IpAddr::V4(placement.ip),
+                        )
                         .await;
                 }
                 Ok(network_result(placement.ip, &links, &req.netns))
@@ -124,13 +132,22 @@ impl Agent {
             return from_args;
         };
         let who = format!("{}/{}", pod.namespace, pod.name);
-        match kubernetes.pod(&pod.namespace, &pod.name, pod.uid.as_deref()).await {
+        match kubernetes
+            .pod(&pod.namespace, &pod.name, pod.uid.as_deref())
+            .await
+        {
             PodLookup::Found(meta) => {
                 if self.api_unavailable.swap(false, Ordering::Relaxed) {
-                    tracing::info!("the Kubernetes API answers again: pods are decided on their metadata");
+                    tracing::info!(
+                        "the Kubernetes API answers again: pods are decided on their metadata"
+                    );
                 }
                 security::Pod {
-                    uid: if meta.uid.is_empty() { from_args.uid } else { meta.uid },
+                    uid: if meta.uid.is_empty() {
+                        from_args.uid
+                    } else {
+                        meta.uid
+                    },
                     labels: meta.labels,
                     annotations: meta.annotations,
                     service_account: meta.service_account,

@@ -11,13 +11,14 @@ mod hooks;
 mod result;
 
 use crate::Result;
-use crate::api::{ApiConfig, ApiServer, MetricsFn, TcpEndpoint, introspection_router, metrics_router};
+use crate::api::{
+    ApiConfig, ApiServer, MetricsFn, TcpEndpoint, introspection_router, metrics_router,
+};
 use crate::cloud::sim::NetnsEniLinks;
 use crate::cloud::{Cloud, Ec2Cloud, NodeIdentity};
 use crate::config::{AgentConfig, CloudConfig};
 use crate::kubernetes::Kubernetes;
 use crate::metrics::Metrics;
-use std::sync::atomic::AtomicBool;
 use crate::plumbing::Plumbing;
 use crate::policy::PolicySet;
 use crate::reconcile::{Pool, PoolDeps};
@@ -25,6 +26,7 @@ use crate::state::StateDir;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use tokio::sync::{RwLock, watch};
 use tokio::task::JoinSet;
@@ -238,7 +240,11 @@ impl Agent {
     /// Waits until the pool can answer ADDs, then writes the conflist, so the
     /// runtime (and the kubelet's node readiness) sees the network only then.
     /// A failed write is retried every 5 s.
-    async fn write_conflist_when_ready(&self, cni: &crate::config::CniSection, socket: &std::path::Path) {
+    async fn write_conflist_when_ready(
+        &self,
+        cni: &crate::config::CniSection,
+        socket: &std::path::Path,
+    ) {
         let mut reported = None;
         loop {
             match self.pool.not_ready_reason() {

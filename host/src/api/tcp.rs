@@ -18,7 +18,9 @@ impl TcpEndpoint {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .map_err(|source| SocketError::Io {
-                context: format!("listening on {address} (set another address or \"off\" in [agent])"),
+                context: format!(
+                    "listening on {address} (set another address or \"off\" in [agent])"
+                ),
                 source,
             })?;
         Ok(TcpEndpoint { listener, router })

@@ -67,19 +67,26 @@ fn render(
             limits.max_enis,
             limits.ipv4_per_eni,
             limits.max_pods,
-            if limits.prefix_delegation { ", prefixes" } else { "" }
+            if limits.prefix_delegation {
+                ", prefixes"
+            } else {
+                ""
+            }
         );
     }
     let _ = writeln!(out, "pool (per security-group set):");
     for group in &pool.groups {
-        let sum = |f: fn(&weft_policy_sdk::pool::Eni) -> u32| -> u32 {
-            group.enis.iter().map(f).sum()
-        };
+        let sum =
+            |f: fn(&weft_policy_sdk::pool::Eni) -> u32| -> u32 { group.enis.iter().map(f).sum() };
         let _ = writeln!(
             out,
             "  {}{}: {} ENIs, {} addresses: {} assigned, {} cooling, {} free; {} ADDs pending",
             group.group.join(","),
-            if group.default_group { " (default)" } else { "" },
+            if group.default_group {
+                " (default)"
+            } else {
+                ""
+            },
             group.enis.len(),
             sum(|e| e.addresses()),
             sum(|e| e.assigned),
@@ -94,7 +101,11 @@ fn render(
     } else {
         let _ = writeln!(out, "recent errors (oldest first):");
         for e in errors {
-            let _ = writeln!(out, "  [{}] {} code {}: {}", e.at, e.command, e.code, e.message);
+            let _ = writeln!(
+                out,
+                "  [{}] {} code {}: {}",
+                e.at, e.command, e.code, e.message
+            );
         }
     }
     out
@@ -151,7 +162,9 @@ mod tests {
         );
         assert!(text.contains("weftd at /s: ready"), "{text}");
         assert!(
-            text.contains("sg-1 (default): 1 ENIs, 9 addresses: 3 assigned, 1 cooling, 5 free; 2 ADDs pending"),
+            text.contains(
+                "sg-1 (default): 1 ENIs, 9 addresses: 3 assigned, 1 cooling, 5 free; 2 ADDs pending"
+            ),
             "{text}"
         );
         assert!(text.contains("[7] ADD code 11: no address"), "{text}");

@@ -63,35 +63,59 @@ pub const DEFAULT_ENI_CONFIG_LABEL: &str = "k8s.amazonaws.com/eniConfig";
 const MAPPED: &[(&str, &[Target])] = &[
     (
         "WARM_ENI_TARGET",
-        &[to(&["policies", "pool-sizing", "settings", "warm-eni-target"], Kind::Int)],
+        &[to(
+            &["policies", "pool-sizing", "settings", "warm-eni-target"],
+            Kind::Int,
+        )],
     ),
     (
         "WARM_IP_TARGET",
-        &[to(&["policies", "pool-sizing", "settings", "warm-ip-target"], Kind::Int)],
+        &[to(
+            &["policies", "pool-sizing", "settings", "warm-ip-target"],
+            Kind::Int,
+        )],
     ),
     (
         "MINIMUM_IP_TARGET",
-        &[to(&["policies", "pool-sizing", "settings", "minimum-ip-target"], Kind::Int)],
+        &[to(
+            &["policies", "pool-sizing", "settings", "minimum-ip-target"],
+            Kind::Int,
+        )],
     ),
     (
         "WARM_PREFIX_TARGET",
-        &[to(&["policies", "pool-sizing", "settings", "warm-prefix-target"], Kind::Int)],
+        &[to(
+            &["policies", "pool-sizing", "settings", "warm-prefix-target"],
+            Kind::Int,
+        )],
     ),
     (
         "ENABLE_PREFIX_DELEGATION",
         &[
             to(&["pool", "prefix-delegation"], Kind::Bool),
-            to(&["policies", "pool-sizing", "settings", "prefix-delegation"], Kind::Bool),
+            to(
+                &["policies", "pool-sizing", "settings", "prefix-delegation"],
+                Kind::Bool,
+            ),
         ],
     ),
-    ("IP_COOLDOWN_PERIOD", &[to(&["pool", "cooldown-seconds"], Kind::Int)]),
+    (
+        "IP_COOLDOWN_PERIOD",
+        &[to(&["pool", "cooldown-seconds"], Kind::Int)],
+    ),
     ("AWS_VPC_ENI_MTU", &[to(&["plumbing", "mtu"], Kind::Int)]),
     ("POD_MTU", &[to(&["plumbing", "pod-mtu"], Kind::Int)]),
-    ("CLUSTER_NAME", &[to(&["cloud", "cluster-name"], Kind::Text)]),
+    (
+        "CLUSTER_NAME",
+        &[to(&["cloud", "cluster-name"], Kind::Text)],
+    ),
     ("MAX_ENI", &[to(&["pool", "max-enis"], Kind::Int)]),
     (
         "ENI_CONFIG_LABEL_DEF",
-        &[to(&["policies", "subnet-selection", "settings", "node-label"], Kind::Text)],
+        &[to(
+            &["policies", "subnet-selection", "settings", "node-label"],
+            Kind::Text,
+        )],
     ),
     (
         "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG",
@@ -107,10 +131,22 @@ const MAPPED: &[(&str, &[Target])] = &[
         "DISABLE_LEAKED_ENI_CLEANUP",
         &[to(&["agent", "leaked-eni-cleanup"], Kind::NotBool)],
     ),
-    ("ANNOTATE_POD_IP", &[to(&["kubernetes", "annotate-pod-ip"], Kind::Bool)]),
-    ("AWS_VPC_K8S_CNI_VETHPREFIX", &[to(&["plumbing", "veth-prefix"], Kind::Text)]),
-    ("AWS_EC2_ENDPOINT", &[to(&["cloud", "endpoint-url"], Kind::Text)]),
-    ("DISABLE_METRICS", &[to(&["agent", "metrics-address"], Kind::OffWhenTrue)]),
+    (
+        "ANNOTATE_POD_IP",
+        &[to(&["kubernetes", "annotate-pod-ip"], Kind::Bool)],
+    ),
+    (
+        "AWS_VPC_K8S_CNI_VETHPREFIX",
+        &[to(&["plumbing", "veth-prefix"], Kind::Text)],
+    ),
+    (
+        "AWS_EC2_ENDPOINT",
+        &[to(&["cloud", "endpoint-url"], Kind::Text)],
+    ),
+    (
+        "DISABLE_METRICS",
+        &[to(&["agent", "metrics-address"], Kind::OffWhenTrue)],
+    ),
     (
         "DISABLE_INTROSPECTION",
         &[to(&["agent", "introspection-address"], Kind::OffWhenTrue)],
@@ -338,7 +374,8 @@ pub fn apply(
     overlay.ignored = set_vars
         .iter()
         .filter(|name| {
-            !mapped(name) && (name.starts_with("AWS_VPC_") || KNOWN_UNMAPPED.contains(&name.as_str()))
+            !mapped(name)
+                && (name.starts_with("AWS_VPC_") || KNOWN_UNMAPPED.contains(&name.as_str()))
         })
         .cloned()
         .collect();
@@ -406,7 +443,11 @@ mod tests {
              in the configuration file: remove one of them"
         );
         // The same value twice is no conflict.
-        overlay("[pool]\ncooldown-seconds = 60\n", &[("IP_COOLDOWN_PERIOD", "60")]).unwrap();
+        overlay(
+            "[pool]\ncooldown-seconds = 60\n",
+            &[("IP_COOLDOWN_PERIOD", "60")],
+        )
+        .unwrap();
         let err = overlay(
             "[policies.pool-sizing]\nsettings = { warm-ip-target = 3 }\n",
             &[("WARM_IP_TARGET", "5")],
@@ -427,7 +468,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            err.to_string().contains("built-in warm-pool") && err.to_string().contains("/etc/weft/p.wasm"),
+            err.to_string().contains("built-in warm-pool")
+                && err.to_string().contains("/etc/weft/p.wasm"),
             "{err}"
         );
     }
@@ -448,7 +490,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             overlay.ignored,
-            ["AWS_VPC_K8S_CNI_EXTERNALSNAT", "AWS_VPC_SOMETHING_NEW", "ENABLE_POD_ENI"]
+            [
+                "AWS_VPC_K8S_CNI_EXTERNALSNAT",
+                "AWS_VPC_SOMETHING_NEW",
+                "ENABLE_POD_ENI"
+            ]
         );
         assert_eq!(overlay.applied, ["WARM_IP_TARGET=2"]);
     }
@@ -456,7 +502,10 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable() {
         let err = overlay("", &[("WARM_IP_TARGET", "five")]).unwrap_err();
-        assert_eq!(err.to_string(), "WARM_IP_TARGET=\"five\" is not a non-negative integer");
+        assert_eq!(
+            err.to_string(),
+            "WARM_IP_TARGET=\"five\" is not a non-negative integer"
+        );
         let err = overlay("", &[("ANNOTATE_POD_IP", "maybe")]).unwrap_err();
         assert!(err.to_string().contains("ANNOTATE_POD_IP"), "{err}");
         assert!(log_filter("LOUD").is_err());
@@ -465,7 +514,10 @@ mod tests {
 
     #[test]
     fn the_key_names_read_like_the_file() {
-        assert_eq!(key_name(&["pool", "cooldown-seconds"]), "[pool] cooldown-seconds");
+        assert_eq!(
+            key_name(&["pool", "cooldown-seconds"]),
+            "[pool] cooldown-seconds"
+        );
         assert_eq!(
             key_name(&["policies", "pool-sizing", "settings", "warm-ip-target"]),
             "[policies.pool-sizing] settings.warm-ip-target"

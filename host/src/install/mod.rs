@@ -30,9 +30,7 @@ pub enum InstallError {
         source: std::io::Error,
     },
     /// A plugin to install is in neither the source nor the bin directory.
-    #[error(
-        "{name} is not in {source_dir} and not yet in {bin_dir}: {hint}"
-    )]
+    #[error("{name} is not in {source_dir} and not yet in {bin_dir}: {hint}")]
     Missing {
         /// The plugin.
         name: String,
@@ -56,7 +54,8 @@ fn write_atomic(target: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallErr
     let name = target.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.weft-{}.tmp", std::process::id()));
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+        let mut file =
+            std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
         file.write_all(bytes)
             .and_then(|()| file.set_permissions(std::fs::Permissions::from_mode(mode)))
             .and_then(|()| file.sync_all())
@@ -198,6 +197,12 @@ mod tests {
             chain_portmap: false,
             ..cni
         };
-        assert_eq!(conflist(&alone, Path::new("/s"))["plugins"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            conflist(&alone, Path::new("/s"))["plugins"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

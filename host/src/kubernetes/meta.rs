@@ -100,6 +100,9 @@ mod tests {
         };
         let meta = NodeMetadata::of(&node);
         assert_eq!(meta.name, "n1");
-        assert_eq!(meta.labels, [Tag::new("k8s.amazonaws.com/eniConfig", "pods-a")]);
+        assert_eq!(
+            meta.labels,
+            [Tag::new("k8s.amazonaws.com/eniConfig", "pods-a")]
+        );
     }
 }

@@ -89,9 +89,7 @@ impl Drop for Kubernetes {
     }
 }
 
-async fn client_config(
-    section: &KubernetesSection,
-) -> Result<Option<kube::Config>, KubeError> {
+async fn client_config(section: &KubernetesSection) -> Result<Option<kube::Config>, KubeError> {
     let error = |source_name: &str| {
         let source_name = source_name.to_owned();
         move |e: &dyn std::fmt::Display| KubeError::Config {
@@ -103,8 +101,8 @@ async fn client_config(
         (ApiMode::Off, _) => Ok(None),
         (_, Some(path)) => {
             let name = path.display().to_string();
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| error(&name)(&e))?;
+            let kubeconfig =
+                kube::config::Kubeconfig::read_from(path).map_err(|e| error(&name)(&e))?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
                 .await
                 .map(Some)
@@ -147,8 +145,11 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default().fields(&fields)))
-        .default_backoff();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default().fields(&fields)),
+    )
+    .default_backoff();
     let handle = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         let mut failing = false;
@@ -175,7 +176,9 @@ impl Kubernetes {
     /// are known from `CNI_ARGS` alone) when there is no API server to use.
     /// The watches start in the background: an API server that is down at
     /// start only delays the metadata.
-    pub async fn connect(section: &KubernetesSection) -> Result<Option<Arc<Kubernetes>>, KubeError> {
+    pub async fn connect(
+        section: &KubernetesSection,
+    ) -> Result<Option<Arc<Kubernetes>>, KubeError> {
         let Some(mut config) = client_config(section).await? else {
             tracing::info!(
                 "no Kubernetes API server configured: pods are known from CNI_ARGS alone \
@@ -234,10 +237,9 @@ impl Kubernetes {
             Ok(Ok(Some(pod))) if current(&pod) => PodLookup::Found(PodMetadata::of(&pod)),
             Ok(Ok(_)) => PodLookup::Missing,
             Ok(Err(error)) => PodLookup::Unavailable(error.to_string()),
-            Err(_) => PodLookup::Unavailable(format!(
-                "no answer within {} ms",
-                self.pod_wait.as_millis()
-            )),
+            Err(_) => {
+                PodLookup::Unavailable(format!("no answer within {} ms", self.pod_wait.as_millis()))
+            }
         }
     }
 
@@ -257,10 +259,16 @@ impl Kubernetes {
             return;
         }
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let patch = serde_json::json!({"metadata": {"annotations": {POD_IPS_ANNOTATION: ip.to_string()}}});
+        let patch =
+            serde_json::json!({"metadata": {"annotations": {POD_IPS_ANNOTATION: ip.to_string()}}});
         let pod = format!("{namespace}/{name}");
         let params = PatchParams::default();
-        match tokio::time::timeout(self.pod_wait, api.patch(name, &params, &Patch::Merge(&patch))).await {
+        match tokio::time::timeout(
+            self.pod_wait,
+            api.patch(name, &params, &Patch::Merge(&patch)),
+        )
+        .await
+        {
             Ok(Ok(_)) => tracing::debug!(%pod, %ip, "annotated the pod with its address"),
             Ok(Err(error)) => {
                 tracing::warn!(%pod, %ip, %error, "could not annotate the pod with its address")

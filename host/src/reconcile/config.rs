@@ -100,7 +100,9 @@ impl PoolConfig {
     /// The instance's limits with `max-enis` applied.
     pub fn node_limits(&self, limits: InstanceLimits) -> InstanceLimits {
         InstanceLimits {
-            max_enis: self.max_enis.map_or(limits.max_enis, |m| m.min(limits.max_enis)),
+            max_enis: self
+                .max_enis
+                .map_or(limits.max_enis, |m| m.min(limits.max_enis)),
             ..limits
         }
     }

@@ -34,7 +34,9 @@ fn eligibility(settings: &Settings, request: &EniRequest, c: &Candidate) -> Resu
         if subnets.is_some_and(|ids| ids.contains(&c.id)) {
             return Ok(());
         }
-        return Err(Skip::NotEligible("not among the node-subnets of the node's label"));
+        return Err(Skip::NotEligible(
+            "not among the node-subnets of the node's label",
+        ));
     }
     if !settings.subnet_ids.is_empty() {
         if settings.subnet_ids.contains(&c.id) {
@@ -87,7 +89,11 @@ pub(crate) fn select(
     candidates: &[Candidate],
 ) -> Choice {
     if let Some(label) = settings.node_label() {
-        let node = if request.node.name.is_empty() { "the node" } else { &request.node.name };
+        let node = if request.node.name.is_empty() {
+            "the node"
+        } else {
+            &request.node.name
+        };
         match request.node.labels.iter().find(|t| t.key == label) {
             None => {
                 return Choice::Refuse(format!(

@@ -71,7 +71,12 @@ impl Settings {
             ));
         }
         let node_ids = self.node_subnets.values().flatten();
-        if let Some(bad) = self.subnet_ids.iter().chain(node_ids).find(|id| !is_subnet_id(id)) {
+        if let Some(bad) = self
+            .subnet_ids
+            .iter()
+            .chain(node_ids)
+            .find(|id| !is_subnet_id(id))
+        {
             return Err(format!(
                 "invalid settings: subnet-ids: {bad:?} is not a subnet id \
                  (`subnet-` and 8 or 17 lowercase hex digits)"
@@ -101,7 +106,12 @@ mod tests {
             parse_settings(r#"{"subnet-ids": ["subnet-0a1b2c3d"], "tags": {"a": "b"}}"#).unwrap();
         assert!(both.validate().unwrap_err().contains("one of"));
         let label_alone: Settings = parse_settings(r#"{"node-label": "zone"}"#).unwrap();
-        assert!(label_alone.validate().unwrap_err().contains("needs `node-subnets`"));
+        assert!(
+            label_alone
+                .validate()
+                .unwrap_err()
+                .contains("needs `node-subnets`")
+        );
         let by_node: Settings =
             parse_settings(r#"{"node-subnets": {"pods-a": ["subnet-0a1b2c3d"]}}"#).unwrap();
         assert_eq!(by_node.node_label(), Some(DEFAULT_NODE_LABEL));
