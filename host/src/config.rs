@@ -610,7 +610,8 @@ mac = "02:aa:bb:cc:dd:ee"
         };
         let sim = "[cloud]\nprovider = \"sim\"\n";
         let ec2 = "[cloud]\nprovider = \"ec2\"\ncluster-name = \"file\"\n";
-        let rows: Vec<(&str, &str, &str, Box<dyn Fn(&AgentConfig) -> bool>)> = vec![
+        type Row<'a> = (&'a str, &'a str, &'a str, Box<dyn Fn(&AgentConfig) -> bool>);
+        let rows: Vec<Row> = vec![
             (
                 "WARM_ENI_TARGET",
                 "2",
