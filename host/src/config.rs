@@ -25,7 +25,7 @@
 //! refused so a typo fails at start, not silently.
 
 use crate::cloud::sim::SubnetSpec;
-use crate::cloud::{Ec2Config, NodeIdentity, SimCloud};
+use crate::cloud::{Ec2Config, NodeIdentity, RateLimits, SimCloud};
 use crate::compat::env::EnvOverlay;
 use crate::plumbing::PlumbingConfig;
 use crate::policy::PoliciesConfig;
@@ -84,10 +84,6 @@ pub struct AgentSection {
     /// `/v1/pods`), as aws-node's 61679; `"off"` disables it.
     #[serde(default = "default_introspection_address")]
     pub introspection_address: Endpoint,
-    /// Delete this cluster's ENIs left detached for 5 minutes (an agent
-    /// killed between create and attach), every 5 minutes.
-    #[serde(default = "default_true")]
-    pub leaked_eni_cleanup: bool,
 }
 
 /// A TCP endpoint, or `"off"`.
@@ -239,7 +235,6 @@ impl Default for AgentSection {
             state_dir: default_state_dir(),
             metrics_address: default_metrics_address(),
             introspection_address: default_introspection_address(),
-            leaked_eni_cleanup: true,
         }
     }
 }
@@ -283,10 +278,22 @@ pub struct SimSection {
     /// node namespace, so their host setup runs for real.
     #[serde(default)]
     pub materialise_enis: bool,
+    /// How long after its attachment a materialised ENI's link appears
+    /// (EC2: hundreds of milliseconds to seconds). Default 0.
+    #[serde(default)]
+    pub link_delay_ms: u64,
+    /// Minimum age of a leaked ENI the collector deletes, in seconds
+    /// (default 300, as on EC2).
+    #[serde(default = "default_leak_min_age_seconds")]
+    pub leaked_eni_min_age_seconds: u64,
     /// Where the simulated VPC is kept across agent restarts; default
     /// `sim-vpc.json` in the state directory. Delete it for a new VPC.
     #[serde(default)]
     pub state_file: Option<PathBuf>,
+}
+
+fn default_leak_min_age_seconds() -> u64 {
+    crate::cloud::leak::DEFAULT_MIN_AGE.as_secs()
 }
 
 fn default_instance_type() -> String {
@@ -330,10 +337,19 @@ pub struct Ec2Section {
     /// when unset.
     #[serde(default)]
     pub identity: Option<NodeIdentity>,
+    /// EC2 meters the whole account: each node keeps its client-side
+    /// buckets at 1/N of the account's, N being how many nodes may call
+    /// EC2 at the same time (20: a rolling scale-up of a 100-node cluster).
+    #[serde(default = "default_rate_share_nodes")]
+    pub rate_share_nodes: u32,
 }
 
 fn default_call_timeout_ms() -> u64 {
     10_000
+}
+
+fn default_rate_share_nodes() -> u32 {
+    crate::cloud::ec2::DEFAULT_RATE_SHARE_NODES
 }
 
 /// The `[plumbing]` table.
@@ -453,6 +469,8 @@ impl AgentConfig {
                 seed: 0,
                 cluster_name: default_cluster(),
                 materialise_enis: false,
+                link_delay_ms: 0,
+                leaked_eni_min_age_seconds: default_leak_min_age_seconds(),
                 state_file: None,
             }),
             pool: PoolConfig::default(),
@@ -500,6 +518,7 @@ impl SimSection {
             .instance_type(&self.instance_type)
             .availability_zone(&self.availability_zone)
             .cluster_name(&self.cluster_name)
+            .leak_min_age(Duration::from_secs(self.leaked_eni_min_age_seconds))
             .security_groups(self.security_groups.iter().cloned());
         for cidr in &self.subnets {
             builder = builder.subnet_with(SubnetSpec {
@@ -523,6 +542,7 @@ impl Ec2Section {
         config.endpoint_url = self.endpoint_url.clone();
         config.call_timeout = Duration::from_millis(self.call_timeout_ms);
         config.identity = self.identity.clone();
+        config.rate_limits = RateLimits::aws().share(self.rate_share_nodes);
         config
     }
 }
@@ -693,7 +713,7 @@ mac = "02:aa:bb:cc:dd:ee"
                 "DISABLE_LEAKED_ENI_CLEANUP",
                 "true",
                 sim,
-                Box::new(|c| !c.agent.leaked_eni_cleanup),
+                Box::new(|c| c.pool.disable_leaked_eni_cleanup),
             ),
             (
                 "ANNOTATE_POD_IP",

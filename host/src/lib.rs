@@ -24,6 +24,8 @@ pub mod cloud;
 pub mod compat;
 pub mod config;
 pub mod error;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 pub mod install;
 pub mod ipam;
 pub mod kubernetes;

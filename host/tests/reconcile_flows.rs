@@ -542,8 +542,11 @@ async fn an_eni_deleted_behind_the_agents_back_leaves_the_pool_at_the_next_resyn
     let sim = sim("m5.large", 16);
     let cloud = Arc::new(TestCloud::new(sim.clone()));
     let (_tmp, dir) = state_dir();
+    // Reads here are never stale: one read that lacks the ENI is the truth.
     let config = PoolConfig {
         inventory_resync_seconds: 0,
+        stale_read_grace_seconds: 0,
+        stale_read_confirmations: 1,
         ..config()
     };
     let pool = start(

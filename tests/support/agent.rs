@@ -20,6 +20,8 @@ pub struct AgentOptions<'a> {
     pub subnets: &'a [&'a str],
     /// Where the agent writes its conflist; `<dir>/net.d` when unset.
     pub cni_conf_dir: Option<PathBuf>,
+    /// Lines added to the `[cloud]` table.
+    pub cloud: &'a str,
 }
 
 impl Default for AgentOptions<'_> {
@@ -28,6 +30,7 @@ impl Default for AgentOptions<'_> {
             agent_keys: "metrics-address = \"off\"\nintrospection-address = \"off\"",
             subnets: &["10.0.0.0/22"],
             cni_conf_dir: None,
+            cloud: "",
         }
     }
 }
@@ -47,11 +50,24 @@ impl TestAgent {
     /// `10.0.0.0/22`) and `extra` TOML appended to the configuration. The
     /// TCP endpoints are off and the conflist goes to `<dir>/net.d`.
     pub fn start(instance_type: &str, extra: &str) -> TestAgent {
-        Self::start_with(instance_type, &AgentOptions::default(), extra)
+        Self::start_with_options(instance_type, &AgentOptions::default(), extra)
+    }
+
+    /// [`TestAgent::start`] with `cloud` lines added to the `[cloud]` table.
+    pub fn start_with(instance_type: &str, cloud: &str, extra: &str) -> TestAgent {
+        let options = AgentOptions {
+            cloud,
+            ..AgentOptions::default()
+        };
+        Self::start_with_options(instance_type, &options, extra)
     }
 
     /// As [`TestAgent::start`], with `options`.
-    pub fn start_with(instance_type: &str, options: &AgentOptions, extra: &str) -> TestAgent {
+    pub fn start_with_options(
+        instance_type: &str,
+        options: &AgentOptions,
+        extra: &str,
+    ) -> TestAgent {
         let node = TestNetns::new("node");
         node.add_nic("ens5", "02:aa:00:00:00:05");
         node.ip(&["addr", "add", &format!("{NODE_IP}/22"), "dev", "ens5"]);
@@ -66,7 +82,7 @@ impl TestAgent {
             .cni_conf_dir
             .clone()
             .unwrap_or_else(|| dir.path().join("net.d"));
-        let (agent_keys, subnets) = (options.agent_keys, options.subnets);
+        let (agent_keys, subnets, cloud) = (options.agent_keys, options.subnets, options.cloud);
         let config = format!(
             r#"[agent]
 socket = "{dir}/weftd.sock"
@@ -81,7 +97,7 @@ provider = "sim"
 instance-type = "{instance_type}"
 subnets = {subnets:?}
 materialise-enis = true
-
+{cloud}
 [plumbing]
 node-netns = "{netns}"
 {extra}
@@ -152,6 +168,18 @@ node-netns = "{netns}"
     /// The agent's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("weftd.log")).unwrap_or_default()
+    }
+
+    /// The body of `GET path` on the agent's API socket (e.g. `/metrics`).
+    pub fn get(&self, path: &str) -> String {
+        let out = Command::new("curl")
+            .args(["-sf", "--unix-socket"])
+            .arg(self.socket())
+            .arg(format!("http://weft{path}"))
+            .output()
+            .expect("curl (scripts/setup installs it)");
+        assert!(out.status.success(), "GET {path}");
+        String::from_utf8(out.stdout).expect("UTF-8")
     }
 
     /// A netconf for this agent, in `cni_version`.

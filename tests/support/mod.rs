@@ -6,4 +6,5 @@ pub mod fault_proxy;
 pub mod k8s;
 pub mod moto;
 pub mod netns;
+pub mod policy_build;
 pub mod vpc;

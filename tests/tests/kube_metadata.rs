@@ -296,7 +296,7 @@ async fn a_node_label_picks_the_subnet_of_new_enis() {
         subnets: &subnets,
         ..AgentOptions::default()
     };
-    let agent = TestAgent::start_with(
+    let agent = TestAgent::start_with_options(
         "m5.large",
         &options,
         &format!(

@@ -107,7 +107,7 @@ async fn kubelet_runs_pods_on_weft_once_the_agent_is_ready() {
         cni_conf_dir: Some(conf.clone()),
         ..AgentOptions::default()
     };
-    let agent = TestAgent::start_with(
+    let agent = TestAgent::start_with_options(
         "m5.large",
         &options,
         &format!(

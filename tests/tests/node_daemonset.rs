@@ -72,7 +72,7 @@ fn install_conflist_tcp_endpoints_and_status() {
         agent_keys: &agent_keys,
         ..AgentOptions::default()
     };
-    let agent = TestAgent::start_with("m5.large", &options, "");
+    let agent = TestAgent::start_with_options("m5.large", &options, "");
     // The conflist appears once the agent is ready (the agent answers ADDs
     // from the moment its socket exists, and writes it right after).
     let conflist_path = agent.dir.path().join("net.d/10-weft.conflist");

@@ -139,7 +139,7 @@ fn pods_get_vpc_addresses_ping_each_other_and_the_node_and_del_cleans_up() {
     assert!(!b.ping(&ip_a), "the deleted pod is unreachable");
 
     // Every request is in the agent's metrics, by command and outcome.
-    let metrics = curl_text(&agent, "/metrics");
+    let metrics = agent.get("/metrics");
     for line in [
         r#"weft_cni_request_seconds_count{command="ADD",outcome="ok"} 3"#,
         r#"weft_cni_request_seconds_count{command="DEL",outcome="ok"} 3"#,
@@ -409,19 +409,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn curl_text(agent: &TestAgent, path: &str) -> String {
-    let out = std::process::Command::new("curl")
-        .args(["-sf", "--unix-socket"])
-        .arg(agent.socket())
-        .arg(format!("http://weft{path}"))
-        .output()
-        .expect("curl (scripts/setup installs it)");
-    assert!(out.status.success(), "GET {path}");
-    String::from_utf8(out.stdout).expect("UTF-8")
-}
-
 fn curl_json(agent: &TestAgent, path: &str) -> Value {
-    serde_json::from_str(&curl_text(agent, path)).expect("JSON")
+    serde_json::from_str(&agent.get(path)).expect("JSON")
 }
 
 #[test]
@@ -535,5 +524,56 @@ fn a_failed_add_gives_its_address_back() {
             .iter()
             .any(|l| l["ifname"].as_str().is_some_and(|n| n.starts_with("eni"))),
         "no host veth left behind: {host_links}"
+    );
+}
+
+/// On EC2 a new ENI's device appears up to seconds after the attach call answered. With the
+/// simulator's links appearing 2 s late, pods that need a second ENI get their addresses; every
+/// ENI is created once and none is deleted (no create/delete loop).
+#[test]
+fn a_new_enis_late_device_is_waited_for_not_recreated() {
+    if !root_or_skip("a_new_enis_late_device…") {
+        return;
+    }
+    // t3.medium: 5 pod addresses per ENI; 8 pods need a secondary ENI.
+    let agent = TestAgent::start_with(
+        "t3.medium",
+        "link-delay-ms = 2000\n",
+        "[pool]\nadd-wait-ms = 20000\n",
+    );
+    let netconf = agent.netconf("1.0.0");
+    let pods: Vec<_> = (0..8).map(|i| TestNetns::new(&format!("s{i}"))).collect();
+    for (i, ns) in pods.iter().enumerate() {
+        ok_json(&agent.cni(
+            "ADD",
+            &format!("ctr-{i}"),
+            &ns.path(),
+            &format!("s{i}"),
+            &netconf,
+        ));
+    }
+    let pool = curl_json(&agent, "/v1/pool");
+    let secondary = pool["enis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["primary"] == false)
+        .count();
+    assert!(secondary >= 1, "{pool}");
+    let metrics = curl_text(&agent, "/metrics");
+    let created = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("weft_pool_events_total{")
+                && l.contains(r#"event="create-eni",outcome="ok""#)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert_eq!(created as usize, secondary, "{metrics}\n{}", agent.log());
+    assert!(
+        !metrics.lines().any(|l| l.contains(r#"event="delete-eni""#)),
+        "an ENI was deleted: {metrics}\n{}",
+        agent.log()
     );
 }

@@ -39,7 +39,6 @@ pub struct Agent {
     policies: Arc<PolicySet>,
     plumbing: Arc<Plumbing>,
     node: NodeIdentity,
-    cloud: Arc<dyn Cloud>,
     /// Pod and node metadata, when a Kubernetes API is configured.
     kubernetes: Option<Arc<Kubernetes>>,
     /// Set while the Kubernetes API does not answer (reported once).
@@ -73,7 +72,10 @@ impl Agent {
                     .clone()
                     .unwrap_or_else(|| "/proc/self/ns/net".into());
                 let links = sim.materialise_enis.then(|| {
-                    Arc::new(NetnsEniLinks::new(node_netns)) as Arc<dyn crate::cloud::sim::EniLinks>
+                    Arc::new(
+                        NetnsEniLinks::new(node_netns)
+                            .with_delay(Duration::from_millis(sim.link_delay_ms)),
+                    ) as Arc<dyn crate::cloud::sim::EniLinks>
                 });
                 Arc::new(sim.build(links, &config.agent.state_dir)?)
             }
@@ -88,6 +90,7 @@ impl Agent {
             plumbing.clone(),
             cloud.clone(),
             config.plumbing.mtu,
+            config.pool.eni_ready_timeout(),
             kubernetes.clone(),
         ));
         let pool = Pool::start(PoolDeps {
@@ -104,7 +107,6 @@ impl Agent {
             policies,
             plumbing,
             node,
-            cloud,
             kubernetes,
             api_unavailable: AtomicBool::new(false),
             metrics,
@@ -221,15 +223,6 @@ impl Agent {
                 }
             });
         }
-        if config.agent.leaked_eni_cleanup {
-            let (cloud, stop) = (self.cloud.clone(), stopped());
-            tasks.spawn(async move {
-                tokio::select! {
-                    () = sweep_leaked_enis(cloud) => {}
-                    () = stop => {}
-                }
-            });
-        }
         server.serve(shutdown).await;
         drop(stop_tx);
         while tasks.join_next().await.is_some() {}
@@ -266,23 +259,6 @@ impl Agent {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
-        }
-    }
-}
-
-/// Period of the leaked-ENI sweep (VPC CNI's is 5 minutes too).
-const LEAK_SWEEP: Duration = Duration::from_secs(300);
-
-/// Deletes this cluster's leaked ENIs every [`LEAK_SWEEP`].
-async fn sweep_leaked_enis(cloud: Arc<dyn Cloud>) {
-    loop {
-        tokio::time::sleep(LEAK_SWEEP).await;
-        match cloud.delete_leaked_enis().await {
-            Ok(deleted) if !deleted.is_empty() => {
-                tracing::info!(?deleted, "deleted leaked ENIs of this cluster");
-            }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "leaked-ENI sweep failed; retrying next round"),
         }
     }
 }

@@ -2,5 +2,6 @@
 
 pub mod install;
 pub mod policy;
+pub mod policy_new;
 pub mod run;
 pub mod status;

@@ -1,4 +1,5 @@
-//! `weftd policy check` and `weftd policy eval`.
+//! `weftd policy check` and `weftd policy eval` (`weftd policy new` is in
+//! `policy_new.rs`).
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -21,6 +22,9 @@ pub enum PolicyCommand {
     /// Run one decision under the real sandbox and print the decision with
     /// the time and memory it used.
     Eval(EvalArgs),
+    /// Write a new policy project (Rust, Python or JavaScript) that builds,
+    /// with a fixture, a test and a README.
+    New(super::policy_new::NewArgs),
 }
 
 /// Arguments of `weftd policy eval`.
@@ -46,10 +50,11 @@ pub struct EvalArgs {
 /// Runs a policy subcommand; the error is the message to print.
 pub fn run(command: PolicyCommand) -> Result<(), String> {
     let engine =
-        PolicyEngine::new(None).map_err(|e| format!("cannot create the policy engine: {e:#}"))?;
+        || PolicyEngine::new(None).map_err(|e| format!("cannot create the policy engine: {e:#}"));
     match command {
-        PolicyCommand::Check { file } => check(&engine, &file),
-        PolicyCommand::Eval(args) => eval(&engine, &args),
+        PolicyCommand::Check { file } => check(&engine()?, &file),
+        PolicyCommand::Eval(args) => eval(&engine()?, &args),
+        PolicyCommand::New(args) => super::policy_new::run(&args),
     }
 }
 

@@ -129,7 +129,7 @@ const MAPPED: &[(&str, &[Target])] = &[
     ),
     (
         "DISABLE_LEAKED_ENI_CLEANUP",
-        &[to(&["agent", "leaked-eni-cleanup"], Kind::NotBool)],
+        &[to(&["pool", "disable-leaked-eni-cleanup"], Kind::Bool)],
     ),
     (
         "ANNOTATE_POD_IP",

@@ -31,7 +31,9 @@ pub const MAX_DEADLINE_MS: u64 = 10_000;
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct PoliciesConfig {
     /// Directory for compiled modules, so a restart does not recompile.
-    /// Must be writable by the agent only. No cache when unset.
+    /// Created 0700; entries are authenticated with a key kept in it, and a
+    /// directory or entry others can write is ignored (see
+    /// [`super::cache`]). No cache when unset.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
     /// The pool-sizing policy; the built-in `warm-pool` when unset.

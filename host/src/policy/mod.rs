@@ -10,7 +10,6 @@
 //! * [`cache`]: compiled artifacts on disk.
 
 mod bindings;
-mod blocking;
 pub mod cache;
 pub mod config;
 pub mod engine;
@@ -18,12 +17,15 @@ mod error;
 pub mod module;
 mod sandbox;
 mod set;
+mod text;
 pub mod validate;
+mod wasi;
+mod watchdog;
 
 pub use cache::ArtifactCache;
 pub use config::{OnFailure, PoliciesConfig, PolicyConfig};
 pub use engine::PolicyEngine;
 pub use error::{Decision, FailureKind, PolicyError};
 pub use module::{CallStats, CompiledPolicy, LoadReport, PolicyModule};
-pub use sandbox::CallLimits;
+pub use sandbox::{CallLimits, LOG_BURST, LOG_RATE_PER_SECOND};
 pub use set::{PolicySet, PolicyStatus};

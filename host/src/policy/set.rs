@@ -270,7 +270,7 @@ where
                     &slot.name,
                     Some(Decision::SecurityGroups),
                     FailureKind::Refused,
-                    refusal,
+                    validate::refusal(&refusal),
                 );
                 self.count(&slot.name, Decision::SecurityGroups, e.kind.as_str());
                 return Err(e);

@@ -24,6 +24,15 @@ const PREFIX_MODE_MAX_PODS: u32 = 110;
 /// max-pods = 58
 /// max-enis = 2
 /// prefix-delegation = false
+/// # EC2 reads lag writes: what a read lacks leaves the pool only after
+/// # this many reads in a row over this many seconds
+/// stale-read-confirmations = 3
+/// stale-read-grace-seconds = 10
+/// # a new ENI's device must appear on the node within this time
+/// eni-ready-timeout-seconds = 60
+/// # leaked-ENI collector: at start and then every this many seconds
+/// leaked-eni-cleanup-seconds = 600
+/// disable-leaked-eni-cleanup = false
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -62,6 +71,24 @@ pub struct PoolConfig {
     /// `prefix-delegation`). When a prefix cannot be had the pool falls back
     /// to secondary IPs. Default off.
     pub prefix_delegation: bool,
+    /// Reads of the cloud in a row that must lack an address or ENI before
+    /// it leaves the pool (EC2 reads lag writes). Default 3.
+    pub stale_read_confirmations: u32,
+    /// ... over at least this long, during which Weft did not change the
+    /// ENI; also how long an address Weft gave back is not taken back from
+    /// a read, and how long a lost answer waits to be settled. Default 10.
+    pub stale_read_grace_seconds: u64,
+    /// How long a new ENI may take to appear on the node (its link, and on
+    /// EC2 its metadata) before it is given back. Default 60.
+    pub eni_ready_timeout_seconds: u64,
+    /// Period of the leaked-ENI collector, which also runs at start: it
+    /// deletes detached ENIs of this cluster older than the cloud's minimum
+    /// leak age. Default 600 (ten minutes).
+    pub leaked_eni_cleanup_seconds: u64,
+    /// Turns the leaked-ENI collector off (VPC CNI's
+    /// `DISABLE_LEAKED_ENI_CLEANUP`), e.g. when another node already runs
+    /// it for the account. Default off.
+    pub disable_leaked_eni_cleanup: bool,
 }
 
 impl Default for PoolConfig {
@@ -77,6 +104,11 @@ impl Default for PoolConfig {
             max_pods: None,
             max_enis: None,
             prefix_delegation: false,
+            stale_read_confirmations: 3,
+            stale_read_grace_seconds: 10,
+            eni_ready_timeout_seconds: 60,
+            leaked_eni_cleanup_seconds: 600,
+            disable_leaked_eni_cleanup: false,
         }
     }
 }
@@ -105,6 +137,23 @@ impl PoolConfig {
                 .map_or(limits.max_enis, |m| m.min(limits.max_enis)),
             ..limits
         }
+    }
+
+    /// The stale-read grace period.
+    pub fn stale_read_grace(&self) -> Duration {
+        Duration::from_secs(self.stale_read_grace_seconds)
+    }
+
+    /// How long a new ENI may take to appear on the node.
+    pub fn eni_ready_timeout(&self) -> Duration {
+        Duration::from_secs(self.eni_ready_timeout_seconds)
+    }
+
+    /// The leaked-ENI collector's period, `None` when it is off (at least
+    /// one second, so a zero cannot spin it).
+    pub fn leaked_eni_cleanup(&self) -> Option<Duration> {
+        (!self.disable_leaked_eni_cleanup)
+            .then(|| Duration::from_secs(self.leaked_eni_cleanup_seconds.max(1)))
     }
 
     /// Whether prefixes are used on an instance with these limits.
@@ -138,6 +187,8 @@ impl PoolConfig {
             min_eni_age: Duration::from_secs(self.min_eni_age_seconds),
             default_group,
             primary_eni_serves_pods: self.primary_eni_serves_pods,
+            confirm_reads: self.stale_read_confirmations,
+            stale_read_grace: self.stale_read_grace(),
         }
     }
 }

@@ -4,11 +4,12 @@
 
 use super::error::{Blocked, BlockedKind};
 use super::hooks::EniHooks;
+use super::settle::Unsettled;
 use super::shared::{GroupOutcome, Shared};
 use crate::cloud::{self, Cloud};
 use crate::ipam::{Now, SgSet};
 use crate::policy::PolicySet;
-use crate::state::Journal;
+use crate::state::{Intent, Journal};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -84,6 +85,13 @@ pub(super) struct Driver {
     inventory_at: Instant,
     /// Changing EC2 calls in the current round.
     pub(super) changes: u32,
+    /// Calls whose answer was lost, waiting to be settled from reads.
+    pub(super) unsettled: Vec<Unsettled>,
+    /// ENIs detached from the node whose delete failed: their intent stays
+    /// open and the delete is retried every round.
+    pub(super) undeleted: Vec<(Intent, cloud::Eni)>,
+    /// When the leaked-ENI collector runs next (`None`: it is off).
+    leak_due: Option<Instant>,
 }
 
 impl Driver {
@@ -96,6 +104,7 @@ impl Driver {
         journal: Journal,
         enis: HashMap<String, cloud::Eni>,
     ) -> Self {
+        let leak_due = shared.config.leaked_eni_cleanup().map(|_| Instant::now());
         Driver {
             shared,
             cloud,
@@ -108,6 +117,9 @@ impl Driver {
             held: HashMap::new(),
             inventory_at: Instant::now(),
             changes: 0,
+            unsettled: Vec::new(),
+            undeleted: Vec::new(),
+            leak_due,
         }
     }
 
@@ -143,9 +155,19 @@ impl Driver {
     /// One round over every group.
     pub(super) async fn round(&mut self) -> RoundReport {
         self.changes = 0;
-        if self.inventory_at.elapsed() >= self.shared.config.inventory_resync() {
+        // While an answer is unsettled, every round reads the cloud.
+        if self.inventory_at.elapsed() >= self.shared.config.inventory_resync()
+            || !self.unsettled.is_empty()
+        {
             self.resync_inventory().await;
+            self.retry_deletes().await;
             self.inventory_at = Instant::now();
+        }
+        if let (Some(due), Some(period)) = (self.leak_due, self.shared.config.leaked_eni_cleanup())
+            && due <= Instant::now()
+        {
+            self.collect_leaked().await;
+            self.leak_due = Some(Instant::now() + period);
         }
         let groups: BTreeSet<SgSet> = {
             let inner = self.shared.lock();

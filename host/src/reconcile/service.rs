@@ -76,6 +76,7 @@ impl Pool {
             metrics,
             DurableDatastore::new(recovered.store, state),
         ));
+        shared.lock().unmanaged = recovered.unmanaged;
         let driver = Driver::new(
             shared.clone(),
             cloud,

@@ -2,6 +2,7 @@
 
 use super::config::PoolConfig;
 use super::error::Blocked;
+use super::ownership::UnmanagedEni;
 use crate::cloud::{InstanceLimits, NodeIdentity};
 use crate::ipam::SgSet;
 use crate::metrics::Metrics;
@@ -31,6 +32,8 @@ pub(crate) struct Inner {
     pub pending: BTreeMap<SgSet, u32>,
     /// The last outcome of every group the reconciler looked at.
     pub outcomes: BTreeMap<SgSet, GroupOutcome>,
+    /// ENIs attached to the node that Weft does not manage.
+    pub unmanaged: Vec<UnmanagedEni>,
 }
 
 /// Shared between [`super::Pool`] and the reconciler task.
@@ -79,6 +82,7 @@ impl Shared {
                 store,
                 pending: BTreeMap::new(),
                 outcomes: BTreeMap::new(),
+                unmanaged: Vec::new(),
             }),
             wake: Notify::new(),
             halt: Notify::new(),
