@@ -25,7 +25,7 @@
 //! refused so a typo fails at start, not silently.
 
 use crate::cloud::sim::SubnetSpec;
-use crate::cloud::{Ec2Config, NodeIdentity, RateLimits, SimCloud};
+use crate::cloud::{Api, Ec2Config, NodeIdentity, RateLimits, SimCloud};
 use crate::compat::env::EnvOverlay;
 use crate::plumbing::PlumbingConfig;
 use crate::policy::PoliciesConfig;
@@ -290,6 +290,10 @@ pub struct SimSection {
     /// `sim-vpc.json` in the state directory. Delete it for a new VPC.
     #[serde(default)]
     pub state_file: Option<PathBuf>,
+    /// Added latency per EC2 action in milliseconds, e.g.
+    /// `{ AssignPrivateIpAddresses = 3000 }`: a slow EC2, for tests and demos.
+    #[serde(default)]
+    pub api_latency_ms: BTreeMap<String, u64>,
 }
 
 fn default_leak_min_age_seconds() -> u64 {
@@ -472,6 +476,7 @@ impl AgentConfig {
                 link_delay_ms: 0,
                 leaked_eni_min_age_seconds: default_leak_min_age_seconds(),
                 state_file: None,
+                api_latency_ms: BTreeMap::new(),
             }),
             pool: PoolConfig::default(),
             plumbing: PlumbingSection::default(),
@@ -484,6 +489,7 @@ impl AgentConfig {
     /// Checks what serde cannot; the message names the table and field.
     pub fn validate(&self) -> std::result::Result<(), String> {
         self.policies.validate()?;
+        self.pool.validate().map_err(|e| format!("[pool]: {e}"))?;
         self.plumbing
             .plumbing_config()
             .validate()
@@ -492,6 +498,17 @@ impl AgentConfig {
             CloudConfig::Sim(sim) if sim.subnets.is_empty() => {
                 Err("[cloud]: `subnets` needs at least the node's subnet".into())
             }
+            CloudConfig::Sim(sim) => match sim
+                .api_latency_ms
+                .keys()
+                .find(|name| Api::from_name(name).is_none())
+            {
+                Some(name) => Err(format!(
+                    "[cloud]: `api-latency-ms` names {name:?}, which is not an EC2 action weftd \
+                     calls; use names such as AssignPrivateIpAddresses"
+                )),
+                None => Ok(()),
+            },
             CloudConfig::Ec2(ec2) if ec2.cluster_name.is_empty() => {
                 Err("[cloud]: `cluster-name` must not be empty".into())
             }
@@ -529,6 +546,11 @@ impl SimSection {
         }
         if let Some(links) = links {
             builder = builder.links(links);
+        }
+        for (name, ms) in &self.api_latency_ms {
+            if let Some(api) = Api::from_name(name) {
+                builder = builder.latency(api, Duration::from_millis(*ms));
+            }
         }
         Ok(builder.build()?)
     }

@@ -124,7 +124,7 @@ impl Input<'_> {
             limits: pool::InstanceLimits {
                 max_enis: u32::from(self.u8() % 16),
                 ipv4_per_eni: u32::from(self.u8() % 64),
-                prefix_delegation: self.u8() % 2 == 0,
+                prefix_delegation: self.u8().is_multiple_of(2),
                 max_pods: u32::from(self.u8()),
             },
             pending_adds: 0,

@@ -23,7 +23,7 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Copy the `weft` plugin (and chained plugins) into the CNI bin dir.
     Install(cli::install::InstallArgs),
-    /// Summarise the running agent: readiness, pool per group, pending ADDs, recent errors.
+    /// Summarise the running agent: readiness, policies, pool per group, pending ADDs, recent errors.
     Status(cli::status::StatusArgs),
     /// Inspect and try policy components.
     #[command(subcommand)]

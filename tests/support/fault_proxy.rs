@@ -223,9 +223,9 @@ impl Shared {
         let now = Instant::now();
         let reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
         if action != "DescribeNetworkInterfaces"
-            || !reads
+            || reads
                 .changed
-                .is_some_and(|at| now.duration_since(at) < window)
+                .is_none_or(|at| now.duration_since(at) >= window)
         {
             return None;
         }

@@ -17,63 +17,65 @@ use weft_tests::support::netns::{TestNetns, root_or_skip};
 const PODS: usize = 3;
 
 /// A hostile behaviour: the chaos mode (or a hand-written component) and
-/// the failure kind each world's decisions are counted as.
+/// the failure kind each world's decisions are counted as. `None`: the
+/// chaos pool-sizing policy would answer, with an empty decision that
+/// leaves no address for a pod, so the built-in sizes the pool.
 struct Hostile {
     mode: &'static str,
     sg_outcome: &'static str,
-    pool_outcome: &'static str,
+    pool_outcome: Option<&'static str>,
 }
 
 const HOSTILE: [Hostile; 10] = [
     Hostile {
         mode: "loop",
         sg_outcome: "deadline",
-        pool_outcome: "deadline",
+        pool_outcome: Some("deadline"),
     },
     Hostile {
         mode: "sleep",
         sg_outcome: "deadline",
-        pool_outcome: "deadline",
+        pool_outcome: Some("deadline"),
     },
     Hostile {
         mode: "alloc",
         sg_outcome: "memory",
-        pool_outcome: "memory",
+        pool_outcome: Some("memory"),
     },
     Hostile {
         mode: "recurse",
         sg_outcome: "trap",
-        pool_outcome: "trap",
+        pool_outcome: Some("trap"),
     },
     Hostile {
         mode: "trap",
         sg_outcome: "trap",
-        pool_outcome: "trap",
+        pool_outcome: Some("trap"),
     },
     Hostile {
         mode: "huge",
         sg_outcome: "memory",
-        pool_outcome: "clamped",
+        pool_outcome: Some("clamped"),
     },
     Hostile {
         mode: "log-flood",
         sg_outcome: "ok",
-        pool_outcome: "ok",
+        pool_outcome: None,
     },
     Hostile {
         mode: "huge-log",
         sg_outcome: "memory",
-        pool_outcome: "memory",
+        pool_outcome: Some("memory"),
     },
     Hostile {
         mode: "bad-sg",
         sg_outcome: "invalid-output",
-        pool_outcome: "ok",
+        pool_outcome: None,
     },
     Hostile {
         mode: "many-memories",
         sg_outcome: "load",
-        pool_outcome: "load",
+        pool_outcome: Some("load"),
     },
 ];
 
@@ -85,8 +87,14 @@ fn many_memories_wat() -> String {
     wat
 }
 
-/// The `[policies.*]` tables: both worlds' chaos policies in `mode`.
-fn policies(mode: &str, module_dir: &std::path::Path, sg_on_failure: &str) -> String {
+/// The `[policies.*]` tables: the chaos security-groups policy in `mode`,
+/// and the pool-sizing one when `with_pool`.
+fn policies(
+    mode: &str,
+    module_dir: &std::path::Path,
+    sg_on_failure: &str,
+    with_pool: bool,
+) -> String {
     let (sg, pool) = if mode == "many-memories" {
         let path = module_dir.join("many-memories.wat");
         std::fs::write(&path, many_memories_wat()).expect("write the component");
@@ -94,24 +102,30 @@ fn policies(mode: &str, module_dir: &std::path::Path, sg_on_failure: &str) -> St
     } else {
         (CHAOS_SG.to_owned(), CHAOS_POOL.to_owned())
     };
-    format!(
+    let mut tables = format!(
         r#"
 [policies.security-groups]
 name = "hostile-sg-{mode}"
 module = "{sg}"
 settings = {{ mode = "{mode}" }}
-deadline-ms = 100
+deadline-ms = 1000
 memory-mib = 16
 on-failure = "{sg_on_failure}"
-
+"#
+    );
+    if with_pool {
+        tables.push_str(&format!(
+            r#"
 [policies.pool-sizing]
 name = "hostile-pool-{mode}"
 module = "{pool}"
 settings = {{ mode = "{mode}" }}
-deadline-ms = 100
+deadline-ms = 1000
 memory-mib = 16
 "#
-    )
+        ));
+    }
+    tables
 }
 
 /// The agent's `weft_policy_decisions_total` for one policy and outcome.
@@ -168,7 +182,15 @@ fn pods_keep_starting_beside_hostile_policies_and_failures_are_counted() {
         .collect();
     for hostile in &HOSTILE {
         let mode = hostile.mode;
-        let agent = TestAgent::start("m5.large", &policies(mode, modules.path(), "fallback"));
+        let agent = TestAgent::start(
+            "m5.large",
+            &policies(
+                mode,
+                modules.path(),
+                "fallback",
+                hostile.pool_outcome.is_some(),
+            ),
+        );
         churn(&agent, &pods);
         let sg = format!("hostile-sg-{mode}");
         let counted = decisions(&agent, &sg, hostile.sg_outcome);
@@ -183,13 +205,14 @@ fn pods_keep_starting_beside_hostile_policies_and_failures_are_counted() {
             hostile.sg_outcome,
             agent.get("/metrics")
         );
-        let pool = format!("hostile-pool-{mode}");
-        assert!(
-            decisions(&agent, &pool, hostile.pool_outcome) >= 1,
-            "{mode}: pool-sizing decisions counted as {}:\n{}",
-            hostile.pool_outcome,
-            agent.get("/metrics")
-        );
+        if let Some(outcome) = hostile.pool_outcome {
+            let pool = format!("hostile-pool-{mode}");
+            assert!(
+                decisions(&agent, &pool, outcome) >= 1,
+                "{mode}: pool-sizing decisions counted as {outcome}:\n{}",
+                agent.get("/metrics")
+            );
+        }
         eprintln!(
             "{mode}: {} ADD + {} DEL succeeded; {counted} security-groups decisions counted as {}",
             2 * PODS,
@@ -211,7 +234,10 @@ fn a_failing_security_groups_policy_fails_closed_naming_itself() {
         ("trap", "trapped"),
         ("bad-sg", "returned an invalid decision"),
     ] {
-        let agent = TestAgent::start("m5.large", &policies(mode, modules.path(), "fail-closed"));
+        let agent = TestAgent::start(
+            "m5.large",
+            &policies(mode, modules.path(), "fail-closed", false),
+        );
         let netconf = agent.netconf("1.0.0");
         let out = agent.cni("ADD", "ctr-closed", &pod.path(), "closed", &netconf);
         assert!(!out.status.success(), "{mode}: the ADD fails closed");
@@ -245,7 +271,7 @@ fn a_huge_refusal_reaches_the_runtime_capped_and_sanitised() {
     let pod = TestNetns::new("hp-refused");
     let agent = TestAgent::start(
         "m5.large",
-        &policies("huge-refusal", modules.path(), "fallback"),
+        &policies("huge-refusal", modules.path(), "fallback", false),
     );
     let out = agent.cni("ADD", "ctr-r", &pod.path(), "r", &agent.netconf("1.0.0"));
     assert!(!out.status.success(), "a refusal fails the ADD");

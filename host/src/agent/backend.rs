@@ -8,13 +8,16 @@
 //! * `DEL`: routes and rules go synchronously (so the address can be reused
 //!   safely), the veth is removed in the background, the address cools down.
 //!   Unknown attachments succeed.
+//! * `ADD`, `DEL` and `CHECK` of one attachment (container id and interface)
+//!   run one at a time; `GC` skips attachments being operated on.
 
 use super::Agent;
 use super::result::network_result;
 use crate::api::{Backend, ErrorView, PodView, PoolView};
 use crate::ipam::{Assignment, AssignmentKey, PodMeta, SgSet};
-use crate::kubernetes::PodLookup;
+use crate::kubernetes::{PodLookup, PodMetadata};
 use crate::plumbing::PodNetwork;
+use crate::policy::view::{LiveInputs, PoliciesView};
 use crate::reconcile::PoolError;
 use futures::future::BoxFuture;
 use std::collections::HashSet;
@@ -28,10 +31,11 @@ use weft_cni::api::{
     AddRequest, AddResponse, ApiError, Attachment, CheckRequest, CheckResponse, DelRequest,
     DelResponse, GcRequest, GcResponse, PodRef, StatusResponse,
 };
-use weft_policy_sdk::security;
+use weft_policy_sdk::{security, subnet};
 
 impl Agent {
     async fn add(&self, req: AddRequest) -> Result<AddResponse, ApiError> {
+        let _attachment = self.attachments.lock(&req.container_id, &req.ifname).await;
         let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
         let meta = pod_meta(&req.pod);
         let groups = self.security_groups(&req.pod).await?;
@@ -95,14 +99,19 @@ impl Agent {
         }
     }
 
+    /// What the security-groups policy is asked about `pod`.
+    fn sg_request(&self, pod: security::Pod) -> security::Request {
+        security::Request {
+            pod,
+            node_security_groups: self.node.security_groups.clone(),
+        }
+    }
+
     /// The pod's security groups from the security-groups policy, which sees
     /// the pod's labels, annotations and service account when the
     /// Kubernetes API gives them.
     async fn security_groups(&self, pod: &PodRef) -> Result<SgSet, ApiError> {
-        let request = security::Request {
-            pod: self.pod_for_policy(pod).await,
-            node_security_groups: self.node.security_groups.clone(),
-        };
+        let request = self.sg_request(self.pod_for_policy(pod).await);
         self.policies
             .select_security_groups(&request)
             .map(SgSet::new)
@@ -122,12 +131,7 @@ impl Agent {
     /// a pod whose metadata the API cannot give is decided on `CNI_ARGS`
     /// alone, and the log says so.
     async fn pod_for_policy(&self, pod: &PodRef) -> security::Pod {
-        let from_args = security::Pod {
-            namespace: pod.namespace.clone(),
-            name: pod.name.clone(),
-            uid: pod.uid.clone().unwrap_or_default(),
-            ..Default::default()
-        };
+        let from_args = policy_pod(&pod_meta(pod));
         let Some(kubernetes) = self.kubernetes.as_ref().filter(|_| pod.is_kubernetes_pod()) else {
             return from_args;
         };
@@ -142,17 +146,7 @@ impl Agent {
                         "the Kubernetes API answers again: pods are decided on their metadata"
                     );
                 }
-                security::Pod {
-                    uid: if meta.uid.is_empty() {
-                        from_args.uid
-                    } else {
-                        meta.uid
-                    },
-                    labels: meta.labels,
-                    annotations: meta.annotations,
-                    service_account: meta.service_account,
-                    ..from_args
-                }
+                with_metadata(from_args, meta)
             }
             PodLookup::Missing => {
                 tracing::warn!(pod = %who, "the Kubernetes API has no such pod: deciding its security groups on CNI_ARGS alone");
@@ -168,7 +162,25 @@ impl Agent {
         }
     }
 
+    /// A pod the node holds, as the security-groups policy sees it, with the
+    /// metadata the watch has delivered (no API call: for previews).
+    fn held_pod_for_policy(&self, pod: &PodMeta) -> security::Pod {
+        let from_args = policy_pod(pod);
+        let uid = Some(pod.uid.as_str()).filter(|u| !u.is_empty());
+        match self
+            .kubernetes
+            .as_ref()
+            .filter(|_| !pod.namespace.is_empty())
+            .and_then(|k| k.watched_pod(&pod.namespace, &pod.name, uid))
+        {
+            Some(meta) => with_metadata(from_args, meta),
+            None => from_args,
+        }
+    }
+
     async fn del(&self, req: DelRequest) -> Result<DelResponse, ApiError> {
+        // Waits for an ADD of the same attachment still in progress.
+        let _attachment = self.attachments.lock(&req.container_id, &req.ifname).await;
         let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
         let Some(held) = self.pool.assignment(&key) else {
             return Ok(DelResponse { released: None });
@@ -191,6 +203,7 @@ impl Agent {
     }
 
     async fn check(&self, req: CheckRequest) -> Result<CheckResponse, ApiError> {
+        let _attachment = self.attachments.lock(&req.container_id, &req.ifname).await;
         let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
         let Some(held) = self.pool.assignment(&key) else {
             return Err(CniError::unknown_container(
@@ -223,6 +236,15 @@ impl Agent {
             if key.network != req.network
                 || valid.contains(&(key.container_id.as_str(), key.ifname.as_str()))
             {
+                continue;
+            }
+            // An attachment being added or deleted right now is not stale.
+            let Some(_attachment) = self.attachments.try_lock(&key.container_id, &key.ifname)
+            else {
+                continue;
+            };
+            // It may have been deleted while we looked.
+            if self.pool.assignment(key).is_none() {
                 continue;
             }
             let pod = self.pod_network(&held, &key.ifname, None);
@@ -265,6 +287,31 @@ fn pod_meta(pod: &PodRef) -> PodMeta {
         namespace: pod.namespace.clone(),
         name: pod.name.clone(),
         uid: pod.uid.clone().unwrap_or_default(),
+    }
+}
+
+/// A pod as `CNI_ARGS` names it, before any Kubernetes metadata.
+fn policy_pod(pod: &PodMeta) -> security::Pod {
+    security::Pod {
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+        uid: pod.uid.clone(),
+        ..Default::default()
+    }
+}
+
+/// `pod` with the labels, annotations and service account the API gives.
+fn with_metadata(pod: security::Pod, meta: PodMetadata) -> security::Pod {
+    security::Pod {
+        uid: if meta.uid.is_empty() {
+            pod.uid
+        } else {
+            meta.uid
+        },
+        labels: meta.labels,
+        annotations: meta.annotations,
+        service_account: meta.service_account,
+        ..pod
     }
 }
 
@@ -350,15 +397,16 @@ impl Backend for Agent {
 
     fn status(&self) -> BoxFuture<'_, StatusResponse> {
         Box::pin(async move {
-            match self.pool.not_ready_reason() {
-                None => StatusResponse {
-                    ready: true,
-                    reason: None,
-                },
-                Some(reason) => StatusResponse {
-                    ready: false,
-                    reason: Some(reason),
-                },
+            let reason = self.pool.not_ready_reason();
+            StatusResponse {
+                ready: reason.is_none(),
+                reason,
+                warnings: self
+                    .policies
+                    .refused_files()
+                    .into_iter()
+                    .map(|r| r.message)
+                    .collect(),
             }
         })
     }
@@ -373,9 +421,11 @@ impl Backend for Agent {
                     network: held.key.network.clone(),
                     container_id: held.key.container_id.clone(),
                     ifname: held.key.ifname.clone(),
-                    host_veth: self
-                        .plumbing
-                        .host_veth_name(&held.pod.namespace, &held.pod.name),
+                    host_veth: self.plumbing.host_veth_name(
+                        &held.pod.namespace,
+                        &held.pod.name,
+                        &held.key.ifname,
+                    ),
                     eni_id: self
                         .pool
                         .placement(held.ip)
@@ -398,6 +448,57 @@ impl Backend for Agent {
             Ok(PoolView {
                 groups: self.pool.pool_states(),
             })
+        })
+    }
+
+    fn policies(&self) -> BoxFuture<'_, Result<PoliciesView, ApiError>> {
+        Box::pin(async move { Ok(self.policies.view()) })
+    }
+
+    fn policy_inputs(&self) -> BoxFuture<'_, Result<LiveInputs, ApiError>> {
+        Box::pin(async move {
+            let subnets = self.cloud.list_subnets().await.map_err(|e| {
+                CniError::internal(
+                    format!("cannot list the VPC's subnets for the subnet-selection inputs: {e}"),
+                    "see weftd's log",
+                )
+            })?;
+            let candidates: Vec<subnet::Candidate> = subnets
+                .iter()
+                .map(crate::cloud::Subnet::as_candidate)
+                .collect();
+            let pools = self.pool.pool_states();
+            let node = self
+                .kubernetes
+                .as_ref()
+                .and_then(|k| k.node())
+                .unwrap_or_default();
+            // A new ENI for each group, as full as the instance allows.
+            let new_enis = pools
+                .iter()
+                .map(|state| {
+                    let request = subnet::EniRequest {
+                        security_groups: state.group.clone(),
+                        purpose: subnet::Purpose::PodAddresses,
+                        ips: state.limits.ipv4_per_eni.saturating_sub(1),
+                        prefixes: 0,
+                        availability_zone: self.node.availability_zone.clone(),
+                        node_subnet_id: self.node.subnet_id.clone(),
+                        node: node.clone(),
+                    };
+                    (request, candidates.clone())
+                })
+                .collect();
+            let pods = self
+                .pool
+                .assignments()
+                .iter()
+                .map(|held| self.sg_request(self.held_pod_for_policy(&held.pod)))
+                .collect();
+            let policies = self.policies.clone();
+            tokio::task::spawn_blocking(move || policies.preview(pools, new_enis, pods))
+                .await
+                .map_err(|e| CniError::internal(format!("previewing the policies failed: {e}"), ""))
         })
     }
 }

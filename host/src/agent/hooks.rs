@@ -132,12 +132,7 @@ impl PlumbingHooks {
 
 impl EniHooks for PlumbingHooks {
     fn node_metadata(&self) -> Option<weft_policy_sdk::subnet::Node> {
-        let node = self.kubernetes.as_ref()?.node()?;
-        Some(weft_policy_sdk::subnet::Node {
-            name: node.name,
-            labels: node.labels,
-            annotations: node.annotations,
-        })
+        self.kubernetes.as_ref()?.node()
     }
 
     fn on_attached<'a>(&'a self, eni: &'a Eni) -> HookFuture<'a> {

@@ -8,6 +8,7 @@
 
 mod backend;
 mod hooks;
+mod keys;
 mod result;
 
 use crate::Result;
@@ -37,6 +38,9 @@ pub use hooks::PlumbingHooks;
 pub struct Agent {
     pool: Arc<Pool>,
     policies: Arc<PolicySet>,
+    cloud: Arc<dyn Cloud>,
+    /// Reloads the policy directory on change and SIGHUP.
+    policy_watch: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     plumbing: Arc<Plumbing>,
     node: NodeIdentity,
     /// Pod and node metadata, when a Kubernetes API is configured.
@@ -50,6 +54,8 @@ pub struct Agent {
     wiring: RwLock<()>,
     /// The most recent failed requests, for `weftd status`.
     errors: std::sync::Mutex<std::collections::VecDeque<crate::api::ErrorView>>,
+    /// ADD, DEL and CHECK of one attachment run one at a time.
+    attachments: keys::AttachmentLocks,
 }
 
 impl Agent {
@@ -86,6 +92,10 @@ impl Agent {
         let node = cloud.identity().await?;
         let kubernetes = Kubernetes::connect(&config.kubernetes).await?;
         let policies = Arc::new(PolicySet::from_config(&config.policies, metrics.clone())?);
+        // Before the first pool decision: the directory overrides the
+        // configuration. Refused files are logged and shown in the status.
+        policies.apply_directory();
+        let policy_watch = crate::policy::watch_directory(policies.clone());
         let hooks = Arc::new(PlumbingHooks::new(
             plumbing.clone(),
             cloud.clone(),
@@ -105,6 +115,8 @@ impl Agent {
         let agent = Arc::new(Agent {
             pool,
             policies,
+            cloud,
+            policy_watch: std::sync::Mutex::new(policy_watch),
             plumbing,
             node,
             kubernetes,
@@ -112,6 +124,7 @@ impl Agent {
             metrics,
             wiring: RwLock::new(()),
             errors: Default::default(),
+            attachments: keys::AttachmentLocks::default(),
         });
         // Veths, routes and rules of pods that went away while the agent was
         // down (the runtime's DEL found no agent) go now.
@@ -136,7 +149,10 @@ impl Agent {
             .pool
             .assignments()
             .iter()
-            .map(|a| self.plumbing.host_veth_name(&a.pod.namespace, &a.pod.name))
+            .map(|a| {
+                self.plumbing
+                    .host_veth_name(&a.pod.namespace, &a.pod.name, &a.key.ifname)
+            })
             .collect();
         let leftovers = self.plumbing.gc(&live).await?;
         if !leftovers.is_empty() {
@@ -226,6 +242,14 @@ impl Agent {
         server.serve(shutdown).await;
         drop(stop_tx);
         while tasks.join_next().await.is_some() {}
+        let watch = self
+            .policy_watch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(watch) = watch {
+            watch.abort();
+        }
         self.pool.shutdown().await;
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! `weftd` subcommands.
 
 pub mod install;
+mod live;
 pub mod policy;
 pub mod policy_new;
 pub mod run;

@@ -224,6 +224,23 @@ pub struct Subnet {
     pub tags: BTreeMap<String, String>,
 }
 
+impl Subnet {
+    /// The subnet as the subnet-selection policy sees it.
+    pub fn as_candidate(&self) -> weft_policy_sdk::subnet::Candidate {
+        weft_policy_sdk::subnet::Candidate {
+            id: self.id.clone(),
+            availability_zone: self.availability_zone.clone(),
+            cidr: self.cidr.to_string(),
+            free_ips: u64::from(self.free_ips),
+            tags: self
+                .tags
+                .iter()
+                .map(|(k, v)| weft_policy_sdk::Tag::new(k, v))
+                .collect(),
+        }
+    }
+}
+
 /// How a new ENI is populated, or what to add to an ENI: secondary IPs or /28 prefixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddressRequest {

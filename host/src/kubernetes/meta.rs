@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use std::collections::BTreeMap;
-use weft_policy_sdk::Tag;
+use weft_policy_sdk::{Tag, subnet};
 
 /// A pod's metadata as the security-groups policy sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -16,18 +16,6 @@ pub struct PodMetadata {
     pub annotations: Vec<Tag>,
     /// `spec.serviceAccountName` (`default` when unset, as Kubernetes).
     pub service_account: String,
-}
-
-/// The node's metadata as the subnet-selection policy sees it (its zone is
-/// in the ENI request already, from EC2).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NodeMetadata {
-    /// `metadata.name`.
-    pub name: String,
-    /// `metadata.labels`, sorted by key.
-    pub labels: Vec<Tag>,
-    /// `metadata.annotations`, sorted by key.
-    pub annotations: Vec<Tag>,
 }
 
 fn tags(map: Option<&BTreeMap<String, String>>) -> Vec<Tag> {
@@ -54,14 +42,13 @@ impl PodMetadata {
     }
 }
 
-impl NodeMetadata {
-    /// The metadata of `node`.
-    pub fn of(node: &Node) -> NodeMetadata {
-        NodeMetadata {
-            name: node.metadata.name.clone().unwrap_or_default(),
-            labels: tags(node.metadata.labels.as_ref()),
-            annotations: tags(node.metadata.annotations.as_ref()),
-        }
+/// The node as the subnet-selection policy sees it (its zone is in the ENI
+/// request already, from EC2): name, labels and annotations sorted by key.
+pub fn node_metadata(node: &Node) -> subnet::Node {
+    subnet::Node {
+        name: node.metadata.name.clone().unwrap_or_default(),
+        labels: tags(node.metadata.labels.as_ref()),
+        annotations: tags(node.metadata.annotations.as_ref()),
     }
 }
 
@@ -98,7 +85,7 @@ mod tests {
             },
             ..Default::default()
         };
-        let meta = NodeMetadata::of(&node);
+        let meta = node_metadata(&node);
         assert_eq!(meta.name, "n1");
         assert_eq!(
             meta.labels,

@@ -17,7 +17,7 @@
 
 mod meta;
 
-pub use meta::{NodeMetadata, PodMetadata};
+pub use meta::PodMetadata;
 
 use crate::config::{ApiMode, KubernetesSection};
 use futures::StreamExt;
@@ -29,6 +29,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
+use weft_policy_sdk::subnet;
 
 /// The annotation the VPC CNI writes with `ANNOTATE_POD_IP`; Weft writes the
 /// same, so controllers that read it keep working.
@@ -227,11 +228,10 @@ impl Kubernetes {
     /// The pod's metadata: from the watch, else read directly (bounded by
     /// `pod-wait-ms`). `uid`, when the runtime passed one, must match.
     pub async fn pod(&self, namespace: &str, name: &str, uid: Option<&str>) -> PodLookup {
-        let current = |pod: &Pod| uid.is_none_or(|u| pod.metadata.uid.as_deref() == Some(u));
-        let key = ObjectRef::new(name).within(namespace);
-        if let Some(pod) = self.pods.get(&key).filter(|p| current(p)) {
-            return PodLookup::Found(PodMetadata::of(&pod));
+        if let Some(meta) = self.watched_pod(namespace, name, uid) {
+            return PodLookup::Found(meta);
         }
+        let current = |pod: &Pod| uid.is_none_or(|u| pod.metadata.uid.as_deref() == Some(u));
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         match tokio::time::timeout(self.pod_wait, api.get_opt(name)).await {
             Ok(Ok(Some(pod))) if current(&pod) => PodLookup::Found(PodMetadata::of(&pod)),
@@ -243,11 +243,24 @@ impl Kubernetes {
         }
     }
 
+    /// The pod's metadata if the watch has delivered it (no API call).
+    pub fn watched_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Option<PodMetadata> {
+        self.pods
+            .get(&ObjectRef::new(name).within(namespace))
+            .filter(|pod| uid.is_none_or(|u| pod.metadata.uid.as_deref() == Some(u)))
+            .map(|pod| PodMetadata::of(&pod))
+    }
+
     /// This node's metadata, once the watch has delivered it.
-    pub fn node(&self) -> Option<NodeMetadata> {
+    pub fn node(&self) -> Option<subnet::Node> {
         self.nodes
             .get(&ObjectRef::new(&self.node_name))
-            .map(|node| NodeMetadata::of(&node))
+            .map(|node| meta::node_metadata(&node))
     }
 
     /// Patches the pod with its address when `annotate-pod-ip` is on, before

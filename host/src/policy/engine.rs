@@ -22,8 +22,10 @@ const MAX_CONCURRENT_INSTANCES: u32 = super::watchdog::MAX_WORKERS as u32;
 /// fits in the pool whatever the others are: a component needing more is
 /// refused at load, and can never starve another policy's decisions of
 /// slots. A Rust wasm32-wasip2 policy has 1 memory, 3 core instances and
-/// 2 tables.
-pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+/// 2 tables; a componentize-py policy has 38 core instances (libc,
+/// libpython and its stub modules) sharing one memory. A core instance
+/// slot is a small bookkeeping allocation, so the cap follows Python.
+pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 48;
 /// See [`MAX_CORE_INSTANCES_PER_COMPONENT`].
 pub const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
 /// See [`MAX_CORE_INSTANCES_PER_COMPONENT`].

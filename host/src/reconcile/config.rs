@@ -5,6 +5,12 @@ use crate::ipam::{IpamConfig, SgSet};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// The longest `add-wait-ms`: an ADD must be answered (address found and
+/// pod wired) before weftd's request deadline (25 s) and the plugin's
+/// `timeout-ms` (30 s by default), or the runtime gives up on an ADD that
+/// then completes unseen.
+pub const MAX_ADD_WAIT_MS: u64 = 20_000;
+
 /// Kubernetes' default pod limit, used as max pods in prefix mode when no
 /// override is given (prefixes would otherwise allow hundreds of pods).
 const PREFIX_MODE_MAX_PODS: u32 = 110;
@@ -41,7 +47,8 @@ pub struct PoolConfig {
     /// that peers of the old pod stop sending to it. Default 30 (VPC CNI).
     pub cooldown_seconds: u64,
     /// How long an ADD that finds no free address waits for the reconciler
-    /// to add one before it fails with "try again later". Default 10 000.
+    /// to add one before it fails with "try again later". Default 10 000,
+    /// at most [`MAX_ADD_WAIT_MS`].
     pub add_wait_ms: u64,
     /// Period of the reconcile round that runs without any event (every
     /// ADD and DEL also wakes it at once). Default 10.
@@ -114,6 +121,19 @@ impl Default for PoolConfig {
 }
 
 impl PoolConfig {
+    /// Checks what serde cannot; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.add_wait_ms > MAX_ADD_WAIT_MS {
+            return Err(format!(
+                "`add-wait-ms` {} is too long: an ADD must be answered before weftd's request \
+                 deadline (25 s) and the plugin's timeout-ms (30 s by default); use at most \
+                 {MAX_ADD_WAIT_MS}",
+                self.add_wait_ms
+            ));
+        }
+        Ok(())
+    }
+
     /// The ADD wait.
     pub fn add_wait(&self) -> Duration {
         Duration::from_millis(self.add_wait_ms)
@@ -222,6 +242,18 @@ mod tests {
         assert_eq!(ipam.default_group, SgSet::new(["sg-1", "sg-2"]));
         assert_eq!(ipam.cooldown, Duration::from_secs(5));
         assert!(toml::from_str::<PoolConfig>("cooldown = 5").is_err());
+    }
+
+    #[test]
+    fn add_wait_is_bounded_below_the_request_timeouts() {
+        let too_long: PoolConfig = toml::from_str("add-wait-ms = 60000").unwrap();
+        let err = too_long.validate().unwrap_err();
+        assert!(
+            err.contains("add-wait-ms") && err.contains("20000"),
+            "{err}"
+        );
+        let ok: PoolConfig = toml::from_str("add-wait-ms = 20000").unwrap();
+        assert!(ok.validate().is_ok());
     }
 
     #[test]

@@ -358,17 +358,7 @@ impl Driver {
         let subnets = self.cloud.list_subnets().await.map_err(|e| blocked(&e))?;
         let candidates: Vec<subnet::Candidate> = subnets
             .iter()
-            .map(|s| subnet::Candidate {
-                id: s.id.clone(),
-                availability_zone: s.availability_zone.clone(),
-                cidr: s.cidr.to_string(),
-                free_ips: u64::from(s.free_ips),
-                tags: s
-                    .tags
-                    .iter()
-                    .map(|(k, v)| weft_policy_sdk::Tag::new(k, v))
-                    .collect(),
-            })
+            .map(crate::cloud::Subnet::as_candidate)
             .collect();
         let request = subnet::EniRequest {
             security_groups: group.ids().to_vec(),
