@@ -205,8 +205,9 @@ pub mod subnet {
         /// The subnet of the node's primary ENI.
         pub node_subnet_id: String,
         /// The node's Kubernetes metadata, when the agent has an API server
-        /// (empty otherwise). Native policies only: the WIT world of 0.1.0
-        /// does not carry it.
+        /// (empty otherwise). Components get it through the
+        /// `subnet-selection-node` world (the SDK's export); those of the
+        /// older `subnet-selection` world never see it.
         #[serde(default)]
         pub node: Node,
     }
