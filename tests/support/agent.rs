@@ -258,17 +258,16 @@ node-netns = "{netns}"
         netconf: &serde_json::Value,
     ) -> Output {
         let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=e2e;K8S_POD_NAME={name}");
-        self.exec(command, id, netns, ifname, Some(&args), netconf)
+        self.exec(command, id, netns, ifname, &args, netconf)
     }
 
-    /// Execs the plugin on `eth0` with `CNI_ARGS` = `args`, or without
-    /// `CNI_ARGS` (as podman or cnitool run it).
+    /// Execs the plugin on `eth0` with `CNI_ARGS` = `args`.
     pub fn cni_args(
         &self,
         command: &str,
         id: &str,
         netns: &Path,
-        args: Option<&str>,
+        args: &str,
         netconf: &serde_json::Value,
     ) -> Output {
         self.exec(command, id, netns, "eth0", args, netconf)
@@ -280,20 +279,17 @@ node-netns = "{netns}"
         id: &str,
         netns: &Path,
         ifname: &str,
-        args: Option<&str>,
+        args: &str,
         netconf: &serde_json::Value,
     ) -> Output {
-        let netns = netns.display().to_string();
-        let mut env = vec![
+        let env = [
             ("CNI_COMMAND", command),
             ("CNI_CONTAINERID", id),
-            ("CNI_NETNS", netns.as_str()),
+            ("CNI_NETNS", &netns.display().to_string()),
             ("CNI_IFNAME", ifname),
             ("CNI_PATH", "/usr/lib/cni"),
+            ("CNI_ARGS", args),
         ];
-        if let Some(args) = args {
-            env.push(("CNI_ARGS", args));
-        }
         exec_plugin(None, &weft_plugin_binary(), &env, &netconf.to_string())
     }
 }

@@ -10,6 +10,24 @@ fn kit() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/k8s")
 }
 
+/// A binary the kit built into `$KUBE_CACHE/bin` (`kube-apiserver`,
+/// `kubelet`, `cnitool`).
+///
+/// # Panics
+///
+/// If it is not there: `scripts/setup` builds them.
+pub fn kit_binary(name: &str) -> PathBuf {
+    let cache = std::env::var_os("KUBE_CACHE")
+        .map_or_else(|| PathBuf::from("/var/cache/weft-k8s"), PathBuf::from);
+    let path = cache.join("bin").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: scripts/setup builds it (scripts/k8s)",
+        path.display()
+    );
+    path
+}
+
 /// An API server (and optionally a node: containerd + kubelet); stopped
 /// and its directory removed on drop.
 pub struct TestApiServer {

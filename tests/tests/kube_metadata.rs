@@ -124,18 +124,12 @@ async fn pods_are_decided_on_their_labels_annotated_and_served_without_the_api_s
         "ADD",
         "ctr-db1",
         &ns_db.path(),
-        Some(&args_of(&db)),
+        &args_of(&db),
         &netconf,
     )));
     assert_eq!(group_of(&agent, "ctr-db1"), [DB_GROUP]);
     let ns_web = TestNetns::new("web1");
-    ok(&agent.cni_args(
-        "ADD",
-        "ctr-web1",
-        &ns_web.path(),
-        Some(&args_of(&web)),
-        &netconf,
-    ));
+    ok(&agent.cni_args("ADD", "ctr-web1", &ns_web.path(), &args_of(&web), &netconf));
     assert_ne!(group_of(&agent, "ctr-web1"), [DB_GROUP]);
 
     // The address annotation is on the pod when the ADD answers.
@@ -148,13 +142,7 @@ async fn pods_are_decided_on_their_labels_annotated_and_served_without_the_api_s
     // A pod created just before its ADD is decided on its real labels.
     let fresh = create_pod(&client, &node, "db-2", json!({"app": "db"})).await;
     let ns_db2 = TestNetns::new("db2");
-    ok(&agent.cni_args(
-        "ADD",
-        "ctr-db2",
-        &ns_db2.path(),
-        Some(&args_of(&fresh)),
-        &netconf,
-    ));
+    ok(&agent.cni_args("ADD", "ctr-db2", &ns_db2.path(), &args_of(&fresh), &netconf));
     assert_eq!(group_of(&agent, "ctr-db2"), [DB_GROUP]);
 
     // A label change is seen by the pod's next ADD (a new sandbox), once the
@@ -168,13 +156,7 @@ async fn pods_are_decided_on_their_labels_annotated_and_served_without_the_api_s
     .unwrap();
     assert!(
         agent
-            .cni_args(
-                "DEL",
-                "ctr-web1",
-                &ns_web.path(),
-                Some(&args_of(&web)),
-                &netconf
-            )
+            .cni_args("DEL", "ctr-web1", &ns_web.path(), &args_of(&web), &netconf)
             .status
             .success()
     );
@@ -183,7 +165,7 @@ async fn pods_are_decided_on_their_labels_annotated_and_served_without_the_api_s
     loop {
         attempt += 1;
         let id = format!("ctr-web1-{attempt}");
-        ok(&agent.cni_args("ADD", &id, &ns_web.path(), Some(&args_of(&web)), &netconf));
+        ok(&agent.cni_args("ADD", &id, &ns_web.path(), &args_of(&web), &netconf));
         if group_of(&agent, &id) == [DB_GROUP] {
             break;
         }
@@ -193,7 +175,7 @@ async fn pods_are_decided_on_their_labels_annotated_and_served_without_the_api_s
         );
         assert!(
             agent
-                .cni_args("DEL", &id, &ns_web.path(), Some(&args_of(&web)), &netconf)
+                .cni_args("DEL", &id, &ns_web.path(), &args_of(&web), &netconf)
                 .status
                 .success()
         );
@@ -208,7 +190,7 @@ async fn pods_are_decided_on_their_labels_annotated_and_served_without_the_api_s
         "ADD",
         "ctr-late",
         &ns_late.path(),
-        Some("K8S_POD_NAMESPACE=default;K8S_POD_NAME=late-1;K8S_POD_UID=0000"),
+        "K8S_POD_NAMESPACE=default;K8S_POD_NAME=late-1;K8S_POD_UID=0000",
         &netconf,
     ));
     assert!(!ip_of(&late).is_empty());
@@ -240,7 +222,7 @@ async fn without_annotate_pod_ip_the_pod_is_not_patched() {
         "ADD",
         "ctr-plain",
         &ns.path(),
-        Some(&args_of(&pod)),
+        &args_of(&pod),
         &agent.netconf("1.0.0"),
     ));
     let after = Api::<Pod>::namespaced(client, "default")
@@ -309,7 +291,7 @@ async fn a_node_label_picks_the_subnet_of_new_enis() {
         "ADD",
         "ctr-custom",
         &ns.path(),
-        Some(&args_of(&pod)),
+        &args_of(&pod),
         &agent.netconf("1.0.0"),
     ));
     assert!(ip_of(&result).starts_with("10.0.8."), "{result}");

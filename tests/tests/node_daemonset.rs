@@ -2,13 +2,14 @@
 //! `weftd install` puts the plugin into a CNI bin dir, the agent writes the
 //! conflist once ready and the runtime's chain (weft + portmap) works from
 //! it, metrics and introspection answer on TCP, `weftd status` summarises,
-//! and a container without Kubernetes arguments (podman, cnitool) gets an
+//! and a container added by libcni's cnitool (no Kubernetes arguments) gets an
 //! address with an identity the security-groups policy can tell apart.
 
 use serde_json::Value;
 use std::net::TcpListener;
 use std::process::Command;
 use weft_tests::support::agent::{AgentOptions, TestAgent, exec_plugin};
+use weft_tests::support::k8s::kit_binary;
 use weft_tests::support::netns::{TestNetns, root_or_skip};
 use weft_tests::{weft_plugin_binary, weftd_binary};
 
@@ -146,6 +147,7 @@ fn install_conflist_tcp_endpoints_and_status() {
         "weft_max_addresses 27",
         "weft_pending_adds{group=",
         "weft_cni_request_seconds_count{command=\"ADD\",outcome=\"ok\"} 1",
+        "weft_policy_decisions_total{policy=\"sg-selector\",",
     ] {
         assert!(text.contains(line), "no {line:?} in:\n{text}");
     }
@@ -158,6 +160,15 @@ fn install_conflist_tcp_endpoints_and_status() {
     );
     let (code, _) = http(&format!("http://127.0.0.1:{introspection}/v1/pods"));
     assert_eq!(code, 200);
+    let (code, policies) = http(&format!("http://127.0.0.1:{introspection}/v1/policies"));
+    assert_eq!(
+        code, 200,
+        "the socket's read-only routes, policies included"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&policies).unwrap()["roles"][2]["policy"],
+        "sg-selector"
+    );
     let (code, _) = http(&format!("http://127.0.0.1:{introspection}/v1/cni/add"));
     assert_eq!(code, 404, "no CNI command over TCP");
     let (code, _) = http(&format!("http://127.0.0.1:{metrics}/v1/pool"));
@@ -223,11 +234,26 @@ settings = { rules = [ { namespaces = [""], security-groups = ["sg-0000000000000
 "#,
     );
     let netconf = agent.netconf("1.0.0");
-    let container = TestNetns::new("podman");
+    let container = TestNetns::new("cnitool");
     let pod = TestNetns::new("k8s-pod");
-    let id = "5e3a9c0de0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b";
-    let out = agent.cni_args("ADD", id, &container.path(), None, &netconf);
-    let result = ok(&out);
+    // libcni's cnitool, as a new user tries a plugin before a cluster: it
+    // passes no K8S_POD_* (no CNI_ARGS at all) and derives the container id
+    // from the namespace path.
+    let conf_dir = agent.dir.path().join("cnitool.d");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    std::fs::write(conf_dir.join("10-weft.conf"), netconf.to_string()).unwrap();
+    let plugin = weft_plugin_binary();
+    let cnitool = |command: &str| {
+        Command::new(kit_binary("cnitool"))
+            .args([command, "weft"])
+            .arg(container.path())
+            .env_clear()
+            .env("NETCONFPATH", &conf_dir)
+            .env("CNI_PATH", plugin.parent().unwrap())
+            .output()
+            .expect("run cnitool")
+    };
+    let result = ok(&cnitool("add"));
     let ip = result["ips"][0]["address"]
         .as_str()
         .unwrap()
@@ -240,11 +266,12 @@ settings = { rules = [ { namespaces = [""], security-groups = ["sg-0000000000000
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["container_id"] == id)
+        .find(|p| p["ip"] == ip)
         .expect("the container is listed");
+    let id = entry["container_id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("cnitool-"), "{entry}");
     assert_eq!(entry["pod"]["namespace"], "", "no Kubernetes namespace");
     assert_eq!(entry["pod"]["name"], id, "named by its container id");
-    assert_eq!(entry["ip"], ip);
     // Its ENI belongs to the group the policy gave containers; the pod's not.
     let pool = agent.get_json("/v1/pool");
     let group_of = |eni: &Value| {
@@ -278,19 +305,17 @@ settings = { rules = [ { namespaces = [""], security-groups = ["sg-0000000000000
     );
     // Reachable like any pod: the node pings it.
     assert!(agent.node.ping(&ip), "the container answers at {ip}");
-    // DEL without CNI_ARGS releases it.
-    assert!(
-        agent
-            .cni_args("DEL", id, &container.path(), None, &netconf)
-            .status
-            .success()
-    );
+    // CHECK and DEL through cnitool work too; DEL releases it.
+    let checked = cnitool("check");
+    assert!(checked.status.success(), "{checked:?}");
+    let deleted = cnitool("del");
+    assert!(deleted.status.success(), "{deleted:?}");
     assert!(
         !agent
             .get_json("/v1/pods")
             .as_array()
             .unwrap()
             .iter()
-            .any(|p| p["container_id"] == id)
+            .any(|p| p["container_id"] == id.as_str())
     );
 }
