@@ -69,13 +69,16 @@ fn install_conflist_tcp_endpoints_and_status() {
     let agent_keys = format!(
         "metrics-address = \"127.0.0.1:{metrics}\"\nintrospection-address = \"127.0.0.1:{introspection}\""
     );
+    // A slow EC2 at start (the first inventory) widens the time between the
+    // process starting and the agent serving.
     let options = AgentOptions {
         agent_keys: &agent_keys,
+        cloud: "api-latency-ms = { DescribeNetworkInterfaces = 500 }",
         ..AgentOptions::default()
     };
     let agent = TestAgent::start_with_options("m5.large", &options, "");
-    // The conflist appears once the agent is ready (the agent answers ADDs
-    // from the moment its socket exists, and writes it right after).
+    // The conflist appears once the agent is ready: after its socket (the
+    // agent answers ADDs from the moment the socket exists), never before.
     let conflist_path = agent.dir.path().join("net.d/10-weft.conflist");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !conflist_path.exists() {
@@ -90,6 +93,15 @@ fn install_conflist_tcp_endpoints_and_status() {
         agent
             .log()
             .contains("ready: wrote the CNI network configuration")
+    );
+    let modified = |path: &std::path::Path| {
+        std::fs::symlink_metadata(path)
+            .and_then(|m| m.modified())
+            .unwrap()
+    };
+    assert!(
+        modified(&conflist_path) >= modified(&agent.socket()),
+        "the conflist was written before the agent served its socket"
     );
     let conflist: Value =
         serde_json::from_str(&std::fs::read_to_string(&conflist_path).unwrap()).unwrap();
@@ -305,6 +317,17 @@ settings = { rules = [ { namespaces = [""], security-groups = ["sg-0000000000000
     );
     // Reachable like any pod: the node pings it.
     assert!(agent.node.ping(&ip), "the container answers at {ip}");
+    // No API server is configured: pods are known from CNI_ARGS alone, said
+    // once at start.
+    assert_eq!(
+        agent
+            .log()
+            .matches("no Kubernetes API server configured")
+            .count(),
+        1,
+        "{}",
+        agent.log()
+    );
     // CHECK and DEL through cnitool work too; DEL releases it.
     let checked = cnitool("check");
     assert!(checked.status.success(), "{checked:?}");
