@@ -468,8 +468,7 @@ impl AgentConfig {
         let mut doc: toml::Value = toml::from_str(text).map_err(|e| e.to_string())?;
         let overlay =
             crate::compat::env::apply(&mut doc, get, set_vars).map_err(|e| e.to_string())?;
-        let mut config: AgentConfig =
-            doc.try_into().map_err(|e: toml::de::Error| e.to_string())?;
+        let mut config: AgentConfig = doc.try_into().map_err(|e: toml::de::Error| e.to_string())?;
         config.egress.apply_env(get)?;
         config.validate()?;
         Ok((config, overlay))
