@@ -152,6 +152,10 @@ pub struct SimSection {
     /// /16 around each subnet.
     #[serde(default)]
     pub vpc_cidrs: Vec<String>,
+    /// Set on every agent sharing one simulated VPC (the same `state-file`,
+    /// `seed` and subnets), a different number on each: each is its own node.
+    #[serde(default)]
+    pub node_index: Option<u32>,
     /// Where the simulated VPC is kept across agent restarts; default
     /// `sim-vpc.json` in the state directory. Delete it for a new VPC.
     #[serde(default)]
@@ -319,6 +323,7 @@ impl AgentConfig {
                 link_delay_ms: 0,
                 leaked_eni_min_age_seconds: default_leak_min_age_seconds(),
                 vpc_cidrs: Vec::new(),
+                node_index: None,
                 state_file: None,
                 api_latency_ms: BTreeMap::new(),
             }),
@@ -390,6 +395,9 @@ impl SimSection {
             .security_groups(self.security_groups.iter().cloned());
         for cidr in &self.vpc_cidrs {
             builder = builder.vpc_cidr(cidr);
+        }
+        if let Some(index) = self.node_index {
+            builder = builder.node_index(index);
         }
         for cidr in &self.subnets {
             builder = builder.subnet_with(SubnetSpec {
