@@ -77,6 +77,8 @@ impl Fabric {
         let sysctls = [
             (format!("net/ipv4/conf/{peer}/proxy_arp"), "1"),
             (format!("net/ipv4/conf/{peer}/rp_filter"), "1"),
+            // Proxy ARP answers at once, as the VPC does (the default waits up to 0.8 s).
+            (format!("net/ipv4/neigh/{peer}/proxy_delay"), "0"),
         ];
         in_netns(&self.router, move || {
             for (key, value) in &sysctls {
