@@ -24,13 +24,12 @@ pub use retry::RetryPolicy;
 pub use sim::SimCloud;
 pub use types::*;
 
+use futures::future::BoxFuture;
 use ipnet::Ipv4Net;
-use std::future::Future;
 use std::net::Ipv4Addr;
-use std::pin::Pin;
 
 /// The future every [`Cloud`] method returns (boxed so `Arc<dyn Cloud>` works).
-pub type CloudFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, CloudError>> + Send + 'a>>;
+pub type CloudFuture<'a, T> = BoxFuture<'a, Result<T, CloudError>>;
 
 /// Everything the agent asks of EC2 (or of the simulator).
 ///

@@ -3,7 +3,8 @@
 //! On a real node an attached ENI appears as a network device with the ENI's MAC. The simulator
 //! stays pure and calls an [`EniLinks`] hook on attach and detach; [`NetnsEniLinks`] creates a
 //! device named `eth<device index>` with the ENI's MAC inside a given network namespace, so pod
-//! plumbing can be tested end to end without EC2.
+//! plumbing can be tested end to end without EC2. Entering the namespace, the netlink connection
+//! and link removal are the plumbing layer's own.
 //!
 //! On EC2 the device appears hundreds of milliseconds to seconds after
 //! `AttachNetworkInterface` returns; [`NetnsEniLinks::with_delay`] makes the link appear that
@@ -19,9 +20,9 @@ use super::fabric::Fabric;
 use crate::cloud::CloudFuture;
 use crate::cloud::error::CloudError;
 use crate::cloud::types::Eni;
-use futures::TryStreamExt;
+use crate::plumbing::links::{self, LinkRef};
+use crate::plumbing::netns::{self, Netns};
 use ipnet::Ipv4Net;
-use std::fs::File;
 use std::path::PathBuf;
 
 /// Called by the simulator when an ENI of the node is attached or detached.
@@ -95,18 +96,8 @@ impl NetnsEniLinks {
         let link = name.clone();
         let made = self
             .in_netns(eni, move |handle| async move {
-                let exists = handle
-                    .link()
-                    .get()
-                    .match_name(link.clone())
-                    .execute()
-                    .try_next()
-                    .await;
-                match exists {
-                    Ok(Some(_)) => return Ok(false),
-                    Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {}
-                    Ok(None) => {}
-                    Err(e) => return Err(e),
+                if links::by_name(&handle, &link).await?.is_some() {
+                    return Ok(false);
                 }
                 handle
                     .link()
@@ -151,38 +142,19 @@ impl NetnsEniLinks {
         }
     }
 
-    /// Runs `work` with a netlink handle opened inside the namespace, on a dedicated thread
-    /// (`setns` affects only the calling thread, so never a tokio worker).
+    /// Runs `work` with a netlink handle bound to the namespace (opened the plumbing's way:
+    /// on a short-lived thread that entered it, never on a tokio worker).
     async fn in_netns<T, F, Fut>(&self, eni: &Eni, work: F) -> Result<T, CloudError>
     where
         T: Send + 'static,
         F: FnOnce(rtnetlink::Handle) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, rtnetlink::Error>>,
     {
-        let netns = self.netns.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let result = (|| -> Result<T, String> {
-                let file = File::open(&netns).map_err(|e| format!("open: {e}"))?;
-                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| format!("setns: {e}"))?;
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| format!("runtime: {e}"))?;
-                runtime.block_on(async {
-                    let (connection, handle, _) =
-                        rtnetlink::new_connection().map_err(|e| format!("netlink: {e}"))?;
-                    tokio::spawn(connection);
-                    work(handle).await.map_err(|e| format!("netlink: {e}"))
-                })
-            })();
-            // The receiver only disappears when the caller was cancelled.
-            let _ = tx.send(result);
-        });
-        rx.await
-            .map_err(|_| self.error(eni, "worker thread died"))?
-            .map_err(|e| self.error(eni, e))
+        let ns = Netns::open(Some(&self.netns)).map_err(|e| self.error(eni, e))?;
+        let handle = netns::connect(&ns).await.map_err(|e| self.error(eni, e))?;
+        work(handle)
+            .await
+            .map_err(|e| self.error(eni, format!("netlink: {e}")))
     }
 }
 
@@ -222,25 +194,11 @@ impl EniLinks for NetnsEniLinks {
             let Some(name) = Self::link_name(eni) else {
                 return Ok(());
             };
-            self.in_netns(eni, move |handle| async move {
-                let link = handle
-                    .link()
-                    .get()
-                    .match_name(name)
-                    .execute()
-                    .try_next()
-                    .await;
-                match link {
-                    Ok(Some(link)) => handle.link().del(link.header.index).execute().await,
-                    Ok(None) => Ok(()),
-                    // ENODEV: already gone.
-                    Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
-            })
-            .await
+            // Deleting one end of the pair deletes both; a link already gone is fine.
+            let ns = Netns::open(Some(&self.netns)).map_err(|e| self.error(eni, e))?;
+            links::remove(&ns, LinkRef::Name(name))
+                .await
+                .map_err(|e| self.error(eni, e))
         })
     }
 }
