@@ -10,21 +10,26 @@ use std::path::Path;
 use std::sync::Arc;
 use weft_host::cloud::sim::{EniLinks, NetnsEniLinks};
 use weft_host::cloud::{Cloud, SimCloud};
-use weft_tests::support::agent::{TestAgent, ok_json, pod_ip};
+use weft_tests::support::agent::{AgentOptions, TestAgent, ok_json, pod_ip};
 use weft_tests::support::fabric::{TestVpc, VPC_CIDR};
 use weft_tests::support::netns::{TestNetns, root_or_skip};
 use weft_tests::support::tcp::{PeerEcho, peer_seen};
 
 /// A node of the shared VPC in `state_file`.
 fn node(vpc: &TestVpc, state_file: &Path, index: u32, extra: &str) -> TestAgent {
+    let cloud = format!(
+        "{}state-file = \"{}\"\nnode-index = {index}\n",
+        vpc.cloud_lines(),
+        state_file.display()
+    );
+    let options = AgentOptions {
+        cloud: &cloud,
+        ..AgentOptions::default()
+    };
     let agent = TestAgent::start_on(
         TestNetns::new(&format!("node{index}")),
         "m5.large",
-        &format!(
-            "{}state-file = \"{}\"\nnode-index = {index}\n",
-            vpc.cloud_lines(),
-            state_file.display()
-        ),
+        &options,
         extra,
     );
     agent.wait_serving();
