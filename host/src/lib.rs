@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod plumbing;
 pub mod policy;
 pub mod reconcile;
+pub mod simulate;
 pub mod state;
 
 pub use error::{Error, Result};

@@ -24,6 +24,8 @@ enum Command {
     /// Inspect and try policy components.
     #[command(subcommand)]
     Policy(cli::policy::PolicyCommand),
+    /// Replay a pod churn trace through pool-sizing policies in virtual time.
+    Simulate(cli::simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => cli::run::run(args),
         Command::Policy(command) => cli::policy::run(command),
+        Command::Simulate(args) => cli::simulate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

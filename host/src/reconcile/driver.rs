@@ -6,13 +6,13 @@ use super::error::{Blocked, BlockedKind};
 use super::hooks::EniHooks;
 use super::shared::{GroupOutcome, Shared};
 use crate::cloud::{self, Cloud};
-use crate::ipam::{Now, SgSet};
+use crate::ipam::SgSet;
 use crate::policy::PolicySet;
 use crate::state::Journal;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use weft_policy_sdk::pool;
 
@@ -96,6 +96,7 @@ impl Driver {
         journal: Journal,
         enis: HashMap<String, cloud::Eni>,
     ) -> Self {
+        let inventory_at = shared.now().mono;
         Driver {
             shared,
             cloud,
@@ -106,7 +107,7 @@ impl Driver {
             no_prefixes_until: HashMap::new(),
             backoff: Backoff::default(),
             held: HashMap::new(),
-            inventory_at: Instant::now(),
+            inventory_at,
             changes: 0,
         }
     }
@@ -121,7 +122,7 @@ impl Driver {
             // so waiting ADDs are retried without another event.
             let next = self
                 .backoff
-                .active(Instant::now())
+                .active(self.shared.now().mono)
                 .map_or(resync, |left| left.min(resync));
             let reply = tokio::select! {
                 () = self.shared.halt.notified() => break,
@@ -143,9 +144,9 @@ impl Driver {
     /// One round over every group.
     pub(super) async fn round(&mut self) -> RoundReport {
         self.changes = 0;
-        if self.inventory_at.elapsed() >= self.shared.config.inventory_resync() {
+        if self.shared.now().mono.saturating_duration_since(self.inventory_at) >= self.shared.config.inventory_resync() {
             self.resync_inventory().await;
-            self.inventory_at = Instant::now();
+            self.inventory_at = self.shared.now().mono;
         }
         let groups: BTreeSet<SgSet> = {
             let inner = self.shared.lock();
@@ -170,7 +171,7 @@ impl Driver {
     /// Sizes one group and carries out the decision; returns why the group
     /// is short of addresses, if it is.
     async fn reconcile_group(&mut self, group: &SgSet) -> Option<Blocked> {
-        let now = Now::system();
+        let now = self.shared.now();
         let state = {
             let inner = self.shared.lock();
             let pending = inner.pending.get(group).copied().unwrap_or(0);
@@ -215,7 +216,7 @@ impl Driver {
                 }
                 Err(reason) => {
                     if reason.kind == BlockedKind::Throttled {
-                        let delay = self.backoff.throttled(Instant::now());
+                        let delay = self.backoff.throttled(self.shared.now().mono);
                         tracing::warn!(%group, %reason, ?delay, "backing off");
                     } else if matches!(
                         reason.kind,
@@ -224,7 +225,7 @@ impl Driver {
                         tracing::warn!(%group, %reason, hold = ?GROWTH_HOLD, "group stops growing for a while");
                         self.held.insert(
                             group.clone(),
-                            (reason.clone(), Instant::now() + GROWTH_HOLD),
+                            (reason.clone(), self.shared.now().mono + GROWTH_HOLD),
                         );
                     } else {
                         tracing::warn!(%group, %reason, "pool decision not carried out fully");
@@ -236,7 +237,7 @@ impl Driver {
         self.shared.lock().outcomes.insert(
             group.clone(),
             GroupOutcome {
-                at: SystemTime::now(),
+                at: self.shared.now().wall,
                 blocked: blocked.clone(),
                 summary,
             },

@@ -6,9 +6,9 @@ use super::driver::Driver;
 use super::error::{Blocked, BlockedKind};
 use super::inventory::{TAG_OPERATION, to_ipam};
 use crate::cloud::{AddressRequest, CloudError, CreateEni, PREFIX_ADDRESSES};
-use crate::ipam::{Now, SgSet};
+use crate::ipam::SgSet;
 use crate::state::{Intent, Operation};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 use weft_policy_sdk::{pool, subnet};
 
 /// How long prefix requests in a subnet become secondary-IP requests after
@@ -91,7 +91,7 @@ impl Driver {
     }
 
     fn begin(&mut self, op: Operation) -> Result<Intent, Blocked> {
-        self.journal.begin(op, SystemTime::now()).map_err(|e| {
+        self.journal.begin(op, self.shared.now().wall).map_err(|e| {
             Blocked::new(
                 BlockedKind::StateFailed,
                 format!("cannot journal the EC2 operation, so it was not sent: {e}"),
@@ -134,7 +134,7 @@ impl Driver {
             .lock()
             .store
             .datastore()
-            .growth_budget(self.shared.max_pods, Instant::now())
+            .growth_budget(self.shared.max_pods, self.shared.now().mono)
             .ips;
         prefixes
             .saturating_mul(PREFIX_ADDRESSES)
@@ -150,7 +150,7 @@ impl Driver {
                 if self
                     .no_prefixes_until
                     .get(subnet)
-                    .is_some_and(|until| *until > Instant::now()) =>
+                    .is_some_and(|until| *until > self.shared.now().mono) =>
             {
                 AddressRequest::Ips(self.fallback_ips(n, room))
             }
@@ -161,7 +161,7 @@ impl Driver {
     fn prefixes_failed(&mut self, subnet: &str, error: &CloudError) {
         tracing::warn!(%subnet, %error, retry_after = ?PREFIX_RETRY, "no /28 prefix to be had; using secondary IPs instead");
         self.no_prefixes_until
-            .insert(subnet.to_owned(), Instant::now() + PREFIX_RETRY);
+            .insert(subnet.to_owned(), self.shared.now().mono + PREFIX_RETRY);
     }
 
     /// Adds addresses to an existing ENI, falling back from prefixes to
@@ -250,7 +250,7 @@ impl Driver {
         let (ips, prefixes) = {
             let mut inner = self.shared.lock();
             let store = inner.store.datastore_mut();
-            let now = Instant::now();
+            let now = self.shared.now().mono;
             (
                 store
                     .begin_release_ips(eni_id, ip_count, now)
@@ -298,7 +298,7 @@ impl Driver {
         {
             let mut inner = self.shared.lock();
             let store = inner.store.datastore_mut();
-            let now = Instant::now();
+            let now = self.shared.now().mono;
             let applied = match &ips_done {
                 Ok(()) => store.remove_ips(eni_id, &ips, now),
                 Err(_) => store.abort_release(eni_id, &ips, &[]),
@@ -422,7 +422,7 @@ impl Driver {
             .lock()
             .store
             .datastore_mut()
-            .add_eni(to_ipam(&eni, SystemTime::now()));
+            .add_eni(to_ipam(&eni, self.shared.now().wall));
         match added {
             Ok(()) => tracing::info!(
                 eni = %eni.id,
@@ -466,7 +466,7 @@ impl Driver {
     /// Releases an unused ENI, if the datastore agrees it may go (not the
     /// primary, no assigned or cooling address, old enough).
     async fn release_eni(&mut self, eni_id: &str) -> Result<(), Blocked> {
-        let now = Now::system();
+        let now = self.shared.now();
         let refused = self
             .shared
             .lock()
@@ -495,7 +495,7 @@ impl Driver {
             let mut inner = self.shared.lock();
             let store = inner.store.datastore_mut();
             match &result {
-                Ok(()) => store.remove_eni(eni_id, Instant::now()).map(drop),
+                Ok(()) => store.remove_eni(eni_id, self.shared.now().mono).map(drop),
                 Err(_) => store.abort_release_eni(eni_id),
             }
         };

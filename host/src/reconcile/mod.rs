@@ -17,6 +17,7 @@
 //! * [`EniHooks`] (`hooks`): node-side set-up of secondary ENIs.
 //! * [`PoolSnapshot`] (`snapshot`): the introspection view.
 
+mod clock;
 mod config;
 mod driver;
 mod error;
@@ -30,6 +31,7 @@ mod shared;
 mod snapshot;
 mod wait;
 
+pub use clock::PoolClock;
 pub use config::PoolConfig;
 pub use driver::RoundReport;
 pub use error::{Blocked, BlockedKind, PoolError};

@@ -1,11 +1,12 @@
 //! Start-up: the inventory from the cloud, the journal replayed (finish or
 //! undo what a previous run left in flight), the checkpoint laid over it.
 
+use super::clock::PoolClock;
 use super::config::PoolConfig;
 use super::hooks::EniHooks;
 use super::inventory::{TAG_OPERATION, log_corrections, to_ipam};
 use crate::cloud::{self, Cloud, InstanceLimits, NodeIdentity};
-use crate::ipam::{Datastore, Now};
+use crate::ipam::Datastore;
 use crate::state::{Checkpoint, Intent, Journal, Operation, StateDir};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -112,6 +113,7 @@ pub(super) async fn recover(
     hooks: &dyn EniHooks,
     state: &StateDir,
     config: &PoolConfig,
+    clock: &PoolClock,
 ) -> crate::Result<Recovered> {
     let (mut journal, pending) = state.open_journal()?;
     let checkpoint = state.load_checkpoint()?;
@@ -135,7 +137,7 @@ pub(super) async fn recover(
         inventory = cloud.list_enis().await?;
     }
 
-    let now = Now::system();
+    let now = clock.now();
     let ipam_inventory: Vec<_> = inventory.iter().map(|e| to_ipam(e, now.wall)).collect();
     let (store, corrections) = Datastore::rebuild(
         config.ipam(&node.security_groups),

@@ -4,7 +4,6 @@
 
 use super::driver::Driver;
 use super::inventory::{log_corrections, to_ipam};
-use crate::ipam::Now;
 use crate::state::Checkpoint;
 use std::collections::HashMap;
 
@@ -21,7 +20,7 @@ impl Driver {
                 return;
             }
         };
-        let now = Now::system();
+        let now = self.shared.now();
         let records: Vec<_> = inventory.iter().map(|e| to_ipam(e, now.wall)).collect();
         {
             let mut inner = self.shared.lock();

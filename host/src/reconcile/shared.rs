@@ -1,9 +1,10 @@
 //! What the API side (ADD/DEL) and the reconciler task share.
 
+use super::clock::PoolClock;
 use super::config::PoolConfig;
 use super::error::Blocked;
 use crate::cloud::{InstanceLimits, NodeIdentity};
-use crate::ipam::SgSet;
+use crate::ipam::{Now, SgSet};
 use crate::metrics::Metrics;
 use crate::state::{DurableDatastore, StateDir};
 use std::collections::BTreeMap;
@@ -45,6 +46,8 @@ pub(crate) struct Shared {
     pub max_pods: u32,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Where the time comes from.
+    pub clock: PoolClock,
     /// The mutable state.
     inner: Mutex<Inner>,
     /// Wakes the reconciler; permits coalesce, so a burst of events costs
@@ -66,6 +69,7 @@ impl Shared {
         node: NodeIdentity,
         limits: InstanceLimits,
         metrics: Arc<Metrics>,
+        clock: PoolClock,
         store: DurableDatastore<StateDir>,
     ) -> Self {
         Shared {
@@ -74,6 +78,7 @@ impl Shared {
             node,
             limits,
             metrics,
+            clock,
             inner: Mutex::new(Inner {
                 store,
                 pending: BTreeMap::new(),
@@ -91,6 +96,11 @@ impl Shared {
     /// single step), so a poisoned lock is taken over.
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current moment.
+    pub fn now(&self) -> Now {
+        self.clock.now()
     }
 
     /// Tells waiting ADDs to look again.

@@ -115,9 +115,8 @@ fn prefix_addresses(prefix: &Ipv4Net) -> impl Iterator<Item = Ipv4Addr> {
 
 impl PoolSnapshot {
     /// The view of `inner`.
-    pub(crate) fn of(inner: &Inner, max_pods: u32) -> Self {
+    pub(crate) fn of(inner: &Inner, max_pods: u32, now: Instant) -> Self {
         let store = inner.store.datastore();
-        let now = Instant::now();
         let enis = store
             .enis()
             .iter()

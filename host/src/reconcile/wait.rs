@@ -3,8 +3,8 @@
 
 use super::error::{Blocked, BlockedKind, PoolError};
 use super::shared::Shared;
-use crate::ipam::{AssignmentKey, IpamError, Now, Placement, PodMeta, SgSet};
-use std::time::{Duration, Instant};
+use crate::ipam::{AssignmentKey, IpamError, Placement, PodMeta, SgSet};
+use std::time::Duration;
 
 /// How often a waiting ADD looks again without being told (a cooling
 /// address becoming free is not an event).
@@ -53,7 +53,7 @@ fn try_assign(
     let placed = shared
         .lock()
         .store
-        .assign(key.clone(), group, pod.clone(), Now::system());
+        .assign(key.clone(), group, pod.clone(), shared.now());
     match placed {
         Ok(placement) => {
             if placement.fresh {
@@ -78,12 +78,12 @@ pub(super) async fn assign(
         shared.metrics.pool("add", "immediate");
         return Ok(placement);
     }
-    let started = Instant::now();
+    let started = shared.now().mono;
     let deadline = started + shared.config.add_wait();
     let _pending = PendingAdd::new(shared, group);
     tracing::debug!(%key, %group, "no free address; waiting for the reconciler");
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(shared.now().mono);
         if left.is_zero() {
             break;
         }
@@ -109,7 +109,7 @@ pub(super) async fn assign(
     tracing::warn!(%key, %group, %reason, "ADD found no address within the wait");
     Err(PoolError::TryAgain {
         group: group.clone(),
-        waited: started.elapsed(),
+        waited: shared.now().mono.saturating_duration_since(started),
         reason,
     })
 }
