@@ -30,12 +30,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A simulation logs every decision of every policy: warnings only,
+    // unless RUST_LOG asks for more.
+    let default_level = match cli.command {
+        Command::Simulate(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .init();
     let result = match cli.command {

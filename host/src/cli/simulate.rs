@@ -65,7 +65,9 @@ pub fn run(args: SimulateArgs) -> Result<(), String> {
             simulate::generate(shape, args.seed, args.minutes),
             format!("{shape} (seed {}, {} min)", args.seed, args.minutes),
         ),
-        (None, None) => return Err("give a trace (--trace FILE) or a shape (--generate SHAPE)".into()),
+        (None, None) => {
+            return Err("give a trace (--trace FILE) or a shape (--generate SHAPE)".into());
+        }
     };
     if let Some(path) = &args.write_trace {
         write(path, &trace.to_jsonl())?;
@@ -127,7 +129,10 @@ fn sim_config(args: &SimulateArgs) -> Result<SimConfig, String> {
         config.latencies.set(spec)?;
     }
     if !(args.bucket_share > 0.0 && args.bucket_share <= 1.0) {
-        return Err(format!("--bucket-share {} must be in (0, 1]", args.bucket_share));
+        return Err(format!(
+            "--bucket-share {} must be in (0, 1]",
+            args.bucket_share
+        ));
     }
     let aws = RateLimits::aws();
     config.throttle = ApiClass::ALL.iter().fold(aws, |limits, &class| {

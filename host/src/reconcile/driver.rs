@@ -144,7 +144,13 @@ impl Driver {
     /// One round over every group.
     pub(super) async fn round(&mut self) -> RoundReport {
         self.changes = 0;
-        if self.shared.now().mono.saturating_duration_since(self.inventory_at) >= self.shared.config.inventory_resync() {
+        if self
+            .shared
+            .now()
+            .mono
+            .saturating_duration_since(self.inventory_at)
+            >= self.shared.config.inventory_resync()
+        {
             self.resync_inventory().await;
             self.inventory_at = self.shared.now().mono;
         }

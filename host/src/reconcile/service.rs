@@ -201,7 +201,11 @@ impl Pool {
 
     /// The pool as it is now, for introspection.
     pub fn snapshot(&self) -> PoolSnapshot {
-        PoolSnapshot::of(&self.shared.lock(), self.shared.max_pods, self.shared.now().mono)
+        PoolSnapshot::of(
+            &self.shared.lock(),
+            self.shared.max_pods,
+            self.shared.now().mono,
+        )
     }
 
     /// Runs one reconcile round after every event so far and returns what

@@ -2,6 +2,7 @@
 //! ([`SimCloud`]) with per-call latency and AWS's token buckets, on the
 //! virtual clock, behind a counter of every call the pool makes.
 
+use super::timers::Timers;
 use crate::cloud::{
     Api, Cloud, CloudError, CloudFuture, CreateEni, Eni, InstanceLimits, ManualClock, NodeIdentity,
     RateLimits, SimCloud, Subnet,
@@ -53,9 +54,9 @@ impl Default for Latencies {
 impl Latencies {
     /// Sets one latency from `API=MS` (e.g. `AttachNetworkInterface=3000`).
     pub fn set(&mut self, spec: &str) -> Result<(), String> {
-        let (name, ms) = spec
-            .split_once('=')
-            .ok_or_else(|| format!("latency {spec:?}: write API=MS, e.g. AttachNetworkInterface=3000"))?;
+        let (name, ms) = spec.split_once('=').ok_or_else(|| {
+            format!("latency {spec:?}: write API=MS, e.g. AttachNetworkInterface=3000")
+        })?;
         let api = ALL_APIS
             .iter()
             .copied()
@@ -64,9 +65,9 @@ impl Latencies {
                 let names: Vec<_> = ALL_APIS.iter().map(|a| a.name()).collect();
                 format!("latency {spec:?}: unknown API; one of {}", names.join(", "))
             })?;
-        let ms = ms
-            .parse()
-            .map_err(|e| format!("latency {spec:?}: {ms:?} is not a number of milliseconds: {e}"))?;
+        let ms = ms.parse().map_err(|e| {
+            format!("latency {spec:?}: {ms:?} is not a number of milliseconds: {e}")
+        })?;
         self.0.insert(api, ms);
         Ok(())
     }
@@ -123,22 +124,22 @@ impl CallCounts {
     }
 }
 
-/// A [`Cloud`] that counts what goes through it and charges each EC2
-/// request's latency to the virtual clock: the reconciler's calls are
-/// sequential, so a round that creates an ENI ends
-/// `CreateNetworkInterface + AttachNetworkInterface` later.
+/// A [`Cloud`] that counts what goes through it and makes each EC2 request
+/// take its latency in virtual time: a round that creates an ENI ends
+/// `CreateNetworkInterface + AttachNetworkInterface` later, while pods keep
+/// coming.
 pub(crate) struct Counting {
     inner: SimCloud,
-    clock: Arc<ManualClock>,
+    timers: Arc<Timers>,
     latencies: Latencies,
     counts: Mutex<CallCounts>,
 }
 
 impl Counting {
-    pub(crate) fn new(inner: SimCloud, clock: Arc<ManualClock>, latencies: Latencies) -> Self {
+    pub(crate) fn new(inner: SimCloud, timers: Arc<Timers>, latencies: Latencies) -> Self {
         Counting {
             inner,
-            clock,
+            timers,
             latencies,
             counts: Mutex::default(),
         }
@@ -146,22 +147,27 @@ impl Counting {
 
     /// The counts so far.
     pub(crate) fn counts(&self) -> CallCounts {
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Takes the latency of `apis` (or of the `describe` read), counts the
     /// mutating ones and a throttled answer; passes the result on.
-    async fn counted<T>(
-        &self,
-        apis: &[Api],
-        call: CloudFuture<'_, T>,
-    ) -> Result<T, CloudError> {
+    async fn counted<T>(&self, apis: &[Api], call: CloudFuture<'_, T>) -> Result<T, CloudError> {
         let took: u64 = if apis.is_empty() {
-            self.latencies.0.get(&Api::DescribeNetworkInterfaces).copied().unwrap_or(0)
+            self.latencies
+                .0
+                .get(&Api::DescribeNetworkInterfaces)
+                .copied()
+                .unwrap_or(0)
         } else {
-            apis.iter().map(|a| self.latencies.0.get(a).copied().unwrap_or(0)).sum()
+            apis.iter()
+                .map(|a| self.latencies.0.get(a).copied().unwrap_or(0))
+                .sum()
         };
-        self.clock.advance(Duration::from_millis(took));
+        self.timers.sleep(Duration::from_millis(took)).await;
         let result = call.await;
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         for api in apis {

@@ -67,10 +67,12 @@ impl FromStr for Shape {
     type Err = SimulateError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let unknown = || SimulateError::Usage(format!(
-            "unknown trace shape {s:?}; use one of steady, diurnal, rollout[:SURGE], cronjob, \
+        let unknown = || {
+            SimulateError::Usage(format!(
+                "unknown trace shape {s:?}; use one of steady, diurnal, rollout[:SURGE], cronjob, \
              drain-refill, start-from-zero, batch"
-        ));
+            ))
+        };
         Ok(match s {
             "steady" => Shape::Steady,
             "diurnal" => Shape::Diurnal,
@@ -192,7 +194,8 @@ pub fn generate(shape: Shape, seed: u64, minutes: u32) -> Trace {
         }
         Shape::Rollout { surge } => {
             let replicas = 24usize;
-            let mut current: Vec<usize> = (0..replicas).map(|_| b.pod("api", 0.0, f64::MAX)).collect();
+            let mut current: Vec<usize> =
+                (0..replicas).map(|_| b.pod("api", 0.0, f64::MAX)).collect();
             let mut t = 720.0;
             while t < end {
                 // Replace the deployment's pods `surge` at a time.
@@ -272,7 +275,10 @@ mod tests {
         for shape in Shape::ALL {
             assert_eq!(shape.to_string().parse::<Shape>().unwrap(), shape);
         }
-        assert_eq!("rollout".parse::<Shape>().unwrap(), Shape::Rollout { surge: 4 });
+        assert_eq!(
+            "rollout".parse::<Shape>().unwrap(),
+            Shape::Rollout { surge: 4 }
+        );
         let error = "tidal".parse::<Shape>().unwrap_err().to_string();
         assert!(error.contains("drain-refill"), "{error}");
         assert!("rollout:0".parse::<Shape>().is_err());
@@ -296,7 +302,9 @@ mod tests {
                         assert!(seen.insert(e.pod.clone()), "{shape}: {} added twice", e.pod);
                         live.insert(e.pod.clone());
                     }
-                    Op::Remove => assert!(live.remove(&e.pod), "{shape}: {} removed before ADD", e.pod),
+                    Op::Remove => {
+                        assert!(live.remove(&e.pod), "{shape}: {} removed before ADD", e.pod)
+                    }
                 }
                 peak = peak.max(live.len());
             }

@@ -6,7 +6,7 @@
 //! * `generate`: synthetic traces of common shapes, seeded.
 //! * `ec2`: the simulated EC2 (latencies and their sources, token buckets)
 //!   and the call counter.
-//! * `run`: one trace through one policy.
+//! * `run`: one trace through one policy; `timers`: sleeps in virtual time.
 //! * `report`: what a run measured; the side-by-side table.
 //! * `plot`: the comparison figure (SVG).
 
@@ -16,6 +16,7 @@ mod generate;
 mod plot;
 mod report;
 mod run;
+mod timers;
 mod trace;
 
 pub use ec2::{CallCounts, Latencies};

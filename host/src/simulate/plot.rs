@@ -36,7 +36,11 @@ pub fn svg(title: &str, reports: &[Report]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="11">"#
     );
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(out, r#"<text x="{LEFT}" y="18" font-size="14">{}</text>"#, escape(title));
+    let _ = writeln!(
+        out,
+        r#"<text x="{LEFT}" y="18" font-size="14">{}</text>"#,
+        escape(title)
+    );
     for (i, report) in reports.iter().enumerate() {
         let y0 = TOP + i as f64 * (PANEL + GAP) + 16.0;
         let x = |t: f64| LEFT + t / duration * plot_w;
@@ -55,22 +59,48 @@ pub fn svg(title: &str, reports: &[Report]) -> String {
             r##"<rect x="{LEFT}" y="{y0}" width="{plot_w}" height="{PANEL}" fill="none" stroke="#999"/>"##
         );
         for (v, label) in [(0, "0".to_owned()), (top, top.to_string())] {
-            let _ = writeln!(out, r#"<text x="{}" y="{}" text-anchor="end">{label}</text>"#, LEFT - 4.0, y(v) + 4.0);
+            let _ = writeln!(
+                out,
+                r#"<text x="{}" y="{}" text-anchor="end">{label}</text>"#,
+                LEFT - 4.0,
+                y(v) + 4.0
+            );
         }
         for minute in (0..=(duration / 60.0) as u32).step_by(10) {
             let t = f64::from(minute) * 60.0;
-            let _ = writeln!(out, r#"<text x="{}" y="{}" text-anchor="middle">{minute} min</text>"#, x(t), y0 + PANEL + 14.0);
+            let _ = writeln!(
+                out,
+                r#"<text x="{}" y="{}" text-anchor="middle">{minute} min</text>"#,
+                x(t),
+                y0 + PANEL + 14.0
+            );
         }
         for (series, colour, name) in [
-            (&(|s: &Sample| s.held) as &dyn Fn(&Sample) -> u32, "#1f77b4", "held"),
+            (
+                &(|s: &Sample| s.held) as &dyn Fn(&Sample) -> u32,
+                "#1f77b4",
+                "held",
+            ),
             (&|s: &Sample| s.free, "#2ca02c", "free"),
             (&|s: &Sample| s.assigned, "#ff7f0e", "pods"),
         ] {
             let mut path = String::new();
-            for (n, s) in report.samples.iter().enumerate() {
-                let _ = write!(path, "{}{:.1},{:.1} ", if n == 0 { 'M' } else { 'L' }, x(s.t), y(series(s)));
+            // At most ~600 points per line: a sample every few seconds is
+            // finer than the figure.
+            let step = report.samples.len().div_ceil(600).max(1);
+            for (n, s) in report.samples.iter().step_by(step).enumerate() {
+                let _ = write!(
+                    path,
+                    "{}{:.1},{:.1} ",
+                    if n == 0 { 'M' } else { 'L' },
+                    x(s.t),
+                    y(series(s))
+                );
             }
-            let _ = writeln!(out, r#"<path d="{path}" fill="none" stroke="{colour}" stroke-width="1.2"><title>{name}</title></path>"#);
+            let _ = writeln!(
+                out,
+                r#"<path d="{path}" fill="none" stroke="{colour}" stroke-width="1.2"><title>{name}</title></path>"#
+            );
         }
         for &t in &report.cold_start_times {
             let _ = writeln!(
@@ -82,12 +112,23 @@ pub fn svg(title: &str, reports: &[Report]) -> String {
             );
         }
         let legend_y = y0 + 12.0;
-        for (k, (colour, name)) in [("#1f77b4", "held"), ("#2ca02c", "free"), ("#ff7f0e", "pods"), ("red", "cold start")]
-            .iter()
-            .enumerate()
+        for (k, (colour, name)) in [
+            ("#1f77b4", "held"),
+            ("#2ca02c", "free"),
+            ("#ff7f0e", "pods"),
+            ("red", "cold start"),
+        ]
+        .iter()
+        .enumerate()
         {
             let lx = WIDTH - 300.0 + k as f64 * 70.0;
-            let _ = writeln!(out, r#"<rect x="{lx}" y="{}" width="10" height="3" fill="{colour}"/><text x="{}" y="{}">{name}</text>"#, legend_y - 3.0, lx + 13.0, legend_y + 1.0);
+            let _ = writeln!(
+                out,
+                r#"<rect x="{lx}" y="{}" width="10" height="3" fill="{colour}"/><text x="{}" y="{}">{name}</text>"#,
+                legend_y - 3.0,
+                lx + 13.0,
+                legend_y + 1.0
+            );
         }
     }
     out.push_str("</svg>\n");
@@ -95,7 +136,9 @@ pub fn svg(title: &str, reports: &[Report]) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -118,12 +161,27 @@ mod tests {
             calls: CallCounts::default(),
             policy_failures: 0,
             samples: vec![
-                Sample { t: 0.0, held: 0, free: 0, assigned: 0, enis: 1 },
-                Sample { t: 60.0, held: 3, free: 1, assigned: 2, enis: 1 },
+                Sample {
+                    t: 0.0,
+                    held: 0,
+                    free: 0,
+                    assigned: 0,
+                    enis: 1,
+                },
+                Sample {
+                    t: 60.0,
+                    held: 3,
+                    free: 1,
+                    assigned: 2,
+                    enis: 1,
+                },
             ],
             cold_start_times: colds,
         };
-        let svg = svg("a <trace>", &[report("a", vec![1.0, 2.0]), report("b", vec![])]);
+        let svg = svg(
+            "a <trace>",
+            &[report("a", vec![1.0, 2.0]), report("b", vec![])],
+        );
         assert!(svg.starts_with("<svg"));
         assert!(svg.contains("a &lt;trace&gt;"));
         assert_eq!(svg.matches("stroke=\"red\"").count(), 2);

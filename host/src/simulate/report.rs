@@ -59,15 +59,48 @@ pub struct Report {
 /// The reports side by side as a Markdown table, one column per policy.
 pub fn table(reports: &[Report]) -> String {
     let mut rows: Vec<(String, Vec<String>)> = vec![
-        ("ADDs".into(), reports.iter().map(|r| r.adds.to_string()).collect()),
-        ("cold starts (ADD waited for EC2)".into(), reports.iter().map(|r| r.cold_starts.to_string()).collect()),
-        ("cold-start wait p50 / p99 (ms)".into(), reports.iter().map(|r| format!("{} / {}", r.cold_wait_p50_ms, r.cold_wait_p99_ms)).collect()),
-        ("failed ADDs (try again)".into(), reports.iter().map(|r| r.failed_adds.to_string()).collect()),
-        ("idle address-minutes".into(), reports.iter().map(|r| format!("{:.0}", r.idle_address_minutes)).collect()),
-        ("peak addresses held".into(), reports.iter().map(|r| r.peak_held.to_string()).collect()),
-        ("EC2 mutating calls".into(), reports.iter().map(|r| r.calls.total().to_string()).collect()),
+        (
+            "ADDs".into(),
+            reports.iter().map(|r| r.adds.to_string()).collect(),
+        ),
+        (
+            "cold starts (ADD waited for EC2)".into(),
+            reports.iter().map(|r| r.cold_starts.to_string()).collect(),
+        ),
+        (
+            "cold-start wait p50 / p99 (ms)".into(),
+            reports
+                .iter()
+                .map(|r| format!("{} / {}", r.cold_wait_p50_ms, r.cold_wait_p99_ms))
+                .collect(),
+        ),
+        (
+            "failed ADDs (try again)".into(),
+            reports.iter().map(|r| r.failed_adds.to_string()).collect(),
+        ),
+        (
+            "idle address-minutes".into(),
+            reports
+                .iter()
+                .map(|r| format!("{:.0}", r.idle_address_minutes))
+                .collect(),
+        ),
+        (
+            "peak addresses held".into(),
+            reports.iter().map(|r| r.peak_held.to_string()).collect(),
+        ),
+        (
+            "EC2 mutating calls".into(),
+            reports
+                .iter()
+                .map(|r| r.calls.total().to_string())
+                .collect(),
+        ),
     ];
-    let apis: BTreeSet<&String> = reports.iter().flat_map(|r| r.calls.mutating.keys()).collect();
+    let apis: BTreeSet<&String> = reports
+        .iter()
+        .flat_map(|r| r.calls.mutating.keys())
+        .collect();
     for api in apis {
         rows.push((
             format!("  {api}"),
@@ -77,9 +110,27 @@ pub fn table(reports: &[Report]) -> String {
                 .collect(),
         ));
     }
-    rows.push(("pods still waiting at the end".into(), reports.iter().map(|r| r.still_waiting.to_string()).collect()));
-    rows.push(("throttled calls".into(), reports.iter().map(|r| r.calls.throttled.to_string()).collect()));
-    rows.push(("policy failures (fell back)".into(), reports.iter().map(|r| r.policy_failures.to_string()).collect()));
+    rows.push((
+        "pods still waiting at the end".into(),
+        reports
+            .iter()
+            .map(|r| r.still_waiting.to_string())
+            .collect(),
+    ));
+    rows.push((
+        "throttled calls".into(),
+        reports
+            .iter()
+            .map(|r| r.calls.throttled.to_string())
+            .collect(),
+    ));
+    rows.push((
+        "policy failures (fell back)".into(),
+        reports
+            .iter()
+            .map(|r| r.policy_failures.to_string())
+            .collect(),
+    ));
     let mut out = String::from("| |");
     for r in reports {
         let _ = write!(out, " {} |", r.policy);
@@ -121,11 +172,29 @@ mod tests {
             samples: Vec::new(),
             cold_start_times: Vec::new(),
         };
-        let table = table(&[report("a", "AssignPrivateIpAddresses"), report("b", "CreateNetworkInterface")]);
-        assert!(table.starts_with("| | a | b |\n| --- | ---: | ---: |\n"), "{table}");
-        assert!(table.contains("| cold-start wait p50 / p99 (ms) | 700 / 2500 | 700 / 2500 |"), "{table}");
-        assert!(table.contains("|   AssignPrivateIpAddresses | 3 | 0 |"), "{table}");
-        assert!(table.contains("|   CreateNetworkInterface | 0 | 3 |"), "{table}");
-        assert!(table.contains("| idle address-minutes | 12 | 12 |"), "{table}");
+        let table = table(&[
+            report("a", "AssignPrivateIpAddresses"),
+            report("b", "CreateNetworkInterface"),
+        ]);
+        assert!(
+            table.starts_with("| | a | b |\n| --- | ---: | ---: |\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| cold-start wait p50 / p99 (ms) | 700 / 2500 | 700 / 2500 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("|   AssignPrivateIpAddresses | 3 | 0 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("|   CreateNetworkInterface | 0 | 3 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| idle address-minutes | 12 | 12 |"),
+            "{table}"
+        );
     }
 }

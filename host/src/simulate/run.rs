@@ -3,25 +3,23 @@
 //! in virtual time.
 //!
 //! The seam is time, not a copy of the reconciler. The pool reads a
-//! [`ManualClock`] through [`PoolClock`]; every EC2 request moves that
-//! clock on by its latency (the reconciler's calls are sequential), and the
-//! player below moves it to each next event: a trace line, a sampling tick,
-//! or the reconciler's resync period. After every event it asks the real
-//! reconciler for a round ([`Pool::reconcile`]) and lets the pod ADDs woken
-//! by it run, so ADDs wait for the same rounds, policy decisions and EC2
-//! calls as in the agent. An hour of trace takes seconds; the policy runs in
-//! the real sandbox on real time.
+//! [`ManualClock`] through [`PoolClock`]; every EC2 request sleeps its
+//! latency in virtual time (`timers`); the player below moves the clock to
+//! whatever comes next: a trace line, an EC2 answer, a sampling tick or the
+//! reconciler's resync period, and lets every task woken by it run (the
+//! runtime is single-threaded). The real reconciler task wakes on ADDs and
+//! DELs as in the agent; the player only stands in for its resync timer. An
+//! hour of trace takes seconds; the policy runs in the real sandbox on real
+//! time.
 //!
-//! Modelling choices: a trace line that falls inside a round is handled
-//! when the round ends (the round's EC2 calls cannot be interleaved), but
-//! an ADD served from an address that was already free counts no wait; an
-//! ADD waits until it gets an address, and every `add-wait` + `retry-after`
+//! An ADD waits until it gets an address; every `add-wait` + `retry-after`
 //! it spends waiting counts one failed ADD (the runtime's "try again later"
 //! and its retry).
 
 use super::ec2::{self, CallCounts, Latencies};
 use super::error::SimulateError;
 use super::report::{Report, Sample};
+use super::timers::Timers;
 use super::trace::{Op, Trace};
 use crate::cloud::{Clock, ManualClock, RateLimits};
 use crate::ipam::{AssignmentKey, PodMeta, SgSet};
@@ -131,7 +129,9 @@ pub fn run(
     // memory where the machine has a tmpfs.
     let shm = std::path::Path::new("/dev/shm");
     let dir = if shm.is_dir() {
-        tempfile::Builder::new().prefix("weft-simulate").tempdir_in(shm)
+        tempfile::Builder::new()
+            .prefix("weft-simulate")
+            .tempdir_in(shm)
     } else {
         tempfile::Builder::new().prefix("weft-simulate").tempdir()
     }
@@ -143,9 +143,20 @@ pub fn run(
     runtime.block_on(async {
         let start_wall = SystemTime::UNIX_EPOCH + START;
         let clock = Arc::new(ManualClock::default());
-        let sim = ec2::build(&config.instance_type, config.seed, config.throttle, clock.clone(), start_wall)
-            .map_err(|e| node_error(e.into()))?;
-        let cloud = Arc::new(ec2::Counting::new(sim, clock.clone(), config.latencies.clone()));
+        let sim = ec2::build(
+            &config.instance_type,
+            config.seed,
+            config.throttle,
+            clock.clone(),
+            start_wall,
+        )
+        .map_err(|e| node_error(e.into()))?;
+        let timers = Arc::new(Timers::new(clock.clone()));
+        let cloud = Arc::new(ec2::Counting::new(
+            sim,
+            timers.clone(),
+            config.latencies.clone(),
+        ));
         let metrics = Arc::new(Metrics::new());
         let counters = metrics.clone();
         let policies = PoliciesConfig {
@@ -164,7 +175,7 @@ pub fn run(
             ..config.pool.clone()
         };
         let resync = config.pool.resync();
-        let pool = Pool::start_with_clock(
+        let starting = tokio::spawn(Pool::start_with_clock(
             PoolDeps {
                 cloud: cloud.clone(),
                 policies,
@@ -174,10 +185,18 @@ pub fn run(
                 config: pool_config,
             },
             PoolClock::following(clock.clone(), start_wall),
-        )
-        .await
-        .map_err(node_error)?;
-        settle(&pool).await;
+        ));
+        // Start-up reads EC2 (in virtual time) and runs a first round.
+        while !starting.is_finished() {
+            settle().await;
+            if !advance_to_next_timer(&clock, &timers) && !starting.is_finished() {
+                settle().await;
+            }
+        }
+        let pool = starting
+            .await
+            .map_err(|e| SimulateError::Usage(format!("the simulated pool did not start: {e}")))?
+            .map_err(node_error)?;
 
         let t0 = clock.now();
         let at = |seconds: f64| t0 + Duration::from_secs_f64(seconds);
@@ -193,10 +212,19 @@ pub fn run(
         let group = pool.default_group();
         let mut adds: HashMap<AssignmentKey, JoinHandle<()>> = HashMap::new();
         let mut reported = 0;
-        while let Some(Reverse((when, next))) = agenda.pop() {
+        while let Some(&Reverse((when, _))) = agenda.peek() {
             if when > end {
                 break;
             }
+            // An EC2 answer due before the next event comes first.
+            if timers.next().is_some_and(|t| t <= when) {
+                advance_to_next_timer(&clock, &timers);
+                settle().await;
+                continue;
+            }
+            let Some(Reverse((when, next))) = agenda.pop() else {
+                break;
+            };
             let now = clock.now();
             if when > now {
                 clock.advance(when - now);
@@ -209,6 +237,8 @@ pub fn run(
                 }
                 Next::Resync => {
                     agenda.push(Reverse((when + resync, Next::Resync)));
+                    let pool = pool.clone();
+                    tokio::spawn(async move { pool.reconcile().await });
                 }
                 Next::Line(n) => {
                     let event = &trace.events[n];
@@ -219,7 +249,11 @@ pub fn run(
                         reported = event.t as u64;
                         progress(reported);
                     }
-                    let key = AssignmentKey::new("weft", format!("{}-{}", event.namespace, event.pod), "eth0");
+                    let key = AssignmentKey::new(
+                        "weft",
+                        format!("{}-{}", event.namespace, event.pod),
+                        "eth0",
+                    );
                     match event.op {
                         Op::Add => {
                             let meta = PodMeta {
@@ -252,12 +286,7 @@ pub fn run(
                     }
                 }
             }
-            settle(&pool).await;
-            if let Err(error) = pool.reconcile().await {
-                lock(&stats).errors.push(format!("reconcile: {error}"));
-                break;
-            }
-            settle(&pool).await;
+            settle().await;
         }
         progress(trace.duration() as u64 + config.tail.as_secs());
         // ADDs still waiting at the end count their wait so far.
@@ -283,10 +312,24 @@ pub fn run(
 
 /// Lets every task woken so far run (the runtime is single-threaded, so
 /// they run in a fixed order).
-async fn settle(_pool: &Pool) {
+async fn settle() {
     for _ in 0..64 {
         tokio::task::yield_now().await;
     }
+}
+
+/// Moves the clock to the earliest pending EC2 answer and wakes it;
+/// false when none is pending.
+fn advance_to_next_timer(clock: &ManualClock, timers: &Timers) -> bool {
+    let Some(at) = timers.next() else {
+        return false;
+    };
+    let now = clock.now();
+    if at > now {
+        clock.advance(at - now);
+    }
+    timers.fire();
+    true
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -309,8 +352,12 @@ async fn add(
             let mut stats = lock(&stats);
             stats.adds += 1;
             if served > asked {
-                stats.cold_waits.push(served.saturating_duration_since(arrived));
-                stats.cold_at.push(arrived.saturating_duration_since(t0).as_secs_f64());
+                stats
+                    .cold_waits
+                    .push(served.saturating_duration_since(arrived));
+                stats
+                    .cold_at
+                    .push(arrived.saturating_duration_since(t0).as_secs_f64());
             }
         }
         Err(error) => lock(&stats).errors.push(format!("ADD {key}: {error}")),

@@ -78,7 +78,10 @@ impl Trace {
             };
             let event: Event = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
             if !event.t.is_finite() || event.t < 0.0 {
-                return Err(bad(format!("time {} is not a number of seconds >= 0", event.t)));
+                return Err(bad(format!(
+                    "time {} is not a number of seconds >= 0",
+                    event.t
+                )));
             }
             if let Some(last) = events.last()
                 && event.t < last.t
@@ -135,10 +138,28 @@ mod tests {
     #[test]
     fn bad_lines_are_named() {
         let cases = [
-            (r#"{"t": 1, "op": "add", "pod": "a"}"#.to_owned() + "\n" + r#"{"t": 0.5, "op": "add", "pod": "b"}"#, 2, "sort the trace"),
-            (r#"{"t": -1, "op": "add", "pod": "a"}"#.to_owned(), 1, ">= 0"),
-            (r#"{"t": 1, "op": "boot", "pod": "a"}"#.to_owned(), 1, "unknown variant"),
-            (r#"{"t": 1, "op": "add", "pod": ""}"#.to_owned(), 1, "must not be empty"),
+            (
+                r#"{"t": 1, "op": "add", "pod": "a"}"#.to_owned()
+                    + "\n"
+                    + r#"{"t": 0.5, "op": "add", "pod": "b"}"#,
+                2,
+                "sort the trace",
+            ),
+            (
+                r#"{"t": -1, "op": "add", "pod": "a"}"#.to_owned(),
+                1,
+                ">= 0",
+            ),
+            (
+                r#"{"t": 1, "op": "boot", "pod": "a"}"#.to_owned(),
+                1,
+                "unknown variant",
+            ),
+            (
+                r#"{"t": 1, "op": "add", "pod": ""}"#.to_owned(),
+                1,
+                "must not be empty",
+            ),
         ];
         for (text, line, detail) in cases {
             let error = Trace::parse(&text).unwrap_err().to_string();

@@ -143,7 +143,10 @@ fn grow(s: &Settings, state: &PoolState, per_eni: u32, short: u32) -> PoolDecisi
     let mut enis = state.node_enis;
     while want > 0 && enis < state.limits.max_enis {
         let n = want.max(s.batch).min(per_eni);
-        decision.create.push(NewEni { ips: n, prefixes: 0 });
+        decision.create.push(NewEni {
+            ips: n,
+            prefixes: 0,
+        });
         want = want.saturating_sub(n);
         enis += 1;
     }

@@ -44,11 +44,31 @@ fn grows_for_the_last_minutes_adds_and_waiting_pods_in_one_batch() {
     // 12 ADDs last minute, 3 waiting, 1 free: 14 short, one call on the
     // primary (its 4 free slots) and one new ENI for the other 10.
     let d = decide(&s, &state(vec![eni(0, 10, 9, 0, 600)], 3, 12, Some(1)));
-    assert_eq!(d.changes, vec![EniChange { eni_id: "eni-0".into(), add_ips: 4, ..Default::default() }]);
-    assert_eq!(d.create, vec![NewEni { ips: 10, prefixes: 0 }]);
+    assert_eq!(
+        d.changes,
+        vec![EniChange {
+            eni_id: "eni-0".into(),
+            add_ips: 4,
+            ..Default::default()
+        }]
+    );
+    assert_eq!(
+        d.create,
+        vec![NewEni {
+            ips: 10,
+            prefixes: 0
+        }]
+    );
     // Cooling addresses are not warm.
     let d = decide(&s, &state(vec![eni(0, 14, 0, 14, 600)], 0, 0, None));
-    assert_eq!(d.create, vec![NewEni { ips: 8, prefixes: 0 }], "{d:?}");
+    assert_eq!(
+        d.create,
+        vec![NewEni {
+            ips: 8,
+            prefixes: 0
+        }],
+        "{d:?}"
+    );
     // A small shortfall still asks for a whole batch.
     let d = decide(&s, &state(vec![eni(0, 2, 1, 0, 600)], 0, 0, Some(5)));
     assert_eq!(d.changes[0].add_ips, 8);

@@ -157,7 +157,8 @@ pub fn decide(s: &Settings, state: &PoolState) -> PoolDecision {
         shrink_ips(state, over, &mut decision);
     }
     let remove_extra = s.ip_targets() || stats.available() >= (s.warm_eni_target + 1) * per_eni;
-    if remove_extra && decision.changes.iter().all(|c| c.add_ips == 0) && decision.create.is_empty() {
+    if remove_extra && decision.changes.iter().all(|c| c.add_ips == 0) && decision.create.is_empty()
+    {
         if let Some(eni) = deletable_eni(s, state, &decision) {
             decision.release.push(eni);
         }
@@ -192,9 +193,17 @@ fn grow(s: &Settings, state: &PoolState, per_eni: u32, short: u32, decision: &mu
         return;
     }
     if state.node_enis < state.limits.max_enis {
-        let n = if s.ip_targets() { short.min(per_eni) } else { per_eni }.min(room_left);
+        let n = if s.ip_targets() {
+            short.min(per_eni)
+        } else {
+            per_eni
+        }
+        .min(room_left);
         if n > 0 {
-            decision.create.push(NewEni { ips: n, prefixes: 0 });
+            decision.create.push(NewEni {
+                ips: n,
+                prefixes: 0,
+            });
             decision.reason = format!("vpc-cni tryAllocateENI: new ENI with {n} IPs");
         }
     }
@@ -245,7 +254,10 @@ fn deletable_eni(s: &Settings, state: &PoolState, decision: &PoolDecision) -> Op
         let others = state.enis.iter().filter(|o| o.id != eni.id);
         let other_warm: u32 = others.clone().map(warm).sum();
         let other_total: u32 = others.map(ips).sum();
+        // An ENI that gives IPs back in this pass is looked at in the next
+        // (the host refuses a decision that changes and releases one ENI).
         eni.device_index != 0
+            && released(&eni.id) == 0
             && eni.age_seconds >= MIN_ENI_LIFE_SECONDS
             && eni.cooling == 0
             && eni.assigned == 0
