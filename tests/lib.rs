@@ -3,6 +3,7 @@
 //! * [`support::binaries`]: the workspace's binaries (`weft`, `weftd`), built for the running test.
 //! * [`support::moto`]: a `moto_server` (EC2 API emulator) per test binary, reset between tests.
 //! * [`support::fault_proxy`]: an HTTP proxy in front of moto that injects EC2 faults.
+//! * [`support::policy_build`]: the SDK packaged and extracted, out-of-tree policy builds.
 //! * [`support::vpc`]: builds a VPC, subnet, security group and instance in moto through the SDK.
 
 pub mod support;

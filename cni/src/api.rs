@@ -174,6 +174,10 @@ pub struct StatusResponse {
     /// Why the agent is not ready (shown to the operator by `STATUS`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What the operator should know although ADDs are served, e.g. a
+    /// policy file the agent refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[cfg(test)]

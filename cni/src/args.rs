@@ -21,6 +21,14 @@ pub struct CniArgs {
 }
 
 impl CniArgs {
+    /// The keys weft reads.
+    const KNOWN: [&str; 4] = [
+        "K8S_POD_NAMESPACE",
+        "K8S_POD_NAME",
+        "K8S_POD_UID",
+        "K8S_POD_INFRA_CONTAINER_ID",
+    ];
+
     /// Parses `CNI_ARGS`; an empty string gives no arguments.
     pub fn parse(raw: &str) -> Result<CniArgs, CniError> {
         let mut args = CniArgs::default();
@@ -57,6 +65,19 @@ impl CniArgs {
             )),
             _ => Ok(args),
         }
+    }
+
+    /// Parses `CNI_ARGS` keeping what it can use and skipping unknown keys
+    /// and malformed pairs: for `DEL`, which must succeed where it can.
+    pub fn parse_lenient(raw: &str) -> CniArgs {
+        let known = raw
+            .split(';')
+            .filter_map(|pair| pair.split_once('='))
+            .filter(|(key, _)| CniArgs::KNOWN.contains(key))
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect::<Vec<_>>()
+            .join(";");
+        CniArgs::parse(&known).unwrap_or_default()
     }
 }
 

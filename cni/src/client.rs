@@ -13,6 +13,8 @@ use serde::de::DeserializeOwned;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 /// Largest response head (status line and headers) accepted.
@@ -44,7 +46,7 @@ impl Client {
     ) -> Result<R, CniError> {
         let deadline = Instant::now() + self.timeout;
         let request = encode_request(method, path, body)?;
-        let mut stream = UnixStream::connect(&self.socket).map_err(|e| self.connect_error(&e))?;
+        let mut stream = self.connect(deadline)?;
         set_timeout(&stream, deadline, UnixStream::set_write_timeout)
             .and_then(|()| stream.write_all(&request))
             .map_err(|e| self.io_error(&e))?;
@@ -63,6 +65,25 @@ impl Client {
                     String::from_utf8_lossy(&response.body[..response.body.len().min(200)])
                 ))
             }))
+        }
+    }
+
+    /// Connects before `deadline`. A plain connect blocks for as long as
+    /// the agent's accept backlog is full (a stuck agent), so it runs on a
+    /// helper thread that is abandoned when the deadline passes (the plugin
+    /// exits right after).
+    fn connect(&self, deadline: Instant) -> Result<UnixStream, CniError> {
+        let (tx, rx) = mpsc::channel();
+        let socket = self.socket.clone();
+        thread::Builder::new()
+            .name("weft-connect".into())
+            .spawn(move || {
+                let _ = tx.send(UnixStream::connect(socket));
+            })
+            .map_err(|e| self.io_error(&e))?;
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(connected) => connected.map_err(|e| self.connect_error(&e)),
+            Err(_) => Err(self.io_error(&io::ErrorKind::TimedOut.into())),
         }
     }
 
@@ -313,7 +334,6 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
     use std::path::Path;
-    use std::thread;
 
     /// A fake agent answering one connection with `reply` after reading the
     /// request head; returns the request it received.
@@ -458,5 +478,26 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code.0, 11);
         assert!(err.msg.contains("within 50 ms"), "{}", err.msg);
+    }
+
+    #[test]
+    fn an_agent_that_never_accepts_times_out_on_connect() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("full.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        // SAFETY: listen(2) on our own socket: a backlog of one connection.
+        let rc = unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 0) };
+        assert_eq!(rc, 0);
+        // Fill the backlog: the next connect blocks until an accept.
+        let _queued = UnixStream::connect(&path).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let client = Client::new(&path, Duration::from_millis(100));
+        thread::spawn(move || tx.send(client.status()));
+        let err = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the client gives up instead of hanging")
+            .unwrap_err();
+        assert_eq!(err.code.0, 11);
+        assert!(err.msg.contains("within 100 ms"), "{}", err.msg);
     }
 }

@@ -27,6 +27,8 @@ pub mod cidr;
 pub mod client;
 pub mod env;
 pub mod error;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 pub mod log;
 pub mod netconf;
 pub mod plugin;

@@ -228,7 +228,8 @@ fn del(
     agent: &dyn Agent,
     logger: &Logger,
 ) -> Result<(), CniError> {
-    let args = CniArgs::parse(&att.args)?;
+    // DEL must succeed where it can: arguments it cannot use are skipped.
+    let args = CniArgs::parse_lenient(&att.args);
     let req = DelRequest {
         network: conf.name.clone(),
         container_id: att.container_id.clone(),
@@ -381,6 +382,7 @@ mod tests {
             self.status.clone().unwrap_or(Ok(StatusResponse {
                 ready: true,
                 reason: None,
+                warnings: Vec::new(),
             }))
         }
     }
@@ -531,6 +533,20 @@ mod tests {
     }
 
     #[test]
+    fn del_succeeds_with_unknown_or_malformed_cni_args() {
+        let agent = FakeAgent::default();
+        let mut env = env_of("DEL");
+        env.insert(
+            "CNI_ARGS".into(),
+            "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;FOO=bar;broken".into(),
+        );
+        let out = run_with(&env, conf("1.0.0", json!({})), &agent);
+        assert_eq!(out.error, None);
+        let sent: Value = serde_json::from_str(&agent.calls.borrow()[0]).unwrap();
+        assert_eq!(sent["pod"], json!({"namespace": "default", "name": "web"}));
+    }
+
+    #[test]
     fn check_needs_prev_result_and_reports_differences() {
         let agent = FakeAgent {
             differences: vec!["route default via 169.254.1.1 is missing".into()],
@@ -594,6 +610,7 @@ mod tests {
             status: Some(Ok(StatusResponse {
                 ready: false,
                 reason: Some("no ENI yet".into()),
+                warnings: Vec::new(),
             })),
             ..FakeAgent::default()
         };

@@ -25,7 +25,7 @@
 //! refused so a typo fails at start, not silently.
 
 use crate::cloud::sim::SubnetSpec;
-use crate::cloud::{Ec2Config, NodeIdentity, SimCloud};
+use crate::cloud::{Api, Ec2Config, NodeIdentity, RateLimits, SimCloud};
 use crate::plumbing::PlumbingConfig;
 use crate::policy::PoliciesConfig;
 use crate::reconcile::PoolConfig;
@@ -127,10 +127,26 @@ pub struct SimSection {
     /// node namespace, so their host setup runs for real.
     #[serde(default)]
     pub materialise_enis: bool,
+    /// How long after its attachment a materialised ENI's link appears
+    /// (EC2: hundreds of milliseconds to seconds). Default 0.
+    #[serde(default)]
+    pub link_delay_ms: u64,
+    /// Minimum age of a leaked ENI the collector deletes, in seconds
+    /// (default 300, as on EC2).
+    #[serde(default = "default_leak_min_age_seconds")]
+    pub leaked_eni_min_age_seconds: u64,
     /// Where the simulated VPC is kept across agent restarts; default
     /// `sim-vpc.json` in the state directory. Delete it for a new VPC.
     #[serde(default)]
     pub state_file: Option<PathBuf>,
+    /// Added latency per EC2 action in milliseconds, e.g.
+    /// `{ AssignPrivateIpAddresses = 3000 }`: a slow EC2, for tests and demos.
+    #[serde(default)]
+    pub api_latency_ms: BTreeMap<String, u64>,
+}
+
+fn default_leak_min_age_seconds() -> u64 {
+    crate::cloud::leak::DEFAULT_MIN_AGE.as_secs()
 }
 
 fn default_instance_type() -> String {
@@ -174,10 +190,19 @@ pub struct Ec2Section {
     /// when unset.
     #[serde(default)]
     pub identity: Option<NodeIdentity>,
+    /// EC2 meters the whole account: each node keeps its client-side
+    /// buckets at 1/N of the account's, N being how many nodes may call
+    /// EC2 at the same time (20: a rolling scale-up of a 100-node cluster).
+    #[serde(default = "default_rate_share_nodes")]
+    pub rate_share_nodes: u32,
 }
 
 fn default_call_timeout_ms() -> u64 {
     10_000
+}
+
+fn default_rate_share_nodes() -> u32 {
+    crate::cloud::ec2::DEFAULT_RATE_SHARE_NODES
 }
 
 /// The `[plumbing]` table.
@@ -267,7 +292,10 @@ impl AgentConfig {
                 seed: 0,
                 cluster_name: default_cluster(),
                 materialise_enis: false,
+                link_delay_ms: 0,
+                leaked_eni_min_age_seconds: default_leak_min_age_seconds(),
                 state_file: None,
+                api_latency_ms: BTreeMap::new(),
             }),
             pool: PoolConfig::default(),
             plumbing: PlumbingSection::default(),
@@ -278,6 +306,7 @@ impl AgentConfig {
     /// Checks what serde cannot; the message names the table and field.
     pub fn validate(&self) -> std::result::Result<(), String> {
         self.policies.validate()?;
+        self.pool.validate().map_err(|e| format!("[pool]: {e}"))?;
         self.plumbing
             .plumbing_config()
             .validate()
@@ -286,6 +315,17 @@ impl AgentConfig {
             CloudConfig::Sim(sim) if sim.subnets.is_empty() => {
                 Err("[cloud]: `subnets` needs at least the node's subnet".into())
             }
+            CloudConfig::Sim(sim) => match sim
+                .api_latency_ms
+                .keys()
+                .find(|name| Api::from_name(name).is_none())
+            {
+                Some(name) => Err(format!(
+                    "[cloud]: `api-latency-ms` names {name:?}, which is not an EC2 action weftd \
+                     calls; use names such as AssignPrivateIpAddresses"
+                )),
+                None => Ok(()),
+            },
             CloudConfig::Ec2(ec2) if ec2.cluster_name.is_empty() => {
                 Err("[cloud]: `cluster-name` must not be empty".into())
             }
@@ -312,6 +352,7 @@ impl SimSection {
             .instance_type(&self.instance_type)
             .availability_zone(&self.availability_zone)
             .cluster_name(&self.cluster_name)
+            .leak_min_age(Duration::from_secs(self.leaked_eni_min_age_seconds))
             .security_groups(self.security_groups.iter().cloned());
         for cidr in &self.subnets {
             builder = builder.subnet_with(SubnetSpec {
@@ -322,6 +363,11 @@ impl SimSection {
         }
         if let Some(links) = links {
             builder = builder.links(links);
+        }
+        for (name, ms) in &self.api_latency_ms {
+            if let Some(api) = Api::from_name(name) {
+                builder = builder.latency(api, Duration::from_millis(*ms));
+            }
         }
         Ok(builder.build()?)
     }
@@ -335,6 +381,7 @@ impl Ec2Section {
         config.endpoint_url = self.endpoint_url.clone();
         config.call_timeout = Duration::from_millis(self.call_timeout_ms);
         config.identity = self.identity.clone();
+        config.rate_limits = RateLimits::aws().share(self.rate_share_nodes);
         config
     }
 }

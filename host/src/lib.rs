@@ -23,6 +23,8 @@ pub mod api;
 pub mod cloud;
 pub mod config;
 pub mod error;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 pub mod ipam;
 pub mod mac;
 pub mod metrics;

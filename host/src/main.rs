@@ -26,6 +26,8 @@ enum Command {
     Policy(cli::policy::PolicyCommand),
     /// Replay a pod churn trace through pool-sizing policies in virtual time.
     Simulate(cli::simulate::SimulateArgs),
+    /// Show a running agent's readiness and policies.
+    Status(cli::status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         Command::Policy(command) => cli::policy::run(command),
         Command::Simulate(args) => cli::simulate::run(args),
+        Command::Status(args) => cli::status::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

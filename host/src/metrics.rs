@@ -23,6 +23,34 @@ pub struct PolicyLabels {
     pub outcome: String,
 }
 
+/// Labels of a policy latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLatencyLabels {
+    /// The policy's name.
+    pub policy: String,
+    /// The decision (role).
+    pub decision: String,
+}
+
+/// Labels of the shadow disagreement counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowLabels {
+    /// The decision (role): `pool-sizing`, `subnet-selection`, `security-groups`.
+    pub role: String,
+    /// The shadow policy's name.
+    pub policy: String,
+}
+
+/// Labels of the policy reload counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// The decision (role), or `unknown` for a file refused before its
+    /// world was known.
+    pub role: String,
+    /// `loaded`, `removed` or `refused`.
+    pub outcome: String,
+}
+
 /// Labels of an EC2 call counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CloudLabels {
@@ -56,10 +84,21 @@ fn cni_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 17))
 }
 
+/// Bucket bounds of the policy decision histogram: 2 µs to about 65 ms.
+fn policy_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_002, 2.0, 16))
+}
+
 /// All of the agent's counters.
 pub struct Metrics {
     /// Policy decisions by policy, decision and outcome.
     pub policy_decisions: Family<PolicyLabels, Counter>,
+    /// Policy decision latency by policy and decision, in seconds.
+    pub policy_latency: Family<PolicyLatencyLabels, Histogram, fn() -> Histogram>,
+    /// Decisions where a shadow policy differed from the active one.
+    pub shadow_disagreements: Family<ShadowLabels, Counter>,
+    /// Policy directory changes by role and outcome.
+    pub policy_reloads: Family<ReloadLabels, Counter>,
     /// EC2 calls by API and outcome.
     pub cloud_calls: Family<CloudLabels, Counter>,
     /// Pool-service ADDs and reconciler operations by outcome.
@@ -80,6 +119,25 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("weft");
         let policy_decisions = Family::<PolicyLabels, Counter>::default();
+        let policy_latency: Family<PolicyLatencyLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(policy_histogram);
+        registry.register(
+            "policy_decision_seconds",
+            "Policy decisions (sandbox, validation, fallback) by policy and decision",
+            policy_latency.clone(),
+        );
+        let shadow_disagreements = Family::<ShadowLabels, Counter>::default();
+        registry.register(
+            "policy_shadow_disagreements",
+            "Decisions where a shadow policy answered differently from the active policy",
+            shadow_disagreements.clone(),
+        );
+        let policy_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy directory changes by role and outcome (loaded, removed, refused)",
+            policy_reloads.clone(),
+        );
         let cloud_calls = Family::<CloudLabels, Counter>::default();
         let pool_events = Family::<PoolLabels, Counter>::default();
         registry.register(
@@ -106,6 +164,9 @@ impl Metrics {
         );
         Metrics {
             policy_decisions,
+            policy_latency,
+            shadow_disagreements,
+            policy_reloads,
             cloud_calls,
             pool_events,
             cni_requests,
@@ -119,6 +180,36 @@ impl Metrics {
             .get_or_create(&PolicyLabels {
                 policy: policy.to_owned(),
                 decision: decision.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records how long one policy decision took.
+    pub fn policy_latency(&self, policy: &str, decision: &str, elapsed: std::time::Duration) {
+        self.policy_latency
+            .get_or_create(&PolicyLatencyLabels {
+                policy: policy.to_owned(),
+                decision: decision.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one decision where shadow `policy` of `role` disagreed.
+    pub fn shadow_disagreement(&self, role: &str, policy: &str) {
+        self.shadow_disagreements
+            .get_or_create(&ShadowLabels {
+                role: role.to_owned(),
+                policy: policy.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one change (or refused change) of the policy directory.
+    pub fn policy_reload(&self, role: &str, outcome: &str) {
+        self.policy_reloads
+            .get_or_create(&ReloadLabels {
+                role: role.to_owned(),
                 outcome: outcome.to_owned(),
             })
             .inc();

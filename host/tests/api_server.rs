@@ -92,6 +92,7 @@ impl Backend for FakeAgent {
             StatusResponse {
                 ready: true,
                 reason: None,
+                warnings: Vec::new(),
             }
         })
     }

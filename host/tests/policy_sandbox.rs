@@ -103,12 +103,12 @@ fn raw_outputs_reach_the_host_for_validation() {
         .expect("answers");
     assert!(weft_host::policy::validate::subnet_choice(choice, &candidates).is_err());
 
-    let module = load(&engine, CHAOS_SG, &chaos("huge")).expect("loads");
+    let module = load(&engine, CHAOS_SG, &chaos("too-many-sgs")).expect("loads");
     let (answer, _) = module
         .select_security_groups(&sg_request())
         .expect("answers");
     let groups = answer.expect("a list");
-    assert_eq!(groups.len(), 100_000);
+    assert_eq!(groups.len(), 6);
     assert!(weft_host::policy::validate::security_groups(groups, None).is_err());
 }
 

@@ -542,8 +542,11 @@ async fn an_eni_deleted_behind_the_agents_back_leaves_the_pool_at_the_next_resyn
     let sim = sim("m5.large", 16);
     let cloud = Arc::new(TestCloud::new(sim.clone()));
     let (_tmp, dir) = state_dir();
+    // Reads here are never stale: one read that lacks the ENI is the truth.
     let config = PoolConfig {
         inventory_resync_seconds: 0,
+        stale_read_grace_seconds: 0,
+        stale_read_confirmations: 1,
         ..config()
     };
     let pool = start(
@@ -583,4 +586,62 @@ async fn an_eni_deleted_behind_the_agents_back_leaves_the_pool_at_the_next_resyn
     let state = weft_host::state::StateDir::open(&dir).expect("state");
     let checkpoint = state.load_checkpoint().expect("checkpoint");
     assert!(checkpoint.allocations.iter().all(|a| a.key != victim.1));
+}
+
+/// ENI hooks whose set-up panics: a bug in the reconciler's path.
+struct PanickingHooks;
+
+impl weft_host::reconcile::EniHooks for PanickingHooks {
+    fn on_attached<'a>(
+        &'a self,
+        _eni: &'a weft_host::cloud::Eni,
+    ) -> weft_host::reconcile::HookFuture<'a> {
+        Box::pin(async { panic!("a bug in the ENI set-up") })
+    }
+    fn on_released<'a>(
+        &'a self,
+        _eni: &'a weft_host::cloud::Eni,
+    ) -> weft_host::reconcile::HookFuture<'a> {
+        Box::pin(async { Ok(()) })
+    }
+    fn routed<'a>(
+        &'a self,
+        _ips: &'a [Ipv4Addr],
+    ) -> weft_host::reconcile::HookFuture<'a, Vec<Ipv4Addr>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+#[tokio::test]
+async fn a_panicked_reconciler_makes_the_pool_not_ready() {
+    let sim = sim("m5.large", 1);
+    let (_tmp, dir) = state_dir();
+    let pool = weft_host::reconcile::Pool::start(weft_host::reconcile::PoolDeps {
+        cloud: Arc::new(TestCloud::new(sim.clone())),
+        policies: policies("{}"),
+        state: weft_host::state::StateDir::open(&dir).expect("state directory"),
+        metrics: Arc::new(Metrics::new()),
+        hooks: Arc::new(PanickingHooks),
+        config: config(),
+    })
+    .await
+    .expect("pool starts");
+    assert_eq!(pool.not_ready_reason(), None, "ready at start");
+    // With a pod added, warm-eni-target 1 wants a secondary ENI, whose
+    // set-up panics.
+    let group = default_group(&sim);
+    let _ = pool.assign(key(1), &group, pod(1)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let reason = loop {
+        if let Some(reason) = pool.not_ready_reason() {
+            break reason;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "STATUS still says ready after the reconciler panicked"
+        );
+        let _ = pool.reconcile().await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert!(reason.contains("panicked"), "{reason}");
 }

@@ -26,6 +26,11 @@ impl TestAgent {
     /// Starts `weftd` with the simulator (`instance_type`, subnet
     /// `10.0.0.0/22`) and `extra` TOML appended to the configuration.
     pub fn start(instance_type: &str, extra: &str) -> TestAgent {
+        Self::start_with(instance_type, "", extra)
+    }
+
+    /// [`TestAgent::start`] with `cloud` lines added to the `[cloud]` table.
+    pub fn start_with(instance_type: &str, cloud: &str, extra: &str) -> TestAgent {
         let node = TestNetns::new("node");
         node.add_nic("ens5", "02:aa:00:00:00:05");
         node.ip(&["addr", "add", &format!("{NODE_IP}/22"), "dev", "ens5"]);
@@ -46,7 +51,7 @@ provider = "sim"
 instance-type = "{instance_type}"
 subnets = ["10.0.0.0/22"]
 materialise-enis = true
-
+{cloud}
 [plumbing]
 node-netns = "{netns}"
 {extra}
@@ -128,6 +133,60 @@ node-netns = "{netns}"
         })
     }
 
+    /// Waits (at most a minute) until the agent answers `GET /v1/status`:
+    /// after [`TestAgent::spawn`] following a crash, the stale socket exists
+    /// before the new agent serves.
+    pub fn wait_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let answered = Command::new("curl")
+                .args(["-sf", "--max-time", "5", "--unix-socket"])
+                .arg(self.socket())
+                .arg("http://weft/v1/status")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if answered {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weftd does not serve:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The answer to `GET path` on the agent's socket (through curl).
+    pub fn get(&self, path: &str) -> String {
+        let out = Command::new("curl")
+            .args(["-sf", "--max-time", "30", "--unix-socket"])
+            .arg(self.socket())
+            .arg(format!("http://weft{path}"))
+            .output()
+            .expect("curl (scripts/setup installs it)");
+        assert!(out.status.success(), "GET {path}");
+        String::from_utf8(out.stdout).expect("UTF-8")
+    }
+
+    /// [`TestAgent::get`] parsed as JSON.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        serde_json::from_str(&self.get(path)).expect("JSON")
+    }
+
+    /// The process id of the running `weftd`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills `weftd` with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Execs the plugin for `command` on container `id` in `netns` for pod
     /// `name` with `netconf` on stdin.
     pub fn cni(
@@ -138,6 +197,19 @@ node-netns = "{netns}"
         name: &str,
         netconf: &serde_json::Value,
     ) -> Output {
+        self.cni_if(command, id, netns, name, "eth0", netconf)
+    }
+
+    /// [`TestAgent::cni`] for interface `ifname` of the pod.
+    pub fn cni_if(
+        &self,
+        command: &str,
+        id: &str,
+        netns: &Path,
+        name: &str,
+        ifname: &str,
+        netconf: &serde_json::Value,
+    ) -> Output {
         exec_plugin(
             None,
             &weft_plugin_binary(),
@@ -145,7 +217,7 @@ node-netns = "{netns}"
                 ("CNI_COMMAND", command),
                 ("CNI_CONTAINERID", id),
                 ("CNI_NETNS", &netns.display().to_string()),
-                ("CNI_IFNAME", "eth0"),
+                ("CNI_IFNAME", ifname),
                 ("CNI_PATH", "/usr/lib/cni"),
                 (
                     "CNI_ARGS",
@@ -196,4 +268,48 @@ pub fn exec_plugin(
         .write_all(stdin.as_bytes())
         .expect("write the netconf");
     child.wait_with_output().expect("wait for the plugin")
+}
+
+/// The JSON a successful plugin call printed; panics with the plugin's
+/// output otherwise.
+pub fn ok_json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "plugin failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the plugin prints JSON")
+}
+
+/// The pod address (without `/32`) of an ADD result.
+pub fn pod_ip(result: &serde_json::Value) -> String {
+    let cidr = result["ips"][0]["address"]
+        .as_str()
+        .expect("ips[0].address");
+    assert!(cidr.ends_with("/32"), "pod address is a /32: {cidr}");
+    cidr.trim_end_matches("/32").to_owned()
+}
+
+/// Asserts a plugin call that prints no result (DEL) succeeded.
+pub fn succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "plugin failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The CNI error object a failed plugin call printed.
+pub fn cni_error(out: &Output) -> serde_json::Value {
+    assert!(!out.status.success(), "the plugin call succeeded");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the plugin prints a CNI error object ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }

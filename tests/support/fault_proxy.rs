@@ -5,6 +5,11 @@
 //! * HTTP 500 `InternalError` or HTTP 503 without a known code, not forwarded;
 //! * a delay longer than the client's timeout *after* forwarding, so the call takes effect in
 //!   EC2 but its answer is lost (the case that leaks ENIs in careless clients).
+//!
+//! Faults can be limited to some actions ([`FaultPlan::actions`]). With
+//! [`FaultPlan::stale_reads`], the proxy also plays EC2's eventual consistency: for that long
+//! after any changing call, a `DescribeNetworkInterfaces` answers what the same request answered
+//! before (an answer never older than the window), so reads lag writes as on real EC2.
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -13,10 +18,11 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -44,7 +50,36 @@ pub struct FaultPlan {
     pub faults: Vec<Fault>,
     /// Delay of [`Fault::Delay`] (longer than the client's timeout).
     pub delay: Duration,
+    /// The EC2 actions faults hit (e.g. `AssignPrivateIpAddresses`); all when empty.
+    pub actions: Vec<&'static str>,
+    /// How long reads lag writes (see the module docs); `None` for consistent reads.
+    pub stale_reads: Option<Duration>,
 }
+
+impl Default for FaultPlan {
+    /// No faults, consistent reads.
+    fn default() -> Self {
+        FaultPlan {
+            fault_rate: 0.0,
+            seed: 0,
+            faults: Vec::new(),
+            delay: Duration::ZERO,
+            actions: Vec::new(),
+            stale_reads: None,
+        }
+    }
+}
+
+/// The EC2 actions that change network interfaces (they start a stale-read window).
+const CHANGING: &[&str] = &[
+    "AssignPrivateIpAddresses",
+    "UnassignPrivateIpAddresses",
+    "CreateNetworkInterface",
+    "AttachNetworkInterface",
+    "DetachNetworkInterface",
+    "DeleteNetworkInterface",
+    "ModifyNetworkInterfaceAttribute",
+];
 
 /// Counts of what the proxy did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -59,6 +94,35 @@ pub struct ProxyStats {
     pub unavailable: u32,
     /// Delayed answers.
     pub delayed: u32,
+    /// `DescribeNetworkInterfaces` answered with an earlier answer.
+    pub stale: u32,
+    /// Requests forwarded, by action.
+    pub forwarded: HashMap<String, u32>,
+}
+
+/// Earlier answers to `DescribeNetworkInterfaces`, by request body, and when they were taken;
+/// when the last changing call was sent.
+#[derive(Default)]
+struct Reads {
+    answers: HashMap<Bytes, (Answer, Instant)>,
+    changed: Option<Instant>,
+}
+
+/// A kept answer.
+#[derive(Clone)]
+struct Answer {
+    status: StatusCode,
+    headers: hyper::HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn response(&self) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::new(self.body.clone()));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers.clone();
+        response
+    }
 }
 
 struct Shared {
@@ -66,6 +130,7 @@ struct Shared {
     plan: FaultPlan,
     rng: Mutex<StdRng>,
     stats: Mutex<ProxyStats>,
+    reads: Mutex<Reads>,
 }
 
 /// A running proxy; stops when dropped.
@@ -90,12 +155,20 @@ fn bad_gateway(error: impl std::fmt::Display) -> Response<Full<Bytes>> {
     ec2_error(StatusCode::BAD_GATEWAY, "ProxyError", &error.to_string())
 }
 
-async fn forward(upstream: SocketAddr, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (parts, body) = request.into_parts();
-    let body = match body.collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) => return bad_gateway(e),
-    };
+/// The `Action` of a form-encoded EC2 request body.
+fn action(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("Action="))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn forward(
+    upstream: SocketAddr,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
     let stream = match TcpStream::connect(upstream).await {
         Ok(stream) => stream,
         Err(e) => return bad_gateway(e),
@@ -121,9 +194,13 @@ async fn forward(upstream: SocketAddr, request: Request<Incoming>) -> Response<F
 }
 
 impl Shared {
-    fn choose(&self) -> Option<Fault> {
+    fn choose(&self, action: &str) -> Option<Fault> {
         let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.plan.faults.is_empty() || !rng.random_bool(self.plan.fault_rate.clamp(0.0, 1.0)) {
+        let targeted = self.plan.actions.is_empty() || self.plan.actions.contains(&action);
+        if self.plan.faults.is_empty()
+            || !targeted
+            || !rng.random_bool(self.plan.fault_rate.clamp(0.0, 1.0))
+        {
             return None;
         }
         Some(self.plan.faults[rng.random_range(0..self.plan.faults.len())])
@@ -140,14 +217,99 @@ impl Shared {
         }
     }
 
+    /// An earlier answer to the same read, while reads lag a change.
+    fn stale_answer(&self, action: &str, body: &Bytes) -> Option<Response<Full<Bytes>>> {
+        let window = self.plan.stale_reads?;
+        let now = Instant::now();
+        let reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+        if action != "DescribeNetworkInterfaces"
+            || reads
+                .changed
+                .is_none_or(|at| now.duration_since(at) >= window)
+        {
+            return None;
+        }
+        let (answer, taken) = reads.answers.get(body)?;
+        (now.duration_since(*taken) < window).then(|| answer.response())
+    }
+
+    /// Forwards, keeping answers to reads for [`Shared::stale_answer`].
+    async fn pass(
+        &self,
+        action: &str,
+        parts: hyper::http::request::Parts,
+        body: Bytes,
+    ) -> Response<Full<Bytes>> {
+        *self
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .forwarded
+            .entry(action.to_owned())
+            .or_default() += 1;
+        let Some(window) = self.plan.stale_reads else {
+            return forward(self.upstream, parts, body).await;
+        };
+        if CHANGING.contains(&action) {
+            self.reads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .changed = Some(Instant::now());
+        }
+        let answer = forward(self.upstream, parts, body.clone()).await;
+        if action != "DescribeNetworkInterfaces" || !answer.status().is_success() {
+            return answer;
+        }
+        let (parts, full) = answer.into_parts();
+        let bytes = match full.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(never) => match never {},
+        };
+        let kept = Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: bytes,
+        };
+        let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let calm = reads
+            .changed
+            .is_none_or(|at| now.duration_since(at) >= window);
+        // Within a window an earlier answer is kept (it is what stale reads give) unless it
+        // is older than the window.
+        let kept_young = reads
+            .answers
+            .get(&body)
+            .is_some_and(|(_, taken)| now.duration_since(*taken) < window);
+        if calm || !kept_young {
+            reads.answers.insert(body, (kept.clone(), now));
+        }
+        kept.response()
+    }
+
     async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
     ) -> Result<Response<Full<Bytes>>, Infallible> {
-        let fault = self.choose();
+        let (parts, body) = request.into_parts();
+        let body = match body.collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => return Ok(bad_gateway(e)),
+        };
+        let action = action(&body);
+        let fault = self.choose(&action);
         self.count(fault);
+        if fault.is_none()
+            && let Some(answer) = self.stale_answer(&action, &body)
+        {
+            self.stats
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .stale += 1;
+            return Ok(answer);
+        }
         Ok(match fault {
-            None => forward(self.upstream, request).await,
+            None => self.pass(&action, parts, body).await,
             Some(Fault::Throttle) => ec2_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "RequestLimitExceeded",
@@ -164,7 +326,7 @@ impl Shared {
                 response
             }
             Some(Fault::Delay) => {
-                let answer = forward(self.upstream, request).await;
+                let answer = self.pass(&action, parts, body).await;
                 tokio::time::sleep(self.plan.delay).await;
                 answer
             }
@@ -184,6 +346,7 @@ impl FaultProxy {
             rng: Mutex::new(StdRng::seed_from_u64(plan.seed)),
             plan,
             stats: Mutex::new(ProxyStats::default()),
+            reads: Mutex::new(Reads::default()),
         });
         let serving = shared.clone();
         let task = tokio::spawn(async move {

@@ -5,4 +5,5 @@ pub mod binaries;
 pub mod fault_proxy;
 pub mod moto;
 pub mod netns;
+pub mod policy_build;
 pub mod vpc;

@@ -157,6 +157,8 @@ pub async fn ec2_cloud(
     let mut config = weft_host::cloud::Ec2Config::new(CLUSTER);
     config.identity = Some(node.clone());
     config.endpoint_url = Some(endpoint.to_owned());
+    // One node alone in its account: the whole account's buckets.
+    config.rate_limits = weft_host::cloud::RateLimits::aws();
     tweak(&mut config);
     weft_host::cloud::Ec2Cloud::with_sdk_config(&sdk_config(endpoint).await, config, metrics)
 }

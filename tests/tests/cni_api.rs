@@ -101,6 +101,7 @@ impl Backend for RecordingAgent {
             StatusResponse {
                 ready,
                 reason: (!ready).then(|| "no ENI attached yet; waiting for EC2".to_string()),
+                warnings: Vec::new(),
             }
         })
     }

@@ -37,6 +37,7 @@ async fn warm_up(seed: u64) {
                 Fault::Delay,
             ],
             delay: Duration::from_millis(1500),
+            ..FaultPlan::default()
         },
     )
     .await;

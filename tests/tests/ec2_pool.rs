@@ -189,3 +189,115 @@ async fn an_interrupted_create_is_undone_at_start() {
     let state = StateDir::open(&dir).expect("state directory");
     assert!(state.open_journal().expect("journal").1.is_empty());
 }
+
+/// Creates an ENI outside Weft with two secondary addresses and `tags`, attached to the node at
+/// `device_index`; returns its id and addresses.
+async fn foreign_eni(
+    client: &aws_sdk_ec2::Client,
+    node: &weft_host::cloud::NodeIdentity,
+    device_index: i32,
+    tags: &[(&str, &str)],
+) -> (String, BTreeSet<Ipv4Addr>) {
+    let mut spec = aws_sdk_ec2::types::TagSpecification::builder()
+        .resource_type(aws_sdk_ec2::types::ResourceType::NetworkInterface);
+    for (k, v) in tags {
+        spec = spec.tags(aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build());
+    }
+    let created = client
+        .create_network_interface()
+        .subnet_id(&node.subnet_id)
+        // The pods' own security groups: only ownership keeps Weft away.
+        .set_groups(Some(node.security_groups.clone()))
+        .secondary_private_ip_address_count(2)
+        .tag_specifications(spec.build())
+        .send()
+        .await
+        .expect("CreateNetworkInterface");
+    let eni = created.network_interface().expect("interface");
+    let id = eni.network_interface_id().expect("id").to_owned();
+    let ips = eni
+        .private_ip_addresses()
+        .iter()
+        .filter(|a| a.primary() == Some(false))
+        .filter_map(|a| a.private_ip_address()?.parse().ok())
+        .collect();
+    client
+        .attach_network_interface()
+        .network_interface_id(&id)
+        .instance_id(&node.instance_id)
+        .device_index(device_index)
+        .send()
+        .await
+        .expect("AttachNetworkInterface");
+    (id, ips)
+}
+
+/// moto-backed: ENIs attached to the node by someone else (one tagged
+/// `node.k8s.amazonaws.com/no_manage=true`, one untagged) are listed as unmanaged with the
+/// reason; over rounds of pods coming and going none of their addresses reaches a pod and they
+/// keep their addresses and attachment.
+#[tokio::test]
+async fn foreign_enis_on_ec2_are_listed_and_never_touched() {
+    let moto = moto::session();
+    let client = vpc::client(&moto.url()).await;
+    let test = vpc::create(&client, "m5.xlarge").await;
+    let node = &test.node;
+    let no_manage = foreign_eni(
+        &client,
+        node,
+        1,
+        &[(weft_host::reconcile::TAG_NO_MANAGE, "true")],
+    )
+    .await;
+    let untagged = foreign_eni(&client, node, 2, &[("Name", "someone else's")]).await;
+    let cloud = Arc::new(vpc::ec2_cloud(&moto.url(), node, Arc::new(Metrics::new()), |_| {}).await);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let pool = start(cloud.clone(), &tmp.path().join("state")).await;
+    let unmanaged = pool.snapshot().unmanaged;
+    let listed: BTreeSet<&str> = unmanaged.iter().map(|u| u.id.as_str()).collect();
+    assert_eq!(
+        listed,
+        BTreeSet::from([no_manage.0.as_str(), untagged.0.as_str()]),
+        "{unmanaged:#?}"
+    );
+    let foreign_ips: BTreeSet<Ipv4Addr> = no_manage.1.union(&untagged.1).copied().collect();
+    let group = SgSet::new(node.security_groups.clone());
+    for n in 0..24 {
+        let placed = pool.assign(key(n), &group, pod(n)).await.expect("address");
+        assert!(
+            !foreign_ips.contains(&placed.ip),
+            "{} is foreign",
+            placed.ip
+        );
+        if n % 2 == 1 {
+            pool.release(&key(n - 1)).expect("release");
+            pool.reconcile().await.expect("round");
+        }
+    }
+    for n in 0..24 {
+        pool.release(&key(n)).expect("release");
+    }
+    for _ in 0..3 {
+        pool.reconcile().await.expect("round");
+    }
+    for (id, ips) in [&no_manage, &untagged] {
+        let now = vpc::all_enis(&client, &node.vpc_id)
+            .await
+            .into_iter()
+            .find(|e| e.network_interface_id() == Some(id.as_str()))
+            .unwrap_or_else(|| panic!("{id} was deleted"));
+        assert_eq!(
+            now.attachment().and_then(|a| a.instance_id()),
+            Some(node.instance_id.as_str()),
+            "{id} was detached"
+        );
+        let still: BTreeSet<Ipv4Addr> = now
+            .private_ip_addresses()
+            .iter()
+            .filter(|a| a.primary() == Some(false))
+            .filter_map(|a| a.private_ip_address()?.parse().ok())
+            .collect();
+        assert_eq!(&still, ips, "{id} lost or gained addresses");
+    }
+    pool.shutdown().await;
+}

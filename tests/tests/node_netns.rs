@@ -6,27 +6,8 @@
 
 use serde_json::{Value, json};
 use std::net::TcpListener;
-use weft_tests::support::agent::{NODE_IP, TestAgent, exec_plugin};
+use weft_tests::support::agent::{NODE_IP, TestAgent, exec_plugin, ok_json, pod_ip, succeeded};
 use weft_tests::support::netns::{TestNetns, root_or_skip};
-
-fn ok_json(out: &std::process::Output) -> Value {
-    assert!(
-        out.status.success(),
-        "plugin failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the plugin prints JSON")
-}
-
-fn pod_ip(result: &Value) -> String {
-    let cidr = result["ips"][0]["address"]
-        .as_str()
-        .expect("ips[0].address");
-    assert!(cidr.ends_with("/32"), "pod address is a /32: {cidr}");
-    cidr.trim_end_matches("/32").to_owned()
-}
 
 #[test]
 fn pods_get_vpc_addresses_ping_each_other_and_the_node_and_del_cleans_up() {
@@ -139,23 +120,13 @@ fn pods_get_vpc_addresses_ping_each_other_and_the_node_and_del_cleans_up() {
     assert!(!b.ping(&ip_a), "the deleted pod is unreachable");
 
     // Every request is in the agent's metrics, by command and outcome.
-    let metrics = curl_text(&agent, "/metrics");
+    let metrics = agent.get("/metrics");
     for line in [
         r#"weft_cni_request_seconds_count{command="ADD",outcome="ok"} 3"#,
         r#"weft_cni_request_seconds_count{command="DEL",outcome="ok"} 3"#,
     ] {
         assert!(metrics.contains(line), "{line} in:\n{metrics}");
     }
-}
-
-/// Asserts a plugin call that prints no result (DEL) succeeded.
-fn succeeded(out: &std::process::Output) {
-    assert!(
-        out.status.success(),
-        "plugin failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -219,7 +190,7 @@ fn check_catches_a_removed_route_and_gc_removes_stale_attachments() {
         "GC reports the pod whose veth is gone:\n{}",
         agent.log()
     );
-    let pods = curl_json(&agent, "/v1/pods");
+    let pods = agent.get_json("/v1/pods");
     let held: Vec<_> = pods
         .as_array()
         .unwrap()
@@ -409,21 +380,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn curl_text(agent: &TestAgent, path: &str) -> String {
-    let out = std::process::Command::new("curl")
-        .args(["-sf", "--unix-socket"])
-        .arg(agent.socket())
-        .arg(format!("http://weft{path}"))
-        .output()
-        .expect("curl (scripts/setup installs it)");
-    assert!(out.status.success(), "GET {path}");
-    String::from_utf8(out.stdout).expect("UTF-8")
-}
-
-fn curl_json(agent: &TestAgent, path: &str) -> Value {
-    serde_json::from_str(&curl_text(agent, path)).expect("JSON")
-}
-
 #[test]
 fn a_restarted_agent_keeps_its_pods_and_removes_node_leftovers() {
     if !root_or_skip("a_restarted_agent…") {
@@ -449,7 +405,8 @@ fn a_restarted_agent_keeps_its_pods_and_removes_node_leftovers() {
     )));
 
     // While the agent is down: leftovers of a pod that went away (a host
-    // veth with Weft's prefix, its rule), and nothing else changes.
+    // veth with Weft's prefix and alias, its rule with Weft's protocol), and
+    // nothing else changes.
     agent.stop();
     agent.node.ip(&[
         "link",
@@ -462,7 +419,14 @@ fn a_restarted_agent_keeps_its_pods_and_removes_node_leftovers() {
         "stray-peer",
     ]);
     agent.node.ip(&[
-        "rule", "add", "to", "10.0.3.3", "lookup", "main", "priority", "512",
+        "link",
+        "set",
+        "eni0123456789a",
+        "alias",
+        "weft:e2e/gone/eth0",
+    ]);
+    agent.node.ip(&[
+        "rule", "add", "to", "10.0.3.3", "lookup", "main", "priority", "512", "protocol", "87",
     ]);
     agent.spawn();
 
@@ -492,7 +456,7 @@ fn a_restarted_agent_keeps_its_pods_and_removes_node_leftovers() {
         agent.log()
     );
     assert!(a.ping(&ip_b), "pod a reaches pod b across the restart");
-    let pods = curl_json(&agent, "/v1/pods");
+    let pods = agent.get_json("/v1/pods");
     let held: Vec<_> = pods
         .as_array()
         .unwrap()
@@ -525,7 +489,7 @@ fn a_failed_add_gives_its_address_back() {
     assert_eq!(err["code"], json!(103), "{err}");
     assert!(err["msg"].as_str().unwrap().contains("e2e/x"), "{err}");
     // Nothing is held for the container, and the node has no trace of it.
-    let pods = curl_json(&agent, "/v1/pods");
+    let pods = agent.get_json("/v1/pods");
     assert_eq!(pods, json!([]), "the address went back to the pool");
     let host_links = agent.node.ip_json(&["link", "show"]);
     assert!(
@@ -535,5 +499,67 @@ fn a_failed_add_gives_its_address_back() {
             .iter()
             .any(|l| l["ifname"].as_str().is_some_and(|n| n.starts_with("eni"))),
         "no host veth left behind: {host_links}"
+    );
+}
+
+/// On EC2 a new ENI's device appears up to seconds after the attach call answered. With the
+/// simulator's links appearing 2 s late, pods that need a second ENI get their addresses; every
+/// ENI is created once and none is deleted (no create/delete loop).
+#[test]
+fn a_new_enis_late_device_is_waited_for_not_recreated() {
+    if !root_or_skip("a_new_enis_late_device…") {
+        return;
+    }
+    // t3.medium: 5 pod addresses per ENI; 8 pods need a secondary ENI.
+    let agent = TestAgent::start_with(
+        "t3.medium",
+        "link-delay-ms = 2000\n",
+        "[pool]\nadd-wait-ms = 20000\n",
+    );
+    let netconf = agent.netconf("1.0.0");
+    let pods: Vec<_> = (0..8).map(|i| TestNetns::new(&format!("s{i}"))).collect();
+    for (i, ns) in pods.iter().enumerate() {
+        ok_json(&agent.cni(
+            "ADD",
+            &format!("ctr-{i}"),
+            &ns.path(),
+            &format!("s{i}"),
+            &netconf,
+        ));
+    }
+    // The reconciler may still be waiting for the device of an ENI it
+    // created after the last ADD (warm targets): give it the bound the
+    // device delay needs before comparing what was created with the pool.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let (secondary, created, metrics) = loop {
+        let pool = agent.get_json("/v1/pool");
+        let secondary = pool["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["enis"].as_array().unwrap().clone())
+            .filter(|e| e["device-index"].as_u64() != Some(0))
+            .count();
+        let metrics = agent.get("/metrics");
+        let created = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("weft_pool_events_total{")
+                    && l.contains(r#"event="create-eni",outcome="ok""#)
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0) as usize;
+        if created == secondary || std::time::Instant::now() > deadline {
+            break (secondary, created, metrics);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(secondary >= 1, "no secondary ENI: {metrics}");
+    assert_eq!(created, secondary, "{metrics}\n{}", agent.log());
+    assert!(
+        !metrics.lines().any(|l| l.contains(r#"event="delete-eni""#)),
+        "an ENI was deleted: {metrics}\n{}",
+        agent.log()
     );
 }

@@ -148,9 +148,14 @@ fn assert_node_side(node: &TestNetns, ip: &str, host_veth: &str, table: Option<u
     assert_eq!(host_routes[0]["dev"], json!(host_veth));
     assert_eq!(host_routes[0]["scope"], json!("link"));
 
-    let mut expected = vec![json!({ "priority": 512, "src": "all", "dst": ip, "table": "main" })];
+    // Every rule carries Weft's protocol (87), the mark GC goes by.
+    let mut expected = vec![
+        json!({ "priority": 512, "src": "all", "dst": ip, "table": "main", "protocol": "87" }),
+    ];
     if let Some(table) = table {
-        expected.push(json!({ "priority": 1536, "src": ip, "table": table.to_string() }));
+        expected.push(
+            json!({ "priority": 1536, "src": ip, "table": table.to_string(), "protocol": "87" }),
+        );
     }
     assert_eq!(rules_of(node, ip), expected, "node rules of {ip}");
 
@@ -230,7 +235,7 @@ async fn pods_on_primary_and_secondary_eni_reach_each_other_and_the_node() {
     );
     assert_eq!(
         rules_of(&node, "10.0.1.10"),
-        [json!({ "priority": 1024, "src": "10.0.1.10", "table": "2" })]
+        [json!({ "priority": 1024, "src": "10.0.1.10", "table": "2", "protocol": "87" })]
     );
 
     let (ns_a, ns_b) = (TestNetns::new("pa"), TestNetns::new("pb"));
@@ -243,7 +248,10 @@ async fn pods_on_primary_and_secondary_eni_reach_each_other_and_the_node() {
     );
     let links_a = plumbing.setup_pod(&pod_a).await.expect("setup pod a");
     let links_b = plumbing.setup_pod(&pod_b).await.expect("setup pod b");
-    assert_eq!(links_a.host_veth, plumbing.host_veth_name("default", "a"));
+    assert_eq!(
+        links_a.host_veth,
+        plumbing.host_veth_name("default", "a", "eth0")
+    );
     assert_eq!(links_a.pod_ifname, "eth0");
 
     assert_pod_side(&ns_a, "10.0.0.21", &links_a.host_mac.to_string(), 9001);
@@ -389,7 +397,10 @@ async fn bad_input_fails_with_a_clear_message_and_leaves_nothing() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("network namespace /proc/self/status"), "{err}");
+    assert!(
+        err.contains("/proc/self/status is not a network namespace"),
+        "{err}"
+    );
 
     let bad_ifname = PodNetwork {
         ifname: "a/b".into(),
@@ -435,12 +446,25 @@ async fn gc_removes_veths_and_rules_of_pods_that_are_gone() {
     let gone = pod(&ns_gone, "gone", Ipv4Addr::new(10, 0, 1, 52), Some(2));
     let keep_links = plumbing.setup_pod(&keep).await.unwrap();
     let gone_links = plumbing.setup_pod(&gone).await.unwrap();
-    // A rule whose pod vanished without a DEL (its veth went with its namespace).
+    // A rule whose pod vanished without a DEL (its veth went with its
+    // namespace), and the same rule of another CNI (no Weft protocol).
     node.ip(&[
         "rule",
         "add",
         "to",
         "10.0.1.53",
+        "lookup",
+        "main",
+        "prio",
+        "512",
+        "protocol",
+        "87",
+    ]);
+    node.ip(&[
+        "rule",
+        "add",
+        "to",
+        "10.0.1.54",
         "lookup",
         "main",
         "prio",
@@ -474,6 +498,11 @@ async fn gc_removes_veths_and_rules_of_pods_that_are_gone() {
     );
     assert!(rules_of(&node, "10.0.1.52").is_empty());
     assert!(rules_of(&node, "10.0.1.53").is_empty());
+    assert_eq!(
+        rules_of(&node, "10.0.1.54").len(),
+        1,
+        "another CNI's rule stays"
+    );
     assert!(plumbing.leftovers(&valid).await.unwrap().is_empty());
 
     assert_eq!(

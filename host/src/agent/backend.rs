@@ -8,12 +8,15 @@
 //! * `DEL`: routes and rules go synchronously (so the address can be reused
 //!   safely), the veth is removed in the background, the address cools down.
 //!   Unknown attachments succeed.
+//! * `ADD`, `DEL` and `CHECK` of one attachment (container id and interface)
+//!   run one at a time; `GC` skips attachments being operated on.
 
 use super::Agent;
 use super::result::network_result;
 use crate::api::{Backend, PodView, PoolView};
 use crate::ipam::{Assignment, AssignmentKey, PodMeta, SgSet};
 use crate::plumbing::PodNetwork;
+use crate::policy::view::{LiveInputs, PoliciesView};
 use crate::reconcile::PoolError;
 use futures::future::BoxFuture;
 use std::collections::HashSet;
@@ -26,10 +29,11 @@ use weft_cni::api::{
     AddRequest, AddResponse, ApiError, Attachment, CheckRequest, CheckResponse, DelRequest,
     DelResponse, GcRequest, GcResponse, PodRef, StatusResponse,
 };
-use weft_policy_sdk::security;
+use weft_policy_sdk::{security, subnet};
 
 impl Agent {
     async fn add(&self, req: AddRequest) -> Result<AddResponse, ApiError> {
+        let _attachment = self.attachments.lock(&req.container_id, &req.ifname).await;
         let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
         let meta = pod_meta(&req.pod);
         let groups = self.security_groups(&req.pod)?;
@@ -80,19 +84,23 @@ impl Agent {
         }
     }
 
-    /// The pod's security groups from the security-groups policy.
-    fn security_groups(&self, pod: &PodRef) -> Result<SgSet, ApiError> {
-        let request = security::Request {
+    /// What the security-groups policy sees of a pod.
+    fn sg_request(&self, pod: &PodMeta) -> security::Request {
+        security::Request {
             pod: security::Pod {
                 namespace: pod.namespace.clone(),
                 name: pod.name.clone(),
-                uid: pod.uid.clone().unwrap_or_default(),
+                uid: pod.uid.clone(),
                 ..Default::default()
             },
             node_security_groups: self.node.security_groups.clone(),
-        };
+        }
+    }
+
+    /// The pod's security groups from the security-groups policy.
+    fn security_groups(&self, pod: &PodRef) -> Result<SgSet, ApiError> {
         self.policies
-            .select_security_groups(&request)
+            .select_security_groups(&self.sg_request(&pod_meta(pod)))
             .map(SgSet::new)
             .map_err(|e| {
                 CniError::no_address(
@@ -106,6 +114,8 @@ impl Agent {
     }
 
     async fn del(&self, req: DelRequest) -> Result<DelResponse, ApiError> {
+        // Waits for an ADD of the same attachment still in progress.
+        let _attachment = self.attachments.lock(&req.container_id, &req.ifname).await;
         let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
         let Some(held) = self.pool.assignment(&key) else {
             return Ok(DelResponse { released: None });
@@ -128,6 +138,7 @@ impl Agent {
     }
 
     async fn check(&self, req: CheckRequest) -> Result<CheckResponse, ApiError> {
+        let _attachment = self.attachments.lock(&req.container_id, &req.ifname).await;
         let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
         let Some(held) = self.pool.assignment(&key) else {
             return Err(CniError::unknown_container(
@@ -160,6 +171,15 @@ impl Agent {
             if key.network != req.network
                 || valid.contains(&(key.container_id.as_str(), key.ifname.as_str()))
             {
+                continue;
+            }
+            // An attachment being added or deleted right now is not stale.
+            let Some(_attachment) = self.attachments.try_lock(&key.container_id, &key.ifname)
+            else {
+                continue;
+            };
+            // It may have been deleted while we looked.
+            if self.pool.assignment(key).is_none() {
                 continue;
             }
             let pod = self.pod_network(&held, &key.ifname, None);
@@ -258,15 +278,16 @@ impl Backend for Agent {
 
     fn status(&self) -> BoxFuture<'_, StatusResponse> {
         Box::pin(async move {
-            match self.pool.not_ready_reason() {
-                None => StatusResponse {
-                    ready: true,
-                    reason: None,
-                },
-                Some(reason) => StatusResponse {
-                    ready: false,
-                    reason: Some(reason),
-                },
+            let reason = self.pool.not_ready_reason();
+            StatusResponse {
+                ready: reason.is_none(),
+                reason,
+                warnings: self
+                    .policies
+                    .refused_files()
+                    .into_iter()
+                    .map(|r| r.message)
+                    .collect(),
             }
         })
     }
@@ -281,9 +302,11 @@ impl Backend for Agent {
                     network: held.key.network.clone(),
                     container_id: held.key.container_id.clone(),
                     ifname: held.key.ifname.clone(),
-                    host_veth: self
-                        .plumbing
-                        .host_veth_name(&held.pod.namespace, &held.pod.name),
+                    host_veth: self.plumbing.host_veth_name(
+                        &held.pod.namespace,
+                        &held.pod.name,
+                        &held.key.ifname,
+                    ),
                     eni_id: self
                         .pool
                         .placement(held.ip)
@@ -306,6 +329,51 @@ impl Backend for Agent {
             Ok(PoolView {
                 groups: self.pool.pool_states(),
             })
+        })
+    }
+
+    fn policies(&self) -> BoxFuture<'_, Result<PoliciesView, ApiError>> {
+        Box::pin(async move { Ok(self.policies.view()) })
+    }
+
+    fn policy_inputs(&self) -> BoxFuture<'_, Result<LiveInputs, ApiError>> {
+        Box::pin(async move {
+            let subnets = self.cloud.list_subnets().await.map_err(|e| {
+                CniError::internal(
+                    format!("cannot list the VPC's subnets for the subnet-selection inputs: {e}"),
+                    "see weftd's log",
+                )
+            })?;
+            let candidates: Vec<subnet::Candidate> = subnets
+                .iter()
+                .map(crate::cloud::Subnet::as_candidate)
+                .collect();
+            let pools = self.pool.pool_states();
+            // A new ENI for each group, as full as the instance allows.
+            let new_enis = pools
+                .iter()
+                .map(|state| {
+                    let request = subnet::EniRequest {
+                        security_groups: state.group.clone(),
+                        purpose: subnet::Purpose::PodAddresses,
+                        ips: state.limits.ipv4_per_eni.saturating_sub(1),
+                        prefixes: 0,
+                        availability_zone: self.node.availability_zone.clone(),
+                        node_subnet_id: self.node.subnet_id.clone(),
+                    };
+                    (request, candidates.clone())
+                })
+                .collect();
+            let pods = self
+                .pool
+                .assignments()
+                .iter()
+                .map(|held| self.sg_request(&held.pod))
+                .collect();
+            let policies = self.policies.clone();
+            tokio::task::spawn_blocking(move || policies.preview(pools, new_enis, pods))
+                .await
+                .map_err(|e| CniError::internal(format!("previewing the policies failed: {e}"), ""))
         })
     }
 }

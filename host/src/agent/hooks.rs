@@ -2,11 +2,17 @@
 //! service attaches or releases one.
 
 use crate::cloud::{Cloud, Eni};
-use crate::plumbing::{EniLink, Plumbing};
+use crate::plumbing::{EniLink, Plumbing, PlumbingError};
 use crate::reconcile::{EniHooks, HookFuture};
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// First and longest pause between looks for a new ENI's device.
+const READY_POLL_MIN: Duration = Duration::from_millis(50);
+const READY_POLL_MAX: Duration = Duration::from_secs(1);
 
 /// [`EniHooks`] that give each secondary ENI its link settings, route table
 /// and rule through [`Plumbing`].
@@ -14,19 +20,71 @@ pub struct PlumbingHooks {
     plumbing: Arc<Plumbing>,
     cloud: Arc<dyn Cloud>,
     mtu: u32,
+    /// How long a new ENI may take to appear on the node.
+    ready_timeout: Duration,
     /// Subnet CIDRs by id: subnets never change their CIDR.
     subnets: Mutex<HashMap<String, Ipv4Net>>,
 }
 
 impl PlumbingHooks {
     /// Hooks over `plumbing`; ENI links get `mtu`; subnet CIDRs come from
-    /// `cloud` (asked once per unknown subnet).
-    pub fn new(plumbing: Arc<Plumbing>, cloud: Arc<dyn Cloud>, mtu: u32) -> Self {
+    /// `cloud` (asked once per unknown subnet); a new ENI's device must
+    /// appear within `ready_timeout`.
+    pub fn new(
+        plumbing: Arc<Plumbing>,
+        cloud: Arc<dyn Cloud>,
+        mtu: u32,
+        ready_timeout: Duration,
+    ) -> Self {
         PlumbingHooks {
             plumbing,
             cloud,
             mtu,
+            ready_timeout,
             subnets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sets up an ENI once its device exists: on EC2 the device appears
+    /// hundreds of milliseconds to seconds after the attach call returns,
+    /// and the metadata service lists it later still. Looks again with a
+    /// growing pause until both are there or `ready_timeout` has passed.
+    async fn setup_when_ready(&self, eni: &Eni, link: &EniLink) -> Result<(), String> {
+        let started = Instant::now();
+        let mut pause = READY_POLL_MIN;
+        loop {
+            let listed = self.cloud.eni_ready(eni).await.unwrap_or(false);
+            let outcome = if listed {
+                self.plumbing.setup_eni(link).await
+            } else {
+                Err(PlumbingError::EniLinkNotFound { mac: eni.mac })
+            };
+            match outcome {
+                Ok(()) => {
+                    tracing::info!(eni = %eni.id, waited_ms = started.elapsed().as_millis() as u64, "ENI device ready and set up");
+                    return Ok(());
+                }
+                Err(PlumbingError::EniLinkNotFound { .. })
+                    if started.elapsed() + pause <= self.ready_timeout =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(READY_POLL_MAX);
+                }
+                Err(PlumbingError::EniLinkNotFound { mac }) => {
+                    return Err(format!(
+                        "the device of ENI {} (MAC {mac}) did not appear on the node {}within {:?} of its attachment{}",
+                        eni.id,
+                        if listed {
+                            ""
+                        } else {
+                            "nor in the instance metadata "
+                        },
+                        self.ready_timeout,
+                        "; check the instance's ENI limit and dmesg for the driver"
+                    ));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
         }
     }
 
@@ -71,10 +129,7 @@ impl EniHooks for PlumbingHooks {
     fn on_attached<'a>(&'a self, eni: &'a Eni) -> HookFuture<'a> {
         Box::pin(async move {
             let link = self.link(eni).await?;
-            self.plumbing
-                .setup_eni(&link)
-                .await
-                .map_err(|e| e.to_string())
+            self.setup_when_ready(eni, &link).await
         })
     }
 
@@ -86,5 +141,9 @@ impl EniHooks for PlumbingHooks {
                 .await
                 .map_err(|e| e.to_string())
         })
+    }
+
+    fn routed<'a>(&'a self, ips: &'a [Ipv4Addr]) -> HookFuture<'a, Vec<Ipv4Addr>> {
+        Box::pin(async move { self.plumbing.routed(ips).await.map_err(|e| e.to_string()) })
     }
 }

@@ -8,6 +8,7 @@
 
 mod backend;
 mod hooks;
+mod keys;
 mod result;
 
 use crate::Result;
@@ -23,7 +24,7 @@ use crate::state::StateDir;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
 
 pub use hooks::PlumbingHooks;
@@ -32,6 +33,9 @@ pub use hooks::PlumbingHooks;
 pub struct Agent {
     pool: Arc<Pool>,
     policies: Arc<PolicySet>,
+    cloud: Arc<dyn Cloud>,
+    /// Reloads the policy directory on change and SIGHUP.
+    policy_watch: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     plumbing: Arc<Plumbing>,
     node: NodeIdentity,
     metrics: Arc<Metrics>,
@@ -39,6 +43,8 @@ pub struct Agent {
     /// it exclusively, so it never mistakes a veth being set up for a
     /// leftover.
     wiring: RwLock<()>,
+    /// ADD, DEL and CHECK of one attachment run one at a time.
+    attachments: keys::AttachmentLocks,
 }
 
 impl Agent {
@@ -61,7 +67,10 @@ impl Agent {
                     .clone()
                     .unwrap_or_else(|| "/proc/self/ns/net".into());
                 let links = sim.materialise_enis.then(|| {
-                    Arc::new(NetnsEniLinks::new(node_netns)) as Arc<dyn crate::cloud::sim::EniLinks>
+                    Arc::new(
+                        NetnsEniLinks::new(node_netns)
+                            .with_delay(Duration::from_millis(sim.link_delay_ms)),
+                    ) as Arc<dyn crate::cloud::sim::EniLinks>
                 });
                 Arc::new(sim.build(links, &config.agent.state_dir)?)
             }
@@ -71,13 +80,18 @@ impl Agent {
         };
         let node = cloud.identity().await?;
         let policies = Arc::new(PolicySet::from_config(&config.policies, metrics.clone())?);
+        // Before the first pool decision: the directory overrides the
+        // configuration. Refused files are logged and shown in the status.
+        policies.apply_directory();
+        let policy_watch = crate::policy::watch_directory(policies.clone());
         let hooks = Arc::new(PlumbingHooks::new(
             plumbing.clone(),
             cloud.clone(),
             config.plumbing.mtu,
+            config.pool.eni_ready_timeout(),
         ));
         let pool = Pool::start(PoolDeps {
-            cloud,
+            cloud: cloud.clone(),
             policies: policies.clone(),
             state,
             metrics: metrics.clone(),
@@ -88,10 +102,13 @@ impl Agent {
         let agent = Arc::new(Agent {
             pool,
             policies,
+            cloud,
+            policy_watch: std::sync::Mutex::new(policy_watch),
             plumbing,
             node,
             metrics,
             wiring: RwLock::new(()),
+            attachments: keys::AttachmentLocks::default(),
         });
         // Veths, routes and rules of pods that went away while the agent was
         // down (the runtime's DEL found no agent) go now.
@@ -116,7 +133,10 @@ impl Agent {
             .pool
             .assignments()
             .iter()
-            .map(|a| self.plumbing.host_veth_name(&a.pod.namespace, &a.pod.name))
+            .map(|a| {
+                self.plumbing
+                    .host_veth_name(&a.pod.namespace, &a.pod.name, &a.key.ifname)
+            })
             .collect();
         let leftovers = self.plumbing.gc(&live).await?;
         if !leftovers.is_empty() {
@@ -159,6 +179,14 @@ impl Agent {
         )?;
         tracing::info!(socket = %config.agent.socket.display(), "serving the CNI API");
         server.serve(shutdown).await;
+        let watch = self
+            .policy_watch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(watch) = watch {
+            watch.abort();
+        }
         self.pool.shutdown().await;
         Ok(())
     }

@@ -10,6 +10,8 @@ use weft_cni::api::{
 };
 use weft_policy_sdk::pool::PoolState;
 
+use crate::policy::view::{LiveInputs, PoliciesView};
+
 /// The agent behind the API.
 ///
 /// Each call runs as its own task and always runs to completion: when a
@@ -35,6 +37,22 @@ pub trait Backend: Send + Sync + 'static {
     fn pods(&self) -> BoxFuture<'_, Result<Vec<PodView>, ApiError>>;
     /// The address pool (`GET /v1/pool`).
     fn pool(&self) -> BoxFuture<'_, Result<PoolView, ApiError>>;
+    /// Every role's policy (`GET /v1/policies`).
+    fn policies(&self) -> BoxFuture<'_, Result<PoliciesView, ApiError>> {
+        Box::pin(async { Err(not_served("policies")) })
+    }
+    /// The current decision inputs with the active policies' answers
+    /// (`GET /v1/policies/inputs`), for `weftd policy eval --live`.
+    fn policy_inputs(&self) -> BoxFuture<'_, Result<LiveInputs, ApiError>> {
+        Box::pin(async { Err(not_served("policy inputs")) })
+    }
+}
+
+fn not_served(what: &str) -> ApiError {
+    ApiError::agent_protocol(
+        format!("this agent serves no {what}"),
+        "ask a weftd that runs the node agent",
+    )
 }
 
 /// One attachment, as `GET /v1/pods` lists it.

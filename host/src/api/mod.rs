@@ -22,6 +22,8 @@ mod server;
 mod socket;
 
 pub use backend::{Backend, PodView, PoolView};
-pub use routes::{MetricsFn, PATH_METRICS, PATH_PODS, PATH_POOL};
+pub use routes::{
+    MetricsFn, PATH_METRICS, PATH_PODS, PATH_POLICIES, PATH_POLICY_INPUTS, PATH_POOL,
+};
 pub use server::{ApiConfig, ApiServer};
 pub use socket::{SocketError, SocketFile};

@@ -25,6 +25,10 @@ pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
 pub const PATH_PODS: &str = "/v1/pods";
 /// Path of the pool view.
 pub const PATH_POOL: &str = "/v1/pool";
+/// Path of the policies view.
+pub const PATH_POLICIES: &str = "/v1/policies";
+/// Path of the live decision inputs.
+pub const PATH_POLICY_INPUTS: &str = "/v1/policies/inputs";
 /// Path of the metrics.
 pub const PATH_METRICS: &str = "/metrics";
 
@@ -48,6 +52,8 @@ pub fn router(backend: Arc<dyn Backend>, metrics: MetricsFn, request_timeout: Du
         .route(api::PATH_STATUS, get(status))
         .route(PATH_PODS, get(pods))
         .route(PATH_POOL, get(pool))
+        .route(PATH_POLICIES, get(policies))
+        .route(PATH_POLICY_INPUTS, get(policy_inputs))
         .route(PATH_METRICS, get(metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -178,6 +184,18 @@ async fn pool(State(s): State<Shared>) -> Reply<super::PoolView> {
         .map_err(Failure::from)
 }
 
+async fn policies(State(s): State<Shared>) -> Reply<crate::policy::view::PoliciesView> {
+    s.backend
+        .policies()
+        .await
+        .map(axum::Json)
+        .map_err(Failure::from)
+}
+
+async fn policy_inputs(State(s): State<Shared>) -> Reply<crate::policy::view::LiveInputs> {
+    detached(async move { s.backend.policy_inputs().await }).await
+}
+
 async fn metrics_text(State(s): State<Shared>) -> impl IntoResponse {
     (
         [(
@@ -202,7 +220,7 @@ fn unknown_route(status: StatusCode, request: &Request) -> Failure {
         error: ApiError::agent_protocol(
             format!("weftd has no {} {}", request.method(), request.uri().path()),
             format!(
-                "the API is served under /v1: {}, {}, {}, {}, {}, {PATH_PODS}, {PATH_POOL}, {PATH_METRICS}; {VERSION_SKEW}",
+                "the API is served under /v1: {}, {}, {}, {}, {}, {PATH_PODS}, {PATH_POOL}, {PATH_POLICIES}, {PATH_POLICY_INPUTS}, {PATH_METRICS}; {VERSION_SKEW}",
                 api::PATH_ADD,
                 api::PATH_DEL,
                 api::PATH_CHECK,

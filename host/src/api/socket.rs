@@ -24,7 +24,7 @@ pub enum SocketError {
     /// The path does not fit a unix socket address.
     #[error(
         "socket path {0} is too long: unix sockets allow {MAX_PATH} bytes and weftd binds \
-         `<path>.<pid>.tmp` first; choose a shorter path"
+         `<path>.<pid>.d/s` first; choose a shorter path"
     )]
     PathTooLong(PathBuf),
     /// A filesystem or socket call failed.
@@ -56,11 +56,13 @@ impl SocketFile {
     ///
     /// Creates the parent directory (mode 0700) if missing; replaces a stale
     /// socket nobody answers on; refuses if an agent answers on it or if the
-    /// path is not a socket. The socket is bound under a temporary name,
-    /// restricted to 0600, then renamed into place, so it is never reachable
-    /// with looser permissions.
+    /// path is not a socket. The socket is bound inside a private staging
+    /// directory (`<path>.<pid>.d`, mode 0700), restricted to 0600 there,
+    /// then renamed into place: whatever the umask, nobody else can reach
+    /// it before it is 0600 (the parent may be a shared directory).
     pub fn bind(path: &Path) -> Result<(UnixListener, SocketFile), SocketError> {
-        let tmp = PathBuf::from(format!("{}.{}.tmp", path.display(), std::process::id()));
+        let staging = PathBuf::from(format!("{}.{}.d", path.display(), std::process::id()));
+        let tmp = staging.join("s");
         if tmp.as_os_str().len() > MAX_PATH {
             return Err(SocketError::PathTooLong(path.to_owned()));
         }
@@ -72,22 +74,26 @@ impl SocketFile {
                 .map_err(io_err(format!("creating {}", parent.display())))?;
         }
         remove_if_stale(path)?;
-        remove_if_exists(&tmp)?;
-        let listener =
-            UnixListener::bind(&tmp).map_err(io_err(format!("binding {}", tmp.display())))?;
-        let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-            .map_err(io_err(format!("restricting {} to 0600", tmp.display())))
-            .and_then(|()| {
+        remove_staging(&staging)?;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .map_err(io_err(format!("creating {}", staging.display())))?;
+        let placed = UnixListener::bind(&tmp)
+            .map_err(io_err(format!("binding {}", tmp.display())))
+            .and_then(|listener| {
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io_err(format!("restricting {} to 0600", tmp.display())))?;
                 std::fs::rename(&tmp, path).map_err(io_err(format!(
                     "moving {} to {}",
                     tmp.display(),
                     path.display()
-                )))
+                )))?;
+                Ok(listener)
             });
-        if let Err(e) = placed {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+        let cleaned = remove_staging(&staging);
+        let listener = placed?;
+        cleaned?;
         let meta =
             std::fs::metadata(path).map_err(io_err(format!("inspecting {}", path.display())))?;
         let file = SocketFile {
@@ -123,6 +129,18 @@ fn remove_if_stale(path: &Path) -> Result<(), SocketError> {
     }
 }
 
+/// Removes the staging directory of [`SocketFile::bind`] and the socket a
+/// failed or interrupted bind left in it.
+fn remove_staging(staging: &Path) -> Result<(), SocketError> {
+    remove_if_exists(&staging.join("s"))?;
+    match std::fs::remove_dir(staging) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(io_err(format!("removing {}", staging.display()))(e))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn remove_if_exists(path: &Path) -> Result<(), SocketError> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -149,6 +167,71 @@ mod tests {
         UnixStream::connect(&path).expect("reachable under the final name");
         file.remove();
         assert!(!path.exists());
+    }
+
+    /// Names created (`IN_CREATE`) directly in a watched directory, with
+    /// whether each is a directory.
+    struct CreateWatch(std::os::fd::OwnedFd);
+
+    impl CreateWatch {
+        fn new(dir: &Path) -> Self {
+            use std::os::fd::FromRawFd;
+            use std::os::unix::ffi::OsStrExt;
+            // SAFETY: plain syscalls; the descriptor is owned at once.
+            let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+            assert!(fd >= 0, "inotify_init1: {}", io::Error::last_os_error());
+            let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+            let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+            let wd = unsafe {
+                libc::inotify_add_watch(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    c_path.as_ptr(),
+                    libc::IN_CREATE,
+                )
+            };
+            assert!(wd >= 0, "inotify_add_watch: {}", io::Error::last_os_error());
+            CreateWatch(fd)
+        }
+
+        fn created(&self) -> Vec<(String, bool)> {
+            use std::io::Read;
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut file = std::fs::File::from(self.0.try_clone().unwrap());
+            let n = file.read(&mut buf).unwrap_or(0);
+            let mut events = Vec::new();
+            let mut at = 0;
+            let header = std::mem::size_of::<libc::inotify_event>();
+            while at + header <= n {
+                // SAFETY: the kernel wrote a whole event header at `at`.
+                let event: libc::inotify_event =
+                    unsafe { std::ptr::read_unaligned(buf[at..].as_ptr().cast()) };
+                let name = &buf[at + header..at + header + event.len as usize];
+                let name = String::from_utf8_lossy(name)
+                    .trim_end_matches('\0')
+                    .to_owned();
+                events.push((name, event.mask & libc::IN_ISDIR != 0));
+                at += header + event.len as usize;
+            }
+            events
+        }
+    }
+
+    #[test]
+    fn the_socket_is_never_reachable_before_it_is_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weftd.sock");
+        let watch = CreateWatch::new(dir.path());
+        let (_listener, _file) = SocketFile::bind(&path).unwrap();
+        let created = watch.created();
+        assert!(!created.is_empty());
+        // Only the private staging directory is created in the (possibly
+        // shared) parent; the socket arrives there by rename, already 0600.
+        for (name, is_dir) in &created {
+            assert!(is_dir, "{name} was created in the shared directory");
+            assert!(!dir.path().join(name).exists(), "{name} was left behind");
+        }
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     }
 
     #[test]

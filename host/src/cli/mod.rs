@@ -1,5 +1,8 @@
 //! `weftd` subcommands.
 
+mod live;
 pub mod policy;
+pub mod policy_new;
 pub mod run;
 pub mod simulate;
+pub mod status;

@@ -1,4 +1,5 @@
-//! `weftd policy check` and `weftd policy eval`.
+//! `weftd policy check` and `weftd policy eval` (`--live`: see `live`;
+//! `weftd policy new` is in `policy_new.rs`).
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -21,6 +22,9 @@ pub enum PolicyCommand {
     /// Run one decision under the real sandbox and print the decision with
     /// the time and memory it used.
     Eval(EvalArgs),
+    /// Write a new policy project (Rust, Python or JavaScript) that builds,
+    /// with a fixture, a test and a README.
+    New(super::policy_new::NewArgs),
 }
 
 /// Arguments of `weftd policy eval`.
@@ -30,8 +34,16 @@ pub struct EvalArgs {
     #[arg(long)]
     policy: PathBuf,
     /// A fixture file: `{"settings": {...}, "input": {...}, ...}`.
+    #[arg(long, required_unless_present = "live", conflicts_with = "live")]
+    input: Option<PathBuf>,
+    /// Ask the running agent for the node's current inputs and print the
+    /// policy's decision for each next to the active policy's. No side
+    /// effect: the policy runs here, not in the agent.
     #[arg(long)]
-    input: PathBuf,
+    live: bool,
+    /// The agent's API socket (with `--live`).
+    #[arg(long, default_value = weft_cni::netconf::DEFAULT_SOCKET)]
+    socket: PathBuf,
     /// Settings JSON, overriding the fixture's `settings`.
     #[arg(long)]
     settings: Option<String>,
@@ -46,10 +58,11 @@ pub struct EvalArgs {
 /// Runs a policy subcommand; the error is the message to print.
 pub fn run(command: PolicyCommand) -> Result<(), String> {
     let engine =
-        PolicyEngine::new(None).map_err(|e| format!("cannot create the policy engine: {e:#}"))?;
+        || PolicyEngine::new(None).map_err(|e| format!("cannot create the policy engine: {e:#}"));
     match command {
-        PolicyCommand::Check { file } => check(&engine, &file),
-        PolicyCommand::Eval(args) => eval(&engine, &args),
+        PolicyCommand::Check { file } => check(&engine()?, &file),
+        PolicyCommand::Eval(args) => eval(&engine()?, &args),
+        PolicyCommand::New(args) => super::policy_new::run(&args),
     }
 }
 
@@ -80,25 +93,35 @@ fn check(engine: &PolicyEngine, file: &Path) -> Result<(), String> {
 }
 
 fn eval(engine: &PolicyEngine, args: &EvalArgs) -> Result<(), String> {
-    let text = std::fs::read_to_string(&args.input)
-        .map_err(|e| format!("cannot read {}: {e}", args.input.display()))?;
-    let case: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not JSON: {e}", args.input.display()))?;
-    let input = case
-        .get("input")
-        .ok_or_else(|| format!("{} has no \"input\"", args.input.display()))?;
     let settings = match &args.settings {
-        Some(s) => serde_json::from_str::<Value>(s)
-            .map_err(|e| format!("--settings is not JSON: {e}"))?
-            .to_string(),
-        None => case
-            .get("settings")
-            .map_or_else(|| "{}".to_owned(), Value::to_string),
+        Some(s) => Some(
+            serde_json::from_str::<Value>(s)
+                .map_err(|e| format!("--settings is not JSON: {e}"))?
+                .to_string(),
+        ),
+        None => None,
     };
     let limits = CallLimits {
         deadline: std::time::Duration::from_millis(args.deadline_ms),
         memory_bytes: args.memory_mib as usize * 1024 * 1024,
     };
+    let Some(input_file) = &args.input else {
+        let module = load(engine, &args.policy)?
+            .configure(settings.as_deref().unwrap_or("{}"), limits)
+            .map_err(|e| e.to_string())?;
+        return super::live::eval(&module, &args.socket);
+    };
+    let text = std::fs::read_to_string(input_file)
+        .map_err(|e| format!("cannot read {}: {e}", input_file.display()))?;
+    let case: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not JSON: {e}", input_file.display()))?;
+    let input = case
+        .get("input")
+        .ok_or_else(|| format!("{} has no \"input\"", input_file.display()))?;
+    let settings = settings.unwrap_or_else(|| {
+        case.get("settings")
+            .map_or_else(|| "{}".to_owned(), Value::to_string)
+    });
     let module = load(engine, &args.policy)?
         .configure(&settings, limits)
         .map_err(|e| e.to_string())?;

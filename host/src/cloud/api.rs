@@ -30,6 +30,26 @@ pub enum Api {
 }
 
 impl Api {
+    /// Every action.
+    pub const ALL: [Api; 11] = [
+        Api::DescribeInstances,
+        Api::DescribeInstanceTypes,
+        Api::DescribeNetworkInterfaces,
+        Api::DescribeSubnets,
+        Api::CreateNetworkInterface,
+        Api::AttachNetworkInterface,
+        Api::ModifyNetworkInterfaceAttribute,
+        Api::AssignPrivateIpAddresses,
+        Api::UnassignPrivateIpAddresses,
+        Api::DetachNetworkInterface,
+        Api::DeleteNetworkInterface,
+    ];
+
+    /// The action named `name` as EC2 spells it.
+    pub fn from_name(name: &str) -> Option<Api> {
+        Api::ALL.into_iter().find(|api| api.name() == name)
+    }
+
     /// The action name as EC2 spells it.
     pub fn name(self) -> &'static str {
         match self {

@@ -40,6 +40,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Mutex, OnceCell};
 
+/// Nodes assumed to call EC2 at the same time when sharing the account's
+/// request buckets (a rolling scale-up of a 100-node cluster).
+pub const DEFAULT_RATE_SHARE_NODES: u32 = 20;
+
 /// Configuration of [`Ec2Cloud`].
 #[derive(Debug, Clone)]
 pub struct Ec2Config {
@@ -55,14 +59,15 @@ pub struct Ec2Config {
     pub call_timeout: Duration,
     /// Retries of retryable failures.
     pub retry: RetryPolicy,
-    /// Client-side token buckets.
+    /// Client-side token buckets: this node's share of the account's.
     pub rate_limits: RateLimits,
     /// Minimum age of a leaked ENI (5 minutes by default).
     pub leaked_eni_min_age: Duration,
 }
 
 impl Ec2Config {
-    /// Defaults for a cluster: 10 s per attempt, 8 attempts, AWS's buckets, 5 minute leak age.
+    /// Defaults for a cluster: 10 s per attempt, 8 attempts, a 1/20 share of AWS's buckets,
+    /// 5 minute leak age.
     pub fn new(cluster_name: impl Into<String>) -> Self {
         Ec2Config {
             cluster_name: cluster_name.into(),
@@ -71,7 +76,7 @@ impl Ec2Config {
             identity: None,
             call_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
-            rate_limits: RateLimits::aws(),
+            rate_limits: RateLimits::aws().share(DEFAULT_RATE_SHARE_NODES),
             leaked_eni_min_age: leak::DEFAULT_MIN_AGE,
         }
     }
@@ -280,6 +285,8 @@ impl Ec2Cloud {
             .list_node_enis(&node)
             .await?
             .iter()
+            // Device indexes are per network card; Weft attaches to card 0.
+            .filter(|e| e.network_card() == Some(0))
             .filter_map(Eni::device_index)
             .collect();
         let device_index = (1..limits.max_enis)
@@ -427,7 +434,9 @@ impl Ec2Cloud {
 
     /// Assigns `count` secondary IPs or prefixes; returns what was added. EC2 answers with the
     /// new addresses (an emulator may answer with all of them), so the answer is compared with
-    /// the ENI as it was before; after an ambiguous failure the ENI itself is compared.
+    /// the ENI as it was before. After an ambiguous failure the ENI itself is compared once;
+    /// when it did not grow (or the read is stale) the ambiguous error is returned and the
+    /// call is never sent again.
     async fn assign(
         &self,
         eni_id: &str,
@@ -448,7 +457,7 @@ impl Ec2Cloud {
         };
         let (ips, nets) = self
             .caller
-            .call_recovering(
+            .call_unrepeated(
                 api,
                 || {
                     let assign = assign.clone();
@@ -519,7 +528,7 @@ impl Ec2Cloud {
                 .set_ipv4_prefixes(Some(prefixes.iter().map(ToString::to_string).collect()));
         }
         self.caller
-            .call_recovering(
+            .call_unrepeated(
                 api,
                 || {
                     let request = unassign.clone();
@@ -690,11 +699,24 @@ impl Cloud for Ec2Cloud {
         Box::pin(self.describe_enis(vec![filter(&format!("tag:{key}"), value)]))
     }
 
+    fn eni_ready<'a>(&'a self, eni: &'a Eni) -> CloudFuture<'a, bool> {
+        Box::pin(async move {
+            // A configured identity means a machine without IMDS.
+            if self.config.identity.is_some() {
+                return Ok(true);
+            }
+            let client = aws_config::imds::Client::builder().build();
+            Ok(identity::eni_listed(&client, eni.mac, eni.primary_ip).await)
+        })
+    }
+
     fn list_leaked_enis(&self) -> CloudFuture<'_, Vec<Eni>> {
         Box::pin(async move {
             let cluster = &self.config.cluster_name;
+            let vpc = self.node().await?.vpc_id.clone();
             let enis = self
                 .describe_enis(vec![
+                    filter("vpc-id", vpc),
                     filter("status", "available"),
                     filter(&format!("tag:{TAG_CLUSTER}"), cluster),
                 ])

@@ -61,6 +61,7 @@ mod tests {
             description: String::new(),
             status,
             attachment: None,
+            interface_type: Default::default(),
         }
     }
 

@@ -19,7 +19,7 @@ mod types;
 pub use api::{Api, ApiClass};
 pub use ec2::{Ec2Cloud, Ec2Config};
 pub use error::{CloudError, LimitKind};
-pub use ratelimit::{BucketSpec, Clock, ManualClock, RateLimits, SystemClock};
+pub use ratelimit::{BucketSpec, Clock, ManualClock, RateLimiter, RateLimits, SystemClock};
 pub use retry::RetryPolicy;
 pub use sim::SimCloud;
 pub use types::*;
@@ -76,6 +76,14 @@ pub trait Cloud: Send + Sync {
     /// Every ENI of the VPC, attached or not, whose tag `key` has `value` (how a restart finds
     /// an ENI whose create answer was lost, by the operation id the agent tagged it with).
     fn find_enis_by_tag<'a>(&'a self, key: &'a str, value: &'a str) -> CloudFuture<'a, Vec<Eni>>;
+
+    /// Whether the instance's own view already shows `eni` (on EC2 the metadata service lists
+    /// its MAC with its primary address, which lags the attachment by up to seconds). The
+    /// device itself is checked on the node by the pool's hooks. True where there is no such
+    /// view.
+    fn eni_ready<'a>(&'a self, _eni: &'a Eni) -> CloudFuture<'a, bool> {
+        Box::pin(async { Ok(true) })
+    }
 
     /// ENIs of this cluster that are detached and older than the configured minimum age
     /// (see [`leak::is_leaked`]).

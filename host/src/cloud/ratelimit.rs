@@ -122,8 +122,13 @@ impl Default for RateLimits {
 }
 
 impl RateLimits {
-    /// AWS's published per-account EC2 buckets: filtered `Describe*` 100 / 20 per s,
-    /// ENI create/delete/modify 100 / 5, address assignment 100 / 5, other mutating 200 / 5.
+    /// AWS's per-account, per-region EC2 request buckets (capacity / refill
+    /// per second), from "Request throttling for the Amazon EC2 API"
+    /// (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html):
+    /// filtered non-mutating `Describe*` 100 / 20; `Create`/`DeleteNetworkInterface` and
+    /// `ModifyNetworkInterfaceAttribute` 100 / 5; `Assign`/`UnassignPrivateIpAddresses`
+    /// 100 / 5; every other mutating action (`Attach`/`DetachNetworkInterface`) the default
+    /// mutating bucket, 50 / 5.
     pub fn aws() -> Self {
         let spec = |capacity, refill_per_sec| BucketSpec {
             capacity,
@@ -133,7 +138,25 @@ impl RateLimits {
             describe: spec(100, 20.0),
             eni_lifecycle: spec(100, 5.0),
             address_assignment: spec(100, 5.0),
-            mutating: spec(200, 5.0),
+            mutating: spec(50, 5.0),
+        }
+    }
+
+    /// One node's share of these (account-wide) buckets when `nodes` nodes
+    /// may call EC2 at the same time: capacity and refill divided by
+    /// `nodes` (at least one token), so that the fleet together stays
+    /// within the account's buckets instead of throttling itself.
+    pub fn share(self, nodes: u32) -> Self {
+        let nodes = nodes.max(1);
+        let part = |spec: BucketSpec| BucketSpec {
+            capacity: (spec.capacity / nodes).max(1),
+            refill_per_sec: spec.refill_per_sec / f64::from(nodes),
+        };
+        RateLimits {
+            describe: part(self.describe),
+            eni_lifecycle: part(self.eni_lifecycle),
+            address_assignment: part(self.address_assignment),
+            mutating: part(self.mutating),
         }
     }
 
@@ -261,6 +284,23 @@ mod tests {
         assert_eq!(limits.spec(ApiClass::Describe), spec(100, 20.0));
         assert_eq!(limits.spec(ApiClass::AddressAssignment), spec(100, 5.0));
         assert_eq!(limits.spec(ApiClass::EniLifecycle), spec(100, 5.0));
+        assert_eq!(limits.spec(ApiClass::Mutating), spec(50, 5.0));
+    }
+
+    #[test]
+    fn a_nodes_share_keeps_a_fleet_within_the_account_bucket() {
+        let share = RateLimits::aws().share(20);
+        assert_eq!(share.spec(ApiClass::EniLifecycle), spec(5, 0.25));
+        assert_eq!(share.spec(ApiClass::Describe), spec(5, 1.0));
+        // Never below one token, so a node can always make progress.
+        assert_eq!(
+            RateLimits::aws()
+                .share(1000)
+                .spec(ApiClass::Mutating)
+                .capacity,
+            1
+        );
+        assert_eq!(RateLimits::aws().share(0), RateLimits::aws());
     }
 
     #[test]

@@ -36,6 +36,7 @@ mod state;
 
 pub use faults::Fault;
 pub use links::{EniLinks, NetnsEniLinks};
+pub use state::ForeignEni;
 
 use super::api::{Api, ApiClass};
 use super::ratelimit::{Clock, RateLimiter, RateLimits, SystemClock};
@@ -64,6 +65,13 @@ pub struct SubnetSpec {
     pub tags: BTreeMap<String, String>,
 }
 
+/// The simulator's throttle: its own buckets, or an account's shared with other simulators.
+#[derive(Clone)]
+enum Throttle {
+    Own(RateLimits),
+    Account(Arc<RateLimiter>),
+}
+
 /// Builds a [`SimCloud`]. The first subnet is the node's own (its primary ENI lives there).
 #[derive(Clone)]
 pub struct SimBuilder {
@@ -74,7 +82,9 @@ pub struct SimBuilder {
     subnets: Vec<SubnetSpec>,
     security_groups: Vec<String>,
     latency: BTreeMap<Api, Duration>,
-    throttle: Option<RateLimits>,
+    throttle: Option<Throttle>,
+    client_limits: Option<RateLimits>,
+    stale_reads: Option<Duration>,
     clock: Arc<dyn Clock>,
     start_time: Option<SystemTime>,
     links: Option<Arc<dyn EniLinks>>,
@@ -93,6 +103,8 @@ impl Default for SimBuilder {
             security_groups: vec!["sg-0000000000000000a".into()],
             latency: BTreeMap::new(),
             throttle: None,
+            client_limits: None,
+            stale_reads: None,
             clock: Arc::new(SystemClock),
             start_time: None,
             links: None,
@@ -158,7 +170,29 @@ impl SimBuilder {
     /// Throttles calls with EC2-like token buckets: a call finding its bucket empty fails with
     /// [`CloudError::Throttled`].
     pub fn throttle(mut self, limits: RateLimits) -> Self {
-        self.throttle = Some(limits);
+        self.throttle = Some(Throttle::Own(limits));
+        self
+    }
+
+    /// Throttles calls with buckets shared with other simulators: EC2 meters a whole account
+    /// (per region), so the nodes of a fleet draw on the same buckets.
+    pub fn account_throttle(mut self, account: Arc<RateLimiter>) -> Self {
+        self.throttle = Some(Throttle::Account(account));
+        self
+    }
+
+    /// Client-side buckets: every call waits for a token first, as [`Ec2Cloud`]'s calls do.
+    ///
+    /// [`Ec2Cloud`]: crate::cloud::Ec2Cloud
+    pub fn client_limits(mut self, limits: RateLimits) -> Self {
+        self.client_limits = Some(limits);
+        self
+    }
+
+    /// EC2's reads lag its writes: for `window` after a changing call, the node's ENI list
+    /// answers what it was before that call (never older than `window`).
+    pub fn stale_reads(mut self, window: Duration) -> Self {
+        self.stale_reads = Some(window);
         self
     }
 
@@ -274,11 +308,21 @@ impl SimBuilder {
             }
             None => None,
         };
-        let limiter = self
-            .throttle
+        let client = self
+            .client_limits
             .map(|limits| RateLimiter::new(&limits, self.clock.clone()));
+        let limiter = self.throttle.map(|throttle| match throttle {
+            Throttle::Own(limits) => Arc::new(RateLimiter::new(&limits, self.clock.clone())),
+            Throttle::Account(shared) => shared,
+        });
         Ok(SimCloud {
             state: Mutex::new(state),
+            client,
+            stale: self.stale_reads.map(|window| Stale {
+                window,
+                view: Mutex::new(None),
+            }),
+            calls: Mutex::new(BTreeMap::new()),
             start: (
                 self.clock.now(),
                 self.start_time.unwrap_or_else(SystemTime::now),
@@ -292,14 +336,33 @@ impl SimBuilder {
     }
 }
 
+/// What the node's ENI list answered before the changing calls of the last window.
+struct Stale {
+    window: Duration,
+    /// The old answer, when it was taken, and until when it is given.
+    view: Mutex<Option<(Vec<Eni>, Instant, Instant)>>,
+}
+
+/// Counts of the simulator's calls, by API.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CallCount {
+    /// Calls made (throttled and failed ones included).
+    pub calls: u32,
+    /// Calls refused by the (account) throttle.
+    pub throttled: u32,
+}
+
 /// The embedded VPC simulator. See the [module docs](self).
 pub struct SimCloud {
     state: Mutex<SimState>,
+    client: Option<RateLimiter>,
+    stale: Option<Stale>,
+    calls: Mutex<BTreeMap<Api, CallCount>>,
     clock: Arc<dyn Clock>,
     /// The clock's instant and the wall-clock time at build.
     start: (Instant, SystemTime),
     latency: BTreeMap<Api, Duration>,
-    limiter: Option<RateLimiter>,
+    limiter: Option<Arc<RateLimiter>>,
     links: Option<Arc<dyn EniLinks>>,
     /// The state file and its save count, when the VPC is kept.
     persist: Option<(PathBuf, AtomicU64)>,
@@ -327,26 +390,96 @@ impl SimCloud {
         api: Api,
         op: impl FnOnce(&mut SimState) -> Result<T, CloudError>,
     ) -> Result<T, CloudError> {
+        if let Some(client) = &self.client {
+            client.acquire(api.class()).await;
+        }
         if let Some(latency) = self.latency.get(&api) {
             tokio::time::sleep(*latency).await;
         }
-        if let Some(limiter) = &self.limiter
-            && limiter.try_acquire(api.class()).is_err()
-        {
+        let throttled = self
+            .limiter
+            .as_ref()
+            .is_some_and(|limiter| limiter.try_acquire(api.class()).is_err());
+        self.count(api, throttled);
+        if throttled {
             return Err(CloudError::Throttled {
                 api: api.name().to_owned(),
             });
         }
         let mut state = self.lock();
         let SimState { faults, rng, .. } = &mut *state;
-        if let Some(fault) = faults.next(api, rng) {
+        let fault = faults.next(api, rng);
+        if let Some(fault) = fault.filter(|f| *f != Fault::LostAnswer) {
             return Err(fault.error(api));
         }
+        let changing = api.class() != ApiClass::Describe;
+        if changing {
+            self.remember_view(&state);
+        }
         let result = op(&mut state)?;
-        if api.class() != ApiClass::Describe {
+        if changing {
             self.save(&state)?;
         }
-        Ok(result)
+        match fault {
+            Some(lost) => Err(lost.error(api)),
+            None => Ok(result),
+        }
+    }
+
+    fn count(&self, api: Api, throttled: bool) {
+        let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = calls.entry(api).or_default();
+        count.calls += 1;
+        count.throttled += u32::from(throttled);
+    }
+
+    /// Before a changing call: keeps the node's ENI list as it is, for stale reads.
+    fn remember_view(&self, state: &SimState) {
+        let Some(stale) = &self.stale else {
+            return;
+        };
+        let now = self.clock.now();
+        let mut view = stale.view.lock().unwrap_or_else(PoisonError::into_inner);
+        match view.as_mut() {
+            // Within the window of an older answer: give that one a little longer, but never
+            // past `window` after it was taken.
+            Some((_, taken, until)) if *until > now => {
+                *until = (now + stale.window).min(*taken + stale.window)
+            }
+            _ => *view = Some((state.node_enis(), now, now + stale.window)),
+        }
+    }
+
+    /// The node's ENIs as a read answers them now: stale within a window after a change.
+    fn node_enis_read(&self, state: &SimState) -> Vec<Eni> {
+        let now = self.clock.now();
+        self.stale
+            .as_ref()
+            .and_then(|stale| {
+                let view = stale.view.lock().unwrap_or_else(PoisonError::into_inner);
+                view.as_ref()
+                    .filter(|(_, _, until)| *until > now)
+                    .map(|(enis, _, _)| enis.clone())
+            })
+            .unwrap_or_else(|| state.node_enis())
+    }
+
+    /// Test hook: how often `api` was called, and how often the throttle refused it.
+    pub fn calls(&self, api: Api) -> CallCount {
+        self.calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&api)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Test hook: attaches an ENI someone other than Weft made to the node; returns it.
+    pub fn attach_foreign(&self, kind: ForeignEni) -> Result<Eni, CloudError> {
+        let mut state = self.lock();
+        let eni = state.attach_foreign(kind)?;
+        self.save(&state)?;
+        Ok(eni)
     }
 
     /// Saves the VPC when it has a state file.
@@ -435,7 +568,9 @@ impl Cloud for SimCloud {
     }
 
     fn list_enis(&self) -> CloudFuture<'_, Vec<Eni>> {
-        Box::pin(self.call(Api::DescribeNetworkInterfaces, |s| Ok(s.node_enis())))
+        Box::pin(self.call(Api::DescribeNetworkInterfaces, |s| {
+            Ok(self.node_enis_read(s))
+        }))
     }
 
     fn list_subnets(&self) -> CloudFuture<'_, Vec<Subnet>> {

@@ -125,6 +125,36 @@ pub struct Attachment {
     pub delete_on_termination: bool,
 }
 
+/// The kind of a network interface, as EC2's `InterfaceType` names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum InterfaceType {
+    /// An ordinary ENI (`interface`).
+    #[default]
+    Interface,
+    /// An Elastic Fabric Adapter with IP (`efa`).
+    Efa,
+    /// An EFA without IP (`efa-only`).
+    EfaOnly,
+    /// A trunk ENI of security groups for pods (`trunk`).
+    Trunk,
+    /// Anything else EC2 reports (`branch`, `interface` types of other
+    /// services...).
+    Other(String),
+}
+
+impl InterfaceType {
+    /// Parses EC2's `InterfaceType`.
+    pub fn parse(value: &str) -> Self {
+        match value {
+            "interface" | "" => InterfaceType::Interface,
+            "efa" => InterfaceType::Efa,
+            "efa-only" => InterfaceType::EfaOnly,
+            "trunk" => InterfaceType::Trunk,
+            other => InterfaceType::Other(other.to_owned()),
+        }
+    }
+}
+
 /// A network interface.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Eni {
@@ -134,7 +164,9 @@ pub struct Eni {
     pub subnet_id: String,
     /// MAC address (how the node finds the ENI's link).
     pub mac: MacAddr,
-    /// The ENI's own primary address (never given to pods).
+    /// The ENI's own primary address (never given to pods);
+    /// `0.0.0.0` for an ENI without private IPv4 (IPv6-only, EFA-only),
+    /// which Weft never manages.
     pub primary_ip: Ipv4Addr,
     /// Secondary IPv4 addresses.
     pub secondary_ips: Vec<Ipv4Addr>,
@@ -150,9 +182,22 @@ pub struct Eni {
     pub status: EniStatus,
     /// Attachment, when attached.
     pub attachment: Option<Attachment>,
+    /// Its kind.
+    #[serde(default)]
+    pub interface_type: InterfaceType,
 }
 
 impl Eni {
+    /// Whether the ENI has a private IPv4 address at all.
+    pub fn has_ipv4(&self) -> bool {
+        !self.primary_ip.is_unspecified()
+    }
+
+    /// Network card of the attachment, when attached.
+    pub fn network_card(&self) -> Option<u32> {
+        self.attachment.as_ref().map(|a| a.network_card_index)
+    }
+
     /// Device index when attached.
     pub fn device_index(&self) -> Option<u32> {
         self.attachment.as_ref().map(|a| a.device_index)
@@ -177,6 +222,23 @@ pub struct Subnet {
     pub free_ips: u32,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+}
+
+impl Subnet {
+    /// The subnet as the subnet-selection policy sees it.
+    pub fn as_candidate(&self) -> weft_policy_sdk::subnet::Candidate {
+        weft_policy_sdk::subnet::Candidate {
+            id: self.id.clone(),
+            availability_zone: self.availability_zone.clone(),
+            cidr: self.cidr.to_string(),
+            free_ips: u64::from(self.free_ips),
+            tags: self
+                .tags
+                .iter()
+                .map(|(k, v)| weft_policy_sdk::Tag::new(k, v))
+                .collect(),
+        }
+    }
 }
 
 /// How a new ENI is populated, or what to add to an ENI: secondary IPs or /28 prefixes.

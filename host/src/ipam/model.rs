@@ -25,6 +25,14 @@ pub struct IpamConfig {
     /// Whether pods get addresses on the primary ENI. `false` for custom
     /// networking, where pods live only on secondary ENIs.
     pub primary_eni_serves_pods: bool,
+    /// EC2 reads lag its writes by seconds: an address or ENI the cloud no
+    /// longer reports leaves the pool only once it has been missing from
+    /// this many reads in a row ...
+    pub confirm_reads: u32,
+    /// ... spanning at least this long, and Weft did not change its ENI
+    /// during that time. An address Weft gave back (or an ENI it deleted)
+    /// is not taken back from a read for as long.
+    pub stale_read_grace: Duration,
 }
 
 impl IpamConfig {
@@ -36,6 +44,8 @@ impl IpamConfig {
             min_eni_age: Duration::from_secs(60),
             default_group,
             primary_eni_serves_pods: true,
+            confirm_reads: 3,
+            stale_read_grace: Duration::from_secs(10),
         }
     }
 }
@@ -230,6 +240,19 @@ pub enum Correction {
         /// How many pod addresses.
         count: u32,
     },
+    /// An address that left the pool while a pod held it: it is not handed
+    /// out again until the node has no route to it any more.
+    Quarantined {
+        /// The address.
+        ip: Ipv4Addr,
+        /// The pod interface that held it.
+        key: AssignmentKey,
+    },
+    /// A quarantined address whose pod is gone from the node.
+    QuarantineLifted {
+        /// The address.
+        ip: Ipv4Addr,
+    },
     /// An address or prefix of the inventory was not taken into the pool.
     Ignored {
         /// The ENI reporting it.
@@ -265,6 +288,16 @@ impl fmt::Display for Correction {
             }
             Correction::AddressesRemoved { eni_id, count } => {
                 write!(f, "ENI {eni_id} lost {count} pod addresses the pool knew")
+            }
+            Correction::Quarantined { ip, key } => write!(
+                f,
+                "quarantined {ip}: EC2 no longer has it but {key} held it; not handed out while the node routes it"
+            ),
+            Correction::QuarantineLifted { ip } => {
+                write!(
+                    f,
+                    "lifted the quarantine of {ip}: the node no longer routes it"
+                )
             }
             Correction::Ignored { eni_id, what, why } => {
                 write!(f, "ignored {what} of ENI {eni_id}: {why}")

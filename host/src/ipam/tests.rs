@@ -675,17 +675,19 @@ fn rebuild_lays_the_checkpoint_over_the_inventory() {
         now,
     );
     let text: Vec<String> = corrections.iter().map(ToString::to_string).collect();
-    assert_eq!(text.len(), 4, "{text:#?}");
+    assert_eq!(text.len(), 5, "{text:#?}");
     assert!(text[0].contains("took ENI eni-0 with 4"), "{text:#?}");
     assert!(
         text[1].contains("10.0.0.99") && text[1].contains("on no ENI"),
         "{text:#?}"
     );
+    // Its pod may still run: the address is not handed out meanwhile.
+    assert!(text[2].contains("quarantined 10.0.0.99"), "{text:#?}");
     assert!(
-        text[2].contains("already assigned to weft/a/eth0"),
+        text[3].contains("already assigned to weft/a/eth0"),
         "{text:#?}"
     );
-    assert!(text[3].contains("key already holds 10.0.0.1"), "{text:#?}");
+    assert!(text[4].contains("key already holds 10.0.0.1"), "{text:#?}");
     assert_eq!(ds.assignment(&key("a")).unwrap().ip, ip(1));
     assert_eq!(ds.assignment(&key("b")).unwrap().ip, ip(2));
     // .3 has 10 s of cooldown left, .4 none.
@@ -709,4 +711,110 @@ fn rebuild_lays_the_checkpoint_over_the_inventory() {
         .ip,
         ip(3)
     );
+}
+
+/// A store with grace 10 s and 3 confirming reads, one ENI with .1 and .2,
+/// pod "a" on .1.
+fn observed(now: Now) -> Datastore {
+    let mut ds = store();
+    ds.add_eni(eni("eni-0", 0, default_sg(), &[1, 2], now))
+        .unwrap();
+    assign(&mut ds, "a", &default_sg(), now).unwrap();
+    ds
+}
+
+#[test]
+fn one_stale_read_drops_nothing_and_hands_nothing_doubtful_out() {
+    let now = t0();
+    let mut ds = observed(now);
+    // A read without .1 and .2 (stale, or EC2 really took them).
+    let read = vec![eni("eni-0", 0, default_sg(), &[], now)];
+    assert!(ds.observe_inventory(&read, now.mono).is_empty());
+    assert_eq!(ds.assignment(&key("a")).unwrap().ip, ip(1));
+    // .2 is doubtful: not handed out until a read shows it again.
+    assert!(assign(&mut ds, "b", &default_sg(), now).is_err());
+    let back = vec![eni("eni-0", 0, default_sg(), &[1, 2], now)];
+    assert!(ds.observe_inventory(&back, now.mono).is_empty());
+    assert_eq!(assign(&mut ds, "b", &default_sg(), now).unwrap().ip, ip(2));
+}
+
+#[test]
+fn an_address_leaves_after_enough_reads_over_the_grace_period_and_a_pods_is_quarantined() {
+    let now = t0();
+    let mut ds = observed(now);
+    let read = vec![eni("eni-0", 0, default_sg(), &[2], now)];
+    // Three reads within a second: not yet (the grace period is 10 s).
+    for ms in [0, 500, 1000] {
+        let at = now.mono + Duration::from_millis(ms);
+        assert!(ds.observe_inventory(&read, at).is_empty());
+    }
+    let later = now.mono + Duration::from_secs(11);
+    let corrections = ds.observe_inventory(&read, later);
+    let text: Vec<String> = corrections.iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("dropped assignment of 10.0.0.1")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter().any(|t| t.contains("quarantined 10.0.0.1")),
+        "{text:#?}"
+    );
+    assert_eq!(ds.quarantined(), vec![ip(1)]);
+    // It comes back in a read: still not handed out while quarantined.
+    let back = vec![eni("eni-0", 0, default_sg(), &[1, 2], now)];
+    ds.observe_inventory(&back, later);
+    assert!(ds.address(ip(1), later).is_none());
+    // The node no longer routes it: the next read brings it back as free.
+    assert_eq!(ds.lift_quarantine(&[ip(1)]).len(), 1);
+    ds.observe_inventory(&back, later);
+    assert_eq!(ds.address(ip(1), later).unwrap().state, AddressState::Free);
+}
+
+#[test]
+fn reads_do_not_count_while_weft_just_changed_the_eni() {
+    let now = t0();
+    let mut ds = observed(now);
+    ds.add_ips("eni-0", &[ip(3)]).unwrap();
+    ds.touch("eni-0", now.mono);
+    // Reads lag the assign: .3 is missing for longer than the grace period
+    // counted from the first miss, but Weft changed the ENI within it.
+    let stale = vec![eni("eni-0", 0, default_sg(), &[1, 2], now)];
+    for s in [0, 4, 8] {
+        assert!(
+            ds.observe_inventory(&stale, now.mono + Duration::from_secs(s))
+                .is_empty()
+        );
+    }
+    assert!(ds.address(ip(3), now.mono).is_some());
+}
+
+#[test]
+fn a_released_address_is_not_taken_back_from_a_stale_read() {
+    let now = t0();
+    let mut ds = observed(now);
+    ds.begin_release_ips("eni-0", 1, now.mono).unwrap();
+    ds.remove_ips("eni-0", &[ip(2)], now.mono).unwrap();
+    // The read still shows .2 (from before the unassign).
+    let stale = vec![eni("eni-0", 0, default_sg(), &[1, 2], now)];
+    ds.observe_inventory(&stale, now.mono + Duration::from_secs(1));
+    assert!(ds.address(ip(2), now.mono).is_none(), "came back as free");
+    // Long after the grace period a read that still shows it is believed.
+    ds.observe_inventory(&stale, now.mono + Duration::from_secs(11));
+    assert!(ds.address(ip(2), now.mono).is_some());
+}
+
+#[test]
+fn an_eni_missing_from_reads_leaves_only_when_confirmed() {
+    let now = t0();
+    let mut ds = observed(now);
+    ds.add_eni(eni("eni-1", 1, default_sg(), &[10], now))
+        .unwrap();
+    let without = vec![eni("eni-0", 0, default_sg(), &[1, 2], now)];
+    ds.observe_inventory(&without, now.mono);
+    assert!(ds.eni("eni-1").is_some());
+    ds.observe_inventory(&without, now.mono + Duration::from_secs(5));
+    assert!(ds.eni("eni-1").is_some());
+    let corrections = ds.observe_inventory(&without, now.mono + Duration::from_secs(10));
+    assert!(ds.eni("eni-1").is_none(), "{corrections:?}");
 }

@@ -76,7 +76,7 @@ impl Plumbing {
     /// failing netlink requests are errors.
     pub async fn check_pod(&self, pod: &PodNetwork) -> Result<Vec<String>, PlumbingError> {
         pod.validate()?;
-        let host_veth = self.host_veth_name(&pod.pod_namespace, &pod.pod_name);
+        let host_veth = self.host_veth_name(&pod.pod_namespace, &pod.pod_name, &pod.ifname);
         let host = async {
             let link = links::by_name(&self.host, &host_veth).await?;
             let rules = rules::dump(&self.host).await?;
@@ -107,7 +107,7 @@ impl Plumbing {
 /// Reads the pod side; the outer error is a netlink failure, the inner one
 /// a namespace that cannot be entered (a difference, not an error).
 async fn observe_pod(pod: &PodNetwork) -> Result<Result<PodSide, String>, PlumbingError> {
-    let ns = match Netns::open(Some(&pod.netns)) {
+    let ns = match Netns::open_untrusted(&pod.netns).await {
         Ok(ns) => ns,
         Err(err) => return Ok(Err(err.to_string())),
     };
@@ -355,6 +355,7 @@ mod tests {
             mtu: Some(9001),
             up: true,
             veth: true,
+            alias: None,
         }
     }
 
@@ -406,12 +407,14 @@ mod tests {
                     src: None,
                     dst: Some((ip, 32)),
                     table: MAIN_TABLE,
+                    protocol: rules::WEFT_RULE_PROTOCOL,
                 },
                 RuleView {
                     priority: FROM_POD_PRIORITY,
                     src: Some((ip, 32)),
                     dst: None,
                     table: 2,
+                    protocol: rules::WEFT_RULE_PROTOCOL,
                 },
             ],
         }

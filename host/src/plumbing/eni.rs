@@ -187,6 +187,22 @@ impl Plumbing {
         Ok(())
     }
 
+    /// Which of `ips` the node routes to a pod: a `/32` route in the main
+    /// table (what pod plumbing adds on the host side of each veth).
+    pub async fn routed(&self, ips: &[Ipv4Addr]) -> Result<Vec<Ipv4Addr>, PlumbingError> {
+        let all = routes::dump(&self.host)
+            .await
+            .map_err(|e| PlumbingError::netlink("list routes to find pod addresses", e))?;
+        Ok(ips
+            .iter()
+            .filter(|ip| {
+                all.iter()
+                    .any(|r| r.table == MAIN_TABLE && r.prefix == 32 && r.dst == **ip)
+            })
+            .copied()
+            .collect())
+    }
+
     /// The node interface with MAC `mac`, if any.
     async fn eni_link(&self, mac: MacAddr) -> Result<Option<LinkView>, PlumbingError> {
         let all = links::dump(&self.host)

@@ -1,6 +1,12 @@
 //! Leftovers: host veths of pods that no longer exist, and pod rules whose
 //! IP no longer routes to a live veth. Finding them is pure; removing them
 //! uses the same primitives as teardown.
+//!
+//! Only what carries Weft's marks is ever a leftover: a veth with a `weft:`
+//! alias ([`names::is_weft_alias`]) and a rule with protocol
+//! [`WEFT_RULE_PROTOCOL`]. The Amazon VPC CNI uses the same veth names and
+//! rule priorities; a node migrated from it (or running it beside Weft)
+//! keeps its pods wired.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -8,9 +14,11 @@ use std::net::Ipv4Addr;
 use super::Plumbing;
 use super::error::PlumbingError;
 use super::links::{self, LinkRef, LinkView};
-use super::names::VETH_HASH_LEN;
+use super::names::{self, VETH_HASH_LEN};
 use super::routes::{self, MAIN_TABLE, RouteView};
-use super::rules::{self, FROM_POD_PRIORITY, RuleView, Selector, TO_POD_PRIORITY};
+use super::rules::{
+    self, FROM_POD_PRIORITY, RuleView, Selector, TO_POD_PRIORITY, WEFT_RULE_PROTOCOL,
+};
 
 /// A pod rule without a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,10 +48,10 @@ impl Leftovers {
 }
 
 impl Plumbing {
-    /// Finds leftovers on the node: veths named with our prefix that are not
+    /// Finds leftovers on the node: Weft's veths that are not
     /// in `valid_host_veths` (the host veth names of the pods that exist,
     /// see [`Plumbing::host_veth_name`]), and pod rules whose IP has no `/32`
-    /// route to a valid veth.
+    /// route to a valid veth. See the module docs for what is Weft's.
     ///
     /// The caller must not run pod setups concurrently (their veths are not
     /// in `valid_host_veths` yet).
@@ -152,7 +160,11 @@ pub(crate) fn find(
 ) -> (Vec<LinkView>, Vec<LeftoverRule>) {
     let (live, dead): (Vec<&LinkView>, Vec<&LinkView>) = links
         .iter()
-        .filter(|link| link.veth && is_our_veth_name(prefix, &link.name))
+        .filter(|link| {
+            link.veth
+                && is_our_veth_name(prefix, &link.name)
+                && names::is_weft_alias(link.alias.as_deref())
+        })
         .partition(|link| valid.contains(&link.name));
     let live_indexes: HashSet<u32> = live.iter().map(|link| link.index).collect();
     let live_ips: HashSet<Ipv4Addr> = routes
@@ -166,6 +178,7 @@ pub(crate) fn find(
         .collect();
     let leftover_rules = rules
         .iter()
+        .filter(|rule| rule.protocol == WEFT_RULE_PROTOCOL)
         .filter_map(|rule| {
             let ip = rule
                 .host_address(TO_POD_PRIORITY, false)
@@ -199,6 +212,7 @@ mod tests {
             mtu: None,
             up: true,
             veth: true,
+            alias: Some(names::link_alias("default", name, "eth0")),
         }
     }
 
@@ -221,6 +235,7 @@ mod tests {
                 src: side,
                 dst: None,
                 table,
+                protocol: WEFT_RULE_PROTOCOL,
             }
         } else {
             RuleView {
@@ -228,6 +243,7 @@ mod tests {
                 src: None,
                 dst: side,
                 table,
+                protocol: WEFT_RULE_PROTOCOL,
             }
         }
     }
@@ -278,6 +294,39 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn unmarked_veths_and_rules_are_not_ours() {
+        let ip = Ipv4Addr::new(10, 0, 1, 9);
+        // What the Amazon VPC CNI creates: same name shape, same priorities.
+        let vpc_cni_veth = LinkView {
+            alias: None,
+            ..veth(20, "eni0123456789f")
+        };
+        let aliased_by_others = LinkView {
+            alias: Some("aws-node".into()),
+            ..veth(21, "eni0123456789e")
+        };
+        let vpc_cni_rules = [
+            RuleView {
+                protocol: 0,
+                ..rule(TO_POD_PRIORITY, ip, false, MAIN_TABLE)
+            },
+            RuleView {
+                protocol: 3,
+                ..rule(FROM_POD_PRIORITY, ip, true, 2)
+            },
+        ];
+        let (veths, rules) = find(
+            "eni",
+            &HashSet::new(),
+            &[vpc_cni_veth, aliased_by_others],
+            &[],
+            &vpc_cni_rules,
+        );
+        assert!(veths.is_empty(), "{veths:?}");
+        assert!(rules.is_empty(), "{rules:?}");
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub(crate) struct LinkView {
     pub up: bool,
     /// Link kind is `veth`.
     pub veth: bool,
+    /// Its alias (`IFLA_IFALIAS`), which marks Weft's host veths.
+    pub alias: Option<String>,
 }
 
 impl LinkView {
@@ -52,12 +54,14 @@ impl LinkView {
             mtu: None,
             up: msg.header.flags.contains(LinkFlags::Up),
             veth: false,
+            alias: None,
         };
         for attr in &msg.attributes {
             match attr {
                 LinkAttribute::IfName(name) => view.name.clone_from(name),
                 LinkAttribute::Address(mac) => view.mac = MacAddr::from_slice(mac),
                 LinkAttribute::Mtu(mtu) => view.mtu = Some(*mtu),
+                LinkAttribute::IfAlias(alias) => view.alias = Some(alias.clone()),
                 LinkAttribute::LinkInfo(infos) => {
                     view.veth = infos
                         .iter()
@@ -101,7 +105,7 @@ pub(crate) struct VethEnd<'a> {
 /// Creates a veth pair with `mtu` in one request on `handle`: `local` in the
 /// handle's namespace, up, and `peer` directly in `peer_ns`, down. (The
 /// kernel opens the peer before it links the pair, so asking for the peer up
-/// here fails with `ENOTCONN`; bring it up with [`set_up`].)
+/// here fails with `ENOTCONN`; bring it up with [`set_alias_up`].)
 pub(crate) async fn create_veth(
     handle: &Handle,
     local: &VethEnd<'_>,
@@ -130,11 +134,16 @@ pub(crate) async fn create_veth(
     .await
 }
 
-/// Brings link `index` up.
-pub(crate) async fn set_up(handle: &Handle, index: u32) -> Result<(), rtnetlink::Error> {
+/// Gives link `index` its alias and brings it up (one request; the kernel
+/// takes no alias when it creates a link).
+pub(crate) async fn set_alias_up(
+    handle: &Handle,
+    index: u32,
+    alias: &str,
+) -> Result<(), rtnetlink::Error> {
     handle
         .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
+        .set(LinkUnspec::new_with_index(index).alias(alias).up().build())
         .execute()
         .await
 }

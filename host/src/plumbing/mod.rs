@@ -6,11 +6,15 @@
 //!   pod's `IP/32`, a link route to `169.254.1.1`, a default route via it and
 //!   a permanent neighbour entry mapping `169.254.1.1` to the host side's MAC.
 //!   The host side is named from a hash of the pod's namespace and name
-//!   ([`names::host_veth_name`]).
+//!   (and interface, for interfaces other than `eth0`;
+//!   [`names::host_veth_name`]) and carries the alias `weft:<ns>/<name>/<if>`.
 //! * On the node: `IP/32 dev <host veth>` in the main table, a rule
 //!   `to IP lookup main` (priority [`rules::TO_POD_PRIORITY`]) and, for an IP
 //!   of a secondary ENI, `from IP lookup <ENI table>`
-//!   ([`rules::FROM_POD_PRIORITY`]).
+//!   ([`rules::FROM_POD_PRIORITY`]). Every rule Weft adds carries protocol
+//!   [`rules::WEFT_RULE_PROTOCOL`].
+//! * GC removes only veths and rules with those marks: other CNIs (the VPC
+//!   CNI on a node being migrated) use the same names and priorities.
 //! * Each secondary ENI gets its own route table (device index + 1) with the
 //!   subnet route and a default route via the subnet gateway
 //!   ([`Plumbing::setup_eni`]).
@@ -85,8 +89,9 @@ impl Plumbing {
         &self.config
     }
 
-    /// The host-side veth name of pod `pod_namespace/pod_name`.
-    pub fn host_veth_name(&self, pod_namespace: &str, pod_name: &str) -> String {
-        names::host_veth_name(&self.config.veth_prefix, pod_namespace, pod_name)
+    /// The host-side veth name of interface `ifname` of pod
+    /// `pod_namespace/pod_name`.
+    pub fn host_veth_name(&self, pod_namespace: &str, pod_name: &str, ifname: &str) -> String {
+        names::host_veth_name(&self.config.veth_prefix, pod_namespace, pod_name, ifname)
     }
 }

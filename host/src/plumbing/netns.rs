@@ -8,11 +8,14 @@
 //! after; a netlink socket opened there stays bound to that namespace
 //! wherever it is used from afterwards.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use nix::sched::CloneFlags;
 use rtnetlink::Handle;
@@ -22,6 +25,11 @@ use super::error::PlumbingError;
 
 /// The namespace the agent process runs in.
 const SELF_NETNS: &str = "/proc/self/ns/net";
+
+/// How long opening a pod's namespace may take. The path comes from the
+/// runtime: a FIFO, a device or a file on a hung mount must not hold up the
+/// ADD (and, behind it, every other one).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// An open network namespace (a file descriptor of its nsfs file).
 #[derive(Debug)]
@@ -33,16 +41,68 @@ pub(crate) struct Netns {
 impl Netns {
     /// Opens the namespace at `path` (for example `/var/run/netns/x` or
     /// `/proc/<pid>/ns/net`), or the process's own namespace for `None`.
+    /// Blocks until the open returns: for paths the agent is configured
+    /// with. Refuses a file that is not a namespace (not on nsfs).
     pub(crate) fn open(path: Option<&Path>) -> Result<Arc<Self>, PlumbingError> {
-        let path = path.unwrap_or(Path::new(SELF_NETNS));
-        let file = File::open(path).map_err(|source| PlumbingError::Netns {
+        Self::open_checked(path.unwrap_or(Path::new(SELF_NETNS))).map(Arc::new)
+    }
+
+    /// Opens a namespace path from untrusted input (`CNI_NETNS`) off the
+    /// async runtime, giving up after [`OPEN_TIMEOUT`] (the thread that is
+    /// stuck in `open` is left to finish on its own). Refuses a file that is
+    /// not a namespace.
+    pub(crate) async fn open_untrusted(path: &Path) -> Result<Arc<Self>, PlumbingError> {
+        let (tx, rx) = oneshot::channel();
+        let owned = path.to_owned();
+        thread::Builder::new()
+            .name("weft-netns-open".into())
+            .spawn(move || {
+                let _ = tx.send(Self::open_checked(&owned));
+            })
+            .map_err(|e| PlumbingError::io("spawn a thread to open a network namespace", e))?;
+        match tokio::time::timeout(OPEN_TIMEOUT, rx).await {
+            Ok(Ok(opened)) => opened.map(Arc::new),
+            Ok(Err(_)) => Err(PlumbingError::io(
+                format!("open network namespace {}", path.display()),
+                io::Error::other("the opening thread panicked"),
+            )),
+            Err(_) => Err(PlumbingError::Netns {
+                path: path.to_owned(),
+                source: io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "opening it took longer than {} ms (a FIFO, a device or a hung mount?)",
+                        OPEN_TIMEOUT.as_millis()
+                    ),
+                ),
+            }),
+        }
+    }
+
+    /// Opens `path` without blocking on FIFOs or devices, and checks that it
+    /// is an nsfs file.
+    fn open_checked(path: &Path) -> Result<Self, PlumbingError> {
+        let netns_error = |source| PlumbingError::Netns {
             path: path.to_owned(),
             source,
-        })?;
-        Ok(Arc::new(Self {
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(netns_error)?;
+        let fs = nix::sys::statfs::fstatfs(&file).map_err(|e| netns_error(e.into()))?;
+        if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
+            return Err(PlumbingError::InvalidInput(format!(
+                "{} is not a network namespace (not a file on nsfs): the runtime must pass a \
+                 namespace such as /var/run/netns/<name> or /proc/<pid>/ns/net as CNI_NETNS",
+                path.display()
+            )));
+        }
+        Ok(Self {
             file,
             path: path.to_owned(),
-        }))
+        })
     }
 
     /// The path the namespace was opened from.

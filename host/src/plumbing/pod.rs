@@ -98,14 +98,14 @@ impl Plumbing {
     pub async fn setup_pod(&self, pod: &PodNetwork) -> Result<PodLinks, PlumbingError> {
         pod.validate()?;
         let links = PodLinks {
-            host_veth: self.host_veth_name(&pod.pod_namespace, &pod.pod_name),
+            host_veth: self.host_veth_name(&pod.pod_namespace, &pod.pod_name, &pod.ifname),
             host_mac: MacAddr::random_local(),
             pod_ifname: pod.ifname.clone(),
             pod_mac: MacAddr::random_local(),
             gateway: POD_GATEWAY,
             mtu: pod.mtu.unwrap_or(self.config.mtu),
         };
-        let pod_ns = Netns::open(Some(&pod.netns))?;
+        let pod_ns = Netns::open_untrusted(&pod.netns).await?;
         let pod_nl = netns::connect(&pod_ns).await?;
         self.create_veth(&pod_nl, &pod_ns, &links).await?;
         if let Err(err) = self.configure(&pod_nl, &pod_ns, pod, &links).await {
@@ -126,7 +126,7 @@ impl Plumbing {
     /// Idempotent. A host veth of the same name that routes a different IP
     /// belongs to a newer sandbox of the same pod and is left alone.
     pub async fn teardown_pod(&self, pod: &PodNetwork) -> Result<LinkRemoval, PlumbingError> {
-        let host_veth = self.host_veth_name(&pod.pod_namespace, &pod.pod_name);
+        let host_veth = self.host_veth_name(&pod.pod_namespace, &pod.pod_name, &pod.ifname);
         let link = links::by_name(&self.host, &host_veth)
             .await
             .map_err(|e| PlumbingError::netlink(format!("look up host veth {host_veth}"), e))?;
@@ -207,10 +207,16 @@ impl Plumbing {
         let veth = host_veth.to_owned();
         let sysctls = netns::run_in(&self.host_ns, move || sysctl::configure_host_veth(&veth));
         let ip = pod.ip;
+        let alias = names::link_alias(&pod.pod_namespace, &pod.pod_name, &pod.ifname);
         let routing = async {
-            links::set_up(&self.host, index)
+            links::set_alias_up(&self.host, index, &alias)
                 .await
-                .map_err(|e| PlumbingError::netlink(format!("bring {host_veth} up"), e))?;
+                .map_err(|e| {
+                    PlumbingError::netlink(
+                        format!("mark {host_veth} as {alias:?} and bring it up"),
+                        e,
+                    )
+                })?;
             routes::replace(&self.host, routes::link_route(ip, 32, index, MAIN_TABLE))
                 .await
                 .map_err(|e| {

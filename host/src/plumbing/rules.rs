@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
+use rtnetlink::packet_route::route::RouteProtocol;
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{Handle, IpVersion};
@@ -20,6 +21,11 @@ pub const ENI_PRIORITY: u32 = 1024;
 /// to a secondary ENI leaves through that ENI.
 pub const FROM_POD_PRIORITY: u32 = 1536;
 
+/// The protocol (`FRA_PROTOCOL`) of every rule Weft adds: GC removes only
+/// rules with it, never another CNI's at the same priorities. 87 is ASCII
+/// `W` and is not among the protocols iproute2 names.
+pub const WEFT_RULE_PROTOCOL: u8 = 87;
+
 /// Upper bound on identical rules removed in one call (duplicates can only
 /// come from other tools; this keeps a misbehaving kernel from looping us).
 const MAX_DUPLICATES: usize = 64;
@@ -33,7 +39,8 @@ pub(crate) enum Selector {
     To(Ipv4Addr),
 }
 
-/// A rule message; `table` 0 and no action make a pattern for deletion.
+/// A rule message; `table` 0 and no action make a pattern for deletion,
+/// which matches a rule whatever its protocol.
 fn message(priority: u32, selector: Selector, table: u32) -> RuleMessage {
     let mut msg = RuleMessage::default();
     msg.header.family = AddressFamily::Inet;
@@ -54,6 +61,10 @@ fn message(priority: u32, selector: Selector, table: u32) -> RuleMessage {
         // Tables above 255 only fit the attribute; the header byte says "see attribute".
         msg.header.table = u8::try_from(table).unwrap_or(0);
         msg.attributes.push(RuleAttribute::Table(table));
+        msg.attributes
+            .push(RuleAttribute::Protocol(RouteProtocol::from(
+                WEFT_RULE_PROTOCOL,
+            )));
     }
     msg
 }
@@ -106,6 +117,8 @@ pub(crate) struct RuleView {
     pub dst: Option<(Ipv4Addr, u8)>,
     /// Table looked up.
     pub table: u32,
+    /// Who added it (`FRA_PROTOCOL`); [`WEFT_RULE_PROTOCOL`] for Weft.
+    pub protocol: u8,
 }
 
 impl RuleView {
@@ -119,6 +132,7 @@ impl RuleView {
             src: None,
             dst: None,
             table: u32::from(msg.header.table),
+            protocol: 0,
         };
         for attr in &msg.attributes {
             match attr {
@@ -128,6 +142,7 @@ impl RuleView {
                     view.dst = Some((*ip, msg.header.dst_len))
                 }
                 RuleAttribute::Table(t) => view.table = *t,
+                RuleAttribute::Protocol(p) => view.protocol = u8::from(*p),
                 _ => {}
             }
         }
@@ -173,7 +188,8 @@ mod tests {
                 priority: FROM_POD_PRIORITY,
                 src: Some((ip, 32)),
                 dst: None,
-                table: 3
+                table: 3,
+                protocol: WEFT_RULE_PROTOCOL,
             }
         );
         assert_eq!(view.host_address(FROM_POD_PRIORITY, true), Some(ip));
@@ -193,13 +209,13 @@ mod tests {
     }
 
     #[test]
-    fn deletion_pattern_has_no_table_or_action() {
+    fn deletion_pattern_has_no_table_action_or_protocol() {
         let msg = message(TO_POD_PRIORITY, Selector::To(Ipv4Addr::LOCALHOST), 0);
         assert_eq!(msg.header.action, RuleAction::Unspec);
         assert!(
             !msg.attributes
                 .iter()
-                .any(|a| matches!(a, RuleAttribute::Table(_)))
+                .any(|a| matches!(a, RuleAttribute::Table(_) | RuleAttribute::Protocol(_)))
         );
     }
 }

@@ -3,6 +3,7 @@
 //! ```toml
 //! [policies]
 //! cache-dir = "/var/lib/weft/policy-cache"
+//! dir = "/etc/weft/policies.d"        # drop-in NAME.wasm (+ NAME.toml); overrides the tables below
 //!
 //! [policies.pool-sizing]
 //! module = "/etc/weft/policies/warm-pool.wasm"
@@ -25,15 +26,25 @@ pub const DEFAULT_MEMORY_MIB: u32 = 32;
 pub const MAX_MEMORY_MIB: u32 = 1024;
 /// Largest accepted `deadline-ms`.
 pub const MAX_DEADLINE_MS: u64 = 10_000;
+/// The policy directory when `[policies] dir` is not set.
+pub const DEFAULT_DIR: &str = "/etc/weft/policies.d";
 
 /// The `[policies]` table: one optional entry per decision.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct PoliciesConfig {
     /// Directory for compiled modules, so a restart does not recompile.
-    /// Must be writable by the agent only. No cache when unset.
+    /// Created 0700; entries are authenticated with a key kept in it, and a
+    /// directory or entry others can write is ignored (see
+    /// [`super::cache`]). No cache when unset.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// The drop-in policy directory (`NAME.wasm`, optional `NAME.toml`),
+    /// watched for changes. A module there overrides the table of its
+    /// world below. Default [`DEFAULT_DIR`] in the agent's configuration;
+    /// a missing directory holds no policies.
+    #[serde(default = "default_dir")]
+    pub dir: Option<PathBuf>,
     /// The pool-sizing policy; the built-in `warm-pool` when unset.
     #[serde(default)]
     pub pool_sizing: Option<PolicyConfig>,
@@ -43,6 +54,10 @@ pub struct PoliciesConfig {
     /// The security-groups policy; the built-in `sg-selector` when unset.
     #[serde(default)]
     pub security_groups: Option<PolicyConfig>,
+}
+
+fn default_dir() -> Option<PathBuf> {
+    Some(PathBuf::from(DEFAULT_DIR))
 }
 
 impl PoliciesConfig {
@@ -62,6 +77,11 @@ impl PoliciesConfig {
                 entry
                     .validate(decision)
                     .map_err(|e| format!("[policies.{decision}]: {e}"))?;
+                if entry.shadow {
+                    return Err(format!(
+                        "[policies.{decision}]: shadow = true only applies to a file in the policy directory"
+                    ));
+                }
             }
         }
         Ok(())
@@ -132,6 +152,11 @@ pub struct PolicyConfig {
     /// invalid output. Unset: any well-formed id.
     #[serde(default)]
     pub allowed_security_groups: Option<Vec<String>>,
+    /// Drop-in files only: run beside the active policy of its world on
+    /// every decision, never acting; disagreements are logged and counted.
+    /// A file named `NAME.shadow.wasm` is a shadow without it.
+    #[serde(default)]
+    pub shadow: bool,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -158,6 +183,7 @@ impl Default for PolicyConfig {
             memory_mib: DEFAULT_MEMORY_MIB,
             on_failure: None,
             allowed_security_groups: None,
+            shadow: false,
         }
     }
 }

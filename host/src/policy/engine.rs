@@ -6,6 +6,7 @@ use super::bindings::pool_sizing::weft::policy::log;
 use super::cache::ArtifactCache;
 use super::config::MAX_MEMORY_MIB;
 use super::sandbox::SandboxState;
+use super::wasi;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -16,7 +17,19 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// How often the epoch advances; deadlines are whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Component instances that can run at once (one per concurrent decision).
-const MAX_CONCURRENT_INSTANCES: u32 = 64;
+const MAX_CONCURRENT_INSTANCES: u32 = super::watchdog::MAX_WORKERS as u32;
+/// What one policy component may hold, so that every concurrent decision
+/// fits in the pool whatever the others are: a component needing more is
+/// refused at load, and can never starve another policy's decisions of
+/// slots. A Rust wasm32-wasip2 policy has 1 memory, 3 core instances and
+/// 2 tables; a componentize-py policy has 38 core instances (libc,
+/// libpython and its stub modules) sharing one memory. A core instance
+/// slot is a small bookkeeping allocation, so the cap follows Python.
+pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 48;
+/// See [`MAX_CORE_INSTANCES_PER_COMPONENT`].
+pub const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
+/// See [`MAX_CORE_INSTANCES_PER_COMPONENT`].
+pub const MAX_TABLES_PER_COMPONENT: u32 = 4;
 
 /// The engine, linker and artifact cache shared by all policies.
 pub struct PolicyEngine {
@@ -35,7 +48,7 @@ impl PolicyEngine {
         let engine = Engine::new(&engine_config())?;
         let mut linker = Linker::new(&engine);
         log::add_to_linker::<SandboxState, HasSelf<SandboxState>>(&mut linker, |s| s)?;
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasi::add_to_linker(&mut linker)?;
         let ticker = Arc::new(Ticker::start(&engine)?);
         Ok(PolicyEngine {
             engine,
@@ -54,9 +67,12 @@ impl PolicyEngine {
 fn engine_config() -> Config {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(MAX_CONCURRENT_INSTANCES)
-        .total_core_instances(MAX_CONCURRENT_INSTANCES * 8)
-        .total_memories(MAX_CONCURRENT_INSTANCES * 2)
-        .total_tables(MAX_CONCURRENT_INSTANCES * 4)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+        .total_core_instances(MAX_CONCURRENT_INSTANCES * MAX_CORE_INSTANCES_PER_COMPONENT)
+        .total_memories(MAX_CONCURRENT_INSTANCES * MAX_MEMORIES_PER_COMPONENT)
+        .total_tables(MAX_CONCURRENT_INSTANCES * MAX_TABLES_PER_COMPONENT)
         .max_memory_size(MAX_MEMORY_MIB as usize * 1024 * 1024);
     let mut config = Config::new();
     config

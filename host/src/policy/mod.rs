@@ -8,22 +8,33 @@
 //! * [`validate`]: checking and clamping every output (pure).
 //! * [`PolicySet`]: what the reconciler and the API call.
 //! * [`cache`]: compiled artifacts on disk.
+//! * `dropin`: the policy directory; `watch`: reloading it on change and
+//!   SIGHUP; `shadow`: shadow policies; `slot`: one role's policy in force;
+//!   [`view`]: what `/v1/policies` shows.
 
 mod bindings;
-mod blocking;
 pub mod cache;
 pub mod config;
+mod dropin;
 pub mod engine;
 mod error;
 pub mod module;
 mod sandbox;
 mod set;
+mod shadow;
+mod slot;
+mod text;
 pub mod validate;
+pub mod view;
+mod wasi;
+mod watch;
+mod watchdog;
 
 pub use cache::ArtifactCache;
 pub use config::{OnFailure, PoliciesConfig, PolicyConfig};
 pub use engine::PolicyEngine;
 pub use error::{Decision, FailureKind, PolicyError};
 pub use module::{CallStats, CompiledPolicy, LoadReport, PolicyModule};
-pub use sandbox::CallLimits;
+pub use sandbox::{CallLimits, LOG_BURST, LOG_RATE_PER_SECOND};
 pub use set::{PolicySet, PolicyStatus};
+pub use watch::watch_directory;

@@ -3,10 +3,11 @@
 //! one decision in a fresh sandboxed instance.
 
 use super::bindings::{self, pool_sizing, security_groups, subnet_selection};
-use super::blocking;
 use super::engine::{EPOCH_TICK, PolicyEngine, Ticker};
 use super::error::{Decision, FailureKind, PolicyError};
-use super::sandbox::{CallLimits, SandboxState};
+use super::sandbox::{CallLimits, LogBudget, SandboxState};
+use super::text::{MAX_POLICY_TEXT_BYTES, sanitize};
+use super::{wasi, watchdog};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +17,8 @@ use wasmtime::{Engine, Store, Trap};
 use weft_policy_sdk::{pool, security, subnet};
 
 /// The contract's interfaces a policy may import (any 0.1.x version):
-/// `log`, and the type-only interfaces its world uses.
+/// `log`, and the type-only interfaces its world uses. Of WASI, only what
+/// [`wasi::is_granted`] says.
 const CONTRACT_INTERFACES: [&str; 5] = ["log", "types", "pool", "subnet", "security"];
 /// The least deadline of the `configure` call at load.
 pub const LOAD_DEADLINE_FLOOR: Duration = Duration::from_secs(1);
@@ -68,6 +70,7 @@ pub struct CompiledPolicy {
     _ticker: Arc<Ticker>,
     pre: WorldPre,
     report: LoadReport,
+    log_budget: Arc<LogBudget>,
 }
 
 impl CompiledPolicy {
@@ -141,7 +144,7 @@ impl CompiledPolicy {
             .collect();
         if let Some(foreign) = imports.iter().find(|i| !is_allowed_import(i)) {
             return Err(fail(format!(
-                "imports `{foreign}`; a policy may import only `weft:policy/log@0.1.0` and WASI interfaces (which grant nothing)"
+                "imports `{foreign}`; a policy may import only `weft:policy/log@0.1.0` and the WASI interfaces of a plain wasm32-wasip2 program (stdio, clocks, random, an empty filesystem), never sockets or other worlds"
             )));
         }
         let exports: Vec<String> = ty
@@ -193,6 +196,7 @@ impl CompiledPolicy {
             engine: engine.engine.clone(),
             _ticker: engine.ticker.clone(),
             pre,
+            log_budget: Arc::new(LogBudget::new()),
             report: LoadReport {
                 decision,
                 sha256: digest,
@@ -221,7 +225,7 @@ impl CompiledPolicy {
     ) -> Result<PolicyModule, PolicyError> {
         let mut module = PolicyModule {
             compiled: self.clone(),
-            settings: settings.to_owned(),
+            settings: settings.into(),
             limits: CallLimits {
                 deadline: limits.deadline.max(LOAD_DEADLINE_FLOOR),
                 ..limits
@@ -244,7 +248,7 @@ impl CompiledPolicy {
 /// that is configured with the same settings, then asked.
 pub struct PolicyModule {
     compiled: CompiledPolicy,
-    settings: String,
+    settings: Arc<str>,
     limits: CallLimits,
 }
 
@@ -270,7 +274,7 @@ impl PolicyModule {
         state: &pool::PoolState,
     ) -> Result<(pool::PoolDecision, CallStats), PolicyError> {
         let input = bindings::pool_state(state);
-        self.run(|store, instance| match instance {
+        self.run(move |store, instance| match instance {
             Instance::PoolSizing(world) => Ok(bindings::pool_decision(
                 world.call_size_pool(store, &input)?,
             )),
@@ -286,7 +290,7 @@ impl PolicyModule {
     ) -> Result<(subnet::Choice, CallStats), PolicyError> {
         let request = bindings::eni_request(request);
         let candidates = bindings::candidates(candidates);
-        self.run(|store, instance| match instance {
+        self.run(move |store, instance| match instance {
             Instance::SubnetSelection(world) => Ok(bindings::choice(world.call_select_subnet(
                 store,
                 &request,
@@ -303,30 +307,83 @@ impl PolicyModule {
         request: &security::Request,
     ) -> Result<(Result<Vec<String>, String>, CallStats), PolicyError> {
         let request = bindings::sg_request(request);
-        self.run(|store, instance| match instance {
+        self.run(move |store, instance| match instance {
             Instance::SecurityGroups(world) => world.call_select_security_groups(store, &request),
             _ => Err(wrong_world(Decision::SecurityGroups)),
         })
     }
 
     /// Runs `f` on a fresh, configured instance in a fresh store with the
-    /// deadline and memory cap set, and classifies any failure.
-    fn run<R: Send>(
+    /// deadline and memory cap set, on a policy worker under the watchdog
+    /// ([`watchdog::GRACE`] past the deadline), and classifies any failure.
+    fn run<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Store<SandboxState>, &Instance) -> wasmtime::Result<R> + Send,
+        f: impl FnOnce(&mut Store<SandboxState>, &Instance) -> wasmtime::Result<R> + Send + 'static,
     ) -> Result<(R, CallStats), PolicyError> {
         let compiled = &self.compiled;
+        let call = Call {
+            name: compiled.name.clone(),
+            decision: compiled.report.decision,
+            engine: compiled.engine.clone(),
+            pre: compiled.pre.clone(),
+            settings: self.settings.clone(),
+            limits: self.limits,
+            log_budget: compiled.log_budget.clone(),
+        };
+        let limit = self.limits.deadline.saturating_add(watchdog::GRACE);
+        watchdog::run(limit, move || call.run(f)).unwrap_or_else(|| {
+            Err(PolicyError::new(
+                &compiled.name,
+                Some(compiled.report.decision),
+                FailureKind::Deadline,
+                format!(
+                    "did not return within {} ms of its {} ms deadline (stuck in a host call); the watchdog abandoned it",
+                    watchdog::GRACE.as_millis(),
+                    self.limits.deadline.as_millis()
+                ),
+            ))
+        })
+    }
+}
+
+/// Bytes a policy may pass to the host in one call (a log message, a stream
+/// write) or one answer, counted as wasmtime lifts them (a list element
+/// counts its host size): beyond it the copy traps, so host memory spent on
+/// a decision stays bounded whatever the policy's memory cap.
+const HOSTCALL_FUEL: usize = 1 << 20;
+/// How wasmtime says [`HOSTCALL_FUEL`] ran out (it has no error type for it).
+const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
+
+/// Everything one decision needs, moved to the worker that runs it.
+struct Call {
+    name: Arc<str>,
+    decision: Decision,
+    engine: Engine,
+    pre: WorldPre,
+    settings: Arc<str>,
+    limits: CallLimits,
+    log_budget: Arc<LogBudget>,
+}
+
+impl Call {
+    fn run<R>(
+        self,
+        f: impl FnOnce(&mut Store<SandboxState>, &Instance) -> wasmtime::Result<R>,
+    ) -> Result<(R, CallStats), PolicyError> {
         let started = Instant::now();
         let mut store = Store::new(
-            &compiled.engine,
-            SandboxState::new(compiled.name.clone(), self.limits.memory_bytes),
+            &self.engine,
+            SandboxState::new(
+                self.name.clone(),
+                self.limits.memory_bytes,
+                self.log_budget.clone(),
+            ),
         );
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
-        let settings = self.settings.as_str();
-        let result = blocking::run(|| {
-            let instance = Instance::new(&mut store, &compiled.pre)?;
-            instance.configure(&mut store, settings)?;
+        store.set_hostcall_fuel(HOSTCALL_FUEL);
+        let result = Instance::new(&mut store, &self.pre).and_then(|instance| {
+            instance.configure(&mut store, &self.settings)?;
             f(&mut store, &instance)
         });
         let state = store.data();
@@ -337,7 +394,7 @@ impl PolicyModule {
         };
         result
             .map(|value| (value, stats))
-            .map_err(|e| classify(&compiled.name, compiled.report.decision, &e, state))
+            .map_err(|e| classify(&self.name, self.decision, &e, state))
     }
 }
 
@@ -363,7 +420,9 @@ impl Instance {
             Instance::SubnetSelection(w) => w.call_configure(store, settings)?,
             Instance::SecurityGroups(w) => w.call_configure(store, settings)?,
         };
-        result.map_err(|message| wasmtime::Error::new(ConfigureRejected(message)))
+        result.map_err(|message| {
+            wasmtime::Error::new(ConfigureRejected(sanitize(&message, MAX_POLICY_TEXT_BYTES)))
+        })
     }
 }
 
@@ -412,6 +471,16 @@ fn classify(
             FailureKind::Deadline,
             "interrupted at its deadline".to_owned(),
         )
+    } else if let Some(blocked) = error.downcast_ref::<wasi::WouldBlock>() {
+        (FailureKind::Deadline, blocked.to_string())
+    } else if root(error).contains(HOSTCALL_FUEL_EXHAUSTED) {
+        (
+            FailureKind::Memory,
+            format!(
+                "passed more than {} KiB to the host in one call or answer (host-call fuel exhausted)",
+                HOSTCALL_FUEL >> 10
+            ),
+        )
     } else if state.limiter.refused {
         (
             FailureKind::Memory,
@@ -456,11 +525,11 @@ fn check_format(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
-/// Whether a policy may import `name`: WASI (which grants nothing) or an
+/// Whether a policy may import `name`: the granted WASI interfaces or an
 /// interface of the contract, `weft:policy@0.1.x`.
 fn is_allowed_import(name: &str) -> bool {
     if name.starts_with("wasi:") {
-        return true;
+        return wasi::is_granted(name);
     }
     name.strip_prefix("weft:policy/")
         .and_then(|rest| rest.split_once('@'))
@@ -501,6 +570,7 @@ mod tests {
     fn only_wasi_and_the_contract_may_be_imported() {
         for ok in [
             "wasi:cli/stderr@0.2.6",
+            "wasi:io/poll@0.2.6",
             "weft:policy/log@0.1.0",
             "weft:policy/pool@0.1.3",
         ] {
@@ -508,6 +578,7 @@ mod tests {
         }
         for bad in [
             "evil:net/socket",
+            "wasi:sockets/tcp@0.2.6",
             "weft:policy/log@0.2.0",
             "weft:policy/net@0.1.0",
             "weft:policy/log",

@@ -12,14 +12,17 @@ use super::ArtifactCache;
 use super::config::{OnFailure, PoliciesConfig, PolicyConfig};
 use super::engine::PolicyEngine;
 use super::error::{Decision, FailureKind, PolicyError};
-use super::module::{CompiledPolicy, LoadReport, PolicyModule};
-use super::sandbox::CallLimits;
+use super::module::LoadReport;
+use super::shadow;
+use super::slot::{Origin, Slot, SlotState};
 use super::validate;
+use super::view::{LivePool, LiveSecurityGroups, LiveSubnet, PoliciesView, Refusal, RoleView};
 use crate::metrics::Metrics;
 use crate::{Error, Result};
+use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 use weft_policy_sdk::{PoolSizing, SecurityGroups, SubnetSelection, pool, security, subnet};
 
 /// The metrics outcome of a pool decision that was used after clamping.
@@ -37,11 +40,15 @@ pub struct PolicySet<
     S = subnet_most_free::SubnetMostFree,
     G = sg_selector::SgSelector,
 > {
-    engine: Arc<PolicyEngine>,
-    metrics: Arc<Metrics>,
-    pool: Slot<P>,
-    subnet: Slot<S>,
-    security: Slot<G>,
+    pub(super) engine: Arc<PolicyEngine>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) pool: Slot<P>,
+    pub(super) subnet: Slot<S>,
+    pub(super) security: Slot<G>,
+    /// The policy directory, when one is configured.
+    pub(super) dir: Option<PathBuf>,
+    /// Files of the directory refused at its last scan.
+    pub(super) refused: Mutex<Vec<Refusal>>,
 }
 
 /// The state of one decision's policy, as reported by [`PolicySet::status`].
@@ -51,7 +58,7 @@ pub struct PolicyStatus {
     pub decision: Decision,
     /// The policy's name.
     pub name: String,
-    /// The configured module, if any.
+    /// The module in force (configured or from the policy directory), if any.
     pub module: Option<PathBuf>,
     /// The running module's load report; `None` when the built-in default
     /// runs (no module, or it never loaded).
@@ -62,11 +69,20 @@ pub struct PolicyStatus {
     pub on_failure: OnFailure,
 }
 
+/// Whether a decision acts (is counted, timed and shadowed) or only
+/// previews what the active policy would answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Act,
+    Preview,
+}
+
 impl PolicySet {
     /// Creates the engine (with the configured artifact cache) and loads
     /// every policy. A module that fails to load is logged and counted and
     /// its decision uses its failure mode; only an invalid configuration is
-    /// an error.
+    /// an error. The policy directory is read by
+    /// [`apply_directory`](Self::apply_directory).
     pub fn from_config(config: &PoliciesConfig, metrics: Arc<Metrics>) -> Result<Self> {
         let engine = PolicyEngine::new(config.cache_dir.clone().map(ArtifactCache::new))
             .map_err(|e| Error::Config(format!("cannot create the policy engine: {e:#}")))?;
@@ -90,83 +106,288 @@ where
         config.validate().map_err(Error::Config)?;
         let entry = |d: Decision| config.get(d).cloned().unwrap_or_default();
         let set = PolicySet {
-            pool: Slot::new(
+            pool: Slot::new(SlotState::load(
                 &engine,
                 &metrics,
                 Decision::PoolSizing,
                 entry(Decision::PoolSizing),
                 P::configure,
-            )?,
-            subnet: Slot::new(
+            )?),
+            subnet: Slot::new(SlotState::load(
                 &engine,
                 &metrics,
                 Decision::SubnetSelection,
                 entry(Decision::SubnetSelection),
                 S::configure,
-            )?,
-            security: Slot::new(
+            )?),
+            security: Slot::new(SlotState::load(
                 &engine,
                 &metrics,
                 Decision::SecurityGroups,
                 entry(Decision::SecurityGroups),
                 G::configure,
-            )?,
+            )?),
             engine,
             metrics,
+            dir: config.dir.clone(),
+            refused: Mutex::new(Vec::new()),
         };
         Ok(set)
     }
 
-    /// Reloads `decision`'s policy from `config` (or from its current
-    /// configuration, e.g. after the module file changed). When the new
-    /// module fails to load or configure, the last good one keeps running
-    /// and the error is returned.
+    /// Reloads `decision`'s policy of the main configuration from `config`
+    /// (or from its current configuration, e.g. after the module file
+    /// changed). When the new module fails to load or configure, the last
+    /// good one keeps running and the error is returned. A module of the
+    /// policy directory stays in force over it.
     pub fn reload(
         &self,
         decision: Decision,
         config: Option<PolicyConfig>,
     ) -> Result<Option<LoadReport>> {
         match decision {
-            Decision::PoolSizing => {
-                self.pool
-                    .reload(&self.engine, &self.metrics, config, P::configure)
-            }
-            Decision::SubnetSelection => {
-                self.subnet
-                    .reload(&self.engine, &self.metrics, config, S::configure)
-            }
-            Decision::SecurityGroups => {
-                self.security
-                    .reload(&self.engine, &self.metrics, config, G::configure)
-            }
+            Decision::PoolSizing => self.reload_base(&self.pool, config, P::configure),
+            Decision::SubnetSelection => self.reload_base(&self.subnet, config, S::configure),
+            Decision::SecurityGroups => self.reload_base(&self.security, config, G::configure),
         }
+    }
+
+    fn reload_base<N>(
+        &self,
+        slot: &Slot<N>,
+        config: Option<PolicyConfig>,
+        configure: fn(&str) -> std::result::Result<N, String>,
+    ) -> Result<Option<LoadReport>> {
+        let current = slot.base();
+        let config = config.unwrap_or_else(|| current.config.clone());
+        config
+            .validate(current.decision)
+            .map_err(|e| Error::Config(format!("[policies.{}]: {e}", current.decision)))?;
+        let next = SlotState::load(
+            &self.engine,
+            &self.metrics,
+            current.decision,
+            config,
+            configure,
+        )?;
+        if let Some(Err(e)) = &next.module {
+            match current.wasm() {
+                Some(last) => tracing::warn!(
+                    policy = %current.name,
+                    sha256 = %last.report().sha256,
+                    "reload failed, keeping the last good module: {e}"
+                ),
+                None => tracing::warn!(policy = %current.name, "reload failed: {e}"),
+            }
+            return Err(Error::Policy(e.clone()));
+        }
+        let report = next.wasm().map(|m| m.report().clone());
+        tracing::info!(policy = %next.name, decision = %next.decision, sha256 = ?report.as_ref().map(|r| &r.sha256), "policy reloaded");
+        slot.replace_base(next);
+        Ok(report)
     }
 
     /// The state of every policy.
     pub fn status(&self) -> Vec<PolicyStatus> {
         vec![
-            self.pool.status(),
-            self.subnet.status(),
-            self.security.status(),
+            status(&self.pool.current()),
+            status(&self.subnet.current()),
+            status(&self.security.current()),
         ]
+    }
+
+    /// Every role's policy, its shadow, refusals and statistics, as
+    /// `GET /v1/policies` serves it.
+    pub fn view(&self) -> PoliciesView {
+        PoliciesView {
+            dir: self.dir.clone(),
+            refused: self.refused_files(),
+            roles: vec![
+                role_view(&self.pool),
+                role_view(&self.subnet),
+                role_view(&self.security),
+            ],
+        }
+    }
+
+    /// Files of the policy directory refused at its last scan.
+    pub fn refused_files(&self) -> Vec<Refusal> {
+        self.refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Sizes one group's pool. The decision is clamped to the instance's
     /// limits; a failing policy gets its failure mode (by default the
     /// built-in `warm-pool`; `fail-closed` leaves the pool as it is).
     pub fn size_pool(&self, state: &pool::PoolState) -> pool::PoolDecision {
+        let started = Instant::now();
         let slot = self.pool.current();
+        let decision = self.decide_pool(&slot, state, Mode::Act);
+        slot.stats.decided(started.elapsed());
+        self.metrics
+            .policy_latency(&slot.name, Decision::PoolSizing.as_str(), started.elapsed());
+        if let Some(shadow) = self.pool.shadow() {
+            let answer = match shadow.module.size_pool(state) {
+                Ok((d, _)) => to_json(&validate::pool_decision(d, state).decision),
+                Err(e) => shadow::failed(e),
+            };
+            shadow.compare(
+                &self.metrics,
+                Decision::PoolSizing,
+                || format!("group {}", state.group.join(",")),
+                to_json(&decision),
+                answer,
+            );
+        }
+        decision
+    }
+
+    /// Chooses the subnet of a new ENI. A choice outside `candidates` is an
+    /// invalid output; a failing policy gets its failure mode (by default
+    /// the built-in `subnet-most-free`; `fail-closed` refuses).
+    pub fn select_subnet(
+        &self,
+        request: &subnet::EniRequest,
+        candidates: &[subnet::Candidate],
+    ) -> subnet::Choice {
+        let started = Instant::now();
+        let slot = self.subnet.current();
+        let choice = self.decide_subnet(&slot, request, candidates, Mode::Act);
+        slot.stats.decided(started.elapsed());
+        self.metrics.policy_latency(
+            &slot.name,
+            Decision::SubnetSelection.as_str(),
+            started.elapsed(),
+        );
+        if let Some(shadow) = self.subnet.shadow() {
+            let answer = match shadow.module.select_subnet(request, candidates) {
+                Ok((c, _)) => match validate::subnet_choice(c, candidates) {
+                    Ok(c) => to_json(&c),
+                    Err(m) => shadow::failed(m),
+                },
+                Err(e) => shadow::failed(e),
+            };
+            shadow.compare(
+                &self.metrics,
+                Decision::SubnetSelection,
+                || {
+                    format!(
+                        "new ENI for {} among {} subnets",
+                        request.security_groups.join(","),
+                        candidates.len()
+                    )
+                },
+                to_json(&choice),
+                answer,
+            );
+        }
+        choice
+    }
+
+    /// The pod's security groups: validated (well-formed, at most 5,
+    /// de-duplicated, within `allowed-security-groups`). A policy's own
+    /// refusal is returned as a [`FailureKind::Refused`] error. A failing
+    /// policy fails closed by default (the error names the policy); with
+    /// `on-failure = "fallback"` the built-in `sg-selector` answers.
+    pub fn select_security_groups(
+        &self,
+        request: &security::Request,
+    ) -> Result<Vec<String>, PolicyError> {
+        let started = Instant::now();
+        let slot = self.security.current();
+        let answer = self.decide_security_groups(&slot, request, Mode::Act);
+        slot.stats.decided(started.elapsed());
+        self.metrics.policy_latency(
+            &slot.name,
+            Decision::SecurityGroups.as_str(),
+            started.elapsed(),
+        );
+        if let Some(shadow) = self.security.shadow() {
+            let theirs = match shadow.module.select_security_groups(request) {
+                Ok((Ok(groups), _)) => {
+                    match validate::security_groups(
+                        groups,
+                        shadow.allowed_security_groups.as_deref(),
+                    ) {
+                        Ok(groups) => json!({ "ok": groups }),
+                        Err(m) => shadow::failed(m),
+                    }
+                }
+                Ok((Err(refusal), _)) => json!({ "err": refusal }),
+                Err(e) => shadow::failed(e),
+            };
+            shadow.compare(
+                &self.metrics,
+                Decision::SecurityGroups,
+                || format!("pod {}/{}", request.pod.namespace, request.pod.name),
+                groups_json(&answer),
+                theirs,
+            );
+        }
+        answer
+    }
+
+    /// What the active policies answer for each of `pools`, `subnets` and
+    /// `pods`, without acting: nothing is counted, timed or shadowed.
+    pub fn preview(
+        &self,
+        pools: Vec<pool::PoolState>,
+        subnets: Vec<(subnet::EniRequest, Vec<subnet::Candidate>)>,
+        pods: Vec<security::Request>,
+    ) -> super::view::LiveInputs {
+        let (p, s, g) = (
+            self.pool.current(),
+            self.subnet.current(),
+            self.security.current(),
+        );
+        super::view::LiveInputs {
+            pool_sizing: pools
+                .into_iter()
+                .map(|input| LivePool {
+                    active: self.decide_pool(&p, &input, Mode::Preview),
+                    input,
+                })
+                .collect(),
+            subnet_selection: subnets
+                .into_iter()
+                .map(|(request, candidates)| LiveSubnet {
+                    active: self.decide_subnet(&s, &request, &candidates, Mode::Preview),
+                    request,
+                    candidates,
+                })
+                .collect(),
+            security_groups: pods
+                .into_iter()
+                .map(|input| LiveSecurityGroups {
+                    active: groups_json(&self.decide_security_groups(&g, &input, Mode::Preview)),
+                    input,
+                })
+                .collect(),
+        }
+    }
+
+    fn decide_pool(
+        &self,
+        slot: &SlotState<P>,
+        state: &pool::PoolState,
+        mode: Mode,
+    ) -> pool::PoolDecision {
         // `None`: the answer came from a failing policy's failure mode,
         // already counted.
         let (decision, answered) = match slot.wasm_or_failure() {
             None => (slot.native.size_pool(state), true),
             Some(Ok(module)) => match module.size_pool(state) {
                 Ok((decision, _)) => (decision, true),
-                Err(e) => (self.pool_failure(&slot, &e, state), false),
+                Err(e) => (self.pool_failure(slot, &e, state, mode), false),
             },
-            Some(Err(e)) => (self.pool_failure(&slot, e, state), false),
+            Some(Err(e)) => (self.pool_failure(slot, e, state, mode), false),
         };
         let clamped = validate::pool_decision(decision, state);
+        if mode == Mode::Preview {
+            return clamped.decision;
+        }
         if !clamped.adjustments.is_empty() {
             tracing::warn!(
                 policy = %slot.name,
@@ -180,20 +401,18 @@ where
             } else {
                 CLAMPED
             };
-            self.count(&slot.name, Decision::PoolSizing, outcome);
+            self.count(&slot.name, Decision::PoolSizing, outcome, mode);
         }
         clamped.decision
     }
 
-    /// Chooses the subnet of a new ENI. A choice outside `candidates` is an
-    /// invalid output; a failing policy gets its failure mode (by default
-    /// the built-in `subnet-most-free`; `fail-closed` refuses).
-    pub fn select_subnet(
+    fn decide_subnet(
         &self,
+        slot: &SlotState<S>,
         request: &subnet::EniRequest,
         candidates: &[subnet::Candidate],
+        mode: Mode,
     ) -> subnet::Choice {
-        let slot = self.subnet.current();
         let failure = match slot.wasm_or_failure() {
             None => None,
             Some(Ok(module)) => {
@@ -205,7 +424,7 @@ where
                     });
                 match answer {
                     Ok(choice) => {
-                        self.count(&slot.name, Decision::SubnetSelection, OK);
+                        self.count(&slot.name, Decision::SubnetSelection, OK, mode);
                         return choice;
                     }
                     Err(e) => Some(e),
@@ -214,7 +433,7 @@ where
             Some(Err(e)) => Some(e.clone()),
         };
         if let Some(e) = &failure {
-            self.failed(&slot, e);
+            self.failed(slot, e, mode);
             if slot.on_failure == OnFailure::FailClosed {
                 return subnet::Choice::Refuse(e.to_string());
             }
@@ -223,7 +442,7 @@ where
         match validate::subnet_choice(choice, candidates) {
             Ok(choice) => {
                 if failure.is_none() {
-                    self.count(&slot.name, Decision::SubnetSelection, OK);
+                    self.count(&slot.name, Decision::SubnetSelection, OK, mode);
                 }
                 choice
             }
@@ -234,25 +453,23 @@ where
                     FailureKind::InvalidOutput,
                     m,
                 );
-                tracing::error!(policy = slot.builtin, "{e}; refusing to create the ENI");
+                if mode == Mode::Act {
+                    tracing::error!(policy = slot.builtin, "{e}; refusing to create the ENI");
+                }
                 if failure.is_none() {
-                    self.count(&slot.name, Decision::SubnetSelection, e.kind.as_str());
+                    self.count(&slot.name, Decision::SubnetSelection, e.kind.as_str(), mode);
                 }
                 subnet::Choice::Refuse(e.to_string())
             }
         }
     }
 
-    /// The pod's security groups: validated (well-formed, at most 5,
-    /// de-duplicated, within `allowed-security-groups`). A policy's own
-    /// refusal is returned as a [`FailureKind::Refused`] error. A failing
-    /// policy fails closed by default (the error names the policy); with
-    /// `on-failure = "fallback"` the built-in `sg-selector` answers.
-    pub fn select_security_groups(
+    fn decide_security_groups(
         &self,
+        slot: &SlotState<G>,
         request: &security::Request,
+        mode: Mode,
     ) -> Result<Vec<String>, PolicyError> {
-        let slot = self.security.current();
         let allowed = slot.config.allowed_security_groups.as_deref();
         let answer = match slot.wasm_or_failure() {
             None => None,
@@ -270,14 +487,14 @@ where
                     &slot.name,
                     Some(Decision::SecurityGroups),
                     FailureKind::Refused,
-                    refusal,
+                    validate::refusal(&refusal),
                 );
-                self.count(&slot.name, Decision::SecurityGroups, e.kind.as_str());
+                self.count(&slot.name, Decision::SecurityGroups, e.kind.as_str(), mode);
                 return Err(e);
             }
             Some(Ok(Ok(groups))) => match validate::security_groups(groups, allowed) {
                 Ok(groups) => {
-                    self.count(&slot.name, Decision::SecurityGroups, OK);
+                    self.count(&slot.name, Decision::SecurityGroups, OK, mode);
                     return Ok(groups);
                 }
                 Err(m) => Some(slot.invalid_output(m)),
@@ -285,7 +502,7 @@ where
             Some(Err(e)) => Some(e),
         };
         if let Some(e) = &failure {
-            self.failed(&slot, e);
+            self.failed(slot, e, mode);
             if slot.on_failure == OnFailure::FailClosed {
                 return Err(e.clone());
             }
@@ -314,7 +531,7 @@ where
             });
         if failure.is_none() {
             let outcome = result.as_ref().map_or_else(|e| e.kind.as_str(), |_| OK);
-            self.count(&slot.name, Decision::SecurityGroups, outcome);
+            self.count(&slot.name, Decision::SecurityGroups, outcome, mode);
         }
         result
     }
@@ -324,8 +541,9 @@ where
         slot: &SlotState<P>,
         e: &PolicyError,
         state: &pool::PoolState,
+        mode: Mode,
     ) -> pool::PoolDecision {
-        self.failed(slot, e);
+        self.failed(slot, e, mode);
         match slot.on_failure {
             OnFailure::Fallback => slot.native.size_pool(state),
             OnFailure::FailClosed => pool::PoolDecision {
@@ -335,194 +553,81 @@ where
         }
     }
 
-    /// Logs and counts a failure.
-    fn failed<N>(&self, slot: &SlotState<N>, e: &PolicyError) {
+    /// Logs and counts a failure of an acting decision.
+    fn failed<N>(&self, slot: &SlotState<N>, e: &PolicyError, mode: Mode) {
+        if mode == Mode::Preview {
+            return;
+        }
         let action = match slot.on_failure {
             OnFailure::Fallback => format!("falling back to the built-in {}", slot.builtin),
             OnFailure::FailClosed => "failing closed".to_owned(),
         };
         tracing::warn!(policy = %slot.name, decision = %slot.decision, outcome = e.kind.as_str(), "{e}; {action}");
-        self.count(&slot.name, slot.decision, e.kind.as_str());
+        slot.stats.failed(slot.on_failure == OnFailure::Fallback);
+        self.count(&slot.name, slot.decision, e.kind.as_str(), mode);
     }
 
-    fn count(&self, policy: &str, decision: Decision, outcome: &str) {
-        self.metrics.policy(policy, decision.as_str(), outcome);
-    }
-}
-
-/// One decision's policy; swapped whole on a successful reload.
-struct Slot<N> {
-    state: RwLock<Arc<SlotState<N>>>,
-}
-
-/// A configuration, its module (if any) and the configured native default.
-struct SlotState<N> {
-    decision: Decision,
-    builtin: &'static str,
-    name: String,
-    config: PolicyConfig,
-    on_failure: OnFailure,
-    module: Option<Result<Arc<PolicyModule>, PolicyError>>,
-    native: N,
-}
-
-impl<N> SlotState<N> {
-    /// The module, or why it is missing; `None` when none is configured.
-    fn wasm_or_failure(&self) -> Option<Result<&PolicyModule, &PolicyError>> {
-        self.module.as_ref().map(|m| m.as_ref().map(|m| &**m))
-    }
-
-    fn wasm(&self) -> Option<&PolicyModule> {
-        self.wasm_or_failure().and_then(|m| m.ok())
-    }
-
-    fn invalid_output(&self, message: String) -> PolicyError {
-        PolicyError::new(
-            &self.name,
-            Some(self.decision),
-            FailureKind::InvalidOutput,
-            message,
-        )
-    }
-}
-
-impl<N> Slot<N> {
-    fn new(
-        engine: &PolicyEngine,
-        metrics: &Metrics,
-        decision: Decision,
-        config: PolicyConfig,
-        configure: fn(&str) -> Result<N, String>,
-    ) -> Result<Self> {
-        let state = SlotState::load(engine, metrics, decision, config, configure)?;
-        Ok(Slot {
-            state: RwLock::new(Arc::new(state)),
-        })
-    }
-
-    fn current(&self) -> Arc<SlotState<N>> {
-        match self.state.read() {
-            Ok(state) => state.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    fn reload(
-        &self,
-        engine: &PolicyEngine,
-        metrics: &Metrics,
-        config: Option<PolicyConfig>,
-        configure: fn(&str) -> Result<N, String>,
-    ) -> Result<Option<LoadReport>> {
-        let current = self.current();
-        let config = config.unwrap_or_else(|| current.config.clone());
-        config
-            .validate(current.decision)
-            .map_err(|e| Error::Config(format!("[policies.{}]: {e}", current.decision)))?;
-        let next = SlotState::load(engine, metrics, current.decision, config, configure)?;
-        if let Some(Err(e)) = &next.module {
-            match current.wasm() {
-                Some(last) => tracing::warn!(
-                    policy = %current.name,
-                    sha256 = %last.report().sha256,
-                    "reload failed, keeping the last good module: {e}"
-                ),
-                None => tracing::warn!(policy = %current.name, "reload failed: {e}"),
-            }
-            return Err(Error::Policy(e.clone()));
-        }
-        let report = next.wasm().map(|m| m.report().clone());
-        tracing::info!(policy = %next.name, decision = %next.decision, sha256 = ?report.as_ref().map(|r| &r.sha256), "policy reloaded");
-        let mut guard = match self.state.write() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *guard = Arc::new(next);
-        Ok(report)
-    }
-
-    fn status(&self) -> PolicyStatus {
-        let state = self.current();
-        PolicyStatus {
-            decision: state.decision,
-            name: state.name.clone(),
-            module: state.config.module.clone(),
-            loaded: state.wasm().map(|m| m.report().clone()),
-            load_error: match &state.module {
-                Some(Err(e)) => Some(e.to_string()),
-                _ => None,
-            },
-            on_failure: state.on_failure,
+    fn count(&self, policy: &str, decision: Decision, outcome: &str, mode: Mode) {
+        if mode == Mode::Act {
+            self.metrics.policy(policy, decision.as_str(), outcome);
         }
     }
 }
 
-impl<N> SlotState<N> {
-    fn load(
-        engine: &PolicyEngine,
-        metrics: &Metrics,
-        decision: Decision,
-        config: PolicyConfig,
-        configure: fn(&str) -> Result<N, String>,
-    ) -> Result<Self> {
-        let builtin = builtin_name(decision);
-        let name = config.display_name(builtin);
-        let native_settings = match (&config.module, &config.fallback_settings) {
-            (None, _) => config.settings.to_string(),
-            (Some(_), Some(fallback)) => fallback.to_string(),
-            (Some(_), None) => "{}".to_owned(),
-        };
-        let native = configure(&native_settings).map_err(|m| {
-            Error::Config(format!(
-                "[policies.{decision}]: the built-in {builtin} rejected its settings: {m}"
-            ))
-        })?;
-        let module = config.module.as_ref().map(|path| {
-            let limits = CallLimits {
-                deadline: Duration::from_millis(config.deadline_ms),
-                memory_bytes: config.memory_mib as usize * 1024 * 1024,
-            };
-            let loaded = CompiledPolicy::from_file(
-                engine,
-                path,
-                &name,
-                Some(decision),
-                config.sha256.as_deref(),
-            )
-            .and_then(|compiled| compiled.configure(&config.settings.to_string(), limits))
-            .map(Arc::new);
-            match &loaded {
-                Ok(module) => {
-                    let r = module.report();
-                    tracing::info!(
-                        policy = %name, %decision, sha256 = %r.sha256, from_cache = r.from_cache,
-                        compile_ms = r.compile_time.as_secs_f64() * 1e3, "policy loaded"
-                    );
-                }
-                Err(e) => {
-                    tracing::error!(policy = %name, %decision, "{e}");
-                    metrics.policy(&name, decision.as_str(), FailureKind::Load.as_str());
-                }
-            }
-            loaded
-        });
-        Ok(SlotState {
-            decision,
-            builtin,
-            on_failure: config.on_failure(decision),
-            name,
-            config,
-            module,
-            native,
-        })
+/// A decision as JSON, for comparisons and listings.
+fn to_json<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or_else(|e| shadow::failed(e))
+}
+
+/// A security-groups answer as `{"ok": [...]}` or `{"err": message}`.
+fn groups_json(answer: &Result<Vec<String>, PolicyError>) -> Value {
+    match answer {
+        Ok(groups) => json!({ "ok": groups }),
+        Err(e) => json!({ "err": e.to_string() }),
     }
 }
 
-/// The built-in default policy's name for `decision`.
-fn builtin_name(decision: Decision) -> &'static str {
-    match decision {
-        Decision::PoolSizing => "warm-pool",
-        Decision::SubnetSelection => "subnet-most-free",
-        Decision::SecurityGroups => "sg-selector",
+fn status<N>(state: &SlotState<N>) -> PolicyStatus {
+    PolicyStatus {
+        decision: state.decision,
+        name: state.name.clone(),
+        module: state.config.module.clone(),
+        loaded: state.wasm().map(|m| m.report().clone()),
+        load_error: match &state.module {
+            Some(Err(e)) => Some(e.to_string()),
+            _ => None,
+        },
+        on_failure: state.on_failure,
+    }
+}
+
+fn role_view<N>(slot: &Slot<N>) -> RoleView {
+    let state = slot.current();
+    let report = state.wasm().map(|m| m.report());
+    let (decisions, failures, fallbacks) = state.stats.counts();
+    RoleView {
+        role: state.decision.as_str().to_owned(),
+        policy: state.name.clone(),
+        source: match state.origin {
+            Origin::Builtin => "builtin",
+            Origin::Config => "config",
+            Origin::Directory(_) => "directory",
+        }
+        .to_owned(),
+        module: state.config.module.clone(),
+        sha256: report.map(|r| r.sha256.clone()),
+        world: report.map(|r| r.decision.as_str().to_owned()),
+        loaded_at: super::view::unix_seconds(state.loaded_at),
+        load_error: match &state.module {
+            Some(Err(e)) => Some(e.to_string()),
+            _ => None,
+        },
+        on_failure: state.on_failure,
+        decisions,
+        failures,
+        fallbacks,
+        latency_us: state.stats.percentiles(),
+        last_refusal: slot.last_refusal(),
+        shadow: slot.shadow().map(|s| s.view()),
     }
 }

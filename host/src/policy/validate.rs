@@ -5,12 +5,14 @@
 //! whatever the instance cannot do is clamped away, and every adjustment is
 //! reported so the host can log it.
 
+use super::text::{MAX_POLICY_TEXT_BYTES, sanitize};
 use weft_policy_sdk::{pool, subnet};
 
 /// At most this many security groups per ENI (the EC2 default quota).
 pub const MAX_SECURITY_GROUPS: usize = 5;
-/// Longest pool-decision reason kept, in bytes.
-pub const MAX_REASON_BYTES: usize = 1024;
+/// Longest pool-decision reason, subnet or security-group refusal kept, in
+/// bytes; control characters in them are escaped.
+pub const MAX_REASON_BYTES: usize = MAX_POLICY_TEXT_BYTES;
 /// Pod addresses per /28 prefix.
 const PREFIX_ADDRESSES: u64 = 16;
 
@@ -25,19 +27,27 @@ pub fn is_security_group_id(id: &str) -> bool {
     })
 }
 
-/// Checks a subnet choice: a chosen subnet must be one of the candidates.
+/// Checks a subnet choice: a chosen subnet must be one of the candidates;
+/// a refusal's reason is sanitised ([`refusal`]).
 pub fn subnet_choice(
     choice: subnet::Choice,
     candidates: &[subnet::Candidate],
 ) -> Result<subnet::Choice, String> {
-    match &choice {
-        subnet::Choice::UseSubnet(id) if !candidates.iter().any(|c| &c.id == id) => Err(format!(
+    match choice {
+        subnet::Choice::UseSubnet(id) if !candidates.iter().any(|c| c.id == id) => Err(format!(
             "chose subnet {} which is not one of the {} candidates",
-            quoted(id),
+            quoted(&id),
             candidates.len()
         )),
-        _ => Ok(choice),
+        subnet::Choice::Refuse(reason) => Ok(subnet::Choice::Refuse(refusal(&reason))),
+        choice => Ok(choice),
     }
+}
+
+/// A policy's refusal or reason as the host keeps it: at most
+/// [`MAX_REASON_BYTES`], control characters escaped.
+pub fn refusal(text: &str) -> String {
+    sanitize(text, MAX_REASON_BYTES)
 }
 
 /// Checks a security-group list: at least one, at most
@@ -207,14 +217,12 @@ pub fn pool_decision(decision: pool::PoolDecision, state: &pool::PoolState) -> C
         ));
     }
 
-    let mut reason = decision.reason;
-    if reason.len() > MAX_REASON_BYTES {
-        let mut end = MAX_REASON_BYTES;
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        reason.truncate(end);
-        notes.push(format!("reason truncated to {end} bytes"));
+    let reason = refusal(&decision.reason);
+    if reason != decision.reason {
+        notes.push(format!(
+            "reason of {} bytes cut to {MAX_REASON_BYTES} bytes, control characters escaped",
+            decision.reason.len()
+        ));
     }
 
     Clamped {

@@ -5,6 +5,12 @@ use crate::ipam::{IpamConfig, SgSet};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// The longest `add-wait-ms`: an ADD must be answered (address found and
+/// pod wired) before weftd's request deadline (25 s) and the plugin's
+/// `timeout-ms` (30 s by default), or the runtime gives up on an ADD that
+/// then completes unseen.
+pub const MAX_ADD_WAIT_MS: u64 = 20_000;
+
 /// Kubernetes' default pod limit, used as max pods in prefix mode when no
 /// override is given (prefixes would otherwise allow hundreds of pods).
 const PREFIX_MODE_MAX_PODS: u32 = 110;
@@ -23,6 +29,15 @@ const PREFIX_MODE_MAX_PODS: u32 = 110;
 /// primary-eni-serves-pods = false
 /// max-pods = 58
 /// prefix-delegation = false
+/// # EC2 reads lag writes: what a read lacks leaves the pool only after
+/// # this many reads in a row over this many seconds
+/// stale-read-confirmations = 3
+/// stale-read-grace-seconds = 10
+/// # a new ENI's device must appear on the node within this time
+/// eni-ready-timeout-seconds = 60
+/// # leaked-ENI collector: at start and then every this many seconds
+/// leaked-eni-cleanup-seconds = 600
+/// disable-leaked-eni-cleanup = false
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -31,7 +46,8 @@ pub struct PoolConfig {
     /// that peers of the old pod stop sending to it. Default 30 (VPC CNI).
     pub cooldown_seconds: u64,
     /// How long an ADD that finds no free address waits for the reconciler
-    /// to add one before it fails with "try again later". Default 10 000.
+    /// to add one before it fails with "try again later". Default 10 000,
+    /// at most [`MAX_ADD_WAIT_MS`].
     pub add_wait_ms: u64,
     /// Period of the reconcile round that runs without any event (every
     /// ADD and DEL also wakes it at once). Default 10.
@@ -58,6 +74,24 @@ pub struct PoolConfig {
     /// `prefix-delegation`). When a prefix cannot be had the pool falls back
     /// to secondary IPs. Default off.
     pub prefix_delegation: bool,
+    /// Reads of the cloud in a row that must lack an address or ENI before
+    /// it leaves the pool (EC2 reads lag writes). Default 3.
+    pub stale_read_confirmations: u32,
+    /// ... over at least this long, during which Weft did not change the
+    /// ENI; also how long an address Weft gave back is not taken back from
+    /// a read, and how long a lost answer waits to be settled. Default 10.
+    pub stale_read_grace_seconds: u64,
+    /// How long a new ENI may take to appear on the node (its link, and on
+    /// EC2 its metadata) before it is given back. Default 60.
+    pub eni_ready_timeout_seconds: u64,
+    /// Period of the leaked-ENI collector, which also runs at start: it
+    /// deletes detached ENIs of this cluster older than the cloud's minimum
+    /// leak age. Default 600 (ten minutes).
+    pub leaked_eni_cleanup_seconds: u64,
+    /// Turns the leaked-ENI collector off (VPC CNI's
+    /// `DISABLE_LEAKED_ENI_CLEANUP`), e.g. when another node already runs
+    /// it for the account. Default off.
+    pub disable_leaked_eni_cleanup: bool,
 }
 
 impl Default for PoolConfig {
@@ -72,11 +106,29 @@ impl Default for PoolConfig {
             primary_eni_serves_pods: true,
             max_pods: None,
             prefix_delegation: false,
+            stale_read_confirmations: 3,
+            stale_read_grace_seconds: 10,
+            eni_ready_timeout_seconds: 60,
+            leaked_eni_cleanup_seconds: 600,
+            disable_leaked_eni_cleanup: false,
         }
     }
 }
 
 impl PoolConfig {
+    /// Checks what serde cannot; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.add_wait_ms > MAX_ADD_WAIT_MS {
+            return Err(format!(
+                "`add-wait-ms` {} is too long: an ADD must be answered before weftd's request \
+                 deadline (25 s) and the plugin's timeout-ms (30 s by default); use at most \
+                 {MAX_ADD_WAIT_MS}",
+                self.add_wait_ms
+            ));
+        }
+        Ok(())
+    }
+
     /// The ADD wait.
     pub fn add_wait(&self) -> Duration {
         Duration::from_millis(self.add_wait_ms)
@@ -90,6 +142,23 @@ impl PoolConfig {
     /// The inventory resync period.
     pub fn inventory_resync(&self) -> Duration {
         Duration::from_secs(self.inventory_resync_seconds)
+    }
+
+    /// The stale-read grace period.
+    pub fn stale_read_grace(&self) -> Duration {
+        Duration::from_secs(self.stale_read_grace_seconds)
+    }
+
+    /// How long a new ENI may take to appear on the node.
+    pub fn eni_ready_timeout(&self) -> Duration {
+        Duration::from_secs(self.eni_ready_timeout_seconds)
+    }
+
+    /// The leaked-ENI collector's period, `None` when it is off (at least
+    /// one second, so a zero cannot spin it).
+    pub fn leaked_eni_cleanup(&self) -> Option<Duration> {
+        (!self.disable_leaked_eni_cleanup)
+            .then(|| Duration::from_secs(self.leaked_eni_cleanup_seconds.max(1)))
     }
 
     /// Whether prefixes are used on an instance with these limits.
@@ -123,6 +192,8 @@ impl PoolConfig {
             min_eni_age: Duration::from_secs(self.min_eni_age_seconds),
             default_group,
             primary_eni_serves_pods: self.primary_eni_serves_pods,
+            confirm_reads: self.stale_read_confirmations,
+            stale_read_grace: self.stale_read_grace(),
         }
     }
 }
@@ -156,6 +227,18 @@ mod tests {
         assert_eq!(ipam.default_group, SgSet::new(["sg-1", "sg-2"]));
         assert_eq!(ipam.cooldown, Duration::from_secs(5));
         assert!(toml::from_str::<PoolConfig>("cooldown = 5").is_err());
+    }
+
+    #[test]
+    fn add_wait_is_bounded_below_the_request_timeouts() {
+        let too_long: PoolConfig = toml::from_str("add-wait-ms = 60000").unwrap();
+        let err = too_long.validate().unwrap_err();
+        assert!(
+            err.contains("add-wait-ms") && err.contains("20000"),
+            "{err}"
+        );
+        let ok: PoolConfig = toml::from_str("add-wait-ms = 20000").unwrap();
+        assert!(ok.validate().is_ok());
     }
 
     #[test]

@@ -4,11 +4,12 @@
 
 use super::error::{Blocked, BlockedKind};
 use super::hooks::EniHooks;
+use super::settle::Unsettled;
 use super::shared::{GroupOutcome, Shared};
 use crate::cloud::{self, Cloud};
 use crate::ipam::SgSet;
 use crate::policy::PolicySet;
-use crate::state::Journal;
+use crate::state::{Intent, Journal};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -84,6 +85,13 @@ pub(super) struct Driver {
     inventory_at: Instant,
     /// Changing EC2 calls in the current round.
     pub(super) changes: u32,
+    /// Calls whose answer was lost, waiting to be settled from reads.
+    pub(super) unsettled: Vec<Unsettled>,
+    /// ENIs detached from the node whose delete failed: their intent stays
+    /// open and the delete is retried every round.
+    pub(super) undeleted: Vec<(Intent, cloud::Eni)>,
+    /// When the leaked-ENI collector runs next (`None`: it is off).
+    leak_due: Option<Instant>,
 }
 
 impl Driver {
@@ -97,6 +105,7 @@ impl Driver {
         enis: HashMap<String, cloud::Eni>,
     ) -> Self {
         let inventory_at = shared.now().mono;
+        let leak_due = shared.config.leaked_eni_cleanup().map(|_| inventory_at);
         Driver {
             shared,
             cloud,
@@ -109,6 +118,9 @@ impl Driver {
             held: HashMap::new(),
             inventory_at,
             changes: 0,
+            unsettled: Vec::new(),
+            undeleted: Vec::new(),
+            leak_due,
         }
     }
 
@@ -144,15 +156,24 @@ impl Driver {
     /// One round over every group.
     pub(super) async fn round(&mut self) -> RoundReport {
         self.changes = 0;
+        // While an answer is unsettled, every round reads the cloud.
         if self
             .shared
             .now()
             .mono
             .saturating_duration_since(self.inventory_at)
             >= self.shared.config.inventory_resync()
+            || !self.unsettled.is_empty()
         {
             self.resync_inventory().await;
+            self.retry_deletes().await;
             self.inventory_at = self.shared.now().mono;
+        }
+        if let (Some(due), Some(period)) = (self.leak_due, self.shared.config.leaked_eni_cleanup())
+            && due <= self.shared.now().mono
+        {
+            self.collect_leaked().await;
+            self.leak_due = Some(self.shared.now().mono + period);
         }
         let groups: BTreeSet<SgSet> = {
             let inner = self.shared.lock();

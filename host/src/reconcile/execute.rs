@@ -5,6 +5,7 @@
 use super::driver::Driver;
 use super::error::{Blocked, BlockedKind};
 use super::inventory::{TAG_OPERATION, to_ipam};
+use super::settle::Lost;
 use crate::cloud::{AddressRequest, CloudError, CreateEni, PREFIX_ADDRESSES};
 use crate::ipam::SgSet;
 use crate::state::{Intent, Operation};
@@ -99,14 +100,14 @@ impl Driver {
         })
     }
 
-    fn finish(&mut self, intent: &Intent) {
+    pub(super) fn finish(&mut self, intent: &Intent) {
         if let Err(error) = self.journal.finish(&intent.id) {
             tracing::error!(op = %intent.id, %error, "cannot record a finished operation; the next start replays it");
         }
     }
 
     /// Counts one changing EC2 call.
-    fn counted<T>(&mut self, event: &str, result: &Result<T, CloudError>) {
+    pub(super) fn counted<T>(&mut self, event: &str, result: &Result<T, CloudError>) {
         self.changes += 1;
         let outcome = result.as_ref().map_or_else(CloudError::outcome, |_| "ok");
         self.shared.metrics.pool(event, outcome);
@@ -167,6 +168,13 @@ impl Driver {
     /// Adds addresses to an existing ENI, falling back from prefixes to
     /// secondary IPs when the subnet is fragmented.
     async fn add(&mut self, eni_id: &str, request: AddressRequest) -> Result<(), Blocked> {
+        if self.assign_unsettled(eni_id) {
+            tracing::debug!(
+                eni = eni_id,
+                "an earlier assign's answer was lost; no new assign until it is settled"
+            );
+            return Ok(());
+        }
         let subnet = self
             .enis
             .get(eni_id)
@@ -214,6 +222,10 @@ impl Driver {
         self.counted("assign-addresses", &result);
         let (ips, prefixes) = match result {
             Ok(added) => added,
+            Err(e) if e.is_ambiguous() => {
+                self.lost(intent, eni_id, Lost::Assign);
+                return Err(Failure::Cloud(e));
+            }
             Err(e) => {
                 self.finish(&intent);
                 return Err(Failure::Cloud(e));
@@ -222,6 +234,7 @@ impl Driver {
         let applied = {
             let mut inner = self.shared.lock();
             let store = inner.store.datastore_mut();
+            store.touch(eni_id, self.shared.now().mono);
             store
                 .add_ips(eni_id, &ips)
                 .and_then(|()| store.add_prefixes(eni_id, &prefixes))
@@ -295,23 +308,45 @@ impl Driver {
                 r
             }
         };
+        // A lost answer: EC2 may or may not have taken the addresses back.
+        // They stay releasing (never handed out) and are settled from later
+        // reads; putting them back now could hand out addresses EC2 took.
+        let lost = [&ips_done, &prefixes_done]
+            .into_iter()
+            .any(|r| r.as_ref().is_err_and(CloudError::is_ambiguous));
         {
             let mut inner = self.shared.lock();
             let store = inner.store.datastore_mut();
             let now = self.shared.now().mono;
             let applied = match &ips_done {
                 Ok(()) => store.remove_ips(eni_id, &ips, now),
+                Err(_) if lost => Ok(()),
                 Err(_) => store.abort_release(eni_id, &ips, &[]),
             }
             .and_then(|()| match &prefixes_done {
                 Ok(()) => store.remove_prefixes(eni_id, &prefixes, now),
+                Err(_) if lost => Ok(()),
                 Err(_) => store.abort_release(eni_id, &[], &prefixes),
             });
             if let Err(error) = applied {
                 tracing::error!(eni = eni_id, %error, "released addresses not applied to the pool");
             }
         }
-        self.finish(&intent);
+        if lost {
+            let ips = if ips_done.is_err() {
+                ips.clone()
+            } else {
+                Vec::new()
+            };
+            let prefixes = if prefixes_done.is_err() {
+                prefixes.clone()
+            } else {
+                Vec::new()
+            };
+            self.lost(intent, eni_id, Lost::Unassign { ips, prefixes });
+        } else {
+            self.finish(&intent);
+        }
         ips_done.and(prefixes_done).map_err(|e| blocked(&e))?;
         tracing::info!(eni = eni_id, ?ips, ?prefixes, "addresses given back to EC2");
         Ok(())
@@ -323,17 +358,7 @@ impl Driver {
         let subnets = self.cloud.list_subnets().await.map_err(|e| blocked(&e))?;
         let candidates: Vec<subnet::Candidate> = subnets
             .iter()
-            .map(|s| subnet::Candidate {
-                id: s.id.clone(),
-                availability_zone: s.availability_zone.clone(),
-                cidr: s.cidr.to_string(),
-                free_ips: u64::from(s.free_ips),
-                tags: s
-                    .tags
-                    .iter()
-                    .map(|(k, v)| weft_policy_sdk::Tag::new(k, v))
-                    .collect(),
-            })
+            .map(crate::cloud::Subnet::as_candidate)
             .collect();
         let request = subnet::EniRequest {
             security_groups: group.ids().to_vec(),
@@ -417,12 +442,18 @@ impl Driver {
                 detail,
             )));
         }
-        let added = self
-            .shared
-            .lock()
-            .store
-            .datastore_mut()
-            .add_eni(to_ipam(&eni, self.shared.now().wall));
+        let added = {
+            let mut inner = self.shared.lock();
+            let store = inner.store.datastore_mut();
+            let added = store.add_eni(to_ipam(
+                &eni,
+                &self.shared.node.primary_eni_id,
+                self.shared.now().wall,
+            ));
+            // Reads may not show the new ENI for a while.
+            store.touch(&eni.id, self.shared.now().mono);
+            added
+        };
         match added {
             Ok(()) => tracing::info!(
                 eni = %eni.id,
@@ -459,7 +490,15 @@ impl Driver {
         }
         let result = self.cloud.delete_eni(&eni.id).await;
         self.counted("delete-eni", &result);
-        self.finish(&intent);
+        match &result {
+            Ok(()) => self.finish(&intent),
+            Err(error) => {
+                // The detach may be pending or done: the ENI is never used
+                // again, its intent stays open and the delete is retried.
+                tracing::warn!(eni = %eni.id, %error, "ENI not deleted; retrying later");
+                self.undeleted.push((intent, eni.clone()));
+            }
+        }
         result
     }
 
@@ -490,30 +529,29 @@ impl Driver {
             );
             return Ok(());
         };
-        let result = self.delete_journaled(&eni).await;
-        let applied = {
-            let mut inner = self.shared.lock();
-            let store = inner.store.datastore_mut();
-            match &result {
-                Ok(()) => store.remove_eni(eni_id, self.shared.now().mono).map(drop),
-                Err(_) => store.abort_release_eni(eni_id),
-            }
-        };
-        if let Err(error) = applied {
-            tracing::error!(eni = eni_id, %error, "ENI release not applied to the pool");
-        }
-        match result {
+        match self.delete_journaled(&eni).await {
             Ok(()) => {
-                self.enis.remove(eni_id);
-                tracing::info!(eni = eni_id, "ENI released");
+                self.released(eni_id);
                 Ok(())
             }
-            Err(e) => {
-                if let Err(why) = self.hooks.on_attached(&eni).await {
-                    tracing::error!(eni = eni_id, %why, "node set-up of a kept ENI failed");
-                }
-                Err(blocked(&e))
-            }
+            // The ENI stays draining (its addresses are never handed out)
+            // until a retried delete or the leaked-ENI collector removes it.
+            Err(e) => Err(blocked(&e)),
         }
+    }
+
+    /// Takes a deleted ENI out of the pool.
+    pub(super) fn released(&mut self, eni_id: &str) {
+        let removed = self
+            .shared
+            .lock()
+            .store
+            .datastore_mut()
+            .remove_eni(eni_id, self.shared.now().mono);
+        match removed {
+            Ok(_) => tracing::info!(eni = eni_id, "ENI released"),
+            Err(error) => tracing::debug!(eni = eni_id, %error, "deleted ENI was not in the pool"),
+        }
+        self.enis.remove(eni_id);
     }
 }

@@ -2,10 +2,11 @@
 
 use crate::cloud::Eni;
 use std::future::Future;
+use std::net::Ipv4Addr;
 use std::pin::Pin;
 
 /// The future an [`EniHooks`] method returns.
-pub type HookFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+pub type HookFuture<'a, T = ()> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
 
 /// Node-side set-up of secondary ENIs (link up, MTU, route table, rules),
 /// called by the pool service. Both methods must be idempotent: they are
@@ -19,6 +20,10 @@ pub trait EniHooks: Send + Sync {
     /// A secondary ENI is about to be detached; it has no pods. An error
     /// is logged and does not stop the release.
     fn on_released<'a>(&'a self, eni: &'a Eni) -> HookFuture<'a>;
+
+    /// Which of `ips` the node still routes to a pod. An address EC2 took
+    /// away while a pod held it stays quarantined until it is not.
+    fn routed<'a>(&'a self, ips: &'a [Ipv4Addr]) -> HookFuture<'a, Vec<Ipv4Addr>>;
 }
 
 /// Hooks that do nothing: for a pool whose ENIs need no node-side set-up
@@ -33,5 +38,9 @@ impl EniHooks for NoHooks {
 
     fn on_released<'a>(&'a self, _eni: &'a Eni) -> HookFuture<'a> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn routed<'a>(&'a self, _ips: &'a [Ipv4Addr]) -> HookFuture<'a, Vec<Ipv4Addr>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
 }

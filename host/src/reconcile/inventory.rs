@@ -11,8 +11,10 @@ pub const TAG_OPERATION: &str = "weft.io/operation";
 /// The datastore record of an attached ENI. The attach time is the
 /// creation-time tag Weft writes (attach follows create at once), or `now`
 /// for an ENI seen attached for the first time without it: such an ENI is
-/// not given back before the minimum age has passed again.
-pub fn to_ipam(eni: &cloud::Eni, now: SystemTime) -> ipam::Eni {
+/// not given back before the minimum age has passed again. The primary ENI
+/// is the instance's (`primary_eni_id`), not any ENI at device index 0: each
+/// network card has a device 0.
+pub fn to_ipam(eni: &cloud::Eni, primary_eni_id: &str, now: SystemTime) -> ipam::Eni {
     let device_index = eni.device_index().unwrap_or_default();
     let attached_at = eni
         .tags
@@ -24,7 +26,7 @@ pub fn to_ipam(eni: &cloud::Eni, now: SystemTime) -> ipam::Eni {
         device_index,
         subnet_id: eni.subnet_id.clone(),
         mac: eni.mac.to_string(),
-        primary: device_index == 0,
+        primary: eni.id == primary_eni_id,
         primary_ip: eni.primary_ip,
         security_groups: SgSet::new(eni.security_groups.iter().cloned()),
         ips: eni.secondary_ips.clone(),
@@ -44,7 +46,9 @@ pub fn log_corrections(corrections: &[Correction], when: &str) -> bool {
                 dropped = true;
                 tracing::warn!(%correction, "{when} correction");
             }
-            Correction::Ignored { .. } => tracing::warn!(%correction, "{when} correction"),
+            Correction::Ignored { .. } | Correction::Quarantined { .. } => {
+                tracing::warn!(%correction, "{when} correction");
+            }
             _ => tracing::info!(%correction, "{when} correction"),
         }
     }
@@ -78,8 +82,9 @@ mod tests {
                 network_card_index: 0,
                 delete_on_termination: true,
             }),
+            interface_type: Default::default(),
         };
-        let got = to_ipam(&eni, now);
+        let got = to_ipam(&eni, "eni-0", now);
         assert_eq!(got.device_index, 2);
         assert!(!got.primary);
         assert_eq!(got.mac, "02:00:00:00:00:01");
@@ -90,7 +95,7 @@ mod tests {
         );
         eni.tags.clear();
         eni.attachment.as_mut().unwrap().device_index = 0;
-        let got = to_ipam(&eni, now);
+        let got = to_ipam(&eni, "eni-1", now);
         assert!(got.primary);
         assert_eq!(got.attached_at, now);
     }

@@ -14,19 +14,27 @@
 //!   every [`PoolConfig::inventory_resync_seconds`].
 //! * `recovery`: start-up from the cloud's inventory, the journal and the
 //!   checkpoint.
+//! * `ownership`: which of the node's ENIs Weft manages; the others are
+//!   listed with the reason and never touched.
+//! * `settle`: calls whose answer was lost, settled from later reads and
+//!   the journal instead of being sent again.
+//! * `collect`: failed deletes retried, leaked ENIs collected.
 //! * [`EniHooks`] (`hooks`): node-side set-up of secondary ENIs.
 //! * [`PoolSnapshot`] (`snapshot`): the introspection view.
 
 mod clock;
+mod collect;
 mod config;
 mod driver;
 mod error;
 mod execute;
 mod hooks;
 mod inventory;
+mod ownership;
 mod recovery;
 mod resync;
 mod service;
+mod settle;
 mod shared;
 mod snapshot;
 mod wait;
@@ -37,5 +45,6 @@ pub use driver::RoundReport;
 pub use error::{Blocked, BlockedKind, PoolError};
 pub use hooks::{EniHooks, HookFuture, NoHooks};
 pub use inventory::TAG_OPERATION;
+pub use ownership::{TAG_NO_MANAGE, UnmanagedEni};
 pub use service::{Pool, PoolDeps};
 pub use snapshot::{AddressView, AssignmentView, EniView, GroupView, PoolSnapshot};

@@ -5,6 +5,7 @@ use super::clock::PoolClock;
 use super::config::PoolConfig;
 use super::hooks::EniHooks;
 use super::inventory::{TAG_OPERATION, log_corrections, to_ipam};
+use super::ownership::{self, UnmanagedEni};
 use crate::cloud::{self, Cloud, InstanceLimits, NodeIdentity};
 use crate::ipam::Datastore;
 use crate::state::{Checkpoint, Intent, Journal, Operation, StateDir};
@@ -18,6 +19,47 @@ pub(super) struct Recovered {
     pub store: Datastore,
     pub journal: Journal,
     pub enis: HashMap<String, cloud::Eni>,
+    pub unmanaged: Vec<UnmanagedEni>,
+}
+
+/// Checkpointed addresses on none of `inventory`'s ENIs.
+fn unseen(checkpoint: &Checkpoint, inventory: &[cloud::Eni]) -> usize {
+    checkpoint
+        .allocations
+        .iter()
+        .filter(|a| {
+            !inventory.iter().any(|e| {
+                e.secondary_ips.contains(&a.ip) || e.prefixes.iter().any(|p| p.contains(&a.ip))
+            })
+        })
+        .count()
+}
+
+/// The node's ENIs, read again (up to the confirmations, spread over the
+/// grace period) while a read lacks addresses the checkpoint has pods on:
+/// one stale read must not drop a running pod's address at start-up.
+async fn confirmed_inventory(
+    cloud: &dyn Cloud,
+    checkpoint: &Checkpoint,
+    mut inventory: Vec<cloud::Eni>,
+    config: &PoolConfig,
+) -> Result<Vec<cloud::Eni>, cloud::CloudError> {
+    let reads = config.stale_read_confirmations.max(1);
+    let pause = config.stale_read_grace() / reads;
+    for read in 1..reads {
+        let missing = unseen(checkpoint, &inventory);
+        if missing == 0 {
+            break;
+        }
+        tracing::info!(
+            missing,
+            read,
+            "checkpointed addresses missing from EC2's answer; reading again"
+        );
+        tokio::time::sleep(pause).await;
+        inventory = cloud.list_enis().await?;
+    }
+    Ok(inventory)
 }
 
 /// Whether any pod of the checkpoint holds an address of `eni`.
@@ -95,7 +137,7 @@ async fn replay(
         }
         Operation::DetachEni { eni_id, .. } | Operation::DeleteEni { eni_id } => {
             if let Some(eni) = attached(eni_id)
-                && (eni.device_index() == Some(0) || has_pods(eni, checkpoint))
+                && (eni.id == node.primary_eni_id || has_pods(eni, checkpoint))
             {
                 tracing::error!(op = %intent.id, eni = %eni_id, "interrupted release of an ENI that has pods or is primary; keeping it");
                 return Ok(false);
@@ -136,9 +178,17 @@ pub(super) async fn recover(
     if changed {
         inventory = cloud.list_enis().await?;
     }
+    let inventory = confirmed_inventory(cloud, &checkpoint, inventory, config).await?;
+    let (inventory, unmanaged) = ownership::classify(inventory, &node);
+    for eni in &unmanaged {
+        tracing::info!(eni = %eni.id, reason = %eni.reason, "ENI not managed by Weft");
+    }
 
     let now = clock.now();
-    let ipam_inventory: Vec<_> = inventory.iter().map(|e| to_ipam(e, now.wall)).collect();
+    let ipam_inventory: Vec<_> = inventory
+        .iter()
+        .map(|e| to_ipam(e, &node.primary_eni_id, now.wall))
+        .collect();
     let (store, corrections) = Datastore::rebuild(
         config.ipam(&node.security_groups),
         &ipam_inventory,
@@ -146,10 +196,12 @@ pub(super) async fn recover(
         &checkpoint.cooling,
         now,
     );
+    let mut store = store;
+    store.set_foreign_enis(ownership::on_default_card(&unmanaged));
     if log_corrections(&corrections, "start-up") {
         state.save_checkpoint(&Checkpoint::of(&store, now.mono))?;
     }
-    for eni in inventory.iter().filter(|e| e.device_index() != Some(0)) {
+    for eni in inventory.iter().filter(|e| e.id != node.primary_eni_id) {
         if let Err(why) = hooks.on_attached(eni).await {
             tracing::error!(eni = %eni.id, %why, "node set-up of an attached ENI failed at start-up");
         }
@@ -161,5 +213,6 @@ pub(super) async fn recover(
         store,
         journal,
         enis,
+        unmanaged,
     })
 }

@@ -83,6 +83,7 @@ impl Pool {
             clock,
             DurableDatastore::new(recovered.store, state),
         ));
+        shared.lock().unmanaged = recovered.unmanaged;
         let driver = Driver::new(
             shared.clone(),
             cloud,
@@ -183,9 +184,22 @@ impl Pool {
 
     /// Why the pool cannot serve ADDs, or `None` when it can.
     pub fn not_ready_reason(&self) -> Option<String> {
-        self.shared
-            .is_stopped()
-            .then(|| "the pool service is shut down".to_owned())
+        if self.shared.is_stopped() {
+            return Some("the pool service is shut down".to_owned());
+        }
+        // The reconciler marks the pool stopped whenever it returns; ended
+        // without that, it panicked, and the pool can no longer grow.
+        let ended = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(JoinHandle::is_finished);
+        ended.then(|| {
+            "the pool's reconciler stopped unexpectedly (it panicked; weftd's log has the \
+             panic): restart weftd"
+                .to_owned()
+        })
     }
 
     /// The node's default security-group set.

@@ -3,6 +3,7 @@
 use super::clock::PoolClock;
 use super::config::PoolConfig;
 use super::error::Blocked;
+use super::ownership::UnmanagedEni;
 use crate::cloud::{InstanceLimits, NodeIdentity};
 use crate::ipam::{Now, SgSet};
 use crate::metrics::Metrics;
@@ -32,6 +33,8 @@ pub(crate) struct Inner {
     pub pending: BTreeMap<SgSet, u32>,
     /// The last outcome of every group the reconciler looked at.
     pub outcomes: BTreeMap<SgSet, GroupOutcome>,
+    /// ENIs attached to the node that Weft does not manage.
+    pub unmanaged: Vec<UnmanagedEni>,
 }
 
 /// Shared between [`super::Pool`] and the reconciler task.
@@ -83,6 +86,7 @@ impl Shared {
                 store,
                 pending: BTreeMap::new(),
                 outcomes: BTreeMap::new(),
+                unmanaged: Vec::new(),
             }),
             wake: Notify::new(),
             halt: Notify::new(),

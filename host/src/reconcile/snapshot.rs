@@ -1,6 +1,7 @@
 //! A serialisable view of the pool, for introspection.
 
 use super::error::Blocked;
+use super::ownership::UnmanagedEni;
 use super::shared::Inner;
 use crate::ipam::{AddressState, Datastore, SgSet};
 use ipnet::Ipv4Net;
@@ -20,6 +21,11 @@ pub struct PoolSnapshot {
     pub assignments: Vec<AssignmentView>,
     /// Every group the pool serves or was asked for.
     pub groups: Vec<GroupView>,
+    /// ENIs attached to the node that Weft leaves alone, with the reason.
+    pub unmanaged: Vec<UnmanagedEni>,
+    /// Addresses EC2 took away while a pod held them: not handed out while
+    /// the node still routes them.
+    pub quarantined: Vec<Ipv4Addr>,
 }
 
 /// One ENI.
@@ -166,6 +172,8 @@ impl PoolSnapshot {
             enis,
             assignments,
             groups,
+            unmanaged: inner.unmanaged.clone(),
+            quarantined: store.quarantined(),
         }
     }
 

@@ -15,9 +15,17 @@
 //!
 //! File format: JSON lines, appended and `fsync`ed one at a time:
 //! `{"begin":{"id":"…","startedAtMs":…,"op":{"kind":"create-eni",…}}}` and
-//! `{"done":"…"}`. A crash can leave only the last line torn; it is
-//! ignored on load. The file is compacted (rewritten atomically with only
-//! the pending intents) when opened and when done records pile up.
+//! `{"done":"…"}`. The file is compacted (rewritten atomically with only the
+//! pending intents) when opened and when done records pile up.
+//!
+//! Torn appends: an append that fails part-way (`ENOSPC` on a full tmpfs)
+//! is cut back off the file before the error is returned, so later appends
+//! start on a clean line. A crash (or a failed cut) can still leave a torn
+//! record, either as the last line or glued to the front of the next
+//! append's record; on load both are recognised as an unfinished append and
+//! dropped. That is safe: the call whose record it was got an error, so a
+//! torn `begin` was never sent and a torn `done` leaves its intent pending,
+//! which recovery re-checks. Anything else that does not parse is refused.
 
 use super::StateError;
 use super::atomic::{sync_parent, write_atomic};
@@ -26,7 +34,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::{self, ErrorKind, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -140,12 +148,36 @@ enum Record {
     Done(OpId),
 }
 
+/// What the journal appends to: its file, or in tests a file whose writes
+/// fail part-way.
+trait AppendFile: fmt::Debug + Send + Sync {
+    /// Appends `bytes` and makes them durable.
+    fn append_synced(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Cuts the file back to `len` bytes, durably.
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+}
+
+impl AppendFile for File {
+    fn append_synced(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes).and_then(|()| self.sync_data())
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.set_len(len).and_then(|()| self.sync_data())
+    }
+}
+
 /// The open journal. Holds the pending intents in memory, in the order
 /// they were begun.
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
-    file: File,
+    file: Box<dyn AppendFile>,
+    /// Length of the file up to its last complete record.
+    len: u64,
+    /// A failed append could not be cut back: the file ends in a torn
+    /// record until a cut succeeds.
+    torn: bool,
     pending: Vec<Intent>,
     appended: usize,
 }
@@ -157,8 +189,8 @@ fn line(record: &Record) -> Vec<u8> {
     bytes
 }
 
-/// Parses a journal's bytes into its pending intents. Only the last line
-/// may be invalid (a write torn by a crash).
+/// Parses a journal's bytes into its pending intents, dropping records torn
+/// by an unfinished append (see the module docs).
 fn parse(bytes: &[u8], path: &Path) -> Result<Vec<Intent>, StateError> {
     let mut pending: Vec<Intent> = Vec::new();
     let lines: Vec<&[u8]> = bytes
@@ -167,20 +199,48 @@ fn parse(bytes: &[u8], path: &Path) -> Result<Vec<Intent>, StateError> {
         .collect();
     let torn_tail = !bytes.ends_with(b"\n");
     for (i, raw) in lines.iter().enumerate() {
-        match serde_json::from_slice::<Record>(raw) {
-            Ok(Record::Begin(intent)) => pending.push(intent),
-            Ok(Record::Done(id)) => pending.retain(|p| p.id != id),
-            Err(_) if torn_tail && i + 1 == lines.len() => {}
-            Err(source) => {
-                return Err(StateError::Corrupt {
-                    path: path.to_owned(),
-                    line: Some(i + 1),
-                    source,
-                });
-            }
+        let record = match serde_json::from_slice::<Record>(raw) {
+            Ok(record) => record,
+            Err(_) if torn_tail && i + 1 == lines.len() && is_record_start(raw) => continue,
+            Err(source) => match after_torn_records(raw) {
+                Some(record) => record,
+                None => {
+                    return Err(StateError::Corrupt {
+                        path: path.to_owned(),
+                        line: Some(i + 1),
+                        source,
+                    });
+                }
+            },
+        };
+        match record {
+            Record::Begin(intent) => pending.push(intent),
+            Record::Done(id) => pending.retain(|p| p.id != id),
         }
     }
     Ok(pending)
+}
+
+/// How every record line starts.
+const RECORD_STARTS: [&[u8]; 2] = [b"{\"begin\":", b"{\"done\":"];
+
+/// Whether `bytes` is how a record starts (or a prefix of that): what an
+/// append leaves when it is cut short.
+fn is_record_start(bytes: &[u8]) -> bool {
+    RECORD_STARTS
+        .iter()
+        .any(|start| bytes.starts_with(start) || start.starts_with(bytes))
+}
+
+/// The complete record at the end of `line` when everything before it is
+/// torn records: a record start further on begins a record that parses,
+/// and what precedes it starts like a record. `None` for any other line.
+fn after_torn_records(line: &[u8]) -> Option<Record> {
+    (1..line.len())
+        .filter(|&at| {
+            is_record_start(&line[..at]) && RECORD_STARTS.iter().any(|s| line[at..].starts_with(s))
+        })
+        .find_map(|at| serde_json::from_slice::<Record>(&line[at..]).ok())
 }
 
 impl Journal {
@@ -213,18 +273,38 @@ impl Journal {
         sync_parent(&path)?;
         Ok(Journal {
             path,
-            file,
+            file: Box::new(file),
+            len: bytes.len() as u64,
+            torn: false,
             pending,
             appended: 0,
         })
     }
 
+    /// Appends `record` durably. On failure the file is cut back to its
+    /// last complete record, so a later append never follows a torn one.
     fn append(&mut self, record: &Record) -> Result<(), StateError> {
-        self.file
-            .write_all(&line(record))
-            .and_then(|()| self.file.sync_data())
-            .map_err(StateError::io("append to", &self.path))?;
+        if self.torn {
+            self.cut_back()
+                .map_err(StateError::io("cut a torn record off", &self.path))?;
+        }
+        let bytes = line(record);
+        if let Err(e) = self.file.append_synced(&bytes) {
+            if let Err(cut) = self.cut_back() {
+                tracing::warn!(path = %self.path.display(), error = %cut, "could not cut a failed journal append back; the next append retries, a restart drops it");
+            }
+            return Err(StateError::io("append to", &self.path)(e));
+        }
+        self.len += bytes.len() as u64;
         self.appended += 1;
+        Ok(())
+    }
+
+    /// Truncates the file to its last complete record.
+    fn cut_back(&mut self) -> io::Result<()> {
+        self.torn = true;
+        self.file.truncate(self.len)?;
+        self.torn = false;
         Ok(())
     }
 
@@ -330,6 +410,97 @@ mod tests {
             std::fs::write(&path, &bytes).unwrap();
             assert!(Journal::open(&path).unwrap().1.is_empty());
         }
+    }
+
+    /// The journal's file, whose next append writes only `keep` bytes and
+    /// fails, as `write_all` does when the disk fills part-way.
+    #[derive(Debug)]
+    struct ShortWrite {
+        file: File,
+        keep: Option<usize>,
+    }
+
+    impl AppendFile for ShortWrite {
+        fn append_synced(&mut self, bytes: &[u8]) -> io::Result<()> {
+            match self.keep.take() {
+                Some(keep) => {
+                    self.file.write_all(&bytes[..keep])?;
+                    Err(io::Error::from_raw_os_error(libc::ENOSPC))
+                }
+                None => self.file.append_synced(bytes),
+            }
+        }
+
+        fn truncate(&mut self, len: u64) -> io::Result<()> {
+            self.file.truncate(len)
+        }
+    }
+
+    #[test]
+    fn a_failed_append_is_cut_back_and_later_appends_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let (mut j, _) = Journal::open(&path).unwrap();
+        let a = j.begin(create(), SystemTime::now()).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        j.file = Box::new(ShortWrite {
+            file: OpenOptions::new().append(true).open(&path).unwrap(),
+            keep: Some(40),
+        });
+        let err = j.begin(create(), SystemTime::now()).unwrap_err();
+        assert!(err.to_string().contains("append to"), "{err}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the torn record was cut off"
+        );
+        let c = j.begin(create(), SystemTime::now()).unwrap();
+        drop(j);
+        assert_eq!(Journal::open(&path).unwrap().1, vec![a, c]);
+    }
+
+    #[test]
+    fn a_torn_record_followed_by_later_appends_is_dropped_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let (mut j, _) = Journal::open(&path).unwrap();
+        let a = j.begin(create(), SystemTime::now()).unwrap();
+        let b = j.begin(create(), SystemTime::now()).unwrap();
+        let c = j.begin(create(), SystemTime::now()).unwrap();
+        drop(j);
+        let (begin_b, done_a) = (line(&Record::Begin(b)), line(&Record::Done(a.id.clone())));
+        // A torn begin (its call failed, so nothing was sent): dropped.
+        for len in 1..begin_b.len() - 1 {
+            let mut bytes = line(&Record::Begin(a.clone()));
+            bytes.extend_from_slice(&begin_b[..len]);
+            bytes.extend(line(&Record::Begin(c.clone())));
+            bytes.extend(done_a.clone());
+            std::fs::write(&path, &bytes).unwrap();
+            let (j, pending) =
+                Journal::open(&path).unwrap_or_else(|e| panic!("torn at {len}: {e}"));
+            assert_eq!(pending, vec![c.clone()], "torn at {len}");
+            drop(j);
+            // Opening rewrote the file without the tear.
+            assert_eq!(Journal::open(&path).unwrap().1, vec![c.clone()]);
+        }
+        // A torn done (its call failed): the intent stays pending.
+        let mut bytes = line(&Record::Begin(a.clone()));
+        bytes.extend_from_slice(&done_a[..10]);
+        bytes.extend(line(&Record::Begin(c.clone())));
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(Journal::open(&path).unwrap().1, vec![a, c]);
+    }
+
+    #[test]
+    fn garbage_glued_to_a_record_is_still_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        std::fs::write(&path, b"xx{\"done\":\"1\"}\n{\"done\":\"2\"}\n").unwrap();
+        let err = Journal::open(&path).unwrap_err();
+        assert!(
+            matches!(err, StateError::Corrupt { line: Some(1), .. }),
+            "{err}"
+        );
     }
 
     #[test]

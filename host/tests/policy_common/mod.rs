@@ -3,8 +3,12 @@
 
 #![allow(dead_code)]
 
+use std::sync::Arc;
 use std::time::Duration;
-use weft_host::policy::{CallLimits, CompiledPolicy, PolicyEngine, PolicyError, PolicyModule};
+use weft_host::metrics::Metrics;
+use weft_host::policy::{
+    CallLimits, CompiledPolicy, PoliciesConfig, PolicyEngine, PolicyError, PolicyModule, PolicySet,
+};
 use weft_policy_sdk::{Tag, pool, security, subnet};
 
 /// A fresh engine without an artifact cache.
@@ -49,6 +53,26 @@ pub fn load_with(
 ) -> Result<PolicyModule, PolicyError> {
     CompiledPolicy::from_file(engine, path.as_ref(), "chaos", None, None)?
         .configure(settings, limits)
+}
+
+/// A policy set of `config` and the metrics it counts in.
+pub fn set(config: PoliciesConfig) -> (PolicySet, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
+    let set = PolicySet::from_config(&config, metrics.clone()).expect("valid configuration");
+    (set, metrics)
+}
+
+/// The `weft_policy_decisions_total` count of one decision and outcome.
+pub fn counted(metrics: &Metrics, decision: &str, outcome: &str) -> u64 {
+    let text = metrics.encode();
+    text.lines()
+        .filter(|l| l.starts_with("weft_policy_decisions_total{"))
+        .filter(|l| {
+            l.contains(&format!("decision=\"{decision}\""))
+                && l.contains(&format!("outcome=\"{outcome}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Chaos settings for `mode`.

@@ -48,6 +48,8 @@ pub enum Call {
 pub struct TestCloud {
     pub sim: Arc<SimCloud>,
     calls: Mutex<Vec<Call>>,
+    /// The ENI every changing call targeted (creates excluded).
+    targets: Mutex<Vec<(Call, String)>>,
     crash_at: Option<(u32, Crash)>,
     changing: AtomicU32,
     struck: tokio::sync::watch::Sender<bool>,
@@ -58,6 +60,7 @@ impl TestCloud {
         TestCloud {
             sim,
             calls: Mutex::new(Vec::new()),
+            targets: Mutex::new(Vec::new()),
             crash_at: None,
             changing: AtomicU32::new(0),
             struck: tokio::sync::watch::channel(false).0,
@@ -74,6 +77,15 @@ impl TestCloud {
     /// Changing calls so far, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
+    }
+
+    /// The ENIs changing calls targeted.
+    pub fn targets(&self) -> Vec<(Call, String)> {
+        self.targets.lock().unwrap().clone()
+    }
+
+    fn target(&self, call: Call, eni_id: &str) {
+        self.targets.lock().unwrap().push((call, eni_id.to_owned()));
     }
 
     pub fn count(&self, call: Call) -> usize {
@@ -157,14 +169,17 @@ impl Cloud for TestCloud {
     }
     fn assign_ips<'a>(&'a self, eni_id: &'a str, count: u32) -> CloudFuture<'a, Vec<Ipv4Addr>> {
         let crash = self.record(Call::AssignIps);
+        self.target(Call::AssignIps, eni_id);
         Box::pin(guarded(crash, self.sim.assign_ips(eni_id, count)))
     }
     fn assign_prefixes<'a>(&'a self, eni_id: &'a str, count: u32) -> CloudFuture<'a, Vec<Ipv4Net>> {
         let crash = self.record(Call::AssignPrefixes);
+        self.target(Call::AssignPrefixes, eni_id);
         Box::pin(guarded(crash, self.sim.assign_prefixes(eni_id, count)))
     }
     fn unassign_ips<'a>(&'a self, eni_id: &'a str, ips: &'a [Ipv4Addr]) -> CloudFuture<'a, ()> {
         let crash = self.record(Call::UnassignIps);
+        self.target(Call::UnassignIps, eni_id);
         Box::pin(guarded(crash, self.sim.unassign_ips(eni_id, ips)))
     }
     fn unassign_prefixes<'a>(
@@ -173,10 +188,12 @@ impl Cloud for TestCloud {
         prefixes: &'a [Ipv4Net],
     ) -> CloudFuture<'a, ()> {
         let crash = self.record(Call::UnassignPrefixes);
+        self.target(Call::UnassignPrefixes, eni_id);
         Box::pin(guarded(crash, self.sim.unassign_prefixes(eni_id, prefixes)))
     }
     fn delete_eni<'a>(&'a self, eni_id: &'a str) -> CloudFuture<'a, ()> {
         let crash = self.record(Call::DeleteEni);
+        self.target(Call::DeleteEni, eni_id);
         Box::pin(guarded(crash, self.sim.delete_eni(eni_id)))
     }
     fn find_enis_by_tag<'a>(&'a self, key: &'a str, value: &'a str) -> CloudFuture<'a, Vec<Eni>> {
@@ -194,6 +211,8 @@ pub struct RecordingHooks {
     pub attached: Mutex<Vec<String>>,
     pub released: Mutex<Vec<String>>,
     pub fail_attach: std::sync::atomic::AtomicBool,
+    /// Addresses the "node" still routes to a pod.
+    pub routed: Mutex<BTreeSet<Ipv4Addr>>,
 }
 
 impl EniHooks for RecordingHooks {
@@ -211,6 +230,15 @@ impl EniHooks for RecordingHooks {
     fn on_released<'a>(&'a self, eni: &'a Eni) -> HookFuture<'a> {
         self.released.lock().unwrap().push(eni.id.clone());
         Box::pin(async { Ok(()) })
+    }
+    fn routed<'a>(&'a self, ips: &'a [Ipv4Addr]) -> HookFuture<'a, Vec<Ipv4Addr>> {
+        let routed = self.routed.lock().unwrap();
+        let answer = ips
+            .iter()
+            .filter(|ip| routed.contains(ip))
+            .copied()
+            .collect();
+        Box::pin(async move { Ok(answer) })
     }
 }
 

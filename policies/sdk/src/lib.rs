@@ -64,6 +64,15 @@ pub mod types;
 
 pub use types::{Tag, pool, security, subnet};
 
+/// The contract this SDK implements: the WIT package its guest bindings are
+/// generated from. The crate carries that WIT (`wit/policy.wit` in the
+/// package), so a policy built with this SDK imports and exports exactly
+/// these interfaces, whatever repository it is built in.
+pub const CONTRACT: &str = "weft:policy@0.1.0";
+
+/// The contract's text, as packaged with the SDK.
+pub const CONTRACT_WIT: &str = include_str!("../wit/policy.wit");
+
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 #[path = "guest/mod.rs"]
@@ -100,4 +109,20 @@ pub trait SecurityGroups: Sized {
 
     /// The pod's security groups, or an error that fails its ADD.
     fn select_security_groups(&self, request: &security::Request) -> Result<Vec<String>, String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_names_the_packaged_wit() {
+        let package = CONTRACT_WIT
+            .lines()
+            .find_map(|line| line.strip_prefix("package "))
+            .expect("the WIT declares its package");
+        assert_eq!(package, format!("{CONTRACT};"));
+        let readme = include_str!("../README.md");
+        assert!(readme.contains(CONTRACT), "README.md must name {CONTRACT}");
+    }
 }

@@ -46,6 +46,22 @@ pub enum Mode {
     UnknownEni,
     /// Pool: release the primary ENI (device index 0).
     ReleasePrimary,
+    /// Sleep 5 s with `std::thread::sleep` (WASI clock + poll in the host).
+    Sleep,
+    /// Recurse without bound until the stack overflows.
+    Recurse,
+    /// Log far more and far longer messages than the host forwards, with
+    /// control characters (terminal escapes, newlines) in them.
+    LogFlood,
+    /// Answer with the bytes of `wasi:random/random`, so a test can check
+    /// that randomness is deterministic (pool: in the reason; security
+    /// groups: in the refusal).
+    Random,
+    /// Security groups and subnets: refuse with an enormous message full of
+    /// control characters (pool: the same as the reason).
+    HugeRefusal,
+    /// Log one 4 MiB message (more than the host takes in one call).
+    HugeLog,
 }
 
 /// When the misbehaviour strikes.
@@ -105,6 +121,12 @@ fn misbehave(mode: Mode) {
         Mode::Loop => spin(),
         Mode::Alloc => exhaust_memory(),
         Mode::Trap => panic!("chaos: trap requested"),
+        Mode::Sleep => std::thread::sleep(std::time::Duration::from_secs(5)),
+        Mode::Recurse => {
+            std::hint::black_box(recurse(std::hint::black_box(1)));
+        }
+        Mode::LogFlood => flood_log(),
+        Mode::HugeLog => log_warn(&"x".repeat(4 << 20)),
         _ => {}
     }
 }
@@ -115,6 +137,59 @@ fn spin() -> ! {
     loop {
         counter = std::hint::black_box(counter.wrapping_add(1));
     }
+}
+
+/// Recurses until the stack overflows; the frame's buffer keeps the
+/// recursion from being turned into a loop.
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 16]);
+    recurse(depth + 1).wrapping_add(frame[(depth % 16) as usize])
+}
+
+/// A line no log should print as is: a terminal escape that clears the
+/// screen, a forged second log line and a NUL.
+pub const HOSTILE_LINE: &str =
+    "\u{1b}[2J\u{1b}[31mFAKE\nlevel=ERROR policy=other forged line\r\u{0}";
+
+/// Logs 1,000 messages of 8 KiB each, full of [`HOSTILE_LINE`]s.
+fn flood_log() {
+    let message = HOSTILE_LINE.repeat((8 << 10) / HOSTILE_LINE.len());
+    for _ in 0..1_000 {
+        log_warn(&message);
+    }
+}
+
+/// Logs through the contract's `log` import (in a world build).
+fn log_warn(message: &str) {
+    #[cfg(any(feature = "pool", feature = "subnet", feature = "sg"))]
+    weft_policy_sdk::log::warn(message);
+    #[cfg(not(any(feature = "pool", feature = "subnet", feature = "sg")))]
+    let _ = message;
+}
+
+/// An enormous refusal: 512 KiB of [`HOSTILE_LINE`]s (within what the host
+/// takes in one answer, 1 MiB).
+pub fn huge_refusal() -> String {
+    HOSTILE_LINE.repeat((512 << 10) / HOSTILE_LINE.len())
+}
+
+/// 32 bytes from `wasi:random/random.get-random-bytes` (wasi-libc's
+/// `getentropy`, which `getrandom` and friends use), hex-encoded.
+pub fn random_hex() -> String {
+    #[cfg(target_arch = "wasm32")]
+    {
+        unsafe extern "C" {
+            fn getentropy(buffer: *mut u8, length: usize) -> i32;
+        }
+        let mut bytes = [0u8; 32];
+        // SAFETY: wasi-libc's getentropy writes at most `length` bytes.
+        let rc = unsafe { getentropy(bytes.as_mut_ptr(), bytes.len()) };
+        assert_eq!(rc, 0, "getentropy failed");
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    String::new()
 }
 
 /// Allocates and touches 1 MiB blocks until allocation fails (which aborts).

@@ -14,7 +14,11 @@ impl PoolSizing for ChaosPool {
 
     fn size_pool(&self, state: &PoolState) -> PoolDecision {
         self.0.decide();
-        let reason = format!("chaos: {:?}", self.0.settings.mode);
+        let reason = match self.0.settings.mode {
+            Mode::Random => crate::random_hex(),
+            Mode::HugeRefusal => crate::huge_refusal(),
+            mode => format!("chaos: {mode:?}"),
+        };
         match self.0.settings.mode {
             Mode::Huge => PoolDecision {
                 changes: state

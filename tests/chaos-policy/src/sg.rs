@@ -23,6 +23,8 @@ impl SecurityGroups for ChaosSg {
             Mode::BadSg => Ok(vec!["sg-NOT-VALID".into(), "default".into()]),
             Mode::TooManySgs => Ok((1..=6).map(sg).collect()),
             Mode::Huge => Ok((1..=100_000).map(sg).collect()),
+            Mode::HugeRefusal => Err(crate::huge_refusal()),
+            Mode::Random => Err(crate::random_hex()),
             _ => Ok(request.node_security_groups.clone()),
         }
     }

@@ -17,6 +17,7 @@ impl SubnetSelection for ChaosSubnet {
         match self.0.settings.mode {
             Mode::BadSubnet => Choice::UseSubnet("subnet-0000000000000dead".into()),
             Mode::Huge => Choice::UseSubnet("subnet-".repeat(1 << 20)),
+            Mode::HugeRefusal => Choice::Refuse(crate::huge_refusal()),
             _ => match candidates.first() {
                 Some(candidate) => Choice::UseSubnet(candidate.id.clone()),
                 None => Choice::Refuse("chaos: no candidates".into()),

@@ -55,6 +55,44 @@ impl Caller {
         self.call_recovering(api, op, || async { Ok(None) }).await
     }
 
+    /// Calls an API whose lost answer must never be answered by sending it again (a stale
+    /// read would make that assign twice): throttling is retried, but after an ambiguous
+    /// failure `check` looks at EC2 once and either returns the result it sees or the
+    /// ambiguous error, which the caller settles against its journal.
+    pub(super) async fn call_unrepeated<T, E, F, Fut, R, RFut>(
+        &self,
+        api: Api,
+        mut op: F,
+        check: R,
+    ) -> Result<T, CloudError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: FnOnce() -> RFut,
+        RFut: Future<Output = Result<Option<T>, CloudError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let error = match self.attempt(api, op()).await {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            if error.is_ambiguous() {
+                tracing::debug!(%api, %error, "answer lost; checking EC2 instead of sending again");
+                return match check().await {
+                    Ok(Some(value)) => Ok(value),
+                    Ok(None) | Err(_) => Err(error),
+                };
+            }
+            if !error.is_retryable() || !self.retry.may_retry(attempt) {
+                return Err(error);
+            }
+            tokio::time::sleep(self.retry.random_backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
     /// Calls an API that must not simply be repeated: after an ambiguous failure (the request
     /// may have taken effect but its answer was lost), `recover` looks at EC2 and returns the
     /// result when the request did take effect; otherwise the call is retried.

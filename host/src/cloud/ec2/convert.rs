@@ -96,7 +96,12 @@ pub(super) fn eni(api: Api, ni: &ec2::NetworkInterface) -> Result<Eni, CloudErro
         id: id.to_owned(),
         subnet_id: required(api, what, "SubnetId", ni.subnet_id())?.to_owned(),
         mac: parse(api, what, "MacAddress", ni.mac_address())?,
-        primary_ip: parse(api, what, "PrivateIpAddress", ni.private_ip_address())?,
+        // IPv6-only and EFA-only interfaces have no private IPv4: reported
+        // (so they are listed as unmanaged), never managed.
+        primary_ip: match ni.private_ip_address() {
+            Some(_) => parse(api, what, "PrivateIpAddress", ni.private_ip_address())?,
+            None => std::net::Ipv4Addr::UNSPECIFIED,
+        },
         secondary_ips,
         prefixes,
         security_groups: ni
@@ -108,6 +113,9 @@ pub(super) fn eni(api: Api, ni: &ec2::NetworkInterface) -> Result<Eni, CloudErro
         description: ni.description().unwrap_or_default().to_owned(),
         status: EniStatus::parse(ni.status().map(|s| s.as_str()).unwrap_or("unknown")),
         attachment,
+        interface_type: InterfaceType::parse(
+            ni.interface_type().map(|t| t.as_str()).unwrap_or_default(),
+        ),
     })
 }
 
@@ -126,6 +134,14 @@ pub(super) fn subnet(api: Api, s: &ec2::Subnet) -> Result<Subnet, CloudError> {
 }
 
 /// An `InstanceTypeInfo` as [`InstanceLimits`].
+///
+/// On instances with several network cards `MaximumNetworkInterfaces` counts
+/// the ENIs of all cards (p4d.24xlarge: 4 cards x 15 = 60), while Weft uses
+/// the default card only: its limit is that card's `MaximumNetworkInterfaces`
+/// from `NetworkCards` (see "NetworkCardInfo",
+/// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_NetworkCardInfo.html).
+/// /28 prefixes need the Nitro system, which bare-metal instances (no
+/// hypervisor reported) are built on too.
 pub(super) fn limits(api: Api, info: &ec2::InstanceTypeInfo) -> Result<InstanceLimits, CloudError> {
     let name = info
         .instance_type()
@@ -135,13 +151,20 @@ pub(super) fn limits(api: Api, info: &ec2::InstanceTypeInfo) -> Result<InstanceL
     let network = info
         .network_info()
         .ok_or_else(|| incomplete(api, what, "NetworkInfo missing"))?;
+    let default_card = network.default_network_card_index().unwrap_or(0);
+    let card_max = network
+        .network_cards()
+        .iter()
+        .find(|c| c.network_card_index().unwrap_or(0) == default_card)
+        .and_then(|c| c.maximum_network_interfaces());
     let limits = InstanceLimits {
         instance_type: name,
-        max_enis: count(network.maximum_network_interfaces()),
+        max_enis: count(card_max.or(network.maximum_network_interfaces())),
         ipv4_per_eni: count(network.ipv4_addresses_per_interface()),
         ipv6_per_eni: count(network.ipv6_addresses_per_interface()),
         network_cards: count(network.maximum_network_cards()).max(1),
-        prefix_delegation: info.hypervisor() == Some(&ec2::InstanceTypeHypervisor::Nitro),
+        prefix_delegation: info.hypervisor() == Some(&ec2::InstanceTypeHypervisor::Nitro)
+            || info.bare_metal() == Some(true),
     };
     if limits.max_enis == 0 || limits.ipv4_per_eni == 0 {
         return Err(incomplete(api, what, "no ENI or IPv4 limits"));
@@ -199,6 +222,101 @@ mod tests {
         assert_eq!(eni.device_index(), Some(2));
         assert_eq!(eni.status, EniStatus::InUse);
         assert_eq!(eni.tags[TAG_CLUSTER], "prod");
+    }
+
+    /// An `InstanceTypeInfo` as `DescribeInstanceTypes` answers it: total
+    /// ENIs, IPv4 per ENI, per-card maxima, hypervisor, bare metal.
+    fn shape(
+        name: &str,
+        total: i32,
+        ipv4: i32,
+        cards: &[i32],
+        nitro: bool,
+        metal: bool,
+    ) -> ec2::InstanceTypeInfo {
+        let mut network = ec2::NetworkInfo::builder()
+            .maximum_network_interfaces(total)
+            .ipv4_addresses_per_interface(ipv4)
+            .ipv6_addresses_per_interface(ipv4)
+            .maximum_network_cards(cards.len() as i32)
+            .default_network_card_index(0);
+        for (index, max) in cards.iter().enumerate() {
+            network = network.network_cards(
+                ec2::NetworkCardInfo::builder()
+                    .network_card_index(index as i32)
+                    .maximum_network_interfaces(*max)
+                    .build(),
+            );
+        }
+        let mut info = ec2::InstanceTypeInfo::builder()
+            .instance_type(ec2::InstanceType::from(name))
+            .bare_metal(metal)
+            .network_info(network.build());
+        if nitro {
+            info = info.hypervisor(ec2::InstanceTypeHypervisor::Nitro);
+        }
+        info.build()
+    }
+
+    fn limits_of(info: &ec2::InstanceTypeInfo) -> InstanceLimits {
+        limits(Api::DescribeInstanceTypes, info).expect("limits")
+    }
+
+    #[test]
+    fn m5_large_has_3_enis_of_10_addresses_and_prefixes() {
+        let l = limits_of(&shape("m5.large", 3, 10, &[3], true, false));
+        assert_eq!((l.max_enis, l.ipv4_per_eni, l.network_cards), (3, 10, 1));
+        assert!(l.prefix_delegation);
+        assert_eq!(l.max_pods(), 29);
+    }
+
+    #[test]
+    fn p4d_24xlarge_uses_the_default_cards_15_enis_not_all_60() {
+        let l = limits_of(&shape(
+            "p4d.24xlarge",
+            60,
+            50,
+            &[15, 15, 15, 15],
+            true,
+            false,
+        ));
+        assert_eq!((l.max_enis, l.network_cards), (15, 4));
+        assert_eq!(l.max_pods(), 737);
+    }
+
+    #[test]
+    fn c5_metal_has_no_hypervisor_and_still_takes_prefixes() {
+        let l = limits_of(&shape("c5.metal", 15, 50, &[15], false, true));
+        assert!(l.prefix_delegation, "bare metal is Nitro hardware");
+        assert_eq!(l.max_enis, 15);
+        let xen = limits_of(&shape("m4.large", 2, 10, &[2], false, false));
+        assert!(!xen.prefix_delegation);
+    }
+
+    #[test]
+    fn t3_nano_has_2_enis_of_2_addresses() {
+        let l = limits_of(&shape("t3.nano", 2, 2, &[2], true, false));
+        assert_eq!((l.max_enis, l.ipv4_per_eni), (2, 2));
+        assert_eq!(l.max_pods(), 4);
+    }
+
+    #[test]
+    fn an_answer_without_network_cards_falls_back_to_the_total() {
+        let l = limits_of(&shape("t2.medium", 3, 6, &[], false, false));
+        assert_eq!(l.max_enis, 3);
+    }
+
+    #[test]
+    fn an_interface_without_ipv4_converts_and_says_so() {
+        let ni = ec2::NetworkInterface::builder()
+            .network_interface_id("eni-efa")
+            .subnet_id("subnet-1")
+            .mac_address("0a:00:00:00:00:02")
+            .interface_type(ec2::NetworkInterfaceType::from("efa-only"))
+            .build();
+        let eni = eni(Api::DescribeNetworkInterfaces, &ni).expect("converts");
+        assert!(!eni.has_ipv4());
+        assert_eq!(eni.interface_type, InterfaceType::EfaOnly);
     }
 
     #[test]

@@ -44,3 +44,21 @@ pub(super) async fn from_imds(client: &imds::Client) -> Result<NodeIdentity, Clo
         mac,
     })
 }
+
+/// Whether IMDS already shows the ENI with MAC `mac` and its primary address: on EC2 the
+/// metadata of a new ENI lags its attachment, as its device does ("Instance metadata
+/// categories", `network/interfaces/macs/mac/local-ipv4s`,
+/// https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-metadata.html).
+pub(super) async fn eni_listed(
+    client: &imds::Client,
+    mac: MacAddr,
+    primary_ip: std::net::Ipv4Addr,
+) -> bool {
+    let path = format!("network/interfaces/macs/{mac}/local-ipv4s");
+    match get(client, &path).await {
+        Ok(ips) => ips
+            .split_whitespace()
+            .any(|ip| ip == primary_ip.to_string()),
+        Err(_) => false,
+    }
+}

@@ -6,9 +6,12 @@ use rand::Rng;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-/// A failure the simulator can inject. Injected failures happen before the call takes effect.
+/// A failure the simulator can inject. Injected failures happen before the call takes effect,
+/// except [`Fault::LostAnswer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
+    /// The call takes effect but its answer never arrives: the caller sees a timeout.
+    LostAnswer,
     /// `RequestLimitExceeded`.
     Throttled,
     /// A 5xx answer.
@@ -29,7 +32,7 @@ impl Fault {
                 api,
                 detail: "injected by the simulator: HTTP 503".into(),
             },
-            Fault::Timeout => CloudError::Timeout {
+            Fault::Timeout | Fault::LostAnswer => CloudError::Timeout {
                 api,
                 after: Duration::from_secs(10),
             },

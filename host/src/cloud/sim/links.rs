@@ -5,6 +5,10 @@
 //! device named `eth<device index>` with the ENI's MAC inside a given network namespace, so pod
 //! plumbing can be tested end to end without EC2.
 //!
+//! On EC2 the device appears hundreds of milliseconds to seconds after
+//! `AttachNetworkInterface` returns; [`NetnsEniLinks::with_delay`] makes the link appear that
+//! long after the attach answered, so the agent's wait for new devices is exercised.
+//!
 //! The device is one end of a veth pair whose other end, `eth<device index>-vpc`, stays in the
 //! same namespace and stands for the VPC fabric (a test can put the subnet gateway there). A veth
 //! rather than a dummy device: it carries traffic, and some kernels (e.g. minimal VM kernels)
@@ -29,6 +33,7 @@ pub trait EniLinks: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct NetnsEniLinks {
     netns: PathBuf,
+    delay: std::time::Duration,
 }
 
 impl NetnsEniLinks {
@@ -36,7 +41,15 @@ impl NetnsEniLinks {
     pub fn new(netns: impl Into<PathBuf>) -> Self {
         NetnsEniLinks {
             netns: netns.into(),
+            delay: std::time::Duration::ZERO,
         }
+    }
+
+    /// Links appear `delay` after the attach answered (in the background), as devices do on
+    /// EC2.
+    pub fn with_delay(mut self, delay: std::time::Duration) -> Self {
+        self.delay = delay;
+        self
     }
 
     /// The link name of an ENI: `eth<device index>`, as on an EC2 instance.
@@ -101,7 +114,7 @@ impl EniLinks for NetnsEniLinks {
                 return Err(self.error(eni, "not attached"));
             };
             let mac = eni.mac.0.to_vec();
-            self.in_netns(eni, move |handle| async move {
+            let add = move |handle: rtnetlink::Handle| async move {
                 handle
                     .link()
                     .add(
@@ -111,8 +124,18 @@ impl EniLinks for NetnsEniLinks {
                     )
                     .execute()
                     .await
-            })
-            .await
+            };
+            if self.delay.is_zero() {
+                return self.in_netns(eni, add).await;
+            }
+            let (links, eni, delay) = (self.clone(), eni.clone(), self.delay);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Err(error) = links.in_netns(&eni, add).await {
+                    tracing::warn!(eni = %eni.id, %error, "delayed simulated link not created");
+                }
+            });
+            Ok(())
         })
     }
 

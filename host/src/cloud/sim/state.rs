@@ -13,6 +13,23 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
 
+/// An ENI someone other than Weft attached to the node (a test hook of the simulator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForeignEni {
+    /// Without private IPv4 (IPv6-only or EFA-only).
+    NoIpv4,
+    /// Attached to network card 1.
+    OtherCard,
+    /// An EFA interface.
+    Efa,
+    /// A trunk interface (security groups for pods).
+    Trunk,
+    /// Tagged `node.k8s.amazonaws.com/no_manage=true`.
+    NoManage,
+    /// An ordinary ENI without Weft's tags.
+    Untagged,
+}
+
 /// One simulated subnet.
 #[derive(Debug, Clone)]
 pub(super) struct SimSubnet {
@@ -200,6 +217,7 @@ impl SimState {
                 network_card_index: 0,
                 delete_on_termination: true,
             }),
+            interface_type: Default::default(),
         };
         self.identity.primary_eni_id = eni.id.clone();
         self.identity.mac = eni.mac;
@@ -248,6 +266,7 @@ impl SimState {
             description: format!("weft-{}", self.identity.instance_id),
             status: EniStatus::Available,
             attachment: None,
+            interface_type: Default::default(),
         };
         self.enis.insert(eni.id.clone(), eni.clone());
         Ok(eni)
@@ -261,7 +280,7 @@ impl SimState {
             .enis
             .values()
             .filter_map(|e| e.attachment.as_ref())
-            .filter(|a| a.instance_id == instance)
+            .filter(|a| a.instance_id == instance && a.network_card_index == 0)
             .map(|a| a.device_index)
             .collect();
         let index = (1..self.limits.max_enis)
@@ -294,6 +313,64 @@ impl SimState {
         });
         eni.status = EniStatus::InUse;
         Ok(eni.clone())
+    }
+
+    /// Attaches an ENI someone other than Weft made (see [`ForeignEni`]) to the node.
+    pub(super) fn attach_foreign(&mut self, kind: ForeignEni) -> Result<Eni, CloudError> {
+        let api = Api::AttachNetworkInterface;
+        let subnet_id = self.identity.subnet_id.clone();
+        let (primary_ip, secondary_ips) = if kind == ForeignEni::NoIpv4 {
+            (Ipv4Addr::UNSPECIFIED, Vec::new())
+        } else {
+            let primary = self.take_ip(api, &subnet_id)?;
+            (primary, self.take_ips(api, &subnet_id, 2)?)
+        };
+        let mut tags = BTreeMap::new();
+        if kind == ForeignEni::NoManage {
+            tags.insert(
+                "node.k8s.amazonaws.com/no_manage".to_owned(),
+                "true".to_owned(),
+            );
+        }
+        let interface_type = match kind {
+            ForeignEni::Efa => InterfaceType::Efa,
+            ForeignEni::Trunk => InterfaceType::Trunk,
+            _ => InterfaceType::Interface,
+        };
+        let id = self.new_id("eni");
+        let eni = Eni {
+            id: id.clone(),
+            subnet_id,
+            mac: self.new_mac(),
+            primary_ip,
+            secondary_ips,
+            prefixes: Vec::new(),
+            security_groups: self.identity.security_groups.clone(),
+            tags,
+            description: format!("{kind:?} interface of another tenant"),
+            status: EniStatus::Available,
+            attachment: None,
+            interface_type,
+        };
+        self.enis.insert(id.clone(), eni);
+        if kind == ForeignEni::OtherCard {
+            let attachment_id = self.new_id("eni-attach");
+            let instance_id = self.identity.instance_id.clone();
+            let eni = self
+                .enis
+                .get_mut(&id)
+                .ok_or_else(|| not_found(api, format!("network interface {id}")))?;
+            eni.attachment = Some(Attachment {
+                id: attachment_id,
+                instance_id,
+                device_index: 0,
+                network_card_index: 1,
+                delete_on_termination: false,
+            });
+            eni.status = EniStatus::InUse;
+            return Ok(eni.clone());
+        }
+        self.attach(&id)
     }
 
     /// `DetachNetworkInterface`; returns the ENI as it was while attached.

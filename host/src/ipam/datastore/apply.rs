@@ -47,6 +47,7 @@ impl Datastore {
     }
 
     pub(super) fn insert_ip(&mut self, eni_id: &str, ip: Ipv4Addr) {
+        self.withheld.remove(&ip);
         if let Some(eni) = self.enis.get_mut(eni_id) {
             eni.ips.insert(ip);
             self.slots.insert(
@@ -64,6 +65,7 @@ impl Datastore {
         if let Some(eni) = self.enis.get_mut(eni_id) {
             eni.prefixes.insert(prefix);
             for ip in prefix_addresses(prefix) {
+                self.withheld.remove(&ip);
                 self.slots.insert(
                     ip,
                     Slot {
@@ -185,10 +187,13 @@ impl Datastore {
         self.check_not_held(eni_id, ips.iter().copied(), now)?;
         for ip in ips {
             self.slots.remove(ip);
+            self.withheld.insert(*ip, now);
             if let Some(eni) = self.enis.get_mut(eni_id) {
                 eni.ips.remove(ip);
+                eni.missing_ips.remove(ip);
             }
         }
+        self.touch(eni_id, now);
         Ok(())
     }
 
@@ -216,11 +221,14 @@ impl Datastore {
         for prefix in prefixes {
             prefix_addresses(*prefix).for_each(|ip| {
                 self.slots.remove(&ip);
+                self.withheld.insert(ip, now);
             });
             if let Some(eni) = self.enis.get_mut(eni_id) {
                 eni.prefixes.remove(prefix);
+                eni.missing_prefixes.remove(prefix);
             }
         }
+        self.touch(eni_id, now);
         Ok(())
     }
 
@@ -235,7 +243,9 @@ impl Datastore {
             .ok_or_else(|| IpamError::UnknownEni(eni_id.to_owned()))?;
         for ip in eni.addresses() {
             self.slots.remove(&ip);
+            self.withheld.insert(ip, now);
         }
+        self.gone_enis.insert(eni_id.to_owned(), now);
         Ok(eni.to_eni())
     }
 }

@@ -18,6 +18,7 @@ use slot::{Counts, EniEntry, Slot, Use, count, prefix_addresses};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
+use std::time::Duration;
 use std::time::Instant;
 
 /// How much the pool may still grow without holding more pod addresses than
@@ -64,6 +65,17 @@ pub struct Datastore {
     slots: HashMap<Ipv4Addr, Slot>,
     assignments: HashMap<AssignmentKey, Assignment>,
     churn: HashMap<SgSet, Churn>,
+    /// Addresses Weft gave back to EC2, and when: a stale read that still
+    /// shows one must not bring it back as free.
+    withheld: HashMap<Ipv4Addr, Instant>,
+    /// ENIs Weft deleted, and when, for the same reason.
+    gone_enis: HashMap<String, Instant>,
+    /// Addresses EC2 no longer has that a pod held when they left the pool:
+    /// not handed out until the node stops routing them.
+    quarantine: BTreeMap<Ipv4Addr, AssignmentKey>,
+    /// ENIs on the node's default network card that Weft does not manage:
+    /// they take device slots all the same.
+    foreign_enis: u32,
 }
 
 impl Datastore {
@@ -75,7 +87,32 @@ impl Datastore {
             slots: HashMap::new(),
             assignments: HashMap::new(),
             churn: HashMap::new(),
+            withheld: HashMap::new(),
+            gone_enis: HashMap::new(),
+            quarantine: BTreeMap::new(),
+            foreign_enis: 0,
         }
+    }
+
+    /// The stale-read grace period.
+    fn grace(&self) -> Duration {
+        self.config.stale_read_grace
+    }
+
+    /// Records that Weft just changed ENI `eni_id` (reads may lag it).
+    pub fn touch(&mut self, eni_id: &str, now: Instant) {
+        if let Some(eni) = self.enis.get_mut(eni_id) {
+            eni.changed_at = Some(now);
+            eni.missing = None;
+            eni.missing_ips.clear();
+            eni.missing_prefixes.clear();
+        }
+    }
+
+    /// Sets how many ENIs Weft does not manage occupy the default network
+    /// card (counted against the instance's ENI limit).
+    pub fn set_foreign_enis(&mut self, count: u32) {
+        self.foreign_enis = count;
     }
 
     /// The pool after a restart: the ENIs the cloud reports, then the
@@ -193,7 +230,10 @@ impl Datastore {
         type AddressRank = (Reverse<u32>, Ipv4Addr);
         let mut best: Option<(EniRank, AddressRank)> = None;
         let mut enis = 0;
-        for eni in self.group_enis(group).filter(|e| !e.draining) {
+        for eni in self
+            .group_enis(group)
+            .filter(|e| !e.draining && e.missing.is_none())
+        {
             enis += 1;
             let mut assigned = 0;
             let mut eni_best: Option<AddressRank> = None;
@@ -204,7 +244,9 @@ impl Datastore {
             };
             for ip in &eni.ips {
                 match self.slots.get(ip) {
-                    Some(s) if s.is_free(now) => consider((Reverse(0), *ip)),
+                    Some(s) if s.is_free(now) && !eni.doubtful(*ip, None) => {
+                        consider((Reverse(0), *ip));
+                    }
                     Some(Slot {
                         used: Some(Use::Assigned(_)),
                         ..
@@ -221,6 +263,9 @@ impl Datastore {
                     .iter()
                     .filter(|(_, s)| matches!(s.used, Some(Use::Assigned(_))))
                     .count();
+                if eni.doubtful(prefix.network(), Some(*prefix)) {
+                    continue;
+                }
                 for (ip, _) in slots.iter().filter(|(_, s)| s.is_free(now)) {
                     consider((Reverse(held), *ip));
                 }

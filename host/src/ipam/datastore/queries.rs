@@ -145,7 +145,7 @@ impl Datastore {
             group: group.ids().to_vec(),
             default_group: *group == self.config.default_group,
             enis,
-            node_enis: count(self.enis.len()),
+            node_enis: count(self.enis.len()).saturating_add(self.foreign_enis),
             node_addresses: self.node_addresses(now.mono),
             node_assigned: count(self.assignments.len()),
             limits: limits.clone(),

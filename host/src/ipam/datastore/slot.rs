@@ -3,7 +3,7 @@
 use crate::ipam::model::{AddressState, AssignmentKey, Eni};
 use crate::ipam::{IpamError, SgSet};
 use ipnet::Ipv4Net;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::{Instant, SystemTime};
 
@@ -64,6 +64,31 @@ impl Slot {
     }
 }
 
+/// Something the pool holds that the cloud's recent reads did not report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Missing {
+    /// The first read that missed it.
+    pub(super) since: Instant,
+    /// Reads in a row that missed it.
+    pub(super) reads: u32,
+}
+
+impl Missing {
+    pub(super) fn new(now: Instant) -> Self {
+        Missing {
+            since: now,
+            reads: 0,
+        }
+    }
+
+    /// Counts one more read without it; whether it is now confirmed gone:
+    /// `reads` reads in a row over at least `grace`.
+    pub(super) fn missed(&mut self, now: Instant, reads: u32, grace: std::time::Duration) -> bool {
+        self.reads += 1;
+        self.reads >= reads.max(1) && now.saturating_duration_since(self.since) >= grace
+    }
+}
+
 /// An ENI of the pool.
 #[derive(Debug, Clone)]
 pub(super) struct EniEntry {
@@ -79,6 +104,13 @@ pub(super) struct EniEntry {
     pub(super) prefixes: BTreeSet<Ipv4Net>,
     /// Being detached and deleted.
     pub(super) draining: bool,
+    /// Missing from the cloud's recent reads (not handed out meanwhile).
+    pub(super) missing: Option<Missing>,
+    /// Addresses and prefixes missing from the cloud's recent reads.
+    pub(super) missing_ips: BTreeMap<Ipv4Addr, Missing>,
+    pub(super) missing_prefixes: BTreeMap<Ipv4Net, Missing>,
+    /// When Weft last changed the ENI (reads before then may not show it).
+    pub(super) changed_at: Option<Instant>,
 }
 
 impl EniEntry {
@@ -95,7 +127,28 @@ impl EniEntry {
             ips: BTreeSet::new(),
             prefixes: BTreeSet::new(),
             draining: false,
+            missing: None,
+            missing_ips: BTreeMap::new(),
+            missing_prefixes: BTreeMap::new(),
+            changed_at: None,
         }
+    }
+
+    /// Whether a read may not show the ENI's latest state yet: Weft changed
+    /// it less than `grace` ago.
+    pub(super) fn changed_within(&self, grace: std::time::Duration, now: Instant) -> bool {
+        self.changed_at
+            .is_some_and(|at| now.saturating_duration_since(at) < grace)
+    }
+
+    /// Whether `ip` (of `prefix`, if any) is doubtful: the ENI or the
+    /// address is missing from recent reads. Never handed out meanwhile.
+    pub(super) fn doubtful(&self, ip: Ipv4Addr, prefix: Option<Ipv4Net>) -> bool {
+        self.missing.is_some()
+            || match prefix {
+                Some(p) => self.missing_prefixes.contains_key(&p),
+                None => self.missing_ips.contains_key(&ip),
+            }
     }
 
     pub(super) fn to_eni(&self) -> Eni {
@@ -144,6 +197,9 @@ impl EniEntry {
             ips: std::mem::take(&mut self.ips),
             prefixes: std::mem::take(&mut self.prefixes),
             draining: self.draining,
+            missing_ips: std::mem::take(&mut self.missing_ips),
+            missing_prefixes: std::mem::take(&mut self.missing_prefixes),
+            changed_at: self.changed_at,
             ..EniEntry::empty(eni)
         };
         *self = fresh;

@@ -2,17 +2,27 @@
 //! inventory and laying the checkpoint over it.
 
 use super::Datastore;
-use super::slot::{EniEntry, Slot, Use, count, prefix_addresses};
+use super::slot::{EniEntry, Missing, Slot, Use, count, prefix_addresses};
 use crate::ipam::Now;
 use crate::ipam::model::{Assignment, CoolingAddress, Correction, Eni};
-use ipnet::Ipv4Net;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::time::Instant;
+
+/// How far a read of the cloud is trusted.
+#[derive(Debug, Clone, Copy)]
+enum Trust {
+    /// Completely: what it lacks is gone (start-up, after confirming reads).
+    Full,
+    /// As one of a series of possibly stale reads taken at this instant.
+    Stale(Instant),
+}
 
 impl Datastore {
     /// Removes `ip` from the pool whatever its state, dropping its
-    /// assignment (reported) if it has one.
-    fn evict(&mut self, ip: Ipv4Addr, why: &str, out: &mut Vec<Correction>) {
+    /// assignment (reported) if it has one; with `quarantine`, the address
+    /// is not taken back from a read until [`Datastore::lift_quarantine`].
+    fn evict(&mut self, ip: Ipv4Addr, why: &str, quarantine: bool, out: &mut Vec<Correction>) {
         let Some(slot) = self.slots.remove(&ip) else {
             return;
         };
@@ -20,37 +30,116 @@ impl Datastore {
             && let Some(a) = self.assignments.remove(&key)
         {
             out.push(Correction::AssignmentDropped {
-                key: a.key,
+                key: a.key.clone(),
                 ip: a.ip,
                 pod: a.pod,
                 why: why.to_owned(),
             });
+            if quarantine {
+                self.quarantine.insert(ip, a.key.clone());
+                out.push(Correction::Quarantined { ip, key: a.key });
+            }
         }
     }
 
-    /// Makes the pool match the ENIs the cloud reports attached to the node
-    /// (at start-up, and whenever the reconciler resynchronises). ENIs and
-    /// addresses the cloud no longer reports leave the pool, and an
-    /// assignment on one is dropped; ENIs and addresses the pool did not
-    /// know join it as free. Addresses reported twice or invalid prefixes
-    /// are ignored. Returns every correction, to be logged.
+    /// Makes the pool match the ENIs the cloud reports attached to the node,
+    /// trusting the report completely (start-up). ENIs and addresses the
+    /// cloud no longer reports leave the pool, and an assignment on one is
+    /// dropped; ENIs and addresses the pool did not know join it as free.
+    /// Addresses reported twice or invalid prefixes are ignored. Returns
+    /// every correction, to be logged.
     pub fn reconcile_with_inventory(&mut self, inventory: &[Eni]) -> Vec<Correction> {
+        self.reconcile(inventory, Trust::Full)
+    }
+
+    /// Takes in one read of the cloud while running, knowing reads lag
+    /// writes: an ENI or address missing from it leaves the pool only once
+    /// it has been missing from [`IpamConfig::confirm_reads`] reads in a
+    /// row over [`IpamConfig::stale_read_grace`] and Weft did not change its
+    /// ENI meanwhile (until then it is not handed out); an address that
+    /// leaves while a pod holds it is quarantined. Addresses and ENIs Weft
+    /// gave back within the grace period are not taken back from the read.
+    ///
+    /// [`IpamConfig::confirm_reads`]: crate::ipam::IpamConfig::confirm_reads
+    /// [`IpamConfig::stale_read_grace`]: crate::ipam::IpamConfig::stale_read_grace
+    pub fn observe_inventory(&mut self, inventory: &[Eni], now: Instant) -> Vec<Correction> {
+        self.reconcile(inventory, Trust::Stale(now))
+    }
+
+    /// Quarantined addresses, to be checked against the node's routes.
+    pub fn quarantined(&self) -> Vec<Ipv4Addr> {
+        self.quarantine.keys().copied().collect()
+    }
+
+    /// Ends the quarantine of `ips` (the node no longer routes them): the
+    /// next read that reports one brings it back as free.
+    pub fn lift_quarantine(&mut self, ips: &[Ipv4Addr]) -> Vec<Correction> {
+        ips.iter()
+            .filter(|ip| self.quarantine.remove(*ip).is_some())
+            .map(|ip| Correction::QuarantineLifted { ip: *ip })
+            .collect()
+    }
+
+    /// Whether a read reporting `ip` must not put it into the pool.
+    fn held_back(&self, ip: Ipv4Addr, trust: Trust) -> bool {
+        if self.quarantine.contains_key(&ip) {
+            return true;
+        }
+        match trust {
+            Trust::Full => false,
+            Trust::Stale(now) => self
+                .withheld
+                .get(&ip)
+                .is_some_and(|at| now.saturating_duration_since(*at) < self.grace()),
+        }
+    }
+
+    fn reconcile(&mut self, inventory: &[Eni], trust: Trust) -> Vec<Correction> {
         let mut out = Vec::new();
         let reported: HashMap<&str, &Eni> = inventory.iter().map(|e| (e.id.as_str(), e)).collect();
+        let (reads, grace) = (self.config.confirm_reads, self.grace());
+        let quarantine = matches!(trust, Trust::Stale(_));
+        if let Trust::Stale(now) = trust {
+            self.withheld
+                .retain(|_, at| now.saturating_duration_since(*at) < grace);
+            self.gone_enis
+                .retain(|_, at| now.saturating_duration_since(*at) < grace);
+        }
+        // Whether something missing from this read is confirmed gone.
+        let confirmed = |missing: &mut Option<Missing>, changed: bool| match trust {
+            Trust::Full => true,
+            Trust::Stale(_) if changed => {
+                *missing = None;
+                false
+            }
+            Trust::Stale(now) => missing
+                .get_or_insert_with(|| Missing::new(now))
+                .missed(now, reads, grace),
+        };
 
         // Removals first, so an address that moved between ENIs can join its
         // new ENI afterwards.
-        let gone: Vec<String> = self
+        let absent: Vec<String> = self
             .enis
             .keys()
             .filter(|id| !reported.contains_key(id.as_str()))
             .cloned()
             .collect();
-        for id in gone {
+        for id in absent {
+            let Some(entry) = self.enis.get_mut(&id) else {
+                continue;
+            };
+            let changed = matches!(trust, Trust::Stale(now) if entry.changed_within(grace, now));
+            let mut missing = entry.missing;
+            let gone = confirmed(&mut missing, changed);
+            entry.missing = missing;
+            if !gone {
+                continue;
+            }
             if let Some(eni) = self.enis.remove(&id) {
                 let why = format!("its ENI {id} is no longer attached to the node");
                 for ip in eni.addresses() {
-                    self.evict(ip, &why, &mut out);
+                    self.evict(ip, &why, quarantine, &mut out);
                 }
                 out.push(Correction::EniRemoved { eni_id: id });
             }
@@ -59,24 +148,46 @@ impl Datastore {
             let Some(entry) = self.enis.get_mut(&eni.id) else {
                 continue;
             };
+            entry.missing = None;
             if let Some(what) = entry.update_from(eni) {
                 out.push(Correction::EniUpdated {
                     eni_id: eni.id.clone(),
                     what,
                 });
             }
-            let lost_ips: Vec<Ipv4Addr> = entry
-                .ips
-                .iter()
-                .filter(|ip| !eni.ips.contains(ip))
-                .copied()
-                .collect();
-            let lost_prefixes: Vec<Ipv4Net> = entry
-                .prefixes
-                .iter()
-                .filter(|p| !eni.prefixes.contains(p))
-                .copied()
-                .collect();
+            let changed = matches!(trust, Trust::Stale(now) if entry.changed_within(grace, now));
+            let mut lost_ips = Vec::new();
+            for ip in entry.ips.clone() {
+                if eni.ips.contains(&ip) {
+                    entry.missing_ips.remove(&ip);
+                    continue;
+                }
+                let mut missing = entry.missing_ips.get(&ip).copied();
+                let gone = confirmed(&mut missing, changed);
+                match missing {
+                    Some(m) if !gone => entry.missing_ips.insert(ip, m),
+                    _ => entry.missing_ips.remove(&ip),
+                };
+                if gone {
+                    lost_ips.push(ip);
+                }
+            }
+            let mut lost_prefixes = Vec::new();
+            for prefix in entry.prefixes.clone() {
+                if eni.prefixes.contains(&prefix) {
+                    entry.missing_prefixes.remove(&prefix);
+                    continue;
+                }
+                let mut missing = entry.missing_prefixes.get(&prefix).copied();
+                let gone = confirmed(&mut missing, changed);
+                match missing {
+                    Some(m) if !gone => entry.missing_prefixes.insert(prefix, m),
+                    _ => entry.missing_prefixes.remove(&prefix),
+                };
+                if gone {
+                    lost_prefixes.push(prefix);
+                }
+            }
             for ip in &lost_ips {
                 entry.ips.remove(ip);
             }
@@ -96,18 +207,24 @@ impl Datastore {
                 });
             }
             for ip in lost {
-                self.evict(ip, &why, &mut out);
+                self.evict(ip, &why, quarantine, &mut out);
             }
         }
 
         // Additions.
         for eni in inventory {
             let known = self.enis.contains_key(&eni.id);
+            if !known && self.gone_enis.contains_key(&eni.id) {
+                continue;
+            }
             if !known {
                 self.enis.insert(eni.id.clone(), EniEntry::empty(eni));
             }
             let before = self.slots.len();
             for ip in &eni.ips {
+                if self.held_back(*ip, trust) {
+                    continue;
+                }
                 match self.check_new_address(&eni.id, *ip) {
                     Ok(true) => self.insert_ip(&eni.id, *ip),
                     Ok(false) => {}
@@ -119,6 +236,9 @@ impl Datastore {
                 }
             }
             for prefix in &eni.prefixes {
+                if prefix_addresses(*prefix).any(|ip| self.held_back(ip, trust)) {
+                    continue;
+                }
                 match self.check_new_prefix(&eni.id, *prefix) {
                     Ok(true) => self.insert_prefix(&eni.id, *prefix),
                     Ok(false) => {}
@@ -147,7 +267,8 @@ impl Datastore {
 
     /// Lays checkpointed assignments and cooldowns over the pool. An
     /// assignment whose address is on no ENI of the pool, or already held,
-    /// is dropped and reported; a cooldown keeps the time it had left when
+    /// is dropped and reported (on no ENI: also quarantined, since its pod
+    /// may still run); a cooldown keeps the time it had left when
     /// measured on the wall clock. Churn counters are not replayed.
     pub fn restore(
         &mut self,
@@ -174,12 +295,18 @@ impl Datastore {
                 }
             };
             if let Some(why) = refusal {
+                let (ip, key) = (a.ip, a.key.clone());
                 out.push(Correction::AssignmentDropped {
                     key: a.key,
                     ip: a.ip,
                     pod: a.pod,
                     why,
                 });
+                if !self.slots.contains_key(&ip) {
+                    // The pod may still run with this address routed to it.
+                    self.quarantine.insert(ip, key.clone());
+                    out.push(Correction::Quarantined { ip, key });
+                }
                 continue;
             }
             if let Some(slot) = self.slots.get_mut(&a.ip) {

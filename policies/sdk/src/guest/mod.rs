@@ -67,7 +67,8 @@ pub mod security;
 #[cfg(feature = "subnet-selection")]
 pub mod subnet;
 
-/// Generated bindings of the enabled world (`wit/policy.wit`).
+/// Generated bindings of the enabled world, from the contract packaged with
+/// the SDK (`wit/policy.wit` inside this crate).
 #[cfg(any(
     feature = "pool-sizing",
     feature = "subnet-selection",
@@ -77,7 +78,7 @@ pub mod subnet;
 pub mod bindings {
     #[cfg(feature = "pool-sizing")]
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "pool-sizing",
         pub_export_macro: true,
         export_macro_name: "export_world",
@@ -85,7 +86,7 @@ pub mod bindings {
     });
     #[cfg(feature = "subnet-selection")]
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "subnet-selection",
         pub_export_macro: true,
         export_macro_name: "export_world",
@@ -93,7 +94,7 @@ pub mod bindings {
     });
     #[cfg(feature = "security-groups")]
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "security-groups",
         pub_export_macro: true,
         export_macro_name: "export_world",
