@@ -1,18 +1,33 @@
-//! Where the pool service reads the time.
+//! Where the pool service reads the time and sleeps.
 //!
-//! In the agent both clocks are the system's. `weftd simulate` runs the same
-//! service in virtual time: its clock follows tokio's (paused) timer, and
-//! the wall clock is a fixed start plus the virtual time elapsed, so ENI
-//! ages, cooldowns, churn windows, backoffs and ADD waits all move with the
-//! simulated trace rather than with the machine.
+//! In the agent both clocks are the system's and sleeps are tokio's.
+//! `weftd simulate` runs the same service in virtual time: its clock is the
+//! simulator's, the wall clock is a fixed start plus the virtual time
+//! elapsed, and every sleep of the pool (the reconciler's resync and
+//! backoff, a waiting ADD's re-check) ends when the simulator's clock gets
+//! there. So ENI ages, cooldowns, churn windows, backoffs and ADD waits all
+//! move with the simulated trace rather than with the machine, and a run
+//! never depends on how fast the machine is.
 
-use crate::cloud::Clock;
 use crate::ipam::Now;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-/// The pool service's source of [`Now`].
+/// A sleep of the pool.
+pub type Sleep<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// A clock that moves only when its owner moves it, and sleeps on it.
+pub trait VirtualClock: Send + Sync + fmt::Debug {
+    /// The current instant.
+    fn now(&self) -> Instant;
+    /// Completes once [`VirtualClock::now`] is `by` later than now.
+    fn sleep(&self, by: Duration) -> Sleep<'_>;
+}
+
+/// The pool service's source of [`Now`] and of sleeps.
 #[derive(Clone, Default)]
 pub struct PoolClock {
     /// `None`: the system clocks.
@@ -21,7 +36,7 @@ pub struct PoolClock {
 
 #[derive(Clone)]
 struct VirtualTime {
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn VirtualClock>,
     /// The clock's reading and the wall-clock time it stands for.
     start: (Instant, SystemTime),
 }
@@ -32,9 +47,9 @@ impl PoolClock {
         PoolClock::default()
     }
 
-    /// Monotonic time from `clock`; wall-clock time is `start_wall` plus
-    /// the time `clock` advanced since this call.
-    pub fn following(clock: Arc<dyn Clock>, start_wall: SystemTime) -> Self {
+    /// Monotonic time and sleeps from `clock`; wall-clock time is
+    /// `start_wall` plus the time `clock` advanced since this call.
+    pub fn following(clock: Arc<dyn VirtualClock>, start_wall: SystemTime) -> Self {
         let start = (clock.now(), start_wall);
         PoolClock {
             virtual_time: Some(VirtualTime { clock, start }),
@@ -54,6 +69,14 @@ impl PoolClock {
             }
         }
     }
+
+    /// Completes `by` later on this clock.
+    pub fn sleep(&self, by: Duration) -> Sleep<'_> {
+        match &self.virtual_time {
+            None => Box::pin(tokio::time::sleep(by)),
+            Some(VirtualTime { clock, .. }) => clock.sleep(by),
+        }
+    }
 }
 
 impl fmt::Debug for PoolClock {
@@ -68,17 +91,29 @@ impl fmt::Debug for PoolClock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cloud::ManualClock;
-    use std::time::Duration;
+    use crate::cloud::{Clock, ManualClock};
+
+    /// A manual clock whose sleeps never end (this test only reads it).
+    #[derive(Debug, Default)]
+    struct Manual(ManualClock);
+
+    impl VirtualClock for Manual {
+        fn now(&self) -> Instant {
+            self.0.now()
+        }
+        fn sleep(&self, _: Duration) -> Sleep<'_> {
+            Box::pin(std::future::pending())
+        }
+    }
 
     #[test]
     fn a_following_clock_moves_both_clocks_with_its_source_only() {
-        let source = Arc::new(ManualClock::default());
+        let source = Arc::new(Manual::default());
         let epoch = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let clock = PoolClock::following(source.clone(), epoch);
         let t0 = clock.now();
         assert_eq!(t0.wall, epoch);
-        source.advance(Duration::from_secs(90));
+        source.0.advance(Duration::from_secs(90));
         let t1 = clock.now();
         assert_eq!(t1.mono - t0.mono, Duration::from_secs(90));
         assert_eq!(t1.wall, epoch + Duration::from_secs(90));

@@ -143,7 +143,7 @@ impl Driver {
                     Some(reply) => Some(reply),
                     None => break,
                 },
-                () = tokio::time::sleep(next) => None,
+                () = self.shared.clock.sleep(next) => None,
             };
             let report = self.round().await;
             if let Some(reply) = reply {
@@ -179,7 +179,7 @@ impl Driver {
             let inner = self.shared.lock();
             let mut groups: BTreeSet<SgSet> =
                 inner.store.datastore().groups().into_iter().collect();
-            groups.extend(inner.pending.keys().cloned());
+            groups.extend(inner.pending.groups().cloned());
             groups
         };
         let mut blocked = Vec::new();
@@ -201,7 +201,7 @@ impl Driver {
         let now = self.shared.now();
         let state = {
             let inner = self.shared.lock();
-            let pending = inner.pending.get(group).copied().unwrap_or(0);
+            let pending = inner.pending.count(group);
             inner
                 .store
                 .datastore()

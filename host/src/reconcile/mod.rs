@@ -39,7 +39,7 @@ mod shared;
 mod snapshot;
 mod wait;
 
-pub use clock::PoolClock;
+pub use clock::{PoolClock, Sleep, VirtualClock};
 pub use config::PoolConfig;
 pub use driver::RoundReport;
 pub use error::{Blocked, BlockedKind, PoolError};

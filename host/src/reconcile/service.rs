@@ -176,7 +176,7 @@ impl Pool {
             .groups()
             .iter()
             .map(|group| {
-                let pending = inner.pending.get(group).copied().unwrap_or(0);
+                let pending = inner.pending.count(group);
                 store.pool_state(group, &limits, pending, now)
             })
             .collect()

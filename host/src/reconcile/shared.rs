@@ -4,6 +4,7 @@ use super::clock::PoolClock;
 use super::config::PoolConfig;
 use super::error::Blocked;
 use super::ownership::UnmanagedEni;
+use super::wait::WaitQueue;
 use crate::cloud::{InstanceLimits, NodeIdentity};
 use crate::ipam::{Now, SgSet};
 use crate::metrics::Metrics;
@@ -29,8 +30,8 @@ pub(crate) struct GroupOutcome {
 pub(crate) struct Inner {
     /// The pool, durable on every assignment.
     pub store: DurableDatastore<StateDir>,
-    /// ADDs waiting for an address, by group.
-    pub pending: BTreeMap<SgSet, u32>,
+    /// ADDs waiting for an address, by group, in arrival order.
+    pub pending: WaitQueue,
     /// The last outcome of every group the reconciler looked at.
     pub outcomes: BTreeMap<SgSet, GroupOutcome>,
     /// ENIs attached to the node that Weft does not manage.
@@ -84,7 +85,7 @@ impl Shared {
             clock,
             inner: Mutex::new(Inner {
                 store,
-                pending: BTreeMap::new(),
+                pending: WaitQueue::default(),
                 outcomes: BTreeMap::new(),
                 unmanaged: Vec::new(),
             }),

@@ -145,7 +145,7 @@ impl PoolSnapshot {
             .collect();
         assignments.sort_by(|a, b| a.key.cmp(&b.key));
         let mut names: Vec<SgSet> = store.groups();
-        names.extend(inner.pending.keys().cloned());
+        names.extend(inner.pending.groups().cloned());
         names.extend(inner.outcomes.keys().cloned());
         names.sort();
         names.dedup();
@@ -155,7 +155,7 @@ impl PoolSnapshot {
                 let outcome = inner.outcomes.get(&group);
                 GroupView {
                     free: store.free_count(&group, now),
-                    pending_adds: inner.pending.get(&group).copied().unwrap_or(0),
+                    pending_adds: inner.pending.count(&group),
                     last_round_at: outcome.map(|o| {
                         o.at.duration_since(UNIX_EPOCH)
                             .unwrap_or_default()

@@ -7,6 +7,7 @@ use crate::cloud::{
     Api, Cloud, CloudError, CloudFuture, CreateEni, Eni, InstanceLimits, ManualClock, NodeIdentity,
     RateLimits, SimCloud, Subnet,
 };
+use crate::reconcile::VirtualClock;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 use std::collections::BTreeMap;

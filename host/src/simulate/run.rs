@@ -3,14 +3,14 @@
 //! in virtual time.
 //!
 //! The seam is time, not a copy of the reconciler. The pool reads a
-//! [`ManualClock`] through [`PoolClock`]; every EC2 request sleeps its
-//! latency in virtual time (`timers`); the player below moves the clock to
-//! whatever comes next: a trace line, an EC2 answer, a sampling tick or the
-//! reconciler's resync period, and lets every task woken by it run (the
-//! runtime is single-threaded). The real reconciler task wakes on ADDs and
-//! DELs as in the agent; the player only stands in for its resync timer. An
-//! hour of trace takes seconds; the policy runs in the real sandbox on real
-//! time.
+//! [`ManualClock`] and sleeps on it through [`PoolClock`] (`timers`); every
+//! EC2 request sleeps its latency in virtual time too; the player below
+//! moves the clock to whatever comes next: a trace line, a sleep's end (an
+//! EC2 answer, the reconciler's resync or backoff, a waiting ADD's
+//! re-check) or a sampling tick, and lets every task woken by it run (the
+//! runtime is single-threaded). The real reconciler task wakes on ADDs,
+//! DELs and its own timer as in the agent. An hour of trace takes seconds;
+//! the policy runs in the real sandbox on real time.
 //!
 //! An ADD waits until it gets an address; every `add-wait` + `retry-after`
 //! it spends waiting counts one failed ADD (the runtime's "try again later"
@@ -101,8 +101,6 @@ enum Next {
     Line(usize),
     /// Sample the pool.
     Sample,
-    /// The reconciler's periodic round.
-    Resync,
 }
 
 /// Replays `trace` through `policy`; `progress` is told the virtual
@@ -166,15 +164,12 @@ pub fn run(
         let policies =
             Arc::new(PolicySet::from_config(&policies, metrics.clone()).map_err(node_error)?);
         let state = StateDir::open(dir.path()).map_err(|e| node_error(e.into()))?;
-        // The player runs the resync rounds in virtual time; the
-        // reconciler's own (real-time) timer must never fire, and an ADD
-        // waits (virtually) until it is served.
+        // An ADD waits (virtually) until it is served; the report counts
+        // its "try again later" answers from the wait.
         let pool_config = PoolConfig {
-            resync_seconds: 30 * 24 * 3600,
             add_wait_ms: 30 * 24 * 3600 * 1000,
             ..config.pool.clone()
         };
-        let resync = config.pool.resync();
         let starting = tokio::spawn(Pool::start_with_clock(
             PoolDeps {
                 cloud: cloud.clone(),
@@ -184,7 +179,7 @@ pub fn run(
                 hooks: Arc::new(NoHooks),
                 config: pool_config,
             },
-            PoolClock::following(clock.clone(), start_wall),
+            PoolClock::following(timers.clone(), start_wall),
         ));
         // Start-up reads EC2 (in virtual time) and runs a first round.
         while !starting.is_finished() {
@@ -205,7 +200,6 @@ pub fn run(
             agenda.push(Reverse((at(first.t), Next::Line(0))));
         }
         agenda.push(Reverse((t0, Next::Sample)));
-        agenda.push(Reverse((t0 + resync, Next::Resync)));
         let end = at(trace.duration()) + config.tail;
         let stats = Arc::new(Mutex::new(AddStats::default()));
         let mut samples = Vec::new();
@@ -234,11 +228,6 @@ pub fn run(
                     samples.push(sample(&pool, (clock.now() - t0).as_secs_f64()));
                     agenda.push(Reverse((when + config.sample_every, Next::Sample)));
                     continue;
-                }
-                Next::Resync => {
-                    agenda.push(Reverse((when + resync, Next::Resync)));
-                    let pool = pool.clone();
-                    tokio::spawn(async move { pool.reconcile().await });
                 }
                 Next::Line(n) => {
                     let event = &trace.events[n];
