@@ -77,7 +77,8 @@ mod tests {
 
     #[test]
     fn the_committed_corpora_replay_without_a_failure() {
-        let targets: [(&str, fn(&[u8])); 4] = [
+        type Target = (&'static str, fn(&[u8]));
+        let targets: [Target; 4] = [
             ("netconf", netconf),
             ("cni_args", cni_args),
             ("result", result),

@@ -576,7 +576,7 @@ where
 
 /// A decision as JSON, for comparisons and listings.
 fn to_json<T: serde::Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).unwrap_or_else(|e| shadow::failed(e))
+    serde_json::to_value(value).unwrap_or_else(shadow::failed)
 }
 
 /// A security-groups answer as `{"ok": [...]}` or `{"err": message}`.

@@ -157,11 +157,12 @@ pub fn decide(s: &Settings, state: &PoolState) -> PoolDecision {
         shrink_ips(state, over, &mut decision);
     }
     let remove_extra = s.ip_targets() || stats.available() >= (s.warm_eni_target + 1) * per_eni;
-    if remove_extra && decision.changes.iter().all(|c| c.add_ips == 0) && decision.create.is_empty()
+    if remove_extra
+        && decision.changes.iter().all(|c| c.add_ips == 0)
+        && decision.create.is_empty()
+        && let Some(eni) = deletable_eni(s, state, &decision)
     {
-        if let Some(eni) = deletable_eni(s, state, &decision) {
-            decision.release.push(eni);
-        }
+        decision.release.push(eni);
     }
     if decision.reason.is_empty() {
         decision.reason = format!(
