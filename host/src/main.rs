@@ -28,6 +28,8 @@ enum Command {
     Simulate(cli::simulate::SimulateArgs),
     /// Show a running agent's readiness and policies.
     Status(cli::status::StatusArgs),
+    /// Remove the agent's egress rules (nftables table, fwmark rule) from the node.
+    Uninstall(cli::uninstall::UninstallArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Policy(command) => cli::policy::run(command),
         Command::Simulate(args) => cli::simulate::run(args),
         Command::Status(args) => cli::status::run(&args),
+        Command::Uninstall(args) => cli::uninstall::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

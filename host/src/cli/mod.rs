@@ -6,3 +6,4 @@ pub mod policy_new;
 pub mod run;
 pub mod simulate;
 pub mod status;
+pub mod uninstall;

@@ -161,8 +161,9 @@ pub fn run(
             pool_sizing: policy.config.clone(),
             ..PoliciesConfig::default()
         };
-        let policies =
-            Arc::new(PolicySet::from_config(&policies, metrics.clone()).map_err(node_error)?);
+        let policies = Arc::new(
+            PolicySet::from_config(&policies, metrics.clone()).map_err(|e| node_error(e.into()))?,
+        );
         let state = StateDir::open(dir.path()).map_err(|e| node_error(e.into()))?;
         // An ADD waits (virtually) until it is served; the report counts
         // its "try again later" answers from the wait.
