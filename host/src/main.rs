@@ -21,15 +21,30 @@ struct Cli {
 enum Command {
     /// Run the node agent.
     Run(cli::run::RunArgs),
+    /// Copy the `weft` plugin (and chained plugins) into the CNI bin dir.
+    Install(cli::install::InstallArgs),
+    /// Summarise the running agent: readiness, policies, pool per group, pending ADDs, recent errors.
+    Status(cli::status::StatusArgs),
     /// Inspect and try policy components.
     #[command(subcommand)]
     Policy(cli::policy::PolicyCommand),
     /// Replay a pod churn trace through pool-sizing policies in virtual time.
     Simulate(cli::simulate::SimulateArgs),
-    /// Show a running agent's readiness and policies.
-    Status(cli::status::StatusArgs),
     /// Remove the agent's egress rules (nftables table, fwmark rule) from the node.
     Uninstall(cli::uninstall::UninstallArgs),
+}
+
+/// The log level when `RUST_LOG` is unset: the VPC CNI's
+/// `AWS_VPC_K8S_CNI_LOGLEVEL`, else `info`.
+fn default_log_level() -> &'static str {
+    use weft_host::compat::env::{LOG_LEVEL_VAR, log_filter};
+    match std::env::var(LOG_LEVEL_VAR) {
+        Ok(value) => log_filter(&value).unwrap_or_else(|error| {
+            eprintln!("weftd: {error}; logging at info");
+            "info"
+        }),
+        Err(_) => "info",
+    }
 }
 
 fn main() -> ExitCode {
@@ -38,7 +53,7 @@ fn main() -> ExitCode {
     // unless RUST_LOG asks for more.
     let default_level = match cli.command {
         Command::Simulate(_) => "warn",
-        _ => "info",
+        _ => default_log_level(),
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -50,9 +65,10 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Run(args) => cli::run::run(args),
+        Command::Install(args) => cli::install::run(args),
+        Command::Status(args) => cli::status::run(args),
         Command::Policy(command) => cli::policy::run(command),
         Command::Simulate(args) => cli::simulate::run(args),
-        Command::Status(args) => cli::status::run(&args),
         Command::Uninstall(args) => cli::uninstall::run(args),
     };
     match result {

@@ -76,6 +76,7 @@ impl Shared {
         clock: PoolClock,
         store: DurableDatastore<StateDir>,
     ) -> Self {
+        let limits = config.node_limits(limits);
         Shared {
             max_pods: config.effective_max_pods(&limits),
             config,
