@@ -174,7 +174,6 @@ async fn churn(plan: FaultPlan, pods: u32) -> Churned {
 /// every second, pods keep their addresses, no address is held twice and a released address
 /// never comes back as free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "timing-sensitive: fails on a loaded machine (open in issue 10)"]
 async fn stale_reads_on_the_wire_never_drop_a_pod_nor_free_a_released_address() {
     let churned = churn(
         FaultPlan {
@@ -196,8 +195,6 @@ async fn stale_reads_on_the_wire_never_drop_a_pod_nor_free_a_released_address() 
 /// call took effect, and reads are stale: no address is held twice or handed out after EC2
 /// took it, and after convergence EC2's view of each ENI's addresses equals the pool's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails on a loaded machine: after 14 quiet rounds moto reports an address on an ENI the \
-            pool does not list (convergence of lost answers with stale reads is open in issue 10)"]
 async fn lost_answers_with_stale_reads_converge_to_ec2s_view() {
     let churned = churn(
         FaultPlan {
