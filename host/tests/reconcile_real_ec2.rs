@@ -79,12 +79,25 @@ fn primary_eni(sim: &SimCloud) -> String {
         .id
 }
 
+/// The pool's free addresses.
+fn free(pool: &Pool) -> BTreeSet<Ipv4Addr> {
+    pool.snapshot()
+        .addresses()
+        .filter(|a| a.state == "free")
+        .map(|a| a.ip)
+        .collect()
+}
+
 /// No address held twice; every pod's address really is on the node; no
-/// address the pool would hand out is one EC2 took back.
+/// address the pool would hand out is one EC2 took back. The reconciler may
+/// run meanwhile, so the pool is looked at before and after the simulator:
+/// an address counts as free only if it was free both times.
 fn check_against_truth(pool: &Pool, sim: &SimCloud) {
+    let assignments = pool.assignments();
+    let free_before = free(pool);
     let truth = truth(sim);
     let mut held = BTreeSet::new();
-    for a in pool.assignments() {
+    for a in assignments {
         assert!(held.insert(a.ip), "{} held by two pods", a.ip);
         assert!(
             truth.contains_key(&a.ip),
@@ -93,14 +106,11 @@ fn check_against_truth(pool: &Pool, sim: &SimCloud) {
             a.ip
         );
     }
-    for e in pool.snapshot().enis {
-        for a in e.addresses.iter().filter(|a| a.state == "free") {
-            assert!(
-                truth.contains_key(&a.ip),
-                "{} is free in the pool but EC2 took it back",
-                a.ip
-            );
-        }
+    for ip in free_before.intersection(&free(pool)) {
+        assert!(
+            truth.contains_key(ip),
+            "{ip} is free in the pool but EC2 took it back"
+        );
     }
 }
 
