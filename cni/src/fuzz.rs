@@ -75,9 +75,12 @@ mod tests {
     use super::*;
     use std::path::Path;
 
+    /// A fuzz target: its corpus directory and the function it runs.
+    type Target = (&'static str, fn(&[u8]));
+
     #[test]
     fn the_committed_corpora_replay_without_a_failure() {
-        let targets: [(&str, fn(&[u8])); 4] = [
+        let targets: [Target; 4] = [
             ("netconf", netconf),
             ("cni_args", cni_args),
             ("result", result),

@@ -1,7 +1,9 @@
 //! `weftd` subcommands.
 
+pub mod install;
 mod live;
 pub mod policy;
 pub mod policy_new;
 pub mod run;
 pub mod status;
+pub mod uninstall;

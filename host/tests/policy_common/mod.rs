@@ -1,7 +1,10 @@
 //! Shared inputs and helpers of the `policy_*` tests (included with
 //! `#[path]`, not a test target of its own).
 
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "included by several test binaries, each of which uses a part"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,6 +131,7 @@ pub fn subnet_input() -> (subnet::EniRequest, Vec<subnet::Candidate>) {
             prefixes: 0,
             availability_zone: "us-west-2a".into(),
             node_subnet_id: "subnet-0a".into(),
+            node: Default::default(),
         },
         vec![candidate("subnet-0a", 100), candidate("subnet-0b", 200)],
     )
