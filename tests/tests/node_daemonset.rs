@@ -107,11 +107,15 @@ fn install_conflist_tcp_endpoints_and_status() {
         first_seen >= served,
         "the conflist existed before the agent served its socket"
     );
-    assert!(
-        agent
-            .log()
-            .contains("ready: wrote the CNI network configuration")
-    );
+    // (The log line follows the write.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agent
+        .log()
+        .contains("ready: wrote the CNI network configuration")
+    {
+        assert!(Instant::now() < deadline, "{}", agent.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let conflist: Value =
         serde_json::from_str(&std::fs::read_to_string(&conflist_path).unwrap()).unwrap();
     assert_eq!(
