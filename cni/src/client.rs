@@ -486,6 +486,10 @@ mod tests {
         let path = dir.path().join("full.sock");
         let listener = UnixListener::bind(&path).unwrap();
         // SAFETY: listen(2) on our own socket: a backlog of one connection.
+        #[allow(
+            unsafe_code,
+            reason = "the standard library binds with its own backlog and cannot change it"
+        )]
         let rc = unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 0) };
         assert_eq!(rc, 0);
         // Fill the backlog: the next connect blocks until an accept.

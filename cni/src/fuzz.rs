@@ -75,6 +75,7 @@ mod tests {
     use super::*;
     use std::path::Path;
 
+    /// A fuzz target: its corpus directory and the function it runs.
     type Target = (&'static str, fn(&[u8]));
 
     #[test]

@@ -19,6 +19,9 @@
 //!
 //! [policies.pool-sizing]              # see `policy::PolicyConfig`; built-in defaults when unset
 //! settings = { warm-ip-target = 5 }
+//!
+//! [egress]                            # see `plumbing::egress::EgressConfig`; SNAT, NodePort
+//! external-snat = false               # the VPC CNI's variables override it (`load`)
 //! ```
 //!
 //! Every table and field but `[cloud]` has a default; unknown fields are
@@ -28,6 +31,7 @@ use crate::cloud::sim::SubnetSpec;
 use crate::cloud::{Api, Ec2Config, NodeIdentity, RateLimits, SimCloud};
 use crate::compat::env::EnvOverlay;
 use crate::plumbing::PlumbingConfig;
+use crate::plumbing::egress::EgressConfig;
 use crate::policy::PoliciesConfig;
 use crate::reconcile::PoolConfig;
 use crate::{Error, Result};
@@ -54,6 +58,9 @@ pub struct AgentConfig {
     /// The policies that make the pool's decisions.
     #[serde(default)]
     pub policies: PoliciesConfig,
+    /// Egress SNAT and the NodePort return path.
+    #[serde(default)]
+    pub egress: EgressConfig,
     /// Where the plugin and its network configuration are installed.
     #[serde(default)]
     pub cni: CniSection,
@@ -278,6 +285,12 @@ pub struct SimSection {
     /// node namespace, so their host setup runs for real.
     #[serde(default)]
     pub materialise_enis: bool,
+    /// The namespace playing the VPC router (e.g. `/run/netns/vpc`), made
+    /// by whoever runs the simulation: with `materialise-enis`, every ENI,
+    /// the primary too, is connected to it and it routes their addresses
+    /// (the simulated VPC fabric; several nodes may share it).
+    #[serde(default)]
+    pub vpc_netns: Option<PathBuf>,
     /// How long after its attachment a materialised ENI's link appears
     /// (EC2: hundreds of milliseconds to seconds). Default 0.
     #[serde(default)]
@@ -286,6 +299,10 @@ pub struct SimSection {
     /// (default 300, as on EC2).
     #[serde(default = "default_leak_min_age_seconds")]
     pub leaked_eni_min_age_seconds: u64,
+    /// The VPC's CIDR blocks (what egress SNAT leaves alone); default the
+    /// /16 around each subnet.
+    #[serde(default)]
+    pub vpc_cidrs: Vec<String>,
     /// Where the simulated VPC is kept across agent restarts; default
     /// `sim-vpc.json` in the state directory. Delete it for a new VPC.
     #[serde(default)]
@@ -451,7 +468,8 @@ impl AgentConfig {
         let mut doc: toml::Value = toml::from_str(text).map_err(|e| e.to_string())?;
         let overlay =
             crate::compat::env::apply(&mut doc, get, set_vars).map_err(|e| e.to_string())?;
-        let config: AgentConfig = doc.try_into().map_err(|e: toml::de::Error| e.to_string())?;
+        let mut config: AgentConfig = doc.try_into().map_err(|e: toml::de::Error| e.to_string())?;
+        config.egress.apply_env(get)?;
         config.validate()?;
         Ok((config, overlay))
     }
@@ -473,14 +491,17 @@ impl AgentConfig {
                 seed: 0,
                 cluster_name: default_cluster(),
                 materialise_enis: false,
+                vpc_netns: None,
                 link_delay_ms: 0,
                 leaked_eni_min_age_seconds: default_leak_min_age_seconds(),
+                vpc_cidrs: Vec::new(),
                 state_file: None,
                 api_latency_ms: BTreeMap::new(),
             }),
             pool: PoolConfig::default(),
             plumbing: PlumbingSection::default(),
             policies: PoliciesConfig::default(),
+            egress: EgressConfig::default(),
             cni: CniSection::default(),
             kubernetes: KubernetesSection::default(),
         }
@@ -489,6 +510,9 @@ impl AgentConfig {
     /// Checks what serde cannot; the message names the table and field.
     pub fn validate(&self) -> std::result::Result<(), String> {
         self.policies.validate()?;
+        self.egress
+            .validate()
+            .map_err(|e| format!("[egress]: {e}"))?;
         self.pool.validate().map_err(|e| format!("[pool]: {e}"))?;
         self.plumbing
             .plumbing_config()
@@ -518,6 +542,11 @@ impl AgentConfig {
 }
 
 impl SimSection {
+    /// The subnets' CIDRs (unparsable ones are refused by the simulator's build).
+    pub fn subnet_nets(&self) -> Vec<ipnet::Ipv4Net> {
+        self.subnets.iter().filter_map(|c| c.parse().ok()).collect()
+    }
+
     /// Builds the simulator; `links` materialises attached ENIs as links;
     /// the VPC is kept in `state-file`, else in `state_dir`.
     pub fn build(
@@ -537,6 +566,9 @@ impl SimSection {
             .cluster_name(&self.cluster_name)
             .leak_min_age(Duration::from_secs(self.leaked_eni_min_age_seconds))
             .security_groups(self.security_groups.iter().cloned());
+        for cidr in &self.vpc_cidrs {
+            builder = builder.vpc_cidr(cidr);
+        }
         for cidr in &self.subnets {
             builder = builder.subnet_with(SubnetSpec {
                 cidr: cidr.clone(),

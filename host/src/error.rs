@@ -8,9 +8,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong in the agent. Messages say what to fix.
 #[derive(Debug, Error)]
 pub enum Error {
-    /// A policy could not be loaded, ran out of bounds, or answered wrongly.
+    /// The policies could not be set up.
     #[error(transparent)]
-    Policy(#[from] crate::policy::PolicyError),
+    Policy(#[from] crate::policy::SetupError),
     /// Pod or ENI networking on the node failed.
     #[error(transparent)]
     Plumbing(#[from] crate::plumbing::PlumbingError),

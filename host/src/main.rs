@@ -28,6 +28,8 @@ enum Command {
     /// Inspect and try policy components.
     #[command(subcommand)]
     Policy(cli::policy::PolicyCommand),
+    /// Remove the agent's egress rules (nftables table, fwmark rule) from the node.
+    Uninstall(cli::uninstall::UninstallArgs),
 }
 
 /// The log level when `RUST_LOG` is unset: the VPC CNI's
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Install(args) => cli::install::run(args),
         Command::Status(args) => cli::status::run(args),
         Command::Policy(command) => cli::policy::run(command),
+        Command::Uninstall(args) => cli::uninstall::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -48,8 +48,7 @@ impl Drop for Netns {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 async fn create(sim: &SimCloud) -> Result<weft_host::cloud::Eni, weft_host::cloud::CloudError> {

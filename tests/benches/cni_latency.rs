@@ -162,16 +162,9 @@ fn wait_for_warm_pool(agent: &TestAgent, pods: usize) {
 /// Moves this thread (and so every process it spawns) into `ns`.
 fn enter(ns: &TestNetns) {
     let file = std::fs::File::open(ns.path()).expect("open the node namespace");
-    use std::os::fd::AsRawFd;
-    // SAFETY: setns(2) on a valid namespace fd; this bench is single-threaded
-    // when it spawns plugins.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(
-        rc,
-        0,
-        "setns into the node namespace: {}",
-        std::io::Error::last_os_error()
-    );
+    // This bench is single-threaded when it spawns plugins.
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .expect("setns into the node namespace");
 }
 
 fn pct(samples: &[Duration], p: usize) -> Duration {

@@ -2,9 +2,11 @@
 
 pub mod agent;
 pub mod binaries;
+pub mod fabric;
 pub mod fault_proxy;
 pub mod k8s;
 pub mod moto;
 pub mod netns;
 pub mod policy_build;
+pub mod tcp;
 pub mod vpc;

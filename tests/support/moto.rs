@@ -77,6 +77,10 @@ impl Moto {
             .stderr(Stdio::null());
         // SAFETY: prctl is async-signal-safe; the child dies when the thread that spawned it
         // exits (the dedicated thread of `shared`, which lives as long as the process).
+        #[allow(
+            unsafe_code,
+            reason = "the standard library offers no safe way to run code between fork and exec"
+        )]
         unsafe {
             command.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {

@@ -11,8 +11,7 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Whether the tests can create namespaces; prints why not otherwise.
 pub fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid(2) has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = nix::unistd::geteuid().is_root();
     if !root {
         eprintln!("skipping {test}: needs root to create network namespaces");
     }

@@ -50,7 +50,7 @@ impl Agent {
             pod_namespace: req.pod.namespace.clone(),
             pod_name: req.pod.name.clone(),
             ip: placement.ip,
-            eni_table: (!placement.primary_eni).then_some(placement.device_index + 1),
+            eni_table: eni_table(&placement),
             mtu: req.mtu,
         };
         // Only the wiring excludes the leftover sweep: an ADD waiting for an
@@ -274,12 +274,16 @@ impl Agent {
             pod_namespace: held.pod.namespace.clone(),
             pod_name: held.pod.name.clone(),
             ip: held.ip,
-            eni_table: placement
-                .filter(|p| !p.primary_eni)
-                .map(|p| p.device_index + 1),
+            eni_table: placement.as_ref().and_then(eni_table),
             mtu: None,
         }
     }
+}
+
+/// The route table of the ENI holding an address; `None` for the primary
+/// ENI, whose addresses follow the main table.
+fn eni_table(placement: &crate::ipam::Placement) -> Option<u32> {
+    (!placement.primary_eni).then(|| crate::plumbing::eni_route_table(placement.device_index))
 }
 
 fn pod_meta(pod: &PodRef) -> PodMeta {

@@ -4,7 +4,7 @@
 use crate::cloud::{Cloud, Eni};
 use crate::kubernetes::Kubernetes;
 use crate::plumbing::{EniLink, Plumbing, PlumbingError};
-use crate::reconcile::{EniHooks, HookFuture};
+use crate::reconcile::{EniHooks, HookError, HookFuture};
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -54,7 +54,7 @@ impl PlumbingHooks {
     /// hundreds of milliseconds to seconds after the attach call returns,
     /// and the metadata service lists it later still. Looks again with a
     /// growing pause until both are there or `ready_timeout` has passed.
-    async fn setup_when_ready(&self, eni: &Eni, link: &EniLink) -> Result<(), String> {
+    async fn setup_when_ready(&self, eni: &Eni, link: &EniLink) -> Result<(), HookError> {
         let started = Instant::now();
         let mut pause = READY_POLL_MIN;
         loop {
@@ -76,7 +76,7 @@ impl PlumbingHooks {
                     pause = (pause * 2).min(READY_POLL_MAX);
                 }
                 Err(PlumbingError::EniLinkNotFound { mac }) => {
-                    return Err(format!(
+                    return Err(HookError::Eni(format!(
                         "the device of ENI {} (MAC {mac}) did not appear on the node {}within {:?} of its attachment{}",
                         eni.id,
                         if listed {
@@ -86,14 +86,14 @@ impl PlumbingHooks {
                         },
                         self.ready_timeout,
                         "; check the instance's ENI limit and dmesg for the driver"
-                    ));
+                    )));
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.into()),
             }
         }
     }
 
-    async fn subnet_cidr(&self, subnet_id: &str) -> Result<Ipv4Net, String> {
+    async fn subnet_cidr(&self, subnet_id: &str) -> Result<Ipv4Net, HookError> {
         let known = |subnets: &Mutex<HashMap<String, Ipv4Net>>| {
             subnets
                 .lock()
@@ -108,18 +108,22 @@ impl PlumbingHooks {
             .cloud
             .list_subnets()
             .await
-            .map_err(|e| format!("listing subnets to find {subnet_id}: {e}"))?;
+            .map_err(|source| HookError::Cloud {
+                context: format!("listing subnets to find {subnet_id}"),
+                source,
+            })?;
         self.subnets
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .extend(listed.into_iter().map(|s| (s.id, s.cidr)));
-        known(&self.subnets).ok_or_else(|| format!("subnet {subnet_id} is not in the node's VPC"))
+        known(&self.subnets)
+            .ok_or_else(|| HookError::Eni(format!("subnet {subnet_id} is not in the node's VPC")))
     }
 
-    async fn link(&self, eni: &Eni) -> Result<EniLink, String> {
+    async fn link(&self, eni: &Eni) -> Result<EniLink, HookError> {
         let device_index = eni
             .device_index()
-            .ok_or_else(|| format!("ENI {} is not attached", eni.id))?;
+            .ok_or_else(|| HookError::Eni(format!("ENI {} is not attached", eni.id)))?;
         Ok(EniLink {
             mac: eni.mac,
             device_index,
@@ -145,14 +149,11 @@ impl EniHooks for PlumbingHooks {
     fn on_released<'a>(&'a self, eni: &'a Eni) -> HookFuture<'a> {
         Box::pin(async move {
             let link = self.link(eni).await?;
-            self.plumbing
-                .teardown_eni(&link)
-                .await
-                .map_err(|e| e.to_string())
+            Ok(self.plumbing.teardown_eni(&link).await?)
         })
     }
 
     fn routed<'a>(&'a self, ips: &'a [Ipv4Addr]) -> HookFuture<'a, Vec<Ipv4Addr>> {
-        Box::pin(async move { self.plumbing.routed(ips).await.map_err(|e| e.to_string()) })
+        Box::pin(async move { Ok(self.plumbing.routed(ips).await?) })
     }
 }

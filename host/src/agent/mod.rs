@@ -7,6 +7,7 @@
 //! node-side set-up of secondary ENIs in `hooks`.
 
 mod backend;
+mod egress;
 mod hooks;
 mod keys;
 mod result;
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{RwLock, watch};
 use tokio::task::JoinSet;
 
+pub use egress::EgressRules;
 pub use hooks::PlumbingHooks;
 
 /// A running agent.
@@ -41,6 +43,8 @@ pub struct Agent {
     cloud: Arc<dyn Cloud>,
     /// Reloads the policy directory on change and SIGHUP.
     policy_watch: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Re-applies the egress rules when the VPC's CIDR blocks change.
+    egress_refresh: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     plumbing: Arc<Plumbing>,
     node: NodeIdentity,
     /// Pod and node metadata, when a Kubernetes API is configured.
@@ -78,18 +82,27 @@ impl Agent {
                     .clone()
                     .unwrap_or_else(|| "/proc/self/ns/net".into());
                 let links = sim.materialise_enis.then(|| {
-                    Arc::new(
-                        NetnsEniLinks::new(node_netns)
-                            .with_delay(Duration::from_millis(sim.link_delay_ms)),
-                    ) as Arc<dyn crate::cloud::sim::EniLinks>
+                    let links = NetnsEniLinks::new(node_netns)
+                        .with_delay(Duration::from_millis(sim.link_delay_ms));
+                    Arc::new(match &sim.vpc_netns {
+                        Some(router) => links.with_fabric(router, sim.subnet_nets()),
+                        None => links,
+                    }) as Arc<dyn crate::cloud::sim::EniLinks>
                 });
-                Arc::new(sim.build(links, &config.agent.state_dir)?)
+                let sim_cloud = sim.build(links, &config.agent.state_dir)?;
+                if sim.materialise_enis && sim.vpc_netns.is_some() {
+                    sim_cloud.materialise_primary().await?;
+                }
+                Arc::new(sim_cloud)
             }
             CloudConfig::Ec2(ec2) => {
                 Arc::new(Ec2Cloud::new(ec2.ec2_config(), metrics.clone()).await)
             }
         };
         let node = cloud.identity().await?;
+        let egress =
+            egress::EgressRules::start(plumbing.clone(), cloud.clone(), &config.egress, &node)
+                .await?;
         let kubernetes = Kubernetes::connect(&config.kubernetes).await?;
         let policies = Arc::new(PolicySet::from_config(&config.policies, metrics.clone())?);
         // Before the first pool decision: the directory overrides the
@@ -117,6 +130,7 @@ impl Agent {
             policies,
             cloud,
             policy_watch: std::sync::Mutex::new(policy_watch),
+            egress_refresh: std::sync::Mutex::new(Some(egress.spawn_refresh())),
             plumbing,
             node,
             kubernetes,
@@ -242,13 +256,14 @@ impl Agent {
         server.serve(shutdown).await;
         drop(stop_tx);
         while tasks.join_next().await.is_some() {}
-        let watch = self
-            .policy_watch
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(watch) = watch {
-            watch.abort();
+        for task in [&self.policy_watch, &self.egress_refresh] {
+            let task = task
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(task) = task {
+                task.abort();
+            }
         }
         self.pool.shutdown().await;
         Ok(())

@@ -171,48 +171,31 @@ mod tests {
 
     /// Names created (`IN_CREATE`) directly in a watched directory, with
     /// whether each is a directory.
-    struct CreateWatch(std::os::fd::OwnedFd);
+    struct CreateWatch(inotify::Inotify);
 
     impl CreateWatch {
         fn new(dir: &Path) -> Self {
-            use std::os::fd::FromRawFd;
-            use std::os::unix::ffi::OsStrExt;
-            // SAFETY: plain syscalls; the descriptor is owned at once.
-            let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-            assert!(fd >= 0, "inotify_init1: {}", io::Error::last_os_error());
-            let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-            let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
-            let wd = unsafe {
-                libc::inotify_add_watch(
-                    std::os::fd::AsRawFd::as_raw_fd(&fd),
-                    c_path.as_ptr(),
-                    libc::IN_CREATE,
-                )
-            };
-            assert!(wd >= 0, "inotify_add_watch: {}", io::Error::last_os_error());
-            CreateWatch(fd)
+            let inotify = inotify::Inotify::init().expect("inotify_init1");
+            inotify
+                .watches()
+                .add(dir, inotify::WatchMask::CREATE)
+                .expect("inotify_add_watch");
+            CreateWatch(inotify)
         }
 
-        fn created(&self) -> Vec<(String, bool)> {
-            use std::io::Read;
+        /// The events queued so far (the descriptor does not block).
+        fn created(&mut self) -> Vec<(String, bool)> {
             let mut buf = vec![0u8; 64 * 1024];
-            let mut file = std::fs::File::from(self.0.try_clone().unwrap());
-            let n = file.read(&mut buf).unwrap_or(0);
-            let mut events = Vec::new();
-            let mut at = 0;
-            let header = std::mem::size_of::<libc::inotify_event>();
-            while at + header <= n {
-                // SAFETY: the kernel wrote a whole event header at `at`.
-                let event: libc::inotify_event =
-                    unsafe { std::ptr::read_unaligned(buf[at..].as_ptr().cast()) };
-                let name = &buf[at + header..at + header + event.len as usize];
-                let name = String::from_utf8_lossy(name)
-                    .trim_end_matches('\0')
-                    .to_owned();
-                events.push((name, event.mask & libc::IN_ISDIR != 0));
-                at += header + event.len as usize;
-            }
+            let Ok(events) = self.0.read_events(&mut buf) else {
+                return Vec::new();
+            };
             events
+                .map(|event| {
+                    let name = event.name.map(|n| n.to_string_lossy().into_owned());
+                    let is_dir = event.mask.contains(inotify::EventMask::ISDIR);
+                    (name.unwrap_or_default(), is_dir)
+                })
+                .collect()
         }
     }
 
@@ -220,7 +203,7 @@ mod tests {
     fn the_socket_is_never_reachable_before_it_is_0600() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weftd.sock");
-        let watch = CreateWatch::new(dir.path());
+        let mut watch = CreateWatch::new(dir.path());
         let (_listener, _file) = SocketFile::bind(&path).unwrap();
         let created = watch.created();
         assert!(!created.is_empty());

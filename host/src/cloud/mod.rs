@@ -24,13 +24,12 @@ pub use retry::RetryPolicy;
 pub use sim::SimCloud;
 pub use types::*;
 
+use futures::future::BoxFuture;
 use ipnet::Ipv4Net;
-use std::future::Future;
 use std::net::Ipv4Addr;
-use std::pin::Pin;
 
 /// The future every [`Cloud`] method returns (boxed so `Arc<dyn Cloud>` works).
-pub type CloudFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, CloudError>> + Send + 'a>>;
+pub type CloudFuture<'a, T> = BoxFuture<'a, Result<T, CloudError>>;
 
 /// Everything the agent asks of EC2 (or of the simulator).
 ///
@@ -49,6 +48,18 @@ pub trait Cloud: Send + Sync {
 
     /// The subnets of this node's VPC (all zones; the subnet-selection policy filters).
     fn list_subnets(&self) -> CloudFuture<'_, Vec<Subnet>>;
+
+    /// The IPv4 CIDR blocks associated with this node's VPC: traffic to them
+    /// is never SNATed. They change when blocks are associated or
+    /// disassociated, so the agent reads them again from time to time.
+    fn vpc_cidrs(&self) -> CloudFuture<'_, Vec<Ipv4Net>> {
+        Box::pin(async {
+            Err(CloudError::Fatal {
+                api: Api::DescribeVpcs.name().into(),
+                detail: "this cloud does not tell its VPC's CIDR blocks".into(),
+            })
+        })
+    }
 
     /// Creates an ENI with its addresses and Weft's tags, and attaches it to this node at the
     /// lowest free device index with delete-on-termination. Returns the attached ENI.

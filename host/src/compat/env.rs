@@ -164,9 +164,6 @@ pub const LOG_LEVEL_VAR: &str = "AWS_VPC_K8S_CNI_LOGLEVEL";
 /// VPC CNI variables that have no Weft equivalent (besides any other
 /// `AWS_VPC_*`). Reported once at start, then ignored.
 const KNOWN_UNMAPPED: &[&str] = &[
-    "AWS_VPC_K8S_CNI_EXTERNALSNAT",
-    "AWS_VPC_K8S_CNI_RANDOMIZESNAT",
-    "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS",
     "AWS_VPC_K8S_CNI_CONFIGURE_RPFILTER",
     "AWS_VPC_K8S_CNI_LOG_FILE",
     "AWS_VPC_K8S_PLUGIN_LOG_FILE",
@@ -479,7 +476,7 @@ mod tests {
         let (_, overlay) = overlay(
             "",
             &[
-                ("AWS_VPC_K8S_CNI_EXTERNALSNAT", "true"),
+                ("AWS_VPC_K8S_CNI_LOG_FILE", "stdout"),
                 ("ENABLE_POD_ENI", "false"),
                 ("AWS_VPC_SOMETHING_NEW", "1"),
                 ("AWS_VPC_K8S_CNI_LOGLEVEL", "DEBUG"),
@@ -491,7 +488,7 @@ mod tests {
         assert_eq!(
             overlay.ignored,
             [
-                "AWS_VPC_K8S_CNI_EXTERNALSNAT",
+                "AWS_VPC_K8S_CNI_LOG_FILE",
                 "AWS_VPC_SOMETHING_NEW",
                 "ENABLE_POD_ENI"
             ]

@@ -14,6 +14,12 @@ use super::rules::{self, ENI_PRIORITY, Selector};
 use super::{Plumbing, config, netns, nl, sysctl};
 use crate::mac::MacAddr;
 
+/// The route table of the ENI at `device_index`: device index + 1, as the
+/// Amazon VPC CNI. The one place this rule is written.
+pub fn eni_route_table(device_index: u32) -> u32 {
+    device_index.saturating_add(1)
+}
+
 /// A secondary ENI attached to the node, as EC2 describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EniLink {
@@ -30,9 +36,9 @@ pub struct EniLink {
 }
 
 impl EniLink {
-    /// The ENI's route table: device index + 1 (as the Amazon VPC CNI).
+    /// The ENI's route table (see [`eni_route_table`]).
     pub fn route_table(&self) -> u32 {
-        self.device_index.saturating_add(1)
+        eni_route_table(self.device_index)
     }
 
     /// The subnet gateway: the first host address of the subnet (the VPC router).
@@ -204,7 +210,7 @@ impl Plumbing {
     }
 
     /// The node interface with MAC `mac`, if any.
-    async fn eni_link(&self, mac: MacAddr) -> Result<Option<LinkView>, PlumbingError> {
+    pub(super) async fn eni_link(&self, mac: MacAddr) -> Result<Option<LinkView>, PlumbingError> {
         let all = links::dump(&self.host)
             .await
             .map_err(|e| PlumbingError::netlink(format!("list node links to find ENI {mac}"), e))?;

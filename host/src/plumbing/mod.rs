@@ -32,12 +32,13 @@
 
 mod check;
 mod config;
+pub mod egress;
 mod eni;
 mod error;
 mod gc;
-mod links;
+pub(crate) mod links;
 pub mod names;
-mod netns;
+pub(crate) mod netns;
 mod nl;
 mod pod;
 mod routes;
@@ -48,7 +49,7 @@ use std::sync::Arc;
 
 pub use crate::mac::{InvalidMac, MacAddr};
 pub use config::{DEFAULT_MTU, PlumbingConfig};
-pub use eni::EniLink;
+pub use eni::{EniLink, eni_route_table};
 pub use error::PlumbingError;
 pub use gc::{LeftoverRule, Leftovers};
 pub use links::LinkRemoval;

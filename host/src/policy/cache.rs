@@ -141,7 +141,12 @@ impl ArtifactCache {
         // hash, and neither it nor the key can have been changed by another
         // user (ownership and modes checked on the open files and the
         // directory).
-        match unsafe { Component::deserialize(engine, artifact) } {
+        #[allow(
+            unsafe_code,
+            reason = "wasmtime offers no safe way to load a precompiled artifact"
+        )]
+        let loaded = unsafe { Component::deserialize(engine, artifact) };
+        match loaded {
             Ok(component) => Ok(Some(component)),
             Err(e) => Err(CacheError::Incompatible {
                 path,

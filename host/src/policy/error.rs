@@ -132,3 +132,15 @@ impl PolicyError {
         }
     }
 }
+
+/// Why the policies could not be set up or reloaded. Either way the
+/// policies in force (if any) are unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The `[policies]` configuration is invalid; says which field.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The new module failed to load or configure.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}

@@ -33,7 +33,7 @@ mod watchdog;
 pub use cache::ArtifactCache;
 pub use config::{OnFailure, PoliciesConfig, PolicyConfig};
 pub use engine::PolicyEngine;
-pub use error::{Decision, FailureKind, PolicyError};
+pub use error::{Decision, FailureKind, PolicyError, SetupError};
 pub use module::{CallStats, CompiledPolicy, LoadReport, PolicyModule};
 pub use sandbox::{CallLimits, LOG_BURST, LOG_RATE_PER_SECOND};
 pub use set::{PolicySet, PolicyStatus};

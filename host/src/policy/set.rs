@@ -11,14 +11,13 @@
 use super::ArtifactCache;
 use super::config::{OnFailure, PoliciesConfig, PolicyConfig};
 use super::engine::PolicyEngine;
-use super::error::{Decision, FailureKind, PolicyError};
+use super::error::{Decision, FailureKind, PolicyError, SetupError};
 use super::module::LoadReport;
 use super::shadow;
 use super::slot::{Origin, Slot, SlotState};
 use super::validate;
 use super::view::{LivePool, LiveSecurityGroups, LiveSubnet, PoliciesView, Refusal, RoleView};
 use crate::metrics::Metrics;
-use crate::{Error, Result};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -83,9 +82,9 @@ impl PolicySet {
     /// its decision uses its failure mode; only an invalid configuration is
     /// an error. The policy directory is read by
     /// [`apply_directory`](Self::apply_directory).
-    pub fn from_config(config: &PoliciesConfig, metrics: Arc<Metrics>) -> Result<Self> {
+    pub fn from_config(config: &PoliciesConfig, metrics: Arc<Metrics>) -> Result<Self, SetupError> {
         let engine = PolicyEngine::new(config.cache_dir.clone().map(ArtifactCache::new))
-            .map_err(|e| Error::Config(format!("cannot create the policy engine: {e:#}")))?;
+            .map_err(|e| SetupError::Config(format!("cannot create the policy engine: {e:#}")))?;
         Self::new(Arc::new(engine), config, metrics)
     }
 }
@@ -102,8 +101,8 @@ where
         engine: Arc<PolicyEngine>,
         config: &PoliciesConfig,
         metrics: Arc<Metrics>,
-    ) -> Result<Self> {
-        config.validate().map_err(Error::Config)?;
+    ) -> Result<Self, SetupError> {
+        config.validate().map_err(SetupError::Config)?;
         let entry = |d: Decision| config.get(d).cloned().unwrap_or_default();
         let set = PolicySet {
             pool: Slot::new(SlotState::load(
@@ -144,7 +143,7 @@ where
         &self,
         decision: Decision,
         config: Option<PolicyConfig>,
-    ) -> Result<Option<LoadReport>> {
+    ) -> Result<Option<LoadReport>, SetupError> {
         match decision {
             Decision::PoolSizing => self.reload_base(&self.pool, config, P::configure),
             Decision::SubnetSelection => self.reload_base(&self.subnet, config, S::configure),
@@ -156,13 +155,13 @@ where
         &self,
         slot: &Slot<N>,
         config: Option<PolicyConfig>,
-        configure: fn(&str) -> std::result::Result<N, String>,
-    ) -> Result<Option<LoadReport>> {
+        configure: fn(&str) -> Result<N, String>,
+    ) -> Result<Option<LoadReport>, SetupError> {
         let current = slot.base();
         let config = config.unwrap_or_else(|| current.config.clone());
         config
             .validate(current.decision)
-            .map_err(|e| Error::Config(format!("[policies.{}]: {e}", current.decision)))?;
+            .map_err(|e| SetupError::Config(format!("[policies.{}]: {e}", current.decision)))?;
         let next = SlotState::load(
             &self.engine,
             &self.metrics,
@@ -179,7 +178,7 @@ where
                 ),
                 None => tracing::warn!(policy = %current.name, "reload failed: {e}"),
             }
-            return Err(Error::Policy(e.clone()));
+            return Err(SetupError::Policy(e.clone()));
         }
         let report = next.wasm().map(|m| m.report().clone());
         tracing::info!(policy = %next.name, decision = %next.decision, sha256 = ?report.as_ref().map(|r| &r.sha256), "policy reloaded");

@@ -6,13 +6,12 @@
 
 use super::config::{OnFailure, PolicyConfig};
 use super::engine::PolicyEngine;
-use super::error::{Decision, FailureKind, PolicyError};
+use super::error::{Decision, FailureKind, PolicyError, SetupError};
 use super::module::{CompiledPolicy, PolicyModule};
 use super::sandbox::CallLimits;
 use super::shadow::Shadow;
 use super::view::{Percentiles, Refusal};
 use crate::metrics::Metrics;
-use crate::{Error, Result};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -112,8 +111,8 @@ impl<N> SlotState<N> {
         metrics: &Metrics,
         decision: Decision,
         config: PolicyConfig,
-        configure: fn(&str) -> std::result::Result<N, String>,
-    ) -> Result<Self> {
+        configure: fn(&str) -> Result<N, String>,
+    ) -> Result<Self, SetupError> {
         let name = config.display_name(builtin_name(decision));
         let module = config.module.as_ref().map(|path| {
             let loaded = CompiledPolicy::from_file(
@@ -153,10 +152,10 @@ impl<N> SlotState<N> {
     pub fn assemble(
         decision: Decision,
         config: PolicyConfig,
-        module: Option<std::result::Result<Arc<PolicyModule>, PolicyError>>,
+        module: Option<Result<Arc<PolicyModule>, PolicyError>>,
         origin: Origin,
-        configure: fn(&str) -> std::result::Result<N, String>,
-    ) -> Result<Self> {
+        configure: fn(&str) -> Result<N, String>,
+    ) -> Result<Self, SetupError> {
         let builtin = builtin_name(decision);
         let native_settings = match (&config.module, &config.fallback_settings) {
             (None, _) => config.settings.to_string(),
@@ -164,7 +163,7 @@ impl<N> SlotState<N> {
             (Some(_), None) => "{}".to_owned(),
         };
         let native = configure(&native_settings).map_err(|m| {
-            Error::Config(format!(
+            SetupError::Config(format!(
                 "[policies.{decision}]: the built-in {builtin} rejected its settings: {m}"
             ))
         })?;

@@ -89,10 +89,10 @@ pub enum PoolError {
         /// The reconciler's last outcome for the group.
         reason: Blocked,
     },
-    /// The assignment could not be made durable (or another datastore
-    /// error); nothing was assigned or released.
+    /// The assignment or release was refused or could not be made
+    /// durable; nothing was assigned or released.
     #[error(transparent)]
-    Agent(#[from] crate::Error),
+    Commit(#[from] crate::state::CommitError),
     /// The pool service has been shut down.
     #[error("the pool service is shut down; restart weftd")]
     ShutDown,

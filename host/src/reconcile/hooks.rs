@@ -1,12 +1,33 @@
 //! What the agent does on the node when an ENI joins or leaves the pool.
 
-use crate::cloud::Eni;
-use std::future::Future;
+use crate::cloud::{CloudError, Eni};
+use crate::plumbing::PlumbingError;
+use futures::future::BoxFuture;
 use std::net::Ipv4Addr;
-use std::pin::Pin;
 
 /// The future an [`EniHooks`] method returns.
-pub type HookFuture<'a, T = ()> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+pub type HookFuture<'a, T = ()> = BoxFuture<'a, Result<T, HookError>>;
+
+/// Why the node-side set-up or clean-up of an ENI failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// The node's links, routes or rules could not be changed or read.
+    #[error(transparent)]
+    Plumbing(#[from] PlumbingError),
+    /// EC2 could not tell what the set-up needs (the ENI's subnet).
+    #[error("{context}: {source}")]
+    Cloud {
+        /// What was being looked up.
+        context: String,
+        /// The failed call.
+        #[source]
+        source: CloudError,
+    },
+    /// The ENI is not in a state the node can set up: not attached, in an
+    /// unknown subnet, or its device never appeared. Says what to check.
+    #[error("{0}")]
+    Eni(String),
+}
 
 /// Node-side set-up of secondary ENIs (link up, MTU, route table, rules),
 /// called by the pool service. Both methods must be idempotent: they are

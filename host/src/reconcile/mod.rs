@@ -41,7 +41,7 @@ mod wait;
 pub use config::PoolConfig;
 pub use driver::RoundReport;
 pub use error::{Blocked, BlockedKind, PoolError};
-pub use hooks::{EniHooks, HookFuture, NoHooks};
+pub use hooks::{EniHooks, HookError, HookFuture, NoHooks};
 pub use inventory::TAG_OPERATION;
 pub use ownership::{TAG_NO_MANAGE, UnmanagedEni};
 pub use service::{Pool, PoolDeps};

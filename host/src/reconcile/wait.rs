@@ -61,7 +61,7 @@ fn try_assign(
             }
             Ok(Some(placement))
         }
-        Err(crate::Error::Ipam(IpamError::NoFreeAddress { .. })) => Ok(None),
+        Err(crate::state::CommitError::Refused(IpamError::NoFreeAddress { .. })) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

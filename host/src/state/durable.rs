@@ -1,7 +1,7 @@
 //! The datastore with its checkpoint: pod assignments and releases take
 //! effect only once they are on disk.
 
-use super::{Checkpoint, StateDir, StateError};
+use super::{Checkpoint, CommitError, StateDir, StateError};
 use crate::ipam::{Assignment, AssignmentKey, Datastore, Now, Placement, PodMeta, SgSet};
 
 /// Where checkpoints are written: the [`StateDir`] in production, a fake in
@@ -67,9 +67,9 @@ impl<S: CheckpointSink> DurableDatastore<S> {
         &mut self,
         now: Now,
         change: impl FnOnce(&mut Datastore) -> Result<(T, bool), E>,
-    ) -> Result<T, crate::Error>
+    ) -> Result<T, CommitError>
     where
-        crate::Error: From<E>,
+        CommitError: From<E>,
     {
         let mut next = self.store.clone();
         let (out, changed) = change(&mut next)?;
@@ -89,7 +89,7 @@ impl<S: CheckpointSink> DurableDatastore<S> {
         group: &SgSet,
         pod: PodMeta,
         now: Now,
-    ) -> Result<Placement, crate::Error> {
+    ) -> Result<Placement, CommitError> {
         self.commit(now, |store| {
             store.assign(key, group, pod, now).map(|p| {
                 let fresh = p.fresh;
@@ -104,11 +104,11 @@ impl<S: CheckpointSink> DurableDatastore<S> {
         &mut self,
         key: &AssignmentKey,
         now: Now,
-    ) -> Result<Option<Assignment>, crate::Error> {
+    ) -> Result<Option<Assignment>, CommitError> {
         self.commit(now, |store| {
             let released = store.release(key, now);
             let changed = released.is_some();
-            Ok::<_, crate::Error>((released, changed))
+            Ok::<_, CommitError>((released, changed))
         })
     }
 }
@@ -218,7 +218,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(
             err,
-            crate::Error::Ipam(crate::ipam::IpamError::NoFreeAddress { .. })
+            CommitError::Refused(crate::ipam::IpamError::NoFreeAddress { .. })
         ));
         assert_eq!(pool.sink().writes.get(), 2);
     }

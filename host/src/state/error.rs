@@ -72,3 +72,15 @@ impl StateError {
         }
     }
 }
+
+/// Why a pod assignment or release was not made; in either case nothing
+/// changed, in memory or on disk.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The pool refused it (for example: no free address in the group).
+    #[error(transparent)]
+    Refused(#[from] crate::ipam::IpamError),
+    /// Its checkpoint could not be written.
+    #[error(transparent)]
+    NotSaved(#[from] StateError),
+}

@@ -18,5 +18,5 @@ pub(crate) use atomic::write_atomic;
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint};
 pub use dir::StateDir;
 pub use durable::{CheckpointSink, DurableDatastore};
-pub use error::StateError;
+pub use error::{CommitError, StateError};
 pub use journal::{Intent, Journal, OpId, Operation};

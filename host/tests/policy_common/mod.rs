@@ -1,7 +1,10 @@
 //! Shared inputs and helpers of the `policy_*` tests (included with
 //! `#[path]`, not a test target of its own).
 
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "included by several test binaries, each of which uses a part"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;

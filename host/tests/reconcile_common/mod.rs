@@ -3,7 +3,10 @@
 //! directory, a cloud wrapper that counts calls and can "crash" at a chosen
 //! call, recording ENI hooks, and the pool invariants.
 
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "included by several test binaries, each of which uses a part"
+)]
 
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,7 +20,7 @@ use weft_host::cloud::{
 use weft_host::ipam::{AssignmentKey, PodMeta, SgSet};
 use weft_host::metrics::Metrics;
 use weft_host::policy::{PoliciesConfig, PolicyConfig, PolicySet};
-use weft_host::reconcile::{EniHooks, HookFuture, Pool, PoolConfig, PoolDeps};
+use weft_host::reconcile::{EniHooks, HookError, HookFuture, Pool, PoolConfig, PoolDeps};
 use weft_host::state::StateDir;
 
 /// Where a crash strikes, relative to the chosen changing call.
@@ -221,7 +224,9 @@ impl EniHooks for RecordingHooks {
         let fail = self.fail_attach.load(Ordering::SeqCst);
         Box::pin(async move {
             if fail {
-                Err("cannot set the MTU of the ENI's link".to_owned())
+                Err(HookError::Eni(
+                    "cannot set the MTU of the ENI's link".to_owned(),
+                ))
             } else {
                 Ok(())
             }

@@ -18,6 +18,10 @@ mod sg;
 mod subnet;
 
 #[cfg(all(target_arch = "wasm32", feature = "foreign-import"))]
+#[allow(
+    unsafe_code,
+    reason = "bindings generated in this crate for a world of its own: their exports are unsafe by construction"
+)]
 mod foreign;
 
 /// What a chaos policy does.
@@ -141,7 +145,7 @@ fn spin() -> ! {
 
 /// Recurses until the stack overflows; the frame's buffer keeps the
 /// recursion from being turned into a loop.
-#[allow(unconditional_recursion)]
+#[allow(unconditional_recursion, reason = "the stack overflow is the point")]
 fn recurse(depth: u64) -> u64 {
     let frame = std::hint::black_box([depth; 16]);
     recurse(depth + 1).wrapping_add(frame[(depth % 16) as usize])
@@ -176,6 +180,10 @@ pub fn huge_refusal() -> String {
 
 /// 32 bytes from `wasi:random/random.get-random-bytes` (wasi-libc's
 /// `getentropy`, which `getrandom` and friends use), hex-encoded.
+#[allow(
+    unsafe_code,
+    reason = "the chaos policy calls a WASI import directly, which only an unsafe extern block can"
+)]
 pub fn random_hex() -> String {
     #[cfg(target_arch = "wasm32")]
     {
