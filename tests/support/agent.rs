@@ -71,12 +71,17 @@ impl TestAgent {
         let node = TestNetns::new("node");
         node.add_nic("ens5", "02:aa:00:00:00:05");
         node.ip(&["addr", "add", &format!("{NODE_IP}/22"), "dev", "ens5"]);
-        Self::start_on(node, instance_type, cloud, extra)
+        Self::start_on(node, instance_type, options, extra)
     }
 
-    /// [`TestAgent::start_with`] on a node namespace the caller prepared
-    /// (on the simulated VPC fabric the simulator makes the primary NIC).
-    pub fn start_on(node: TestNetns, instance_type: &str, cloud: &str, extra: &str) -> TestAgent {
+    /// [`TestAgent::start_with_options`] on a node namespace the caller
+    /// prepared (on the simulated VPC fabric the simulator makes the primary NIC).
+    pub fn start_on(
+        node: TestNetns,
+        instance_type: &str,
+        options: &AgentOptions,
+        extra: &str,
+    ) -> TestAgent {
         // State on tmpfs, as in production (`/run/weft`): the checkpoint is
         // written before every ADD and DEL is answered.
         let dir = tempfile::Builder::new()
