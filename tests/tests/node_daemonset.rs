@@ -8,6 +8,7 @@
 use serde_json::Value;
 use std::net::TcpListener;
 use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
 use weft_tests::support::agent::{AgentOptions, TestAgent, exec_plugin};
 use weft_tests::support::k8s::kit_binary;
 use weft_tests::support::netns::{TestNetns, root_or_skip};
@@ -69,40 +70,52 @@ fn install_conflist_tcp_endpoints_and_status() {
     let agent_keys = format!(
         "metrics-address = \"127.0.0.1:{metrics}\"\nintrospection-address = \"127.0.0.1:{introspection}\""
     );
-    // A slow EC2 at start (the first inventory) widens the time between the
-    // process starting and the agent serving.
+    // The conflist must appear only once the agent is ready, i.e. after its
+    // socket (the agent answers ADDs from the moment the socket exists). A
+    // watcher notes when it first appears; a slow EC2 at start (the first
+    // inventory) widens the time between the process starting and serving.
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conflist_path = conf_dir.path().join("10-weft.conflist");
+    let first_seen = {
+        let path = conflist_path.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if path.exists() {
+                    return Some(SystemTime::now());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            None
+        })
+    };
     let options = AgentOptions {
         agent_keys: &agent_keys,
         cloud: "api-latency-ms = { DescribeNetworkInterfaces = 500 }",
+        cni_conf_dir: Some(conf_dir.path().to_path_buf()),
         ..AgentOptions::default()
     };
     let agent = TestAgent::start_with_options("m5.large", &options, "");
-    // The conflist appears once the agent is ready: after its socket (the
-    // agent answers ADDs from the moment the socket exists), never before.
-    let conflist_path = agent.dir.path().join("net.d/10-weft.conflist");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !conflist_path.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no conflist:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    let first_seen = first_seen
+        .join()
+        .unwrap()
+        .unwrap_or_else(|| panic!("no conflist:\n{}", agent.log()));
+    let served = std::fs::symlink_metadata(agent.socket())
+        .and_then(|m| m.modified())
+        .unwrap();
+    assert!(
+        first_seen >= served,
+        "the conflist existed before the agent served its socket"
+    );
+    // (The log line follows the write.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agent
+        .log()
+        .contains("ready: wrote the CNI network configuration")
+    {
+        assert!(Instant::now() < deadline, "{}", agent.log());
+        std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(
-        agent
-            .log()
-            .contains("ready: wrote the CNI network configuration")
-    );
-    let modified = |path: &std::path::Path| {
-        std::fs::symlink_metadata(path)
-            .and_then(|m| m.modified())
-            .unwrap()
-    };
-    assert!(
-        modified(&conflist_path) >= modified(&agent.socket()),
-        "the conflist was written before the agent served its socket"
-    );
     let conflist: Value =
         serde_json::from_str(&std::fs::read_to_string(&conflist_path).unwrap()).unwrap();
     assert_eq!(
