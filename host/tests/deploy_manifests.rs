@@ -172,6 +172,13 @@ fn paths_binaries_and_ports_agree_with_the_code() {
             "the image has no {source}/{plugin}"
         );
     }
+    // The agent runs `nft` for its egress rules (plumbing::egress): the
+    // image it runs in has it.
+    let runtime = dockerfile.rsplit("\nFROM ").next().unwrap();
+    assert!(
+        runtime.contains("nftables"),
+        "the runtime stage of deploy/Dockerfile does not install nftables"
+    );
     // Every subcommand and flag the manifests use exists.
     for command in [
         install,
