@@ -1,10 +1,4 @@
-//! Shared inputs and helpers of the `policy_*` tests (included with
-//! `#[path]`, not a test target of its own).
-
-#![allow(
-    dead_code,
-    reason = "included by several test binaries, each of which uses a part"
-)]
+//! Shared inputs and helpers of the `policy_*` tests.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,12 +1,6 @@
-//! Shared harness of the `reconcile_*` tests (included with `#[path]`, not
-//! a test target of its own): a pool on `SimCloud` in a temporary state
+//! Shared harness of the `reconcile_*` tests: a pool on `SimCloud` in a temporary state
 //! directory, a cloud wrapper that counts calls and can "crash" at a chosen
 //! call, recording ENI hooks, and the pool invariants.
-
-#![allow(
-    dead_code,
-    reason = "included by several test binaries, each of which uses a part"
-)]
 
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet};
