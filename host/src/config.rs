@@ -19,6 +19,9 @@
 //!
 //! [policies.pool-sizing]              # see `policy::PolicyConfig`; built-in defaults when unset
 //! settings = { warm-ip-target = 5 }
+//!
+//! [egress]                            # see `plumbing::egress::EgressConfig`; SNAT, NodePort
+//! external-snat = false               # the VPC CNI's variables override it (`load`)
 //! ```
 //!
 //! Every table and field but `[cloud]` has a default; unknown fields are
@@ -27,6 +30,7 @@
 use crate::cloud::sim::SubnetSpec;
 use crate::cloud::{Api, Ec2Config, NodeIdentity, RateLimits, SimCloud};
 use crate::plumbing::PlumbingConfig;
+use crate::plumbing::egress::EgressConfig;
 use crate::policy::PoliciesConfig;
 use crate::reconcile::PoolConfig;
 use crate::{Error, Result};
@@ -53,6 +57,9 @@ pub struct AgentConfig {
     /// The policies that make the pool's decisions.
     #[serde(default)]
     pub policies: PoliciesConfig,
+    /// Egress SNAT and the NodePort return path.
+    #[serde(default)]
+    pub egress: EgressConfig,
 }
 
 /// The `[agent]` table.
@@ -127,6 +134,12 @@ pub struct SimSection {
     /// node namespace, so their host setup runs for real.
     #[serde(default)]
     pub materialise_enis: bool,
+    /// The namespace playing the VPC router (e.g. `/run/netns/vpc`), made
+    /// by whoever runs the simulation: with `materialise-enis`, every ENI,
+    /// the primary too, is connected to it and it routes their addresses
+    /// (the simulated VPC fabric; several nodes may share it).
+    #[serde(default)]
+    pub vpc_netns: Option<PathBuf>,
     /// How long after its attachment a materialised ENI's link appears
     /// (EC2: hundreds of milliseconds to seconds). Default 0.
     #[serde(default)]
@@ -135,6 +148,10 @@ pub struct SimSection {
     /// (default 300, as on EC2).
     #[serde(default = "default_leak_min_age_seconds")]
     pub leaked_eni_min_age_seconds: u64,
+    /// The VPC's CIDR blocks (what egress SNAT leaves alone); default the
+    /// /16 around each subnet.
+    #[serde(default)]
+    pub vpc_cidrs: Vec<String>,
     /// Where the simulated VPC is kept across agent restarts; default
     /// `sim-vpc.json` in the state directory. Delete it for a new VPC.
     #[serde(default)]
@@ -266,7 +283,13 @@ impl AgentConfig {
             context: format!("reading the configuration {}", path.display()),
             source,
         })?;
-        Self::parse(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        let mut config =
+            Self::parse(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        config
+            .egress
+            .apply_env(|name| std::env::var(name).ok())
+            .map_err(Error::Config)?;
+        Ok(config)
     }
 
     /// Parses and validates a configuration document.
@@ -292,20 +315,26 @@ impl AgentConfig {
                 seed: 0,
                 cluster_name: default_cluster(),
                 materialise_enis: false,
+                vpc_netns: None,
                 link_delay_ms: 0,
                 leaked_eni_min_age_seconds: default_leak_min_age_seconds(),
+                vpc_cidrs: Vec::new(),
                 state_file: None,
                 api_latency_ms: BTreeMap::new(),
             }),
             pool: PoolConfig::default(),
             plumbing: PlumbingSection::default(),
             policies: PoliciesConfig::default(),
+            egress: EgressConfig::default(),
         }
     }
 
     /// Checks what serde cannot; the message names the table and field.
     pub fn validate(&self) -> std::result::Result<(), String> {
         self.policies.validate()?;
+        self.egress
+            .validate()
+            .map_err(|e| format!("[egress]: {e}"))?;
         self.pool.validate().map_err(|e| format!("[pool]: {e}"))?;
         self.plumbing
             .plumbing_config()
@@ -335,6 +364,11 @@ impl AgentConfig {
 }
 
 impl SimSection {
+    /// The subnets' CIDRs (unparsable ones are refused by the simulator's build).
+    pub fn subnet_nets(&self) -> Vec<ipnet::Ipv4Net> {
+        self.subnets.iter().filter_map(|c| c.parse().ok()).collect()
+    }
+
     /// Builds the simulator; `links` materialises attached ENIs as links;
     /// the VPC is kept in `state-file`, else in `state_dir`.
     pub fn build(
@@ -354,6 +388,9 @@ impl SimSection {
             .cluster_name(&self.cluster_name)
             .leak_min_age(Duration::from_secs(self.leaked_eni_min_age_seconds))
             .security_groups(self.security_groups.iter().cloned());
+        for cidr in &self.vpc_cidrs {
+            builder = builder.vpc_cidr(cidr);
+        }
         for cidr in &self.subnets {
             builder = builder.subnet_with(SubnetSpec {
                 cidr: cidr.clone(),

@@ -26,6 +26,8 @@ enum Command {
     Policy(cli::policy::PolicyCommand),
     /// Show a running agent's readiness and policies.
     Status(cli::status::StatusArgs),
+    /// Remove the agent's egress rules (nftables table, fwmark rule) from the node.
+    Uninstall(cli::uninstall::UninstallArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         Command::Policy(command) => cli::policy::run(command),
         Command::Status(args) => cli::status::run(&args),
+        Command::Uninstall(args) => cli::uninstall::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

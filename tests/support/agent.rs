@@ -34,6 +34,12 @@ impl TestAgent {
         let node = TestNetns::new("node");
         node.add_nic("ens5", "02:aa:00:00:00:05");
         node.ip(&["addr", "add", &format!("{NODE_IP}/22"), "dev", "ens5"]);
+        Self::start_on(node, instance_type, cloud, extra)
+    }
+
+    /// [`TestAgent::start_with`] on a node namespace the caller prepared
+    /// (on the simulated VPC fabric the simulator makes the primary NIC).
+    pub fn start_on(node: TestNetns, instance_type: &str, cloud: &str, extra: &str) -> TestAgent {
         // State on tmpfs, as in production (`/run/weft`): the checkpoint is
         // written before every ADD and DEL is answered.
         let dir = tempfile::Builder::new()
@@ -111,6 +117,11 @@ node-netns = "{netns}"
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
             let _ = child.wait();
         }
+    }
+
+    /// The configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("weftd.toml")
     }
 
     /// The API socket.

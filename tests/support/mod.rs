@@ -3,8 +3,10 @@
 pub mod agent;
 pub mod backend;
 pub mod binaries;
+pub mod fabric;
 pub mod fault_proxy;
 pub mod moto;
 pub mod netns;
 pub mod policy_build;
+pub mod tcp;
 pub mod vpc;

@@ -7,6 +7,7 @@
 //! node-side set-up of secondary ENIs in `hooks`.
 
 mod backend;
+mod egress;
 mod hooks;
 mod keys;
 mod result;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
 
+pub use egress::EgressRules;
 pub use hooks::PlumbingHooks;
 
 /// A running agent.
@@ -36,6 +38,8 @@ pub struct Agent {
     cloud: Arc<dyn Cloud>,
     /// Reloads the policy directory on change and SIGHUP.
     policy_watch: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Re-applies the egress rules when the VPC's CIDR blocks change.
+    egress_refresh: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     plumbing: Arc<Plumbing>,
     node: NodeIdentity,
     metrics: Arc<Metrics>,
@@ -67,18 +71,27 @@ impl Agent {
                     .clone()
                     .unwrap_or_else(|| "/proc/self/ns/net".into());
                 let links = sim.materialise_enis.then(|| {
-                    Arc::new(
-                        NetnsEniLinks::new(node_netns)
-                            .with_delay(Duration::from_millis(sim.link_delay_ms)),
-                    ) as Arc<dyn crate::cloud::sim::EniLinks>
+                    let links = NetnsEniLinks::new(node_netns)
+                        .with_delay(Duration::from_millis(sim.link_delay_ms));
+                    Arc::new(match &sim.vpc_netns {
+                        Some(router) => links.with_fabric(router, sim.subnet_nets()),
+                        None => links,
+                    }) as Arc<dyn crate::cloud::sim::EniLinks>
                 });
-                Arc::new(sim.build(links, &config.agent.state_dir)?)
+                let sim_cloud = sim.build(links, &config.agent.state_dir)?;
+                if sim.materialise_enis && sim.vpc_netns.is_some() {
+                    sim_cloud.materialise_primary().await?;
+                }
+                Arc::new(sim_cloud)
             }
             CloudConfig::Ec2(ec2) => {
                 Arc::new(Ec2Cloud::new(ec2.ec2_config(), metrics.clone()).await)
             }
         };
         let node = cloud.identity().await?;
+        let egress =
+            egress::EgressRules::start(plumbing.clone(), cloud.clone(), &config.egress, &node)
+                .await?;
         let policies = Arc::new(PolicySet::from_config(&config.policies, metrics.clone())?);
         // Before the first pool decision: the directory overrides the
         // configuration. Refused files are logged and shown in the status.
@@ -104,6 +117,7 @@ impl Agent {
             policies,
             cloud,
             policy_watch: std::sync::Mutex::new(policy_watch),
+            egress_refresh: std::sync::Mutex::new(Some(egress.spawn_refresh())),
             plumbing,
             node,
             metrics,
@@ -179,13 +193,14 @@ impl Agent {
         )?;
         tracing::info!(socket = %config.agent.socket.display(), "serving the CNI API");
         server.serve(shutdown).await;
-        let watch = self
-            .policy_watch
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(watch) = watch {
-            watch.abort();
+        for task in [&self.policy_watch, &self.egress_refresh] {
+            let task = task
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(task) = task {
+                task.abort();
+            }
         }
         self.pool.shutdown().await;
         Ok(())

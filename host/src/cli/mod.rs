@@ -5,3 +5,4 @@ pub mod policy;
 pub mod policy_new;
 pub mod run;
 pub mod status;
+pub mod uninstall;

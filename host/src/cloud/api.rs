@@ -13,6 +13,8 @@ pub enum Api {
     DescribeNetworkInterfaces,
     /// `DescribeSubnets`.
     DescribeSubnets,
+    /// `DescribeVpcs` (the VPC's CIDR blocks, for egress SNAT).
+    DescribeVpcs,
     /// `CreateNetworkInterface`.
     CreateNetworkInterface,
     /// `AttachNetworkInterface`.
@@ -31,11 +33,12 @@ pub enum Api {
 
 impl Api {
     /// Every action.
-    pub const ALL: [Api; 11] = [
+    pub const ALL: [Api; 12] = [
         Api::DescribeInstances,
         Api::DescribeInstanceTypes,
         Api::DescribeNetworkInterfaces,
         Api::DescribeSubnets,
+        Api::DescribeVpcs,
         Api::CreateNetworkInterface,
         Api::AttachNetworkInterface,
         Api::ModifyNetworkInterfaceAttribute,
@@ -57,6 +60,7 @@ impl Api {
             Api::DescribeInstanceTypes => "DescribeInstanceTypes",
             Api::DescribeNetworkInterfaces => "DescribeNetworkInterfaces",
             Api::DescribeSubnets => "DescribeSubnets",
+            Api::DescribeVpcs => "DescribeVpcs",
             Api::CreateNetworkInterface => "CreateNetworkInterface",
             Api::AttachNetworkInterface => "AttachNetworkInterface",
             Api::ModifyNetworkInterfaceAttribute => "ModifyNetworkInterfaceAttribute",
@@ -73,7 +77,8 @@ impl Api {
             Api::DescribeInstances
             | Api::DescribeInstanceTypes
             | Api::DescribeNetworkInterfaces
-            | Api::DescribeSubnets => ApiClass::Describe,
+            | Api::DescribeSubnets
+            | Api::DescribeVpcs => ApiClass::Describe,
             Api::CreateNetworkInterface
             | Api::DeleteNetworkInterface
             | Api::ModifyNetworkInterfaceAttribute => ApiClass::EniLifecycle,

@@ -662,6 +662,27 @@ impl Cloud for Ec2Cloud {
         })
     }
 
+    fn vpc_cidrs(&self) -> CloudFuture<'_, Vec<Ipv4Net>> {
+        Box::pin(async move {
+            let api = Api::DescribeVpcs;
+            let vpc = self.node().await?.vpc_id.clone();
+            let answer = self
+                .caller
+                .call(api, || self.client.describe_vpcs().vpc_ids(&vpc).send())
+                .await?;
+            let vpc = answer
+                .vpcs()
+                .iter()
+                .find(|v| v.vpc_id() == Some(vpc.as_str()))
+                .ok_or_else(|| CloudError::NotFound {
+                    api: api.name().into(),
+                    what: format!("VPC {vpc}"),
+                    detail: format!("DescribeVpcs does not list this node's VPC {vpc}"),
+                })?;
+            convert::vpc_cidrs(api, vpc)
+        })
+    }
+
     fn create_eni<'a>(&'a self, request: &'a CreateEni) -> CloudFuture<'a, Eni> {
         Box::pin(self.create_and_attach(request))
     }

@@ -49,6 +49,18 @@ pub trait Cloud: Send + Sync {
     /// The subnets of this node's VPC (all zones; the subnet-selection policy filters).
     fn list_subnets(&self) -> CloudFuture<'_, Vec<Subnet>>;
 
+    /// The IPv4 CIDR blocks associated with this node's VPC: traffic to them
+    /// is never SNATed. They change when blocks are associated or
+    /// disassociated, so the agent reads them again from time to time.
+    fn vpc_cidrs(&self) -> CloudFuture<'_, Vec<Ipv4Net>> {
+        Box::pin(async {
+            Err(CloudError::Fatal {
+                api: Api::DescribeVpcs.name().into(),
+                detail: "this cloud does not tell its VPC's CIDR blocks".into(),
+            })
+        })
+    }
+
     /// Creates an ENI with its addresses and Weft's tags, and attaches it to this node at the
     /// lowest free device index with delete-on-termination. Returns the attached ENI.
     fn create_eni<'a>(&'a self, request: &'a CreateEni) -> CloudFuture<'a, Eni>;

@@ -29,6 +29,7 @@
 
 mod addresses;
 mod catalog;
+mod fabric;
 mod faults;
 mod links;
 mod persist;
@@ -80,6 +81,7 @@ pub struct SimBuilder {
     cluster: String,
     availability_zone: String,
     subnets: Vec<SubnetSpec>,
+    vpc_cidrs: Vec<String>,
     security_groups: Vec<String>,
     latency: BTreeMap<Api, Duration>,
     throttle: Option<Throttle>,
@@ -100,6 +102,7 @@ impl Default for SimBuilder {
             cluster: "weft-sim".into(),
             availability_zone: "us-east-1a".into(),
             subnets: Vec::new(),
+            vpc_cidrs: Vec::new(),
             security_groups: vec!["sg-0000000000000000a".into()],
             latency: BTreeMap::new(),
             throttle: None,
@@ -152,6 +155,13 @@ impl SimBuilder {
     /// Adds a subnet.
     pub fn subnet_with(mut self, spec: SubnetSpec) -> Self {
         self.subnets.push(spec);
+        self
+    }
+
+    /// Adds an IPv4 CIDR block of the VPC; every subnet must lie in one.
+    /// Without any, the VPC has the /16 around each subnet.
+    pub fn vpc_cidr(mut self, cidr: impl Into<String>) -> Self {
+        self.vpc_cidrs.push(cidr.into());
         self
     }
 
@@ -273,8 +283,10 @@ impl SimBuilder {
                 pool: AddressPool::new(cidr),
             });
         }
+        let vpc_cidrs = vpc_cidrs(&self.vpc_cidrs, &subnets).map_err(invalid)?;
         let mut state = SimState {
             rng,
+            vpc_cidrs,
             cluster: self.cluster,
             identity: NodeIdentity {
                 instance_id: String::new(),
@@ -334,6 +346,34 @@ impl SimBuilder {
             persist,
         })
     }
+}
+
+/// The VPC's CIDR blocks: those given, which must hold every subnet, or the
+/// /16 around each subnet.
+fn vpc_cidrs(given: &[String], subnets: &[SimSubnet]) -> Result<Vec<Ipv4Net>, String> {
+    let mut cidrs = Vec::new();
+    for cidr in given {
+        let net: Ipv4Net = cidr
+            .parse()
+            .map_err(|e| format!("VPC CIDR {cidr:?}: {e}"))?;
+        cidrs.push(net.trunc());
+    }
+    for subnet in subnets {
+        let net = subnet.pool.net();
+        if given.is_empty() {
+            let around = Ipv4Net::new(net.network(), 16)
+                .map_err(|e| e.to_string())?
+                .trunc();
+            if !cidrs.contains(&around) {
+                cidrs.push(around);
+            }
+        } else if !cidrs.iter().any(|c| c.contains(&net)) {
+            return Err(format!(
+                "subnet {net} lies in none of the VPC's CIDR blocks"
+            ));
+        }
+    }
+    Ok(cidrs)
 }
 
 /// What the node's ENI list answered before the changing calls of the last window.
@@ -482,6 +522,50 @@ impl SimCloud {
         Ok(eni)
     }
 
+    /// Materialises the node's primary ENI (on a fabric: its link, address
+    /// and default route, as the instance's own network set-up would);
+    /// nothing without a links hook.
+    pub async fn materialise_primary(&self) -> Result<(), CloudError> {
+        let primary = {
+            let state = self.lock();
+            state
+                .eni(
+                    Api::DescribeNetworkInterfaces,
+                    &state.identity.primary_eni_id,
+                )?
+                .clone()
+        };
+        match &self.links {
+            Some(links) => links.attached(&primary).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Tells the links hook an ENI's addresses changed.
+    async fn addresses_changed(&self, eni_id: &str) {
+        let Some(links) = &self.links else {
+            return;
+        };
+        let eni = self.lock().enis.get(eni_id).cloned();
+        if let Some(eni) = eni.filter(|e| e.attachment.is_some())
+            && let Err(error) = links.addresses(&eni).await
+        {
+            tracing::warn!(eni = %eni.id, %error, "simulated fabric not updated");
+        }
+    }
+
+    /// An address-changing call, then the links hook.
+    async fn change_addresses<T>(
+        &self,
+        eni_id: &str,
+        op: impl FnOnce(&mut SimState) -> Result<T, CloudError>,
+        api: Api,
+    ) -> Result<T, CloudError> {
+        let result = self.call(api, op).await;
+        self.addresses_changed(eni_id).await;
+        result
+    }
+
     /// Saves the VPC when it has a state file.
     fn save(&self, state: &SimState) -> Result<(), CloudError> {
         match &self.persist {
@@ -551,6 +635,12 @@ impl SimCloud {
             .is_some_and(|s| s.pool.take_exact(ip))
     }
 
+    /// Test hook: the VPC's CIDR blocks become `cidrs` (as when a block is
+    /// associated with or disassociated from a VPC).
+    pub fn set_vpc_cidrs(&self, cidrs: Vec<Ipv4Net>) {
+        self.lock().vpc_cidrs = cidrs;
+    }
+
     /// Test hook: detaches an ENI without deleting it, as a crash between detach and delete
     /// would, leaving a leaked ENI behind.
     pub fn orphan_eni(&self, eni_id: &str) -> Result<(), CloudError> {
@@ -575,6 +665,10 @@ impl Cloud for SimCloud {
 
     fn list_subnets(&self) -> CloudFuture<'_, Vec<Subnet>> {
         Box::pin(self.call(Api::DescribeSubnets, |s| Ok(s.subnets())))
+    }
+
+    fn vpc_cidrs(&self) -> CloudFuture<'_, Vec<Ipv4Net>> {
+        Box::pin(self.call(Api::DescribeVpcs, |s| Ok(s.vpc_cidrs.clone())))
     }
 
     fn create_eni<'a>(&'a self, request: &'a CreateEni) -> CloudFuture<'a, Eni> {
@@ -604,21 +698,27 @@ impl Cloud for SimCloud {
     }
 
     fn assign_ips<'a>(&'a self, eni_id: &'a str, count: u32) -> CloudFuture<'a, Vec<Ipv4Addr>> {
-        Box::pin(self.call(Api::AssignPrivateIpAddresses, move |s| {
-            s.assign_ips(eni_id, count)
-        }))
+        Box::pin(self.change_addresses(
+            eni_id,
+            move |s| s.assign_ips(eni_id, count),
+            Api::AssignPrivateIpAddresses,
+        ))
     }
 
     fn assign_prefixes<'a>(&'a self, eni_id: &'a str, count: u32) -> CloudFuture<'a, Vec<Ipv4Net>> {
-        Box::pin(self.call(Api::AssignPrivateIpAddresses, move |s| {
-            s.assign_prefixes(eni_id, count)
-        }))
+        Box::pin(self.change_addresses(
+            eni_id,
+            move |s| s.assign_prefixes(eni_id, count),
+            Api::AssignPrivateIpAddresses,
+        ))
     }
 
     fn unassign_ips<'a>(&'a self, eni_id: &'a str, ips: &'a [Ipv4Addr]) -> CloudFuture<'a, ()> {
-        Box::pin(self.call(Api::UnassignPrivateIpAddresses, move |s| {
-            s.unassign_ips(eni_id, ips)
-        }))
+        Box::pin(self.change_addresses(
+            eni_id,
+            move |s| s.unassign_ips(eni_id, ips),
+            Api::UnassignPrivateIpAddresses,
+        ))
     }
 
     fn unassign_prefixes<'a>(
@@ -626,9 +726,11 @@ impl Cloud for SimCloud {
         eni_id: &'a str,
         prefixes: &'a [Ipv4Net],
     ) -> CloudFuture<'a, ()> {
-        Box::pin(self.call(Api::UnassignPrivateIpAddresses, move |s| {
-            s.unassign_prefixes(eni_id, prefixes)
-        }))
+        Box::pin(self.change_addresses(
+            eni_id,
+            move |s| s.unassign_prefixes(eni_id, prefixes),
+            Api::UnassignPrivateIpAddresses,
+        ))
     }
 
     fn delete_eni<'a>(&'a self, eni_id: &'a str) -> CloudFuture<'a, ()> {

@@ -210,7 +210,7 @@ impl Plumbing {
     }
 
     /// The node interface with MAC `mac`, if any.
-    async fn eni_link(&self, mac: MacAddr) -> Result<Option<LinkView>, PlumbingError> {
+    pub(super) async fn eni_link(&self, mac: MacAddr) -> Result<Option<LinkView>, PlumbingError> {
         let all = links::dump(&self.host)
             .await
             .map_err(|e| PlumbingError::netlink(format!("list node links to find ENI {mac}"), e))?;

@@ -44,6 +44,14 @@ pub enum PlumbingError {
         /// The ENI's MAC address.
         mac: MacAddr,
     },
+    /// `nft` refused Weft's rules (or is missing).
+    #[error("{command} failed: {stderr}")]
+    Nft {
+        /// The `nft` command line.
+        command: String,
+        /// What `nft` printed.
+        stderr: String,
+    },
     /// The caller passed values the plumbing cannot act on.
     #[error("invalid plumbing input: {0}")]
     InvalidInput(String),

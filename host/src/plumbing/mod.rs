@@ -32,6 +32,7 @@
 
 mod check;
 mod config;
+pub mod egress;
 mod eni;
 mod error;
 mod gc;

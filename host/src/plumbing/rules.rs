@@ -17,6 +17,12 @@ pub const TO_POD_PRIORITY: u32 = 512;
 /// `from <ENI primary IP> lookup <ENI table>`: traffic the node sources from
 /// a secondary ENI's address leaves through that ENI.
 pub const ENI_PRIORITY: u32 = 1024;
+/// `fwmark <mark>/<mark> lookup main`: packets of connections marked by the
+/// egress rules (NodePort connections that came in through the primary ENI,
+/// pod connections leaving the VPC) use the main table, so they leave
+/// through the primary ENI whatever ENI the pod's address belongs to. The
+/// VPC CNI's priority for the same rule.
+pub const MARKED_PRIORITY: u32 = 1024;
 /// `from <pod IP> lookup <ENI table>`: traffic from a pod whose IP belongs
 /// to a secondary ENI leaves through that ENI.
 pub const FROM_POD_PRIORITY: u32 = 1536;
@@ -37,6 +43,8 @@ pub(crate) enum Selector {
     From(Ipv4Addr),
     /// `to <ip>/32`.
     To(Ipv4Addr),
+    /// `fwmark <mark>/<mark>`.
+    FwMark(u32),
 }
 
 /// A rule message; `table` 0 and no action make a pattern for deletion,
@@ -54,6 +62,10 @@ fn message(priority: u32, selector: Selector, table: u32) -> RuleMessage {
             msg.header.dst_len = 32;
             msg.attributes
                 .push(RuleAttribute::Destination(IpAddr::V4(ip)));
+        }
+        Selector::FwMark(mark) => {
+            msg.attributes.push(RuleAttribute::FwMark(mark));
+            msg.attributes.push(RuleAttribute::FwMask(mark));
         }
     }
     if table != 0 {

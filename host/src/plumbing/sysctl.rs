@@ -20,9 +20,10 @@ const HOST_VETH: [(&str, &str); 3] = [
     ("forwarding", "0"),
 ];
 
-/// Loose reverse-path filtering for a secondary ENI: replies to traffic that
-/// arrived on another interface may leave through it (policy routing makes
-/// paths asymmetric).
+/// Loose reverse-path filtering for a secondary ENI, and for the primary
+/// ENI when egress marks are in use: replies to traffic that arrived on
+/// another interface may leave through it (policy routing makes paths
+/// asymmetric).
 const ENI_RP_FILTER: &str = "2";
 
 /// Writes `value` to `/proc/sys/<key>`.
@@ -59,5 +60,11 @@ pub(crate) fn configure_host_veth(ifname: &str) -> Result<(), PlumbingError> {
 
 /// Applies the settings of a secondary ENI's interface.
 pub(crate) fn configure_eni(ifname: &str) -> Result<(), PlumbingError> {
+    loosen_rp_filter(ifname)
+}
+
+/// Loose reverse-path filtering on `ifname` (the kernel applies the larger of
+/// `all` and the interface's value, so this wins over a strict `all`).
+pub(crate) fn loosen_rp_filter(ifname: &str) -> Result<(), PlumbingError> {
     write(&format!("net/ipv4/conf/{ifname}/rp_filter"), ENI_RP_FILTER)
 }

@@ -4,6 +4,7 @@ use crate::cloud::api::Api;
 use crate::cloud::error::CloudError;
 use crate::cloud::types::*;
 use aws_sdk_ec2::types as ec2;
+use ipnet::Ipv4Net;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
@@ -131,6 +132,24 @@ pub(super) fn subnet(api: Api, s: &ec2::Subnet) -> Result<Subnet, CloudError> {
         free_ips: count(s.available_ip_address_count()),
         tags: tags(s.tags()),
     })
+}
+
+/// The associated IPv4 CIDR blocks of a VPC (its primary block and any
+/// associated later; blocks being disassociated or that failed are left out).
+pub(super) fn vpc_cidrs(api: Api, vpc: &ec2::Vpc) -> Result<Vec<Ipv4Net>, CloudError> {
+    let what = &format!("VPC {}", vpc.vpc_id().unwrap_or("?"));
+    let associated = vpc.cidr_block_association_set().iter().filter(|a| {
+        a.cidr_block_state()
+            .and_then(|s| s.state())
+            .is_some_and(|s| *s == ec2::VpcCidrBlockStateCode::Associated)
+    });
+    let mut cidrs = associated
+        .map(|a| parse(api, what, "CidrBlock", a.cidr_block()))
+        .collect::<Result<Vec<Ipv4Net>, _>>()?;
+    if cidrs.is_empty() {
+        cidrs.push(parse(api, what, "CidrBlock", vpc.cidr_block())?);
+    }
+    Ok(cidrs)
 }
 
 /// An `InstanceTypeInfo` as [`InstanceLimits`].

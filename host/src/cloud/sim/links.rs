@@ -13,13 +13,16 @@
 //! The device is one end of a veth pair whose other end, `eth<device index>-vpc`, stays in the
 //! same namespace and stands for the VPC fabric (a test can put the subnet gateway there). A veth
 //! rather than a dummy device: it carries traffic, and some kernels (e.g. minimal VM kernels)
-//! have no dummy driver.
+//! have no dummy driver. With [`NetnsEniLinks::with_fabric`] the other end goes into a namespace
+//! playing the VPC router instead, which routes the ENI's addresses to it (see `fabric`).
 
+use super::fabric::Fabric;
 use crate::cloud::CloudFuture;
 use crate::cloud::error::CloudError;
 use crate::cloud::types::Eni;
 use crate::plumbing::links::{self, LinkRef};
 use crate::plumbing::netns::{self, Netns};
+use ipnet::Ipv4Net;
 use std::path::PathBuf;
 
 /// Called by the simulator when an ENI of the node is attached or detached.
@@ -28,6 +31,10 @@ pub trait EniLinks: Send + Sync {
     fn attached<'a>(&'a self, eni: &'a Eni) -> CloudFuture<'a, ()>;
     /// The ENI is being detached: make its link disappear (no error when already gone).
     fn detached<'a>(&'a self, eni: &'a Eni) -> CloudFuture<'a, ()>;
+    /// The addresses of an attached ENI changed (assigned or released).
+    fn addresses<'a>(&'a self, _eni: &'a Eni) -> CloudFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Materialises attached ENIs as veth links inside one network namespace.
@@ -35,6 +42,7 @@ pub trait EniLinks: Send + Sync {
 pub struct NetnsEniLinks {
     netns: PathBuf,
     delay: std::time::Duration,
+    fabric: Option<Fabric>,
 }
 
 impl NetnsEniLinks {
@@ -43,7 +51,19 @@ impl NetnsEniLinks {
         NetnsEniLinks {
             netns: netns.into(),
             delay: std::time::Duration::ZERO,
+            fabric: None,
         }
+    }
+
+    /// Connects every ENI to the VPC router namespace at `router` (the
+    /// simulated VPC fabric), which routes the ENI's addresses of `subnets`
+    /// to it; the primary ENI gets its address and default route too.
+    pub fn with_fabric(mut self, router: impl Into<PathBuf>, subnets: Vec<Ipv4Net>) -> Self {
+        self.fabric = Some(Fabric {
+            router: router.into(),
+            subnets,
+        });
+        self
     }
 
     /// Links appear `delay` after the attach answered (in the background), as devices do on
@@ -58,9 +78,57 @@ impl NetnsEniLinks {
         eni.device_index().map(|i| format!("eth{i}"))
     }
 
-    /// The name of the fabric end of an ENI's veth pair: `eth<device index>-vpc`.
-    pub fn fabric_name(eni: &Eni) -> Option<String> {
-        Self::link_name(eni).map(|name| format!("{name}-vpc"))
+    /// The name of the fabric end of an ENI's veth pair: `eth<device index>-vpc` beside the
+    /// ENI, or in the router namespace `v` and the ENI id's last 14 hex digits.
+    pub fn fabric_name(&self, eni: &Eni) -> Option<String> {
+        match &self.fabric {
+            Some(_) => eni.device_index().map(|_| Fabric::link_name(eni)),
+            None => Self::link_name(eni).map(|name| format!("{name}-vpc")),
+        }
+    }
+
+    /// Makes the ENI's link (unless it exists: an agent restart) and connects it to the fabric.
+    async fn materialise(&self, eni: &Eni) -> Result<(), CloudError> {
+        let (Some(name), Some(fabric)) = (Self::link_name(eni), self.fabric_name(eni)) else {
+            return Err(self.error(eni, "not attached"));
+        };
+        let mac = eni.mac.0.to_vec();
+        let link = name.clone();
+        let made = self
+            .in_netns(eni, move |handle| async move {
+                if links::by_name(&handle, &link).await?.is_some() {
+                    return Ok(false);
+                }
+                handle
+                    .link()
+                    .add(
+                        rtnetlink::LinkVeth::new(&link, &fabric)
+                            .address(mac)
+                            .build(),
+                    )
+                    .execute()
+                    .await
+                    .map(|()| true)
+            })
+            .await?;
+        match &self.fabric {
+            Some(vpc) if made => {
+                let (vpc, node, eni) = (vpc.clone(), self.netns.clone(), eni.clone());
+                tokio::task::spawn_blocking(move || vpc.connect(&node, &eni, &name))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r)
+                    .map_err(|e| self.error_fabric(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn error_fabric(&self, detail: String) -> CloudError {
+        CloudError::Fatal {
+            api: "simulator fabric".into(),
+            detail: format!("connecting an ENI to the simulated VPC router: {detail} (needs root)"),
+        }
     }
 
     fn error(&self, eni: &Eni, detail: impl std::fmt::Display) -> CloudError {
@@ -76,10 +144,11 @@ impl NetnsEniLinks {
 
     /// Runs `work` with a netlink handle bound to the namespace (opened the plumbing's way:
     /// on a short-lived thread that entered it, never on a tokio worker).
-    async fn in_netns<F, Fut>(&self, eni: &Eni, work: F) -> Result<(), CloudError>
+    async fn in_netns<T, F, Fut>(&self, eni: &Eni, work: F) -> Result<T, CloudError>
     where
+        T: Send + 'static,
         F: FnOnce(rtnetlink::Handle) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<(), rtnetlink::Error>>,
+        Fut: Future<Output = Result<T, rtnetlink::Error>>,
     {
         let ns = Netns::open(Some(&self.netns)).map_err(|e| self.error(eni, e))?;
         let handle = netns::connect(&ns).await.map_err(|e| self.error(eni, e))?;
@@ -92,32 +161,31 @@ impl NetnsEniLinks {
 impl EniLinks for NetnsEniLinks {
     fn attached<'a>(&'a self, eni: &'a Eni) -> CloudFuture<'a, ()> {
         Box::pin(async move {
-            let (Some(name), Some(fabric)) = (Self::link_name(eni), Self::fabric_name(eni)) else {
-                return Err(self.error(eni, "not attached"));
-            };
-            let mac = eni.mac.0.to_vec();
-            let add = move |handle: rtnetlink::Handle| async move {
-                handle
-                    .link()
-                    .add(
-                        rtnetlink::LinkVeth::new(&name, &fabric)
-                            .address(mac)
-                            .build(),
-                    )
-                    .execute()
-                    .await
-            };
             if self.delay.is_zero() {
-                return self.in_netns(eni, add).await;
+                return self.materialise(eni).await;
             }
             let (links, eni, delay) = (self.clone(), eni.clone(), self.delay);
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                if let Err(error) = links.in_netns(&eni, add).await {
+                if let Err(error) = links.materialise(&eni).await {
                     tracing::warn!(eni = %eni.id, %error, "delayed simulated link not created");
                 }
             });
             Ok(())
+        })
+    }
+
+    fn addresses<'a>(&'a self, eni: &'a Eni) -> CloudFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(vpc) = self.fabric.clone() else {
+                return Ok(());
+            };
+            let eni = eni.clone();
+            tokio::task::spawn_blocking(move || vpc.route(&eni))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+                .map_err(|e| self.error_fabric(e))
         })
     }
 

@@ -43,6 +43,8 @@ pub(super) struct SimSubnet {
 #[derive(Debug)]
 pub(super) struct SimState {
     pub(super) rng: StdRng,
+    /// The VPC's IPv4 CIDR blocks.
+    pub(super) vpc_cidrs: Vec<Ipv4Net>,
     pub(super) cluster: String,
     pub(super) identity: NodeIdentity,
     pub(super) limits: InstanceLimits,
