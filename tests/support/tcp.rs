@@ -5,7 +5,6 @@
 use super::netns::TestNetns;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,9 +27,9 @@ pub fn in_netns<T: Send + 'static>(ns: &TestNetns, work: impl FnOnce() -> T + Se
 
 fn enter(path: &PathBuf) {
     let file = std::fs::File::open(path).expect("open the namespace");
-    // SAFETY: setns(2) on a valid namespace descriptor; affects this thread only.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {}", path.display());
+    // Affects this thread only.
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .unwrap_or_else(|e| panic!("setns {}: {e}", path.display()));
 }
 
 /// A server in a namespace answering every connection with the client's
