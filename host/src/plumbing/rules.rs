@@ -121,7 +121,6 @@ pub(crate) async fn delete_all(
 /// What the plumbing needs to know about an IPv4 rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RuleView {
-    /// Priority.
     pub priority: u32,
     /// `from` address and prefix length.
     pub src: Option<(Ipv4Addr, u8)>,
