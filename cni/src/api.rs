@@ -62,6 +62,26 @@ pub struct PodRef {
     pub infra_container_id: Option<String>,
 }
 
+impl PodRef {
+    /// The identity of a container that is not a Kubernetes pod (no
+    /// `K8S_POD_*` in `CNI_ARGS`: podman, nerdctl, cnitool): an empty
+    /// namespace, which no Kubernetes pod has, and the container id as the
+    /// name.
+    pub fn container(container_id: &str) -> PodRef {
+        PodRef {
+            namespace: String::new(),
+            name: container_id.to_owned(),
+            uid: None,
+            infra_container_id: None,
+        }
+    }
+
+    /// Whether this is a Kubernetes pod (see [`PodRef::container`]).
+    pub fn is_kubernetes_pod(&self) -> bool {
+        !self.namespace.is_empty()
+    }
+}
+
 /// Attach a container: allocate an address and plumb the pod.
 ///
 /// Idempotent per `(network, container_id, ifname)`: a repeated `ADD`

@@ -181,12 +181,22 @@ fn add(
     logger: &Logger,
 ) -> Result<String, CniError> {
     let args = CniArgs::parse(&att.args)?;
-    let pod = pod_ref(&args).ok_or_else(|| {
-        CniError::invalid_env(
-            "CNI_ARGS does not name the pod (K8S_POD_NAMESPACE and K8S_POD_NAME)",
-            "weft serves Kubernetes pods: kubelet's runtime (containerd, CRI-O) passes both in CNI_ARGS",
-        )
-    })?;
+    let pod = match (&args.pod_namespace, &args.pod_name) {
+        // podman, nerdctl, cnitool: a container, not a Kubernetes pod.
+        (None, None) => PodRef::container(&att.container_id),
+        (Some(namespace), Some(_)) if namespace.is_empty() => {
+            return Err(CniError::invalid_env(
+                "CNI_ARGS has an empty K8S_POD_NAMESPACE",
+                "a Kubernetes namespace is never empty; leave both K8S_POD_NAMESPACE and K8S_POD_NAME out for a container that is not a pod",
+            ));
+        }
+        _ => pod_ref(&args).ok_or_else(|| {
+            CniError::invalid_env(
+                "CNI_ARGS names the pod only partly (K8S_POD_NAMESPACE and K8S_POD_NAME go together)",
+                "kubelet's runtime passes both; a runtime without Kubernetes passes neither",
+            )
+        })?,
+    };
     let netns = existing_netns(att, Command::Add)?;
     let prev = conf.prev_result()?;
     let req = AddRequest {
@@ -484,6 +494,24 @@ mod tests {
         assert_eq!(err.code.0, 4);
         assert!(err.msg.contains("/nonexistent/netns"));
         assert!(agent.calls.borrow().is_empty(), "the agent is never asked");
+    }
+
+    #[test]
+    fn add_without_kubernetes_args_sends_a_container_identity() {
+        let agent = FakeAgent::default();
+        let mut env = env_of("ADD");
+        env.remove("CNI_ARGS");
+        let out = run_with(&env, conf("1.0.0", json!({})), &agent);
+        assert_eq!(out.error, None);
+        let sent: Value = serde_json::from_str(&agent.calls.borrow()[0]).unwrap();
+        assert_eq!(sent["pod"], json!({"namespace": "", "name": "c1"}));
+        // A Kubernetes namespace is never empty: the marker cannot be claimed.
+        env.insert(
+            "CNI_ARGS".into(),
+            "K8S_POD_NAMESPACE=;K8S_POD_NAME=web".into(),
+        );
+        let out = run_with(&env, conf("1.0.0", json!({})), &agent);
+        assert_eq!(out.error.unwrap().code.0, 4);
     }
 
     #[test]

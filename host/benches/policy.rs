@@ -138,6 +138,7 @@ fn subnet_input(n: u64) -> (subnet::EniRequest, Vec<subnet::Candidate>) {
         prefixes: 0,
         availability_zone: "us-west-2a".into(),
         node_subnet_id: format!("subnet-{:017x}", 0),
+        node: Default::default(),
     };
     (request, candidates)
 }

@@ -29,6 +29,7 @@
 
 use crate::cloud::sim::SubnetSpec;
 use crate::cloud::{Api, Ec2Config, NodeIdentity, RateLimits, SimCloud};
+use crate::compat::env::EnvOverlay;
 use crate::plumbing::PlumbingConfig;
 use crate::plumbing::egress::EgressConfig;
 use crate::policy::PoliciesConfig;
@@ -60,6 +61,12 @@ pub struct AgentConfig {
     /// Egress SNAT and the NodePort return path.
     #[serde(default)]
     pub egress: EgressConfig,
+    /// Where the plugin and its network configuration are installed.
+    #[serde(default)]
+    pub cni: CniSection,
+    /// Pod and node metadata from the Kubernetes API.
+    #[serde(default)]
+    pub kubernetes: KubernetesSection,
 }
 
 /// The `[agent]` table.
@@ -76,6 +83,148 @@ pub struct AgentSection {
     /// it makes the checkpoint written before every ADD answer cheap.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// Prometheus metrics over TCP (`GET /metrics`), as aws-node's
+    /// 61678; `"off"` disables it. The socket serves them too.
+    #[serde(default = "default_metrics_address")]
+    pub metrics_address: Endpoint,
+    /// Read-only introspection JSON over TCP (`/v1/status`, `/v1/pool`,
+    /// `/v1/pods`), as aws-node's 61679; `"off"` disables it.
+    #[serde(default = "default_introspection_address")]
+    pub introspection_address: Endpoint,
+}
+
+/// A TCP endpoint, or `"off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Endpoint(pub Option<std::net::SocketAddr>);
+
+impl TryFrom<String> for Endpoint {
+    type Error = String;
+    fn try_from(text: String) -> std::result::Result<Self, String> {
+        if text == "off" {
+            return Ok(Endpoint(None));
+        }
+        text.parse().map(|a| Endpoint(Some(a))).map_err(|_| {
+            format!("{text:?} is not an address:port (e.g. \"127.0.0.1:61678\") or \"off\"")
+        })
+    }
+}
+
+impl From<Endpoint> for String {
+    fn from(endpoint: Endpoint) -> String {
+        endpoint.0.map_or_else(|| "off".into(), |a| a.to_string())
+    }
+}
+
+/// aws-node's metrics port, on loopback.
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:61678";
+/// aws-node's introspection port, on loopback.
+pub const DEFAULT_INTROSPECTION_ADDRESS: &str = "127.0.0.1:61679";
+
+fn default_metrics_address() -> Endpoint {
+    Endpoint(DEFAULT_METRICS_ADDRESS.parse().ok())
+}
+
+fn default_introspection_address() -> Endpoint {
+    Endpoint(DEFAULT_INTROSPECTION_ADDRESS.parse().ok())
+}
+
+/// The `[cni]` table: where `weftd install` puts the plugin and where the
+/// agent writes the network configuration once it can answer ADDs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CniSection {
+    /// The runtime's plugin directory (`weftd install` copies `weft` there).
+    #[serde(default = "default_cni_bin_dir")]
+    pub bin_dir: PathBuf,
+    /// The runtime's network configuration directory.
+    #[serde(default = "default_cni_conf_dir")]
+    pub conf_dir: PathBuf,
+    /// The conflist's file name in `conf-dir`.
+    #[serde(default = "default_conflist")]
+    pub conflist: String,
+    /// Write the conflist when ready (and remove it at shutdown). Off for
+    /// nodes whose conflist is managed otherwise.
+    #[serde(default = "default_true")]
+    pub write_conflist: bool,
+    /// The network's `name`.
+    #[serde(default = "default_network")]
+    pub network: String,
+    /// Chain the reference `portmap` plugin (hostPort), as the VPC CNI does.
+    #[serde(default = "default_true")]
+    pub chain_portmap: bool,
+}
+
+fn default_cni_bin_dir() -> PathBuf {
+    PathBuf::from("/opt/cni/bin")
+}
+
+fn default_cni_conf_dir() -> PathBuf {
+    PathBuf::from("/etc/cni/net.d")
+}
+
+fn default_conflist() -> String {
+    "10-weft.conflist".into()
+}
+
+fn default_network() -> String {
+    "weft".into()
+}
+
+impl Default for CniSection {
+    fn default() -> Self {
+        CniSection {
+            bin_dir: default_cni_bin_dir(),
+            conf_dir: default_cni_conf_dir(),
+            conflist: default_conflist(),
+            write_conflist: true,
+            network: default_network(),
+            chain_portmap: true,
+        }
+    }
+}
+
+/// The `[kubernetes]` table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct KubernetesSection {
+    /// `auto` (in-cluster when `KUBERNETES_SERVICE_HOST` is set, the
+    /// kubeconfig when one is given, else none), `off`, or `on` (an API
+    /// server is required).
+    #[serde(default)]
+    pub api: ApiMode,
+    /// A kubeconfig file; in-cluster configuration when unset.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name; `$NODE_NAME` (the DaemonSet sets it from
+    /// `spec.nodeName`), else the host name, when unset.
+    #[serde(default)]
+    pub node_name: Option<String>,
+    /// Patch the pod with its address (`vpc.amazonaws.com/pod-ips`) after a
+    /// successful ADD, as the VPC CNI's `ANNOTATE_POD_IP`.
+    #[serde(default)]
+    pub annotate_pod_ip: bool,
+    /// How long an ADD for a pod the watch has not delivered yet waits for
+    /// it before reading the pod directly. Default 2000.
+    #[serde(default = "default_pod_wait_ms")]
+    pub pod_wait_ms: u64,
+}
+
+/// Whether the agent uses the Kubernetes API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApiMode {
+    /// When a configuration is found.
+    #[default]
+    Auto,
+    /// Never: pods are known from `CNI_ARGS` alone.
+    Off,
+    /// Always: start fails without an API server configuration.
+    On,
+}
+
+fn default_pod_wait_ms() -> u64 {
+    2_000
 }
 
 fn default_socket() -> PathBuf {
@@ -91,6 +240,8 @@ impl Default for AgentSection {
         AgentSection {
             socket: default_socket(),
             state_dir: default_state_dir(),
+            metrics_address: default_metrics_address(),
+            introspection_address: default_introspection_address(),
         }
     }
 }
@@ -226,9 +377,12 @@ fn default_rate_share_nodes() -> u32 {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct PlumbingSection {
-    /// Pod MTU when the netconf asks for none.
+    /// MTU of the node's secondary ENIs, and of pods unless `pod-mtu` is set.
     #[serde(default = "default_mtu")]
     pub mtu: u32,
+    /// Pod MTU when the netconf asks for none; `mtu` when unset.
+    #[serde(default)]
+    pub pod_mtu: Option<u32>,
     /// Prefix of host-side veth names (1 to 4 characters).
     #[serde(default = "default_veth_prefix")]
     pub veth_prefix: String,
@@ -257,6 +411,7 @@ impl Default for PlumbingSection {
     fn default() -> Self {
         PlumbingSection {
             mtu: default_mtu(),
+            pod_mtu: None,
             veth_prefix: default_veth_prefix(),
             enable_ip_forward: true,
             node_netns: None,
@@ -270,7 +425,7 @@ impl PlumbingSection {
         PlumbingConfig {
             host_netns: self.node_netns.clone(),
             veth_prefix: self.veth_prefix.clone(),
-            mtu: self.mtu,
+            mtu: self.pod_mtu.unwrap_or(self.mtu),
             enable_ip_forward: self.enable_ip_forward,
         }
     }
@@ -279,24 +434,44 @@ impl PlumbingSection {
 impl AgentConfig {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with_env(path, &|_| None, &[]).map(|(config, _)| config)
+    }
+
+    /// Reads a configuration file and applies the VPC CNI environment
+    /// variables `get` finds ([`crate::compat::env`]); `set_vars` are the
+    /// names of every variable set, to find unmapped VPC CNI ones.
+    pub fn load_with_env(
+        path: &Path,
+        get: &dyn Fn(&str) -> Option<String>,
+        set_vars: &[String],
+    ) -> Result<(Self, EnvOverlay)> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
             context: format!("reading the configuration {}", path.display()),
             source,
         })?;
-        let mut config =
-            Self::parse(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-        config
-            .egress
-            .apply_env(|name| std::env::var(name).ok())
-            .map_err(Error::Config)?;
-        Ok(config)
+        Self::parse_with_env(&text, get, set_vars)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
 
     /// Parses and validates a configuration document.
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
-        let config: AgentConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        Self::parse_with_env(text, &|_| None, &[]).map(|(config, _)| config)
+    }
+
+    /// Parses a configuration document, applies the VPC CNI variables and
+    /// validates the result.
+    pub fn parse_with_env(
+        text: &str,
+        get: &dyn Fn(&str) -> Option<String>,
+        set_vars: &[String],
+    ) -> std::result::Result<(Self, EnvOverlay), String> {
+        let mut doc: toml::Value = toml::from_str(text).map_err(|e| e.to_string())?;
+        let overlay =
+            crate::compat::env::apply(&mut doc, get, set_vars).map_err(|e| e.to_string())?;
+        let mut config: AgentConfig = doc.try_into().map_err(|e: toml::de::Error| e.to_string())?;
+        config.egress.apply_env(get)?;
         config.validate()?;
-        Ok(config)
+        Ok((config, overlay))
     }
 
     /// The embedded default: the simulator, state and socket under `dir`.
@@ -305,6 +480,7 @@ impl AgentConfig {
             agent: AgentSection {
                 socket: dir.join("weftd.sock"),
                 state_dir: dir.join("state"),
+                ..AgentSection::default()
             },
             cloud: CloudConfig::Sim(SimSection {
                 instance_type: default_instance_type(),
@@ -326,6 +502,8 @@ impl AgentConfig {
             plumbing: PlumbingSection::default(),
             policies: PoliciesConfig::default(),
             egress: EgressConfig::default(),
+            cni: CniSection::default(),
+            kubernetes: KubernetesSection::default(),
         }
     }
 
@@ -484,6 +662,215 @@ mac = "02:aa:bb:cc:dd:ee"
         let err =
             AgentConfig::parse("[cloud]\nprovider = \"sim\"\n[plumbing]\nmtu = 10\n").unwrap_err();
         assert!(err.contains("[plumbing]"), "{err}");
+    }
+
+    /// One row per mapped VPC CNI variable: the value set, and what it
+    /// changes in the configuration (each check is false without it).
+    #[test]
+    fn each_vpc_cni_variable_changes_what_it_names() {
+        let setting = |c: &AgentConfig, key: &str| {
+            c.policies
+                .pool_sizing
+                .as_ref()
+                .map(|p| p.settings[key].clone())
+                .unwrap_or_default()
+        };
+        let subnet = |c: &AgentConfig, key: &str| {
+            c.policies
+                .subnet_selection
+                .as_ref()
+                .map(|p| p.settings[key].clone())
+                .unwrap_or_default()
+        };
+        let sim = "[cloud]\nprovider = \"sim\"\n";
+        let ec2 = "[cloud]\nprovider = \"ec2\"\ncluster-name = \"file\"\n";
+        type Row<'a> = (&'a str, &'a str, &'a str, Box<dyn Fn(&AgentConfig) -> bool>);
+        let rows: Vec<Row> = vec![
+            (
+                "WARM_ENI_TARGET",
+                "2",
+                sim,
+                Box::new(move |c| setting(c, "warm-eni-target") == 2),
+            ),
+            (
+                "WARM_IP_TARGET",
+                "5",
+                sim,
+                Box::new(move |c| setting(c, "warm-ip-target") == 5),
+            ),
+            (
+                "MINIMUM_IP_TARGET",
+                "10",
+                sim,
+                Box::new(move |c| setting(c, "minimum-ip-target") == 10),
+            ),
+            (
+                "WARM_PREFIX_TARGET",
+                "2",
+                sim,
+                Box::new(move |c| setting(c, "warm-prefix-target") == 2),
+            ),
+            (
+                "ENABLE_PREFIX_DELEGATION",
+                "true",
+                sim,
+                Box::new(move |c| {
+                    c.pool.prefix_delegation && setting(c, "prefix-delegation") == true
+                }),
+            ),
+            (
+                "IP_COOLDOWN_PERIOD",
+                "60",
+                sim,
+                Box::new(|c| c.pool.cooldown_seconds == 60),
+            ),
+            (
+                "AWS_VPC_ENI_MTU",
+                "1500",
+                sim,
+                Box::new(|c| c.plumbing.mtu == 1500 && c.plumbing.plumbing_config().mtu == 1500),
+            ),
+            (
+                "POD_MTU",
+                "1400",
+                sim,
+                Box::new(|c| c.plumbing.plumbing_config().mtu == 1400 && c.plumbing.mtu == 9001),
+            ),
+            (
+                "CLUSTER_NAME",
+                "prod",
+                sim,
+                Box::new(|c| matches!(&c.cloud, CloudConfig::Sim(s) if s.cluster_name == "prod")),
+            ),
+            (
+                "MAX_ENI",
+                "2",
+                sim,
+                Box::new(|c| c.pool.max_enis == Some(2)),
+            ),
+            (
+                "ENI_CONFIG_LABEL_DEF",
+                "topology.kubernetes.io/zone",
+                sim,
+                Box::new(move |c| subnet(c, "node-label") == "topology.kubernetes.io/zone"),
+            ),
+            (
+                "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG",
+                "true",
+                sim,
+                Box::new(move |c| {
+                    !c.pool.primary_eni_serves_pods
+                        && subnet(c, "node-label") == crate::compat::env::DEFAULT_ENI_CONFIG_LABEL
+                }),
+            ),
+            (
+                "DISABLE_LEAKED_ENI_CLEANUP",
+                "true",
+                sim,
+                Box::new(|c| c.pool.disable_leaked_eni_cleanup),
+            ),
+            (
+                "ANNOTATE_POD_IP",
+                "true",
+                sim,
+                Box::new(|c| c.kubernetes.annotate_pod_ip),
+            ),
+            (
+                "AWS_VPC_K8S_CNI_VETHPREFIX",
+                "cni",
+                sim,
+                Box::new(|c| c.plumbing.veth_prefix == "cni"),
+            ),
+            (
+                "AWS_EC2_ENDPOINT",
+                "http://127.0.0.1:5000",
+                ec2,
+                Box::new(
+                    |c| matches!(&c.cloud, CloudConfig::Ec2(e) if e.endpoint_url.as_deref() == Some("http://127.0.0.1:5000")),
+                ),
+            ),
+            (
+                "DISABLE_METRICS",
+                "true",
+                sim,
+                Box::new(|c| c.agent.metrics_address.0.is_none()),
+            ),
+            (
+                "DISABLE_INTROSPECTION",
+                "true",
+                sim,
+                Box::new(|c| c.agent.introspection_address.0.is_none()),
+            ),
+            (
+                "INTROSPECTION_BIND_ADDRESS",
+                "0.0.0.0:61679",
+                sim,
+                Box::new(|c| {
+                    c.agent.introspection_address
+                        == Endpoint(Some("0.0.0.0:61679".parse().unwrap()))
+                }),
+            ),
+        ];
+        let mapped: Vec<&str> = crate::compat::env::table()
+            .iter()
+            .map(|(v, _)| *v)
+            .collect();
+        assert_eq!(
+            rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            mapped,
+            "one row per mapped variable, in the table's order"
+        );
+        for (var, value, file, check) in &rows {
+            let without = AgentConfig::parse(file).unwrap();
+            assert!(
+                !check(&without),
+                "{var}: the check holds without the variable"
+            );
+            let (with, overlay) =
+                AgentConfig::parse_with_env(file, &|k| (k == *var).then(|| value.to_string()), &[])
+                    .unwrap_or_else(|e| panic!("{var}={value}: {e}"));
+            assert!(check(&with), "{var}={value} did not change what it names");
+            assert_eq!(overlay.applied, [format!("{var}={value}")]);
+        }
+    }
+
+    #[test]
+    fn an_env_conflict_with_the_file_names_both_and_the_file() {
+        let err = AgentConfig::parse_with_env(
+            "[cloud]\nprovider = \"sim\"\n[plumbing]\nmtu = 9001\n",
+            &|k| (k == "AWS_VPC_ENI_MTU").then(|| "1500".into()),
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("AWS_VPC_ENI_MTU=1500") && err.contains("[plumbing] mtu = 9001"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tcp_endpoints_default_to_aws_node_ports_on_loopback_and_turn_off() {
+        let config = AgentConfig::parse("[cloud]\nprovider = \"sim\"\n").unwrap();
+        assert_eq!(
+            String::from(config.agent.metrics_address),
+            DEFAULT_METRICS_ADDRESS
+        );
+        assert_eq!(
+            String::from(config.agent.introspection_address),
+            DEFAULT_INTROSPECTION_ADDRESS
+        );
+        let off =
+            AgentConfig::parse("[agent]\nmetrics-address = \"off\"\n[cloud]\nprovider = \"sim\"\n")
+                .unwrap();
+        assert_eq!(off.agent.metrics_address, Endpoint(None));
+        let err = AgentConfig::parse(
+            "[agent]\nmetrics-address = \"localhost\"\n[cloud]\nprovider = \"sim\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("\"localhost\" is not an address:port"),
+            "{err}"
+        );
     }
 
     #[test]

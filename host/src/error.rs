@@ -34,6 +34,9 @@ pub enum Error {
     /// The API socket could not be created.
     #[error(transparent)]
     ApiSocket(#[from] crate::api::SocketError),
+    /// The Kubernetes API could not be configured.
+    #[error(transparent)]
+    Kubernetes(#[from] crate::kubernetes::KubeError),
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),

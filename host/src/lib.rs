@@ -21,11 +21,14 @@
 pub mod agent;
 pub mod api;
 pub mod cloud;
+pub mod compat;
 pub mod config;
 pub mod error;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
+pub mod install;
 pub mod ipam;
+pub mod kubernetes;
 pub mod mac;
 pub mod metrics;
 pub mod plumbing;

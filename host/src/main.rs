@@ -21,13 +21,28 @@ struct Cli {
 enum Command {
     /// Run the node agent.
     Run(cli::run::RunArgs),
+    /// Copy the `weft` plugin (and chained plugins) into the CNI bin dir.
+    Install(cli::install::InstallArgs),
+    /// Summarise the running agent: readiness, policies, pool per group, pending ADDs, recent errors.
+    Status(cli::status::StatusArgs),
     /// Inspect and try policy components.
     #[command(subcommand)]
     Policy(cli::policy::PolicyCommand),
-    /// Show a running agent's readiness and policies.
-    Status(cli::status::StatusArgs),
     /// Remove the agent's egress rules (nftables table, fwmark rule) from the node.
     Uninstall(cli::uninstall::UninstallArgs),
+}
+
+/// The log level when `RUST_LOG` is unset: the VPC CNI's
+/// `AWS_VPC_K8S_CNI_LOGLEVEL`, else `info`.
+fn default_log_level() -> &'static str {
+    use weft_host::compat::env::{LOG_LEVEL_VAR, log_filter};
+    match std::env::var(LOG_LEVEL_VAR) {
+        Ok(value) => log_filter(&value).unwrap_or_else(|error| {
+            eprintln!("weftd: {error}; logging at info");
+            "info"
+        }),
+        Err(_) => "info",
+    }
 }
 
 fn main() -> ExitCode {
@@ -37,13 +52,14 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_level())),
         )
         .init();
     let result = match cli.command {
         Command::Run(args) => cli::run::run(args),
+        Command::Install(args) => cli::install::run(args),
+        Command::Status(args) => cli::status::run(args),
         Command::Policy(command) => cli::policy::run(command),
-        Command::Status(args) => cli::status::run(&args),
         Command::Uninstall(args) => cli::uninstall::run(args),
     };
     match result {

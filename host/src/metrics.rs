@@ -7,6 +7,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::Mutex;
@@ -79,6 +80,22 @@ pub struct CniLabels {
     pub outcome: String,
 }
 
+/// Labels of a per-group pool gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    /// The group's security groups, comma-separated.
+    pub group: String,
+}
+
+/// Labels of the address gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AddressLabels {
+    /// The group's security groups, comma-separated.
+    pub group: String,
+    /// `total`, `assigned`, `cooling` or `free`.
+    pub state: String,
+}
+
 /// Bucket bounds of the CNI request histogram: 0.25 ms to about 16 s.
 fn cni_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 17))
@@ -105,6 +122,18 @@ pub struct Metrics {
     pub pool_events: Family<PoolLabels, Counter>,
     /// CNI requests served by the agent, by command and outcome, in seconds.
     pub cni_requests: Family<CniLabels, Histogram, fn() -> Histogram>,
+    /// ENIs per group, read from the pool at each scrape.
+    pub enis: Family<GroupLabels, Gauge>,
+    /// Pod addresses per group and state.
+    pub addresses: Family<AddressLabels, Gauge>,
+    /// ADDs waiting for an address, per group.
+    pub pending_adds: Family<GroupLabels, Gauge>,
+    /// ENIs the node may have (instance limit or `max-enis`).
+    pub max_enis: Gauge,
+    /// Pod addresses the node's ENIs can hold at most.
+    pub max_addresses: Gauge,
+    /// Pods the node may hold (`max-pods`).
+    pub max_pods: Gauge,
     registry: Mutex<Registry>,
 }
 
@@ -162,6 +191,33 @@ impl Metrics {
             "CNI requests served by the agent, by command and outcome",
             cni_requests.clone(),
         );
+        let enis = Family::<GroupLabels, Gauge>::default();
+        let addresses = Family::<AddressLabels, Gauge>::default();
+        let pending_adds = Family::<GroupLabels, Gauge>::default();
+        let (max_enis, max_addresses, max_pods) =
+            (Gauge::default(), Gauge::default(), Gauge::default());
+        registry.register(
+            "enis",
+            "ENIs attached, per security-group set",
+            enis.clone(),
+        );
+        registry.register(
+            "addresses",
+            "Pod addresses per security-group set: total, assigned, cooling, free",
+            addresses.clone(),
+        );
+        registry.register(
+            "pending_adds",
+            "Pod ADDs waiting for an address, per security-group set",
+            pending_adds.clone(),
+        );
+        registry.register("max_enis", "ENIs the node may have", max_enis.clone());
+        registry.register(
+            "max_addresses",
+            "Pod addresses the node's ENIs can hold at most (secondary-IP mode)",
+            max_addresses.clone(),
+        );
+        registry.register("max_pods", "Pods the node may hold", max_pods.clone());
         Metrics {
             policy_decisions,
             policy_latency,
@@ -170,6 +226,12 @@ impl Metrics {
             cloud_calls,
             pool_events,
             cni_requests,
+            enis,
+            addresses,
+            pending_adds,
+            max_enis,
+            max_addresses,
+            max_pods,
             registry: Mutex::new(registry),
         }
     }
@@ -243,6 +305,47 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets the pool gauges from the pool as the pool-sizing policy sees
+    /// it, one state per group; groups that went away disappear.
+    pub fn observe_pool(&self, groups: &[weft_policy_sdk::pool::PoolState]) {
+        self.enis.clear();
+        self.addresses.clear();
+        self.pending_adds.clear();
+        for state in groups {
+            let group = state.group.join(",");
+            let labels = GroupLabels {
+                group: group.clone(),
+            };
+            let sum = |f: fn(&weft_policy_sdk::pool::Eni) -> u32| -> i64 {
+                state.enis.iter().map(|e| i64::from(f(e))).sum()
+            };
+            self.enis
+                .get_or_create(&labels)
+                .set(state.enis.len() as i64);
+            self.pending_adds
+                .get_or_create(&labels)
+                .set(i64::from(state.pending_adds));
+            for (name, value) in [
+                ("total", sum(|e| e.addresses())),
+                ("assigned", sum(|e| e.assigned)),
+                ("cooling", sum(|e| e.cooling)),
+                ("free", sum(|e| e.free())),
+            ] {
+                self.addresses
+                    .get_or_create(&AddressLabels {
+                        group: group.clone(),
+                        state: name.into(),
+                    })
+                    .set(value);
+            }
+            let limits = &state.limits;
+            self.max_enis.set(i64::from(limits.max_enis));
+            self.max_addresses
+                .set(i64::from(limits.max_enis) * i64::from(limits.ipv4_per_eni.saturating_sub(1)));
+            self.max_pods.set(i64::from(limits.max_pods));
+        }
     }
 
     /// Renders every counter in the Prometheus text format.

@@ -12,6 +12,29 @@ use std::time::{Duration, Instant};
 /// The node's own address, on a stand-in primary NIC in the node namespace.
 pub const NODE_IP: &str = "10.0.0.10";
 
+/// What [`TestAgent::start_with`] varies.
+pub struct AgentOptions<'a> {
+    /// Keys of the `[agent]` table (default: both TCP endpoints off).
+    pub agent_keys: &'a str,
+    /// The simulated VPC's subnets; the first is the node's.
+    pub subnets: &'a [&'a str],
+    /// Where the agent writes its conflist; `<dir>/net.d` when unset.
+    pub cni_conf_dir: Option<PathBuf>,
+    /// Lines added to the `[cloud]` table.
+    pub cloud: &'a str,
+}
+
+impl Default for AgentOptions<'_> {
+    fn default() -> Self {
+        AgentOptions {
+            agent_keys: "metrics-address = \"off\"\nintrospection-address = \"off\"",
+            subnets: &["10.0.0.0/22"],
+            cni_conf_dir: None,
+            cloud: "",
+        }
+    }
+}
+
 /// A running `weftd` whose node is a namespace of its own; stopped (SIGTERM)
 /// and cleaned up on drop.
 pub struct TestAgent {
@@ -24,22 +47,41 @@ pub struct TestAgent {
 
 impl TestAgent {
     /// Starts `weftd` with the simulator (`instance_type`, subnet
-    /// `10.0.0.0/22`) and `extra` TOML appended to the configuration.
+    /// `10.0.0.0/22`) and `extra` TOML appended to the configuration. The
+    /// TCP endpoints are off and the conflist goes to `<dir>/net.d`.
     pub fn start(instance_type: &str, extra: &str) -> TestAgent {
-        Self::start_with(instance_type, "", extra)
+        Self::start_with_options(instance_type, &AgentOptions::default(), extra)
     }
 
     /// [`TestAgent::start`] with `cloud` lines added to the `[cloud]` table.
     pub fn start_with(instance_type: &str, cloud: &str, extra: &str) -> TestAgent {
+        let options = AgentOptions {
+            cloud,
+            ..AgentOptions::default()
+        };
+        Self::start_with_options(instance_type, &options, extra)
+    }
+
+    /// As [`TestAgent::start`], with `options`.
+    pub fn start_with_options(
+        instance_type: &str,
+        options: &AgentOptions,
+        extra: &str,
+    ) -> TestAgent {
         let node = TestNetns::new("node");
         node.add_nic("ens5", "02:aa:00:00:00:05");
         node.ip(&["addr", "add", &format!("{NODE_IP}/22"), "dev", "ens5"]);
-        Self::start_on(node, instance_type, cloud, extra)
+        Self::start_on(node, instance_type, options, extra)
     }
 
     /// [`TestAgent::start_with`] on a node namespace the caller prepared
     /// (on the simulated VPC fabric the simulator makes the primary NIC).
-    pub fn start_on(node: TestNetns, instance_type: &str, cloud: &str, extra: &str) -> TestAgent {
+    pub fn start_on(
+        node: TestNetns,
+        instance_type: &str,
+        options: &AgentOptions,
+        extra: &str,
+    ) -> TestAgent {
         // State on tmpfs, as in production (`/run/weft`): the checkpoint is
         // written before every ADD and DEL is answered.
         let dir = tempfile::Builder::new()
@@ -47,15 +89,24 @@ impl TestAgent {
             .tempdir_in("/dev/shm")
             .or_else(|_| tempfile::tempdir())
             .expect("a temp dir");
+        let conf_dir = options
+            .cni_conf_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("net.d"));
+        let (agent_keys, subnets, cloud) = (options.agent_keys, options.subnets, options.cloud);
         let config = format!(
             r#"[agent]
 socket = "{dir}/weftd.sock"
 state-dir = "{dir}/state"
+{agent_keys}
+
+[cni]
+conf-dir = "{conf_dir}"
 
 [cloud]
 provider = "sim"
 instance-type = "{instance_type}"
-subnets = ["10.0.0.0/22"]
+subnets = {subnets:?}
 materialise-enis = true
 {cloud}
 [plumbing]
@@ -63,6 +114,7 @@ node-netns = "{netns}"
 {extra}
 "#,
             dir = dir.path().display(),
+            conf_dir = conf_dir.display(),
             netns = node.path().display(),
         );
         std::fs::write(dir.path().join("weftd.toml"), config).expect("write the config");
@@ -221,22 +273,40 @@ node-netns = "{netns}"
         ifname: &str,
         netconf: &serde_json::Value,
     ) -> Output {
-        exec_plugin(
-            None,
-            &weft_plugin_binary(),
-            &[
-                ("CNI_COMMAND", command),
-                ("CNI_CONTAINERID", id),
-                ("CNI_NETNS", &netns.display().to_string()),
-                ("CNI_IFNAME", ifname),
-                ("CNI_PATH", "/usr/lib/cni"),
-                (
-                    "CNI_ARGS",
-                    &format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=e2e;K8S_POD_NAME={name}"),
-                ),
-            ],
-            &netconf.to_string(),
-        )
+        let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=e2e;K8S_POD_NAME={name}");
+        self.exec(command, id, netns, ifname, &args, netconf)
+    }
+
+    /// Execs the plugin on `eth0` with `CNI_ARGS` = `args`.
+    pub fn cni_args(
+        &self,
+        command: &str,
+        id: &str,
+        netns: &Path,
+        args: &str,
+        netconf: &serde_json::Value,
+    ) -> Output {
+        self.exec(command, id, netns, "eth0", args, netconf)
+    }
+
+    fn exec(
+        &self,
+        command: &str,
+        id: &str,
+        netns: &Path,
+        ifname: &str,
+        args: &str,
+        netconf: &serde_json::Value,
+    ) -> Output {
+        let env = [
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", id),
+            ("CNI_NETNS", &netns.display().to_string()),
+            ("CNI_IFNAME", ifname),
+            ("CNI_PATH", "/usr/lib/cni"),
+            ("CNI_ARGS", args),
+        ];
+        exec_plugin(None, &weft_plugin_binary(), &env, &netconf.to_string())
     }
 }
 

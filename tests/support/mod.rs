@@ -5,6 +5,7 @@ pub mod backend;
 pub mod binaries;
 pub mod fabric;
 pub mod fault_proxy;
+pub mod k8s;
 pub mod moto;
 pub mod netns;
 pub mod policy_build;

@@ -23,7 +23,7 @@ use weft_host::agent::EgressRules;
 use weft_host::cloud::{Cloud, SimCloud};
 use weft_host::plumbing::egress::EgressConfig;
 use weft_host::plumbing::{Plumbing, PlumbingConfig};
-use weft_tests::support::agent::{TestAgent, ok_json, pod_ip};
+use weft_tests::support::agent::{AgentOptions, TestAgent, ok_json, pod_ip};
 use weft_tests::support::fabric::{INTERNET_IP, TestVpc, VPC_CIDR};
 use weft_tests::support::netns::TestNetns;
 use weft_tests::support::tcp::{PeerEcho, peer_seen};
@@ -37,12 +37,12 @@ fn node_agent(vpc: &TestVpc, seed: u64, extra: &str) -> TestAgent {
 }
 
 fn node_agent_on(node: TestNetns, vpc: &TestVpc, seed: u64, extra: &str) -> TestAgent {
-    let agent = TestAgent::start_on(
-        node,
-        "m5.large",
-        &format!("{}seed = {seed}\n", vpc.cloud_lines()),
-        extra,
-    );
+    let cloud = format!("{}seed = {seed}\n", vpc.cloud_lines());
+    let options = AgentOptions {
+        cloud: &cloud,
+        ..AgentOptions::default()
+    };
+    let agent = TestAgent::start_on(node, "m5.large", &options, extra);
     agent.wait_serving();
     agent
 }

@@ -13,8 +13,9 @@
 
 use super::Agent;
 use super::result::network_result;
-use crate::api::{Backend, PodView, PoolView};
+use crate::api::{Backend, ErrorView, PodView, PoolView};
 use crate::ipam::{Assignment, AssignmentKey, PodMeta, SgSet};
+use crate::kubernetes::{PodLookup, PodMetadata};
 use crate::plumbing::PodNetwork;
 use crate::policy::view::{LiveInputs, PoliciesView};
 use crate::reconcile::PoolError;
@@ -23,6 +24,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 use weft_cni::CniError;
 use weft_cni::api::{
@@ -36,7 +38,7 @@ impl Agent {
         let _attachment = self.attachments.lock(&req.container_id, &req.ifname).await;
         let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
         let meta = pod_meta(&req.pod);
-        let groups = self.security_groups(&req.pod)?;
+        let groups = self.security_groups(&req.pod).await?;
         let placement = self
             .pool
             .assign(key.clone(), &groups, meta)
@@ -66,6 +68,19 @@ impl Agent {
                     repeated = !placement.fresh,
                     "pod added"
                 );
+                if let Some(kubernetes) = self
+                    .kubernetes
+                    .as_ref()
+                    .filter(|_| req.pod.is_kubernetes_pod())
+                {
+                    kubernetes
+                        .annotate_pod_ip(
+                            &req.pod.namespace,
+                            &req.pod.name,
+                            IpAddr::V4(placement.ip),
+                        )
+                        .await;
+                }
                 Ok(network_result(placement.ip, &links, &req.netns))
             }
             Err(error) => {
@@ -84,23 +99,21 @@ impl Agent {
         }
     }
 
-    /// What the security-groups policy sees of a pod.
-    fn sg_request(&self, pod: &PodMeta) -> security::Request {
+    /// What the security-groups policy is asked about `pod`.
+    fn sg_request(&self, pod: security::Pod) -> security::Request {
         security::Request {
-            pod: security::Pod {
-                namespace: pod.namespace.clone(),
-                name: pod.name.clone(),
-                uid: pod.uid.clone(),
-                ..Default::default()
-            },
+            pod,
             node_security_groups: self.node.security_groups.clone(),
         }
     }
 
-    /// The pod's security groups from the security-groups policy.
-    fn security_groups(&self, pod: &PodRef) -> Result<SgSet, ApiError> {
+    /// The pod's security groups from the security-groups policy, which sees
+    /// the pod's labels, annotations and service account when the
+    /// Kubernetes API gives them.
+    async fn security_groups(&self, pod: &PodRef) -> Result<SgSet, ApiError> {
+        let request = self.sg_request(self.pod_for_policy(pod).await);
         self.policies
-            .select_security_groups(&self.sg_request(&pod_meta(pod)))
+            .select_security_groups(&request)
             .map(SgSet::new)
             .map_err(|e| {
                 CniError::no_address(
@@ -111,6 +124,58 @@ impl Agent {
                     "fix or replace the security-groups policy (weftd's log names it), or set its on-failure = \"fallback\"",
                 )
             })
+    }
+
+    /// The pod as the security-groups policy sees it. A container that is not
+    /// a Kubernetes pod keeps its empty namespace (the documented marker);
+    /// a pod whose metadata the API cannot give is decided on `CNI_ARGS`
+    /// alone, and the log says so.
+    async fn pod_for_policy(&self, pod: &PodRef) -> security::Pod {
+        let from_args = policy_pod(&pod_meta(pod));
+        let Some(kubernetes) = self.kubernetes.as_ref().filter(|_| pod.is_kubernetes_pod()) else {
+            return from_args;
+        };
+        let who = format!("{}/{}", pod.namespace, pod.name);
+        match kubernetes
+            .pod(&pod.namespace, &pod.name, pod.uid.as_deref())
+            .await
+        {
+            PodLookup::Found(meta) => {
+                if self.api_unavailable.swap(false, Ordering::Relaxed) {
+                    tracing::info!(
+                        "the Kubernetes API answers again: pods are decided on their metadata"
+                    );
+                }
+                with_metadata(from_args, meta)
+            }
+            PodLookup::Missing => {
+                tracing::warn!(pod = %who, "the Kubernetes API has no such pod: deciding its security groups on CNI_ARGS alone");
+                from_args
+            }
+            PodLookup::Unavailable(reason) => {
+                if !self.api_unavailable.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(%reason, "the Kubernetes API does not answer: pods it has not shown yet are decided on CNI_ARGS alone (no labels, annotations or service account) until it answers again");
+                }
+                tracing::debug!(pod = %who, %reason, "pod decided on CNI_ARGS alone");
+                from_args
+            }
+        }
+    }
+
+    /// A pod the node holds, as the security-groups policy sees it, with the
+    /// metadata the watch has delivered (no API call: for previews).
+    fn held_pod_for_policy(&self, pod: &PodMeta) -> security::Pod {
+        let from_args = policy_pod(pod);
+        let uid = Some(pod.uid.as_str()).filter(|u| !u.is_empty());
+        match self
+            .kubernetes
+            .as_ref()
+            .filter(|_| !pod.namespace.is_empty())
+            .and_then(|k| k.watched_pod(&pod.namespace, &pod.name, uid))
+        {
+            Some(meta) => with_metadata(from_args, meta),
+            None => from_args,
+        }
     }
 
     async fn del(&self, req: DelRequest) -> Result<DelResponse, ApiError> {
@@ -229,6 +294,31 @@ fn pod_meta(pod: &PodRef) -> PodMeta {
     }
 }
 
+/// A pod as `CNI_ARGS` names it, before any Kubernetes metadata.
+fn policy_pod(pod: &PodMeta) -> security::Pod {
+    security::Pod {
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+        uid: pod.uid.clone(),
+        ..Default::default()
+    }
+}
+
+/// `pod` with the labels, annotations and service account the API gives.
+fn with_metadata(pod: security::Pod, meta: PodMetadata) -> security::Pod {
+    security::Pod {
+        uid: if meta.uid.is_empty() {
+            pod.uid
+        } else {
+            meta.uid
+        },
+        labels: meta.labels,
+        annotations: meta.annotations,
+        service_account: meta.service_account,
+        ..pod
+    }
+}
+
 fn expected_ip_matches(req: &CheckRequest, ip: IpAddr) -> bool {
     req.expected.ips.is_empty() || req.expected.ips.iter().any(|c| c.address.addr == ip)
 }
@@ -256,14 +346,43 @@ impl Agent {
         let result = request.await;
         let outcome = match &result {
             Ok(_) => "ok".to_owned(),
-            Err(error) => error.code.0.to_string(),
+            Err(error) => {
+                self.remember_error(command, error);
+                error.code.0.to_string()
+            }
         };
         self.metrics.cni(command, &outcome, started.elapsed());
         result
     }
 }
 
+/// Failed requests kept for `weftd status`.
+const RECENT_ERRORS: usize = 16;
+
+impl Agent {
+    fn remember_error(&self, command: &str, error: &ApiError) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        if errors.len() == RECENT_ERRORS {
+            errors.pop_front();
+        }
+        errors.push_back(ErrorView {
+            at,
+            command: command.to_owned(),
+            code: error.code.0,
+            message: error.msg.clone(),
+        });
+    }
+}
+
 impl Backend for Agent {
+    fn errors(&self) -> Vec<ErrorView> {
+        let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        errors.iter().cloned().collect()
+    }
+
     fn add(&self, req: AddRequest) -> BoxFuture<'_, Result<AddResponse, ApiError>> {
         Box::pin(self.observed("ADD", Agent::add(self, req)))
     }
@@ -353,6 +472,11 @@ impl Backend for Agent {
                 .map(crate::cloud::Subnet::as_candidate)
                 .collect();
             let pools = self.pool.pool_states();
+            let node = self
+                .kubernetes
+                .as_ref()
+                .and_then(|k| k.node())
+                .unwrap_or_default();
             // A new ENI for each group, as full as the instance allows.
             let new_enis = pools
                 .iter()
@@ -364,6 +488,7 @@ impl Backend for Agent {
                         prefixes: 0,
                         availability_zone: self.node.availability_zone.clone(),
                         node_subnet_id: self.node.subnet_id.clone(),
+                        node: node.clone(),
                     };
                     (request, candidates.clone())
                 })
@@ -372,7 +497,7 @@ impl Backend for Agent {
                 .pool
                 .assignments()
                 .iter()
-                .map(|held| self.sg_request(&held.pod))
+                .map(|held| self.sg_request(self.held_pod_for_policy(&held.pod)))
                 .collect();
             let policies = self.policies.clone();
             tokio::task::spawn_blocking(move || policies.preview(pools, new_enis, pods))

@@ -2,6 +2,7 @@
 //! service attaches or releases one.
 
 use crate::cloud::{Cloud, Eni};
+use crate::kubernetes::Kubernetes;
 use crate::plumbing::{EniLink, Plumbing, PlumbingError};
 use crate::reconcile::{EniHooks, HookError, HookFuture};
 use ipnet::Ipv4Net;
@@ -20,6 +21,7 @@ pub struct PlumbingHooks {
     plumbing: Arc<Plumbing>,
     cloud: Arc<dyn Cloud>,
     mtu: u32,
+    kubernetes: Option<Arc<Kubernetes>>,
     /// How long a new ENI may take to appear on the node.
     ready_timeout: Duration,
     /// Subnet CIDRs by id: subnets never change their CIDR.
@@ -29,18 +31,21 @@ pub struct PlumbingHooks {
 impl PlumbingHooks {
     /// Hooks over `plumbing`; ENI links get `mtu`; subnet CIDRs come from
     /// `cloud` (asked once per unknown subnet); a new ENI's device must
-    /// appear within `ready_timeout`.
+    /// appear within `ready_timeout`; the node's metadata from `kubernetes`
+    /// when there is an API server.
     pub fn new(
         plumbing: Arc<Plumbing>,
         cloud: Arc<dyn Cloud>,
         mtu: u32,
         ready_timeout: Duration,
+        kubernetes: Option<Arc<Kubernetes>>,
     ) -> Self {
         PlumbingHooks {
             plumbing,
             cloud,
             mtu,
             ready_timeout,
+            kubernetes,
             subnets: Mutex::new(HashMap::new()),
         }
     }
@@ -130,6 +135,10 @@ impl PlumbingHooks {
 }
 
 impl EniHooks for PlumbingHooks {
+    fn node_metadata(&self) -> Option<weft_policy_sdk::subnet::Node> {
+        self.kubernetes.as_ref()?.node()
+    }
+
     fn on_attached<'a>(&'a self, eni: &'a Eni) -> HookFuture<'a> {
         Box::pin(async move {
             let link = self.link(eni).await?;

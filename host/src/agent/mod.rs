@@ -13,10 +13,13 @@ mod keys;
 mod result;
 
 use crate::Result;
-use crate::api::{ApiConfig, ApiServer};
+use crate::api::{
+    ApiConfig, ApiServer, MetricsFn, TcpEndpoint, introspection_router, metrics_router,
+};
 use crate::cloud::sim::NetnsEniLinks;
 use crate::cloud::{Cloud, Ec2Cloud, NodeIdentity};
 use crate::config::{AgentConfig, CloudConfig};
+use crate::kubernetes::Kubernetes;
 use crate::metrics::Metrics;
 use crate::plumbing::Plumbing;
 use crate::policy::PolicySet;
@@ -25,8 +28,10 @@ use crate::state::StateDir;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
-use tokio::sync::RwLock;
+use tokio::sync::{RwLock, watch};
+use tokio::task::JoinSet;
 
 pub use egress::EgressRules;
 pub use hooks::PlumbingHooks;
@@ -42,11 +47,17 @@ pub struct Agent {
     egress_refresh: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     plumbing: Arc<Plumbing>,
     node: NodeIdentity,
+    /// Pod and node metadata, when a Kubernetes API is configured.
+    kubernetes: Option<Arc<Kubernetes>>,
+    /// Set while the Kubernetes API does not answer (reported once).
+    api_unavailable: AtomicBool,
     metrics: Arc<Metrics>,
     /// ADDs hold it shared while they wire a pod; the leftover sweep holds
     /// it exclusively, so it never mistakes a veth being set up for a
     /// leftover.
     wiring: RwLock<()>,
+    /// The most recent failed requests, for `weftd status`.
+    errors: std::sync::Mutex<std::collections::VecDeque<crate::api::ErrorView>>,
     /// ADD, DEL and CHECK of one attachment run one at a time.
     attachments: keys::AttachmentLocks,
 }
@@ -92,6 +103,7 @@ impl Agent {
         let egress =
             egress::EgressRules::start(plumbing.clone(), cloud.clone(), &config.egress, &node)
                 .await?;
+        let kubernetes = Kubernetes::connect(&config.kubernetes).await?;
         let policies = Arc::new(PolicySet::from_config(&config.policies, metrics.clone())?);
         // Before the first pool decision: the directory overrides the
         // configuration. Refused files are logged and shown in the status.
@@ -102,6 +114,7 @@ impl Agent {
             cloud.clone(),
             config.plumbing.mtu,
             config.pool.eni_ready_timeout(),
+            kubernetes.clone(),
         ));
         let pool = Pool::start(PoolDeps {
             cloud: cloud.clone(),
@@ -120,8 +133,11 @@ impl Agent {
             egress_refresh: std::sync::Mutex::new(Some(egress.spawn_refresh())),
             plumbing,
             node,
+            kubernetes,
+            api_unavailable: AtomicBool::new(false),
             metrics,
             wiring: RwLock::new(()),
+            errors: Default::default(),
             attachments: keys::AttachmentLocks::default(),
         });
         // Veths, routes and rules of pods that went away while the agent was
@@ -175,24 +191,71 @@ impl Agent {
         &self.pool
     }
 
-    /// Serves the API on `config.agent.socket` until `shutdown` completes,
-    /// then stops the pool service.
+    /// The metrics text, with the pool gauges read now.
+    fn render_metrics(&self) -> String {
+        self.metrics.observe_pool(&self.pool.pool_states());
+        self.metrics.encode()
+    }
+
+    /// Serves the API on `config.agent.socket` (and the TCP endpoints of
+    /// `[agent]`) until `shutdown` completes, then stops the pool service.
+    /// The conflist is written once the pool can answer ADDs.
     pub async fn serve(
         self: Arc<Self>,
         config: &AgentConfig,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        let metrics = self.metrics.clone();
+        let agent = self.clone();
+        let metrics: MetricsFn = Arc::new(move || agent.render_metrics());
         let server = ApiServer::bind(
             ApiConfig {
                 socket: config.agent.socket.clone(),
                 ..ApiConfig::default()
             },
             self.clone(),
-            Arc::new(move || metrics.encode()),
+            metrics.clone(),
         )?;
         tracing::info!(socket = %config.agent.socket.display(), "serving the CNI API");
+        let (stop_tx, stop_rx) = watch::channel(());
+        let stopped = move || {
+            let mut stop = stop_rx.clone();
+            async move {
+                let _ = stop.changed().await;
+            }
+        };
+        let mut tasks = JoinSet::new();
+        let endpoints = [
+            (
+                "metrics",
+                config.agent.metrics_address,
+                metrics_router(self.clone(), metrics.clone()),
+            ),
+            (
+                "introspection",
+                config.agent.introspection_address,
+                introspection_router(self.clone(), metrics),
+            ),
+        ];
+        for (what, endpoint, router) in endpoints {
+            let Some(address) = endpoint.0 else { continue };
+            let endpoint = TcpEndpoint::bind(address, router).await?;
+            tracing::info!(address = ?endpoint.local_addr(), "serving {what} over TCP");
+            tasks.spawn(endpoint.serve(stopped()));
+        }
+        if config.cni.write_conflist {
+            let agent = self.clone();
+            let (cni, socket) = (config.cni.clone(), config.agent.socket.clone());
+            let stop = stopped();
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = agent.write_conflist_when_ready(&cni, &socket) => {}
+                    () = stop => {}
+                }
+            });
+        }
         server.serve(shutdown).await;
+        drop(stop_tx);
+        while tasks.join_next().await.is_some() {}
         for task in [&self.policy_watch, &self.egress_refresh] {
             let task = task
                 .lock()
@@ -204,5 +267,37 @@ impl Agent {
         }
         self.pool.shutdown().await;
         Ok(())
+    }
+
+    /// Waits until the pool can answer ADDs, then writes the conflist, so the
+    /// runtime (and the kubelet's node readiness) sees the network only then.
+    /// A failed write is retried every 5 s.
+    async fn write_conflist_when_ready(
+        &self,
+        cni: &crate::config::CniSection,
+        socket: &std::path::Path,
+    ) {
+        let mut reported = None;
+        loop {
+            match self.pool.not_ready_reason() {
+                None => match crate::install::write_conflist(cni, socket) {
+                    Ok(path) => {
+                        tracing::info!(path = %path.display(), "ready: wrote the CNI network configuration");
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "cannot write the CNI network configuration; the node stays NotReady; retrying in 5 s");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                },
+                Some(reason) => {
+                    if reported.as_ref() != Some(&reason) {
+                        tracing::info!(%reason, "not ready yet: the CNI network configuration waits");
+                        reported = Some(reason);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
     }
 }

@@ -37,6 +37,10 @@ pub trait Backend: Send + Sync + 'static {
     fn pods(&self) -> BoxFuture<'_, Result<Vec<PodView>, ApiError>>;
     /// The address pool (`GET /v1/pool`).
     fn pool(&self) -> BoxFuture<'_, Result<PoolView, ApiError>>;
+    /// The most recent failed requests, oldest first (`GET /v1/errors`).
+    fn errors(&self) -> Vec<ErrorView> {
+        Vec::new()
+    }
     /// Every role's policy (`GET /v1/policies`).
     fn policies(&self) -> BoxFuture<'_, Result<PoliciesView, ApiError>> {
         Box::pin(async { Err(not_served("policies")) })
@@ -53,6 +57,19 @@ fn not_served(what: &str) -> ApiError {
         format!("this agent serves no {what}"),
         "ask a weftd that runs the node agent",
     )
+}
+
+/// A failed CNI request, as `GET /v1/errors` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorView {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    /// `ADD`, `DEL`, `CHECK` or `GC`.
+    pub command: String,
+    /// The CNI error code answered.
+    pub code: u32,
+    /// The error's message.
+    pub message: String,
 }
 
 /// One attachment, as `GET /v1/pods` lists it.

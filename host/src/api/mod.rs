@@ -20,10 +20,13 @@ pub mod backend;
 mod routes;
 mod server;
 mod socket;
+mod tcp;
 
-pub use backend::{Backend, PodView, PoolView};
+pub use backend::{Backend, ErrorView, PodView, PoolView};
 pub use routes::{
-    MetricsFn, PATH_METRICS, PATH_PODS, PATH_POLICIES, PATH_POLICY_INPUTS, PATH_POOL,
+    MetricsFn, PATH_ERRORS, PATH_METRICS, PATH_PODS, PATH_POLICIES, PATH_POLICY_INPUTS, PATH_POOL,
+    introspection_router, metrics_router,
 };
 pub use server::{ApiConfig, ApiServer};
 pub use socket::{SocketError, SocketFile};
+pub use tcp::TcpEndpoint;

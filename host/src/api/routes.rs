@@ -25,6 +25,8 @@ pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
 pub const PATH_PODS: &str = "/v1/pods";
 /// Path of the pool view.
 pub const PATH_POOL: &str = "/v1/pool";
+/// Path of the recent errors.
+pub const PATH_ERRORS: &str = "/v1/errors";
 /// Path of the policies view.
 pub const PATH_POLICIES: &str = "/v1/policies";
 /// Path of the live decision inputs.
@@ -41,25 +43,50 @@ struct Shared {
     metrics: MetricsFn,
 }
 
-/// The API's router. Every request, body included, must complete within
-/// `request_timeout`; bodies are limited to [`api::MAX_BODY_BYTES`].
+/// The API's router: the CNI commands and every read-only route. Every
+/// request, body included, must complete within `request_timeout`; bodies
+/// are limited to [`api::MAX_BODY_BYTES`].
 pub fn router(backend: Arc<dyn Backend>, metrics: MetricsFn, request_timeout: Duration) -> Router {
-    Router::new()
+    read_only_routes()
         .route(api::PATH_ADD, post(add))
         .route(api::PATH_DEL, post(del))
         .route(api::PATH_CHECK, post(check))
         .route(api::PATH_GC, post(gc))
-        .route(api::PATH_STATUS, get(status))
-        .route(PATH_PODS, get(pods))
-        .route(PATH_POOL, get(pool))
-        .route(PATH_POLICIES, get(policies))
-        .route(PATH_POLICY_INPUTS, get(policy_inputs))
-        .route(PATH_METRICS, get(metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(request_timeout, deadline))
         .with_state(Shared { backend, metrics })
+}
+
+/// The read-only routes alone, served over TCP (aws-node's introspection
+/// port): status, pods, pool, errors, policies and metrics; no CNI command.
+pub fn introspection_router(backend: Arc<dyn Backend>, metrics: MetricsFn) -> Router {
+    read_only_routes()
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(Shared { backend, metrics })
+}
+
+/// The metrics route alone (aws-node's metrics port).
+pub fn metrics_router(backend: Arc<dyn Backend>, metrics: MetricsFn) -> Router {
+    Router::new()
+        .route(PATH_METRICS, get(metrics_text))
+        .fallback(not_found)
+        .with_state(Shared { backend, metrics })
+}
+
+/// The one table of read-only routes, shared by the socket and TCP (the
+/// fallbacks go last: axum applies them to the routes already added).
+fn read_only_routes() -> Router<Shared> {
+    Router::new()
+        .route(api::PATH_STATUS, get(status))
+        .route(PATH_PODS, get(pods))
+        .route(PATH_POOL, get(pool))
+        .route(PATH_ERRORS, get(errors))
+        .route(PATH_POLICIES, get(policies))
+        .route(PATH_POLICY_INPUTS, get(policy_inputs))
+        .route(PATH_METRICS, get(metrics_text))
 }
 
 /// A failed request: the CNI error and the HTTP status it maps to.
@@ -184,6 +211,10 @@ async fn pool(State(s): State<Shared>) -> Reply<super::PoolView> {
         .map_err(Failure::from)
 }
 
+async fn errors(State(s): State<Shared>) -> axum::Json<Vec<super::ErrorView>> {
+    axum::Json(s.backend.errors())
+}
+
 async fn policies(State(s): State<Shared>) -> Reply<crate::policy::view::PoliciesView> {
     s.backend
         .policies()
@@ -220,7 +251,7 @@ fn unknown_route(status: StatusCode, request: &Request) -> Failure {
         error: ApiError::agent_protocol(
             format!("weftd has no {} {}", request.method(), request.uri().path()),
             format!(
-                "the API is served under /v1: {}, {}, {}, {}, {}, {PATH_PODS}, {PATH_POOL}, {PATH_POLICIES}, {PATH_POLICY_INPUTS}, {PATH_METRICS}; {VERSION_SKEW}",
+                "the API is served under /v1: {}, {}, {}, {}, {}, {PATH_PODS}, {PATH_POOL}, {PATH_ERRORS}, {PATH_POLICIES}, {PATH_POLICY_INPUTS}, {PATH_METRICS}; {VERSION_SKEW}",
                 api::PATH_ADD,
                 api::PATH_DEL,
                 api::PATH_CHECK,

@@ -1,5 +1,6 @@
 //! `weftd` subcommands.
 
+pub mod install;
 mod live;
 pub mod policy;
 pub mod policy_new;

@@ -15,7 +15,7 @@ pub struct RunArgs {
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(args: RunArgs) -> Result<(), String> {
-    let config = AgentConfig::load(&args.config).map_err(|e| e.to_string())?;
+    let config = load(&args.config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -29,6 +29,27 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Reads the configuration with the VPC CNI variables of the environment
+/// applied; reports each applied one, and the unmapped ones once.
+pub fn load(path: &std::path::Path) -> Result<AgentConfig, String> {
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect();
+    let (config, overlay) =
+        AgentConfig::load_with_env(path, &|name| std::env::var(name).ok(), &names)
+            .map_err(|e| e.to_string())?;
+    for applied in &overlay.applied {
+        tracing::info!(setting = %applied, "VPC CNI setting applied");
+    }
+    if !overlay.ignored.is_empty() {
+        tracing::warn!(
+            ignored = ?overlay.ignored,
+            "VPC CNI settings that Weft does not implement are ignored"
+        );
+    }
+    Ok(config)
 }
 
 /// Completes on the first SIGTERM or SIGINT.

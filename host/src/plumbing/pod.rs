@@ -46,9 +46,11 @@ impl PodNetwork {
     pub fn validate(&self) -> Result<(), PlumbingError> {
         let invalid = PlumbingError::InvalidInput;
         names::validate_ifname(&self.ifname).map_err(invalid)?;
-        if self.pod_namespace.is_empty() || self.pod_name.is_empty() {
+        // The namespace is empty for a container that is not a Kubernetes
+        // pod; its name (the container id) then names the host veth.
+        if self.pod_name.is_empty() {
             return Err(invalid(
-                "pod namespace and pod name must not be empty (they name the host veth)".into(),
+                "the pod name must not be empty (it names the host veth)".into(),
             ));
         }
         let ip = self.ip;
@@ -358,6 +360,12 @@ mod tests {
     #[test]
     fn valid_pod_passes() {
         assert!(pod().validate().is_ok());
+        // A container that is not a Kubernetes pod has no namespace.
+        let container = PodNetwork {
+            pod_namespace: String::new(),
+            ..pod()
+        };
+        assert!(container.validate().is_ok());
     }
 
     #[test]

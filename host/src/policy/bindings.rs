@@ -1,4 +1,4 @@
-//! Host bindings of the three policy worlds of `wit/policy.wit`, and
+//! Host bindings of the policy worlds of `wit/policy.wit`, and
 //! conversions between the generated types and the SDK types
 //! ([`weft_policy_sdk`]) the rest of the agent uses.
 //!
@@ -26,6 +26,19 @@ pub(crate) mod subnet_selection {
     });
 }
 
+/// Bindings of the `subnet-selection-node` world (and of `kubernetes`).
+pub(crate) mod subnet_selection_node {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "subnet-selection-node",
+        with: {
+            "weft:policy/log": crate::policy::bindings::pool_sizing::weft::policy::log,
+            "weft:policy/types": crate::policy::bindings::subnet_selection::weft::policy::types,
+            "weft:policy/subnet": crate::policy::bindings::subnet_selection::weft::policy::subnet,
+        },
+    });
+}
+
 /// Bindings of the `security-groups` world.
 pub(crate) mod security_groups {
     wasmtime::component::bindgen!({
@@ -43,6 +56,7 @@ use pool_sizing::weft::policy::pool as wit_pool;
 use security_groups::weft::policy::security as wit_security;
 use subnet_selection::weft::policy::subnet as wit_subnet;
 use subnet_selection::weft::policy::types as wit_types;
+use subnet_selection_node::weft::policy::kubernetes as wit_kubernetes;
 
 fn tags(tags: &[Tag]) -> Vec<wit_types::Tag> {
     tags.iter()
@@ -128,6 +142,15 @@ pub(crate) fn eni_request(r: &subnet::EniRequest) -> wit_subnet::EniRequest {
         prefixes: r.prefixes,
         availability_zone: r.availability_zone.clone(),
         node_subnet_id: r.node_subnet_id.clone(),
+    }
+}
+
+/// SDK node metadata → WIT node.
+pub(crate) fn node(n: &subnet::Node) -> wit_kubernetes::Node {
+    wit_kubernetes::Node {
+        name: n.name.clone(),
+        labels: tags(&n.labels),
+        annotations: tags(&n.annotations),
     }
 }
 

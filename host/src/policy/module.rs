@@ -2,7 +2,9 @@
 //! cache, check imports and world, pre-instantiate, configure) and running
 //! one decision in a fresh sandboxed instance.
 
-use super::bindings::{self, pool_sizing, security_groups, subnet_selection};
+use super::bindings::{
+    self, pool_sizing, security_groups, subnet_selection, subnet_selection_node,
+};
 use super::engine::{EPOCH_TICK, PolicyEngine, Ticker};
 use super::error::{Decision, FailureKind, PolicyError};
 use super::sandbox::{CallLimits, LogBudget, SandboxState};
@@ -19,7 +21,10 @@ use weft_policy_sdk::{pool, security, subnet};
 /// The contract's interfaces a policy may import (any 0.1.x version):
 /// `log`, and the type-only interfaces its world uses. Of WASI, only what
 /// [`wasi::is_granted`] says.
-const CONTRACT_INTERFACES: [&str; 5] = ["log", "types", "pool", "subnet", "security"];
+const CONTRACT_INTERFACES: [&str; 6] = ["log", "types", "pool", "subnet", "kubernetes", "security"];
+/// The decision function of the `subnet-selection-node` world, which also
+/// sees the node's Kubernetes metadata.
+const SUBNET_FOR_NODE_EXPORT: &str = "select-subnet-for-node";
 /// The least deadline of the `configure` call at load.
 pub const LOAD_DEADLINE_FLOOR: Duration = Duration::from_secs(1);
 /// Core module binary header: magic and version 1.
@@ -53,11 +58,12 @@ pub struct CallStats {
     pub peak_memory: usize,
 }
 
-/// The pre-instantiated component of one of the three worlds.
+/// The pre-instantiated component of one of the worlds.
 #[derive(Clone)]
 enum WorldPre {
     PoolSizing(pool_sizing::PoolSizingPre<SandboxState>),
     SubnetSelection(subnet_selection::SubnetSelectionPre<SandboxState>),
+    SubnetSelectionNode(subnet_selection_node::SubnetSelectionNodePre<SandboxState>),
     SecurityGroups(security_groups::SecurityGroupsPre<SandboxState>),
 }
 
@@ -184,6 +190,12 @@ impl CompiledPolicy {
             Decision::PoolSizing => WorldPre::PoolSizing(
                 pool_sizing::PoolSizingPre::new(instance_pre).map_err(mismatch)?,
             ),
+            Decision::SubnetSelection if exports.iter().any(|e| e == SUBNET_FOR_NODE_EXPORT) => {
+                WorldPre::SubnetSelectionNode(
+                    subnet_selection_node::SubnetSelectionNodePre::new(instance_pre)
+                        .map_err(mismatch)?,
+                )
+            }
             Decision::SubnetSelection => WorldPre::SubnetSelection(
                 subnet_selection::SubnetSelectionPre::new(instance_pre).map_err(mismatch)?,
             ),
@@ -288,6 +300,7 @@ impl PolicyModule {
         request: &subnet::EniRequest,
         candidates: &[subnet::Candidate],
     ) -> Result<(subnet::Choice, CallStats), PolicyError> {
+        let node = bindings::node(&request.node);
         let request = bindings::eni_request(request);
         let candidates = bindings::candidates(candidates);
         self.run(move |store, instance| match instance {
@@ -296,6 +309,9 @@ impl PolicyModule {
                 &request,
                 &candidates,
             )?)),
+            Instance::SubnetSelectionNode(world) => Ok(bindings::choice(
+                world.call_select_subnet_for_node(store, &request, &node, &candidates)?,
+            )),
             _ => Err(wrong_world(Decision::SubnetSelection)),
         })
     }
@@ -398,10 +414,11 @@ impl Call {
     }
 }
 
-/// An instance of one of the three worlds.
+/// An instance of one of the worlds.
 enum Instance {
     PoolSizing(pool_sizing::PoolSizing),
     SubnetSelection(subnet_selection::SubnetSelection),
+    SubnetSelectionNode(subnet_selection_node::SubnetSelectionNode),
     SecurityGroups(security_groups::SecurityGroups),
 }
 
@@ -410,6 +427,9 @@ impl Instance {
         Ok(match pre {
             WorldPre::PoolSizing(pre) => Instance::PoolSizing(pre.instantiate(store)?),
             WorldPre::SubnetSelection(pre) => Instance::SubnetSelection(pre.instantiate(store)?),
+            WorldPre::SubnetSelectionNode(pre) => {
+                Instance::SubnetSelectionNode(pre.instantiate(store)?)
+            }
             WorldPre::SecurityGroups(pre) => Instance::SecurityGroups(pre.instantiate(store)?),
         })
     }
@@ -418,6 +438,7 @@ impl Instance {
         let result = match self {
             Instance::PoolSizing(w) => w.call_configure(store, settings)?,
             Instance::SubnetSelection(w) => w.call_configure(store, settings)?,
+            Instance::SubnetSelectionNode(w) => w.call_configure(store, settings)?,
             Instance::SecurityGroups(w) => w.call_configure(store, settings)?,
         };
         result.map_err(|message| {
@@ -538,11 +559,15 @@ fn is_allowed_import(name: &str) -> bool {
         })
 }
 
-/// The world whose decision function the component exports.
+/// The decision of the world whose decision function the component exports.
 fn world_of(exports: &[String]) -> Option<Decision> {
+    let exported = |name: &str| exports.iter().any(|e| e == name);
+    if exported(SUBNET_FOR_NODE_EXPORT) {
+        return Some(Decision::SubnetSelection);
+    }
     Decision::ALL
         .into_iter()
-        .find(|d| exports.iter().any(|e| e == d.export_name()))
+        .find(|d| exported(d.export_name()))
 }
 
 #[cfg(test)]
@@ -573,6 +598,7 @@ mod tests {
             "wasi:io/poll@0.2.6",
             "weft:policy/log@0.1.0",
             "weft:policy/pool@0.1.3",
+            "weft:policy/kubernetes@0.1.0",
         ] {
             assert!(is_allowed_import(ok), "{ok}");
         }

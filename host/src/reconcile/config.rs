@@ -28,6 +28,7 @@ const PREFIX_MODE_MAX_PODS: u32 = 110;
 /// security-groups = ["sg-0123456789abcdef0"]
 /// primary-eni-serves-pods = false
 /// max-pods = 58
+/// max-enis = 2
 /// prefix-delegation = false
 /// # EC2 reads lag writes: what a read lacks leaves the pool only after
 /// # this many reads in a row over this many seconds
@@ -69,6 +70,9 @@ pub struct PoolConfig {
     /// The most pods (addresses) the node holds. When unset: ENIs x (IPs
     /// per ENI - 1) + 2 as VPC CNI, or 110 in prefix mode.
     pub max_pods: Option<u32>,
+    /// The most ENIs the node uses, the primary included (VPC CNI's
+    /// `MAX_ENI`); the instance type's limit when unset or higher.
+    pub max_enis: Option<u32>,
     /// Allow /28 prefixes where the instance supports them (the pool-sizing
     /// policy must also ask for prefixes, e.g. warm-pool's
     /// `prefix-delegation`). When a prefix cannot be had the pool falls back
@@ -105,6 +109,7 @@ impl Default for PoolConfig {
             security_groups: None,
             primary_eni_serves_pods: true,
             max_pods: None,
+            max_enis: None,
             prefix_delegation: false,
             stale_read_confirmations: 3,
             stale_read_grace_seconds: 10,
@@ -142,6 +147,16 @@ impl PoolConfig {
     /// The inventory resync period.
     pub fn inventory_resync(&self) -> Duration {
         Duration::from_secs(self.inventory_resync_seconds)
+    }
+
+    /// The instance's limits with `max-enis` applied.
+    pub fn node_limits(&self, limits: InstanceLimits) -> InstanceLimits {
+        InstanceLimits {
+            max_enis: self
+                .max_enis
+                .map_or(limits.max_enis, |m| m.min(limits.max_enis)),
+            ..limits
+        }
     }
 
     /// The stale-read grace period.
@@ -254,5 +269,21 @@ mod tests {
             ..m5()
         };
         assert!(!config.prefixes_enabled(&old));
+    }
+
+    #[test]
+    fn max_enis_caps_the_instance_and_its_max_pods() {
+        let config = PoolConfig {
+            max_enis: Some(2),
+            ..Default::default()
+        };
+        let limits = config.node_limits(m5());
+        assert_eq!(limits.max_enis, 2);
+        assert_eq!(config.effective_max_pods(&limits), 2 * 9 + 2);
+        let above = PoolConfig {
+            max_enis: Some(8),
+            ..Default::default()
+        };
+        assert_eq!(above.node_limits(m5()).max_enis, 3);
     }
 }

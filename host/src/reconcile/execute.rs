@@ -367,6 +367,7 @@ impl Driver {
             prefixes: new.prefixes,
             availability_zone: self.shared.node.availability_zone.clone(),
             node_subnet_id: self.shared.node.subnet_id.clone(),
+            node: self.hooks.node_metadata().unwrap_or_default(),
         };
         let subnet_id = match self.policies.select_subnet(&request, &candidates) {
             subnet::Choice::UseSubnet(id) => id,

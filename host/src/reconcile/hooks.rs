@@ -42,6 +42,11 @@ pub trait EniHooks: Send + Sync {
     /// is logged and does not stop the release.
     fn on_released<'a>(&'a self, eni: &'a Eni) -> HookFuture<'a>;
 
+    /// The node's Kubernetes metadata for the subnet-selection input
+    /// (custom networking), when the agent knows it.
+    fn node_metadata(&self) -> Option<weft_policy_sdk::subnet::Node> {
+        None
+    }
     /// Which of `ips` the node still routes to a pod. An address EC2 took
     /// away while a pod held it stays quarantined until it is not.
     fn routed<'a>(&'a self, ips: &'a [Ipv4Addr]) -> HookFuture<'a, Vec<Ipv4Addr>>;

@@ -71,6 +71,7 @@ impl Shared {
         metrics: Arc<Metrics>,
         store: DurableDatastore<StateDir>,
     ) -> Self {
+        let limits = config.node_limits(limits);
         Shared {
             max_pods: config.effective_max_pods(&limits),
             config,

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod deploy_manifests;
 mod ipam_props;
 mod ipam_restart;
 mod policy_cache;

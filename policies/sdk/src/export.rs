@@ -78,13 +78,15 @@ macro_rules! export_pool_sizing {
 }
 
 /// Exports a [`SubnetSelection`](crate::SubnetSelection) type as the
-/// component's `subnet-selection` world (needs the SDK feature
+/// component's `subnet-selection-node` world, which gives the policy the
+/// node's Kubernetes metadata in `EniRequest.node` (needs the SDK feature
 /// `subnet-selection` on Wasm).
 #[cfg(all(target_arch = "wasm32", feature = "subnet-selection"))]
 #[macro_export]
 macro_rules! export_subnet_selection {
     ($ty:ty) => {
         const _: () = {
+            use $crate::__guest::bindings::weft::policy::kubernetes as wit_kubernetes;
             use $crate::__guest::bindings::weft::policy::subnet as wit;
             ::std::thread_local! {
                 static POLICY: ::core::cell::RefCell<::core::option::Option<$ty>> =
@@ -101,11 +103,12 @@ macro_rules! export_subnet_selection {
                         <$ty as $crate::SubnetSelection>::configure,
                     )
                 }
-                fn select_subnet(
+                fn select_subnet_for_node(
                     request: wit::EniRequest,
+                    node: wit_kubernetes::Node,
                     candidates: ::std::vec::Vec<wit::Candidate>,
                 ) -> wit::Choice {
-                    $crate::__guest::subnet::select_subnet(&POLICY, request, candidates)
+                    $crate::__guest::subnet::select_subnet(&POLICY, request, node, candidates)
                 }
             }
             $crate::__guest::bindings::export_world!(Export with_types_in $crate::__guest::bindings);
@@ -114,7 +117,8 @@ macro_rules! export_subnet_selection {
 }
 
 /// Exports a [`SubnetSelection`](crate::SubnetSelection) type as the
-/// component's `subnet-selection` world (needs the SDK feature
+/// component's `subnet-selection-node` world, which gives the policy the
+/// node's Kubernetes metadata in `EniRequest.node` (needs the SDK feature
 /// `subnet-selection` on Wasm).
 ///
 /// ```

@@ -204,6 +204,24 @@ pub mod subnet {
         pub availability_zone: String,
         /// The subnet of the node's primary ENI.
         pub node_subnet_id: String,
+        /// The node's Kubernetes metadata, when the agent has an API server
+        /// (empty otherwise). Components get it through the
+        /// `subnet-selection-node` world (the SDK's export); those of the
+        /// older `subnet-selection` world never see it.
+        #[serde(default)]
+        pub node: Node,
+    }
+
+    /// The node an ENI is created for, as Kubernetes describes it.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "kebab-case", default)]
+    pub struct Node {
+        /// The node's name.
+        pub name: String,
+        /// The node's labels.
+        pub labels: Vec<Tag>,
+        /// The node's annotations.
+        pub annotations: Vec<Tag>,
     }
 
     /// A subnet of the node's VPC.

@@ -22,8 +22,10 @@
 //! | --- | --- |
 //! | `subnet-ids` | only these subnets are eligible (rule 1 is replaced: the node's subnet is not implied) |
 //! | `tags` | only subnets carrying all these tags (exact values) are eligible (rule 1 is replaced likewise) |
+//! | `node-label`, `node-subnets` | custom networking by node label (ENIConfig without the CRD): the node's value of `node-label` (default `k8s.amazonaws.com/eniConfig`) picks its eligible subnets from `node-subnets` (value -> subnet ids); a node without the label, or with a value not listed, gets no ENI |
 //!
-//! At most one of the two may be set. Rules 2 to 4 always apply.
+//! At most one of the three may be set. Rules 2 to 4 always apply. The
+//! node's labels come from the agent's Kubernetes API (`EniRequest.node`).
 //!
 //! ```
 //! use subnet_most_free::SubnetMostFree;
@@ -38,6 +40,7 @@
 //!     prefixes: 0,
 //!     availability_zone: "us-west-2a".into(),
 //!     node_subnet_id: "subnet-0000000a".into(),
+//!     node: Default::default(),
 //! };
 //! let subnet = |id: &str, free_ips, tags: Vec<Tag>| Candidate {
 //!     id: id.into(),

@@ -28,6 +28,16 @@ fn tag<'a>(candidate: &'a Candidate, key: &str) -> Option<&'a str> {
 
 /// Whether the candidate may be used at all, by the settings' rule.
 fn eligibility(settings: &Settings, request: &EniRequest, c: &Candidate) -> Result<(), Skip> {
+    if let Some(label) = settings.node_label() {
+        let value = request.node.labels.iter().find(|t| t.key == label);
+        let subnets = value.and_then(|t| settings.node_subnets.get(&t.value));
+        if subnets.is_some_and(|ids| ids.contains(&c.id)) {
+            return Ok(());
+        }
+        return Err(Skip::NotEligible(
+            "not among the node-subnets of the node's label",
+        ));
+    }
     if !settings.subnet_ids.is_empty() {
         if settings.subnet_ids.contains(&c.id) {
             return Ok(());
@@ -78,6 +88,27 @@ pub(crate) fn select(
     request: &EniRequest,
     candidates: &[Candidate],
 ) -> Choice {
+    if let Some(label) = settings.node_label() {
+        let node = if request.node.name.is_empty() {
+            "the node"
+        } else {
+            &request.node.name
+        };
+        match request.node.labels.iter().find(|t| t.key == label) {
+            None => {
+                return Choice::Refuse(format!(
+                    "custom networking: {node} has no label {label} (or its Kubernetes metadata is not known yet)"
+                ));
+            }
+            Some(t) if !settings.node_subnets.contains_key(&t.value) => {
+                return Choice::Refuse(format!(
+                    "custom networking: {node}'s label {label}={} has no entry in node-subnets",
+                    t.value
+                ));
+            }
+            Some(_) => {}
+        }
+    }
     let mut best: Option<&Candidate> = None;
     let mut skipped = Vec::new();
     for c in candidates {

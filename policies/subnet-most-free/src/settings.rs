@@ -16,7 +16,19 @@ pub struct Settings {
     /// eligible.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Custom networking by node label (what an ENIConfig does, without the
+    /// CRD): the node's value of this label picks its subnets from
+    /// `node-subnets`. Default `k8s.amazonaws.com/eniConfig` when
+    /// `node-subnets` is set.
+    #[serde(default)]
+    pub node_label: Option<String>,
+    /// Label value -> the subnets the node's ENIs may use.
+    #[serde(default)]
+    pub node_subnets: BTreeMap<String, Vec<String>>,
 }
+
+/// The label VPC CNI's custom networking reads by default.
+pub const DEFAULT_NODE_LABEL: &str = "k8s.amazonaws.com/eniConfig";
 
 /// `subnet-` followed by 8 or 17 lowercase hex digits, as EC2 issues them.
 fn is_subnet_id(id: &str) -> bool {
@@ -29,12 +41,42 @@ fn is_subnet_id(id: &str) -> bool {
 }
 
 impl Settings {
-    /// Refuses malformed ids, empty tag keys, and both fields at once.
-    pub fn validate(&self) -> Result<(), String> {
-        if !self.subnet_ids.is_empty() && !self.tags.is_empty() {
-            return Err("invalid settings: set `subnet-ids` or `tags`, not both".into());
+    /// The label that picks a node's subnets, when custom networking by
+    /// node label is on.
+    pub fn node_label(&self) -> Option<&str> {
+        match (&self.node_label, self.node_subnets.is_empty()) {
+            (Some(label), _) => Some(label),
+            (None, false) => Some(DEFAULT_NODE_LABEL),
+            (None, true) => None,
         }
-        if let Some(bad) = self.subnet_ids.iter().find(|id| !is_subnet_id(id)) {
+    }
+
+    /// Refuses malformed ids, empty tag keys, and more than one rule.
+    pub fn validate(&self) -> Result<(), String> {
+        let rules = [
+            !self.subnet_ids.is_empty(),
+            !self.tags.is_empty(),
+            self.node_label().is_some(),
+        ];
+        if rules.iter().filter(|&&r| r).count() > 1 {
+            return Err(
+                "invalid settings: set one of `subnet-ids`, `tags` or `node-label`/`node-subnets`"
+                    .into(),
+            );
+        }
+        if self.node_label.is_some() && self.node_subnets.is_empty() {
+            return Err(format!(
+                "invalid settings: node-label {:?} needs `node-subnets` (label value -> subnet ids)",
+                self.node_label.as_deref().unwrap_or_default()
+            ));
+        }
+        let node_ids = self.node_subnets.values().flatten();
+        if let Some(bad) = self
+            .subnet_ids
+            .iter()
+            .chain(node_ids)
+            .find(|id| !is_subnet_id(id))
+        {
             return Err(format!(
                 "invalid settings: subnet-ids: {bad:?} is not a subnet id \
                  (`subnet-` and 8 or 17 lowercase hex digits)"
@@ -62,7 +104,18 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("subnet-XYZ"));
         let both: Settings =
             parse_settings(r#"{"subnet-ids": ["subnet-0a1b2c3d"], "tags": {"a": "b"}}"#).unwrap();
-        assert!(both.validate().unwrap_err().contains("not both"));
+        assert!(both.validate().unwrap_err().contains("one of"));
+        let label_alone: Settings = parse_settings(r#"{"node-label": "zone"}"#).unwrap();
+        assert!(
+            label_alone
+                .validate()
+                .unwrap_err()
+                .contains("needs `node-subnets`")
+        );
+        let by_node: Settings =
+            parse_settings(r#"{"node-subnets": {"pods-a": ["subnet-0a1b2c3d"]}}"#).unwrap();
+        assert_eq!(by_node.node_label(), Some(DEFAULT_NODE_LABEL));
+        assert!(by_node.validate().is_ok());
         let empty_key: Settings = parse_settings(r#"{"tags": {"": "b"}}"#).unwrap();
         assert!(empty_key.validate().is_err());
         assert!(parse_settings::<Settings>(r#"{"subnets": []}"#).is_err());

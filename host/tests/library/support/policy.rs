@@ -125,6 +125,7 @@ pub fn subnet_input() -> (subnet::EniRequest, Vec<subnet::Candidate>) {
             prefixes: 0,
             availability_zone: "us-west-2a".into(),
             node_subnet_id: "subnet-0a".into(),
+            node: Default::default(),
         },
         vec![candidate("subnet-0a", 100), candidate("subnet-0b", 200)],
     )

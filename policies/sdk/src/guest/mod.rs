@@ -88,10 +88,12 @@ pub mod bindings {
         export_macro_name: "export_world",
         default_bindings_module: "weft_policy_sdk::__guest::bindings",
     });
+    // The world that also sees the node (custom networking); components of
+    // the older `subnet-selection` world keep loading in the host.
     #[cfg(feature = "subnet-selection")]
     wit_bindgen::generate!({
         path: "wit",
-        world: "subnet-selection",
+        world: "subnet-selection-node",
         pub_export_macro: true,
         export_macro_name: "export_world",
         default_bindings_module: "weft_policy_sdk::__guest::bindings",

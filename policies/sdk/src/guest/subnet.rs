@@ -1,5 +1,7 @@
-//! Glue of the `subnet-selection` world: WIT <-> SDK conversions and the decision.
+//! Glue of the `subnet-selection-node` world: WIT <-> SDK conversions and
+//! the decision.
 
+use super::bindings::weft::policy::kubernetes as wit_kubernetes;
 use super::bindings::weft::policy::subnet as wit;
 use super::{Slot, tags, with_policy};
 use crate::SubnetSelection;
@@ -22,6 +24,17 @@ impl From<wit::EniRequest> for subnet::EniRequest {
             prefixes: r.prefixes,
             availability_zone: r.availability_zone,
             node_subnet_id: r.node_subnet_id,
+            node: Default::default(),
+        }
+    }
+}
+
+impl From<wit_kubernetes::Node> for subnet::Node {
+    fn from(n: wit_kubernetes::Node) -> Self {
+        subnet::Node {
+            name: n.name,
+            labels: tags::convert(n.labels),
+            annotations: tags::convert(n.annotations),
         }
     }
 }
@@ -47,14 +60,19 @@ impl From<subnet::Choice> for wit::Choice {
     }
 }
 
-/// `select-subnet`: converts the inputs, asks the configured policy, converts
-/// the choice back. Unconfigured, it refuses.
+/// `select-subnet-for-node`: converts the inputs (the node into
+/// `EniRequest.node`), asks the configured policy, converts the choice back.
+/// Unconfigured, it refuses.
 pub fn select_subnet<S: SubnetSelection + 'static>(
     slot: &'static Slot<S>,
     request: wit::EniRequest,
+    node: wit_kubernetes::Node,
     candidates: Vec<wit::Candidate>,
 ) -> wit::Choice {
-    let request = subnet::EniRequest::from(request);
+    let request = subnet::EniRequest {
+        node: node.into(),
+        ..subnet::EniRequest::from(request)
+    };
     let candidates: Vec<subnet::Candidate> = candidates.into_iter().map(Into::into).collect();
     with_policy(
         slot,
