@@ -74,8 +74,8 @@ impl TestAgent {
         Self::start_on(node, instance_type, options, extra)
     }
 
-    /// [`TestAgent::start_with`] on a node namespace the caller prepared
-    /// (on the simulated VPC fabric the simulator makes the primary NIC).
+    /// [`TestAgent::start_with_options`] on a node namespace the caller
+    /// prepared (on the simulated VPC fabric the simulator makes the primary NIC).
     pub fn start_on(
         node: TestNetns,
         instance_type: &str,
