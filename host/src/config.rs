@@ -303,6 +303,10 @@ pub struct SimSection {
     /// /16 around each subnet.
     #[serde(default)]
     pub vpc_cidrs: Vec<String>,
+    /// Set on every agent sharing one simulated VPC (the same `state-file`,
+    /// `seed` and subnets), a different number on each: each is its own node.
+    #[serde(default)]
+    pub node_index: Option<u32>,
     /// Where the simulated VPC is kept across agent restarts; default
     /// `sim-vpc.json` in the state directory. Delete it for a new VPC.
     #[serde(default)]
@@ -468,8 +472,7 @@ impl AgentConfig {
         let mut doc: toml::Value = toml::from_str(text).map_err(|e| e.to_string())?;
         let overlay =
             crate::compat::env::apply(&mut doc, get, set_vars).map_err(|e| e.to_string())?;
-        let mut config: AgentConfig = doc.try_into().map_err(|e: toml::de::Error| e.to_string())?;
-        config.egress.apply_env(get)?;
+        let config: AgentConfig = doc.try_into().map_err(|e: toml::de::Error| e.to_string())?;
         config.validate()?;
         Ok((config, overlay))
     }
@@ -495,6 +498,7 @@ impl AgentConfig {
                 link_delay_ms: 0,
                 leaked_eni_min_age_seconds: default_leak_min_age_seconds(),
                 vpc_cidrs: Vec::new(),
+                node_index: None,
                 state_file: None,
                 api_latency_ms: BTreeMap::new(),
             }),
@@ -569,6 +573,9 @@ impl SimSection {
         for cidr in &self.vpc_cidrs {
             builder = builder.vpc_cidr(cidr);
         }
+        if let Some(index) = self.node_index {
+            builder = builder.node_index(index);
+        }
         for cidr in &self.subnets {
             builder = builder.subnet_with(SubnetSpec {
                 cidr: cidr.clone(),
@@ -604,6 +611,7 @@ impl Ec2Section {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plumbing::egress::SnatRandom;
 
     #[test]
     fn minimal_sim_config_takes_defaults() {
@@ -809,6 +817,36 @@ mac = "02:aa:bb:cc:dd:ee"
                     c.agent.introspection_address
                         == Endpoint(Some("0.0.0.0:61679".parse().unwrap()))
                 }),
+            ),
+            (
+                "AWS_VPC_K8S_CNI_EXTERNALSNAT",
+                "true",
+                sim,
+                Box::new(|c| c.egress.external_snat),
+            ),
+            (
+                "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS",
+                "192.168.0.0/24, 172.16.0.0/12",
+                sim,
+                Box::new(|c| c.egress.exclude_snat_cidrs.len() == 2),
+            ),
+            (
+                "AWS_VPC_K8S_CNI_RANDOMIZESNAT",
+                "hashrandom",
+                sim,
+                Box::new(|c| c.egress.randomize_snat == SnatRandom::HashRandom),
+            ),
+            (
+                "AWS_VPC_CNI_NODE_PORT_SUPPORT",
+                "false",
+                sim,
+                Box::new(|c| !c.egress.node_port_support),
+            ),
+            (
+                "AWS_VPC_K8S_CNI_CONNMARK",
+                "0x100",
+                sim,
+                Box::new(|c| c.egress.connmark == 0x100),
             ),
         ];
         let mapped: Vec<&str> = crate::compat::env::table()

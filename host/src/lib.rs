@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod plumbing;
 pub mod policy;
 pub mod reconcile;
+pub mod simulate;
 pub mod state;
 
 pub use error::{Error, Result};

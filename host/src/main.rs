@@ -28,6 +28,8 @@ enum Command {
     /// Inspect and try policy components.
     #[command(subcommand)]
     Policy(cli::policy::PolicyCommand),
+    /// Replay a pod churn trace through pool-sizing policies in virtual time.
+    Simulate(cli::simulate::SimulateArgs),
     /// Remove the agent's egress rules (nftables table, fwmark rule) from the node.
     Uninstall(cli::uninstall::UninstallArgs),
 }
@@ -47,12 +49,18 @@ fn default_log_level() -> &'static str {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A simulation logs every decision of every policy: warnings only,
+    // unless RUST_LOG asks for more.
+    let default_level = match cli.command {
+        Command::Simulate(_) => "warn",
+        _ => default_log_level(),
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_level())),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .init();
     let result = match cli.command {
@@ -60,6 +68,7 @@ fn main() -> ExitCode {
         Command::Install(args) => cli::install::run(args),
         Command::Status(args) => cli::status::run(args),
         Command::Policy(command) => cli::policy::run(command),
+        Command::Simulate(args) => cli::simulate::run(args),
         Command::Uninstall(args) => cli::uninstall::run(args),
     };
     match result {

@@ -51,6 +51,20 @@ const COMPONENTS: &[Component] = &[
         fixtures: Some("policies/sg-selector/fixtures"),
     },
     Component {
+        constant: "VPC_CNI_COMPAT",
+        doc: "The VPC CNI's pool algorithm (`policies/vpc-cni-compat`), the simulator's anchor.",
+        package: "vpc-cni-compat",
+        features: "",
+        fixtures: None,
+    },
+    Component {
+        constant: "PREDICTIVE_POOL",
+        doc: "Demand-driven pool sizing (`policies/predictive-pool`).",
+        package: "predictive-pool",
+        features: "",
+        fixtures: None,
+    },
+    Component {
         constant: "CHAOS_POOL",
         doc: "Misbehaving pool-sizing policy; behaviour chosen by settings `{\"mode\": ...}`.",
         package: "weft-chaos-policy",

@@ -5,5 +5,6 @@ mod live;
 pub mod policy;
 pub mod policy_new;
 pub mod run;
+pub mod simulate;
 pub mod status;
 pub mod uninstall;

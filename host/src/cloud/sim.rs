@@ -91,6 +91,7 @@ pub struct SimBuilder {
     links: Option<Arc<dyn EniLinks>>,
     leak_min_age: Duration,
     state_file: Option<PathBuf>,
+    node_index: Option<u32>,
 }
 
 impl Default for SimBuilder {
@@ -112,6 +113,7 @@ impl Default for SimBuilder {
             links: None,
             leak_min_age: leak::DEFAULT_MIN_AGE,
             state_file: None,
+            node_index: None,
         }
     }
 }
@@ -239,6 +241,16 @@ impl SimBuilder {
         self
     }
 
+    /// Makes this simulator node `index` of a VPC shared through its
+    /// [`state_file`](Self::state_file) with other simulators (other
+    /// agents, each its own node) of the same seed and subnets: every call
+    /// locks the file and first takes what the others changed, so addresses
+    /// are never handed out twice and each node sees the others' ENIs.
+    pub fn node_index(mut self, index: u32) -> Self {
+        self.node_index = Some(index);
+        self
+    }
+
     /// Builds the simulator with the node attached at device index 0 of the first subnet.
     pub fn build(self) -> Result<SimCloud, CloudError> {
         let invalid = |detail: String| CloudError::Fatal {
@@ -311,13 +323,36 @@ impl SimBuilder {
         state.identity.instance_id = state.new_id("i");
         state.identity.vpc_id = state.new_id("vpc");
         state.identity.subnet_id = state.subnets[0].id.clone();
-        state.boot()?;
-        let persist = match self.state_file {
-            Some(path) => {
+        // The VPC's ids come from the seed; a node of a shared VPC draws its
+        // own from a stream of its own.
+        let node_seed = match self.node_index {
+            Some(index) if index > 0 => {
+                let seed = self.seed ^ u64::from(index).wrapping_mul(0xd1b5_4a32_d192_ed03);
+                state.rng = StdRng::seed_from_u64(seed);
+                state.identity.instance_id = state.new_id("i");
+                seed
+            }
+            _ => self.seed,
+        };
+        let persist = match (self.state_file, self.node_index) {
+            (Some(path), Some(_)) => {
+                let _locked = persist::lock(&path)?;
+                let generation = persist::restore(&path, &mut state, node_seed)?;
+                if !state.adopt_primary() {
+                    state.boot()?;
+                }
+                persist::save(&path, &state, generation + 1)?;
+                Some((path, AtomicU64::new(generation + 1)))
+            }
+            (Some(path), None) => {
+                state.boot()?;
                 let generation = persist::restore(&path, &mut state, self.seed)?;
                 Some((path, AtomicU64::new(generation)))
             }
-            None => None,
+            (None, _) => {
+                state.boot()?;
+                None
+            }
         };
         let client = self
             .client_limits
@@ -343,6 +378,7 @@ impl SimBuilder {
             limiter,
             links: self.links,
             persist,
+            shared: self.node_index.is_some(),
         })
     }
 }
@@ -405,6 +441,8 @@ pub struct SimCloud {
     links: Option<Arc<dyn EniLinks>>,
     /// The state file and its save count, when the VPC is kept.
     persist: Option<(PathBuf, AtomicU64)>,
+    /// Other simulators share the state file: every call locks and reloads it.
+    shared: bool,
 }
 
 impl SimCloud {
@@ -446,6 +484,7 @@ impl SimCloud {
             });
         }
         let mut state = self.lock();
+        let _shared = self.take_shared(&mut state)?;
         let SimState { faults, rng, .. } = &mut *state;
         let fault = faults.next(api, rng);
         if let Some(fault) = fault.filter(|f| *f != Fault::LostAnswer) {
@@ -563,6 +602,21 @@ impl SimCloud {
         let result = self.call(api, op).await;
         self.addresses_changed(eni_id).await;
         result
+    }
+
+    /// In a shared VPC: locks the state file (until the guard drops) and
+    /// takes what other simulators changed.
+    fn take_shared(
+        &self,
+        state: &mut SimState,
+    ) -> Result<Option<nix::fcntl::Flock<std::fs::File>>, CloudError> {
+        let Some((path, generation)) = self.persist.as_ref().filter(|_| self.shared) else {
+            return Ok(None);
+        };
+        let locked = persist::lock(path)?;
+        let known = generation.load(Ordering::Relaxed);
+        generation.store(persist::reload(path, state, known)?, Ordering::Relaxed);
+        Ok(Some(locked))
     }
 
     /// Saves the VPC when it has a state file.

@@ -24,6 +24,10 @@ enum Kind {
     NotBool,
     /// Any non-empty text.
     Text,
+    /// Comma-separated items (empty ones dropped), as a list of strings.
+    List,
+    /// A non-negative integer, decimal or `0x` hexadecimal (a mark).
+    Mark,
     /// `true` turns the endpoint `off`; `false` leaves the key alone.
     OffWhenTrue,
     /// `true` sets this value unless the key is set already (by the file
@@ -154,6 +158,26 @@ const MAPPED: &[(&str, &[Target])] = &[
     (
         "INTROSPECTION_BIND_ADDRESS",
         &[to(&["agent", "introspection-address"], Kind::Text)],
+    ),
+    (
+        "AWS_VPC_K8S_CNI_EXTERNALSNAT",
+        &[to(&["egress", "external-snat"], Kind::Bool)],
+    ),
+    (
+        "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS",
+        &[to(&["egress", "exclude-snat-cidrs"], Kind::List)],
+    ),
+    (
+        "AWS_VPC_K8S_CNI_RANDOMIZESNAT",
+        &[to(&["egress", "randomize-snat"], Kind::Text)],
+    ),
+    (
+        "AWS_VPC_CNI_NODE_PORT_SUPPORT",
+        &[to(&["egress", "node-port-support"], Kind::Bool)],
+    ),
+    (
+        "AWS_VPC_K8S_CNI_CONNMARK",
+        &[to(&["egress", "connmark"], Kind::Mark)],
     ),
 ];
 
@@ -298,6 +322,27 @@ fn convert(var: &str, value: &str, kind: Kind) -> Result<Option<Value>, EnvError
             });
         }
         Kind::Text => Some(Value::String(value.trim().to_owned())),
+        Kind::List => Some(Value::Array(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| Value::String(item.to_owned()))
+                .collect(),
+        )),
+        Kind::Mark => {
+            let text = value.trim();
+            let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+                Some(hex) => u32::from_str_radix(hex, 16),
+                None => text.parse(),
+            };
+            let mark = parsed.map_err(|_| EnvError::Invalid {
+                var: var.into(),
+                value: value.into(),
+                expected: "a number such as 0x80",
+            })?;
+            Some(Value::Integer(mark.into()))
+        }
     })
 }
 

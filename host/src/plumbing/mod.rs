@@ -43,7 +43,7 @@ mod nl;
 mod pod;
 mod routes;
 pub mod rules;
-mod sysctl;
+pub(crate) mod sysctl;
 
 use std::sync::Arc;
 

@@ -7,13 +7,13 @@ use super::hooks::EniHooks;
 use super::settle::Unsettled;
 use super::shared::{GroupOutcome, Shared};
 use crate::cloud::{self, Cloud};
-use crate::ipam::{Now, SgSet};
+use crate::ipam::SgSet;
 use crate::policy::PolicySet;
 use crate::state::{Intent, Journal};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use weft_policy_sdk::pool;
 
@@ -104,7 +104,8 @@ impl Driver {
         journal: Journal,
         enis: HashMap<String, cloud::Eni>,
     ) -> Self {
-        let leak_due = shared.config.leaked_eni_cleanup().map(|_| Instant::now());
+        let inventory_at = shared.now().mono;
+        let leak_due = shared.config.leaked_eni_cleanup().map(|_| inventory_at);
         Driver {
             shared,
             cloud,
@@ -115,7 +116,7 @@ impl Driver {
             no_prefixes_until: HashMap::new(),
             backoff: Backoff::default(),
             held: HashMap::new(),
-            inventory_at: Instant::now(),
+            inventory_at,
             changes: 0,
             unsettled: Vec::new(),
             undeleted: Vec::new(),
@@ -133,7 +134,7 @@ impl Driver {
             // so waiting ADDs are retried without another event.
             let next = self
                 .backoff
-                .active(Instant::now())
+                .active(self.shared.now().mono)
                 .map_or(resync, |left| left.min(resync));
             let reply = tokio::select! {
                 () = self.shared.halt.notified() => break,
@@ -142,7 +143,7 @@ impl Driver {
                     Some(reply) => Some(reply),
                     None => break,
                 },
-                () = tokio::time::sleep(next) => None,
+                () = self.shared.clock.sleep(next) => None,
             };
             let report = self.round().await;
             if let Some(reply) = reply {
@@ -156,24 +157,29 @@ impl Driver {
     pub(super) async fn round(&mut self) -> RoundReport {
         self.changes = 0;
         // While an answer is unsettled, every round reads the cloud.
-        if self.inventory_at.elapsed() >= self.shared.config.inventory_resync()
+        if self
+            .shared
+            .now()
+            .mono
+            .saturating_duration_since(self.inventory_at)
+            >= self.shared.config.inventory_resync()
             || !self.unsettled.is_empty()
         {
             self.resync_inventory().await;
             self.retry_deletes().await;
-            self.inventory_at = Instant::now();
+            self.inventory_at = self.shared.now().mono;
         }
         if let (Some(due), Some(period)) = (self.leak_due, self.shared.config.leaked_eni_cleanup())
-            && due <= Instant::now()
+            && due <= self.shared.now().mono
         {
             self.collect_leaked().await;
-            self.leak_due = Some(Instant::now() + period);
+            self.leak_due = Some(self.shared.now().mono + period);
         }
         let groups: BTreeSet<SgSet> = {
             let inner = self.shared.lock();
             let mut groups: BTreeSet<SgSet> =
                 inner.store.datastore().groups().into_iter().collect();
-            groups.extend(inner.pending.keys().cloned());
+            groups.extend(inner.pending.groups().cloned());
             groups
         };
         let mut blocked = Vec::new();
@@ -192,10 +198,10 @@ impl Driver {
     /// Sizes one group and carries out the decision; returns why the group
     /// is short of addresses, if it is.
     async fn reconcile_group(&mut self, group: &SgSet) -> Option<Blocked> {
-        let now = Now::system();
+        let now = self.shared.now();
         let state = {
             let inner = self.shared.lock();
-            let pending = inner.pending.get(group).copied().unwrap_or(0);
+            let pending = inner.pending.count(group);
             inner
                 .store
                 .datastore()
@@ -237,7 +243,7 @@ impl Driver {
                 }
                 Err(reason) => {
                     if reason.kind == BlockedKind::Throttled {
-                        let delay = self.backoff.throttled(Instant::now());
+                        let delay = self.backoff.throttled(self.shared.now().mono);
                         tracing::warn!(%group, %reason, ?delay, "backing off");
                     } else if matches!(
                         reason.kind,
@@ -246,7 +252,7 @@ impl Driver {
                         tracing::warn!(%group, %reason, hold = ?GROWTH_HOLD, "group stops growing for a while");
                         self.held.insert(
                             group.clone(),
-                            (reason.clone(), Instant::now() + GROWTH_HOLD),
+                            (reason.clone(), self.shared.now().mono + GROWTH_HOLD),
                         );
                     } else {
                         tracing::warn!(%group, %reason, "pool decision not carried out fully");
@@ -258,7 +264,7 @@ impl Driver {
         self.shared.lock().outcomes.insert(
             group.clone(),
             GroupOutcome {
-                at: SystemTime::now(),
+                at: self.shared.now().wall,
                 blocked: blocked.clone(),
                 summary,
             },

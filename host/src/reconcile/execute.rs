@@ -7,9 +7,9 @@ use super::error::{Blocked, BlockedKind};
 use super::inventory::{TAG_OPERATION, to_ipam};
 use super::settle::Lost;
 use crate::cloud::{AddressRequest, CloudError, CreateEni, PREFIX_ADDRESSES};
-use crate::ipam::{Now, SgSet};
+use crate::ipam::SgSet;
 use crate::state::{Intent, Operation};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 use weft_policy_sdk::{pool, subnet};
 
 /// How long prefix requests in a subnet become secondary-IP requests after
@@ -92,7 +92,7 @@ impl Driver {
     }
 
     fn begin(&mut self, op: Operation) -> Result<Intent, Blocked> {
-        self.journal.begin(op, SystemTime::now()).map_err(|e| {
+        self.journal.begin(op, self.shared.now().wall).map_err(|e| {
             Blocked::new(
                 BlockedKind::StateFailed,
                 format!("cannot journal the EC2 operation, so it was not sent: {e}"),
@@ -135,7 +135,7 @@ impl Driver {
             .lock()
             .store
             .datastore()
-            .growth_budget(self.shared.max_pods, Instant::now())
+            .growth_budget(self.shared.max_pods, self.shared.now().mono)
             .ips;
         prefixes
             .saturating_mul(PREFIX_ADDRESSES)
@@ -151,7 +151,7 @@ impl Driver {
                 if self
                     .no_prefixes_until
                     .get(subnet)
-                    .is_some_and(|until| *until > Instant::now()) =>
+                    .is_some_and(|until| *until > self.shared.now().mono) =>
             {
                 AddressRequest::Ips(self.fallback_ips(n, room))
             }
@@ -162,7 +162,7 @@ impl Driver {
     fn prefixes_failed(&mut self, subnet: &str, error: &CloudError) {
         tracing::warn!(%subnet, %error, retry_after = ?PREFIX_RETRY, "no /28 prefix to be had; using secondary IPs instead");
         self.no_prefixes_until
-            .insert(subnet.to_owned(), Instant::now() + PREFIX_RETRY);
+            .insert(subnet.to_owned(), self.shared.now().mono + PREFIX_RETRY);
     }
 
     /// Adds addresses to an existing ENI, falling back from prefixes to
@@ -234,7 +234,7 @@ impl Driver {
         let applied = {
             let mut inner = self.shared.lock();
             let store = inner.store.datastore_mut();
-            store.touch(eni_id, Instant::now());
+            store.touch(eni_id, self.shared.now().mono);
             store
                 .add_ips(eni_id, &ips)
                 .and_then(|()| store.add_prefixes(eni_id, &prefixes))
@@ -263,7 +263,7 @@ impl Driver {
         let (ips, prefixes) = {
             let mut inner = self.shared.lock();
             let store = inner.store.datastore_mut();
-            let now = Instant::now();
+            let now = self.shared.now().mono;
             (
                 store
                     .begin_release_ips(eni_id, ip_count, now)
@@ -317,7 +317,7 @@ impl Driver {
         {
             let mut inner = self.shared.lock();
             let store = inner.store.datastore_mut();
-            let now = Instant::now();
+            let now = self.shared.now().mono;
             let applied = match &ips_done {
                 Ok(()) => store.remove_ips(eni_id, &ips, now),
                 Err(_) if lost => Ok(()),
@@ -449,10 +449,10 @@ impl Driver {
             let added = store.add_eni(to_ipam(
                 &eni,
                 &self.shared.node.primary_eni_id,
-                SystemTime::now(),
+                self.shared.now().wall,
             ));
             // Reads may not show the new ENI for a while.
-            store.touch(&eni.id, Instant::now());
+            store.touch(&eni.id, self.shared.now().mono);
             added
         };
         match added {
@@ -506,7 +506,7 @@ impl Driver {
     /// Releases an unused ENI, if the datastore agrees it may go (not the
     /// primary, no assigned or cooling address, old enough).
     async fn release_eni(&mut self, eni_id: &str) -> Result<(), Blocked> {
-        let now = Now::system();
+        let now = self.shared.now();
         let refused = self
             .shared
             .lock()
@@ -548,7 +548,7 @@ impl Driver {
             .lock()
             .store
             .datastore_mut()
-            .remove_eni(eni_id, Instant::now());
+            .remove_eni(eni_id, self.shared.now().mono);
         match removed {
             Ok(_) => tracing::info!(eni = eni_id, "ENI released"),
             Err(error) => tracing::debug!(eni = eni_id, %error, "deleted ENI was not in the pool"),

@@ -22,6 +22,7 @@
 //! * [`EniHooks`] (`hooks`): node-side set-up of secondary ENIs.
 //! * [`PoolSnapshot`] (`snapshot`): the introspection view.
 
+mod clock;
 mod collect;
 mod config;
 mod driver;
@@ -38,6 +39,7 @@ mod shared;
 mod snapshot;
 mod wait;
 
+pub use clock::{PoolClock, Sleep, VirtualClock};
 pub use config::PoolConfig;
 pub use driver::RoundReport;
 pub use error::{Blocked, BlockedKind, PoolError};

@@ -1,12 +1,13 @@
 //! Start-up: the inventory from the cloud, the journal replayed (finish or
 //! undo what a previous run left in flight), the checkpoint laid over it.
 
+use super::clock::PoolClock;
 use super::config::PoolConfig;
 use super::hooks::EniHooks;
 use super::inventory::{TAG_OPERATION, log_corrections, to_ipam};
 use super::ownership::{self, UnmanagedEni};
 use crate::cloud::{self, Cloud, InstanceLimits, NodeIdentity};
-use crate::ipam::{Datastore, Now};
+use crate::ipam::Datastore;
 use crate::state::{Checkpoint, Intent, Journal, Operation, StateDir};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -154,6 +155,7 @@ pub(super) async fn recover(
     hooks: &dyn EniHooks,
     state: &StateDir,
     config: &PoolConfig,
+    clock: &PoolClock,
 ) -> crate::Result<Recovered> {
     let (mut journal, pending) = state.open_journal()?;
     let checkpoint = state.load_checkpoint()?;
@@ -182,7 +184,7 @@ pub(super) async fn recover(
         tracing::info!(eni = %eni.id, reason = %eni.reason, "ENI not managed by Weft");
     }
 
-    let now = Now::system();
+    let now = clock.now();
     let ipam_inventory: Vec<_> = inventory
         .iter()
         .map(|e| to_ipam(e, &node.primary_eni_id, now.wall))

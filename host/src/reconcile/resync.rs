@@ -6,7 +6,6 @@
 use super::driver::Driver;
 use super::inventory::{log_corrections, to_ipam};
 use super::ownership;
-use crate::ipam::Now;
 use crate::state::Checkpoint;
 use std::collections::HashMap;
 
@@ -26,7 +25,7 @@ impl Driver {
         };
         let node = &self.shared.node;
         let (inventory, unmanaged) = ownership::classify(inventory, node);
-        let now = Now::system();
+        let now = self.shared.now();
         let records: Vec<_> = inventory
             .iter()
             .map(|e| to_ipam(e, &node.primary_eni_id, now.wall))

@@ -1,5 +1,6 @@
 //! [`Pool`]: the handle the agent's API handlers use.
 
+use super::clock::PoolClock;
 use super::config::PoolConfig;
 use super::driver::{Driver, RoundReport, RoundRequest};
 use super::error::PoolError;
@@ -9,13 +10,12 @@ use super::shared::Shared;
 use super::snapshot::PoolSnapshot;
 use super::wait;
 use crate::cloud::Cloud;
-use crate::ipam::{Assignment, AssignmentKey, Now, Placement, PodMeta, SgSet};
+use crate::ipam::{Assignment, AssignmentKey, Placement, PodMeta, SgSet};
 use crate::metrics::Metrics;
 use crate::policy::PolicySet;
 use crate::state::{DurableDatastore, StateDir};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use weft_policy_sdk::pool::PoolState;
@@ -60,6 +60,12 @@ impl Pool {
     /// correction is logged) and starts the reconciler, which runs its
     /// first round at once. Must be called inside a tokio runtime.
     pub async fn start(deps: PoolDeps) -> crate::Result<Arc<Pool>> {
+        Self::start_with_clock(deps, PoolClock::system()).await
+    }
+
+    /// [`Pool::start`] on another clock: `weftd simulate` runs the pool in
+    /// virtual time.
+    pub async fn start_with_clock(deps: PoolDeps, clock: PoolClock) -> crate::Result<Arc<Pool>> {
         let PoolDeps {
             cloud,
             policies,
@@ -68,12 +74,13 @@ impl Pool {
             hooks,
             config,
         } = deps;
-        let recovered = recover(cloud.as_ref(), hooks.as_ref(), &state, &config).await?;
+        let recovered = recover(cloud.as_ref(), hooks.as_ref(), &state, &config, &clock).await?;
         let shared = Arc::new(Shared::new(
             config,
             recovered.node,
             recovered.limits,
             metrics,
+            clock,
             DurableDatastore::new(recovered.store, state),
         ));
         shared.lock().unmanaged = recovered.unmanaged;
@@ -112,7 +119,7 @@ impl Pool {
         if self.shared.is_stopped() {
             return Err(PoolError::ShutDown);
         }
-        let released = self.shared.lock().store.release(key, Now::system())?;
+        let released = self.shared.lock().store.release(key, self.shared.now())?;
         if released.is_some() {
             self.shared.wake.notify_one();
         }
@@ -147,7 +154,7 @@ impl Pool {
     pub fn placement(&self, ip: Ipv4Addr) -> Option<Placement> {
         let inner = self.shared.lock();
         let store = inner.store.datastore();
-        let info = store.address(ip, Instant::now())?;
+        let info = store.address(ip, self.shared.now().mono)?;
         let eni = store.eni(&info.eni_id)?;
         Some(Placement {
             ip,
@@ -164,12 +171,12 @@ impl Pool {
         let limits = self.shared.policy_limits();
         let inner = self.shared.lock();
         let store = inner.store.datastore();
-        let now = Now::system();
+        let now = self.shared.now();
         store
             .groups()
             .iter()
             .map(|group| {
-                let pending = inner.pending.get(group).copied().unwrap_or(0);
+                let pending = inner.pending.count(group);
                 store.pool_state(group, &limits, pending, now)
             })
             .collect()
@@ -208,7 +215,11 @@ impl Pool {
 
     /// The pool as it is now, for introspection.
     pub fn snapshot(&self) -> PoolSnapshot {
-        PoolSnapshot::of(&self.shared.lock(), self.shared.max_pods)
+        PoolSnapshot::of(
+            &self.shared.lock(),
+            self.shared.max_pods,
+            self.shared.now().mono,
+        )
     }
 
     /// Runs one reconcile round after every event so far and returns what

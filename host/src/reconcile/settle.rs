@@ -69,14 +69,14 @@ impl Driver {
             intent,
             eni_id: eni_id.to_owned(),
             lost,
-            since: Instant::now(),
+            since: self.shared.now().mono,
             reads: 0,
         });
     }
 
     /// After a read of the cloud was taken in: closes what is settled.
     pub(super) fn settle(&mut self) {
-        let now = Instant::now();
+        let now = self.shared.now().mono;
         let grace = self.shared.config.stale_read_grace();
         let reads = self.shared.config.stale_read_confirmations.max(1);
         for u in &mut self.unsettled {

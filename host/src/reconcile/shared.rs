@@ -1,10 +1,12 @@
 //! What the API side (ADD/DEL) and the reconciler task share.
 
+use super::clock::PoolClock;
 use super::config::PoolConfig;
 use super::error::Blocked;
 use super::ownership::UnmanagedEni;
+use super::wait::WaitQueue;
 use crate::cloud::{InstanceLimits, NodeIdentity};
-use crate::ipam::SgSet;
+use crate::ipam::{Now, SgSet};
 use crate::metrics::Metrics;
 use crate::state::{DurableDatastore, StateDir};
 use std::collections::BTreeMap;
@@ -28,8 +30,8 @@ pub(crate) struct GroupOutcome {
 pub(crate) struct Inner {
     /// The pool, durable on every assignment.
     pub store: DurableDatastore<StateDir>,
-    /// ADDs waiting for an address, by group.
-    pub pending: BTreeMap<SgSet, u32>,
+    /// ADDs waiting for an address, by group, in arrival order.
+    pub pending: WaitQueue,
     /// The last outcome of every group the reconciler looked at.
     pub outcomes: BTreeMap<SgSet, GroupOutcome>,
     /// ENIs attached to the node that Weft does not manage.
@@ -48,6 +50,8 @@ pub(crate) struct Shared {
     pub max_pods: u32,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Where the time comes from.
+    pub clock: PoolClock,
     /// The mutable state.
     inner: Mutex<Inner>,
     /// Wakes the reconciler; permits coalesce, so a burst of events costs
@@ -69,6 +73,7 @@ impl Shared {
         node: NodeIdentity,
         limits: InstanceLimits,
         metrics: Arc<Metrics>,
+        clock: PoolClock,
         store: DurableDatastore<StateDir>,
     ) -> Self {
         let limits = config.node_limits(limits);
@@ -78,9 +83,10 @@ impl Shared {
             node,
             limits,
             metrics,
+            clock,
             inner: Mutex::new(Inner {
                 store,
-                pending: BTreeMap::new(),
+                pending: WaitQueue::default(),
                 outcomes: BTreeMap::new(),
                 unmanaged: Vec::new(),
             }),
@@ -96,6 +102,11 @@ impl Shared {
     /// single step), so a poisoned lock is taken over.
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current moment.
+    pub fn now(&self) -> Now {
+        self.clock.now()
     }
 
     /// Tells waiting ADDs to look again.

@@ -121,9 +121,8 @@ fn prefix_addresses(prefix: &Ipv4Net) -> impl Iterator<Item = Ipv4Addr> {
 
 impl PoolSnapshot {
     /// The view of `inner`.
-    pub(crate) fn of(inner: &Inner, max_pods: u32) -> Self {
+    pub(crate) fn of(inner: &Inner, max_pods: u32, now: Instant) -> Self {
         let store = inner.store.datastore();
-        let now = Instant::now();
         let enis = store
             .enis()
             .iter()
@@ -146,7 +145,7 @@ impl PoolSnapshot {
             .collect();
         assignments.sort_by(|a, b| a.key.cmp(&b.key));
         let mut names: Vec<SgSet> = store.groups();
-        names.extend(inner.pending.keys().cloned());
+        names.extend(inner.pending.groups().cloned());
         names.extend(inner.outcomes.keys().cloned());
         names.sort();
         names.dedup();
@@ -156,7 +155,7 @@ impl PoolSnapshot {
                 let outcome = inner.outcomes.get(&group);
                 GroupView {
                     free: store.free_count(&group, now),
-                    pending_adds: inner.pending.get(&group).copied().unwrap_or(0),
+                    pending_adds: inner.pending.count(&group),
                     last_round_at: outcome.map(|o| {
                         o.at.duration_since(UNIX_EPOCH)
                             .unwrap_or_default()

@@ -123,6 +123,44 @@ async fn max_pods_caps_the_pool_and_is_named_when_an_add_fails() {
     check_invariants(&pool, &sim, 5).await;
 }
 
+/// An address that comes free goes to the ADD that waited for it, not to
+/// an ADD that arrives just then (which would otherwise take it at once and
+/// leave the older one to fail its wait); this also makes `weftd simulate`
+/// deterministic, since which waiting task the runtime wakes first no
+/// longer decides who is served.
+#[tokio::test]
+async fn waiting_adds_are_served_in_arrival_order() {
+    let sim = sim("m5.large", 3);
+    let cloud = Arc::new(TestCloud::new(sim.clone()));
+    let (_tmp, dir) = state_dir();
+    let config = PoolConfig {
+        add_wait_ms: 300,
+        max_pods: Some(5),
+        ..config()
+    };
+    let pool = start(cloud.clone(), &dir, "{}", config, Default::default()).await;
+    let group = default_group(&sim);
+    fill(&pool, &group, 0..5).await;
+    let older = tokio::spawn({
+        let (pool, group) = (pool.clone(), group.clone());
+        async move { pool.assign(key(10), &group, pod(10)).await }
+    });
+    while pool.snapshot().groups.iter().all(|g| g.pending_adds == 0) {
+        tokio::task::yield_now().await;
+    }
+    // Cooldown 0: the address is free at once.
+    let freed = pool
+        .release(&key(0))
+        .expect("release")
+        .expect("was assigned");
+    let newer = pool.assign(key(11), &group, pod(11)).await;
+    let older = older.await.expect("task");
+    assert_eq!(older.map(|p| p.ip).ok(), Some(freed.ip), "the waiting ADD");
+    let newer = newer.expect_err("max pods: nothing left for the newer ADD");
+    assert!(newer.is_try_again(), "{newer}");
+    check_invariants(&pool, &sim, 5).await;
+}
+
 #[tokio::test]
 async fn concurrent_adds_share_one_scale_up() {
     let sim = sim("m5.large", 4);

@@ -30,6 +30,9 @@ use std::process::{Command, Stdio};
 use ipnet::Ipv4Net;
 
 use crate::cloud::types::Eni;
+use crate::plumbing::PlumbingError;
+use crate::plumbing::netns::{self, Netns};
+use crate::plumbing::sysctl;
 
 /// The router namespace and the VPC's subnets (for each ENI's gateway).
 #[derive(Debug, Clone)]
@@ -46,18 +49,28 @@ impl Fabric {
     }
 
     /// The subnet of an ENI's primary address.
-    fn subnet(&self, eni: &Eni) -> Result<Ipv4Net, String> {
+    fn subnet(&self, eni: &Eni) -> Result<Ipv4Net, PlumbingError> {
         self.subnets
             .iter()
             .find(|s| s.contains(&eni.primary_ip))
             .copied()
-            .ok_or_else(|| format!("{} is in none of the VPC's subnets", eni.primary_ip))
+            .ok_or_else(|| {
+                PlumbingError::InvalidInput(format!(
+                    "{} is in none of the simulated VPC's subnets",
+                    eni.primary_ip
+                ))
+            })
     }
 
     /// After the ENI's veth pair was made in `node`: moves its fabric end
     /// into the router, sets the router's side up, and (primary ENI) gives
     /// the node its address and default route.
-    pub(super) fn connect(&self, node: &Path, eni: &Eni, link: &str) -> Result<(), String> {
+    pub(super) async fn connect(
+        &self,
+        node: &Path,
+        eni: &Eni,
+        link: &str,
+    ) -> Result<(), PlumbingError> {
         let subnet = self.subnet(eni)?;
         let gateway = gateway(subnet);
         let peer = Self::link_name(eni);
@@ -72,24 +85,30 @@ impl Fabric {
                 subnet.prefix_len()
             ));
         }
-        in_netns(node, move || ip_batch(&on_node))?;
+        netns::run_in(&Netns::open(Some(node))?, move || ip_batch(&on_node)).await?;
         let on_router = format!("link set {peer} up\naddr replace {gateway}/32 dev {peer}\n");
         let sysctls = [
             (format!("net/ipv4/conf/{peer}/proxy_arp"), "1"),
             (format!("net/ipv4/conf/{peer}/rp_filter"), "1"),
+            // Proxy ARP answers at once, as the VPC does (the default waits up to 0.8 s).
+            (format!("net/ipv4/neigh/{peer}/proxy_delay"), "0"),
         ];
-        in_netns(&self.router, move || {
+        netns::run_in(&self.router()?, move || {
             for (key, value) in &sysctls {
-                std::fs::write(format!("/proc/sys/{key}"), value)
-                    .map_err(|e| format!("sysctl {key}: {e}"))?;
+                sysctl::write(key, value)?;
             }
             ip_batch(&on_router)
-        })?;
-        self.route(eni)
+        })
+        .await?;
+        self.route(eni).await
+    }
+
+    fn router(&self) -> Result<std::sync::Arc<Netns>, PlumbingError> {
+        Netns::open(Some(&self.router))
     }
 
     /// Routes exactly the ENI's addresses to its link in the router.
-    pub(super) fn route(&self, eni: &Eni) -> Result<(), String> {
+    pub(super) async fn route(&self, eni: &Eni) -> Result<(), PlumbingError> {
         let peer = Self::link_name(eni);
         let primary = eni.primary_ip;
         let mut wanted: Vec<(Ipv4Net, Option<Ipv4Addr>)> = vec![(host(primary), None)];
@@ -99,7 +118,7 @@ impl Fabric {
                 .map(|ip| (host(*ip), Some(primary))),
         );
         wanted.extend(eni.prefixes.iter().map(|p| (p.trunc(), Some(primary))));
-        in_netns(&self.router, move || {
+        netns::run_in(&self.router()?, move || {
             let current = ip(&["-j", "route", "show", "dev", &peer], None)?;
             let current: Vec<serde_json::Value> =
                 serde_json::from_str(current.trim()).unwrap_or_default();
@@ -127,6 +146,7 @@ impl Fabric {
             }
             ip_batch(&batch)
         })
+        .await
     }
 }
 
@@ -139,50 +159,34 @@ fn gateway(subnet: Ipv4Net) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(subnet.network()).saturating_add(1))
 }
 
-/// Runs `work` on a new thread inside the namespace at `netns` (processes
-/// it starts are in that namespace too).
-fn in_netns<T: Send + 'static>(
-    netns: &Path,
-    work: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    let netns = netns.to_owned();
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&netns).map_err(|e| format!("{}: {e}", netns.display()))?;
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("setns {}: {e}", netns.display()))?;
-        work()
-    })
-    .join()
-    .map_err(|_| "fabric thread panicked".to_owned())?
-}
-
-fn ip_batch(commands: &str) -> Result<(), String> {
+fn ip_batch(commands: &str) -> Result<(), PlumbingError> {
     ip(&["-batch", "-"], Some(commands)).map(drop)
 }
 
-/// Runs iproute2's `ip` (the simulator's stand-in for the VPC's control plane).
-fn ip(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+/// Runs iproute2's `ip` in the calling thread's namespace (the simulator's
+/// stand-in for the VPC's control plane).
+fn ip(args: &[&str], stdin: Option<&str>) -> Result<String, PlumbingError> {
+    let what = format!("ip {}", args.join(" "));
+    let io = |e| PlumbingError::io(format!("{what} (is iproute2 installed?)"), e);
     let mut child = Command::new("ip")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("ip (install iproute2): {e}"))?;
+        .map_err(io)?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .map_err(|e| format!("ip: {e}"))?;
+        pipe.write_all(input.as_bytes()).map_err(io)?;
     }
-    let out = child.wait_with_output().map_err(|e| format!("ip: {e}"))?;
+    let out = child.wait_with_output().map_err(io)?;
     if !out.status.success() {
-        return Err(format!(
-            "ip {}: {}{}",
-            args.join(" "),
+        return Err(PlumbingError::InvalidInput(format!(
+            "{what}: {}{}",
             String::from_utf8_lossy(&out.stderr).trim(),
             stdin
                 .map(|s| format!(" (commands: {s:?})"))
                 .unwrap_or_default()
-        ));
+        )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

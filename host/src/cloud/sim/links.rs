@@ -20,6 +20,7 @@ use super::fabric::Fabric;
 use crate::cloud::CloudFuture;
 use crate::cloud::error::CloudError;
 use crate::cloud::types::Eni;
+use crate::plumbing::PlumbingError;
 use crate::plumbing::links::{self, LinkRef};
 use crate::plumbing::netns::{self, Netns};
 use ipnet::Ipv4Net;
@@ -112,19 +113,15 @@ impl NetnsEniLinks {
             })
             .await?;
         match &self.fabric {
-            Some(vpc) if made => {
-                let (vpc, node, eni) = (vpc.clone(), self.netns.clone(), eni.clone());
-                tokio::task::spawn_blocking(move || vpc.connect(&node, &eni, &name))
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r)
-                    .map_err(|e| self.error_fabric(e))
-            }
+            Some(vpc) if made => vpc
+                .connect(&self.netns, eni, &name)
+                .await
+                .map_err(|e| self.error_fabric(e)),
             _ => Ok(()),
         }
     }
 
-    fn error_fabric(&self, detail: String) -> CloudError {
+    fn error_fabric(&self, detail: PlumbingError) -> CloudError {
         CloudError::Fatal {
             api: "simulator fabric".into(),
             detail: format!("connecting an ENI to the simulated VPC router: {detail} (needs root)"),
@@ -177,15 +174,10 @@ impl EniLinks for NetnsEniLinks {
 
     fn addresses<'a>(&'a self, eni: &'a Eni) -> CloudFuture<'a, ()> {
         Box::pin(async move {
-            let Some(vpc) = self.fabric.clone() else {
+            let Some(vpc) = &self.fabric else {
                 return Ok(());
             };
-            let eni = eni.clone();
-            tokio::task::spawn_blocking(move || vpc.route(&eni))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r)
-                .map_err(|e| self.error_fabric(e))
+            vpc.route(eni).await.map_err(|e| self.error_fabric(e))
         })
     }
 

@@ -12,7 +12,10 @@ use crate::cloud::types::Eni;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
+use std::fs::File;
 use std::path::Path;
+
+use nix::fcntl::{Flock, FlockArg};
 
 /// Format version of the state file.
 const VERSION: &str = "weft-sim/1";
@@ -45,12 +48,24 @@ pub(super) fn save(path: &Path, state: &SimState, generation: u64) -> Result<(),
         .map_err(|e| fatal(format!("writing {}: {e}", path.display())))
 }
 
-/// Takes back the ENIs saved in `path`, if it exists, into a simulator just
-/// built from `seed`; returns the saved generation (0 without a file).
-pub(super) fn restore(path: &Path, state: &mut SimState, seed: u64) -> Result<u64, CloudError> {
+/// Locks the VPC kept in `path` against the other simulators sharing it
+/// (an exclusive `flock` on `<path>.lock`) until the guard drops.
+pub(super) fn lock(path: &Path) -> Result<Flock<File>, CloudError> {
+    let lock_path = path.with_extension("lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| fatal(format!("opening {}: {e}", lock_path.display())))?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| fatal(format!("locking {}: {e}", lock_path.display())))
+}
+
+fn read(path: &Path) -> Result<Option<SavedVpc>, CloudError> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(fatal(format!("reading {}: {e}", path.display()))),
     };
     let saved: SavedVpc = serde_json::from_slice(&bytes).map_err(|e| {
@@ -66,7 +81,30 @@ pub(super) fn restore(path: &Path, state: &mut SimState, seed: u64) -> Result<u6
             saved.version
         )));
     }
-    for eni in saved.enis {
+    Ok(Some(saved))
+}
+
+/// Takes the VPC another simulator sharing `path` saved, when its generation
+/// is not `known` (ours): every ENI, and the subnets' free addresses rebuilt
+/// from them. Returns the file's generation (`known` without a file).
+pub(super) fn reload(path: &Path, state: &mut SimState, known: u64) -> Result<u64, CloudError> {
+    let Some(saved) = read(path)? else {
+        return Ok(known);
+    };
+    if saved.generation == known {
+        return Ok(known);
+    }
+    for subnet in &mut state.subnets {
+        subnet.pool = super::addresses::AddressPool::new(subnet.pool.net());
+    }
+    state.enis.clear();
+    take(path, state, saved.enis)?;
+    Ok(saved.generation)
+}
+
+/// Puts `enis` into `state`, their addresses held in their subnets.
+fn take(path: &Path, state: &mut SimState, enis: Vec<Eni>) -> Result<(), CloudError> {
+    for eni in enis {
         let subnet = state
             .subnets
             .iter_mut()
@@ -88,6 +126,16 @@ pub(super) fn restore(path: &Path, state: &mut SimState, seed: u64) -> Result<u6
         }
         state.enis.insert(eni.id.clone(), eni);
     }
+    Ok(())
+}
+
+/// Takes back the ENIs saved in `path`, if it exists, into a simulator just
+/// built from `seed`; returns the saved generation (0 without a file).
+pub(super) fn restore(path: &Path, state: &mut SimState, seed: u64) -> Result<u64, CloudError> {
+    let Some(saved) = read(path)? else {
+        return Ok(0);
+    };
+    take(path, state, saved.enis)?;
     // Ids and addresses handed out from now on must not repeat the saved ones.
     state.rng = StdRng::seed_from_u64(seed ^ saved.generation.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     Ok(saved.generation)

@@ -227,6 +227,23 @@ impl SimState {
         Ok(())
     }
 
+    /// Takes the node's primary ENI from the ENIs restored from a shared VPC,
+    /// if this node has one there; whether it did.
+    pub(super) fn adopt_primary(&mut self) -> bool {
+        let primary = self.enis.values().find(|e| {
+            e.attachment
+                .as_ref()
+                .is_some_and(|a| a.instance_id == self.identity.instance_id && a.device_index == 0)
+        });
+        let Some(primary) = primary.cloned() else {
+            return false;
+        };
+        self.identity.primary_eni_id = primary.id;
+        self.identity.mac = primary.mac;
+        self.identity.subnet_id = primary.subnet_id;
+        true
+    }
+
     /// `CreateNetworkInterface`: a detached ENI with its addresses and Weft's tags.
     pub(super) fn create_eni(
         &mut self,

@@ -1,5 +1,5 @@
-//! The `[egress]` table of the agent's configuration, and the VPC CNI's
-//! environment variables that set the same things.
+//! The `[egress]` table of the agent's configuration (the VPC CNI's
+//! variables named beside each key set it: `compat::env`).
 //!
 //! ```toml
 //! [egress]
@@ -73,17 +73,6 @@ impl Default for EgressConfig {
     }
 }
 
-/// The VPC CNI variables read by [`EgressConfig::apply_env`].
-pub const ENV_EXTERNAL_SNAT: &str = "AWS_VPC_K8S_CNI_EXTERNALSNAT";
-/// See [`ENV_EXTERNAL_SNAT`].
-pub const ENV_EXCLUDE_SNAT_CIDRS: &str = "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS";
-/// See [`ENV_EXTERNAL_SNAT`].
-pub const ENV_RANDOMIZE_SNAT: &str = "AWS_VPC_K8S_CNI_RANDOMIZESNAT";
-/// See [`ENV_EXTERNAL_SNAT`].
-pub const ENV_NODE_PORT_SUPPORT: &str = "AWS_VPC_CNI_NODE_PORT_SUPPORT";
-/// See [`ENV_EXTERNAL_SNAT`].
-pub const ENV_CONNMARK: &str = "AWS_VPC_K8S_CNI_CONNMARK";
-
 impl EgressConfig {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), String> {
@@ -94,56 +83,6 @@ impl EgressConfig {
             return Err("`vpc-cidr-refresh-seconds` must be at least 1".into());
         }
         Ok(())
-    }
-
-    /// Lets the VPC CNI's environment variables (set on its DaemonSet)
-    /// override the table; `env` looks a variable up. A value that cannot
-    /// be read is refused with the variable's name.
-    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), String> {
-        let bad = |name: &str, value: &str, expected: &str| {
-            format!("{name}={value:?}: expected {expected}")
-        };
-        if let Some(v) = env(ENV_EXTERNAL_SNAT) {
-            self.external_snat =
-                parse_bool(&v).ok_or_else(|| bad(ENV_EXTERNAL_SNAT, &v, "true or false"))?;
-        }
-        if let Some(v) = env(ENV_NODE_PORT_SUPPORT) {
-            self.node_port_support =
-                parse_bool(&v).ok_or_else(|| bad(ENV_NODE_PORT_SUPPORT, &v, "true or false"))?;
-        }
-        if let Some(v) = env(ENV_EXCLUDE_SNAT_CIDRS) {
-            self.exclude_snat_cidrs = v
-                .split(',')
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
-                .map(|c| c.parse::<Ipv4Net>())
-                .collect::<Result<_, _>>()
-                .map_err(|_| {
-                    bad(
-                        ENV_EXCLUDE_SNAT_CIDRS,
-                        &v,
-                        "comma-separated IPv4 CIDRs such as 10.1.0.0/16,192.168.0.0/24",
-                    )
-                })?;
-        }
-        if let Some(v) = env(ENV_RANDOMIZE_SNAT) {
-            self.randomize_snat = match v.trim() {
-                "none" => SnatRandom::None,
-                "hashrandom" => SnatRandom::HashRandom,
-                "prng" => SnatRandom::Prng,
-                _ => return Err(bad(ENV_RANDOMIZE_SNAT, &v, "none, hashrandom or prng")),
-            };
-        }
-        if let Some(v) = env(ENV_CONNMARK) {
-            let t = v.trim();
-            let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-                Some(hex) => u32::from_str_radix(hex, 16),
-                None => t.parse(),
-            };
-            self.connmark = parsed.map_err(|_| bad(ENV_CONNMARK, &v, "a number such as 0x80"))?;
-        }
-        self.validate()
-            .map_err(|e| format!("[egress] after the environment: {e}"))
     }
 
     /// The rules' inputs on a node.
@@ -167,63 +106,9 @@ impl EgressConfig {
     }
 }
 
-/// A boolean as Go's `strconv.ParseBool` reads it (the VPC CNI's parser).
-fn parse_bool(value: &str) -> Option<bool> {
-    match value.trim() {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
-
-    #[test]
-    fn the_vpc_cni_variables_override_the_table() {
-        let mut config = EgressConfig::default();
-        config
-            .apply_env(env(&[
-                (ENV_EXTERNAL_SNAT, "true"),
-                (ENV_EXCLUDE_SNAT_CIDRS, "192.168.0.0/24, 172.16.0.0/12"),
-                (ENV_RANDOMIZE_SNAT, "hashrandom"),
-                (ENV_NODE_PORT_SUPPORT, "false"),
-                (ENV_CONNMARK, "0x100"),
-            ]))
-            .unwrap();
-        assert!(config.external_snat);
-        assert_eq!(config.exclude_snat_cidrs.len(), 2);
-        assert_eq!(config.randomize_snat, SnatRandom::HashRandom);
-        assert!(!config.node_port_support);
-        assert_eq!(config.connmark, 0x100);
-        let spec = config.spec(Ipv4Addr::new(10, 0, 0, 5), None, vec![], "eni");
-        assert_eq!(spec.snat, None, "external SNAT: no SNAT on the node");
-    }
-
-    #[test]
-    fn unreadable_variables_are_refused_with_their_name() {
-        for (name, value) in [
-            (ENV_EXTERNAL_SNAT, "yes"),
-            (ENV_EXCLUDE_SNAT_CIDRS, "10.0.0.0/33"),
-            (ENV_RANDOMIZE_SNAT, "fully"),
-            (ENV_CONNMARK, "0"),
-        ] {
-            let err = EgressConfig::default()
-                .apply_env(env(&[(name, value)]))
-                .unwrap_err();
-            assert!(err.contains(name) || err.contains("connmark"), "{err}");
-        }
-    }
 
     #[test]
     fn the_table_reads_as_documented() {
@@ -234,5 +119,22 @@ mod tests {
         assert_eq!(config.randomize_snat, SnatRandom::None);
         assert!(config.node_port_support);
         assert_eq!(config.connmark, 0x80);
+        let spec = EgressConfig {
+            external_snat: true,
+            ..config
+        }
+        .spec(Ipv4Addr::new(10, 0, 0, 5), None, vec![], "eni");
+        assert_eq!(spec.snat, None, "external SNAT: no SNAT on the node");
+    }
+
+    #[test]
+    fn a_bad_value_says_which_key() {
+        let err = toml::from_str::<EgressConfig>("randomize-snat = \"fully\"\n").unwrap_err();
+        assert!(err.to_string().contains("randomize-snat"), "{err}");
+        let zero = EgressConfig {
+            connmark: 0,
+            ..EgressConfig::default()
+        };
+        assert!(zero.validate().unwrap_err().contains("connmark"));
     }
 }
