@@ -19,3 +19,4 @@ mod reconcile_crash;
 mod reconcile_flows;
 mod reconcile_props;
 mod reconcile_real_ec2;
+mod simulate;
