@@ -10,7 +10,7 @@ use weft_host::install;
 
 /// Arguments of `weftd install`.
 #[derive(Debug, Args)]
-pub struct InstallArgs {
+pub(crate) struct InstallArgs {
     /// The agent's configuration (its `[cni]` table and the VPC CNI
     /// variables); the defaults when unset.
     #[arg(long, short)]
@@ -25,7 +25,7 @@ pub struct InstallArgs {
 }
 
 /// Installs the plugins.
-pub fn run(args: InstallArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: InstallArgs) -> anyhow::Result<()> {
     let mut cni = match &args.config {
         Some(path) => super::run::load(path)?.cni,
         None => CniSection::default(),

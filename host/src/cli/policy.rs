@@ -5,15 +5,15 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use weft_host::policy::config::{DEFAULT_DEADLINE_MS, DEFAULT_MEMORY_MIB};
 use weft_host::policy::{
     CallLimits, CallStats, CompiledPolicy, Decision, PolicyEngine, PolicyModule, validate,
 };
+use weft_host::policy::{DEFAULT_DEADLINE_MS, DEFAULT_MEMORY_MIB};
 use weft_policy_sdk::{pool, security};
 
 /// `weftd policy ...`
 #[derive(Debug, Subcommand)]
-pub enum PolicyCommand {
+pub(crate) enum PolicyCommand {
     /// Load a policy component and print its world, imports, size and
     /// compile time.
     Check {
@@ -30,7 +30,7 @@ pub enum PolicyCommand {
 
 /// Arguments of `weftd policy eval`.
 #[derive(Debug, Args)]
-pub struct EvalArgs {
+pub(crate) struct EvalArgs {
     /// The component (`.wasm`).
     #[arg(long)]
     policy: PathBuf,
@@ -57,7 +57,7 @@ pub struct EvalArgs {
 }
 
 /// Runs a policy subcommand.
-pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
+pub(crate) fn run(command: PolicyCommand) -> anyhow::Result<()> {
     let engine = || {
         PolicyEngine::new(None)
             .map_err(|e| anyhow::anyhow!("cannot create the policy engine: {e:#}"))

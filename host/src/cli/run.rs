@@ -8,14 +8,14 @@ use weft_host::config::AgentConfig;
 
 /// Arguments of `weftd run`.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The agent's TOML configuration.
     #[arg(long, short)]
     config: PathBuf,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
-pub fn run(args: RunArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = load(&args.config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -31,7 +31,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Reads the configuration with the VPC CNI variables of the environment
 /// applied; reports each applied one, and the unmapped ones once.
-pub fn load(path: &std::path::Path) -> anyhow::Result<AgentConfig> {
+pub(crate) fn load(path: &std::path::Path) -> anyhow::Result<AgentConfig> {
     let names: Vec<String> = std::env::vars_os()
         .filter_map(|(name, _)| name.into_string().ok())
         .collect();

@@ -11,7 +11,7 @@ use weft_host::simulate::{self, PolicySpec, Report, Shape, SimConfig, Trace};
 
 /// Arguments of `weftd simulate`.
 #[derive(Debug, Args)]
-pub struct SimulateArgs {
+pub(crate) struct SimulateArgs {
     /// The trace to replay (JSON Lines; see the README's "Simulating pool
     /// policies").
     #[arg(long, conflicts_with = "generate")]
@@ -54,7 +54,7 @@ pub struct SimulateArgs {
 }
 
 /// Runs `weftd simulate`.
-pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let (trace, title) = match (&args.trace, args.generate) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path)

@@ -19,7 +19,7 @@ use weft_host::policy::view::{PoliciesView, RoleView};
 
 /// Arguments of `weftd status`.
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// The agent's API socket.
     #[arg(long, default_value = weft_cni::netconf::DEFAULT_SOCKET)]
     socket: PathBuf,
@@ -39,7 +39,7 @@ struct Report {
 }
 
 /// Prints the summary.
-pub fn run(args: StatusArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: StatusArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.socket, Duration::from_secs(5));
     let socket = args.socket.as_path();
     let status: StatusResponse = get(&client, socket, PATH_STATUS)?;

@@ -11,14 +11,14 @@ use weft_host::plumbing::Plumbing;
 
 /// Arguments of `weftd uninstall`.
 #[derive(Debug, Args)]
-pub struct UninstallArgs {
+pub(crate) struct UninstallArgs {
     /// The agent's TOML configuration (for the node namespace and the mark).
     #[arg(long, short)]
     config: PathBuf,
 }
 
 /// Removes the egress rules of the node the configuration names.
-pub fn run(args: UninstallArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: UninstallArgs) -> anyhow::Result<()> {
     let config = AgentConfig::load(&args.config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
