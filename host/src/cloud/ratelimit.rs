@@ -144,8 +144,14 @@ impl RateLimits {
 
     /// One node's share of these (account-wide) buckets when `nodes` nodes
     /// may call EC2 at the same time: capacity and refill divided by
-    /// `nodes` (at least one token), so that the fleet together stays
-    /// within the account's buckets instead of throttling itself.
+    /// `nodes`, so that the fleet together stays within the account's
+    /// buckets instead of throttling itself. The capacity is rounded down
+    /// but kept at one token at least, or a node could never call: only
+    /// when `nodes` exceeds a bucket's capacity (e.g. more than 50 nodes
+    /// for attach/detach) can the fleet's bursts add up to more than the
+    /// account's, by at most one call per node once, and EC2's throttling
+    /// answers (backed off from) absorb that; the refill, which sets the
+    /// sustained rate, is always divided exactly.
     pub fn share(self, nodes: u32) -> Self {
         let nodes = nodes.max(1);
         let part = |spec: BucketSpec| BucketSpec {

@@ -5,7 +5,7 @@
 use super::driver::Driver;
 use super::error::{Blocked, BlockedKind};
 use super::inventory::{TAG_OPERATION, to_ipam};
-use super::settle::Lost;
+use super::settle::{Lost, given_back};
 use crate::cloud::{AddressRequest, CloudError, CreateEni, PREFIX_ADDRESSES};
 use crate::ipam::SgSet;
 use crate::state::{Intent, Operation};
@@ -299,55 +299,38 @@ impl Driver {
             self.counted("unassign-addresses", &r);
             r
         };
+        // Prefixes go only after the IPs went (`None`: not sent).
         let prefixes_done = match (&ips_done, prefixes.is_empty()) {
-            (_, true) => Ok(()),
-            (Err(e), false) => Err(e.clone()),
+            (_, true) => Some(Ok(())),
+            (Err(_), false) => None,
             (Ok(()), false) => {
                 let r = self.cloud.unassign_prefixes(eni_id, &prefixes).await;
                 self.counted("unassign-addresses", &r);
-                r
+                Some(r)
             }
         };
-        // A lost answer: EC2 may or may not have taken the addresses back.
-        // They stay releasing (never handed out) and are settled from later
-        // reads; putting them back now could hand out addresses EC2 took.
-        let lost = [&ips_done, &prefixes_done]
+        let lost = [Some(&ips_done), prefixes_done.as_ref()]
             .into_iter()
+            .flatten()
             .any(|r| r.as_ref().is_err_and(CloudError::is_ambiguous));
-        {
-            let mut inner = self.shared.lock();
-            let store = inner.store.datastore_mut();
-            let now = self.shared.now().mono;
-            let applied = match &ips_done {
-                Ok(()) => store.remove_ips(eni_id, &ips, now),
-                Err(_) if lost => Ok(()),
-                Err(_) => store.abort_release(eni_id, &ips, &[]),
-            }
-            .and_then(|()| match &prefixes_done {
-                Ok(()) => store.remove_prefixes(eni_id, &prefixes, now),
-                Err(_) if lost => Ok(()),
-                Err(_) => store.abort_release(eni_id, &[], &prefixes),
-            });
-            if let Err(error) = applied {
-                tracing::error!(eni = eni_id, %error, "released addresses not applied to the pool");
-            }
+        let applied = given_back(
+            self.shared.lock().store.datastore_mut(),
+            eni_id,
+            (&ips, &ips_done),
+            (&prefixes, prefixes_done.as_ref()),
+            self.shared.now().mono,
+        );
+        if let Err(error) = applied {
+            tracing::error!(eni = eni_id, %error, "released addresses not applied to the pool");
         }
         if lost {
-            let ips = if ips_done.is_err() {
-                ips.clone()
-            } else {
-                Vec::new()
-            };
-            let prefixes = if prefixes_done.is_err() {
-                prefixes.clone()
-            } else {
-                Vec::new()
-            };
-            self.lost(intent, eni_id, Lost::Unassign { ips, prefixes });
+            self.lost(intent, eni_id, Lost::Unassign);
         } else {
             self.finish(&intent);
         }
-        ips_done.and(prefixes_done).map_err(|e| blocked(&e))?;
+        ips_done
+            .and(prefixes_done.unwrap_or(Ok(())))
+            .map_err(|e| blocked(&e))?;
         tracing::info!(eni = eni_id, ?ips, ?prefixes, "addresses given back to EC2");
         Ok(())
     }

@@ -16,6 +16,10 @@ impl Driver {
     /// quarantined) and the checkpoint rewritten; new secondary ENIs of
     /// Weft's are set up on the node; lost answers are settled.
     pub(super) async fn resync_inventory(&mut self) {
+        // The read shows EC2 as it was when it was sent, or older: what it
+        // is weighed against (how long ago Weft gave an address back or
+        // changed an ENI) is measured up to then, not to its arrival.
+        let now = self.shared.now();
         let inventory = match self.cloud.list_enis().await {
             Ok(inventory) => inventory,
             Err(error) => {
@@ -25,7 +29,6 @@ impl Driver {
         };
         let node = &self.shared.node;
         let (inventory, unmanaged) = ownership::classify(inventory, node);
-        let now = self.shared.now();
         let records: Vec<_> = inventory
             .iter()
             .map(|e| to_ipam(e, &node.primary_eni_id, now.wall))

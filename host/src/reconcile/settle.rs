@@ -6,27 +6,62 @@
 //! still be stale. So the intent stays open in the journal, no other assign
 //! goes to that ENI, and the inventory resync (which runs every round while
 //! anything is unsettled) takes in whatever EC2 reports; after the grace
-//! period the intent is closed. A lost `UnassignPrivateIpAddresses` answer
-//! leaves its addresses *releasing* (never handed out): those EC2 removed
-//! leave the pool once enough reads confirm it, and whatever is still
-//! reported after twice the grace period goes back to the free pool.
+//! period the intent is closed.
+//!
+//! A lost `UnassignPrivateIpAddresses` answer may or may not have given the
+//! addresses back. The pool takes them out at once, as if the answer had
+//! come, and no read brings them back for the grace period (see
+//! [`crate::ipam::Datastore::remove_ips`]); whatever EC2 still has after it
+//! comes back as free from a read. Nothing ever puts them back because reads
+//! have not yet confirmed them gone: that count restarts with every change
+//! Weft makes to the ENI and every stale read, so it is no evidence that EC2
+//! still has them. The intent stays open until the grace period has passed
+//! (a restart meanwhile redoes the unassign).
 
 use super::driver::Driver;
+use crate::cloud::CloudError;
+use crate::ipam::{Datastore, IpamError};
 use crate::state::Intent;
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+/// Whether EC2 may have taken back the addresses of an unassign that ended
+/// so (`None`: never sent): it did, or the answer was lost.
+fn may_have_taken(outcome: Option<&Result<(), CloudError>>) -> bool {
+    outcome.is_some_and(|r| r.as_ref().map_or_else(CloudError::is_ambiguous, |()| true))
+}
+
+/// Applies to the pool how the unassign of `ips` and `prefixes` of ENI
+/// `eni_id` (marked releasing) ended, each part with its outcome (`None`:
+/// not sent). What EC2 may have taken leaves the pool, even when the answer
+/// was lost; the rest is free again.
+pub(super) fn given_back(
+    store: &mut Datastore,
+    eni_id: &str,
+    (ips, ips_done): (&[Ipv4Addr], &Result<(), CloudError>),
+    (prefixes, prefixes_done): (&[Ipv4Net], Option<&Result<(), CloudError>>),
+    now: Instant,
+) -> Result<(), IpamError> {
+    if may_have_taken(Some(ips_done)) {
+        store.remove_ips(eni_id, ips, now)?;
+    } else {
+        store.abort_release(eni_id, ips, &[])?;
+    }
+    if may_have_taken(prefixes_done) {
+        store.remove_prefixes(eni_id, prefixes, now)
+    } else {
+        store.abort_release(eni_id, &[], prefixes)
+    }
+}
+
 /// What a call with a lost answer was asked to do.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Lost {
     /// Add addresses.
     Assign,
-    /// Give these back.
-    Unassign {
-        ips: Vec<Ipv4Addr>,
-        prefixes: Vec<Ipv4Net>,
-    },
+    /// Give addresses back (already out of the pool).
+    Unassign,
 }
 
 /// One open intent whose answer was lost.
@@ -42,14 +77,10 @@ pub(super) struct Unsettled {
 
 impl Unsettled {
     /// Whether enough time and reads have passed to trust what the pool
-    /// now holds for this ENI.
+    /// now holds for this ENI: reads taken after the grace period show the
+    /// call's effect, whatever it was.
     fn due(&self, now: Instant, grace: Duration, reads: u32) -> bool {
-        let age = now.saturating_duration_since(self.since);
-        match self.lost {
-            Lost::Assign => age >= grace && self.reads >= reads,
-            // Missing addresses need `reads` reads over `grace` to leave.
-            Lost::Unassign { .. } => age >= grace * 2 && self.reads >= reads + 2,
-        }
+        now.saturating_duration_since(self.since) >= grace && self.reads >= reads
     }
 }
 
@@ -59,7 +90,7 @@ impl Driver {
     pub(super) fn assign_unsettled(&self, eni_id: &str) -> bool {
         self.unsettled
             .iter()
-            .any(|u| u.eni_id == eni_id && matches!(u.lost, Lost::Assign))
+            .any(|u| u.eni_id == eni_id && u.lost == Lost::Assign)
     }
 
     /// Records a call whose answer was lost; its intent stays open.
@@ -87,20 +118,157 @@ impl Driver {
             .partition(|u| u.due(now, grace, reads));
         self.unsettled = open;
         for u in due {
-            if let Lost::Unassign { ips, prefixes } = &u.lost {
-                // Only what is still in the pool (reads kept reporting it) is
-                // put back; what left the pool stays gone.
-                let back = self
-                    .shared
-                    .lock()
-                    .store
-                    .datastore_mut()
-                    .abort_release(&u.eni_id, ips, prefixes);
-                tracing::info!(op = %u.intent.id, eni = %u.eni_id, ?back, "lost unassign settled: what EC2 still reports is free again, the rest left the pool");
-            } else {
-                tracing::info!(op = %u.intent.id, eni = %u.eni_id, "lost assign settled: the pool holds what EC2 reports");
-            }
+            tracing::info!(op = %u.intent.id, eni = %u.eni_id, lost = ?u.lost, "lost answer settled: the pool holds what EC2 reports");
             self.finish(&u.intent);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipam::{AddressState, Eni, IpamConfig, SgSet};
+    use std::collections::BTreeSet;
+    use std::time::SystemTime;
+
+    const GRACE: Duration = Duration::from_secs(2);
+    /// How far the reads below lag the writes (less than the grace period).
+    const LAG: Duration = Duration::from_millis(1500);
+
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, last)
+    }
+
+    fn ips(last: impl IntoIterator<Item = u8>) -> BTreeSet<Ipv4Addr> {
+        last.into_iter().map(ip).collect()
+    }
+
+    fn eni(addresses: &BTreeSet<Ipv4Addr>) -> Eni {
+        Eni {
+            id: "eni-1".into(),
+            device_index: 1,
+            subnet_id: "subnet-1".into(),
+            mac: "02:00:00:00:00:01".into(),
+            primary: false,
+            primary_ip: Ipv4Addr::new(10, 0, 9, 1),
+            security_groups: SgSet::new(["sg-1"]),
+            ips: addresses.iter().copied().collect(),
+            prefixes: vec![],
+            attached_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    /// A pool of one ENI holding `addresses`, 2 s grace, 3 confirming reads.
+    fn pool(addresses: &BTreeSet<Ipv4Addr>) -> Datastore {
+        let mut config = IpamConfig::new(SgSet::new(["sg-1"]));
+        config.stale_read_grace = GRACE;
+        config.confirm_reads = 3;
+        let mut store = Datastore::new(config);
+        store.add_eni(eni(addresses)).expect("ENI");
+        store
+    }
+
+    fn lost() -> Result<(), CloudError> {
+        Err(CloudError::Timeout {
+            api: "UnassignPrivateIpAddresses".into(),
+            after: Duration::from_secs(10),
+        })
+    }
+
+    fn in_pool(store: &Datastore) -> BTreeSet<Ipv4Addr> {
+        store.eni("eni-1").expect("ENI").ips.into_iter().collect()
+    }
+
+    fn free(store: &Datastore, now: Instant) -> BTreeSet<Ipv4Addr> {
+        in_pool(store)
+            .into_iter()
+            .filter(|ip| store.address(*ip, now).map(|a| a.state) == Some(AddressState::Free))
+            .collect()
+    }
+
+    /// The unassign of .3-.6 took effect but its answer was lost; Weft then
+    /// grows the ENI (.7) and keeps changing it every second, and reads lag
+    /// by 1.5 s. Every 250 ms for 8 s a read is taken in: no address EC2
+    /// took is ever free, and at the end the pool holds what EC2 holds.
+    /// (Before the fix the addresses stayed in the pool, releasing, until a
+    /// timer put back as free whatever reads had not yet confirmed gone, and
+    /// each change of the ENI restarted that confirmation.)
+    #[test]
+    fn a_lost_unassign_ec2_carried_out_never_frees_its_addresses() {
+        let t0 = Instant::now();
+        let mut store = pool(&ips(1..=6));
+        let picked = store.begin_release_ips("eni-1", 4, t0).expect("picked");
+        assert_eq!(picked.iter().copied().collect::<BTreeSet<_>>(), ips(3..=6));
+        given_back(&mut store, "eni-1", (&picked, &lost()), (&[], None), t0).expect("applied");
+        // EC2 over time: .3-.6 gone at t0, .7 added at t0 + 300 ms.
+        let ec2_at = |at: Duration| {
+            if at < Duration::from_millis(300) {
+                ips([1, 2])
+            } else {
+                ips([1, 2, 7])
+            }
+        };
+        let mut at = Duration::ZERO;
+        while at <= Duration::from_secs(8) {
+            let now = t0 + at;
+            if at == Duration::from_millis(500) {
+                store.add_ips("eni-1", &[ip(7)]).expect("grown");
+            }
+            if at.as_millis() % 1000 == 500 {
+                store.touch("eni-1", now);
+            }
+            // A read shows EC2 as it was up to 1.5 s earlier (before the
+            // unassign while that is less than 1.5 s ago).
+            let seen = if at < LAG {
+                ips(1..=6)
+            } else {
+                ec2_at(at - LAG)
+            };
+            store.observe_inventory(&[eni(&seen)], now);
+            let truth = ec2_at(at);
+            assert!(
+                free(&store, now).is_subset(&truth),
+                "at {at:?}: free {:?}, EC2 has {truth:?}",
+                free(&store, now)
+            );
+            at += Duration::from_millis(250);
+        }
+        assert_eq!(in_pool(&store), ips([1, 2, 7]));
+    }
+
+    /// The unassign never reached EC2 (its answer timed out all the same):
+    /// the addresses are out of the pool for the grace period, then reads
+    /// bring them back as free.
+    #[test]
+    fn a_lost_unassign_ec2_never_saw_comes_back_after_the_grace() {
+        let t0 = Instant::now();
+        let mut store = pool(&ips(1..=6));
+        let picked = store.begin_release_ips("eni-1", 4, t0).expect("picked");
+        given_back(&mut store, "eni-1", (&picked, &lost()), (&[], None), t0).expect("applied");
+        let read = [eni(&ips(1..=6))];
+        for ms in [0, 500, 1000, 1500] {
+            let now = t0 + Duration::from_millis(ms);
+            store.observe_inventory(&read, now);
+            assert_eq!(in_pool(&store), ips([1, 2]), "at {ms} ms");
+        }
+        let later = t0 + GRACE;
+        store.observe_inventory(&read, later);
+        assert_eq!(free(&store, later), ips(1..=6));
+    }
+
+    /// A refusal changed nothing: the addresses are free again at once;
+    /// prefixes never sent (the IPs failed first) too.
+    #[test]
+    fn a_refused_unassign_puts_its_addresses_back() {
+        let t0 = Instant::now();
+        let mut store = pool(&ips(1..=4));
+        let picked = store.begin_release_ips("eni-1", 2, t0).expect("picked");
+        assert!(free(&store, t0).len() == 2);
+        let refused = Err(CloudError::Fatal {
+            api: "UnassignPrivateIpAddresses".into(),
+            detail: "UnauthorizedOperation".into(),
+        });
+        given_back(&mut store, "eni-1", (&picked, &refused), (&[], None), t0).expect("applied");
+        assert_eq!(free(&store, t0), ips(1..=4));
     }
 }
