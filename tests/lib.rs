@@ -1,5 +1,6 @@
 //! End-to-end test support.
 //!
+//! * [`support::backend`]: the API server with a test double of weftd's backend behind it.
 //! * [`support::binaries`]: the workspace's binaries (`weft`, `weftd`), built for the running test.
 //! * [`support::moto`]: a `moto_server` (EC2 API emulator) per test binary, reset between tests.
 //! * [`support::fault_proxy`]: an HTTP proxy in front of moto that injects EC2 faults.

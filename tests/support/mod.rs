@@ -1,6 +1,7 @@
 //! Support modules of the end-to-end tests.
 
 pub mod agent;
+pub mod backend;
 pub mod binaries;
 pub mod fabric;
 pub mod fault_proxy;

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// Whether the tests can create namespaces; prints why not otherwise.
+/// Whether a benchmark can create namespaces; prints why not otherwise.
+/// (Tests that need root are `#[ignore = "needs root: network namespaces"]`.)
 pub fn root_or_skip(test: &str) -> bool {
     let root = nix::unistd::geteuid().is_root();
     if !root {

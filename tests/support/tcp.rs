@@ -27,6 +27,7 @@ pub fn in_netns<T: Send + 'static>(ns: &TestNetns, work: impl FnOnce() -> T + Se
 
 fn enter(path: &PathBuf) {
     let file = std::fs::File::open(path).expect("open the namespace");
+    // Affects this thread only.
     nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
         .unwrap_or_else(|e| panic!("setns {}: {e}", path.display()));
 }

@@ -1,163 +1,13 @@
 //! The real `weft` plugin executed as a runtime executes it, against the real
-//! agent API server. Behind the API is `RecordingAgent`, a test double of
+//! agent API server. Behind the API is `FakeAgent`, the test double of
 //! weftd's backend that records what it receives (address allocation and
 //! plumbing are tested by their own modules).
 
 use serde_json::{Value, json};
-use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::oneshot;
-use weft_cni::api::{
-    AddRequest, AddResponse, ApiError, CheckRequest, CheckResponse, DelRequest, DelResponse,
-    GcRequest, GcResponse, StatusResponse,
-};
-use weft_host::api::{ApiConfig, ApiServer, Backend, PodView, PoolView};
-
-type Fut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// A test double of the agent: answers like weftd would for a warm pool and
-/// records each request as JSON. The pod `empty-pool` gets error 11; when
-/// `ready` is false STATUS reports a reason.
-struct RecordingAgent {
-    requests: Mutex<Vec<Value>>,
-    ready: bool,
-}
-
-impl RecordingAgent {
-    fn record(&self, route: &str, req: &impl serde::Serialize) {
-        let value = serde_json::to_value(req).expect("request encodes");
-        self.requests
-            .lock()
-            .expect("lock")
-            .push(json!({"route": route, "request": value}));
-    }
-
-    fn requests(&self, route: &str) -> Vec<Value> {
-        let all = self.requests.lock().expect("lock");
-        all.iter()
-            .filter(|r| r["route"] == route)
-            .map(|r| r["request"].clone())
-            .collect()
-    }
-}
-
-impl Backend for RecordingAgent {
-    fn add(&self, req: AddRequest) -> Fut<'_, Result<AddResponse, ApiError>> {
-        self.record("add", &req);
-        Box::pin(async move {
-            if req.pod.name == "empty-pool" {
-                return Err(ApiError::try_again_later(
-                    "no free address on this node for security groups [sg-0a1]",
-                    "weftd is attaching a new ENI; kubelet retries the pod",
-                ));
-            }
-            Ok(serde_json::from_value(json!({
-                "interfaces": [
-                    {"name": "eni5f2a6b7c8d9", "mac": "0a:58:0a:00:01:05", "mtu": 9001},
-                    {"name": req.ifname, "mac": "0a:58:0a:00:01:06", "mtu": 9001, "sandbox": req.netns}
-                ],
-                "ips": [{"address": "10.0.1.5/32", "gateway": "169.254.1.1", "interface": 1}],
-                "routes": [{"dst": "169.254.1.1/32"}, {"dst": "0.0.0.0/0", "gw": "169.254.1.1"}]
-            }))
-            .expect("valid result"))
-        })
-    }
-
-    fn del(&self, req: DelRequest) -> Fut<'_, Result<DelResponse, ApiError>> {
-        self.record("del", &req);
-        Box::pin(async {
-            Ok(DelResponse {
-                released: "10.0.1.5".parse().ok(),
-            })
-        })
-    }
-
-    fn check(&self, req: CheckRequest) -> Fut<'_, Result<CheckResponse, ApiError>> {
-        self.record("check", &req);
-        let has_default = req.expected.routes.iter().any(|r| r.dst.prefix == 0);
-        Box::pin(async move {
-            Ok(CheckResponse {
-                differences: if has_default {
-                    vec![]
-                } else {
-                    vec!["route default via 169.254.1.1 is missing in the pod".into()]
-                },
-            })
-        })
-    }
-
-    fn gc(&self, req: GcRequest) -> Fut<'_, Result<GcResponse, ApiError>> {
-        self.record("gc", &req);
-        Box::pin(async { Ok(GcResponse::default()) })
-    }
-
-    fn status(&self) -> Fut<'_, StatusResponse> {
-        let ready = self.ready;
-        Box::pin(async move {
-            StatusResponse {
-                ready,
-                reason: (!ready).then(|| "no ENI attached yet; waiting for EC2".to_string()),
-                warnings: Vec::new(),
-            }
-        })
-    }
-
-    fn pods(&self) -> Fut<'_, Result<Vec<PodView>, ApiError>> {
-        Box::pin(async { Ok(vec![]) })
-    }
-
-    fn pool(&self) -> Fut<'_, Result<PoolView, ApiError>> {
-        Box::pin(async { Ok(PoolView { groups: vec![] }) })
-    }
-}
-
-struct Agent {
-    _dir: tempfile::TempDir,
-    socket: PathBuf,
-    backend: Arc<RecordingAgent>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Agent {
-    async fn start(ready: bool) -> Agent {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("weftd.sock");
-        let backend = Arc::new(RecordingAgent {
-            requests: Mutex::new(vec![]),
-            ready,
-        });
-        let config = ApiConfig {
-            socket: socket.clone(),
-            ..ApiConfig::default()
-        };
-        let server = ApiServer::bind(config, backend.clone(), Arc::new(String::new)).expect("bind");
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(server.serve(async {
-            let _ = stopped.await;
-        }));
-        Agent {
-            _dir: dir,
-            socket,
-            backend,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("server task");
-        }
-    }
-}
+use weft_tests::support::backend::{EMPTY_POOL_DETAILS, EMPTY_POOL_MSG, FakeApi, NOT_READY};
 
 struct Exec {
     success: bool,
@@ -214,14 +64,14 @@ fn conf(version: &str, socket: &Path) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn add_renders_each_version_and_the_agent_gets_the_pod() {
     let binary = weft_tests::weft_plugin_binary();
-    let agent = Agent::start(true).await;
-    let mode = std::fs::metadata(&agent.socket)
+    let api = FakeApi::start().await;
+    let mode = std::fs::metadata(&api.socket)
         .expect("socket")
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     for version in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
-        let out = exec_plugin(&binary, env("ADD", "web-0"), conf(version, &agent.socket)).await;
+        let out = exec_plugin(&binary, env("ADD", "web-0"), conf(version, &api.socket)).await;
         assert!(out.success, "{}", out.stdout);
         let ip = if version.starts_with("0.") {
             json!({"version": "4", "address": "10.0.1.5/32", "gateway": "169.254.1.1", "interface": 1})
@@ -246,7 +96,7 @@ async fn add_renders_each_version_and_the_agent_gets_the_pod() {
             "version {version}"
         );
     }
-    let adds = agent.backend.requests("add");
+    let adds = api.agent.requests("add");
     assert_eq!(adds.len(), 4);
     assert_eq!(
         adds[3],
@@ -256,17 +106,17 @@ async fn add_renders_each_version_and_the_agent_gets_the_pod() {
             "pod": {"namespace": "shop", "name": "web-0", "uid": "9e1", "infra_container_id": "4f1c0de5"}
         })
     );
-    agent.stop().await;
+    api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn del_check_gc_status_round_trip() {
     let binary = weft_tests::weft_plugin_binary();
-    let agent = Agent::start(true).await;
-    let added = exec_plugin(&binary, env("ADD", "web-0"), conf("1.1.0", &agent.socket)).await;
+    let api = FakeApi::start().await;
+    let added = exec_plugin(&binary, env("ADD", "web-0"), conf("1.1.0", &api.socket)).await;
     assert!(added.success);
 
-    let mut check = conf("1.1.0", &agent.socket);
+    let mut check = conf("1.1.0", &api.socket);
     check["prevResult"] = added.json();
     let out = exec_plugin(&binary, env("CHECK", "web-0"), check.clone()).await;
     assert!(out.success && out.stdout.is_empty(), "{}", out.stdout);
@@ -283,12 +133,12 @@ async fn del_check_gc_status_round_trip() {
 
     let mut del_env = env("DEL", "web-0");
     del_env.retain(|(k, _)| *k != "CNI_NETNS");
-    let out = exec_plugin(&binary, del_env, conf("1.1.0", &agent.socket)).await;
+    let out = exec_plugin(&binary, del_env, conf("1.1.0", &api.socket)).await;
     assert!(out.success && out.stdout.is_empty(), "{}", out.stdout);
-    assert_eq!(agent.backend.requests("del")[0]["container_id"], "4f1c0de5");
-    assert!(agent.backend.requests("del")[0].get("netns").is_none());
+    assert_eq!(api.agent.requests("del")[0]["container_id"], "4f1c0de5");
+    assert!(api.agent.requests("del")[0].get("netns").is_none());
 
-    let mut gc = conf("1.1.0", &agent.socket);
+    let mut gc = conf("1.1.0", &api.socket);
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "4f1c0de5", "ifname": "eth0"}]);
     let out = exec_plugin(
         &binary,
@@ -301,28 +151,28 @@ async fn del_check_gc_status_round_trip() {
     .await;
     assert!(out.success && out.stdout.is_empty(), "{}", out.stdout);
     assert_eq!(
-        agent.backend.requests("gc")[0],
+        api.agent.requests("gc")[0],
         json!({"network": "vpc", "valid_attachments": [{"containerID": "4f1c0de5", "ifname": "eth0"}]})
     );
 
     let out = exec_plugin(
         &binary,
         vec![("CNI_COMMAND", "STATUS".into())],
-        conf("1.1.0", &agent.socket),
+        conf("1.1.0", &api.socket),
     )
     .await;
     assert!(out.success && out.stdout.is_empty(), "{}", out.stdout);
-    agent.stop().await;
+    api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_errors_pass_through_with_their_code() {
     let binary = weft_tests::weft_plugin_binary();
-    let agent = Agent::start(false).await;
+    let api = FakeApi::start_with(false, |_| {}).await;
     let out = exec_plugin(
         &binary,
         env("ADD", "empty-pool"),
-        conf("0.4.0", &agent.socket),
+        conf("0.4.0", &api.socket),
     )
     .await;
     assert!(!out.success);
@@ -330,41 +180,38 @@ async fn agent_errors_pass_through_with_their_code() {
         out.json(),
         json!({
             "cniVersion": "0.4.0", "code": 11,
-            "msg": "no free address on this node for security groups [sg-0a1]",
-            "details": "weftd is attaching a new ENI; kubelet retries the pod"
+            "msg": EMPTY_POOL_MSG,
+            "details": EMPTY_POOL_DETAILS
         })
     );
     let out = exec_plugin(
         &binary,
         vec![("CNI_COMMAND", "STATUS".into())],
-        conf("1.1.0", &agent.socket),
+        conf("1.1.0", &api.socket),
     )
     .await;
     assert!(!out.success);
     assert_eq!(out.json()["code"], 50);
-    assert_eq!(
-        out.json()["details"],
-        "no ENI attached yet; waiting for EC2"
-    );
-    agent.stop().await;
+    assert_eq!(out.json()["details"], NOT_READY);
+    api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_client_does_not_block_the_plugin() {
     let binary = weft_tests::weft_plugin_binary();
-    let agent = Agent::start(true).await;
-    let mut stalled = tokio::net::UnixStream::connect(&agent.socket)
+    let api = FakeApi::start().await;
+    let mut stalled = tokio::net::UnixStream::connect(&api.socket)
         .await
         .expect("connect");
     stalled
         .write_all(b"POST /v1/cni/add HTTP/1.1\r\nHost: weft\r\nContent-Length: 900\r\n\r\n{")
         .await
         .expect("write");
-    let out = exec_plugin(&binary, env("ADD", "web-1"), conf("1.0.0", &agent.socket)).await;
+    let out = exec_plugin(&binary, env("ADD", "web-1"), conf("1.0.0", &api.socket)).await;
     assert!(out.success, "{}", out.stdout);
     assert_eq!(out.json()["ips"][0]["address"], "10.0.1.5/32");
     drop(stalled);
-    agent.stop().await;
+    api.stop().await;
 }
 
 /// Where Debian's containernetworking-plugins puts the reference plugins.
@@ -385,10 +232,10 @@ async fn result_chains_through_the_reference_plugins() {
             plugins.display()
         );
     }
-    let agent = Agent::start(true).await;
+    let api = FakeApi::start().await;
     // The reference plugins (1.1.x) speak up to 1.0.0.
     for version in ["0.3.1", "0.4.0", "1.0.0"] {
-        let ours = exec_plugin(&binary, env("ADD", "web-0"), conf(version, &agent.socket)).await;
+        let ours = exec_plugin(&binary, env("ADD", "web-0"), conf(version, &api.socket)).await;
         assert!(ours.success, "{}", ours.stdout);
         let mut prev = ours.json();
         for plugin in ["portmap", "bandwidth"] {
@@ -411,5 +258,5 @@ async fn result_chains_through_the_reference_plugins() {
             "the chain passes weft's {version} result through unchanged"
         );
     }
-    agent.stop().await;
+    api.stop().await;
 }

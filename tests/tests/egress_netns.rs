@@ -25,7 +25,7 @@ use weft_host::plumbing::egress::EgressConfig;
 use weft_host::plumbing::{Plumbing, PlumbingConfig};
 use weft_tests::support::agent::{AgentOptions, TestAgent, ok_json, pod_ip};
 use weft_tests::support::fabric::{INTERNET_IP, TestVpc, VPC_CIDR};
-use weft_tests::support::netns::{TestNetns, root_or_skip};
+use weft_tests::support::netns::TestNetns;
 use weft_tests::support::tcp::{PeerEcho, peer_seen};
 use weft_tests::weftd_binary;
 
@@ -141,10 +141,8 @@ fn has_fwmark_rule(node: &TestNetns) -> bool {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn pods_leave_the_vpc_as_the_node_unless_excluded_or_snat_is_external() {
-    if !root_or_skip("pods_leave_the_vpc_as_the_node…") {
-        return;
-    }
     let vpc = TestVpc::new();
     let _server = PeerEcho::start(&vpc.internet, &format!("{INTERNET_IP}:8080"));
     let outside = format!("{INTERNET_IP}:8080");
@@ -187,10 +185,8 @@ fn pods_leave_the_vpc_as_the_node_unless_excluded_or_snat_is_external() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn pods_on_a_secondary_eni_leave_through_the_primary_eni() {
-    if !root_or_skip("pods_on_a_secondary_eni_leave…") {
-        return;
-    }
     let vpc = TestVpc::new();
     let _server = PeerEcho::start(&vpc.internet, &format!("{INTERNET_IP}:8080"));
     let agent = node_agent(&vpc, 1, "[pool]\nprimary-eni-serves-pods = false\n");
@@ -212,10 +208,8 @@ fn pods_on_a_secondary_eni_leave_through_the_primary_eni() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn rules_are_exact_survive_restarts_go_on_uninstall_and_leave_other_tables_alone() {
-    if !root_or_skip("rules_are_exact…") {
-        return;
-    }
     let vpc = TestVpc::new();
     let node = TestNetns::new("node");
     // Somebody else's table, with a chain on the same hook as Weft's.
@@ -326,10 +320,8 @@ fn rules_are_exact_survive_restarts_go_on_uninstall_and_leave_other_tables_alone
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn node_port_connections_to_pods_on_secondary_enis_reply_through_the_primary_eni() {
-    if !root_or_skip("node_port_connections…") {
-        return;
-    }
     let vpc = TestVpc::new();
     for (seed, support) in [(1, true), (2, false)] {
         let node = TestNetns::new("node");
@@ -406,10 +398,8 @@ fn node_port_connections_to_pods_on_secondary_enis_reply_through_the_primary_eni
 }
 
 #[tokio::test]
+#[ignore = "needs root: network namespaces"]
 async fn a_cidr_block_associated_later_is_exempted_at_the_next_refresh() {
-    if !root_or_skip("a_cidr_block_associated_later…") {
-        return;
-    }
     let node = TestNetns::new("node");
     let plumbing = Arc::new(
         Plumbing::new(PlumbingConfig {

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weft_tests::support::agent::{NODE_IP, TestAgent, exec_plugin, ok_json, pod_ip};
 use weft_tests::support::binaries::weft_plugin_binary;
-use weft_tests::support::netns::{TestNetns, root_or_skip};
+use weft_tests::support::netns::TestNetns;
 
 fn long() -> bool {
     std::env::var_os("WEFT_LONG").is_some_and(|v| v == "1")
@@ -298,10 +298,8 @@ fn memory_kib(pid: u32) -> (u64, u64) {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn pods_survive_weftd_being_killed_at_random_moments() {
-    if !root_or_skip("pods_survive_weftd_being_killed…") {
-        return;
-    }
     let (target_ops, target_kills, workers, slots_per_worker) = if long() {
         (3000, 40, 4, 6)
     } else {
@@ -425,10 +423,8 @@ fn pods_survive_weftd_being_killed_at_random_moments() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn two_hundred_concurrent_adds_on_an_empty_pool_each_succeed_or_try_again() {
-    if !root_or_skip("two_hundred_concurrent_adds…") {
-        return;
-    }
     let pods = if long() { 400 } else { 200 };
     // c5.18xlarge: 15 ENIs x 49 pod addresses; the pool starts empty, so
     // every ADD waits for the reconciler to assign addresses and create ENIs.

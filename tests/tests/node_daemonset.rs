@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 use weft_tests::support::agent::{AgentOptions, TestAgent, exec_plugin};
 use weft_tests::support::k8s::kit_binary;
-use weft_tests::support::netns::{TestNetns, root_or_skip};
+use weft_tests::support::netns::TestNetns;
 use weft_tests::{weft_plugin_binary, weftd_binary};
 
 fn free_port() -> u16 {
@@ -43,10 +43,8 @@ fn ok(out: &std::process::Output) -> Value {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn install_conflist_tcp_endpoints_and_status() {
-    if !root_or_skip("install_conflist_tcp_endpoints_and_status") {
-        return;
-    }
     // `weftd install` copies the plugin (portmap: the node already has it).
     let bin = tempfile::tempdir().unwrap();
     std::fs::copy("/usr/lib/cni/portmap", bin.path().join("portmap")).unwrap();
@@ -246,10 +244,8 @@ fn ok_or_empty(out: &std::process::Output) {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn a_container_without_kubernetes_args_gets_an_address_and_its_own_identity() {
-    if !root_or_skip("a_container_without_kubernetes_args…") {
-        return;
-    }
     // sg-selector: containers that are not pods (empty namespace) get their
     // own group, so they land on an ENI of that group.
     let agent = TestAgent::start(

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use weft_tests::support::agent::{TestAgent, cni_error, ok_json, pod_ip, succeeded};
-use weft_tests::support::netns::{TestNetns, root_or_skip};
+use weft_tests::support::netns::TestNetns;
 
 /// What the Amazon VPC CNI leaves on a node: a host veth named `eni` + 11
 /// hex characters and the pod rules at priorities 512 and 1536.
@@ -80,10 +80,8 @@ fn links_with_alias(node: &TestNetns, needle: &str) -> Vec<Value> {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn another_cnis_veths_and_rules_survive_startup_gc_and_cni_gc() {
-    if !root_or_skip("another_cnis_veths…") {
-        return;
-    }
     let mut agent = TestAgent::start("m5.large", "");
     let netconf = agent.netconf("1.1.0");
     let pod = TestNetns::new("pod");
@@ -112,10 +110,8 @@ fn another_cnis_veths_and_rules_survive_startup_gc_and_cni_gc() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn two_interfaces_of_one_pod_get_two_veths() {
-    if !root_or_skip("two_interfaces…") {
-        return;
-    }
     let agent = TestAgent::start("m5.large", "");
     let netconf = agent.netconf("1.0.0");
     let pod = TestNetns::new("pod");
@@ -138,10 +134,8 @@ fn two_interfaces_of_one_pod_get_two_veths() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn an_add_into_a_fifo_fails_clearly_and_later_adds_work() {
-    if !root_or_skip("an_add_into_a_fifo…") {
-        return;
-    }
     let agent = TestAgent::start("m5.large", "");
     let fifo = agent.dir.path().join("not-a-netns");
     let status = std::process::Command::new("mkfifo")
@@ -169,10 +163,8 @@ fn an_add_into_a_fifo_fails_clearly_and_later_adds_work() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn a_del_during_an_add_waiting_for_an_address_leaves_nothing_behind() {
-    if !root_or_skip("a_del_during_an_add…") {
-        return;
-    }
     // Addresses take 3 s to arrive: the first ADD waits for the reconciler.
     let agent = TestAgent::start_with(
         "m5.large",

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use weft_test_artifacts::{SG_SELECTOR, WARM_POOL};
 use weft_tests::support::agent::TestAgent;
 use weft_tests::support::binaries::weftd_binary;
-use weft_tests::support::netns::{TestNetns, root_or_skip};
+use weft_tests::support::netns::TestNetns;
 
 /// How long the agent may take to notice a change and act on it; a bound
 /// against hanging, not a timed assertion.
@@ -134,11 +134,9 @@ impl Churn {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn a_dropped_in_pool_policy_takes_over_while_pods_churn_a_broken_one_is_refused_and_removal_restores_the_default()
  {
-    if !root_or_skip("a_dropped_in_pool_policy_takes_over…") {
-        return;
-    }
     let policies = tempfile::tempdir().expect("policy dir");
     // Churned addresses would otherwise cool down for 30 s each and run an
     // m5.large's 27 dry within the test, whatever the policy.
@@ -214,10 +212,8 @@ fn a_dropped_in_pool_policy_takes_over_while_pods_churn_a_broken_one_is_refused_
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn a_configmap_update_swapping_the_data_symlink_is_picked_up() {
-    if !root_or_skip("a_configmap_update_swapping_the_data_symlink…") {
-        return;
-    }
     // A ConfigMap volume: files in a timestamped directory, `..data`
     // pointing at it, and one symlink per key through `..data`.
     let dir = tempfile::tempdir().expect("policy dir");
@@ -276,10 +272,8 @@ fn a_configmap_update_swapping_the_data_symlink_is_picked_up() {
 const E2E_RULE: &str = r#"settings = { rules = [ { namespaces = ["e2e"], security-groups = ["sg-0123456789abcdef0"] } ] }"#;
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn a_shadow_sg_policy_that_disagrees_is_counted_and_listed_and_pods_get_the_active_groups() {
-    if !root_or_skip("a_shadow_sg_policy_that_disagrees…") {
-        return;
-    }
     let dir = tempfile::tempdir().expect("policy dir");
     std::fs::copy(SG_SELECTOR, dir.path().join("strict.shadow.wasm")).expect("copy");
     std::fs::write(dir.path().join("strict.shadow.toml"), E2E_RULE).expect("toml");
@@ -337,10 +331,8 @@ fn a_shadow_sg_policy_that_disagrees_is_counted_and_listed_and_pods_get_the_acti
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn eval_live_prints_the_candidates_decisions_next_to_the_active_ones() {
-    if !root_or_skip("eval_live_prints…") {
-        return;
-    }
     let agent = TestAgent::start("m5.large", "");
     let netconf = agent.netconf("1.0.0");
     let pod = TestNetns::new("live-a");

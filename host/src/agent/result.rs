@@ -13,7 +13,7 @@ const POD_INTERFACE: usize = 1;
 /// The result for a pod with `ip` wired as `links` in `netns`: the host veth,
 /// then the pod interface; the pod's `/32` with the link-local gateway; and
 /// the default route through it.
-pub fn network_result(ip: Ipv4Addr, links: &PodLinks, netns: &Path) -> NetworkResult {
+pub(super) fn network_result(ip: Ipv4Addr, links: &PodLinks, netns: &Path) -> NetworkResult {
     let gateway = IpAddr::V4(POD_GATEWAY);
     NetworkResult {
         interfaces: vec![

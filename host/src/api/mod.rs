@@ -16,7 +16,7 @@
 //! views), `routes` (HTTP mapping), `server` (accept loop), `socket`
 //! (creating the socket safely).
 
-pub mod backend;
+mod backend;
 mod routes;
 mod server;
 mod socket;

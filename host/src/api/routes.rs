@@ -46,7 +46,11 @@ struct Shared {
 /// The API's router: the CNI commands and every read-only route. Every
 /// request, body included, must complete within `request_timeout`; bodies
 /// are limited to [`api::MAX_BODY_BYTES`].
-pub fn router(backend: Arc<dyn Backend>, metrics: MetricsFn, request_timeout: Duration) -> Router {
+pub(super) fn router(
+    backend: Arc<dyn Backend>,
+    metrics: MetricsFn,
+    request_timeout: Duration,
+) -> Router {
     read_only_routes()
         .route(api::PATH_ADD, post(add))
         .route(api::PATH_DEL, post(del))
@@ -112,7 +116,7 @@ impl IntoResponse for Failure {
 
 /// The HTTP status for a CNI error code: the client's fault (4xx), a
 /// transient condition (503), or the agent's fault (500).
-pub fn status_for(code: ErrorCode) -> StatusCode {
+pub(super) fn status_for(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::INCOMPATIBLE_VERSION
         | ErrorCode::UNSUPPORTED_FIELD

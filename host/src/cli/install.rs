@@ -2,6 +2,7 @@
 //! container's job, as aws-node's). The conflist is the running agent's job,
 //! written once it can answer ADDs.
 
+use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 use weft_host::config::CniSection;
@@ -9,7 +10,7 @@ use weft_host::install;
 
 /// Arguments of `weftd install`.
 #[derive(Debug, Args)]
-pub struct InstallArgs {
+pub(crate) struct InstallArgs {
     /// The agent's configuration (its `[cni]` table and the VPC CNI
     /// variables); the defaults when unset.
     #[arg(long, short)]
@@ -24,7 +25,7 @@ pub struct InstallArgs {
 }
 
 /// Installs the plugins.
-pub fn run(args: InstallArgs) -> Result<(), String> {
+pub(crate) fn run(args: InstallArgs) -> anyhow::Result<()> {
     let mut cni = match &args.config {
         Some(path) => super::run::load(path)?.cni,
         None => CniSection::default(),
@@ -35,13 +36,12 @@ pub fn run(args: InstallArgs) -> Result<(), String> {
     let source = match args.source {
         Some(dir) => dir,
         None => std::env::current_exe()
-            .map_err(|e| format!("finding weftd's own directory: {e}; pass --source"))?
+            .context("finding weftd's own directory; pass --source")?
             .parent()
             .map(PathBuf::from)
-            .ok_or("weftd's own path has no directory; pass --source")?,
+            .context("weftd's own path has no directory; pass --source")?,
     };
-    let installed = install::install_plugins(&source, &cni.bin_dir, &install::plugins(&cni))
-        .map_err(|e| e.to_string())?;
+    let installed = install::install_plugins(&source, &cni.bin_dir, &install::plugins(&cni))?;
     for path in installed {
         println!("installed {}", path.display());
     }

@@ -2,6 +2,7 @@
 //! agent, the candidate policy's decision for each (run here, under the
 //! real sandbox), next to the active policy's.
 
+use anyhow::Context;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -16,10 +17,10 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Prints `module`'s decision for every current input of its world next to
 /// the active policy's, and how many differ.
-pub(super) fn eval(module: &PolicyModule, socket: &Path) -> Result<(), String> {
+pub(super) fn eval(module: &PolicyModule, socket: &Path) -> anyhow::Result<()> {
     let inputs: LiveInputs = Client::new(socket, TIMEOUT)
         .call::<(), _>("GET", PATH_POLICY_INPUTS, None)
-        .map_err(|e| format!("asking weftd at {} for its inputs: {e}", socket.display()))?;
+        .with_context(|| format!("asking weftd at {} for its inputs", socket.display()))?;
     let world = module.report().decision;
     println!(
         "candidate `{}` ({world}, sha256 {}) against the active policy of weftd at {}",

@@ -1,10 +1,10 @@
 //! `weftd` subcommands.
 
-pub mod install;
+pub(crate) mod install;
 mod live;
-pub mod policy;
-pub mod policy_new;
-pub mod run;
-pub mod simulate;
-pub mod status;
-pub mod uninstall;
+pub(crate) mod policy;
+pub(crate) mod policy_new;
+pub(crate) mod run;
+pub(crate) mod simulate;
+pub(crate) mod status;
+pub(crate) mod uninstall;

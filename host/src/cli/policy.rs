@@ -1,18 +1,19 @@
 //! `weftd policy check` and `weftd policy eval` (`--live`: see `live`;
 //! `weftd policy new` is in `policy_new.rs`).
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use weft_host::policy::config::{DEFAULT_DEADLINE_MS, DEFAULT_MEMORY_MIB};
 use weft_host::policy::{
     CallLimits, CallStats, CompiledPolicy, Decision, PolicyEngine, PolicyModule, validate,
 };
+use weft_host::policy::{DEFAULT_DEADLINE_MS, DEFAULT_MEMORY_MIB};
 use weft_policy_sdk::{pool, security};
 
 /// `weftd policy ...`
 #[derive(Debug, Subcommand)]
-pub enum PolicyCommand {
+pub(crate) enum PolicyCommand {
     /// Load a policy component and print its world, imports, size and
     /// compile time.
     Check {
@@ -29,7 +30,7 @@ pub enum PolicyCommand {
 
 /// Arguments of `weftd policy eval`.
 #[derive(Debug, Args)]
-pub struct EvalArgs {
+pub(crate) struct EvalArgs {
     /// The component (`.wasm`).
     #[arg(long)]
     policy: PathBuf,
@@ -55,10 +56,12 @@ pub struct EvalArgs {
     memory_mib: u32,
 }
 
-/// Runs a policy subcommand; the error is the message to print.
-pub fn run(command: PolicyCommand) -> Result<(), String> {
-    let engine =
-        || PolicyEngine::new(None).map_err(|e| format!("cannot create the policy engine: {e:#}"));
+/// Runs a policy subcommand.
+pub(crate) fn run(command: PolicyCommand) -> anyhow::Result<()> {
+    let engine = || {
+        PolicyEngine::new(None)
+            .map_err(|e| anyhow::anyhow!("cannot create the policy engine: {e:#}"))
+    };
     match command {
         PolicyCommand::Check { file } => check(&engine()?, &file),
         PolicyCommand::Eval(args) => eval(&engine()?, &args),
@@ -66,9 +69,9 @@ pub fn run(command: PolicyCommand) -> Result<(), String> {
     }
 }
 
-fn load(engine: &PolicyEngine, file: &Path) -> Result<CompiledPolicy, String> {
+fn load(engine: &PolicyEngine, file: &Path) -> anyhow::Result<CompiledPolicy> {
     CompiledPolicy::from_file(engine, file, &policy_name(file), None, None)
-        .map_err(|e| e.to_string())
+        .map_err(anyhow::Error::from)
 }
 
 fn policy_name(file: &Path) -> String {
@@ -77,7 +80,7 @@ fn policy_name(file: &Path) -> String {
         .unwrap_or_else(|| file.display().to_string())
 }
 
-fn check(engine: &PolicyEngine, file: &Path) -> Result<(), String> {
+fn check(engine: &PolicyEngine, file: &Path) -> anyhow::Result<()> {
     let compiled = load(engine, file)?;
     let r = compiled.report();
     println!("file:         {}", file.display());
@@ -92,11 +95,11 @@ fn check(engine: &PolicyEngine, file: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn eval(engine: &PolicyEngine, args: &EvalArgs) -> Result<(), String> {
+fn eval(engine: &PolicyEngine, args: &EvalArgs) -> anyhow::Result<()> {
     let settings = match &args.settings {
         Some(s) => Some(
             serde_json::from_str::<Value>(s)
-                .map_err(|e| format!("--settings is not JSON: {e}"))?
+                .context("--settings is not JSON")?
                 .to_string(),
         ),
         None => None,
@@ -106,25 +109,22 @@ fn eval(engine: &PolicyEngine, args: &EvalArgs) -> Result<(), String> {
         memory_bytes: args.memory_mib as usize * 1024 * 1024,
     };
     let Some(input_file) = &args.input else {
-        let module = load(engine, &args.policy)?
-            .configure(settings.as_deref().unwrap_or("{}"), limits)
-            .map_err(|e| e.to_string())?;
+        let module =
+            load(engine, &args.policy)?.configure(settings.as_deref().unwrap_or("{}"), limits)?;
         return super::live::eval(&module, &args.socket);
     };
     let text = std::fs::read_to_string(input_file)
-        .map_err(|e| format!("cannot read {}: {e}", input_file.display()))?;
+        .with_context(|| format!("cannot read {}", input_file.display()))?;
     let case: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not JSON: {e}", input_file.display()))?;
+        .with_context(|| format!("{} is not JSON", input_file.display()))?;
     let input = case
         .get("input")
-        .ok_or_else(|| format!("{} has no \"input\"", input_file.display()))?;
+        .with_context(|| format!("{} has no \"input\"", input_file.display()))?;
     let settings = settings.unwrap_or_else(|| {
         case.get("settings")
             .map_or_else(|| "{}".to_owned(), Value::to_string)
     });
-    let module = load(engine, &args.policy)?
-        .configure(&settings, limits)
-        .map_err(|e| e.to_string())?;
+    let module = load(engine, &args.policy)?.configure(&settings, limits)?;
     let (decision, notes, stats) = decide(&module, input)?;
     let out = json!({
         "policy": module.name(),
@@ -134,37 +134,31 @@ fn eval(engine: &PolicyEngine, args: &EvalArgs) -> Result<(), String> {
         "elapsed-us": stats.elapsed.as_micros() as u64,
         "peak-memory-bytes": stats.peak_memory,
     });
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
-    );
+    println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
 
 /// Runs the decision of the module's world on `input`; returns the raw
 /// decision as JSON and the host's clamping notes. An output the host
 /// would reject is an error.
-fn decide(module: &PolicyModule, input: &Value) -> Result<(Value, Vec<String>, CallStats), String> {
+fn decide(module: &PolicyModule, input: &Value) -> anyhow::Result<(Value, Vec<String>, CallStats)> {
     let world = module.report().decision;
-    let bad_input = |e: serde_json::Error| format!("\"input\" is not a {world} input: {e}");
-    let to_json =
-        |v: serde_json::Result<Value>| v.map_err(|e| format!("cannot render the decision: {e}"));
+    let bad_input = |e: serde_json::Error| anyhow::anyhow!("\"input\" is not a {world} input: {e}");
+    let to_json = |v: serde_json::Result<Value>| v.context("cannot render the decision");
     match world {
         Decision::PoolSizing => {
             let state: pool::PoolState =
                 serde_json::from_value(input.clone()).map_err(bad_input)?;
-            let (decision, stats) = module.size_pool(&state).map_err(|e| e.to_string())?;
+            let (decision, stats) = module.size_pool(&state)?;
             let notes = validate::pool_decision(decision.clone(), &state).adjustments;
             Ok((to_json(serde_json::to_value(&decision))?, notes, stats))
         }
         Decision::SubnetSelection => {
             let input: weft_policy_sdk::testing::SubnetInput =
                 serde_json::from_value(input.clone()).map_err(bad_input)?;
-            let (choice, stats) = module
-                .select_subnet(&input.request, &input.candidates)
-                .map_err(|e| e.to_string())?;
+            let (choice, stats) = module.select_subnet(&input.request, &input.candidates)?;
             validate::subnet_choice(choice.clone(), &input.candidates).map_err(|m| {
-                format!(
+                anyhow::anyhow!(
                     "{world} policy `{}` returned an invalid decision: {m}",
                     module.name()
                 )
@@ -174,13 +168,11 @@ fn decide(module: &PolicyModule, input: &Value) -> Result<(Value, Vec<String>, C
         Decision::SecurityGroups => {
             let request: security::Request =
                 serde_json::from_value(input.clone()).map_err(bad_input)?;
-            let (answer, stats) = module
-                .select_security_groups(&request)
-                .map_err(|e| e.to_string())?;
+            let (answer, stats) = module.select_security_groups(&request)?;
             let outcome = match answer {
                 Ok(groups) => {
                     let groups = validate::security_groups(groups, None).map_err(|m| {
-                        format!(
+                        anyhow::anyhow!(
                             "{world} policy `{}` returned an invalid decision: {m}",
                             module.name()
                         )

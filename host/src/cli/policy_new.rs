@@ -5,6 +5,7 @@
 //! Templates hold `{{key}}` placeholders; [`Project::render`] fills every
 //! one and refuses to write a file with one left over.
 
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use weft_policy_sdk::{CONTRACT, CONTRACT_WIT};
@@ -150,7 +151,7 @@ struct Project {
 }
 
 impl Project {
-    fn new(args: &NewArgs) -> Result<Self, String> {
+    fn new(args: &NewArgs) -> anyhow::Result<Self> {
         check_name(&args.name)?;
         let sdk = match (&args.sdk_path, args.lang) {
             (None, _) => {
@@ -160,27 +161,27 @@ impl Project {
             }
             (Some(path), Lang::Rust) => {
                 let manifest = std::fs::read_to_string(path.join("Cargo.toml"))
-                    .map_err(|e| format!("--sdk-path {}: {e}", path.display()))?;
+                    .with_context(|| format!("--sdk-path {}", path.display()))?;
                 if !manifest.contains("name = \"weft-policy-sdk\"") {
-                    return Err(format!(
+                    return Err(anyhow::anyhow!(
                         "--sdk-path {}: not the weft-policy-sdk crate",
                         path.display()
                     ));
                 }
                 let path = std::path::absolute(path)
-                    .map_err(|e| format!("--sdk-path {}: {e}", path.display()))?;
+                    .with_context(|| format!("--sdk-path {}", path.display()))?;
                 format!("path = {}", toml::Value::String(path.display().to_string()))
             }
             (Some(_), lang) => {
-                return Err(format!(
+                return Err(anyhow::anyhow!(
                     "--sdk-path is for Rust projects; {lang:?} projects carry the contract in wit/"
                 ));
             }
         };
         let fixture: serde_json::Value = serde_json::from_str(args.world.fixture())
-            .map_err(|e| format!("the built-in fixture is not JSON: {e}"))?;
+            .context("the built-in fixture is not JSON")?;
         let settings = toml::Value::try_from(&fixture["settings"])
-            .map_err(|e| format!("the built-in fixture's settings are not TOML: {e}"))?;
+            .context("the built-in fixture's settings are not TOML")?;
         let crate_name = args.name.replace('-', "_");
         let type_name: String = args
             .name
@@ -220,13 +221,13 @@ impl Project {
     }
 
     /// `template` with every placeholder filled.
-    fn render(&self, path: &str, template: &str) -> Result<String, String> {
+    fn render(&self, path: &str, template: &str) -> anyhow::Result<String> {
         let mut text = template.to_owned();
         for (key, value) in &self.values {
             text = text.replace(&format!("{{{{{key}}}}}"), value);
         }
         match text.find("{{") {
-            Some(at) => Err(format!(
+            Some(at) => Err(anyhow::anyhow!(
                 "template {path} has an unknown placeholder at byte {at}"
             )),
             None => Ok(text),
@@ -235,7 +236,7 @@ impl Project {
 }
 
 /// A name usable as a crate, package and directory name.
-fn check_name(name: &str) -> Result<(), String> {
+fn check_name(name: &str) -> anyhow::Result<()> {
     let valid = name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && !name.ends_with('-')
@@ -246,7 +247,7 @@ fn check_name(name: &str) -> Result<(), String> {
     if valid {
         Ok(())
     } else {
-        Err(format!(
+        Err(anyhow::anyhow!(
             "{name:?} is not a policy name: use lowercase letters, digits and single dashes, \
              starting with a letter (at most 64 characters), e.g. `my-sg-policy`"
         ))
@@ -254,7 +255,7 @@ fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// Writes the project; prints what to do next.
-pub(crate) fn run(args: &NewArgs) -> Result<(), String> {
+pub(crate) fn run(args: &NewArgs) -> anyhow::Result<()> {
     let project = Project::new(args)?;
     let dir = args
         .dir
@@ -265,9 +266,9 @@ pub(crate) fn run(args: &NewArgs) -> Result<(), String> {
         .files(args.world)
         .into_iter()
         .map(|(path, template)| Ok((path, project.render(path, template)?)))
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if dir.exists() {
-        return Err(format!(
+        return Err(anyhow::anyhow!(
             "{} already exists; choose another name or --dir",
             dir.display()
         ));
@@ -294,15 +295,15 @@ pub(crate) fn run(args: &NewArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn write_all(dir: &Path, files: &[(&str, String)]) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+fn write_all(dir: &Path, files: &[(&str, String)]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for (path, text) in files {
         let path = dir.join(path);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
-                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                .with_context(|| format!("cannot create {}", parent.display()))?;
         }
-        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
 }
@@ -357,11 +358,11 @@ mod tests {
             let err = Project::new(&args(bad, World::PoolSizing, Lang::Rust))
                 .err()
                 .unwrap_or_else(|| panic!("{bad:?} accepted"));
-            assert!(err.contains("not a policy name"), "{err}");
+            assert!(err.to_string().contains("not a policy name"), "{err}");
         }
         let project = Project::new(&args("p", World::PoolSizing, Lang::Rust)).expect("project");
         let err = project.render("x.rs", "{{nope}}").expect_err("unknown");
-        assert!(err.contains("x.rs"), "{err}");
+        assert!(err.to_string().contains("x.rs"), "{err}");
     }
 
     #[test]

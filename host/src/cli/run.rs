@@ -1,5 +1,6 @@
 //! `weftd run --config FILE`: the node agent.
 
+use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 use weft_host::agent::Agent;
@@ -7,25 +8,22 @@ use weft_host::config::AgentConfig;
 
 /// Arguments of `weftd run`.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The agent's TOML configuration.
     #[arg(long, short)]
     config: PathBuf,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
-pub fn run(args: RunArgs) -> Result<(), String> {
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = load(&args.config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("starting the async runtime: {e}"))?;
+        .context("starting the async runtime")?;
     runtime.block_on(async {
-        let agent = Agent::start(&config).await.map_err(|e| e.to_string())?;
-        agent
-            .serve(&config, shutdown_signal())
-            .await
-            .map_err(|e| e.to_string())?;
+        let agent = Agent::start(&config).await?;
+        agent.serve(&config, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })
@@ -33,13 +31,12 @@ pub fn run(args: RunArgs) -> Result<(), String> {
 
 /// Reads the configuration with the VPC CNI variables of the environment
 /// applied; reports each applied one, and the unmapped ones once.
-pub fn load(path: &std::path::Path) -> Result<AgentConfig, String> {
+pub(crate) fn load(path: &std::path::Path) -> anyhow::Result<AgentConfig> {
     let names: Vec<String> = std::env::vars_os()
         .filter_map(|(name, _)| name.into_string().ok())
         .collect();
     let (config, overlay) =
-        AgentConfig::load_with_env(path, &|name| std::env::var(name).ok(), &names)
-            .map_err(|e| e.to_string())?;
+        AgentConfig::load_with_env(path, &|name| std::env::var(name).ok(), &names)?;
     for applied in &overlay.applied {
         tracing::info!(setting = %applied, "VPC CNI setting applied");
     }

@@ -1,6 +1,7 @@
 //! `weftd simulate`: replays a pod churn trace through pool-sizing policies
 //! in virtual time and compares them.
 
+use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use weft_host::simulate::{self, PolicySpec, Report, Shape, SimConfig, Trace};
 
 /// Arguments of `weftd simulate`.
 #[derive(Debug, Args)]
-pub struct SimulateArgs {
+pub(crate) struct SimulateArgs {
     /// The trace to replay (JSON Lines; see the README's "Simulating pool
     /// policies").
     #[arg(long, conflicts_with = "generate")]
@@ -53,12 +54,12 @@ pub struct SimulateArgs {
 }
 
 /// Runs `weftd simulate`.
-pub fn run(args: SimulateArgs) -> Result<(), String> {
+pub(crate) fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let (trace, title) = match (&args.trace, args.generate) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("reading the trace {}: {e}", path.display()))?;
-            let trace = Trace::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                .with_context(|| format!("reading the trace {}", path.display()))?;
+            let trace = Trace::parse(&text).with_context(|| format!("{}", path.display()))?;
             (trace, path.display().to_string())
         }
         (None, Some(shape)) => (
@@ -66,7 +67,7 @@ pub fn run(args: SimulateArgs) -> Result<(), String> {
             format!("{shape} (seed {}, {} min)", args.seed, args.minutes),
         ),
         (None, None) => {
-            return Err("give a trace (--trace FILE) or a shape (--generate SHAPE)".into());
+            anyhow::bail!("give a trace (--trace FILE) or a shape (--generate SHAPE)");
         }
     };
     if let Some(path) = &args.write_trace {
@@ -83,18 +84,16 @@ pub fn run(args: SimulateArgs) -> Result<(), String> {
         .compare
         .iter()
         .map(|spec| policy_spec(spec))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut reports: Vec<Report> = Vec::new();
     for policy in &policies {
         let bar = ProgressBar::new(trace.duration() as u64 + config.tail.as_secs());
         bar.set_style(
-            ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} s virtual")
-                .map_err(|e| e.to_string())?
+            ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} s virtual")?
                 .progress_chars("=> "),
         );
         bar.set_message(policy.name.clone());
-        let report = simulate::run(&trace, policy, &config, &|done| bar.set_position(done))
-            .map_err(|e| e.to_string())?;
+        let report = simulate::run(&trace, policy, &config, &|done| bar.set_position(done))?;
         bar.finish_and_clear();
         reports.push(report);
     }
@@ -109,27 +108,27 @@ pub fn run(args: SimulateArgs) -> Result<(), String> {
         write(path, &simulate::svg(&title, &reports))?;
     }
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&reports).map_err(|e| e.to_string())?;
+        let json = serde_json::to_string_pretty(&reports)?;
         write(path, &json)?;
     }
     Ok(())
 }
 
-fn write(path: &PathBuf, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+fn write(path: &PathBuf, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-fn sim_config(args: &SimulateArgs) -> Result<SimConfig, String> {
+fn sim_config(args: &SimulateArgs) -> anyhow::Result<SimConfig> {
     let mut config = SimConfig {
         instance_type: args.instance_type.clone(),
         seed: args.seed,
         ..SimConfig::default()
     };
     for spec in &args.latency {
-        config.latencies.set(spec)?;
+        config.latencies.set(spec).map_err(anyhow::Error::msg)?;
     }
     if !(args.bucket_share > 0.0 && args.bucket_share <= 1.0) {
-        return Err(format!(
+        return Err(anyhow::anyhow!(
             "--bucket-share {} must be in (0, 1]",
             args.bucket_share
         ));
@@ -149,11 +148,11 @@ fn sim_config(args: &SimulateArgs) -> Result<SimConfig, String> {
 }
 
 /// `warm-pool`, or `PATH`, each with an optional `@SETTINGS`.
-fn policy_spec(spec: &str) -> Result<PolicySpec, String> {
+fn policy_spec(spec: &str) -> anyhow::Result<PolicySpec> {
     let (what, settings) = match spec.split_once('@') {
         Some((what, json)) => {
             let settings: serde_json::Value = serde_json::from_str(json)
-                .map_err(|e| format!("policy {spec:?}: settings after @ are not JSON: {e}"))?;
+                .with_context(|| format!("policy {spec:?}: settings after @ are not JSON"))?;
             (what, Some(settings))
         }
         None => (spec, None),
@@ -171,7 +170,7 @@ fn policy_spec(spec: &str) -> Result<PolicySpec, String> {
     }
     let path = PathBuf::from(what);
     if !path.is_file() {
-        return Err(format!(
+        return Err(anyhow::anyhow!(
             "policy {what:?}: no such component file (give `warm-pool` or a .wasm path)"
         ));
     }

@@ -4,6 +4,7 @@
 //! failed requests (`GET /v1/status`, `/v1/policies`, `/v1/pool`,
 //! `/v1/pods`, `/v1/errors`).
 
+use anyhow::Context;
 use clap::Args;
 use serde::de::DeserializeOwned;
 use std::fmt::Write;
@@ -18,7 +19,7 @@ use weft_host::policy::view::{PoliciesView, RoleView};
 
 /// Arguments of `weftd status`.
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// The agent's API socket.
     #[arg(long, default_value = weft_cni::netconf::DEFAULT_SOCKET)]
     socket: PathBuf,
@@ -37,15 +38,15 @@ struct Report {
     errors: Vec<ErrorView>,
 }
 
-/// Prints the summary; the error is the message to print.
-pub fn run(args: StatusArgs) -> Result<(), String> {
+/// Prints the summary.
+pub(crate) fn run(args: StatusArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.socket, Duration::from_secs(5));
     let socket = args.socket.as_path();
     let status: StatusResponse = get(&client, socket, PATH_STATUS)?;
     if args.check_ready {
         return match status.reason {
             _ if status.ready => Ok(()),
-            reason => Err(format!("not ready: {}", reason.unwrap_or_default())),
+            reason => Err(anyhow::anyhow!("not ready: {}", reason.unwrap_or_default())),
         };
     }
     let report = Report {
@@ -62,10 +63,10 @@ pub fn run(args: StatusArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn get<R: DeserializeOwned>(client: &Client, socket: &Path, path: &str) -> Result<R, String> {
+fn get<R: DeserializeOwned>(client: &Client, socket: &Path, path: &str) -> anyhow::Result<R> {
     client
         .call::<(), R>("GET", path, None)
-        .map_err(|e| format!("asking weftd at {} for {path}: {e}", socket.display()))
+        .with_context(|| format!("asking weftd at {} for {path}", socket.display()))
 }
 
 fn render(socket: &Path, report: &Report, now: u64) -> String {

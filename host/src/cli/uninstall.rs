@@ -3,6 +3,7 @@
 //! them across restarts (pods keep their traffic while it is down), so they
 //! go only when Weft is being removed from the node.
 
+use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 use weft_host::config::AgentConfig;
@@ -10,28 +11,25 @@ use weft_host::plumbing::Plumbing;
 
 /// Arguments of `weftd uninstall`.
 #[derive(Debug, Args)]
-pub struct UninstallArgs {
+pub(crate) struct UninstallArgs {
     /// The agent's TOML configuration (for the node namespace and the mark).
     #[arg(long, short)]
     config: PathBuf,
 }
 
 /// Removes the egress rules of the node the configuration names.
-pub fn run(args: UninstallArgs) -> Result<(), String> {
-    let config = AgentConfig::load(&args.config).map_err(|e| e.to_string())?;
+pub(crate) fn run(args: UninstallArgs) -> anyhow::Result<()> {
+    let config = AgentConfig::load(&args.config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("starting the async runtime: {e}"))?;
+        .context("starting the async runtime")?;
     runtime.block_on(async {
         let mut plumbing = config.plumbing.plumbing_config();
         // Removing rules needs no forwarding change.
         plumbing.enable_ip_forward = false;
-        let plumbing = Plumbing::new(plumbing).await.map_err(|e| e.to_string())?;
-        plumbing
-            .remove_egress(config.egress.connmark)
-            .await
-            .map_err(|e| e.to_string())?;
+        let plumbing = Plumbing::new(plumbing).await?;
+        plumbing.remove_egress(config.egress.connmark).await?;
         eprintln!("weftd: removed the nftables table ip weft and the fwmark rule");
         Ok(())
     })

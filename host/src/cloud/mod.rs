@@ -11,7 +11,7 @@ mod api;
 pub mod ec2;
 mod error;
 pub mod leak;
-pub mod ratelimit;
+mod ratelimit;
 mod retry;
 pub mod sim;
 mod types;

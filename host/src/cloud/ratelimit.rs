@@ -67,7 +67,7 @@ pub struct BucketSpec {
 
 /// One token bucket.
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+pub(super) struct TokenBucket {
     spec: BucketSpec,
     tokens: f64,
     updated: Instant,
@@ -75,7 +75,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket.
-    pub fn new(spec: BucketSpec, now: Instant) -> Self {
+    pub(super) fn new(spec: BucketSpec, now: Instant) -> Self {
         TokenBucket {
             spec,
             tokens: f64::from(spec.capacity),
@@ -84,7 +84,7 @@ impl TokenBucket {
     }
 
     /// Takes one token, or says how long until one is available.
-    pub fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
+    pub(super) fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         self.tokens =
             (self.tokens + elapsed * self.spec.refill_per_sec).min(f64::from(self.spec.capacity));

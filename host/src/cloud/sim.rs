@@ -62,7 +62,6 @@ pub struct SubnetSpec {
     pub cidr: String,
     /// Availability zone; the node's zone when `None`.
     pub availability_zone: Option<String>,
-    /// Tags.
     pub tags: BTreeMap<String, String>,
 }
 

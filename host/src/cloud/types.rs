@@ -28,7 +28,6 @@ pub struct NodeIdentity {
     pub instance_type: String,
     /// Availability zone, e.g. `us-east-1a`.
     pub availability_zone: String,
-    /// VPC id.
     pub vpc_id: String,
     /// The primary ENI (device index 0).
     pub primary_eni_id: String,
@@ -43,7 +42,6 @@ pub struct NodeIdentity {
 /// What the instance type allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceLimits {
-    /// The instance type.
     pub instance_type: String,
     /// Network interfaces attached at most, the primary included.
     pub max_enis: u32,
@@ -115,11 +113,9 @@ impl EniStatus {
 pub struct Attachment {
     /// Attachment id, needed to detach.
     pub id: String,
-    /// The instance.
     pub instance_id: String,
     /// Device index; 0 is the primary ENI.
     pub device_index: u32,
-    /// Network card index.
     pub network_card_index: u32,
     /// Whether EC2 deletes the ENI when the instance terminates.
     pub delete_on_termination: bool,
@@ -160,7 +156,6 @@ impl InterfaceType {
 pub struct Eni {
     /// ENI id.
     pub id: String,
-    /// Subnet id.
     pub subnet_id: String,
     /// MAC address (how the node finds the ENI's link).
     pub mac: MacAddr,
@@ -172,11 +167,8 @@ pub struct Eni {
     pub secondary_ips: Vec<Ipv4Addr>,
     /// Delegated /28 prefixes.
     pub prefixes: Vec<Ipv4Net>,
-    /// Security groups.
     pub security_groups: Vec<String>,
-    /// Tags.
     pub tags: BTreeMap<String, String>,
-    /// Description.
     pub description: String,
     /// State.
     pub status: EniStatus,
@@ -214,13 +206,11 @@ impl Eni {
 pub struct Subnet {
     /// Subnet id.
     pub id: String,
-    /// Availability zone.
     pub availability_zone: String,
     /// IPv4 CIDR.
     pub cidr: Ipv4Net,
     /// Free IPv4 addresses as EC2 counts them.
     pub free_ips: u32,
-    /// Tags.
     pub tags: BTreeMap<String, String>,
 }
 

@@ -25,7 +25,6 @@ pub enum IpamError {
     /// The address is already on an ENI of the pool.
     #[error("address {ip} is already on ENI {owner}")]
     AddressConflict {
-        /// The address.
         ip: Ipv4Addr,
         /// The ENI that has it.
         owner: String,
@@ -33,7 +32,6 @@ pub enum IpamError {
     /// The address or prefix is not on this ENI.
     #[error("{what} is not on ENI {eni_id}")]
     NotOnEni {
-        /// The ENI.
         eni_id: String,
         /// The address or prefix.
         what: String,
@@ -44,9 +42,7 @@ pub enum IpamError {
     /// The address is assigned or cooling down and cannot leave the pool.
     #[error("address {ip} of ENI {eni_id} is {state} and cannot be removed")]
     AddressInUse {
-        /// The ENI.
         eni_id: String,
-        /// The address.
         ip: Ipv4Addr,
         /// `assigned` or `cooling down`.
         state: &'static str,
@@ -54,7 +50,6 @@ pub enum IpamError {
     /// The ENI may not be released now.
     #[error("ENI {eni_id} cannot be released: {why}")]
     EniNotReleasable {
-        /// The ENI.
         eni_id: String,
         /// Why, e.g. it is the primary ENI or has pods.
         why: String,

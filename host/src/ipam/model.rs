@@ -58,7 +58,6 @@ pub struct Eni {
     pub id: String,
     /// Attachment device index; 0 is the instance's primary ENI.
     pub device_index: u32,
-    /// Subnet id.
     pub subnet_id: String,
     /// MAC address, as EC2 prints it.
     pub mac: String,
@@ -112,11 +111,8 @@ impl fmt::Display for AssignmentKey {
 /// The Kubernetes pod an address belongs to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodMeta {
-    /// Namespace.
     pub namespace: String,
-    /// Name.
     pub name: String,
-    /// UID.
     pub uid: String,
 }
 
@@ -131,9 +127,7 @@ impl fmt::Display for PodMeta {
 pub struct Assignment {
     /// Who holds it.
     pub key: AssignmentKey,
-    /// The address.
     pub ip: Ipv4Addr,
-    /// The pod.
     pub pod: PodMeta,
     /// When it was assigned.
     pub assigned_at: SystemTime,
@@ -142,7 +136,6 @@ pub struct Assignment {
 /// A released address still cooling down, as recorded in the checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CoolingAddress {
-    /// The address.
     pub ip: Ipv4Addr,
     /// When its pod released it.
     pub released_at: SystemTime,
@@ -188,7 +181,6 @@ pub struct AddressInfo {
     pub eni_id: String,
     /// The prefix it comes from, `None` for a secondary IP.
     pub prefix: Option<Ipv4Net>,
-    /// Its state.
     pub state: AddressState,
 }
 
@@ -198,44 +190,33 @@ pub struct AddressInfo {
 pub enum Correction {
     /// A checkpointed or live assignment was dropped.
     AssignmentDropped {
-        /// Its key.
         key: AssignmentKey,
-        /// Its address.
         ip: Ipv4Addr,
-        /// Its pod.
         pod: PodMeta,
-        /// Why.
         why: String,
     },
     /// The cloud reports an ENI the datastore did not know.
     EniAdded {
-        /// The ENI.
         eni_id: String,
         /// Pod addresses it brought.
         addresses: u32,
     },
     /// An ENI the datastore knew is no longer attached.
-    EniRemoved {
-        /// The ENI.
-        eni_id: String,
-    },
+    EniRemoved { eni_id: String },
     /// The cloud reports different attributes for a known ENI.
     EniUpdated {
-        /// The ENI.
         eni_id: String,
         /// What changed.
         what: String,
     },
     /// A known ENI gained addresses.
     AddressesAdded {
-        /// The ENI.
         eni_id: String,
         /// How many pod addresses.
         count: u32,
     },
     /// A known ENI lost addresses.
     AddressesRemoved {
-        /// The ENI.
         eni_id: String,
         /// How many pod addresses.
         count: u32,
@@ -243,23 +224,18 @@ pub enum Correction {
     /// An address that left the pool while a pod held it: it is not handed
     /// out again until the node has no route to it any more.
     Quarantined {
-        /// The address.
         ip: Ipv4Addr,
         /// The pod interface that held it.
         key: AssignmentKey,
     },
     /// A quarantined address whose pod is gone from the node.
-    QuarantineLifted {
-        /// The address.
-        ip: Ipv4Addr,
-    },
+    QuarantineLifted { ip: Ipv4Addr },
     /// An address or prefix of the inventory was not taken into the pool.
     Ignored {
         /// The ENI reporting it.
         eni_id: String,
         /// The address or prefix.
         what: String,
-        /// Why.
         why: String,
     },
 }

@@ -44,7 +44,7 @@ impl PodMetadata {
 
 /// The node as the subnet-selection policy sees it (its zone is in the ENI
 /// request already, from EC2): name, labels and annotations sorted by key.
-pub fn node_metadata(node: &Node) -> subnet::Node {
+pub(super) fn node_metadata(node: &Node) -> subnet::Node {
     subnet::Node {
         name: node.metadata.name.clone().unwrap_or_default(),
         labels: tags(node.metadata.labels.as_ref()),

@@ -37,12 +37,12 @@ mod eni;
 mod error;
 mod gc;
 pub(crate) mod links;
-pub mod names;
+mod names;
 pub(crate) mod netns;
 mod nl;
 mod pod;
 mod routes;
-pub mod rules;
+mod rules;
 pub(crate) mod sysctl;
 
 use std::sync::Arc;

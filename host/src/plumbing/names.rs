@@ -4,13 +4,13 @@
 use sha2::{Digest, Sha256};
 
 /// Default prefix of host-side veth names (as the Amazon VPC CNI).
-pub const DEFAULT_VETH_PREFIX: &str = "eni";
+pub(super) const DEFAULT_VETH_PREFIX: &str = "eni";
 
 /// Hex characters of the hash that follow the prefix.
-pub const VETH_HASH_LEN: usize = 11;
+pub(super) const VETH_HASH_LEN: usize = 11;
 
 /// Longest interface name the kernel accepts (`IFNAMSIZ - 1`).
-pub const MAX_IFNAME_LEN: usize = 15;
+pub(super) const MAX_IFNAME_LEN: usize = 15;
 
 /// The pod interface whose host veth is named as the Amazon VPC CNI names it.
 const PRIMARY_IFNAME: &str = "eth0";
@@ -29,7 +29,12 @@ const LINK_ALIAS_PREFIX: &str = "weft:";
 ///
 /// Stable across restarts and re-creations of a pod with the same name, so a
 /// re-ADD finds (and replaces) the pod's previous veth.
-pub fn host_veth_name(prefix: &str, pod_namespace: &str, pod_name: &str, ifname: &str) -> String {
+pub(super) fn host_veth_name(
+    prefix: &str,
+    pod_namespace: &str,
+    pod_name: &str,
+    ifname: &str,
+) -> String {
     let mut hasher = Sha256::new();
     hasher.update(pod_namespace.as_bytes());
     hasher.update(b".");
@@ -54,7 +59,7 @@ pub(crate) fn is_weft_alias(alias: Option<&str>) -> bool {
 
 /// Checks a veth prefix: it must leave room for the hash in an interface
 /// name and contain only characters safe in interface names and sysctl paths.
-pub fn validate_veth_prefix(prefix: &str) -> Result<(), String> {
+pub(super) fn validate_veth_prefix(prefix: &str) -> Result<(), String> {
     let max = MAX_IFNAME_LEN - VETH_HASH_LEN;
     if prefix.is_empty() || prefix.len() > max {
         return Err(format!(
@@ -76,7 +81,7 @@ pub fn validate_veth_prefix(prefix: &str) -> Result<(), String> {
 /// Checks an interface name from input (for example `CNI_IFNAME`) against
 /// the kernel's rules, so a bad name fails with a clear message instead of a
 /// netlink `EINVAL`.
-pub fn validate_ifname(name: &str) -> Result<(), String> {
+pub(super) fn validate_ifname(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_IFNAME_LEN {
         return Err(format!(
             "interface name {name:?} must be 1 to {MAX_IFNAME_LEN} bytes long"

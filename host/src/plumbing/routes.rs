@@ -65,7 +65,6 @@ pub(crate) struct RouteView {
     pub oif: Option<u32>,
     /// Routing table.
     pub table: u32,
-    /// Scope.
     pub scope: RouteScope,
 }
 

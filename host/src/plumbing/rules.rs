@@ -13,24 +13,24 @@ use super::nl;
 
 /// `to <pod IP> lookup main`: traffic to a pod uses the main table, where
 /// its `/32` veth route lives, whatever ENI rules follow.
-pub const TO_POD_PRIORITY: u32 = 512;
+pub(super) const TO_POD_PRIORITY: u32 = 512;
 /// `from <ENI primary IP> lookup <ENI table>`: traffic the node sources from
 /// a secondary ENI's address leaves through that ENI.
-pub const ENI_PRIORITY: u32 = 1024;
+pub(super) const ENI_PRIORITY: u32 = 1024;
 /// `fwmark <mark>/<mark> lookup main`: packets of connections marked by the
 /// egress rules (NodePort connections that came in through the primary ENI,
 /// pod connections leaving the VPC) use the main table, so they leave
 /// through the primary ENI whatever ENI the pod's address belongs to. The
 /// VPC CNI's priority for the same rule.
-pub const MARKED_PRIORITY: u32 = 1024;
+pub(super) const MARKED_PRIORITY: u32 = 1024;
 /// `from <pod IP> lookup <ENI table>`: traffic from a pod whose IP belongs
 /// to a secondary ENI leaves through that ENI.
-pub const FROM_POD_PRIORITY: u32 = 1536;
+pub(super) const FROM_POD_PRIORITY: u32 = 1536;
 
 /// The protocol (`FRA_PROTOCOL`) of every rule Weft adds: GC removes only
 /// rules with it, never another CNI's at the same priorities. 87 is ASCII
 /// `W` and is not among the protocols iproute2 names.
-pub const WEFT_RULE_PROTOCOL: u8 = 87;
+pub(super) const WEFT_RULE_PROTOCOL: u8 = 87;
 
 /// Upper bound on identical rules removed in one call (duplicates can only
 /// come from other tools; this keeps a misbehaving kernel from looping us).
@@ -121,7 +121,6 @@ pub(crate) async fn delete_all(
 /// What the plumbing needs to know about an IPv4 rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RuleView {
-    /// Priority.
     pub priority: u32,
     /// `from` address and prefix length.
     pub src: Option<(Ipv4Addr, u8)>,

@@ -23,11 +23,11 @@ pub const DEFAULT_DEADLINE_MS: u64 = 10;
 /// Default memory cap of one decision, in MiB.
 pub const DEFAULT_MEMORY_MIB: u32 = 32;
 /// Largest accepted `memory-mib` (the engine reserves this much per slot).
-pub const MAX_MEMORY_MIB: u32 = 1024;
+pub(super) const MAX_MEMORY_MIB: u32 = 1024;
 /// Largest accepted `deadline-ms`.
-pub const MAX_DEADLINE_MS: u64 = 10_000;
+pub(super) const MAX_DEADLINE_MS: u64 = 10_000;
 /// The policy directory when `[policies] dir` is not set.
-pub const DEFAULT_DIR: &str = "/etc/weft/policies.d";
+pub(super) const DEFAULT_DIR: &str = "/etc/weft/policies.d";
 
 /// The `[policies]` table: one optional entry per decision.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

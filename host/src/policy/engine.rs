@@ -15,7 +15,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances; deadlines are whole ticks.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Component instances that can run at once (one per concurrent decision).
 const MAX_CONCURRENT_INSTANCES: u32 = super::watchdog::MAX_WORKERS as u32;
 /// What one policy component may hold, so that every concurrent decision
@@ -25,11 +25,11 @@ const MAX_CONCURRENT_INSTANCES: u32 = super::watchdog::MAX_WORKERS as u32;
 /// 2 tables; a componentize-py policy has 38 core instances (libc,
 /// libpython and its stub modules) sharing one memory. A core instance
 /// slot is a small bookkeeping allocation, so the cap follows Python.
-pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 48;
+pub(super) const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 48;
 /// See [`MAX_CORE_INSTANCES_PER_COMPONENT`].
-pub const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
+pub(super) const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
 /// See [`MAX_CORE_INSTANCES_PER_COMPONENT`].
-pub const MAX_TABLES_PER_COMPONENT: u32 = 4;
+pub(super) const MAX_TABLES_PER_COMPONENT: u32 = 4;
 
 /// The engine, linker and artifact cache shared by all policies.
 pub struct PolicyEngine {

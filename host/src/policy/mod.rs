@@ -13,12 +13,12 @@
 //!   [`view`]: what `/v1/policies` shows.
 
 mod bindings;
-pub mod cache;
-pub mod config;
+mod cache;
+mod config;
 mod dropin;
-pub mod engine;
+mod engine;
 mod error;
-pub mod module;
+mod module;
 mod sandbox;
 mod set;
 mod shadow;
@@ -31,7 +31,9 @@ mod watch;
 mod watchdog;
 
 pub use cache::ArtifactCache;
-pub use config::{OnFailure, PoliciesConfig, PolicyConfig};
+pub use config::{
+    DEFAULT_DEADLINE_MS, DEFAULT_MEMORY_MIB, OnFailure, PoliciesConfig, PolicyConfig,
+};
 pub use engine::PolicyEngine;
 pub use error::{Decision, FailureKind, PolicyError, SetupError};
 pub use module::{CallStats, CompiledPolicy, LoadReport, PolicyModule};

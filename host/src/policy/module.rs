@@ -26,7 +26,7 @@ const CONTRACT_INTERFACES: [&str; 6] = ["log", "types", "pool", "subnet", "kuber
 /// sees the node's Kubernetes metadata.
 const SUBNET_FOR_NODE_EXPORT: &str = "select-subnet-for-node";
 /// The least deadline of the `configure` call at load.
-pub const LOAD_DEADLINE_FLOOR: Duration = Duration::from_secs(1);
+pub(super) const LOAD_DEADLINE_FLOOR: Duration = Duration::from_secs(1);
 /// Core module binary header: magic and version 1.
 const CORE_HEADER: [u8; 8] = *b"\0asm\x01\0\0\0";
 /// Component binary header: magic and the component layer's version word.

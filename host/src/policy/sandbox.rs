@@ -18,11 +18,11 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{Deterministic, WasiCtx, WasiCtxView, WasiView};
 
 /// Bytes of stdout and of stderr kept per decision; writing more traps.
-pub const CAPTURE_BYTES: usize = 4096;
+pub(super) const CAPTURE_BYTES: usize = 4096;
 /// Log messages forwarded per decision; the rest are counted and dropped.
-pub const MAX_LOG_MESSAGES: u32 = 32;
+pub(super) const MAX_LOG_MESSAGES: u32 = 32;
 /// Longest log message forwarded, in bytes (after escaping).
-pub const MAX_LOG_MESSAGE_BYTES: usize = MAX_POLICY_TEXT_BYTES;
+pub(super) const MAX_LOG_MESSAGE_BYTES: usize = MAX_POLICY_TEXT_BYTES;
 /// Log messages one policy may forward per second across all its decisions
 /// (after a burst of [`LOG_BURST`]); the rest are counted and reported
 /// at most every [`LOG_REPORT_EVERY`].
@@ -30,7 +30,7 @@ pub const LOG_RATE_PER_SECOND: f64 = 20.0;
 /// Log messages one policy may forward at once before the rate applies.
 pub const LOG_BURST: f64 = 100.0;
 /// How often suppressed log messages are reported, per policy.
-pub const LOG_REPORT_EVERY: Duration = Duration::from_secs(10);
+pub(super) const LOG_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// Table elements a policy may grow its tables to.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Host resources (streams, pollables, ...) a decision may hold at once.

@@ -53,7 +53,6 @@ pub struct PolicySet<
 /// The state of one decision's policy, as reported by [`PolicySet::status`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyStatus {
-    /// The decision.
     pub decision: Decision,
     /// The policy's name.
     pub name: String,

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 /// Disagreements kept per shadow for `/v1/policies`.
-pub const RECENT_DISAGREEMENTS: usize = 20;
+pub(super) const RECENT_DISAGREEMENTS: usize = 20;
 
 /// A loaded shadow policy and what it found.
 pub(crate) struct Shadow {
@@ -33,7 +33,7 @@ pub(crate) struct Shadow {
 }
 
 impl Shadow {
-    pub fn new(
+    pub(super) fn new(
         name: String,
         module: Arc<PolicyModule>,
         file: DirFile,
@@ -55,7 +55,7 @@ impl Shadow {
     /// answers as the host would act on them (validated, clamped), as JSON.
     /// Texts meant for people (a pool decision's reason, a refusal's
     /// message) do not count as a difference.
-    pub fn compare(
+    pub(super) fn compare(
         &self,
         metrics: &Metrics,
         role: Decision,
@@ -86,7 +86,7 @@ impl Shadow {
         });
     }
 
-    pub fn view(&self) -> ShadowView {
+    pub(super) fn view(&self) -> ShadowView {
         ShadowView {
             policy: self.name.clone(),
             module: self.file.wasm.clone(),

@@ -69,15 +69,15 @@ pub(crate) struct SlotState<N> {
 
 impl<N> SlotState<N> {
     /// The module, or why it is missing; `None` when none is configured.
-    pub fn wasm_or_failure(&self) -> Option<Result<&PolicyModule, &PolicyError>> {
+    pub(super) fn wasm_or_failure(&self) -> Option<Result<&PolicyModule, &PolicyError>> {
         self.module.as_ref().map(|m| m.as_ref().map(|m| &**m))
     }
 
-    pub fn wasm(&self) -> Option<&PolicyModule> {
+    pub(super) fn wasm(&self) -> Option<&PolicyModule> {
         self.wasm_or_failure().and_then(|m| m.ok())
     }
 
-    pub fn invalid_output(&self, message: String) -> PolicyError {
+    pub(super) fn invalid_output(&self, message: String) -> PolicyError {
         PolicyError::new(
             &self.name,
             Some(self.decision),
@@ -106,7 +106,7 @@ impl<N> SlotState<N> {
     /// configuration. A module that fails to load is logged and counted
     /// and kept as the error; only the native default's settings being
     /// refused is an error.
-    pub fn load(
+    pub(super) fn load(
         engine: &PolicyEngine,
         metrics: &Metrics,
         decision: Decision,
@@ -149,7 +149,7 @@ impl<N> SlotState<N> {
 
     /// A state running `module`, with the native default configured from
     /// `config` as its fallback.
-    pub fn assemble(
+    pub(super) fn assemble(
         decision: Decision,
         config: PolicyConfig,
         module: Option<Result<Arc<PolicyModule>, PolicyError>>,
@@ -195,7 +195,7 @@ pub(crate) fn configure_module(
 }
 
 impl<N> Slot<N> {
-    pub fn new(base: SlotState<N>) -> Self {
+    pub(super) fn new(base: SlotState<N>) -> Self {
         let base = Arc::new(base);
         Slot {
             state: RwLock::new(base.clone()),
@@ -206,7 +206,7 @@ impl<N> Slot<N> {
     }
 
     /// The state in force.
-    pub fn current(&self) -> Arc<SlotState<N>> {
+    pub(super) fn current(&self) -> Arc<SlotState<N>> {
         self.state
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -215,12 +215,12 @@ impl<N> Slot<N> {
 
     /// Puts `next` in force; decisions already running finish on the state
     /// they started with.
-    pub fn replace(&self, next: SlotState<N>) {
+    pub(super) fn replace(&self, next: SlotState<N>) {
         *self.state.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
     }
 
     /// Puts the main configuration's policy back in force.
-    pub fn restore_base(&self) {
+    pub(super) fn restore_base(&self) {
         let base = self
             .base
             .read()
@@ -230,7 +230,7 @@ impl<N> Slot<N> {
     }
 
     /// The main configuration's state.
-    pub fn base(&self) -> Arc<SlotState<N>> {
+    pub(super) fn base(&self) -> Arc<SlotState<N>> {
         self.base
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -239,7 +239,7 @@ impl<N> Slot<N> {
 
     /// Replaces the main configuration's state; it is put in force unless a
     /// module of the policy directory is.
-    pub fn replace_base(&self, next: SlotState<N>) {
+    pub(super) fn replace_base(&self, next: SlotState<N>) {
         let next = Arc::new(next);
         *self.base.write().unwrap_or_else(PoisonError::into_inner) = next.clone();
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
@@ -249,25 +249,25 @@ impl<N> Slot<N> {
     }
 
     /// The shadow, if one runs.
-    pub fn shadow(&self) -> Option<Arc<Shadow>> {
+    pub(super) fn shadow(&self) -> Option<Arc<Shadow>> {
         self.shadow
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    pub fn set_shadow(&self, shadow: Option<Shadow>) {
+    pub(super) fn set_shadow(&self, shadow: Option<Shadow>) {
         *self.shadow.write().unwrap_or_else(PoisonError::into_inner) = shadow.map(Arc::new);
     }
 
-    pub fn last_refusal(&self) -> Option<Refusal> {
+    pub(super) fn last_refusal(&self) -> Option<Refusal> {
         self.last_refusal
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    pub fn refused(&self, refusal: Refusal) {
+    pub(super) fn refused(&self, refusal: Refusal) {
         *self
             .last_refusal
             .lock()
@@ -292,7 +292,7 @@ struct Ring {
 
 impl Stats {
     /// One decision, answered in `elapsed`.
-    pub fn decided(&self, elapsed: Duration) {
+    pub(super) fn decided(&self, elapsed: Duration) {
         self.decisions.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         let mut ring = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
@@ -306,7 +306,7 @@ impl Stats {
     }
 
     /// One failure; `fell_back` when the built-in default answered.
-    pub fn failed(&self, fell_back: bool) {
+    pub(super) fn failed(&self, fell_back: bool) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         if fell_back {
             self.fallbacks.fetch_add(1, Ordering::Relaxed);
@@ -314,7 +314,7 @@ impl Stats {
     }
 
     /// Decisions, failures, fallbacks.
-    pub fn counts(&self) -> (u64, u64, u64) {
+    pub(super) fn counts(&self) -> (u64, u64, u64) {
         (
             self.decisions.load(Ordering::Relaxed),
             self.failures.load(Ordering::Relaxed),
@@ -323,7 +323,7 @@ impl Stats {
     }
 
     /// Latency percentiles of the last decisions; `None` before the first.
-    pub fn percentiles(&self) -> Option<Percentiles> {
+    pub(super) fn percentiles(&self) -> Option<Percentiles> {
         let mut samples = self
             .latency
             .lock()

@@ -5,13 +5,13 @@
 
 /// Longest policy text kept anywhere (refusals, reasons, log lines), in bytes
 /// before the ellipsis.
-pub const MAX_POLICY_TEXT_BYTES: usize = 1024;
+pub(super) const MAX_POLICY_TEXT_BYTES: usize = 1024;
 
 /// `text` with every control character replaced by a visible escape (`\n`,
 /// `\r`, `\t`, `\u{..}`), so nothing a policy says can start a new log
 /// line or drive a terminal, and cut to at most `max` bytes (at a character
 /// boundary, ending in `…` when cut).
-pub fn sanitize(text: &str, max: usize) -> String {
+pub(super) fn sanitize(text: &str, max: usize) -> String {
     const ELLIPSIS: char = '…';
     let room = max.saturating_sub(ELLIPSIS.len_utf8());
     let mut out = String::with_capacity(text.len().min(max));

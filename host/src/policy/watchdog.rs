@@ -22,10 +22,10 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 
 /// How long past its deadline a decision may take before the watchdog gives
 /// up on it.
-pub const GRACE: Duration = Duration::from_millis(50);
+pub(super) const GRACE: Duration = Duration::from_millis(50);
 /// Most worker threads (running or stuck) at once; one per decision that
 /// can run concurrently.
-pub const MAX_WORKERS: usize = 64;
+pub(super) const MAX_WORKERS: usize = 64;
 
 type Job = Box<dyn FnOnce() + Send>;
 

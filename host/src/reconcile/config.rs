@@ -9,7 +9,7 @@ use std::time::Duration;
 /// pod wired) before weftd's request deadline (25 s) and the plugin's
 /// `timeout-ms` (30 s by default), or the runtime gives up on an ADD that
 /// then completes unseen.
-pub const MAX_ADD_WAIT_MS: u64 = 20_000;
+pub(super) const MAX_ADD_WAIT_MS: u64 = 20_000;
 
 /// Kubernetes' default pod limit, used as max pods in prefix mode when no
 /// override is given (prefixes would otherwise allow hundreds of pods).

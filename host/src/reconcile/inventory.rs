@@ -14,7 +14,7 @@ pub const TAG_OPERATION: &str = "weft.io/operation";
 /// not given back before the minimum age has passed again. The primary ENI
 /// is the instance's (`primary_eni_id`), not any ENI at device index 0: each
 /// network card has a device 0.
-pub fn to_ipam(eni: &cloud::Eni, primary_eni_id: &str, now: SystemTime) -> ipam::Eni {
+pub(super) fn to_ipam(eni: &cloud::Eni, primary_eni_id: &str, now: SystemTime) -> ipam::Eni {
     let device_index = eni.device_index().unwrap_or_default();
     let attached_at = eni
         .tags
@@ -38,7 +38,7 @@ pub fn to_ipam(eni: &cloud::Eni, primary_eni_id: &str, now: SystemTime) -> ipam:
 /// Logs corrections the datastore made to match the cloud or the
 /// checkpoint (`when` says at which point); returns whether an assignment
 /// was dropped, so that the checkpoint must be rewritten.
-pub fn log_corrections(corrections: &[Correction], when: &str) -> bool {
+pub(super) fn log_corrections(corrections: &[Correction], when: &str) -> bool {
     let mut dropped = false;
     for correction in corrections {
         match correction {

@@ -68,7 +68,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Shared state around a rebuilt pool.
-    pub fn new(
+    pub(super) fn new(
         config: PoolConfig,
         node: NodeIdentity,
         limits: InstanceLimits,
@@ -100,33 +100,33 @@ impl Shared {
     /// Locks the state. A panic while it was held cannot leave the
     /// datastore half-changed (every change is computed on a copy or is a
     /// single step), so a poisoned lock is taken over.
-    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The current moment.
-    pub fn now(&self) -> Now {
+    pub(super) fn now(&self) -> Now {
         self.clock.now()
     }
 
     /// Tells waiting ADDs to look again.
-    pub fn notify_changed(&self) {
+    pub(super) fn notify_changed(&self) {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Marks the reconciler stopped and releases every waiter.
-    pub fn stop(&self) {
+    pub(super) fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         self.notify_changed();
     }
 
     /// Whether the reconciler stopped.
-    pub fn is_stopped(&self) -> bool {
+    pub(super) fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
     }
 
     /// The pool-sizing limits the policy sees.
-    pub fn policy_limits(&self) -> weft_policy_sdk::pool::InstanceLimits {
+    pub(super) fn policy_limits(&self) -> weft_policy_sdk::pool::InstanceLimits {
         weft_policy_sdk::pool::InstanceLimits {
             max_enis: self.limits.max_enis,
             ipv4_per_eni: self.limits.ipv4_per_eni,

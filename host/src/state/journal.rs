@@ -92,14 +92,12 @@ pub enum Operation {
     },
     /// `AttachNetworkInterface`.
     AttachEni {
-        /// The ENI.
         eni_id: String,
         /// The device index asked for.
         device_index: u32,
     },
     /// `AssignPrivateIpAddresses` (secondary IPs or prefixes).
     AssignAddresses {
-        /// The ENI.
         eni_id: String,
         /// Secondary IPs asked for.
         ips: u32,
@@ -108,7 +106,6 @@ pub enum Operation {
     },
     /// `UnassignPrivateIpAddresses`.
     UnassignAddresses {
-        /// The ENI.
         eni_id: String,
         /// Secondary IPs given back.
         ips: Vec<Ipv4Addr>,
@@ -117,23 +114,17 @@ pub enum Operation {
     },
     /// `DetachNetworkInterface`.
     DetachEni {
-        /// The ENI.
         eni_id: String,
-        /// Its attachment id.
         attachment_id: String,
     },
     /// `DeleteNetworkInterface`.
-    DeleteEni {
-        /// The ENI.
-        eni_id: String,
-    },
+    DeleteEni { eni_id: String },
 }
 
 /// A journaled operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Intent {
-    /// Its id.
     pub id: OpId,
     /// When it was begun (ms since the Unix epoch).
     pub started_at_ms: u64,

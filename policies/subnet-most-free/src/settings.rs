@@ -28,7 +28,7 @@ pub struct Settings {
 }
 
 /// The label VPC CNI's custom networking reads by default.
-pub const DEFAULT_NODE_LABEL: &str = "k8s.amazonaws.com/eniConfig";
+pub(crate) const DEFAULT_NODE_LABEL: &str = "k8s.amazonaws.com/eniConfig";
 
 /// `subnet-` followed by 8 or 17 lowercase hex digits, as EC2 issues them.
 fn is_subnet_id(id: &str) -> bool {

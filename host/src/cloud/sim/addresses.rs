@@ -15,7 +15,7 @@ const RESERVED_LOW: u32 = 4;
 
 /// The address space of one subnet.
 #[derive(Debug, Clone)]
-pub struct AddressPool {
+pub(super) struct AddressPool {
     net: Ipv4Net,
     /// Offsets (from the network address) in use, the reserved ones included.
     used: BTreeSet<u32>,
@@ -23,7 +23,7 @@ pub struct AddressPool {
 
 impl AddressPool {
     /// An empty subnet with EC2's five reserved addresses taken.
-    pub fn new(net: Ipv4Net) -> Self {
+    pub(super) fn new(net: Ipv4Net) -> Self {
         let net = net.trunc();
         let size = Self::size_of(net);
         let mut used: BTreeSet<u32> = (0..RESERVED_LOW.min(size)).collect();
@@ -49,24 +49,24 @@ impl AddressPool {
     }
 
     /// The subnet's CIDR.
-    pub fn net(&self) -> Ipv4Net {
+    pub(super) fn net(&self) -> Ipv4Net {
         self.net
     }
 
     /// Free addresses (what EC2 reports as `AvailableIpAddressCount`).
-    pub fn free(&self) -> u32 {
+    pub(super) fn free(&self) -> u32 {
         self.size()
             .saturating_sub(u32::try_from(self.used.len()).unwrap_or(u32::MAX))
     }
 
     /// Whether `ip` is one of the five reserved addresses.
-    pub fn is_reserved(&self, ip: Ipv4Addr) -> bool {
+    pub(super) fn is_reserved(&self, ip: Ipv4Addr) -> bool {
         self.offset(ip)
             .is_some_and(|o| o < RESERVED_LOW || o == self.size() - 1)
     }
 
     /// Takes a specific free address (used to model other tenants of the subnet).
-    pub fn take_exact(&mut self, ip: Ipv4Addr) -> bool {
+    pub(super) fn take_exact(&mut self, ip: Ipv4Addr) -> bool {
         match self.offset(ip) {
             Some(o) => self.used.insert(o),
             None => false,
@@ -74,7 +74,7 @@ impl AddressPool {
     }
 
     /// Takes `count` free addresses at random, or none when fewer are free.
-    pub fn take_ips(&mut self, count: u32, rng: &mut impl Rng) -> Option<Vec<Ipv4Addr>> {
+    pub(super) fn take_ips(&mut self, count: u32, rng: &mut impl Rng) -> Option<Vec<Ipv4Addr>> {
         if count > self.free() {
             return None;
         }
@@ -91,7 +91,7 @@ impl AddressPool {
     }
 
     /// Takes `count` free aligned /28 blocks at random, or none when fewer exist.
-    pub fn take_prefixes(&mut self, count: u32, rng: &mut impl Rng) -> Option<Vec<Ipv4Net>> {
+    pub(super) fn take_prefixes(&mut self, count: u32, rng: &mut impl Rng) -> Option<Vec<Ipv4Net>> {
         let mut taken = Vec::with_capacity(count as usize);
         for _ in 0..count {
             let candidates: Vec<u32> = (0..self.size() / PREFIX_ADDRESSES)
@@ -118,7 +118,7 @@ impl AddressPool {
     }
 
     /// Returns an address to the pool.
-    pub fn release_ip(&mut self, ip: Ipv4Addr) {
+    pub(super) fn release_ip(&mut self, ip: Ipv4Addr) {
         if let Some(o) = self.offset(ip)
             && !self.is_reserved(ip)
         {
@@ -127,7 +127,7 @@ impl AddressPool {
     }
 
     /// Returns a /28 block to the pool.
-    pub fn release_prefix(&mut self, prefix: Ipv4Net) {
+    pub(super) fn release_prefix(&mut self, prefix: Ipv4Net) {
         for ip in prefix_addresses(prefix) {
             self.release_ip(ip);
         }
@@ -135,7 +135,7 @@ impl AddressPool {
 }
 
 /// Every address of a /28 prefix (all 16 are usable by pods).
-pub fn prefix_addresses(prefix: Ipv4Net) -> impl Iterator<Item = Ipv4Addr> {
+pub(super) fn prefix_addresses(prefix: Ipv4Net) -> impl Iterator<Item = Ipv4Addr> {
     (u32::from(prefix.network())..=u32::from(prefix.broadcast())).map(Ipv4Addr::from)
 }
 

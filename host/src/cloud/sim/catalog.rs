@@ -15,7 +15,7 @@ const TYPES: &[(&str, u32, u32, u32, bool)] = &[
 ];
 
 /// The limits of a known instance type.
-pub fn limits(instance_type: &str) -> Option<InstanceLimits> {
+pub(super) fn limits(instance_type: &str) -> Option<InstanceLimits> {
     TYPES.iter().find(|(name, ..)| *name == instance_type).map(
         |&(name, max_enis, ipv4, ipv6, nitro)| InstanceLimits {
             instance_type: name.to_owned(),
@@ -29,7 +29,7 @@ pub fn limits(instance_type: &str) -> Option<InstanceLimits> {
 }
 
 /// Names of the known instance types (for error messages).
-pub fn known() -> Vec<&'static str> {
+pub(super) fn known() -> Vec<&'static str> {
     TYPES.iter().map(|(name, ..)| *name).collect()
 }
 

@@ -194,3 +194,34 @@ impl EniLinks for NetnsEniLinks {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::{AddressRequest, Cloud, CreateEni, SimCloud};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_create_whose_link_cannot_be_made_is_undone() {
+        let links: Arc<dyn EniLinks> = Arc::new(NetnsEniLinks::new("/nonexistent/netns"));
+        let sim = SimCloud::builder()
+            .subnet("10.0.0.0/24")
+            .links(links)
+            .build()
+            .expect("sim");
+        let free = sim.list_subnets().await.expect("subnets")[0].free_ips;
+        let node = sim.identity().await.expect("identity");
+        let error = sim
+            .create_eni(&CreateEni {
+                subnet_id: node.subnet_id,
+                security_groups: node.security_groups,
+                addresses: AddressRequest::Ips(2),
+                tags: Default::default(),
+            })
+            .await
+            .expect_err("no such namespace");
+        assert!(error.to_string().contains("/nonexistent/netns"), "{error}");
+        assert_eq!(sim.all_enis().len(), 1, "only the primary ENI is left");
+        assert_eq!(sim.list_subnets().await.expect("subnets")[0].free_ips, free);
+    }
+}

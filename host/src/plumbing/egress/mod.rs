@@ -18,7 +18,7 @@
 
 mod config;
 mod nft;
-pub mod ruleset;
+mod ruleset;
 
 pub use config::EgressConfig;
 

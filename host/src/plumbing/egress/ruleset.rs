@@ -31,24 +31,24 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use super::{EgressSpec, SnatRandom};
 
 /// Weft's table; nothing else is ever touched.
-pub const TABLE: &str = "weft";
+pub(super) const TABLE: &str = "weft";
 /// Its family: Weft's pods are IPv4.
 const FAMILY: NfFamily = NfFamily::IP;
 /// The chain that marks connections (filter type at the mangle priority).
-pub const MARK_CHAIN: &str = "prerouting";
+pub(super) const MARK_CHAIN: &str = "prerouting";
 /// The chain that SNATs (nat type at the srcnat priority).
-pub const SNAT_CHAIN: &str = "postrouting";
+pub(super) const SNAT_CHAIN: &str = "postrouting";
 const MANGLE_PRIORITY: i32 = -150;
 const SRCNAT_PRIORITY: i32 = 100;
 
 /// Comments of Weft's rules: they say what each rule is for in `nft list`.
-pub const NODE_PORT_COMMENT: &str = "weft: connections to the node through its primary ENI";
+pub(super) const NODE_PORT_COMMENT: &str = "weft: connections to the node through its primary ENI";
 /// See [`NODE_PORT_COMMENT`].
-pub const EGRESS_MARK_COMMENT: &str = "weft: pod connections leaving the VPC";
+pub(super) const EGRESS_MARK_COMMENT: &str = "weft: pod connections leaving the VPC";
 /// See [`NODE_PORT_COMMENT`].
-pub const RESTORE_COMMENT: &str = "weft: marked connections use the main table";
+pub(super) const RESTORE_COMMENT: &str = "weft: marked connections use the main table";
 /// See [`NODE_PORT_COMMENT`].
-pub const SNAT_COMMENT: &str = "weft: SNAT pod traffic leaving the VPC";
+pub(super) const SNAT_COMMENT: &str = "weft: SNAT pod traffic leaving the VPC";
 
 /// Whether the spec needs any rule at all (else the table is removed).
 pub(crate) fn needed(spec: &EgressSpec) -> bool {

@@ -5,8 +5,7 @@
 //! must keep every answered assignment, leak no ENI, hold every address EC2
 //! reports, and finish the scenario.
 
-#[path = "reconcile_common/mod.rs"]
-mod common;
+use crate::support::reconcile as common;
 
 use common::*;
 use std::collections::BTreeMap;

@@ -2,8 +2,7 @@
 //! give the same decisions as the native build (and as the fixtures
 //! expect).
 
-#[path = "policy_common/mod.rs"]
-mod common;
+use crate::support::policy as common;
 
 use common::{GENEROUS_DEADLINE_MS, engine, limits};
 use std::path::Path;

@@ -2,6 +2,7 @@
 
 use std::process::{Command, Output};
 use weft_test_artifacts::{CHAOS_FOREIGN_IMPORT, CHAOS_POOL, CHAOS_SG, WARM_POOL};
+use weft_tests::weftd_binary;
 
 /// Runs `weftd`. `eval` gets a generous deadline unless the test sets one:
 /// the deadline is wall-clock time and CI machines are busy.
@@ -10,7 +11,7 @@ fn weftd(args: &[&str]) -> Output {
     if args.get(1) == Some(&"eval") && !args.contains(&"--deadline-ms") {
         args.extend(["--deadline-ms", "2000"]);
     }
-    Command::new(env!("CARGO_BIN_EXE_weftd"))
+    Command::new(weftd_binary())
         .args(args)
         .env("RUST_LOG", "warn")
         .output()

@@ -1,12 +1,6 @@
-//! Shared harness of the `reconcile_*` tests (included with `#[path]`, not
-//! a test target of its own): a pool on `SimCloud` in a temporary state
+//! Shared harness of the `reconcile_*` tests: a pool on `SimCloud` in a temporary state
 //! directory, a cloud wrapper that counts calls and can "crash" at a chosen
 //! call, recording ENI hooks, and the pool invariants.
-
-#![allow(
-    dead_code,
-    reason = "included by several test binaries, each of which uses a part"
-)]
 
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,7 +19,7 @@ use weft_host::state::StateDir;
 
 /// Where a crash strikes, relative to the chosen changing call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Crash {
+pub(crate) enum Crash {
     /// The call is never sent.
     Before,
     /// EC2 carries the call out; the answer never arrives.
@@ -36,7 +30,7 @@ pub enum Crash {
 
 /// A changing cloud call, as counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Call {
+pub(crate) enum Call {
     CreateEni,
     AssignIps,
     AssignPrefixes,
@@ -48,7 +42,7 @@ pub enum Call {
 /// `SimCloud` with call counters and an optional crash at the `n`-th
 /// changing call (counted from 1): the call's future then never completes,
 /// as if the process died there.
-pub struct TestCloud {
+pub(crate) struct TestCloud {
     pub sim: Arc<SimCloud>,
     calls: Mutex<Vec<Call>>,
     /// The ENI every changing call targeted (creates excluded).
@@ -59,7 +53,7 @@ pub struct TestCloud {
 }
 
 impl TestCloud {
-    pub fn new(sim: Arc<SimCloud>) -> Self {
+    pub(crate) fn new(sim: Arc<SimCloud>) -> Self {
         TestCloud {
             sim,
             calls: Mutex::new(Vec::new()),
@@ -70,7 +64,7 @@ impl TestCloud {
         }
     }
 
-    pub fn crashing(sim: Arc<SimCloud>, at: u32, how: Crash) -> Self {
+    pub(crate) fn crashing(sim: Arc<SimCloud>, at: u32, how: Crash) -> Self {
         TestCloud {
             crash_at: Some((at, how)),
             ..TestCloud::new(sim)
@@ -78,12 +72,12 @@ impl TestCloud {
     }
 
     /// Changing calls so far, in order.
-    pub fn calls(&self) -> Vec<Call> {
+    pub(crate) fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
     }
 
     /// The ENIs changing calls targeted.
-    pub fn targets(&self) -> Vec<(Call, String)> {
+    pub(crate) fn targets(&self) -> Vec<(Call, String)> {
         self.targets.lock().unwrap().clone()
     }
 
@@ -91,18 +85,21 @@ impl TestCloud {
         self.targets.lock().unwrap().push((call, eni_id.to_owned()));
     }
 
-    pub fn count(&self, call: Call) -> usize {
+    pub(crate) fn count(&self, call: Call) -> usize {
         self.calls().iter().filter(|c| **c == call).count()
     }
 
     /// Whether the crash has struck.
-    pub fn crashed(&self) -> bool {
+    pub(crate) fn crashed(&self) -> bool {
         self.crash_at
             .is_some_and(|(n, _)| self.changing.load(Ordering::SeqCst) >= n)
     }
 
     /// Runs `work` until it ends or the crash strikes (`None`).
-    pub async fn until_crash<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+    pub(crate) async fn until_crash<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
         tokio::select! {
             out = work => Some(out),
             () = async {
@@ -210,7 +207,7 @@ impl Cloud for TestCloud {
 /// ENI hooks that record what they were told; set-up fails while
 /// `fail_attach` is set.
 #[derive(Default)]
-pub struct RecordingHooks {
+pub(crate) struct RecordingHooks {
     pub attached: Mutex<Vec<String>>,
     pub released: Mutex<Vec<String>>,
     pub fail_attach: std::sync::atomic::AtomicBool,
@@ -249,7 +246,7 @@ impl EniHooks for RecordingHooks {
 
 /// The policies with the built-in warm-pool configured by `settings`
 /// (JSON), one set per distinct setting for the whole test binary.
-pub fn policies(settings: &str) -> Arc<PolicySet> {
+pub(crate) fn policies(settings: &str) -> Arc<PolicySet> {
     static SETS: OnceLock<Mutex<BTreeMap<String, Arc<PolicySet>>>> = OnceLock::new();
     let mut sets = SETS.get_or_init(Default::default).lock().unwrap();
     sets.entry(settings.to_owned())
@@ -268,7 +265,7 @@ pub fn policies(settings: &str) -> Arc<PolicySet> {
 
 /// A pool config for tests: no cooldown, short ADD wait, ENIs releasable
 /// at once, a resync period long enough that only events drive rounds.
-pub fn config() -> PoolConfig {
+pub(crate) fn config() -> PoolConfig {
     PoolConfig {
         cooldown_seconds: 0,
         add_wait_ms: 2_000,
@@ -279,7 +276,7 @@ pub fn config() -> PoolConfig {
 }
 
 /// Starts a pool on `cloud` over the state directory `dir`.
-pub async fn start(
+pub(crate) async fn start(
     cloud: Arc<dyn Cloud>,
     dir: &Path,
     settings: &str,
@@ -298,7 +295,7 @@ pub async fn start(
 }
 
 /// [`start`] with the given metrics.
-pub async fn start_with(
+pub(crate) async fn start_with(
     cloud: Arc<dyn Cloud>,
     dir: &Path,
     settings: &str,
@@ -319,7 +316,7 @@ pub async fn start_with(
 }
 
 /// A simulator with one /24 subnet.
-pub fn sim(instance_type: &str, seed: u64) -> Arc<SimCloud> {
+pub(crate) fn sim(instance_type: &str, seed: u64) -> Arc<SimCloud> {
     Arc::new(
         SimCloud::builder()
             .seed(seed)
@@ -331,17 +328,17 @@ pub fn sim(instance_type: &str, seed: u64) -> Arc<SimCloud> {
 }
 
 /// A temporary state directory path.
-pub fn state_dir() -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn state_dir() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().expect("temp dir");
     let path = tmp.path().join("state");
     (tmp, path)
 }
 
-pub fn key(n: u32) -> AssignmentKey {
+pub(crate) fn key(n: u32) -> AssignmentKey {
     AssignmentKey::new("weft", format!("c{n}"), "eth0")
 }
 
-pub fn pod(n: u32) -> PodMeta {
+pub(crate) fn pod(n: u32) -> PodMeta {
     PodMeta {
         namespace: "default".into(),
         name: format!("pod-{n}"),
@@ -351,7 +348,7 @@ pub fn pod(n: u32) -> PodMeta {
 
 /// Every address EC2 reports on the node's ENIs (prefixes expanded,
 /// primaries excluded), by ENI.
-pub async fn cloud_addresses(sim: &SimCloud) -> BTreeMap<Ipv4Addr, String> {
+pub(crate) async fn cloud_addresses(sim: &SimCloud) -> BTreeMap<Ipv4Addr, String> {
     let mut out = BTreeMap::new();
     for eni in sim.list_enis().await.expect("list") {
         for ip in &eni.secondary_ips {
@@ -374,7 +371,7 @@ pub async fn cloud_addresses(sim: &SimCloud) -> BTreeMap<Ipv4Addr, String> {
 ///   releasing while a call is in flight), on the same ENI;
 /// * the node never holds more addresses than `max_pods`;
 /// * no ENI leaked: every ENI in the VPC is attached to the node.
-pub async fn check_invariants(pool: &Pool, sim: &SimCloud, max_pods: usize) {
+pub(crate) async fn check_invariants(pool: &Pool, sim: &SimCloud, max_pods: usize) {
     let snapshot = pool.snapshot();
     let cloud = cloud_addresses(sim).await;
     let mut seen = BTreeSet::new();
@@ -427,7 +424,7 @@ pub async fn check_invariants(pool: &Pool, sim: &SimCloud, max_pods: usize) {
 }
 
 /// The node's default group.
-pub fn default_group(sim: &SimCloud) -> SgSet {
+pub(crate) fn default_group(sim: &SimCloud) -> SgSet {
     SgSet::new(
         sim.all_enis()
             .iter()

@@ -1,8 +1,7 @@
 //! The sandbox contains misbehaving components (tests/chaos-policy): each
 //! failure is reported with its kind and the next decision works.
 
-#[path = "policy_common/mod.rs"]
-mod common;
+use crate::support::policy as common;
 
 use common::*;
 use weft_host::policy::{CompiledPolicy, Decision, FailureKind};

@@ -6,8 +6,7 @@
 //! answered assignment. Runs with and without a (1 s) cooldown, so that
 //! scale-down meets cooling addresses.
 
-#[path = "reconcile_common/mod.rs"]
-mod common;
+use crate::support::reconcile as common;
 
 use common::*;
 use proptest::prelude::*;

@@ -3,8 +3,7 @@
 //! the configuration, two modules for one role are refused, shadows run
 //! beside the active policy and never act.
 
-#[path = "policy_common/mod.rs"]
-mod common;
+use crate::support::policy as common;
 
 use common::*;
 use std::path::{Path, PathBuf};

@@ -3,8 +3,7 @@
 //! symlink, a directory or file others can write, a file of another user)
 //! is never deserialized: the module is compiled again.
 
-#[path = "policy_common/mod.rs"]
-mod common;
+use crate::support::policy as common;
 
 use common::*;
 use std::os::unix::fs::PermissionsExt;

@@ -1,10 +1,4 @@
-//! Shared inputs and helpers of the `policy_*` tests (included with
-//! `#[path]`, not a test target of its own).
-
-#![allow(
-    dead_code,
-    reason = "included by several test binaries, each of which uses a part"
-)]
+//! Shared inputs and helpers of the `policy_*` tests.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,12 +9,12 @@ use weft_host::policy::{
 use weft_policy_sdk::{Tag, pool, security, subnet};
 
 /// A fresh engine without an artifact cache.
-pub fn engine() -> PolicyEngine {
+pub(crate) fn engine() -> PolicyEngine {
     PolicyEngine::new(None).expect("policy engine")
 }
 
 /// Call limits.
-pub fn limits(deadline_ms: u64, memory_mib: usize) -> CallLimits {
+pub(crate) fn limits(deadline_ms: u64, memory_mib: usize) -> CallLimits {
     CallLimits {
         deadline: Duration::from_millis(deadline_ms),
         memory_bytes: memory_mib * 1024 * 1024,
@@ -29,17 +23,17 @@ pub fn limits(deadline_ms: u64, memory_mib: usize) -> CallLimits {
 
 /// A deadline no healthy decision misses, even in a debug build on a
 /// loaded machine (the deadline is wall-clock time).
-pub const GENEROUS_DEADLINE_MS: u64 = 2_000;
+pub(crate) const GENEROUS_DEADLINE_MS: u64 = 2_000;
 
 /// The deadline of tests that expect it to fire (an endless loop). Not the
 /// 10 ms default: the deadline also covers the fresh instance's
 /// instantiation and `configure`, which a loaded machine running a debug
 /// build can stretch past 10 ms.
-pub const SHORT_DEADLINE_MS: u64 = 100;
+pub(crate) const SHORT_DEADLINE_MS: u64 = 100;
 
 /// Loads and configures `path` with the default memory cap and a generous
 /// deadline; tests of the deadline itself use [`load_with`].
-pub fn load(
+pub(crate) fn load(
     engine: &PolicyEngine,
     path: &str,
     settings: &str,
@@ -48,7 +42,7 @@ pub fn load(
 }
 
 /// Loads and configures `path` with `limits`.
-pub fn load_with(
+pub(crate) fn load_with(
     engine: &PolicyEngine,
     path: &str,
     settings: &str,
@@ -59,14 +53,14 @@ pub fn load_with(
 }
 
 /// A policy set of `config` and the metrics it counts in.
-pub fn set(config: PoliciesConfig) -> (PolicySet, Arc<Metrics>) {
+pub(crate) fn set(config: PoliciesConfig) -> (PolicySet, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
     let set = PolicySet::from_config(&config, metrics.clone()).expect("valid configuration");
     (set, metrics)
 }
 
 /// The `weft_policy_decisions_total` count of one decision and outcome.
-pub fn counted(metrics: &Metrics, decision: &str, outcome: &str) -> u64 {
+pub(crate) fn counted(metrics: &Metrics, decision: &str, outcome: &str) -> u64 {
     let text = metrics.encode();
     text.lines()
         .filter(|l| l.starts_with("weft_policy_decisions_total{"))
@@ -79,13 +73,13 @@ pub fn counted(metrics: &Metrics, decision: &str, outcome: &str) -> u64 {
 }
 
 /// Chaos settings for `mode`.
-pub fn chaos(mode: &str) -> String {
+pub(crate) fn chaos(mode: &str) -> String {
     format!(r#"{{"mode": "{mode}"}}"#)
 }
 
 /// An m5.large-like node: primary ENI with 9 IPs (4 assigned) and an idle
 /// secondary ENI.
-pub fn pool_state() -> pool::PoolState {
+pub(crate) fn pool_state() -> pool::PoolState {
     let eni = |id: &str, device_index, assigned| pool::Eni {
         id: id.into(),
         device_index,
@@ -115,7 +109,7 @@ pub fn pool_state() -> pool::PoolState {
 }
 
 /// A subnet request with two candidates in the node's AZ.
-pub fn subnet_input() -> (subnet::EniRequest, Vec<subnet::Candidate>) {
+pub(crate) fn subnet_input() -> (subnet::EniRequest, Vec<subnet::Candidate>) {
     let candidate = |id: &str, free_ips| subnet::Candidate {
         id: id.into(),
         availability_zone: "us-west-2a".into(),
@@ -138,7 +132,7 @@ pub fn subnet_input() -> (subnet::EniRequest, Vec<subnet::Candidate>) {
 }
 
 /// A typical pod's security-group request.
-pub fn sg_request() -> security::Request {
+pub(crate) fn sg_request() -> security::Request {
     security::Request {
         pod: security::Pod {
             namespace: "shop".into(),

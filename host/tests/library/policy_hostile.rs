@@ -3,8 +3,7 @@
 //! deterministic randomness, per-component pooling limits, host-call fuel,
 //! and every string a policy returns or logs capped and sanitised.
 
-#[path = "policy_common/mod.rs"]
-mod common;
+use crate::support::policy as common;
 
 use common::*;
 use std::io::Write;

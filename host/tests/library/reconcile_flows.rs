@@ -1,8 +1,7 @@
 //! The pool service on `SimCloud`: ADD waiting and its bounded failure,
 //! shared scale-ups, prefix fallback, scale-down without fights, restart.
 
-#[path = "reconcile_common/mod.rs"]
-mod common;
+use crate::support::reconcile as common;
 
 use common::*;
 use std::net::Ipv4Addr;

@@ -1,7 +1,6 @@
 //! `PolicySet`: failure modes, validation, metrics and hot reload.
 
-#[path = "policy_common/mod.rs"]
-mod common;
+use crate::support::policy as common;
 
 use common::*;
 use std::sync::Arc;

@@ -3,8 +3,7 @@
 //! after the call took effect, ENIs attached by others, deletes that fail,
 //! and a fleet of nodes sharing one account's request budget.
 
-#[path = "reconcile_common/mod.rs"]
-mod common;
+use crate::support::reconcile as common;
 
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,160 +1,25 @@
 //! The agent API served on a real unix socket, exercised with raw HTTP, the
-//! plugin's own client and curl. The agent behind it is `FakeAgent`, a test
-//! double of weftd's backend (the real one is wired by the agent).
+//! plugin's own client and curl (which is why it is here and not among the
+//! library tests). The agent behind it is `FakeAgent`, the test double of
+//! weftd's backend (the real one is wired by the agent).
 
-use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::sync::{Notify, oneshot};
-use weft_cni::api::{
-    AddRequest, AddResponse, ApiError, Attachment, CheckRequest, CheckResponse, DelRequest,
-    DelResponse, GcRequest, GcResponse, StatusResponse,
-};
+use weft_cni::api::{AddRequest, CheckRequest, DelRequest, GcRequest};
 use weft_cni::client::Client;
 use weft_cni::plugin::Agent;
-use weft_host::api::{ApiConfig, ApiServer, Backend, PodView, PoolView, SocketError};
+use weft_host::api::{ApiConfig, ApiServer, PodView, PoolView, SocketError};
+use weft_tests::support::backend::{
+    EMPTY_POOL_MSG, FakeApi, HOST_VETH, METRICS, NO_DEFAULT_ROUTE, POD_IP,
+};
 
-/// A test double of the agent: fixed answers, plus pods named to trigger
-/// behaviours (`empty-pool` fails with 11, `slow` waits for the test).
-#[derive(Default)]
-struct FakeAgent {
-    release_slow: Notify,
-    slow_finished: AtomicBool,
-}
-
-impl Backend for FakeAgent {
-    fn add(&self, req: AddRequest) -> BoxFuture<'_, Result<AddResponse, ApiError>> {
-        Box::pin(async move {
-            match req.pod.name.as_str() {
-                "empty-pool" => Err(ApiError::try_again_later(
-                    "no free address for security groups [sg-1]",
-                    "the pool is growing; the runtime retries",
-                )),
-                "slow" => {
-                    self.release_slow.notified().await;
-                    self.slow_finished.store(true, Ordering::SeqCst);
-                    Ok(AddResponse::default())
-                }
-                _ => Ok(serde_json::from_value(json!({
-                    "interfaces": [{"name": "eni0123456789a"}, {"name": req.ifname, "sandbox": req.netns}],
-                    "ips": [{"address": "10.0.1.5/32", "gateway": "169.254.1.1", "interface": 1}]
-                }))
-                .expect("valid result")),
-            }
-        })
-    }
-
-    fn del(&self, _req: DelRequest) -> BoxFuture<'_, Result<DelResponse, ApiError>> {
-        Box::pin(async {
-            Ok(DelResponse {
-                released: Some("10.0.1.5".parse().expect("ip")),
-            })
-        })
-    }
-
-    fn check(&self, req: CheckRequest) -> BoxFuture<'_, Result<CheckResponse, ApiError>> {
-        Box::pin(async move {
-            Ok(CheckResponse {
-                differences: req
-                    .expected
-                    .routes
-                    .is_empty()
-                    .then(|| "no routes expected".to_string())
-                    .into_iter()
-                    .collect(),
-            })
-        })
-    }
-
-    fn gc(&self, req: GcRequest) -> BoxFuture<'_, Result<GcResponse, ApiError>> {
-        Box::pin(async move {
-            let held = [Attachment {
-                container_id: "old".into(),
-                ifname: "eth0".into(),
-            }];
-            Ok(GcResponse {
-                released: held
-                    .into_iter()
-                    .filter(|a| !req.valid_attachments.contains(a))
-                    .collect(),
-            })
-        })
-    }
-
-    fn status(&self) -> BoxFuture<'_, StatusResponse> {
-        Box::pin(async {
-            StatusResponse {
-                ready: true,
-                reason: None,
-                warnings: Vec::new(),
-            }
-        })
-    }
-
-    fn pods(&self) -> BoxFuture<'_, Result<Vec<PodView>, ApiError>> {
-        Box::pin(async {
-            Ok(vec![PodView {
-                network: "weft".into(),
-                container_id: "c1".into(),
-                ifname: "eth0".into(),
-                pod: None,
-                ip: "10.0.1.5".parse().expect("ip"),
-                eni_id: "eni-1".into(),
-                host_veth: "eni0123456789a".into(),
-            }])
-        })
-    }
-
-    fn pool(&self) -> BoxFuture<'_, Result<PoolView, ApiError>> {
-        Box::pin(async { Ok(PoolView { groups: vec![] }) })
-    }
-}
-
-struct Running {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    agent: Arc<FakeAgent>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.expect("server task");
-    }
-}
-
-async fn start(tune: impl FnOnce(&mut ApiConfig)) -> Running {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("run/weftd.sock");
-    let mut config = ApiConfig {
-        socket: path.clone(),
-        ..ApiConfig::default()
-    };
-    tune(&mut config);
-    let agent = Arc::new(FakeAgent::default());
-    let server = ApiServer::bind(config, agent.clone(), Arc::new(|| "# EOF\n".to_string()))
-        .expect("bind the API socket");
-    let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(server.serve(async {
-        let _ = stopped.await;
-    }));
-    Running {
-        _dir: dir,
-        path,
-        agent,
-        stop: Some(stop),
-        task,
-    }
+async fn start(tune: impl FnOnce(&mut ApiConfig)) -> FakeApi {
+    FakeApi::start_with(true, tune).await
 }
 
 /// Sends raw bytes, reads until the server closes; returns status and JSON body.
@@ -194,10 +59,10 @@ fn client(path: &Path) -> Client {
 #[tokio::test(flavor = "multi_thread")]
 async fn socket_is_0600_and_removed_on_shutdown() {
     let server = start(|_| {}).await;
-    let meta = std::fs::metadata(&server.path).expect("socket exists");
+    let meta = std::fs::metadata(&server.socket).expect("socket exists");
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    let path = server.path.clone();
+    let path = server.socket.clone();
     server.stop().await;
     assert!(!path.exists(), "socket removed on shutdown");
 }
@@ -206,11 +71,11 @@ async fn socket_is_0600_and_removed_on_shutdown() {
 async fn refuses_to_displace_a_live_agent() {
     let server = start(|_| {}).await;
     let config = ApiConfig {
-        socket: server.path.clone(),
+        socket: server.socket.clone(),
         ..ApiConfig::default()
     };
     match ApiServer::bind(config, server.agent.clone(), Arc::new(String::new)) {
-        Err(SocketError::InUse(p)) => assert_eq!(p, server.path),
+        Err(SocketError::InUse(p)) => assert_eq!(p, server.socket),
         Err(e) => panic!("expected InUse, got {e}"),
         Ok(_) => panic!("a second agent must not bind a live socket"),
     }
@@ -220,12 +85,12 @@ async fn refuses_to_displace_a_live_agent() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_route_through_the_plugin_client() {
     let server = start(|_| {}).await;
-    let path = server.path.clone();
+    let path = server.socket.clone();
     tokio::task::spawn_blocking(move || {
         let c = client(&path);
         let add: AddRequest = serde_json::from_str(&add_body("web")).expect("request");
         let result = c.add(&add).expect("add");
-        assert_eq!(result.ips[0].address.to_string(), "10.0.1.5/32");
+        assert_eq!(result.ips[0].address.to_string(), format!("{POD_IP}/32"));
         assert_eq!(
             result.interfaces[1].sandbox.as_deref(),
             Some("/proc/self/ns/net")
@@ -239,19 +104,21 @@ async fn every_route_through_the_plugin_client() {
         };
         assert_eq!(
             c.del(&del).expect("del").released,
-            Some("10.0.1.5".parse().expect("ip"))
+            Some(POD_IP.parse().expect("ip"))
         );
+        let mut expected = result;
+        expected.routes.clear();
         let check = CheckRequest {
             network: "weft".into(),
             container_id: "c1".into(),
             ifname: "eth0".into(),
             netns: "/proc/self/ns/net".into(),
             pod: None,
-            expected: result,
+            expected,
         };
         assert_eq!(
             c.check(&check).expect("check").differences,
-            ["no routes expected"]
+            [NO_DEFAULT_ROUTE]
         );
         let gc = GcRequest {
             network: "weft".into(),
@@ -260,7 +127,7 @@ async fn every_route_through_the_plugin_client() {
         assert_eq!(c.gc(&gc).expect("gc").released[0].container_id, "old");
         assert!(c.status().expect("status").ready);
         let pods: Vec<PodView> = c.call::<(), _>("GET", "/v1/pods", None).expect("pods");
-        assert_eq!(pods[0].host_veth, "eni0123456789a");
+        assert_eq!(pods[0].host_veth, HOST_VETH);
         let pool: PoolView = c.call::<(), _>("GET", "/v1/pool", None).expect("pool");
         assert!(pool.groups.is_empty());
     })
@@ -272,30 +139,34 @@ async fn every_route_through_the_plugin_client() {
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_errors_keep_their_code_and_map_to_503() {
     let server = start(|_| {}).await;
-    let (status, body) = raw(&server.path, &post("/v1/cni/add", &add_body("empty-pool"))).await;
+    let (status, body) = raw(
+        &server.socket,
+        &post("/v1/cni/add", &add_body("empty-pool")),
+    )
+    .await;
     assert_eq!(status, 503);
     assert_eq!(body["code"], 11);
-    assert_eq!(body["msg"], "no free address for security groups [sg-1]");
+    assert_eq!(body["msg"], EMPTY_POOL_MSG);
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_oversized_and_unknown_requests() {
     let server = start(|_| {}).await;
-    let (status, body) = raw(&server.path, &post("/v1/cni/add", "{\"network\":")).await;
+    let (status, body) = raw(&server.socket, &post("/v1/cni/add", "{\"network\":")).await;
     assert_eq!((status, body["code"].as_u64()), (400, Some(6)));
     let huge = format!("\"{}\"", "x".repeat(weft_cni::api::MAX_BODY_BYTES + 10));
-    let (status, body) = raw(&server.path, &post("/v1/cni/add", &huge)).await;
+    let (status, body) = raw(&server.socket, &post("/v1/cni/add", &huge)).await;
     assert_eq!((status, body["code"].as_u64()), (413, Some(6)));
     let (status, body) = raw(
-        &server.path,
+        &server.socket,
         b"GET /v2/status HTTP/1.1\r\nHost: weft\r\n\r\n",
     )
     .await;
     assert_eq!(status, 404);
     assert!(body["msg"].as_str().expect("msg").contains("/v2/status"));
     let (status, body) = raw(
-        &server.path,
+        &server.socket,
         b"GET /v1/cni/add HTTP/1.1\r\nHost: weft\r\n\r\n",
     )
     .await;
@@ -306,7 +177,7 @@ async fn malformed_oversized_and_unknown_requests() {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_are_served_as_text() {
     let server = start(|_| {}).await;
-    let mut stream = UnixStream::connect(&server.path).await.expect("connect");
+    let mut stream = UnixStream::connect(&server.socket).await.expect("connect");
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: weft\r\n\r\n")
         .await
@@ -315,14 +186,14 @@ async fn metrics_are_served_as_text() {
     stream.read_to_string(&mut buf).await.expect("read");
     assert!(buf.starts_with("HTTP/1.1 200"), "{buf}");
     assert!(buf.contains("application/openmetrics-text"), "{buf}");
-    assert!(buf.ends_with("# EOF\n"), "{buf}");
+    assert!(buf.ends_with(METRICS), "{buf}");
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn curl_can_query_status() {
     let server = start(|_| {}).await;
-    let path = server.path.clone();
+    let path = server.socket.clone();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("curl")
             .args(["-sS", "--fail", "--unix-socket"])
@@ -347,13 +218,13 @@ async fn curl_can_query_status() {
 async fn a_stalled_client_does_not_block_others_and_times_out() {
     let server = start(|c| c.request_timeout = Duration::from_millis(300)).await;
     // Head sent, body promised but never sent.
-    let mut stalled = UnixStream::connect(&server.path).await.expect("connect");
+    let mut stalled = UnixStream::connect(&server.socket).await.expect("connect");
     stalled
         .write_all(b"POST /v1/cni/add HTTP/1.1\r\nHost: weft\r\nContent-Length: 500\r\n\r\n{\"net")
         .await
         .expect("write");
     // Another client is served meanwhile.
-    let (status, body) = raw(&server.path, &post("/v1/cni/add", &add_body("web"))).await;
+    let (status, body) = raw(&server.socket, &post("/v1/cni/add", &add_body("web"))).await;
     assert_eq!(status, 200, "{body}");
     // The stalled one gets "try again later" once its deadline passes.
     let mut buf = Vec::new();
@@ -366,7 +237,7 @@ async fn a_stalled_client_does_not_block_others_and_times_out() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_connection_is_closed_after_the_header_timeout() {
     let server = start(|c| c.header_timeout = Duration::from_millis(200)).await;
-    let mut silent = UnixStream::connect(&server.path).await.expect("connect");
+    let mut silent = UnixStream::connect(&server.socket).await.expect("connect");
     let mut buf = Vec::new();
     silent
         .read_to_end(&mut buf)
@@ -378,12 +249,12 @@ async fn a_silent_connection_is_closed_after_the_header_timeout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_backend_call_times_out_but_runs_to_completion() {
     let server = start(|c| c.request_timeout = Duration::from_millis(200)).await;
-    let (status, body) = raw(&server.path, &post("/v1/cni/add", &add_body("slow"))).await;
+    let (status, body) = raw(&server.socket, &post("/v1/cni/add", &add_body("slow"))).await;
     assert_eq!((status, body["code"].as_u64()), (503, Some(11)), "{body}");
     assert!(body["msg"].as_str().expect("msg").contains("within 200 ms"));
-    assert!(!server.agent.slow_finished.load(Ordering::SeqCst));
+    assert!(!server.agent.slow_finished());
     server.agent.release_slow.notify_one();
-    while !server.agent.slow_finished.load(Ordering::SeqCst) {
+    while !server.agent.slow_finished() {
         tokio::task::yield_now().await;
     }
     server.stop().await;
@@ -392,17 +263,17 @@ async fn a_slow_backend_call_times_out_but_runs_to_completion() {
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_beyond_the_limit_are_closed_and_reported_as_try_again() {
     let server = start(|c| c.max_connections = 1).await;
-    let mut holder = UnixStream::connect(&server.path).await.expect("connect");
+    let mut holder = UnixStream::connect(&server.socket).await.expect("connect");
     holder
         .write_all(b"POST /v1/cni/add HTTP/1.1\r\n")
         .await
         .expect("write");
     // Make sure the server accepted the holder before the next connection.
-    let mut probe = UnixStream::connect(&server.path).await.expect("connect");
+    let mut probe = UnixStream::connect(&server.socket).await.expect("connect");
     let mut buf = Vec::new();
     probe.read_to_end(&mut buf).await.expect("closed");
     assert!(buf.is_empty(), "closed without an answer");
-    let path = server.path.clone();
+    let path = server.socket.clone();
     let err = tokio::task::spawn_blocking(move || client(&path).status())
         .await
         .expect("client thread")

@@ -1,0 +1,49 @@
+//! The simulator's attached ENIs materialised as links in a network
+//! namespace the test creates (root: network namespaces).
+
+use std::sync::Arc;
+use weft_host::cloud::sim::{EniLinks, NetnsEniLinks};
+use weft_host::cloud::{AddressRequest, Cloud, CloudError, CreateEni, Eni, SimCloud};
+use weft_tests::support::netns::TestNetns;
+
+/// `ip -o link show <link>` inside the namespace, or `None` when the link does not exist.
+fn link(netns: &TestNetns, link: &str) -> Option<String> {
+    let out = netns.exec("ip", &["-o", "link", "show", link]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+async fn create(sim: &SimCloud) -> Result<Eni, CloudError> {
+    let node = sim.identity().await?;
+    sim.create_eni(&CreateEni {
+        subnet_id: node.subnet_id,
+        security_groups: node.security_groups,
+        addresses: AddressRequest::Ips(2),
+        tags: Default::default(),
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "needs root: network namespaces"]
+async fn attached_enis_appear_as_links_with_their_mac_and_vanish_on_delete() {
+    let netns = TestNetns::new("links");
+    let links: Arc<dyn EniLinks> = Arc::new(NetnsEniLinks::new(netns.path()));
+    let sim = SimCloud::builder()
+        .subnet("10.0.0.0/24")
+        .links(links)
+        .build()
+        .expect("sim");
+    let first = create(&sim).await.expect("eni 1");
+    let second = create(&sim).await.expect("eni 2");
+    let eth1 = link(&netns, "eth1").expect("eth1 exists");
+    assert!(eth1.contains(&first.mac.to_string()), "{eth1}");
+    let eth2 = link(&netns, "eth2").expect("eth2 exists");
+    assert!(eth2.contains(&second.mac.to_string()), "{eth2}");
+
+    sim.delete_eni(&first.id).await.expect("delete");
+    assert!(link(&netns, "eth1").is_none(), "eth1 removed with its ENI");
+    assert!(link(&netns, "eth1-vpc").is_none(), "and its fabric end");
+    assert!(link(&netns, "eth2").is_some());
+}
