@@ -92,7 +92,17 @@ async fn pods_come_and_go_and_the_pool_follows_on_ec2() {
     let on_ec2 = ec2_addresses(&cloud).await;
     assert!(ips.is_subset(&on_ec2), "{ips:?} not all on {on_ec2:?}");
     let enis = cloud.list_enis().await.expect("list");
-    assert_eq!(enis.len(), 2, "the primary ENI has 9 slots: a second ENI");
+    // moto draws each ENI's addresses at random in the /24 and can give a
+    // new ENI an address another ENI holds (EC2 never does); Weft then
+    // leaves that address unused and may need a third ENI.
+    let mut seen = BTreeSet::new();
+    let moto_duplicated = enis
+        .iter()
+        .flat_map(|e| e.secondary_ips.iter())
+        .any(|ip| !seen.insert(*ip));
+    if !moto_duplicated {
+        assert_eq!(enis.len(), 2, "the primary ENI has 9 slots: a second ENI");
+    }
     assert!(
         enis[1].tags.contains_key(TAG_OPERATION),
         "{:?}",
@@ -265,10 +275,26 @@ async fn foreign_enis_on_ec2_are_listed_and_never_touched() {
     for n in 0..24 {
         let placed = pool.assign(key(n), &group, pod(n)).await.expect("address");
         assert!(
-            !foreign_ips.contains(&placed.ip),
-            "{} is foreign",
-            placed.ip
+            placed.eni_id != no_manage.0 && placed.eni_id != untagged.0,
+            "{} comes from foreign ENI {}",
+            placed.ip,
+            placed.eni_id
         );
+        // moto draws each ENI's secondary addresses at random and can give
+        // one of Weft's ENIs an address a foreign ENI holds (EC2 never
+        // does): such an address is Weft's to hand out.
+        if foreign_ips.contains(&placed.ip) {
+            let own = vpc::all_enis(&client, &node.vpc_id)
+                .await
+                .into_iter()
+                .find(|e| e.network_interface_id() == Some(placed.eni_id.as_str()))
+                .is_some_and(|e| {
+                    e.private_ip_addresses()
+                        .iter()
+                        .any(|a| a.private_ip_address() == Some(placed.ip.to_string().as_str()))
+                });
+            assert!(own, "{} is foreign", placed.ip);
+        }
         if n % 2 == 1 {
             pool.release(&key(n - 1)).expect("release");
             pool.reconcile().await.expect("round");
