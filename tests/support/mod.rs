@@ -9,5 +9,6 @@ pub mod k8s;
 pub mod moto;
 pub mod netns;
 pub mod policy_build;
+pub mod pool;
 pub mod tcp;
 pub mod vpc;

@@ -10,58 +10,29 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use weft_host::cloud::{Ec2Cloud, RetryPolicy};
-use weft_host::ipam::{AssignmentKey, PodMeta, SgSet};
+use weft_host::ipam::SgSet;
 use weft_host::metrics::Metrics;
-use weft_host::policy::{PoliciesConfig, PolicyConfig, PolicySet};
-use weft_host::reconcile::{NoHooks, Pool, PoolConfig, PoolDeps};
-use weft_host::state::StateDir;
+use weft_host::reconcile::{Pool, PoolConfig};
 use weft_tests::support::fault_proxy::{Fault, FaultPlan, FaultProxy};
+use weft_tests::support::pool::{self, key, pod};
 use weft_tests::support::{moto, vpc};
 
 /// Reads lag writes by this much.
 const STALE: Duration = Duration::from_secs(2);
 
-fn key(n: u32) -> AssignmentKey {
-    AssignmentKey::new("weft", format!("c{n}"), "eth0")
-}
-
-fn pod(n: u32) -> PodMeta {
-    PodMeta {
-        namespace: "default".into(),
-        name: format!("pod-{n}"),
-        uid: format!("uid-{n}"),
-    }
-}
-
 async fn start(cloud: Arc<Ec2Cloud>, dir: &Path) -> Arc<Pool> {
-    let metrics = Arc::new(Metrics::new());
-    let policies = PoliciesConfig {
-        pool_sizing: Some(PolicyConfig {
-            settings: serde_json::from_str(r#"{"warm-ip-target": 2, "min-eni-age-seconds": 0}"#)
-                .expect("JSON"),
-            ..Default::default()
-        }),
+    let config = PoolConfig {
+        cooldown_seconds: 0,
+        min_eni_age_seconds: 0,
+        add_wait_ms: 30_000,
+        resync_seconds: 1,
+        inventory_resync_seconds: 0,
+        stale_read_grace_seconds: 4,
+        stale_read_confirmations: 3,
         ..Default::default()
     };
-    Pool::start(PoolDeps {
-        cloud,
-        policies: Arc::new(PolicySet::from_config(&policies, metrics.clone()).expect("policies")),
-        state: StateDir::open(dir).expect("state directory"),
-        metrics,
-        hooks: Arc::new(NoHooks),
-        config: PoolConfig {
-            cooldown_seconds: 0,
-            min_eni_age_seconds: 0,
-            add_wait_ms: 30_000,
-            resync_seconds: 1,
-            inventory_resync_seconds: 0,
-            stale_read_grace_seconds: 4,
-            stale_read_confirmations: 3,
-            ..Default::default()
-        },
-    })
-    .await
-    .expect("pool starts")
+    let settings = r#"{"warm-ip-target": 2, "min-eni-age-seconds": 0}"#;
+    pool::start(cloud, dir, Arc::new(Metrics::new()), settings, config).await
 }
 
 /// The node's secondary addresses and the ENIs holding each, as moto holds them (read straight

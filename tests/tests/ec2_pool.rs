@@ -9,52 +9,24 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 use weft_host::cloud::{Cloud, Ec2Cloud};
-use weft_host::ipam::{AssignmentKey, PodMeta, SgSet};
+use weft_host::ipam::SgSet;
 use weft_host::metrics::Metrics;
-use weft_host::policy::{PoliciesConfig, PolicyConfig, PolicySet};
-use weft_host::reconcile::{NoHooks, Pool, PoolConfig, PoolDeps, TAG_OPERATION};
+use weft_host::reconcile::{Pool, PoolConfig, TAG_OPERATION};
 use weft_host::state::{Operation, StateDir};
+use weft_tests::support::pool::{self, key, pod};
 use weft_tests::support::{moto, vpc};
 
 const SETTINGS: &str = r#"{"warm-ip-target": 2, "min-eni-age-seconds": 0}"#;
 
-fn key(n: u32) -> AssignmentKey {
-    AssignmentKey::new("weft", format!("c{n}"), "eth0")
-}
-
-fn pod(n: u32) -> PodMeta {
-    PodMeta {
-        namespace: "default".into(),
-        name: format!("pod-{n}"),
-        uid: format!("uid-{n}"),
-    }
-}
-
 async fn start(cloud: Arc<Ec2Cloud>, dir: &Path) -> Arc<Pool> {
-    let metrics = Arc::new(Metrics::new());
-    let policies = PoliciesConfig {
-        pool_sizing: Some(PolicyConfig {
-            settings: serde_json::from_str(SETTINGS).expect("JSON"),
-            ..Default::default()
-        }),
+    let config = PoolConfig {
+        cooldown_seconds: 0,
+        min_eni_age_seconds: 0,
+        add_wait_ms: 30_000,
+        resync_seconds: 3_600,
         ..Default::default()
     };
-    Pool::start(PoolDeps {
-        cloud,
-        policies: Arc::new(PolicySet::from_config(&policies, metrics.clone()).expect("policies")),
-        state: StateDir::open(dir).expect("state directory"),
-        metrics,
-        hooks: Arc::new(NoHooks),
-        config: PoolConfig {
-            cooldown_seconds: 0,
-            min_eni_age_seconds: 0,
-            add_wait_ms: 30_000,
-            resync_seconds: 3_600,
-            ..Default::default()
-        },
-    })
-    .await
-    .expect("pool starts")
+    pool::start(cloud, dir, Arc::new(Metrics::new()), SETTINGS, config).await
 }
 
 /// Secondary addresses of every ENI attached to the node, as EC2 reports them.

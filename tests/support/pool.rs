@@ -1,0 +1,53 @@
+//! The pool service started in-process on a cloud (moto, usually behind the
+//! fault proxy), with the built-in warm-pool policy and no node plumbing.
+
+use std::path::Path;
+use std::sync::Arc;
+use weft_host::cloud::Cloud;
+use weft_host::ipam::{AssignmentKey, PodMeta};
+use weft_host::metrics::Metrics;
+use weft_host::policy::{PoliciesConfig, PolicyConfig, PolicySet};
+use weft_host::reconcile::{NoHooks, Pool, PoolConfig, PoolDeps};
+use weft_host::state::StateDir;
+
+/// The assignment key of pod `n`.
+pub fn key(n: u32) -> AssignmentKey {
+    AssignmentKey::new("weft", format!("c{n}"), "eth0")
+}
+
+/// The metadata of pod `n`.
+pub fn pod(n: u32) -> PodMeta {
+    PodMeta {
+        namespace: "default".into(),
+        name: format!("pod-{n}"),
+        uid: format!("uid-{n}"),
+    }
+}
+
+/// Starts the pool on `cloud` with state in `dir`, warm-pool `settings`
+/// (JSON) and `config`.
+pub async fn start(
+    cloud: Arc<dyn Cloud>,
+    dir: &Path,
+    metrics: Arc<Metrics>,
+    settings: &str,
+    config: PoolConfig,
+) -> Arc<Pool> {
+    let policies = PoliciesConfig {
+        pool_sizing: Some(PolicyConfig {
+            settings: serde_json::from_str(settings).expect("settings are JSON"),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Pool::start(PoolDeps {
+        cloud,
+        policies: Arc::new(PolicySet::from_config(&policies, metrics.clone()).expect("policies")),
+        state: StateDir::open(dir).expect("state directory"),
+        metrics,
+        hooks: Arc::new(NoHooks),
+        config,
+    })
+    .await
+    .expect("the pool starts")
+}
