@@ -6,6 +6,7 @@ pub mod binaries;
 pub mod fabric;
 pub mod fault_proxy;
 pub mod k8s;
+pub mod log;
 pub mod moto;
 pub mod netns;
 pub mod policy_build;

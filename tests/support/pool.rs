@@ -33,6 +33,7 @@ pub async fn start(
     settings: &str,
     config: PoolConfig,
 ) -> Arc<Pool> {
+    super::log::capture();
     let policies = PoliciesConfig {
         pool_sizing: Some(PolicyConfig {
             settings: serde_json::from_str(settings).expect("settings are JSON"),

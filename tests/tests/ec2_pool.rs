@@ -64,9 +64,10 @@ async fn pods_come_and_go_and_the_pool_follows_on_ec2() {
     let on_ec2 = ec2_addresses(&cloud).await;
     assert!(ips.is_subset(&on_ec2), "{ips:?} not all on {on_ec2:?}");
     let enis = cloud.list_enis().await.expect("list");
-    // moto draws each ENI's addresses at random in the /24 and can give a
-    // new ENI an address another ENI holds (EC2 never does); Weft then
-    // leaves that address unused and may need a third ENI.
+    // moto draws each ENI's addresses at random in the subnet and, rarely
+    // in the test's /17, gives a new ENI an address another ENI holds (EC2
+    // never does); Weft then leaves that address unused and may need a
+    // third ENI.
     let mut seen = BTreeSet::new();
     let moto_duplicated = enis
         .iter()

@@ -33,6 +33,18 @@ pub struct RoundReport {
     pub cloud_changes: u32,
     /// Groups that could not get the addresses they need, and why.
     pub blocked: Vec<(SgSet, Blocked)>,
+    /// EC2 calls whose answer was lost and that later reads have not yet
+    /// settled: until they are, addresses Weft gave back may still be on
+    /// EC2 (withheld from the pool) and the pool is not final.
+    pub unsettled: usize,
+}
+
+impl RoundReport {
+    /// Whether the pool is at rest: the round changed nothing in EC2,
+    /// every group has what it needs and no lost answer is still open.
+    pub fn is_settled(&self) -> bool {
+        self.cloud_changes == 0 && self.blocked.is_empty() && self.unsettled == 0
+    }
 }
 
 /// A request for a round, answered when it is done.
@@ -192,6 +204,7 @@ impl Driver {
         RoundReport {
             cloud_changes: self.changes,
             blocked,
+            unsettled: self.unsettled.len(),
         }
     }
 
