@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weft_host::cloud::{Api, SimCloud};
+use weft_host::cloud::{Ec2Action, SimCloud};
 use weft_host::ipam::{AssignmentKey, PodMeta, SgSet};
 use weft_host::metrics::Metrics;
 use weft_host::policy::{PoliciesConfig, PolicySet};
@@ -62,9 +62,9 @@ async fn run(describe_latency: Duration) {
         SimCloud::builder()
             .instance_type("c5.18xlarge")
             .subnet("10.0.0.0/20")
-            .latency(Api::DescribeInstances, describe_latency)
-            .latency(Api::DescribeInstanceTypes, describe_latency)
-            .latency(Api::DescribeNetworkInterfaces, describe_latency)
+            .latency(Ec2Action::DescribeInstances, describe_latency)
+            .latency(Ec2Action::DescribeInstanceTypes, describe_latency)
+            .latency(Ec2Action::DescribeNetworkInterfaces, describe_latency)
             .build()
             .expect("simulator"),
     );

@@ -28,7 +28,7 @@
 //! refused so a typo fails at start, not silently.
 
 use crate::cloud::sim::SubnetSpec;
-use crate::cloud::{Api, Ec2Config, NodeIdentity, RateLimits, SimCloud};
+use crate::cloud::{Ec2Action, Ec2Config, NodeIdentity, RateLimits, SimCloud};
 use crate::compat::env::EnvOverlay;
 use crate::plumbing::PlumbingConfig;
 use crate::plumbing::egress::EgressConfig;
@@ -529,7 +529,7 @@ impl AgentConfig {
             CloudConfig::Sim(sim) => match sim
                 .api_latency_ms
                 .keys()
-                .find(|name| Api::from_name(name).is_none())
+                .find(|name| Ec2Action::from_name(name).is_none())
             {
                 Some(name) => Err(format!(
                     "[cloud]: `api-latency-ms` names {name:?}, which is not an EC2 action weftd \
@@ -587,7 +587,7 @@ impl SimSection {
             builder = builder.links(links);
         }
         for (name, ms) in &self.api_latency_ms {
-            if let Some(api) = Api::from_name(name) {
+            if let Some(api) = Ec2Action::from_name(name) {
                 builder = builder.latency(api, Duration::from_millis(*ms));
             }
         }

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
-use weft_host::cloud::{ApiClass, BucketSpec, RateLimits};
+use weft_host::cloud::{ActionClass, BucketSpec, RateLimits};
 use weft_host::policy::PolicyConfig;
 use weft_host::simulate::{self, PolicySpec, Report, Shape, SimConfig, Trace};
 
@@ -134,7 +134,7 @@ fn sim_config(args: &SimulateArgs) -> anyhow::Result<SimConfig> {
         ));
     }
     let aws = RateLimits::aws();
-    config.throttle = ApiClass::ALL.iter().fold(aws, |limits, &class| {
+    config.throttle = ActionClass::ALL.iter().fold(aws, |limits, &class| {
         let spec = aws.spec(class);
         limits.with(
             class,

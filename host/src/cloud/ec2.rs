@@ -17,7 +17,7 @@ mod convert;
 mod errors;
 mod identity;
 
-use super::api::Api;
+use super::action::Ec2Action;
 use super::leak;
 use super::ratelimit::{RateLimiter, RateLimits, SystemClock};
 use super::retry::RetryPolicy;
@@ -97,14 +97,14 @@ fn filter(name: &str, value: impl Into<String>) -> Filter {
     Filter::builder().name(name).values(value).build()
 }
 
-fn missing(api: Api, what: &str) -> CloudError {
+fn missing(api: Ec2Action, what: &str) -> CloudError {
     CloudError::Fatal {
         api: api.name().to_owned(),
         detail: format!("EC2 answered without {what}"),
     }
 }
 
-fn parse_all<T: std::str::FromStr>(api: Api, values: &[String]) -> Result<Vec<T>, CloudError>
+fn parse_all<T: std::str::FromStr>(api: Ec2Action, values: &[String]) -> Result<Vec<T>, CloudError>
 where
     T::Err: std::fmt::Display,
 {
@@ -173,7 +173,7 @@ impl Ec2Cloud {
     async fn limits(&self) -> Result<&InstanceLimits, CloudError> {
         self.limits
             .get_or_try_init(|| async {
-                let api = Api::DescribeInstanceTypes;
+                let api = Ec2Action::DescribeInstanceTypes;
                 let instance_type = self.node().await?.instance_type.clone();
                 let request = self
                     .client
@@ -204,7 +204,9 @@ impl Ec2Cloud {
                 .set_next_token(token.clone());
             let page = self
                 .caller
-                .call(Api::DescribeNetworkInterfaces, || request.clone().send())
+                .call(Ec2Action::DescribeNetworkInterfaces, || {
+                    request.clone().send()
+                })
                 .await?;
             all.extend_from_slice(page.network_interfaces());
             match page.next_token() {
@@ -218,7 +220,7 @@ impl Ec2Cloud {
         self.describe(filters)
             .await?
             .iter()
-            .map(|ni| convert::eni(Api::DescribeNetworkInterfaces, ni))
+            .map(|ni| convert::eni(Ec2Action::DescribeNetworkInterfaces, ni))
             .collect()
     }
 
@@ -232,7 +234,7 @@ impl Ec2Cloud {
     }
 
     /// One ENI, which must exist.
-    async fn get(&self, api: Api, eni_id: &str) -> Result<Eni, CloudError> {
+    async fn get(&self, api: Ec2Action, eni_id: &str) -> Result<Eni, CloudError> {
         self.find(eni_id)
             .await?
             .ok_or_else(|| CloudError::NotFound {
@@ -244,7 +246,7 @@ impl Ec2Cloud {
 
     fn check_slots(
         &self,
-        api: Api,
+        api: Ec2Action,
         limits: &InstanceLimits,
         used: u32,
         more: u32,
@@ -277,7 +279,7 @@ impl Ec2Cloud {
         let node = self.node().await?.clone();
         let limits = self.limits().await?.clone();
         let prefixes = matches!(request.addresses, AddressRequest::Prefixes(_));
-        let create_api = Api::CreateNetworkInterface;
+        let create_api = Ec2Action::CreateNetworkInterface;
         self.check_slots(create_api, &limits, 0, request.addresses.slots(), prefixes)?;
 
         let _guard = self.attach_lock.lock().await;
@@ -292,7 +294,7 @@ impl Ec2Cloud {
         let device_index = (1..limits.max_enis)
             .find(|i| !used.contains(i))
             .ok_or_else(|| CloudError::LimitExceeded {
-                api: Api::AttachNetworkInterface.name().to_owned(),
+                api: Ec2Action::AttachNetworkInterface.name().to_owned(),
                 what: LimitKind::Enis,
                 detail: format!(
                     "{} allows {} ENIs and {} are attached",
@@ -370,7 +372,7 @@ impl Ec2Cloud {
         eni_id: &str,
         device_index: u32,
     ) -> Result<Attachment, CloudError> {
-        let api = Api::AttachNetworkInterface;
+        let api = Ec2Action::AttachNetworkInterface;
         let attach = self
             .client
             .attach_network_interface()
@@ -411,7 +413,7 @@ impl Ec2Cloud {
                     .build(),
             );
         self.caller
-            .call(Api::ModifyNetworkInterfaceAttribute, || {
+            .call(Ec2Action::ModifyNetworkInterfaceAttribute, || {
                 modify.clone().send()
             })
             .await?;
@@ -442,7 +444,7 @@ impl Ec2Cloud {
         eni_id: &str,
         request: AddressRequest,
     ) -> Result<(Vec<Ipv4Addr>, Vec<Ipv4Net>), CloudError> {
-        let api = Api::AssignPrivateIpAddresses;
+        let api = Ec2Action::AssignPrivateIpAddresses;
         let limits = self.limits().await?.clone();
         let before = self.get(api, eni_id).await?;
         let prefixes = matches!(request, AddressRequest::Prefixes(_));
@@ -514,7 +516,7 @@ impl Ec2Cloud {
         if ips.is_empty() && prefixes.is_empty() {
             return Ok(());
         }
-        let api = Api::UnassignPrivateIpAddresses;
+        let api = Ec2Action::UnassignPrivateIpAddresses;
         let mut unassign = self
             .client
             .unassign_private_ip_addresses()
@@ -550,7 +552,7 @@ impl Ec2Cloud {
             return Ok(());
         };
         if let Some(attachment) = &eni.attachment {
-            let api = Api::DetachNetworkInterface;
+            let api = Ec2Action::DetachNetworkInterface;
             let detach = self
                 .client
                 .detach_network_interface()
@@ -575,7 +577,7 @@ impl Ec2Cloud {
             }
             self.wait_detached(eni_id).await?;
         }
-        let api = Api::DeleteNetworkInterface;
+        let api = Ec2Action::DeleteNetworkInterface;
         let delete = self
             .client
             .delete_network_interface()
@@ -608,7 +610,7 @@ impl Ec2Cloud {
                 }
                 Some(eni) if !self.config.retry.may_retry(attempt) => {
                     return Err(CloudError::Transient {
-                        api: Api::DetachNetworkInterface.name().to_owned(),
+                        api: Ec2Action::DetachNetworkInterface.name().to_owned(),
                         detail: format!("{eni_id} is still {:?} after detaching", eni.status),
                     });
                 }
@@ -638,7 +640,7 @@ impl Cloud for Ec2Cloud {
 
     fn list_subnets(&self) -> CloudFuture<'_, Vec<Subnet>> {
         Box::pin(async move {
-            let api = Api::DescribeSubnets;
+            let api = Ec2Action::DescribeSubnets;
             let vpc = self.node().await?.vpc_id.clone();
             let request = self
                 .client
@@ -664,7 +666,7 @@ impl Cloud for Ec2Cloud {
 
     fn vpc_cidrs(&self) -> CloudFuture<'_, Vec<Ipv4Net>> {
         Box::pin(async move {
-            let api = Api::DescribeVpcs;
+            let api = Ec2Action::DescribeVpcs;
             let vpc = self.node().await?.vpc_id.clone();
             let answer = self
                 .caller

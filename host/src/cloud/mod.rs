@@ -7,7 +7,7 @@
 //!   addresses per ENI, subnet capacity, /28 alignment and fragmentation), deterministic under a
 //!   seed, with injectable latency, throttling and failures.
 
-mod api;
+mod action;
 pub mod ec2;
 mod error;
 pub mod leak;
@@ -16,7 +16,7 @@ mod retry;
 pub mod sim;
 mod types;
 
-pub use api::{Api, ApiClass};
+pub use action::{ActionClass, Ec2Action};
 pub use ec2::{Ec2Cloud, Ec2Config};
 pub use error::{CloudError, LimitKind};
 pub use ratelimit::{BucketSpec, Clock, ManualClock, RateLimiter, RateLimits, SystemClock};
@@ -55,7 +55,7 @@ pub trait Cloud: Send + Sync {
     fn vpc_cidrs(&self) -> CloudFuture<'_, Vec<Ipv4Net>> {
         Box::pin(async {
             Err(CloudError::Fatal {
-                api: Api::DescribeVpcs.name().into(),
+                api: Ec2Action::DescribeVpcs.name().into(),
                 detail: "this cloud does not tell its VPC's CIDR blocks".into(),
             })
         })

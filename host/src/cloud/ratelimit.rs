@@ -5,7 +5,7 @@
 //! buckets on the client so one node never bursts into throttling. The bucket arithmetic is pure
 //! and takes the time from a [`Clock`], so tests drive it with a [`ManualClock`].
 
-use super::api::ApiClass;
+use super::action::ActionClass;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -102,7 +102,7 @@ impl TokenBucket {
     }
 }
 
-/// The bucket of every [`ApiClass`].
+/// The bucket of every [`ActionClass`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimits {
     /// Filtered `Describe*` calls.
@@ -167,27 +167,27 @@ impl RateLimits {
     }
 
     /// Replaces the bucket of one class.
-    pub fn with(mut self, class: ApiClass, spec: BucketSpec) -> Self {
+    pub fn with(mut self, class: ActionClass, spec: BucketSpec) -> Self {
         *self.spec_mut(class) = spec;
         self
     }
 
     /// The bucket of a class.
-    pub fn spec(&self, class: ApiClass) -> BucketSpec {
+    pub fn spec(&self, class: ActionClass) -> BucketSpec {
         match class {
-            ApiClass::Describe => self.describe,
-            ApiClass::EniLifecycle => self.eni_lifecycle,
-            ApiClass::AddressAssignment => self.address_assignment,
-            ApiClass::Mutating => self.mutating,
+            ActionClass::Describe => self.describe,
+            ActionClass::EniLifecycle => self.eni_lifecycle,
+            ActionClass::AddressAssignment => self.address_assignment,
+            ActionClass::Mutating => self.mutating,
         }
     }
 
-    fn spec_mut(&mut self, class: ApiClass) -> &mut BucketSpec {
+    fn spec_mut(&mut self, class: ActionClass) -> &mut BucketSpec {
         match class {
-            ApiClass::Describe => &mut self.describe,
-            ApiClass::EniLifecycle => &mut self.eni_lifecycle,
-            ApiClass::AddressAssignment => &mut self.address_assignment,
-            ApiClass::Mutating => &mut self.mutating,
+            ActionClass::Describe => &mut self.describe,
+            ActionClass::EniLifecycle => &mut self.eni_lifecycle,
+            ActionClass::AddressAssignment => &mut self.address_assignment,
+            ActionClass::Mutating => &mut self.mutating,
         }
     }
 }
@@ -195,7 +195,7 @@ impl RateLimits {
 /// Token buckets for every API class, shared by all calls of one client.
 #[derive(Debug)]
 pub struct RateLimiter {
-    buckets: Mutex<BTreeMap<ApiClass, TokenBucket>>,
+    buckets: Mutex<BTreeMap<ActionClass, TokenBucket>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -203,7 +203,7 @@ impl RateLimiter {
     /// Full buckets sized by `limits`, timed by `clock`.
     pub fn new(limits: &RateLimits, clock: Arc<dyn Clock>) -> Self {
         let now = clock.now();
-        let buckets = ApiClass::ALL
+        let buckets = ActionClass::ALL
             .iter()
             .map(|&class| (class, TokenBucket::new(limits.spec(class), now)))
             .collect();
@@ -214,7 +214,7 @@ impl RateLimiter {
     }
 
     /// Takes a token of `class` now, or says how long until one is available.
-    pub fn try_acquire(&self, class: ApiClass) -> Result<(), Duration> {
+    pub fn try_acquire(&self, class: ActionClass) -> Result<(), Duration> {
         let now = self.clock.now();
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         match buckets.get_mut(&class) {
@@ -224,7 +224,7 @@ impl RateLimiter {
     }
 
     /// Waits (on the tokio timer) until a token of `class` is available and takes it.
-    pub async fn acquire(&self, class: ApiClass) {
+    pub async fn acquire(&self, class: ActionClass) {
         while let Err(wait) = self.try_acquire(class) {
             tokio::time::sleep(wait).await;
         }
@@ -257,10 +257,10 @@ mod tests {
     fn tokens_refill_at_the_rate_and_never_beyond_capacity() {
         let clock = Arc::new(ManualClock::default());
         let limiter = RateLimiter::new(
-            &RateLimits::aws().with(ApiClass::AddressAssignment, spec(2, 5.0)),
+            &RateLimits::aws().with(ActionClass::AddressAssignment, spec(2, 5.0)),
             clock.clone(),
         );
-        let class = ApiClass::AddressAssignment;
+        let class = ActionClass::AddressAssignment;
         assert!(limiter.try_acquire(class).is_ok());
         assert!(limiter.try_acquire(class).is_ok());
         assert_eq!(limiter.try_acquire(class), Err(Duration::from_millis(200)));
@@ -277,32 +277,32 @@ mod tests {
     #[test]
     fn classes_have_independent_buckets() {
         let clock = Arc::new(ManualClock::default());
-        let limits = RateLimits::aws().with(ApiClass::EniLifecycle, spec(1, 1.0));
+        let limits = RateLimits::aws().with(ActionClass::EniLifecycle, spec(1, 1.0));
         let limiter = RateLimiter::new(&limits, clock);
-        assert!(limiter.try_acquire(ApiClass::EniLifecycle).is_ok());
-        assert!(limiter.try_acquire(ApiClass::EniLifecycle).is_err());
-        assert!(limiter.try_acquire(ApiClass::Describe).is_ok());
+        assert!(limiter.try_acquire(ActionClass::EniLifecycle).is_ok());
+        assert!(limiter.try_acquire(ActionClass::EniLifecycle).is_err());
+        assert!(limiter.try_acquire(ActionClass::Describe).is_ok());
     }
 
     #[test]
     fn aws_defaults_match_the_published_buckets() {
         let limits = RateLimits::aws();
-        assert_eq!(limits.spec(ApiClass::Describe), spec(100, 20.0));
-        assert_eq!(limits.spec(ApiClass::AddressAssignment), spec(100, 5.0));
-        assert_eq!(limits.spec(ApiClass::EniLifecycle), spec(100, 5.0));
-        assert_eq!(limits.spec(ApiClass::Mutating), spec(50, 5.0));
+        assert_eq!(limits.spec(ActionClass::Describe), spec(100, 20.0));
+        assert_eq!(limits.spec(ActionClass::AddressAssignment), spec(100, 5.0));
+        assert_eq!(limits.spec(ActionClass::EniLifecycle), spec(100, 5.0));
+        assert_eq!(limits.spec(ActionClass::Mutating), spec(50, 5.0));
     }
 
     #[test]
     fn a_nodes_share_keeps_a_fleet_within_the_account_bucket() {
         let share = RateLimits::aws().share(20);
-        assert_eq!(share.spec(ApiClass::EniLifecycle), spec(5, 0.25));
-        assert_eq!(share.spec(ApiClass::Describe), spec(5, 1.0));
+        assert_eq!(share.spec(ActionClass::EniLifecycle), spec(5, 0.25));
+        assert_eq!(share.spec(ActionClass::Describe), spec(5, 1.0));
         // Never below one token, so a node can always make progress.
         assert_eq!(
             RateLimits::aws()
                 .share(1000)
-                .spec(ApiClass::Mutating)
+                .spec(ActionClass::Mutating)
                 .capacity,
             1
         );

@@ -39,7 +39,7 @@ pub use faults::Fault;
 pub use links::{EniLinks, NetnsEniLinks};
 pub use state::ForeignEni;
 
-use super::api::{Api, ApiClass};
+use super::action::{ActionClass, Ec2Action};
 use super::ratelimit::{Clock, RateLimiter, RateLimits, SystemClock};
 use super::types::*;
 use super::{Cloud, CloudError, CloudFuture, leak};
@@ -82,7 +82,7 @@ pub struct SimBuilder {
     subnets: Vec<SubnetSpec>,
     vpc_cidrs: Vec<String>,
     security_groups: Vec<String>,
-    latency: BTreeMap<Api, Duration>,
+    latency: BTreeMap<Ec2Action, Duration>,
     throttle: Option<Throttle>,
     client_limits: Option<RateLimits>,
     stale_reads: Option<Duration>,
@@ -173,7 +173,7 @@ impl SimBuilder {
     }
 
     /// Every call of `api` takes this long (on the tokio timer).
-    pub fn latency(mut self, api: Api, latency: Duration) -> Self {
+    pub fn latency(mut self, api: Ec2Action, latency: Duration) -> Self {
         self.latency.insert(api, latency);
         self
     }
@@ -432,11 +432,11 @@ pub struct SimCloud {
     state: Mutex<SimState>,
     client: Option<RateLimiter>,
     stale: Option<Stale>,
-    calls: Mutex<BTreeMap<Api, CallCount>>,
+    calls: Mutex<BTreeMap<Ec2Action, CallCount>>,
     clock: Arc<dyn Clock>,
     /// The clock's instant and the wall-clock time at build.
     start: (Instant, SystemTime),
-    latency: BTreeMap<Api, Duration>,
+    latency: BTreeMap<Ec2Action, Duration>,
     limiter: Option<Arc<RateLimiter>>,
     links: Option<Arc<dyn EniLinks>>,
     /// The state file and its save count, when the VPC is kept.
@@ -464,7 +464,7 @@ impl SimCloud {
     /// One simulated API call: latency, throttling, injected faults, then the state change.
     async fn call<T>(
         &self,
-        api: Api,
+        api: Ec2Action,
         op: impl FnOnce(&mut SimState) -> Result<T, CloudError>,
     ) -> Result<T, CloudError> {
         if let Some(client) = &self.client {
@@ -490,7 +490,7 @@ impl SimCloud {
         if let Some(fault) = fault.filter(|f| *f != Fault::LostAnswer) {
             return Err(fault.error(api));
         }
-        let changing = api.class() != ApiClass::Describe;
+        let changing = api.class() != ActionClass::Describe;
         if changing {
             self.remember_view(&state);
         }
@@ -504,7 +504,7 @@ impl SimCloud {
         }
     }
 
-    fn count(&self, api: Api, throttled: bool) {
+    fn count(&self, api: Ec2Action, throttled: bool) {
         let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
         let count = calls.entry(api).or_default();
         count.calls += 1;
@@ -543,7 +543,7 @@ impl SimCloud {
     }
 
     /// Test hook: how often `api` was called, and how often the throttle refused it.
-    pub fn calls(&self, api: Api) -> CallCount {
+    pub fn calls(&self, api: Ec2Action) -> CallCount {
         self.calls
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -568,7 +568,7 @@ impl SimCloud {
             let state = self.lock();
             state
                 .eni(
-                    Api::DescribeNetworkInterfaces,
+                    Ec2Action::DescribeNetworkInterfaces,
                     &state.identity.primary_eni_id,
                 )?
                 .clone()
@@ -597,7 +597,7 @@ impl SimCloud {
         &self,
         eni_id: &str,
         op: impl FnOnce(&mut SimState) -> Result<T, CloudError>,
-        api: Api,
+        api: Ec2Action,
     ) -> Result<T, CloudError> {
         let result = self.call(api, op).await;
         self.addresses_changed(eni_id).await;
@@ -648,12 +648,12 @@ impl SimCloud {
     }
 
     /// Fails the next calls of `api` with these faults, in order.
-    pub fn fail_next(&self, api: Api, faults: impl IntoIterator<Item = Fault>) {
+    pub fn fail_next(&self, api: Ec2Action, faults: impl IntoIterator<Item = Fault>) {
         self.lock().faults.script(api, faults);
     }
 
     /// Fails a fraction `rate` of the calls of `api` with `fault` (seeded).
-    pub fn set_failure_rate(&self, api: Api, rate: f64, fault: Fault) {
+    pub fn set_failure_rate(&self, api: Ec2Action, rate: f64, fault: Fault) {
         self.lock().faults.set_rate(api, rate, fault);
     }
 
@@ -703,35 +703,37 @@ impl SimCloud {
 
 impl Cloud for SimCloud {
     fn identity(&self) -> CloudFuture<'_, NodeIdentity> {
-        Box::pin(self.call(Api::DescribeInstances, |s| Ok(s.identity.clone())))
+        Box::pin(self.call(Ec2Action::DescribeInstances, |s| Ok(s.identity.clone())))
     }
 
     fn instance_limits(&self) -> CloudFuture<'_, InstanceLimits> {
-        Box::pin(self.call(Api::DescribeInstanceTypes, |s| Ok(s.limits.clone())))
+        Box::pin(self.call(Ec2Action::DescribeInstanceTypes, |s| Ok(s.limits.clone())))
     }
 
     fn list_enis(&self) -> CloudFuture<'_, Vec<Eni>> {
-        Box::pin(self.call(Api::DescribeNetworkInterfaces, |s| {
+        Box::pin(self.call(Ec2Action::DescribeNetworkInterfaces, |s| {
             Ok(self.node_enis_read(s))
         }))
     }
 
     fn list_subnets(&self) -> CloudFuture<'_, Vec<Subnet>> {
-        Box::pin(self.call(Api::DescribeSubnets, |s| Ok(s.subnets())))
+        Box::pin(self.call(Ec2Action::DescribeSubnets, |s| Ok(s.subnets())))
     }
 
     fn vpc_cidrs(&self) -> CloudFuture<'_, Vec<Ipv4Net>> {
-        Box::pin(self.call(Api::DescribeVpcs, |s| Ok(s.vpc_cidrs.clone())))
+        Box::pin(self.call(Ec2Action::DescribeVpcs, |s| Ok(s.vpc_cidrs.clone())))
     }
 
     fn create_eni<'a>(&'a self, request: &'a CreateEni) -> CloudFuture<'a, Eni> {
         Box::pin(async move {
             let now = self.wall_now();
             let created = self
-                .call(Api::CreateNetworkInterface, |s| s.create_eni(request, now))
+                .call(Ec2Action::CreateNetworkInterface, |s| {
+                    s.create_eni(request, now)
+                })
                 .await?;
             let attached = match self
-                .call(Api::AttachNetworkInterface, |s| s.attach(&created.id))
+                .call(Ec2Action::AttachNetworkInterface, |s| s.attach(&created.id))
                 .await
             {
                 Ok(eni) => eni,
@@ -754,7 +756,7 @@ impl Cloud for SimCloud {
         Box::pin(self.change_addresses(
             eni_id,
             move |s| s.assign_ips(eni_id, count),
-            Api::AssignPrivateIpAddresses,
+            Ec2Action::AssignPrivateIpAddresses,
         ))
     }
 
@@ -762,7 +764,7 @@ impl Cloud for SimCloud {
         Box::pin(self.change_addresses(
             eni_id,
             move |s| s.assign_prefixes(eni_id, count),
-            Api::AssignPrivateIpAddresses,
+            Ec2Action::AssignPrivateIpAddresses,
         ))
     }
 
@@ -770,7 +772,7 @@ impl Cloud for SimCloud {
         Box::pin(self.change_addresses(
             eni_id,
             move |s| s.unassign_ips(eni_id, ips),
-            Api::UnassignPrivateIpAddresses,
+            Ec2Action::UnassignPrivateIpAddresses,
         ))
     }
 
@@ -782,15 +784,15 @@ impl Cloud for SimCloud {
         Box::pin(self.change_addresses(
             eni_id,
             move |s| s.unassign_prefixes(eni_id, prefixes),
-            Api::UnassignPrivateIpAddresses,
+            Ec2Action::UnassignPrivateIpAddresses,
         ))
     }
 
     fn delete_eni<'a>(&'a self, eni_id: &'a str) -> CloudFuture<'a, ()> {
         Box::pin(async move {
             let eni = match self
-                .call(Api::DescribeNetworkInterfaces, |s| {
-                    s.eni(Api::DescribeNetworkInterfaces, eni_id).cloned()
+                .call(Ec2Action::DescribeNetworkInterfaces, |s| {
+                    s.eni(Ec2Action::DescribeNetworkInterfaces, eni_id).cloned()
                 })
                 .await
             {
@@ -802,16 +804,16 @@ impl Cloud for SimCloud {
                 if let Some(links) = &self.links {
                     links.detached(&eni).await?;
                 }
-                self.call(Api::DetachNetworkInterface, |s| s.detach(eni_id))
+                self.call(Ec2Action::DetachNetworkInterface, |s| s.detach(eni_id))
                     .await?;
             }
-            self.call(Api::DeleteNetworkInterface, |s| s.delete(eni_id))
+            self.call(Ec2Action::DeleteNetworkInterface, |s| s.delete(eni_id))
                 .await
         })
     }
 
     fn find_enis_by_tag<'a>(&'a self, key: &'a str, value: &'a str) -> CloudFuture<'a, Vec<Eni>> {
-        Box::pin(self.call(Api::DescribeNetworkInterfaces, move |s| {
+        Box::pin(self.call(Ec2Action::DescribeNetworkInterfaces, move |s| {
             Ok(s.enis
                 .values()
                 .filter(|e| e.tags.get(key).is_some_and(|v| v == value))
@@ -822,7 +824,9 @@ impl Cloud for SimCloud {
 
     fn list_leaked_enis(&self) -> CloudFuture<'_, Vec<Eni>> {
         let now = self.wall_now();
-        Box::pin(self.call(Api::DescribeNetworkInterfaces, move |s| Ok(s.leaked(now))))
+        Box::pin(self.call(Ec2Action::DescribeNetworkInterfaces, move |s| {
+            Ok(s.leaked(now))
+        }))
     }
 }
 

@@ -4,8 +4,8 @@
 
 use super::timers::Timers;
 use crate::cloud::{
-    Api, Cloud, CloudError, CloudFuture, CreateEni, Eni, InstanceLimits, ManualClock, NodeIdentity,
-    RateLimits, SimCloud, Subnet,
+    Cloud, CloudError, CloudFuture, CreateEni, Ec2Action, Eni, InstanceLimits, ManualClock,
+    NodeIdentity, RateLimits, SimCloud, Subnet,
 };
 use crate::reconcile::VirtualClock;
 use ipnet::Ipv4Net;
@@ -32,22 +32,22 @@ use std::time::{Duration, SystemTime};
 ///   order as their counterparts; no public measurement was found. Every
 ///   value can be changed with `--latency API=MS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Latencies(pub BTreeMap<Api, u64>);
+pub struct Latencies(pub BTreeMap<Ec2Action, u64>);
 
 impl Default for Latencies {
     fn default() -> Self {
         Latencies(BTreeMap::from([
-            (Api::DescribeInstances, 200),
-            (Api::DescribeInstanceTypes, 200),
-            (Api::DescribeNetworkInterfaces, 200),
-            (Api::DescribeSubnets, 200),
-            (Api::CreateNetworkInterface, 500),
-            (Api::AttachNetworkInterface, 1500),
-            (Api::ModifyNetworkInterfaceAttribute, 300),
-            (Api::AssignPrivateIpAddresses, 500),
-            (Api::UnassignPrivateIpAddresses, 500),
-            (Api::DetachNetworkInterface, 1000),
-            (Api::DeleteNetworkInterface, 500),
+            (Ec2Action::DescribeInstances, 200),
+            (Ec2Action::DescribeInstanceTypes, 200),
+            (Ec2Action::DescribeNetworkInterfaces, 200),
+            (Ec2Action::DescribeSubnets, 200),
+            (Ec2Action::CreateNetworkInterface, 500),
+            (Ec2Action::AttachNetworkInterface, 1500),
+            (Ec2Action::ModifyNetworkInterfaceAttribute, 300),
+            (Ec2Action::AssignPrivateIpAddresses, 500),
+            (Ec2Action::UnassignPrivateIpAddresses, 500),
+            (Ec2Action::DetachNetworkInterface, 1000),
+            (Ec2Action::DeleteNetworkInterface, 500),
         ]))
     }
 }
@@ -74,18 +74,18 @@ impl Latencies {
     }
 }
 
-const ALL_APIS: [Api; 11] = [
-    Api::DescribeInstances,
-    Api::DescribeInstanceTypes,
-    Api::DescribeNetworkInterfaces,
-    Api::DescribeSubnets,
-    Api::CreateNetworkInterface,
-    Api::AttachNetworkInterface,
-    Api::ModifyNetworkInterfaceAttribute,
-    Api::AssignPrivateIpAddresses,
-    Api::UnassignPrivateIpAddresses,
-    Api::DetachNetworkInterface,
-    Api::DeleteNetworkInterface,
+const ALL_APIS: [Ec2Action; 11] = [
+    Ec2Action::DescribeInstances,
+    Ec2Action::DescribeInstanceTypes,
+    Ec2Action::DescribeNetworkInterfaces,
+    Ec2Action::DescribeSubnets,
+    Ec2Action::CreateNetworkInterface,
+    Ec2Action::AttachNetworkInterface,
+    Ec2Action::ModifyNetworkInterfaceAttribute,
+    Ec2Action::AssignPrivateIpAddresses,
+    Ec2Action::UnassignPrivateIpAddresses,
+    Ec2Action::DetachNetworkInterface,
+    Ec2Action::DeleteNetworkInterface,
 ];
 
 /// The simulated EC2 of one run: no latency of its own (the counter
@@ -156,11 +156,15 @@ impl Counting {
 
     /// Takes the latency of `apis` (or of the `describe` read), counts the
     /// mutating ones and a throttled answer; passes the result on.
-    async fn counted<T>(&self, apis: &[Api], call: CloudFuture<'_, T>) -> Result<T, CloudError> {
+    async fn counted<T>(
+        &self,
+        apis: &[Ec2Action],
+        call: CloudFuture<'_, T>,
+    ) -> Result<T, CloudError> {
         let took: u64 = if apis.is_empty() {
             self.latencies
                 .0
-                .get(&Api::DescribeNetworkInterfaces)
+                .get(&Ec2Action::DescribeNetworkInterfaces)
                 .copied()
                 .unwrap_or(0)
         } else {
@@ -200,28 +204,31 @@ impl Cloud for Counting {
 
     fn create_eni<'a>(&'a self, request: &'a CreateEni) -> CloudFuture<'a, Eni> {
         Box::pin(self.counted(
-            &[Api::CreateNetworkInterface, Api::AttachNetworkInterface],
+            &[
+                Ec2Action::CreateNetworkInterface,
+                Ec2Action::AttachNetworkInterface,
+            ],
             self.inner.create_eni(request),
         ))
     }
 
     fn assign_ips<'a>(&'a self, eni_id: &'a str, count: u32) -> CloudFuture<'a, Vec<Ipv4Addr>> {
         Box::pin(self.counted(
-            &[Api::AssignPrivateIpAddresses],
+            &[Ec2Action::AssignPrivateIpAddresses],
             self.inner.assign_ips(eni_id, count),
         ))
     }
 
     fn assign_prefixes<'a>(&'a self, eni_id: &'a str, count: u32) -> CloudFuture<'a, Vec<Ipv4Net>> {
         Box::pin(self.counted(
-            &[Api::AssignPrivateIpAddresses],
+            &[Ec2Action::AssignPrivateIpAddresses],
             self.inner.assign_prefixes(eni_id, count),
         ))
     }
 
     fn unassign_ips<'a>(&'a self, eni_id: &'a str, ips: &'a [Ipv4Addr]) -> CloudFuture<'a, ()> {
         Box::pin(self.counted(
-            &[Api::UnassignPrivateIpAddresses],
+            &[Ec2Action::UnassignPrivateIpAddresses],
             self.inner.unassign_ips(eni_id, ips),
         ))
     }
@@ -232,14 +239,17 @@ impl Cloud for Counting {
         prefixes: &'a [Ipv4Net],
     ) -> CloudFuture<'a, ()> {
         Box::pin(self.counted(
-            &[Api::UnassignPrivateIpAddresses],
+            &[Ec2Action::UnassignPrivateIpAddresses],
             self.inner.unassign_prefixes(eni_id, prefixes),
         ))
     }
 
     fn delete_eni<'a>(&'a self, eni_id: &'a str) -> CloudFuture<'a, ()> {
         Box::pin(self.counted(
-            &[Api::DetachNetworkInterface, Api::DeleteNetworkInterface],
+            &[
+                Ec2Action::DetachNetworkInterface,
+                Ec2Action::DeleteNetworkInterface,
+            ],
             self.inner.delete_eni(eni_id),
         ))
     }

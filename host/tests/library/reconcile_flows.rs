@@ -6,7 +6,7 @@ use crate::support::reconcile as common;
 use common::*;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use weft_host::cloud::{Api, Cloud, SimCloud, sim::Fault};
+use weft_host::cloud::{Cloud, Ec2Action, SimCloud, sim::Fault};
 use weft_host::ipam::SgSet;
 use weft_host::metrics::Metrics;
 use weft_host::reconcile::{BlockedKind, PoolConfig, PoolError};
@@ -411,7 +411,7 @@ async fn custom_networking_puts_pods_on_secondary_enis_with_their_groups() {
 #[tokio::test]
 async fn throttling_backs_off_and_is_named_when_an_add_gives_up() {
     let sim = sim("m5.large", 11);
-    sim.fail_next(Api::AssignPrivateIpAddresses, [Fault::Throttled; 3]);
+    sim.fail_next(Ec2Action::AssignPrivateIpAddresses, [Fault::Throttled; 3]);
     let cloud = Arc::new(TestCloud::new(sim.clone()));
     let (_tmp, dir) = state_dir();
     let config = PoolConfig {

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 use weft_host::cloud::sim::{Fault, ForeignEni};
-use weft_host::cloud::{Api, Cloud, RateLimiter, RateLimits, SimCloud, SystemClock};
+use weft_host::cloud::{Cloud, Ec2Action, RateLimiter, RateLimits, SimCloud, SystemClock};
 use weft_host::ipam::SgSet;
 use weft_host::metrics::Metrics;
 use weft_host::reconcile::{Pool, PoolConfig};
@@ -199,7 +199,7 @@ async fn stale_reads_never_drop_a_pod_nor_free_a_released_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_assign_answer_is_settled_from_reads_not_sent_again() {
     let sim = stale_sim(22);
-    sim.fail_next(Api::AssignPrivateIpAddresses, [Fault::LostAnswer]);
+    sim.fail_next(Ec2Action::AssignPrivateIpAddresses, [Fault::LostAnswer]);
     let cloud = Arc::new(TestCloud::new(sim.clone()));
     let (_tmp, dir) = state_dir();
     let pool = start(
@@ -250,7 +250,7 @@ async fn a_lost_unassign_answer_never_hands_out_an_address_ec2_took_back() {
         pool.assign(key(n), &group, pod(n)).await.expect("address");
     }
     rounds(&pool, 1, Duration::ZERO).await;
-    sim.fail_next(Api::UnassignPrivateIpAddresses, [Fault::LostAnswer]);
+    sim.fail_next(Ec2Action::UnassignPrivateIpAddresses, [Fault::LostAnswer]);
     for n in 0..6 {
         pool.release(&key(n)).expect("release");
     }
@@ -291,7 +291,7 @@ async fn an_unassign_ec2_never_saw_gives_its_addresses_back_after_the_grace() {
         pool.assign(key(n), &group, pod(n)).await.expect("address");
     }
     rounds(&pool, 1, Duration::ZERO).await;
-    sim.fail_next(Api::UnassignPrivateIpAddresses, [Fault::Timeout]);
+    sim.fail_next(Ec2Action::UnassignPrivateIpAddresses, [Fault::Timeout]);
     for n in 0..6 {
         pool.release(&key(n)).expect("release");
     }
@@ -333,7 +333,7 @@ async fn a_lost_unassign_stays_out_of_the_pool_while_weft_keeps_growing_its_eni(
         pool.assign(key(n), &group, pod(n)).await.expect("address");
     }
     rounds(&pool, 1, Duration::ZERO).await;
-    sim.fail_next(Api::UnassignPrivateIpAddresses, [Fault::LostAnswer]);
+    sim.fail_next(Ec2Action::UnassignPrivateIpAddresses, [Fault::LostAnswer]);
     for n in 0..6 {
         pool.release(&key(n)).expect("release");
     }
@@ -482,7 +482,7 @@ async fn an_eni_whose_delete_fails_is_collected_by_the_running_agent() {
     }
     assert_eq!(sim.list_enis().await.expect("list").len(), 2);
     // Every delete fails after the detach went through.
-    sim.set_failure_rate(Api::DeleteNetworkInterface, 1.0, Fault::Fatal);
+    sim.set_failure_rate(Ec2Action::DeleteNetworkInterface, 1.0, Fault::Fatal);
     for n in 0..12 {
         pool.release(&key(n)).expect("release");
     }
@@ -499,7 +499,7 @@ async fn an_eni_whose_delete_fails_is_collected_by_the_running_agent() {
     for e in pool.snapshot().enis.iter().filter(|e| e.id == leaked) {
         assert!(e.addresses.iter().all(|a| a.state == "releasing"), "{e:?}");
     }
-    sim.set_failure_rate(Api::DeleteNetworkInterface, 0.0, Fault::Fatal);
+    sim.set_failure_rate(Ec2Action::DeleteNetworkInterface, 0.0, Fault::Fatal);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     rounds(&pool, 2, Duration::ZERO).await;
     assert!(
@@ -568,13 +568,13 @@ async fn ten_nodes_sharing_one_account_warm_up_without_exhausting_it() {
     let mut refused = 0;
     for (n, sim) in nodes.iter().enumerate() {
         for api in [
-            Api::DescribeInstances,
-            Api::DescribeInstanceTypes,
-            Api::DescribeNetworkInterfaces,
-            Api::DescribeSubnets,
-            Api::AssignPrivateIpAddresses,
-            Api::CreateNetworkInterface,
-            Api::AttachNetworkInterface,
+            Ec2Action::DescribeInstances,
+            Ec2Action::DescribeInstanceTypes,
+            Ec2Action::DescribeNetworkInterfaces,
+            Ec2Action::DescribeSubnets,
+            Ec2Action::AssignPrivateIpAddresses,
+            Ec2Action::CreateNetworkInterface,
+            Ec2Action::AttachNetworkInterface,
         ] {
             refused += sim.calls(api).throttled;
         }

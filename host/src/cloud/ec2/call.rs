@@ -3,7 +3,7 @@
 //! retries happen in exactly one place.
 
 use super::errors;
-use crate::cloud::api::Api;
+use crate::cloud::action::Ec2Action;
 use crate::cloud::error::CloudError;
 use crate::cloud::ratelimit::RateLimiter;
 use crate::cloud::retry::RetryPolicy;
@@ -23,7 +23,7 @@ pub(super) struct Caller {
 
 impl Caller {
     /// One attempt: waits for a token, bounds the call by the timeout, counts the outcome.
-    async fn attempt<T, E, Fut>(&self, api: Api, call: Fut) -> Result<T, CloudError>
+    async fn attempt<T, E, Fut>(&self, api: Ec2Action, call: Fut) -> Result<T, CloudError>
     where
         Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
         E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -46,7 +46,7 @@ impl Caller {
     }
 
     /// Calls an idempotent API, retrying retryable failures.
-    pub(super) async fn call<T, E, F, Fut>(&self, api: Api, op: F) -> Result<T, CloudError>
+    pub(super) async fn call<T, E, F, Fut>(&self, api: Ec2Action, op: F) -> Result<T, CloudError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
@@ -61,7 +61,7 @@ impl Caller {
     /// ambiguous error, which the caller settles against its journal.
     pub(super) async fn call_unrepeated<T, E, F, Fut, R, RFut>(
         &self,
-        api: Api,
+        api: Ec2Action,
         mut op: F,
         check: R,
     ) -> Result<T, CloudError>
@@ -98,7 +98,7 @@ impl Caller {
     /// result when the request did take effect; otherwise the call is retried.
     pub(super) async fn call_recovering<T, E, F, Fut, R, RFut>(
         &self,
-        api: Api,
+        api: Ec2Action,
         mut op: F,
         mut recover: R,
     ) -> Result<T, CloudError>

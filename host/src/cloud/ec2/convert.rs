@@ -1,6 +1,6 @@
 //! Conversion of EC2 answers into the cloud layer's types, rejecting incomplete answers.
 
-use crate::cloud::api::Api;
+use crate::cloud::action::Ec2Action;
 use crate::cloud::error::CloudError;
 use crate::cloud::types::*;
 use aws_sdk_ec2::types as ec2;
@@ -8,7 +8,7 @@ use ipnet::Ipv4Net;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-fn incomplete(api: Api, what: &str, detail: impl std::fmt::Display) -> CloudError {
+fn incomplete(api: Ec2Action, what: &str, detail: impl std::fmt::Display) -> CloudError {
     CloudError::Fatal {
         api: api.name().to_owned(),
         detail: format!("EC2 answered an unusable {what}: {detail}"),
@@ -16,7 +16,7 @@ fn incomplete(api: Api, what: &str, detail: impl std::fmt::Display) -> CloudErro
 }
 
 fn required<'a>(
-    api: Api,
+    api: Ec2Action,
     what: &str,
     field: &str,
     value: Option<&'a str>,
@@ -25,7 +25,7 @@ fn required<'a>(
 }
 
 fn parse<T: FromStr>(
-    api: Api,
+    api: Ec2Action,
     what: &str,
     field: &str,
     value: Option<&str>,
@@ -63,7 +63,7 @@ pub(super) fn to_tags(tags: &BTreeMap<String, String>) -> Vec<ec2::Tag> {
 }
 
 /// A `NetworkInterface` as an [`Eni`].
-pub(super) fn eni(api: Api, ni: &ec2::NetworkInterface) -> Result<Eni, CloudError> {
+pub(super) fn eni(api: Ec2Action, ni: &ec2::NetworkInterface) -> Result<Eni, CloudError> {
     let what = "network interface";
     let id = required(api, what, "NetworkInterfaceId", ni.network_interface_id())?;
     let what = &format!("network interface {id}");
@@ -121,7 +121,7 @@ pub(super) fn eni(api: Api, ni: &ec2::NetworkInterface) -> Result<Eni, CloudErro
 }
 
 /// A `Subnet` as a [`Subnet`].
-pub(super) fn subnet(api: Api, s: &ec2::Subnet) -> Result<Subnet, CloudError> {
+pub(super) fn subnet(api: Ec2Action, s: &ec2::Subnet) -> Result<Subnet, CloudError> {
     let id = required(api, "subnet", "SubnetId", s.subnet_id())?;
     let what = &format!("subnet {id}");
     Ok(Subnet {
@@ -136,7 +136,7 @@ pub(super) fn subnet(api: Api, s: &ec2::Subnet) -> Result<Subnet, CloudError> {
 
 /// The associated IPv4 CIDR blocks of a VPC (its primary block and any
 /// associated later; blocks being disassociated or that failed are left out).
-pub(super) fn vpc_cidrs(api: Api, vpc: &ec2::Vpc) -> Result<Vec<Ipv4Net>, CloudError> {
+pub(super) fn vpc_cidrs(api: Ec2Action, vpc: &ec2::Vpc) -> Result<Vec<Ipv4Net>, CloudError> {
     let what = &format!("VPC {}", vpc.vpc_id().unwrap_or("?"));
     let associated = vpc.cidr_block_association_set().iter().filter(|a| {
         a.cidr_block_state()
@@ -161,7 +161,10 @@ pub(super) fn vpc_cidrs(api: Api, vpc: &ec2::Vpc) -> Result<Vec<Ipv4Net>, CloudE
 /// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_NetworkCardInfo.html).
 /// /28 prefixes need the Nitro system, which bare-metal instances (no
 /// hypervisor reported) are built on too.
-pub(super) fn limits(api: Api, info: &ec2::InstanceTypeInfo) -> Result<InstanceLimits, CloudError> {
+pub(super) fn limits(
+    api: Ec2Action,
+    info: &ec2::InstanceTypeInfo,
+) -> Result<InstanceLimits, CloudError> {
     let name = info
         .instance_type()
         .map(|t| t.as_str().to_owned())
@@ -197,7 +200,7 @@ mod tests {
 
     #[test]
     fn a_network_interface_converts_with_secondaries_prefixes_and_attachment() {
-        let api = Api::DescribeNetworkInterfaces;
+        let api = Ec2Action::DescribeNetworkInterfaces;
         let ni = ec2::NetworkInterface::builder()
             .network_interface_id("eni-1")
             .subnet_id("subnet-1")
@@ -278,7 +281,7 @@ mod tests {
     }
 
     fn limits_of(info: &ec2::InstanceTypeInfo) -> InstanceLimits {
-        limits(Api::DescribeInstanceTypes, info).expect("limits")
+        limits(Ec2Action::DescribeInstanceTypes, info).expect("limits")
     }
 
     #[test]
@@ -333,7 +336,7 @@ mod tests {
             .mac_address("0a:00:00:00:00:02")
             .interface_type(ec2::NetworkInterfaceType::from("efa-only"))
             .build();
-        let eni = eni(Api::DescribeNetworkInterfaces, &ni).expect("converts");
+        let eni = eni(Ec2Action::DescribeNetworkInterfaces, &ni).expect("converts");
         assert!(!eni.has_ipv4());
         assert_eq!(eni.interface_type, InterfaceType::EfaOnly);
     }
@@ -345,7 +348,7 @@ mod tests {
             .subnet_id("subnet-1")
             .private_ip_address("10.0.0.10")
             .build();
-        let error = eni(Api::DescribeNetworkInterfaces, &ni).expect_err("no MAC");
+        let error = eni(Ec2Action::DescribeNetworkInterfaces, &ni).expect_err("no MAC");
         assert!(error.to_string().contains("MacAddress missing"), "{error}");
     }
 }

@@ -1,6 +1,6 @@
 //! Mapping of EC2 and SDK failures to [`CloudError`].
 
-use crate::cloud::api::Api;
+use crate::cloud::action::Ec2Action;
 use crate::cloud::error::{CloudError, LimitKind};
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// Classifies a failed SDK call.
 pub(super) fn from_sdk<E>(
-    api: Api,
+    api: Ec2Action,
     timeout: Duration,
     error: SdkError<E, HttpResponse>,
 ) -> CloudError
@@ -47,7 +47,12 @@ where
 }
 
 /// Classifies an EC2 error answer by its code and HTTP status.
-pub(super) fn from_code(api: Api, code: Option<&str>, message: &str, status: u16) -> CloudError {
+pub(super) fn from_code(
+    api: Ec2Action,
+    code: Option<&str>,
+    message: &str,
+    status: u16,
+) -> CloudError {
     let name = api.name().to_owned();
     let detail = match code {
         Some(code) => format!("{code}: {message}"),
@@ -109,7 +114,7 @@ mod tests {
     use super::*;
 
     fn classify(code: Option<&str>, status: u16) -> CloudError {
-        from_code(Api::AssignPrivateIpAddresses, code, "msg", status)
+        from_code(Ec2Action::AssignPrivateIpAddresses, code, "msg", status)
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use super::addresses::{AddressPool, prefix_addresses};
 use super::faults::Faults;
-use crate::cloud::api::Api;
+use crate::cloud::action::Ec2Action;
 use crate::cloud::error::{CloudError, LimitKind};
 use crate::cloud::leak;
 use crate::cloud::types::*;
@@ -56,7 +56,7 @@ pub(super) struct SimState {
     pub(super) leak_min_age: Duration,
 }
 
-fn not_found(api: Api, what: String) -> CloudError {
+fn not_found(api: Ec2Action, what: String) -> CloudError {
     CloudError::NotFound {
         api: api.name().to_owned(),
         detail: format!("{what} does not exist in the simulated VPC"),
@@ -79,14 +79,14 @@ impl SimState {
     }
 
     /// The ENI with this id.
-    pub(super) fn eni(&self, api: Api, id: &str) -> Result<&Eni, CloudError> {
+    pub(super) fn eni(&self, api: Ec2Action, id: &str) -> Result<&Eni, CloudError> {
         self.enis
             .get(id)
             .ok_or_else(|| not_found(api, format!("network interface {id}")))
     }
 
     /// The ENI with this id, which must be attached to this node.
-    fn own_eni_mut(&mut self, api: Api, id: &str) -> Result<&mut Eni, CloudError> {
+    fn own_eni_mut(&mut self, api: Ec2Action, id: &str) -> Result<&mut Eni, CloudError> {
         let instance = self.identity.instance_id.clone();
         let eni = self
             .enis
@@ -101,7 +101,7 @@ impl SimState {
         Ok(eni)
     }
 
-    fn check_slots(&self, api: Api, used: u32, more: u32) -> Result<(), CloudError> {
+    fn check_slots(&self, api: Ec2Action, used: u32, more: u32) -> Result<(), CloudError> {
         let max = self.limits.slots_per_eni();
         if used.saturating_add(more) > max {
             return Err(CloudError::LimitExceeded {
@@ -116,7 +116,7 @@ impl SimState {
         Ok(())
     }
 
-    fn check_prefix_delegation(&self, api: Api) -> Result<(), CloudError> {
+    fn check_prefix_delegation(&self, api: Ec2Action) -> Result<(), CloudError> {
         if self.limits.prefix_delegation {
             return Ok(());
         }
@@ -131,7 +131,7 @@ impl SimState {
 
     fn take_ips(
         &mut self,
-        api: Api,
+        api: Ec2Action,
         subnet_id: &str,
         count: u32,
     ) -> Result<Vec<Ipv4Addr>, CloudError> {
@@ -153,7 +153,7 @@ impl SimState {
 
     fn take_prefixes(
         &mut self,
-        api: Api,
+        api: Ec2Action,
         subnet_id: &str,
         count: u32,
     ) -> Result<Vec<Ipv4Net>, CloudError> {
@@ -176,7 +176,7 @@ impl SimState {
         Ok(prefixes)
     }
 
-    fn take_ip(&mut self, api: Api, subnet_id: &str) -> Result<Ipv4Addr, CloudError> {
+    fn take_ip(&mut self, api: Ec2Action, subnet_id: &str) -> Result<Ipv4Addr, CloudError> {
         self.take_ips(api, subnet_id, 1)?
             .pop()
             .ok_or_else(|| CloudError::InsufficientAddresses {
@@ -200,7 +200,7 @@ impl SimState {
     /// Creates the node's primary ENI in the node's subnet, attached at device index 0.
     pub(super) fn boot(&mut self) -> Result<(), CloudError> {
         let subnet_id = self.identity.subnet_id.clone();
-        let primary_ip = self.take_ip(Api::DescribeInstances, &subnet_id)?;
+        let primary_ip = self.take_ip(Ec2Action::DescribeInstances, &subnet_id)?;
         let eni = Eni {
             id: self.new_id("eni"),
             subnet_id,
@@ -250,7 +250,7 @@ impl SimState {
         request: &CreateEni,
         now: SystemTime,
     ) -> Result<Eni, CloudError> {
-        let api = Api::CreateNetworkInterface;
+        let api = Ec2Action::CreateNetworkInterface;
         self.check_slots(api, 0, request.addresses.slots())?;
         if let AddressRequest::Prefixes(_) = request.addresses {
             self.check_prefix_delegation(api)?;
@@ -293,7 +293,7 @@ impl SimState {
 
     /// `AttachNetworkInterface` at the lowest free device index, with delete-on-termination.
     pub(super) fn attach(&mut self, eni_id: &str) -> Result<Eni, CloudError> {
-        let api = Api::AttachNetworkInterface;
+        let api = Ec2Action::AttachNetworkInterface;
         let instance = self.identity.instance_id.clone();
         let used: Vec<u32> = self
             .enis
@@ -336,7 +336,7 @@ impl SimState {
 
     /// Attaches an ENI someone other than Weft made (see [`ForeignEni`]) to the node.
     pub(super) fn attach_foreign(&mut self, kind: ForeignEni) -> Result<Eni, CloudError> {
-        let api = Api::AttachNetworkInterface;
+        let api = Ec2Action::AttachNetworkInterface;
         let subnet_id = self.identity.subnet_id.clone();
         let (primary_ip, secondary_ips) = if kind == ForeignEni::NoIpv4 {
             (Ipv4Addr::UNSPECIFIED, Vec::new())
@@ -394,7 +394,7 @@ impl SimState {
 
     /// `DetachNetworkInterface`; returns the ENI as it was while attached.
     pub(super) fn detach(&mut self, eni_id: &str) -> Result<Eni, CloudError> {
-        let api = Api::DetachNetworkInterface;
+        let api = Ec2Action::DetachNetworkInterface;
         let eni = self
             .enis
             .get_mut(eni_id)
@@ -413,7 +413,7 @@ impl SimState {
 
     /// `DeleteNetworkInterface` of a detached ENI; its addresses return to the subnet.
     pub(super) fn delete(&mut self, eni_id: &str) -> Result<(), CloudError> {
-        let api = Api::DeleteNetworkInterface;
+        let api = Ec2Action::DeleteNetworkInterface;
         let eni = self.eni(api, eni_id)?;
         if eni.attachment.is_some() {
             return Err(CloudError::Fatal {
@@ -437,7 +437,7 @@ impl SimState {
         eni_id: &str,
         count: u32,
     ) -> Result<Vec<Ipv4Addr>, CloudError> {
-        let api = Api::AssignPrivateIpAddresses;
+        let api = Ec2Action::AssignPrivateIpAddresses;
         let eni = self.own_eni_mut(api, eni_id)?;
         let (used, subnet) = (eni.used_slots(), eni.subnet_id.clone());
         self.check_slots(api, used, count)?;
@@ -452,7 +452,7 @@ impl SimState {
         eni_id: &str,
         count: u32,
     ) -> Result<Vec<Ipv4Net>, CloudError> {
-        let api = Api::AssignPrivateIpAddresses;
+        let api = Ec2Action::AssignPrivateIpAddresses;
         self.check_prefix_delegation(api)?;
         let eni = self.own_eni_mut(api, eni_id)?;
         let (used, subnet) = (eni.used_slots(), eni.subnet_id.clone());
@@ -468,7 +468,7 @@ impl SimState {
         eni_id: &str,
         ips: &[Ipv4Addr],
     ) -> Result<(), CloudError> {
-        let api = Api::UnassignPrivateIpAddresses;
+        let api = Ec2Action::UnassignPrivateIpAddresses;
         let eni = self.own_eni_mut(api, eni_id)?;
         if let Some(missing) = ips.iter().find(|ip| !eni.secondary_ips.contains(ip)) {
             return Err(CloudError::Fatal {
@@ -488,7 +488,7 @@ impl SimState {
         eni_id: &str,
         prefixes: &[Ipv4Net],
     ) -> Result<(), CloudError> {
-        let api = Api::UnassignPrivateIpAddresses;
+        let api = Ec2Action::UnassignPrivateIpAddresses;
         let eni = self.own_eni_mut(api, eni_id)?;
         if let Some(missing) = prefixes.iter().find(|p| !eni.prefixes.contains(p)) {
             return Err(CloudError::Fatal {

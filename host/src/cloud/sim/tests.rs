@@ -2,7 +2,7 @@
 //! throttling, injected failures, leaks and determinism.
 
 use super::*;
-use crate::cloud::api::ApiClass;
+use crate::cloud::action::ActionClass;
 use crate::cloud::ratelimit::{BucketSpec, ManualClock};
 use crate::cloud::{CloudError, LimitKind};
 use proptest::prelude::*;
@@ -165,7 +165,7 @@ async fn an_exhausted_subnet_fails_with_insufficient_addresses_and_keeps_its_cou
 async fn token_buckets_throttle_bursts_and_refill() {
     let clock = Arc::new(ManualClock::default());
     let limits = RateLimits::aws().with(
-        ApiClass::AddressAssignment,
+        ActionClass::AddressAssignment,
         BucketSpec {
             capacity: 2,
             refill_per_sec: 1.0,
@@ -193,7 +193,7 @@ async fn token_buckets_throttle_bursts_and_refill() {
 async fn a_failed_attach_deletes_the_created_eni_and_frees_its_addresses() {
     let sim = sim("m5.large", "10.0.0.0/24");
     let free = sim.list_subnets().await.expect("subnets")[0].free_ips;
-    sim.fail_next(Api::AttachNetworkInterface, [Fault::Fatal]);
+    sim.fail_next(Ec2Action::AttachNetworkInterface, [Fault::Fatal]);
     let error = create(&sim, AddressRequest::Ips(5))
         .await
         .expect_err("attach fails");
@@ -209,7 +209,7 @@ async fn a_failed_attach_deletes_the_created_eni_and_frees_its_addresses() {
 async fn scripted_faults_surface_as_typed_errors() {
     let sim = sim("m5.large", "10.0.0.0/24");
     sim.fail_next(
-        Api::DescribeNetworkInterfaces,
+        Ec2Action::DescribeNetworkInterfaces,
         [Fault::Throttled, Fault::Timeout],
     );
     assert!(matches!(
