@@ -364,7 +364,8 @@ pub struct Ec2Section {
     pub identity: Option<NodeIdentity>,
     /// EC2 meters the whole account: each node keeps its client-side
     /// buckets at 1/N of the account's, N being how many nodes may call
-    /// EC2 at the same time (20: a rolling scale-up of a 100-node cluster).
+    /// EC2 at the same time (100 by default: every node of a 100-node
+    /// cluster; see [`crate::cloud::ec2::DEFAULT_RATE_SHARE_NODES`]).
     #[serde(default = "default_rate_share_nodes")]
     pub rate_share_nodes: u32,
 }
