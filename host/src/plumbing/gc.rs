@@ -55,6 +55,7 @@ impl Plumbing {
     ///
     /// The caller must not run pod setups concurrently (their veths are not
     /// in `valid_host_veths` yet).
+    #[cfg(feature = "testing")]
     pub async fn leftovers(
         &self,
         valid_host_veths: &HashSet<String>,
