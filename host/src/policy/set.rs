@@ -84,7 +84,9 @@ where
         config: &PoliciesConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self, SetupError> {
-        config.validate().map_err(SetupError::Config)?;
+        config
+            .validate()
+            .map_err(|(decision, e)| SetupError::Config(format!("[policies.{decision}]: {e}")))?;
         let entry = |d: Decision| config.get(d).cloned().unwrap_or_default();
         let set = PolicySet {
             pool: Slot::new(SlotState::load(
