@@ -16,7 +16,7 @@ use super::result::network_result;
 use crate::api::{Backend, ErrorView, PodView, PoolView};
 use crate::ipam::{Assignment, AssignmentKey, PodMeta, SgSet};
 use crate::kubernetes::{PodLookup, PodMetadata};
-use crate::plumbing::PodNetwork;
+use crate::plumbing::{PlumbingError, PodNetwork};
 use crate::policy::view::{LiveInputs, PoliciesView};
 use crate::reconcile::{PoolError, PoolSnapshot};
 use futures::future::BoxFuture;
@@ -88,13 +88,7 @@ impl Agent {
                 if let Err(release) = self.pool.release(&key) {
                     tracing::warn!(%key, error = %release, "could not release the address of a failed ADD");
                 }
-                Err(CniError::plumbing(
-                    format!(
-                        "wiring pod {}/{} failed: {error}",
-                        req.pod.namespace, req.pod.name
-                    ),
-                    "the address was released; the runtime retries the ADD. weftd's log has the netlink error",
-                ))
+                Err(wiring_error(&req.pod.namespace, &req.pod.name, &error))
             }
         }
     }
@@ -508,5 +502,45 @@ impl Backend for Agent {
                 .await
                 .map_err(|e| CniError::internal(format!("previewing the policies failed: {e}"), ""))
         })
+    }
+}
+
+/// The CNI error of an ADD whose wiring failed: "try again later" (11) when
+/// the pod's namespace was not even tried because earlier opens hang, the
+/// plumbing code otherwise.
+fn wiring_error(namespace: &str, name: &str, error: &PlumbingError) -> CniError {
+    let msg = format!("wiring pod {namespace}/{name} failed: {error}");
+    match error {
+        PlumbingError::NetnsOpenersBusy { .. } => CniError::try_again_later(
+            msg,
+            "the address was released; weftd opens no more network namespaces while this many \
+             opens hang",
+        ),
+        _ => CniError::plumbing(
+            msg,
+            "the address was released; the runtime retries the ADD. weftd's log has the netlink error",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_cni::ErrorCode;
+
+    #[test]
+    fn an_add_refused_for_hanging_namespace_opens_is_to_be_tried_again() {
+        let busy = PlumbingError::NetnsOpenersBusy {
+            path: PathBuf::from("/var/run/netns/x"),
+            stuck: 16,
+        };
+        let error = wiring_error("default", "web-0", &busy);
+        assert_eq!(error.code, ErrorCode::TRY_AGAIN_LATER);
+        assert!(error.msg.contains("default/web-0") && error.msg.contains("16"));
+        let other = PlumbingError::InvalidInput("x".into());
+        assert_eq!(
+            wiring_error("default", "web-0", &other).code,
+            ErrorCode::PLUMBING
+        );
     }
 }
