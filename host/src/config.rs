@@ -431,6 +431,7 @@ impl PlumbingSection {
             veth_prefix: self.veth_prefix.clone(),
             mtu: self.pod_mtu.unwrap_or(self.mtu),
             enable_ip_forward: self.enable_ip_forward,
+            enable_ipv6_forward: false,
         }
     }
 }
