@@ -838,6 +838,12 @@ mac = "02:aa:bb:cc:dd:ee"
                 Box::new(|c| c.egress.randomize_snat == SnatRandom::HashRandom),
             ),
             (
+                "ENABLE_IPv6",
+                "true",
+                sim,
+                Box::new(|c| c.pool.ip_family == crate::reconcile::IpFamily::Ipv6),
+            ),
+            (
                 "AWS_VPC_CNI_NODE_PORT_SUPPORT",
                 "false",
                 sim,
