@@ -24,7 +24,7 @@ pub use error::IpamError;
 pub use ipv6::{Ipv6Assignment, Ipv6Block};
 pub use model::{
     ADDRESSES_PER_PREFIX, AddressInfo, AddressState, Assignment, AssignmentKey, CoolingAddress,
-    Correction, Eni, IpamConfig, Placement, PodMeta,
+    Correction, Eni, GivenBack, IpamConfig, Placement, PodMeta,
 };
 pub use sg::SgSet;
 pub use time::Now;
