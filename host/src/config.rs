@@ -466,6 +466,7 @@ impl PlumbingSection {
             veth_prefix: self.veth_prefix.clone(),
             mtu: self.pod_mtu.unwrap_or(self.mtu),
             enable_ip_forward: self.enable_ip_forward,
+            enable_ipv6_forward: false,
         }
     }
 }
@@ -878,6 +879,12 @@ mac = "02:aa:bb:cc:dd:ee"
                 "hashrandom",
                 sim,
                 Box::new(|c| c.egress.randomize_snat == SnatRandom::HashRandom),
+            ),
+            (
+                "ENABLE_IPv6",
+                "true",
+                sim,
+                Box::new(|c| c.pool.ip_family == crate::reconcile::IpFamily::Ipv6),
             ),
             (
                 "AWS_VPC_CNI_NODE_PORT_SUPPORT",

@@ -50,7 +50,7 @@ fn pod(ns: &TestNetns, name: &str, ip: Ipv4Addr, eni_table: Option<u32>) -> PodN
         ifname: "eth0".into(),
         pod_namespace: "default".into(),
         pod_name: name.into(),
-        ip,
+        ip: ip.into(),
         eni_table,
         mtu: None,
     }

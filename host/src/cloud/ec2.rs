@@ -33,7 +33,7 @@ use aws_sdk_ec2::types::{
     TagSpecification,
 };
 use call::Caller;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -507,6 +507,65 @@ impl Ec2Cloud {
         ))
     }
 
+    /// The IPv6 prefixes of `eni_id` as `DescribeNetworkInterfaces` reports them.
+    async fn ipv6_prefixes_of(&self, eni_id: &str) -> Result<Vec<Ipv6Net>, CloudError> {
+        let api = Ec2Action::DescribeNetworkInterfaces;
+        let found = self
+            .describe(vec![filter("network-interface-id", eni_id)])
+            .await?;
+        let eni = found.first().ok_or_else(|| CloudError::NotFound {
+            api: api.name().to_owned(),
+            what: format!("network interface {eni_id}"),
+            detail: "not in DescribeNetworkInterfaces".into(),
+        })?;
+        let texts: Vec<String> = eni
+            .ipv6_prefixes()
+            .iter()
+            .filter_map(|p| p.ipv6_prefix().map(str::to_owned))
+            .collect();
+        parse_all(api, &texts)
+    }
+
+    /// `AssignIpv6Addresses` with `Ipv6PrefixCount = 1`; a lost answer is
+    /// settled by reading the ENI's prefixes once, never by sending again.
+    async fn assign_one_ipv6_prefix(&self, eni_id: &str) -> Result<Ipv6Net, CloudError> {
+        let api = Ec2Action::AssignIpv6Addresses;
+        let before = self.ipv6_prefixes_of(eni_id).await?;
+        let assign = self
+            .client
+            .assign_ipv6_addresses()
+            .network_interface_id(eni_id)
+            .ipv6_prefix_count(1);
+        let answered: Vec<String> = self
+            .caller
+            .call_unrepeated(
+                api,
+                || {
+                    let assign = assign.clone();
+                    async move {
+                        assign
+                            .send()
+                            .await
+                            .map(|o| o.assigned_ipv6_prefixes().to_vec())
+                    }
+                },
+                || async {
+                    let after = self.ipv6_prefixes_of(eni_id).await?;
+                    Ok((after.len() > before.len())
+                        .then(|| after.iter().map(ToString::to_string).collect()))
+                },
+            )
+            .await?;
+        let prefixes: Vec<Ipv6Net> = parse_all(api, &answered)?;
+        prefixes
+            .into_iter()
+            .find(|p| !before.contains(p))
+            .ok_or_else(|| CloudError::Fatal {
+                api: api.name().to_owned(),
+                detail: format!("EC2 answered without a new IPv6 prefix for {eni_id}"),
+            })
+    }
+
     async fn unassign(
         &self,
         eni_id: &str,
@@ -700,6 +759,14 @@ impl Cloud for Ec2Cloud {
                 .await?
                 .1)
         })
+    }
+
+    fn ipv6_prefixes<'a>(&'a self, eni_id: &'a str) -> CloudFuture<'a, Vec<Ipv6Net>> {
+        Box::pin(self.ipv6_prefixes_of(eni_id))
+    }
+
+    fn assign_ipv6_prefix<'a>(&'a self, eni_id: &'a str) -> CloudFuture<'a, Ipv6Net> {
+        Box::pin(self.assign_one_ipv6_prefix(eni_id))
     }
 
     fn unassign_ips<'a>(&'a self, eni_id: &'a str, ips: &'a [Ipv4Addr]) -> CloudFuture<'a, ()> {

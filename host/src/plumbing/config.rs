@@ -29,6 +29,9 @@ pub struct PlumbingConfig {
     /// Set `net.ipv4.ip_forward = 1` in the node namespace at start
     /// (default true; pod traffic is routed through the node).
     pub enable_ip_forward: bool,
+    /// Set `net.ipv6.conf.all.forwarding = 1` in the node namespace at
+    /// start (IPv6 mode; default false).
+    pub enable_ipv6_forward: bool,
 }
 
 impl Default for PlumbingConfig {
@@ -38,6 +41,7 @@ impl Default for PlumbingConfig {
             veth_prefix: names::DEFAULT_VETH_PREFIX.to_owned(),
             mtu: DEFAULT_MTU,
             enable_ip_forward: true,
+            enable_ipv6_forward: false,
         }
     }
 }

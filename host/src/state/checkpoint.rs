@@ -73,7 +73,7 @@ struct Allocation {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Metadata {
+pub(super) struct Metadata {
     #[serde(rename = "k8sPodNamespace")]
     namespace: String,
     #[serde(rename = "k8sPodName")]
@@ -103,12 +103,30 @@ struct DeletedEni {
     deleted_at_ms: u64,
 }
 
-fn to_ms(t: SystemTime) -> u64 {
+impl Metadata {
+    pub(super) fn of(pod: &PodMeta) -> Self {
+        Metadata {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+        }
+    }
+
+    pub(super) fn into_pod(self) -> PodMeta {
+        PodMeta {
+            namespace: self.namespace,
+            name: self.name,
+            uid: self.uid,
+        }
+    }
+}
+
+pub(super) fn to_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn from_ms(ms: u64) -> SystemTime {
+pub(super) fn from_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
@@ -138,11 +156,7 @@ impl Checkpoint {
                     if_name: a.key.ifname.clone(),
                     ipv4: a.ip,
                     allocation_timestamp_ms: to_ms(a.assigned_at),
-                    metadata: Metadata {
-                        namespace: a.pod.namespace.clone(),
-                        name: a.pod.name.clone(),
-                        uid: a.pod.uid.clone(),
-                    },
+                    metadata: Metadata::of(&a.pod),
                 })
                 .collect(),
             cooling: self
@@ -201,11 +215,7 @@ impl Checkpoint {
                 .map(|a| Assignment {
                     key: AssignmentKey::new(a.network_name, a.container_id, a.if_name),
                     ip: a.ipv4,
-                    pod: PodMeta {
-                        namespace: a.metadata.namespace,
-                        name: a.metadata.name,
-                        uid: a.metadata.uid,
-                    },
+                    pod: a.metadata.into_pod(),
                     assigned_at: from_ms(a.allocation_timestamp_ms),
                 })
                 .collect(),
