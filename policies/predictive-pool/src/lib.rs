@@ -142,8 +142,9 @@ pub fn target(s: &Settings, state: &PoolState) -> (u32, String) {
     };
     // Bigger bursts are served by their waiting ADDs and the forecast.
     let recent = recent.min(state.limits.ipv4_per_eni.saturating_sub(1));
-    let mut target = s.min_warm.max(recent);
+    let target = s.min_warm.max(recent);
     let mut why = format!("{recent} recent ADDs");
+    let mut target = target;
     if let Some(burst) = expected_burst(history, s.burst_adds, s.lead_minutes) {
         if burst > target {
             why = format!(
@@ -153,6 +154,7 @@ pub fn target(s: &Settings, state: &PoolState) -> (u32, String) {
         }
         target = target.max(burst);
     }
+    let mut target = target + state.pending_adds;
     // Never had a pod, or had its first less than a minute ago (the
     // history starts with the group's first event).
     let new_node = (state.node_assigned == 0 && state.activity.seconds_since_last_add.is_none())
@@ -164,12 +166,13 @@ pub fn target(s: &Settings, state: &PoolState) -> (u32, String) {
             .start_warm
             .unwrap_or(per_eni * (state.limits.max_enis / 2))
             .saturating_sub(assigned);
+        // The pods held for it are counted in `start` (waiting or not).
         if start > target {
             why = "a new node".to_owned();
         }
         target = target.max(start);
     }
-    (target + state.pending_adds, why)
+    (target, why)
 }
 
 fn period(history: &[Minute], s: &Settings) -> u32 {
