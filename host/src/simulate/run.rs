@@ -205,7 +205,7 @@ pub fn run(
         let ready = clock.now() + config.warm_up;
         loop {
             settle().await;
-            if !timers.next().is_some_and(|t| t <= ready) {
+            if timers.next().is_none_or(|t| t > ready) {
                 break;
             }
             advance_to_next_timer(&clock, &timers);

@@ -142,9 +142,8 @@ pub fn target(s: &Settings, state: &PoolState) -> (u32, String) {
     };
     // Bigger bursts are served by their waiting ADDs and the forecast.
     let recent = recent.min(state.limits.ipv4_per_eni.saturating_sub(1));
-    let target = s.min_warm.max(recent);
+    let mut target = s.min_warm.max(recent);
     let mut why = format!("{recent} recent ADDs");
-    let mut target = target;
     if let Some(burst) = expected_burst(history, s.burst_adds, s.lead_minutes) {
         if burst > target {
             why = format!(
