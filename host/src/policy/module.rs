@@ -3,7 +3,8 @@
 //! one decision in a fresh sandboxed instance.
 
 use super::bindings::{
-    self, pool_sizing, security_groups, subnet_selection, subnet_selection_node,
+    self, pool_sizing, pool_sizing_history, security_groups, subnet_selection,
+    subnet_selection_node,
 };
 use super::engine::{EPOCH_TICK, PolicyEngine, Ticker};
 use super::error::{Decision, FailureKind, PolicyError};
@@ -21,7 +22,18 @@ use weft_policy_sdk::{pool, security, subnet};
 /// The contract's interfaces a policy may import (any 0.1.x version):
 /// `log`, and the type-only interfaces its world uses. Of WASI, only what
 /// [`wasi::is_granted`] says.
-const CONTRACT_INTERFACES: [&str; 6] = ["log", "types", "pool", "subnet", "kubernetes", "security"];
+const CONTRACT_INTERFACES: [&str; 7] = [
+    "log",
+    "types",
+    "pool",
+    "pool-history",
+    "subnet",
+    "kubernetes",
+    "security",
+];
+/// The decision function of the `pool-sizing-history` world, which also
+/// sees the group's churn per minute.
+const POOL_WITH_HISTORY_EXPORT: &str = "size-pool-with-history";
 /// The decision function of the `subnet-selection-node` world, which also
 /// sees the node's Kubernetes metadata.
 const SUBNET_FOR_NODE_EXPORT: &str = "select-subnet-for-node";
@@ -62,6 +74,7 @@ pub struct CallStats {
 #[derive(Clone)]
 enum WorldPre {
     PoolSizing(pool_sizing::PoolSizingPre<SandboxState>),
+    PoolSizingHistory(pool_sizing_history::PoolSizingHistoryPre<SandboxState>),
     SubnetSelection(subnet_selection::SubnetSelectionPre<SandboxState>),
     SubnetSelectionNode(subnet_selection_node::SubnetSelectionNodePre<SandboxState>),
     SecurityGroups(security_groups::SecurityGroupsPre<SandboxState>),
@@ -187,6 +200,12 @@ impl CompiledPolicy {
             )
         };
         let pre = match decision {
+            Decision::PoolSizing if exports.iter().any(|e| e == POOL_WITH_HISTORY_EXPORT) => {
+                WorldPre::PoolSizingHistory(
+                    pool_sizing_history::PoolSizingHistoryPre::new(instance_pre)
+                        .map_err(mismatch)?,
+                )
+            }
             Decision::PoolSizing => WorldPre::PoolSizing(
                 pool_sizing::PoolSizingPre::new(instance_pre).map_err(mismatch)?,
             ),
@@ -286,9 +305,13 @@ impl PolicyModule {
         state: &pool::PoolState,
     ) -> Result<(pool::PoolDecision, CallStats), PolicyError> {
         let input = bindings::pool_state(state);
+        let history = bindings::history(&state.activity.history);
         self.run(move |store, instance| match instance {
             Instance::PoolSizing(world) => Ok(bindings::pool_decision(
                 world.call_size_pool(store, &input)?,
+            )),
+            Instance::PoolSizingHistory(world) => Ok(bindings::pool_decision(
+                world.call_size_pool_with_history(store, &input, &history)?,
             )),
             _ => Err(wrong_world(Decision::PoolSizing)),
         })
@@ -417,6 +440,7 @@ impl Call {
 /// An instance of one of the worlds.
 enum Instance {
     PoolSizing(pool_sizing::PoolSizing),
+    PoolSizingHistory(pool_sizing_history::PoolSizingHistory),
     SubnetSelection(subnet_selection::SubnetSelection),
     SubnetSelectionNode(subnet_selection_node::SubnetSelectionNode),
     SecurityGroups(security_groups::SecurityGroups),
@@ -426,6 +450,9 @@ impl Instance {
     fn new(store: &mut Store<SandboxState>, pre: &WorldPre) -> wasmtime::Result<Self> {
         Ok(match pre {
             WorldPre::PoolSizing(pre) => Instance::PoolSizing(pre.instantiate(store)?),
+            WorldPre::PoolSizingHistory(pre) => {
+                Instance::PoolSizingHistory(pre.instantiate(store)?)
+            }
             WorldPre::SubnetSelection(pre) => Instance::SubnetSelection(pre.instantiate(store)?),
             WorldPre::SubnetSelectionNode(pre) => {
                 Instance::SubnetSelectionNode(pre.instantiate(store)?)
@@ -437,6 +464,7 @@ impl Instance {
     fn configure(&self, store: &mut Store<SandboxState>, settings: &str) -> wasmtime::Result<()> {
         let result = match self {
             Instance::PoolSizing(w) => w.call_configure(store, settings)?,
+            Instance::PoolSizingHistory(w) => w.call_configure(store, settings)?,
             Instance::SubnetSelection(w) => w.call_configure(store, settings)?,
             Instance::SubnetSelectionNode(w) => w.call_configure(store, settings)?,
             Instance::SecurityGroups(w) => w.call_configure(store, settings)?,
@@ -564,6 +592,9 @@ fn world_of(exports: &[String]) -> Option<Decision> {
     let exported = |name: &str| exports.iter().any(|e| e == name);
     if exported(SUBNET_FOR_NODE_EXPORT) {
         return Some(Decision::SubnetSelection);
+    }
+    if exported(POOL_WITH_HISTORY_EXPORT) {
+        return Some(Decision::PoolSizing);
     }
     Decision::ALL
         .into_iter()
