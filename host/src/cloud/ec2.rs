@@ -46,13 +46,14 @@ use tokio::sync::{Mutex, OnceCell};
 /// call at the same moment (a Deployment scaled out across the cluster
 /// grows every node's pool within the same seconds; a node group scaled up
 /// from zero warms every node up at once), and only a 1/100 share keeps
-/// such a fleet within the account's buckets: with the earlier 1/20, 100
-/// nodes together asked for five times the account's refill and EC2
-/// throttled all of them. The price is one node's own pace: a burst of one
-/// call per class and a refill of 0.2 `Describe*` and 0.05 of every other
-/// class per second, so a node's second ENI create/modify in a row waits
-/// 20 s. A cluster of another size sets `rate-share-nodes` to its node
-/// count (a node alone in its account: 1).
+/// such a fleet's sustained rate within the account's refill: with the
+/// earlier 1/20, 100 nodes together asked for five times the account's
+/// refill and EC2 throttled all of them. A node still gets a burst of
+/// [`super::ratelimit::MIN_NODE_BURST`] calls per class, so its start-up
+/// reads and a new ENI's calls never wait on the share's refill (0.2
+/// `Describe*` and 0.05 of every other class per second). A cluster of
+/// another size sets `rate-share-nodes` to its node count (a node alone in
+/// its account: 1).
 pub const DEFAULT_RATE_SHARE_NODES: u32 = 100;
 
 /// Configuration of [`Ec2Cloud`].
