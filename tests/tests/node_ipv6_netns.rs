@@ -274,3 +274,36 @@ fn a_restart_keeps_ipv6_pods_and_gc_unwires_a_stale_one() {
     );
     assert!(!a.ping(POD_2), "the stale pod is unreachable");
 }
+
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn an_ipv4_pod_from_before_a_switch_to_ipv6_stays_wired_until_its_del() {
+    let mut agent = TestAgent::start("m5.large", "");
+    let netconf = agent.netconf("1.0.0");
+    let old = TestNetns::new("v4-old");
+    let ip4 = pod_ip(&ok_json(&agent.cni(
+        "ADD",
+        "ctr-old",
+        &old.path(),
+        "old",
+        &netconf,
+    )));
+    agent.stop();
+    let mut config = std::fs::read_to_string(agent.config_path()).unwrap();
+    config.push_str("[pool]\nip-family = \"ipv6\"\n");
+    std::fs::write(agent.config_path(), config).unwrap();
+    agent.spawn();
+
+    // The start-up sweep of leftovers keeps the IPv4 pod's wiring.
+    let routes = agent.node.ip_json(&["route", "show", &ip4]);
+    assert_eq!(array(&routes).len(), 1, "{routes}");
+    let new = TestNetns::new("v6-new");
+    let r6 = ok_json(&agent.cni("ADD", "ctr-new", &new.path(), "new", &netconf));
+    assert_eq!(pod_ip(&r6), POD_1);
+    assert_eq!(held_ips(&agent), vec![json!(ip4), json!(POD_1)]);
+
+    // Its DEL releases the IPv4 address and unwires it.
+    succeeded(&agent.cni("DEL", "ctr-old", &old.path(), "old", &netconf));
+    assert!(array(&agent.node.ip_json(&["route", "show", &ip4])).is_empty());
+    assert_eq!(held_ips(&agent), vec![json!(POD_1)]);
+}

@@ -295,40 +295,35 @@ impl Agent {
         })
     }
 
-    /// What `key` holds, of the mode's family.
+    /// What `key` holds. In IPv6 mode an IPv4 address checkpointed before
+    /// the switch is still found, so its pod stays wired until its DEL.
     fn held(&self, key: &AssignmentKey) -> Option<Held> {
-        match &self.ipv6 {
-            Some(ipv6) => ipv6.assignment(key).map(Held::from),
-            None => self.pool.assignment(key).map(Held::from),
-        }
+        self.ipv6
+            .as_ref()
+            .and_then(|ipv6| ipv6.assignment(key))
+            .map(Held::from)
+            .or_else(|| self.pool.assignment(key).map(Held::from))
     }
 
-    /// Every attachment holding an address.
+    /// Every attachment holding an address, of either family.
     pub(super) fn all_held(&self) -> Vec<Held> {
-        match &self.ipv6 {
-            Some(ipv6) => ipv6.assignments().into_iter().map(Held::from).collect(),
-            None => self
-                .pool
-                .assignments()
-                .into_iter()
-                .map(Held::from)
-                .collect(),
-        }
+        let ipv6 = self.ipv6.iter().flat_map(|ipv6| ipv6.assignments());
+        let ipv4 = self.pool.assignments().into_iter();
+        ipv4.map(Held::from).chain(ipv6.map(Held::from)).collect()
     }
 
     /// Releases what `key` holds (an IPv4 address cools down first).
     fn release(&self, key: &AssignmentKey) -> Result<Option<IpAddr>, ApiError> {
-        match &self.ipv6 {
-            Some(ipv6) => ipv6
+        if let Some(ipv6) = self.ipv6.as_ref().filter(|v6| v6.assignment(key).is_some()) {
+            return ipv6
                 .release(key)
                 .map(|a| a.map(|a| IpAddr::V6(a.ip)))
-                .map_err(|e| state_error(key, &e)),
-            None => self
-                .pool
-                .release(key)
-                .map(|a| a.map(|a| IpAddr::V4(a.ip)))
-                .map_err(|e| pool_error(key, e)),
+                .map_err(|e| state_error(key, &e));
         }
+        self.pool
+            .release(key)
+            .map(|a| a.map(|a| IpAddr::V4(a.ip)))
+            .map_err(|e| pool_error(key, e))
     }
 
     /// The ENI carrying a held address.
