@@ -13,7 +13,7 @@
 
 use super::StateError;
 use super::atomic::write_atomic;
-use super::checkpoint::{Metadata, from_ms, to_ms};
+use super::checkpoint::{Metadata, corrupt, from_ms, parse_versioned, to_ms};
 use crate::ipam::{AssignmentKey, Ipv6Assignment, Ipv6Block, PodMeta};
 use ipnet::Ipv6Net;
 use serde::{Deserialize, Serialize};
@@ -98,21 +98,9 @@ impl Ipv6Checkpoint {
 
     /// Parses the file's bytes; `path` names the file in errors.
     pub fn from_json(bytes: &[u8], path: &Path) -> Result<Self, StateError> {
-        let corrupt = |source| StateError::Corrupt {
-            path: path.to_owned(),
-            line: None,
-            source,
-        };
-        let file: File = serde_json::from_slice(bytes).map_err(corrupt)?;
-        if file.version != IPV6_CHECKPOINT_VERSION {
-            return Err(StateError::UnsupportedVersion {
-                path: path.to_owned(),
-                found: file.version,
-                expected: IPV6_CHECKPOINT_VERSION,
-            });
-        }
+        let file: File = parse_versioned(bytes, path, IPV6_CHECKPOINT_VERSION)?;
         let next = file.next.parse().map_err(|_| {
-            corrupt(serde::de::Error::custom(format!(
+            corrupt(path)(serde::de::Error::custom(format!(
                 "next {:?} is not a number",
                 file.next
             )))
