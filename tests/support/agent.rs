@@ -22,6 +22,10 @@ pub struct AgentOptions<'a> {
     pub cni_conf_dir: Option<PathBuf>,
     /// Lines added to the `[cloud]` table.
     pub cloud: &'a str,
+    /// EC2 instead of the simulator: the `[cloud]` table is `provider =
+    /// "ec2"` and these lines (`instance_type`, `subnets` and `cloud` are
+    /// then unused), and weftd gets the static test credentials moto takes.
+    pub ec2: Option<&'a str>,
 }
 
 impl Default for AgentOptions<'_> {
@@ -31,6 +35,7 @@ impl Default for AgentOptions<'_> {
             subnets: &["10.0.0.0/22"],
             cni_conf_dir: None,
             cloud: "",
+            ec2: None,
         }
     }
 }
@@ -43,6 +48,8 @@ pub struct TestAgent {
     /// Temp dir with the config, socket and state.
     pub dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Environment of the `weftd` process besides the test's own.
+    env: Vec<(&'static str, &'static str)>,
 }
 
 impl TestAgent {
@@ -94,6 +101,21 @@ impl TestAgent {
             .clone()
             .unwrap_or_else(|| dir.path().join("net.d"));
         let (agent_keys, subnets, cloud) = (options.agent_keys, options.subnets, options.cloud);
+        let cloud_table = match options.ec2 {
+            Some(ec2) => format!("provider = \"ec2\"\n{ec2}\n"),
+            None => format!(
+                "provider = \"sim\"\ninstance-type = \"{instance_type}\"\nsubnets = {subnets:?}\n\
+                 materialise-enis = true\n{cloud}\n"
+            ),
+        };
+        let env = match options.ec2 {
+            Some(_) => vec![
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+            ],
+            None => Vec::new(),
+        };
         let config = format!(
             r#"[agent]
 socket = "{dir}/weftd.sock"
@@ -104,11 +126,7 @@ state-dir = "{dir}/state"
 conf-dir = "{conf_dir}"
 
 [cloud]
-provider = "sim"
-instance-type = "{instance_type}"
-subnets = {subnets:?}
-materialise-enis = true
-{cloud}
+{cloud_table}
 [plumbing]
 node-netns = "{netns}"
 {extra}
@@ -122,6 +140,7 @@ node-netns = "{netns}"
             node,
             dir,
             child: None,
+            env,
         };
         agent.spawn();
         agent
@@ -138,6 +157,7 @@ node-netns = "{netns}"
             .args(["run", "--config"])
             .arg(self.dir.path().join("weftd.toml"))
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

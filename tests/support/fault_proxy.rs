@@ -24,6 +24,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
@@ -73,6 +74,25 @@ impl Default for FaultPlan {
             actions: Vec::new(),
             stale_reads: None,
             alternating_reads: false,
+        }
+    }
+}
+
+impl FaultPlan {
+    /// `rate` of the requests get a fault, each kind equally often; a lost
+    /// answer comes 1.5 s late (set clients' call timeout below that).
+    pub fn every_kind(rate: f64, seed: u64) -> FaultPlan {
+        FaultPlan {
+            fault_rate: rate,
+            seed,
+            faults: vec![
+                Fault::Throttle,
+                Fault::Internal,
+                Fault::Unavailable,
+                Fault::Delay,
+            ],
+            delay: Duration::from_millis(1500),
+            ..FaultPlan::default()
         }
     }
 }
@@ -139,6 +159,8 @@ struct Shared {
     rng: Mutex<StdRng>,
     stats: Mutex<ProxyStats>,
     reads: Mutex<Reads>,
+    /// Set by [`FaultProxy::stop_faults`]: every request passes from then on.
+    faults_stopped: AtomicBool,
 }
 
 /// A running proxy; stops when dropped.
@@ -206,6 +228,7 @@ impl Shared {
         let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
         let targeted = self.plan.actions.is_empty() || self.plan.actions.contains(&action);
         if self.plan.faults.is_empty()
+            || self.faults_stopped.load(Ordering::SeqCst)
             || !targeted
             || !rng.random_bool(self.plan.fault_rate.clamp(0.0, 1.0))
         {
@@ -368,6 +391,7 @@ impl FaultProxy {
             plan,
             stats: Mutex::new(ProxyStats::default()),
             reads: Mutex::new(Reads::default()),
+            faults_stopped: AtomicBool::new(false),
         });
         let serving = shared.clone();
         let task = tokio::spawn(async move {
@@ -388,6 +412,12 @@ impl FaultProxy {
     /// The endpoint URL clients use.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Injects no more faults: every later request passes (reads still lag
+    /// writes when the plan says so).
+    pub fn stop_faults(&self) {
+        self.shared.faults_stopped.store(true, Ordering::SeqCst);
     }
 
     /// What the proxy did so far.

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod backend;
 pub mod binaries;
+pub mod churn;
 pub mod fabric;
 pub mod fault_proxy;
 pub mod k8s;

@@ -4,6 +4,8 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::{Credentials, Region};
 use aws_sdk_ec2::types::{Filter, InstanceType};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use weft_host::cloud::{Eni, NodeIdentity};
 
 /// The region the tests use.
@@ -143,6 +145,33 @@ pub async fn all_enis(client: &Client, vpc_id: &str) -> Vec<aws_sdk_ec2::types::
         .expect("DescribeNetworkInterfaces")
         .network_interfaces()
         .to_vec()
+}
+
+/// Every ENI of the VPC with its secondary addresses, as EC2 reports it;
+/// panics on an ENI not attached to `node` (a stray one).
+pub async fn node_addresses(
+    client: &Client,
+    node: &NodeIdentity,
+) -> BTreeMap<String, BTreeSet<Ipv4Addr>> {
+    all_enis(client, &node.vpc_id)
+        .await
+        .iter()
+        .map(|eni| {
+            let id = eni.network_interface_id().unwrap_or_default().to_owned();
+            assert_eq!(
+                eni.attachment().and_then(|a| a.instance_id()),
+                Some(node.instance_id.as_str()),
+                "stray ENI {id}"
+            );
+            let secondary = eni
+                .private_ip_addresses()
+                .iter()
+                .filter(|a| a.primary() != Some(true))
+                .filter_map(|a| a.private_ip_address()?.parse().ok())
+                .collect();
+            (id, secondary)
+        })
+        .collect()
 }
 
 /// The ids of a list of ENIs.

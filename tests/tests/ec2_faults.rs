@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use weft_host::cloud::{AddressRequest, Cloud, CreateEni, RetryPolicy};
 use weft_host::metrics::Metrics;
-use weft_tests::support::fault_proxy::{Fault, FaultPlan, FaultProxy};
+use weft_tests::support::fault_proxy::{FaultPlan, FaultProxy};
 use weft_tests::support::{moto, vpc};
 
 /// With 30% of calls failing, a warm-up to 3 ENIs (on a type that allows 4) converges, and
@@ -25,22 +25,7 @@ async fn warm_up(seed: u64) {
     let clean = vpc::client(&moto.url()).await;
     let test = vpc::create(&clean, "m5.xlarge").await;
     let node = &test.node;
-    let proxy = FaultProxy::start(
-        moto.addr(),
-        FaultPlan {
-            fault_rate: 0.3,
-            seed,
-            faults: vec![
-                Fault::Throttle,
-                Fault::Internal,
-                Fault::Unavailable,
-                Fault::Delay,
-            ],
-            delay: Duration::from_millis(1500),
-            ..FaultPlan::default()
-        },
-    )
-    .await;
+    let proxy = FaultProxy::start(moto.addr(), FaultPlan::every_kind(0.3, seed)).await;
     let metrics = Arc::new(Metrics::new());
     let cloud = vpc::ec2_cloud(&proxy.url(), node, metrics.clone(), |c| {
         c.call_timeout = Duration::from_millis(750);

@@ -18,7 +18,7 @@ use weft_host::cloud::{Ec2Cloud, RetryPolicy};
 use weft_host::ipam::SgSet;
 use weft_host::metrics::Metrics;
 use weft_host::reconcile::{Pool, PoolConfig};
-use weft_tests::support::fault_proxy::{Fault, FaultPlan, FaultProxy};
+use weft_tests::support::fault_proxy::{FaultPlan, FaultProxy};
 use weft_tests::support::pool::{self, key, pod};
 use weft_tests::support::{moto, vpc};
 
@@ -47,22 +47,7 @@ async fn warm_up_and_churn_under_30_percent_faults_converge_without_leaks() {
     let clean = vpc::client(&moto.url()).await;
     let test = vpc::create(&clean, "m5.xlarge").await;
     let node = &test.node;
-    let proxy = FaultProxy::start(
-        moto.addr(),
-        FaultPlan {
-            fault_rate: 0.3,
-            seed: 0x9b,
-            faults: vec![
-                Fault::Throttle,
-                Fault::Internal,
-                Fault::Unavailable,
-                Fault::Delay,
-            ],
-            delay: Duration::from_millis(1500),
-            ..FaultPlan::default()
-        },
-    )
-    .await;
+    let proxy = FaultProxy::start(moto.addr(), FaultPlan::every_kind(0.3, 0x9b)).await;
     let metrics = Arc::new(Metrics::new());
     let cloud = Arc::new(
         vpc::ec2_cloud(&proxy.url(), node, metrics.clone(), |c| {
@@ -150,25 +135,7 @@ async fn warm_up_and_churn_under_30_percent_faults_converge_without_leaks() {
         .iter()
         .map(|e| (e.id.clone(), e.addresses.iter().map(|a| a.ip).collect()))
         .collect();
-    let in_ec2: BTreeMap<String, BTreeSet<Ipv4Addr>> = vpc::all_enis(&clean, &node.vpc_id)
-        .await
-        .iter()
-        .map(|eni| {
-            let id = eni.network_interface_id().unwrap_or_default().to_owned();
-            assert_eq!(
-                eni.attachment().and_then(|a| a.instance_id()),
-                Some(node.instance_id.as_str()),
-                "stray ENI {id}"
-            );
-            let secondary = eni
-                .private_ip_addresses()
-                .iter()
-                .filter(|a| a.primary() != Some(true))
-                .filter_map(|a| a.private_ip_address()?.parse().ok())
-                .collect();
-            (id, secondary)
-        })
-        .collect();
+    let in_ec2 = vpc::node_addresses(&clean, node).await;
     assert_eq!(in_ec2, pooled, "EC2 = datastore");
     assert!(pool.assignments().is_empty());
     let stats = proxy.stats();
