@@ -8,6 +8,7 @@ use crate::api::{
 };
 use crate::error::CniError;
 use crate::plugin::Agent;
+use crate::spool::DelSpool;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::io::{self, Read, Write};
@@ -217,6 +218,18 @@ impl Agent for Client {
 
     fn del(&self, req: &DelRequest) -> Result<DelResponse, CniError> {
         self.call("POST", api::PATH_DEL, Some(req))
+    }
+
+    fn spool_del(&self, req: &DelRequest) -> Result<(), CniError> {
+        DelSpool::beside(&self.socket)
+            .record(req, std::time::SystemTime::now())
+            .map(drop)
+            .map_err(|e| {
+                CniError::io(
+                    e.to_string(),
+                    "the DEL spool is a 0700 directory of root beside weftd's socket",
+                )
+            })
     }
 
     fn check(&self, req: &CheckRequest) -> Result<CheckResponse, CniError> {

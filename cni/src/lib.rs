@@ -17,6 +17,7 @@
 //! * [`api`]: the agent API's request and response types.
 //! * [`client`]: HTTP/1.1 over the agent's unix socket.
 //! * [`plugin`]: what each command does; `main` wires the process to it.
+//! * [`spool`]: DELs weftd could not answer, kept until it carries them out.
 //! * [`log`]: leveled logging to stderr.
 
 #![warn(missing_docs)]
@@ -33,6 +34,7 @@ pub mod log;
 pub mod netconf;
 pub mod plugin;
 pub mod result;
+pub mod spool;
 pub mod version;
 
 pub use error::{CniError, ErrorCode};

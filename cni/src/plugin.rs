@@ -28,6 +28,9 @@ pub trait Agent {
     fn add(&self, req: &AddRequest) -> Result<AddResponse, CniError>;
     /// `POST /v1/cni/del`.
     fn del(&self, req: &DelRequest) -> Result<DelResponse, CniError>;
+    /// Keeps a DEL the agent could not answer for it to carry out when it
+    /// can (the [`crate::spool`] beside its socket).
+    fn spool_del(&self, req: &DelRequest) -> Result<(), CniError>;
     /// `POST /v1/cni/check`.
     fn check(&self, req: &CheckRequest) -> Result<CheckResponse, CniError>;
     /// `POST /v1/cni/gc`.
@@ -247,7 +250,30 @@ fn del(
         netns: att.netns.clone(),
         pod: pod_ref(&args),
     };
-    let released = agent.del(&req)?.released;
+    let released = match agent.del(&req) {
+        Ok(answer) => answer.released,
+        // weftd is down, restarting or too busy to answer: the runtime may
+        // never retry, so the DEL is kept for weftd, which carries it out
+        // before it serves another ADD. The address stays assigned until
+        // then, so it cannot be handed out twice.
+        Err(unreachable) if unreachable.code == ErrorCode::TRY_AGAIN_LATER => {
+            agent.spool_del(&req).map_err(|spool| {
+                CniError::try_again_later(
+                    format!("{}; keeping the DEL for weftd failed too", unreachable.msg),
+                    format!("{}. {}", spool.msg, unreachable.details),
+                )
+            })?;
+            logger.log(
+                LogLevel::Info,
+                format_args!(
+                    "DEL {} {}: weftd could not answer ({}); kept for it to carry out",
+                    att.container_id, att.ifname, unreachable.msg
+                ),
+            );
+            return Ok(());
+        }
+        Err(error) => return Err(error),
+    };
     logger.log(
         LogLevel::Info,
         format_args!(
@@ -359,6 +385,7 @@ mod tests {
         differences: Vec<String>,
         status: Option<Result<StatusResponse, CniError>>,
         fail_with: Option<CniError>,
+        spool_fails_with: Option<CniError>,
     }
 
     impl FakeAgent {
@@ -376,6 +403,12 @@ mod tests {
         fn del(&self, req: &DelRequest) -> Result<DelResponse, CniError> {
             self.record(serde_json::to_string(req).unwrap())?;
             Ok(DelResponse::default())
+        }
+        fn spool_del(&self, req: &DelRequest) -> Result<(), CniError> {
+            self.calls
+                .borrow_mut()
+                .push(format!("spool {}", serde_json::to_string(req).unwrap()));
+            self.spool_fails_with.clone().map_or(Ok(()), Err)
         }
         fn check(&self, req: &CheckRequest) -> Result<CheckResponse, CniError> {
             self.record(serde_json::to_string(req).unwrap())?;
@@ -572,6 +605,50 @@ mod tests {
         assert_eq!(out.error, None);
         let sent: Value = serde_json::from_str(&agent.calls.borrow()[0]).unwrap();
         assert_eq!(sent["pod"], json!({"namespace": "default", "name": "web"}));
+    }
+
+    #[test]
+    fn a_del_weftd_cannot_answer_is_kept_for_it_and_succeeds() {
+        let down = FakeAgent {
+            fail_with: Some(CniError::try_again_later("socket missing", "start weftd")),
+            ..FakeAgent::default()
+        };
+        let out = run_with(&env_of("DEL"), conf("1.0.0", json!({})), &down);
+        assert_eq!(
+            out,
+            Output {
+                stdout: None,
+                error: None
+            }
+        );
+        let calls = down.calls.borrow();
+        let spooled: Value =
+            serde_json::from_str(calls[1].strip_prefix("spool ").expect("spooled")).unwrap();
+        assert_eq!(spooled["container_id"], "c1");
+    }
+
+    #[test]
+    fn a_del_that_cannot_be_kept_either_asks_to_try_again() {
+        let down = FakeAgent {
+            fail_with: Some(CniError::try_again_later("socket missing", "start weftd")),
+            spool_fails_with: Some(CniError::io("the DEL spool is full", "")),
+            ..FakeAgent::default()
+        };
+        let err = run_with(&env_of("DEL"), conf("1.0.0", json!({})), &down)
+            .error
+            .unwrap();
+        assert_eq!(err.code, ErrorCode::TRY_AGAIN_LATER);
+        assert!(err.details.contains("the DEL spool is full"), "{err}");
+        // Any other failure is weftd's answer: not kept, passed on.
+        let failed = FakeAgent {
+            fail_with: Some(CniError::plumbing("unwiring failed", "")),
+            ..FakeAgent::default()
+        };
+        let err = run_with(&env_of("DEL"), conf("1.0.0", json!({})), &failed)
+            .error
+            .unwrap();
+        assert_eq!(err.code, ErrorCode::PLUMBING);
+        assert_eq!(failed.calls.borrow().len(), 1);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!   A failed wiring is undone by the plumbing and the address released.
 //! * `DEL`: routes and rules go synchronously (so the address can be reused
 //!   safely), the veth is removed in the background, the address cools down.
-//!   Unknown attachments succeed.
+//!   Unknown attachments succeed. DELs the plugin kept while weftd could
+//!   not answer are carried out the same way (`spool`).
 //! * `ADD`, `DEL` and `CHECK` of one attachment (container id and interface)
 //!   run one at a time; `GC` skips attachments being operated on.
 
@@ -25,7 +26,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 use weft_cni::CniError;
 use weft_cni::api::{
     AddRequest, AddResponse, ApiError, Attachment, CheckRequest, CheckResponse, DelRequest,
@@ -165,10 +166,25 @@ impl Agent {
     async fn del(&self, req: DelRequest) -> Result<DelResponse, ApiError> {
         // Waits for an ADD of the same attachment still in progress.
         let _attachment = self.attachments.lock(&req.container_id, &req.ifname).await;
+        self.del_locked(req, None).await
+    }
+
+    /// DEL of an attachment the caller holds the lock of. A DEL the plugin
+    /// spooled at `spooled_at` leaves an assignment made after it alone: that
+    /// one belongs to a later ADD of the same attachment.
+    pub(super) async fn del_locked(
+        &self,
+        req: DelRequest,
+        spooled_at: Option<SystemTime>,
+    ) -> Result<DelResponse, ApiError> {
         let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
         let Some(held) = self.held(&key) else {
             return Ok(DelResponse { released: None });
         };
+        if spooled_at.is_some_and(|at| held.assigned_at > at) {
+            tracing::info!(%key, ip = %held.ip, "a DEL kept while weftd could not answer predates the attachment's current address: left alone");
+            return Ok(DelResponse { released: None });
+        }
         let pod = self.pod_network(&held, &req.ifname, req.netns.clone());
         match self.plumbing.teardown_pod(&pod).await {
             // The veth goes away in the background (or with the namespace).
@@ -353,6 +369,7 @@ pub(super) struct Held {
     pub(super) key: AssignmentKey,
     pub(super) ip: IpAddr,
     pub(super) pod: PodMeta,
+    pub(super) assigned_at: SystemTime,
 }
 
 impl From<Assignment> for Held {
@@ -361,6 +378,7 @@ impl From<Assignment> for Held {
             key: a.key,
             ip: IpAddr::V4(a.ip),
             pod: a.pod,
+            assigned_at: a.assigned_at,
         }
     }
 }
@@ -371,6 +389,7 @@ impl From<Ipv6Assignment> for Held {
             key: a.key,
             ip: IpAddr::V6(a.ip),
             pod: a.pod,
+            assigned_at: a.assigned_at,
         }
     }
 }

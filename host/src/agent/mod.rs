@@ -4,7 +4,8 @@
 //! [`Agent::start`] builds everything from an [`AgentConfig`] (cloud, state
 //! directory, policies, plumbing, pool) and [`Agent::serve`] answers the API
 //! until shutdown. The CNI operations themselves are in `backend`; the
-//! node-side set-up of secondary ENIs in `hooks`.
+//! node-side set-up of secondary ENIs in `hooks`; the DELs the plugin kept
+//! while weftd could not answer in `spool`.
 
 mod backend;
 mod egress;
@@ -12,6 +13,7 @@ mod hooks;
 mod ipv6;
 mod keys;
 mod result;
+mod spool;
 
 use crate::Result;
 use crate::api::{
@@ -33,6 +35,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use tokio::sync::{RwLock, watch};
 use tokio::task::JoinSet;
+use weft_cni::spool::DelSpool;
 
 pub use egress::EgressRules;
 pub use hooks::PlumbingHooks;
@@ -218,6 +221,13 @@ impl Agent {
         config: &AgentConfig,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
+        // Before the first ADD: DELs the plugin kept while weftd was down
+        // free their addresses first.
+        let spool = DelSpool::beside(&config.agent.socket);
+        let drained = self.drain_del_spool(&spool).await;
+        if drained > 0 {
+            tracing::info!(drained, "carried out the DELs kept while weftd was down");
+        }
         let agent = self.clone();
         let metrics: MetricsFn = Arc::new(move || agent.render_metrics());
         let server = ApiServer::bind(
@@ -254,6 +264,15 @@ impl Agent {
             let endpoint = TcpEndpoint::bind(address, router).await?;
             tracing::info!(address = ?endpoint.local_addr(), "serving {what} over TCP");
             tasks.spawn(endpoint.serve(stopped()));
+        }
+        {
+            let (agent, stop) = (self.clone(), stopped());
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = agent.keep_draining_del_spool(spool) => {}
+                    () = stop => {}
+                }
+            });
         }
         if config.cni.write_conflist {
             let agent = self.clone();
