@@ -503,3 +503,47 @@ async fn gc_removes_veths_and_rules_of_pods_that_are_gone() {
     );
     assert!(link_exists(&node, &keep_links.host_veth));
 }
+
+/// A removal that fails does not stop GC: the leftovers of the other pods
+/// go, and every failure is reported. The failure is injected
+/// (`Plumbing::refuse_gc_removal`, under the `testing` feature): root can
+/// delete any veth and rule of its own namespace, so no real one can be made.
+#[tokio::test]
+#[ignore = "needs root: network namespaces"]
+async fn gc_goes_on_past_a_removal_that_fails() {
+    let node = node();
+    let plumbing = plumbing(&node).await;
+    let namespaces: Vec<TestNetns> = (0..3).map(|n| TestNetns::new(&format!("g{n}"))).collect();
+    let mut veths = Vec::new();
+    for (n, ns) in namespaces.iter().enumerate() {
+        let ip = Ipv4Addr::new(10, 0, 1, 61 + n as u8);
+        let links = plumbing
+            .setup_pod(&pod(ns, &format!("g{n}"), ip, Some(2)))
+            .await
+            .unwrap();
+        veths.push((links.host_veth, ip.to_string()));
+    }
+    // The first pod's rules and veth come first in GC's order (rules in the
+    // order they were added, veths by index): a GC that stopped at its
+    // first failure would leave the others' too.
+    let (refused_veth, refused_ip) = &veths[0];
+    plumbing.refuse_gc_removal(refused_veth);
+    plumbing.refuse_gc_removal(refused_ip);
+
+    let err = plumbing.gc(&HashSet::new()).await.unwrap_err();
+    match &err {
+        weft_host::plumbing::PlumbingError::Several(all) => {
+            assert_eq!(all.len(), 3, "two rules and a veth refused: {err}");
+        }
+        other => panic!("every failure is reported: {other}"),
+    }
+    assert!(link_exists(&node, refused_veth));
+    assert_eq!(rules_of(&node, refused_ip).len(), 2);
+    for (veth, ip) in &veths[1..] {
+        assert!(!link_exists(&node, veth), "{veth} removed past the failure");
+        assert!(
+            rules_of(&node, ip).is_empty(),
+            "rules of {ip} removed past the failure"
+        );
+    }
+}

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 
 use super::Plumbing;
 use super::error::{Failures, PlumbingError};
-use super::links::{self, LinkRef, LinkView};
+use super::links::{self, LinkRef, LinkRemoval, LinkView};
 use super::names::{self, VETH_HASH_LEN};
 use super::routes::{self, MAIN_TABLE, RouteView};
 use super::rules::{
@@ -79,24 +79,22 @@ impl Plumbing {
             } else {
                 Selector::From(rule.ip)
             };
-            let deleted = rules::delete_all(&self.host, rule.priority, selector)
-                .await
-                .map_err(|e| {
-                    PlumbingError::netlink(
-                        format!("delete leftover rule {} of {}", rule.priority, rule.ip),
-                        e,
-                    )
-                });
+            let deleted = match self.refused(&rule.ip.to_string()) {
+                Ok(()) => rules::delete_all(&self.host, rule.priority, selector)
+                    .await
+                    .map_err(|e| {
+                        PlumbingError::netlink(
+                            format!("delete leftover rule {} of {}", rule.priority, rule.ip),
+                            e,
+                        )
+                    }),
+                Err(refused) => Err(refused),
+            };
             failures.keep(deleted);
         }
         let removals: Vec<_> = veths
             .iter()
-            .filter_map(|veth| {
-                failures.keep(links::spawn_remove(
-                    &self.host_ns,
-                    LinkRef::Index(veth.index),
-                ))
-            })
+            .filter_map(|veth| failures.keep(self.start_removal(veth)))
             .collect();
         for removal in removals {
             failures.keep(removal.wait().await);
@@ -106,6 +104,12 @@ impl Plumbing {
             veths: veths.into_iter().map(|l| l.name).collect(),
             rules,
         })
+    }
+
+    /// Starts removing a leftover veth.
+    fn start_removal(&self, veth: &LinkView) -> Result<LinkRemoval, PlumbingError> {
+        self.refused(&veth.name)?;
+        links::spawn_remove(&self.host_ns, LinkRef::Index(veth.index))
     }
 
     /// Of `host_veths`, those that do not exist on the node: pods whose
@@ -150,6 +154,44 @@ impl Plumbing {
             &routes,
             &rules,
         ))
+    }
+}
+
+/// Makes one removal of [`Plumbing::gc`] fail, for tests that GC goes on
+/// past a failure. A hook, not a real failure, because none can be made:
+/// root deletes any veth and any rule of a namespace it owns, and a
+/// leftover already gone counts as removed.
+#[cfg(feature = "testing")]
+impl Plumbing {
+    /// GC's removal of `what` (a leftover veth's name, or the IP of
+    /// leftover rules) fails from now on, as a refusal by the kernel would
+    /// (`EPERM`).
+    pub fn refuse_gc_removal(&self, what: &str) {
+        self.gc_refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(what.to_owned());
+    }
+
+    fn refused(&self, what: &str) -> Result<(), PlumbingError> {
+        let refusals = self
+            .gc_refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match refusals.contains(what) {
+            true => Err(PlumbingError::io(
+                format!("delete leftover {what} (refused by the test)"),
+                std::io::Error::from_raw_os_error(libc::EPERM),
+            )),
+            false => Ok(()),
+        }
+    }
+}
+
+#[cfg(not(feature = "testing"))]
+impl Plumbing {
+    fn refused(&self, _what: &str) -> Result<(), PlumbingError> {
+        Ok(())
     }
 }
 

@@ -69,6 +69,9 @@ pub struct Plumbing {
     config: PlumbingConfig,
     host_ns: Arc<Netns>,
     host: rtnetlink::Handle,
+    /// Removals GC is made to fail ([`Plumbing::refuse_gc_removal`]).
+    #[cfg(feature = "testing")]
+    gc_refusals: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Plumbing {
@@ -89,6 +92,8 @@ impl Plumbing {
             config,
             host_ns,
             host,
+            #[cfg(feature = "testing")]
+            gc_refusals: Default::default(),
         })
     }
 
