@@ -122,11 +122,12 @@ impl DelSpool {
     /// a real directory (not a link) of this process's user that nobody
     /// else can write or read.
     pub fn open(&self) -> Result<(), SpoolError> {
-        match std::fs::DirBuilder::new().mode(0o700).create(&self.dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_error(&self.dir)(e)),
-        }
+        // Missing parents too, as weftd makes its socket's (0700).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(io_error(&self.dir))?;
         let meta = std::fs::symlink_metadata(&self.dir).map_err(io_error(&self.dir))?;
         let unsafe_because = |why: String| SpoolError::Unsafe {
             path: self.dir.clone(),

@@ -72,11 +72,12 @@ impl Agent {
         done
     }
 
-    /// Carries out new spool entries every [`SCAN_PERIOD`], for ever.
+    /// Carries out new spool entries every [`SCAN_PERIOD`], for ever (an
+    /// unsafe spool, reported at start, stays untouched and unreported).
     pub(super) async fn keep_draining_del_spool(&self, spool: DelSpool) {
         loop {
             tokio::time::sleep(SCAN_PERIOD).await;
-            if spool.entries().is_ok_and(|e| !e.is_empty()) {
+            if spool.open().is_ok() && spool.entries().is_ok_and(|e| !e.is_empty()) {
                 self.drain_del_spool(&spool).await;
             }
         }
