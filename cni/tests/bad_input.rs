@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
 struct Outcome {
@@ -28,8 +29,12 @@ fn exec(env: &[(&str, &str)], stdin: &[u8]) -> Outcome {
         .expect("write stdin");
     let out = child.wait_with_output().expect("wait for weft");
     let text = String::from_utf8(out.stdout).expect("stdout is UTF-8");
-    let stdout = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("stdout {text:?} is not one JSON value: {e}"));
+    // Nothing (a successful DEL) reads as `null`.
+    let stdout = match text.trim() {
+        "" => Value::Null,
+        _ => serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("stdout {text:?} is not one JSON value: {e}")),
+    };
     Outcome {
         success: out.status.success(),
         stdout,
@@ -237,7 +242,7 @@ fn bad_cni_args() {
 
 #[test]
 fn agent_down_is_try_again_later_naming_the_socket() {
-    let (_d, socket) = no_agent();
+    let (dir, socket) = no_agent();
     let out = exec(&borrow(&add_env(NETNS)), &conf("0.3.1", &socket));
     assert_error(&out, "0.3.1", 11, &socket);
     assert!(
@@ -252,8 +257,21 @@ fn agent_down_is_try_again_later_naming_the_socket() {
         ("CNI_CONTAINERID", "0123abcd"),
         ("CNI_IFNAME", "eth0"),
     ];
+    // The DEL is kept for weftd in the spool beside its socket: success.
+    let out = exec(&env, &conf("1.0.0", &socket));
+    assert!(out.success, "{}", out.stdout);
+    assert_eq!(out.stdout, Value::Null, "a DEL prints nothing");
+    let spool = dir.path().join("del-spool");
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 1);
+    // A spool others can write is not used: weftd's absence is the error.
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o777)).unwrap();
     let out = exec(&env, &conf("1.0.0", &socket));
     assert_error(&out, "1.0.0", 11, &socket);
+    assert!(
+        out.stdout["details"].as_str().unwrap().contains("unsafe"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
