@@ -34,7 +34,7 @@ pub(super) const MAX_TABLES_PER_COMPONENT: u32 = 4;
 /// The engine, linker and artifact cache shared by all policies.
 pub struct PolicyEngine {
     pub(crate) engine: Engine,
-    pub(crate) linker: Linker<SandboxState>,
+    pub(crate) linker: Arc<Linker<SandboxState>>,
     pub(crate) cache: Option<ArtifactCache>,
     /// Shared with every policy compiled on this engine, so deadlines keep
     /// firing for as long as any of them lives.
@@ -52,7 +52,7 @@ impl PolicyEngine {
         let ticker = Arc::new(Ticker::start(&engine)?);
         Ok(PolicyEngine {
             engine,
-            linker,
+            linker: Arc::new(linker),
             cache,
             ticker,
         })

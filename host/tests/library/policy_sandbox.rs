@@ -207,3 +207,22 @@ fn deadlines_fire_for_modules_that_outlive_their_engine_handle() {
     let err = looping.size_pool(&pool_state()).expect_err("deadline");
     assert_eq!(err.kind, FailureKind::Deadline, "{err}");
 }
+
+#[test]
+fn decisions_start_from_the_configured_state_and_keep_nothing() {
+    // The chaos `count` mode adds one to a static in `configure` and in
+    // every decision, and logs once in `configure`.
+    let captured = CapturedLog::default();
+    tracing::subscriber::with_default(captured.subscriber(tracing::Level::WARN), || {
+        let module = load(&engine(), CHAOS_POOL, &chaos("count")).expect("loads");
+        assert!(module.starts_from_image());
+        for _ in 0..5 {
+            let (decision, _) = module.size_pool(&pool_state()).expect("decides");
+            // configure's one, then the decision's own: nothing of the
+            // decisions before is left.
+            assert_eq!(decision.reason, "chaos: calls 2");
+        }
+    });
+    let configured = captured.text().matches("chaos: configured").count();
+    assert_eq!(configured, 1, "configure runs at load only");
+}
