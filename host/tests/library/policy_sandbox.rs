@@ -226,3 +226,16 @@ fn decisions_start_from_the_configured_state_and_keep_nothing() {
     let configured = captured.text().matches("chaos: configured").count();
     assert_eq!(configured, 1, "configure runs at load only");
 }
+
+#[test]
+fn a_policy_holding_a_host_resource_after_configure_is_configured_in_every_decision() {
+    // The `stderr` mode writes to stderr in configure and in each decision:
+    // the guest's libc keeps the stream's handle, which an image would hold
+    // but a fresh instance of it would not have ("unknown handle index").
+    let module = load(&engine(), CHAOS_POOL, &chaos("stderr")).expect("loads");
+    assert!(!module.starts_from_image());
+    for _ in 0..3 {
+        let (decision, _) = module.size_pool(&pool_state()).expect("decides");
+        assert_eq!(decision.reason, "chaos: Stderr");
+    }
+}

@@ -72,6 +72,9 @@ pub enum Mode {
     /// `chaos: calls N`. A decision that starts from the configured state,
     /// and from nothing a previous decision left, always says `calls 2`.
     Count,
+    /// Write a line to stderr in `configure` and in every decision: the
+    /// guest's libc keeps the stream it opened, a host resource.
+    Stderr,
 }
 
 /// When the misbehaviour strikes.
@@ -114,21 +117,29 @@ impl Chaos {
         if settings.during == During::Configure {
             misbehave(settings.mode);
         }
-        if settings.mode == Mode::Count {
-            CALLS.fetch_add(1, Ordering::Relaxed);
-            log_warn("chaos: configured");
+        match settings.mode {
+            Mode::Count => {
+                CALLS.fetch_add(1, Ordering::Relaxed);
+                log_warn("chaos: configured");
+            }
+            Mode::Stderr => eprintln!("chaos: configured"),
+            _ => {}
         }
         Ok(Chaos { settings })
     }
 
     /// Performs the decision-time misbehaviour (`loop`, `alloc`, `trap`),
-    /// or counts the call (`count`).
+    /// counts the call (`count`) or writes to stderr (`stderr`).
     pub fn decide(&self) {
         if self.settings.during == During::Decide {
             misbehave(self.settings.mode);
         }
-        if self.settings.mode == Mode::Count {
-            CALLS.fetch_add(1, Ordering::Relaxed);
+        match self.settings.mode {
+            Mode::Count => {
+                CALLS.fetch_add(1, Ordering::Relaxed);
+            }
+            Mode::Stderr => eprintln!("chaos: deciding"),
+            _ => {}
         }
     }
 }
