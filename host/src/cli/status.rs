@@ -156,7 +156,11 @@ fn render_role(out: &mut String, role: &RoleView, now: u64) {
         role.role, role.policy, role.source
     );
     if let (Some(sha), Some(world)) = (&role.sha256, &role.world) {
-        let _ = writeln!(out, "  sha256 {sha}, world {world}");
+        let start = match role.from_image {
+            Some(false) => "; configure runs in every decision",
+            _ => "",
+        };
+        let _ = writeln!(out, "  sha256 {sha}, world {world}{start}");
     }
     let _ = writeln!(
         out,
@@ -244,6 +248,7 @@ mod tests {
             module: None,
             sha256: None,
             world: None,
+            from_image: None,
             loaded_at: 90,
             load_error: None,
             on_failure: OnFailure::FailClosed,

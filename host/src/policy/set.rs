@@ -601,7 +601,8 @@ fn status<N>(state: &SlotState<N>) -> PolicyStatus {
 
 fn role_view<N>(slot: &Slot<N>) -> RoleView {
     let state = slot.current();
-    let report = state.wasm().map(|m| m.report());
+    let module = state.wasm();
+    let report = module.map(|m| m.report());
     let (decisions, failures, fallbacks) = state.stats.counts();
     RoleView {
         role: state.decision.as_str().to_owned(),
@@ -615,6 +616,7 @@ fn role_view<N>(slot: &Slot<N>) -> RoleView {
         module: state.config.module.clone(),
         sha256: report.map(|r| r.sha256.clone()),
         world: report.map(|r| r.decision.as_str().to_owned()),
+        from_image: module.map(|m| m.starts_from_image()),
         loaded_at: super::view::unix_seconds(state.loaded_at),
         load_error: match &state.module {
             Some(Err(e)) => Some(e.to_string()),

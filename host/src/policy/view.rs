@@ -38,6 +38,11 @@ pub struct RoleView {
     pub sha256: Option<String>,
     /// The world the module implements.
     pub world: Option<String>,
+    /// Whether its decisions start from the image taken after `configure`
+    /// (`false`: `configure` runs in every decision); `None` without a
+    /// module.
+    #[serde(default)]
+    pub from_image: Option<bool>,
     /// When it was put in force, seconds since the Unix epoch.
     pub loaded_at: u64,
     /// Why the configured module is not running, if it is not.

@@ -33,7 +33,7 @@ async fn run(
     mut changes: mpsc::UnboundedReceiver<()>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut watching = start_watching(&dir, &tx);
+    // SIGHUP first: once the watch's outcome is logged, a SIGHUP is caught.
     let mut hangup = match signal(SignalKind::hangup()) {
         Ok(hangup) => Some(hangup),
         Err(e) => {
@@ -43,6 +43,7 @@ async fn run(
             None
         }
     };
+    let mut watching = start_watching(&dir, &tx);
     loop {
         let why = tokio::select! {
             Some(()) = changes.recv() => {
