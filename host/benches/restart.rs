@@ -77,7 +77,7 @@ fn run(prefix_mode: bool, dir: &StateDir) {
     let writes: Vec<Duration> = (0..ROUNDS)
         .map(|_| {
             let start = Instant::now();
-            dir.save_checkpoint(&Checkpoint::of(&store, now.mono))
+            dir.save_checkpoint(&Checkpoint::of(&store, now))
                 .expect("write checkpoint");
             start.elapsed()
         })
@@ -92,6 +92,7 @@ fn run(prefix_mode: bool, dir: &StateDir) {
                 &inventory,
                 checkpoint.allocations,
                 &checkpoint.cooling,
+                &checkpoint.given_back,
                 Now::system(),
             );
             let elapsed = start.elapsed();

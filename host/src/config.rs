@@ -27,18 +27,52 @@
 //! Every table and field but `[cloud]` has a default; unknown fields are
 //! refused so a typo fails at start, not silently.
 
+use crate::Result;
 use crate::cloud::sim::SubnetSpec;
 use crate::cloud::{Ec2Action, Ec2Config, NodeIdentity, RateLimits, SimCloud};
+use crate::compat::env::EnvError;
 use crate::compat::env::EnvOverlay;
 use crate::plumbing::PlumbingConfig;
 use crate::plumbing::egress::EgressConfig;
 use crate::policy::PoliciesConfig;
 use crate::reconcile::PoolConfig;
-use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Why a configuration was refused. Every message names what to fix: the
+/// file, the table and the field, or the environment variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read it: {0}")]
+    Read(#[source] std::io::Error),
+    /// Not TOML, or a field serde refuses (unknown, or of the wrong type);
+    /// the message names it.
+    #[error("{0}")]
+    Toml(#[source] toml::de::Error),
+    /// A VPC CNI environment variable is invalid or conflicts with the file.
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    /// A field is out of range or inconsistent with another.
+    #[error("[{table}]: {message}")]
+    Invalid {
+        /// The table, e.g. `pool` or `policies.pool-sizing`.
+        table: String,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+    /// The configuration file `path` was refused.
+    #[error("invalid configuration {}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<ConfigError>,
+    },
+}
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -364,7 +398,8 @@ pub struct Ec2Section {
     pub identity: Option<NodeIdentity>,
     /// EC2 meters the whole account: each node keeps its client-side
     /// buckets at 1/N of the account's, N being how many nodes may call
-    /// EC2 at the same time (20: a rolling scale-up of a 100-node cluster).
+    /// EC2 at the same time (100 by default: every node of a 100-node
+    /// cluster; see [`crate::cloud::ec2::DEFAULT_RATE_SHARE_NODES`]).
     #[serde(default = "default_rate_share_nodes")]
     pub rate_share_nodes: u32,
 }
@@ -449,16 +484,16 @@ impl AgentConfig {
         get: &dyn Fn(&str) -> Option<String>,
         set_vars: &[String],
     ) -> Result<(Self, EnvOverlay)> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            context: format!("reading the configuration {}", path.display()),
-            source,
-        })?;
-        Self::parse_with_env(&text, get, set_vars)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        let in_file = |source| ConfigError::File {
+            path: path.to_owned(),
+            source: Box::new(source),
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| in_file(ConfigError::Read(e)))?;
+        Ok(Self::parse_with_env(&text, get, set_vars).map_err(in_file)?)
     }
 
     /// Parses and validates a configuration document.
-    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+    pub fn parse(text: &str) -> std::result::Result<Self, ConfigError> {
         Self::parse_with_env(text, &|_| None, &[]).map(|(config, _)| config)
     }
 
@@ -468,11 +503,10 @@ impl AgentConfig {
         text: &str,
         get: &dyn Fn(&str) -> Option<String>,
         set_vars: &[String],
-    ) -> std::result::Result<(Self, EnvOverlay), String> {
-        let mut doc: toml::Value = toml::from_str(text).map_err(|e| e.to_string())?;
-        let overlay =
-            crate::compat::env::apply(&mut doc, get, set_vars).map_err(|e| e.to_string())?;
-        let config: AgentConfig = doc.try_into().map_err(|e: toml::de::Error| e.to_string())?;
+    ) -> std::result::Result<(Self, EnvOverlay), ConfigError> {
+        let mut doc: toml::Value = toml::from_str(text).map_err(ConfigError::Toml)?;
+        let overlay = crate::compat::env::apply(&mut doc, get, set_vars)?;
+        let config: AgentConfig = doc.try_into().map_err(ConfigError::Toml)?;
         config.validate()?;
         Ok((config, overlay))
     }
@@ -511,20 +545,24 @@ impl AgentConfig {
         }
     }
 
-    /// Checks what serde cannot; the message names the table and field.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        self.policies.validate()?;
-        self.egress
+    /// Checks what serde cannot; the error names the table and field.
+    pub fn validate(&self) -> std::result::Result<(), ConfigError> {
+        let invalid = |table: &str| {
+            let table = table.to_owned();
+            move |message: String| ConfigError::Invalid { table, message }
+        };
+        self.policies
             .validate()
-            .map_err(|e| format!("[egress]: {e}"))?;
-        self.pool.validate().map_err(|e| format!("[pool]: {e}"))?;
+            .map_err(|(decision, message)| invalid(&format!("policies.{decision}"))(message))?;
+        self.egress.validate().map_err(invalid("egress"))?;
+        self.pool.validate().map_err(invalid("pool"))?;
         self.plumbing
             .plumbing_config()
             .validate()
-            .map_err(|e| format!("[plumbing]: {e}"))?;
-        match &self.cloud {
+            .map_err(|e| invalid("plumbing")(e.to_string()))?;
+        let cloud = match &self.cloud {
             CloudConfig::Sim(sim) if sim.subnets.is_empty() => {
-                Err("[cloud]: `subnets` needs at least the node's subnet".into())
+                Err("`subnets` needs at least the node's subnet".to_owned())
             }
             CloudConfig::Sim(sim) => match sim
                 .api_latency_ms
@@ -532,16 +570,17 @@ impl AgentConfig {
                 .find(|name| Ec2Action::from_name(name).is_none())
             {
                 Some(name) => Err(format!(
-                    "[cloud]: `api-latency-ms` names {name:?}, which is not an EC2 action weftd \
+                    "`api-latency-ms` names {name:?}, which is not an EC2 action weftd \
                      calls; use names such as AssignPrivateIpAddresses"
                 )),
                 None => Ok(()),
             },
             CloudConfig::Ec2(ec2) if ec2.cluster_name.is_empty() => {
-                Err("[cloud]: `cluster-name` must not be empty".into())
+                Err("`cluster-name` must not be empty".to_owned())
             }
             _ => Ok(()),
-        }
+        };
+        cloud.map_err(invalid("cloud"))
     }
 }
 
@@ -624,14 +663,16 @@ mod tests {
     #[test]
     fn unknown_fields_are_refused_with_their_name() {
         let err = AgentConfig::parse("[cloud]\nprovider = \"sim\"\n[agent]\nsokcet = \"/x\"\n")
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sokcet"), "{err}");
     }
 
     #[test]
     fn ec2_needs_a_cluster_name() {
-        let err =
-            AgentConfig::parse("[cloud]\nprovider = \"ec2\"\ncluster-name = \"\"\n").unwrap_err();
+        let err = AgentConfig::parse("[cloud]\nprovider = \"ec2\"\ncluster-name = \"\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cluster-name"), "{err}");
     }
 
@@ -661,14 +702,16 @@ mac = "02:aa:bb:cc:dd:ee"
         let err = AgentConfig::parse(
             "[cloud]\nprovider = \"ec2\"\ncluster-name = \"p\"\n[cloud.identity]\nmac = \"zz\"\n",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("invalid MAC address \"zz\""), "{err}");
     }
 
     #[test]
     fn bad_mtu_names_the_table() {
-        let err =
-            AgentConfig::parse("[cloud]\nprovider = \"sim\"\n[plumbing]\nmtu = 10\n").unwrap_err();
+        let err = AgentConfig::parse("[cloud]\nprovider = \"sim\"\n[plumbing]\nmtu = 10\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("[plumbing]"), "{err}");
     }
 
@@ -879,7 +922,8 @@ mac = "02:aa:bb:cc:dd:ee"
             &|k| (k == "AWS_VPC_ENI_MTU").then(|| "1500".into()),
             &[],
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("AWS_VPC_ENI_MTU=1500") && err.contains("[plumbing] mtu = 9001"),
             "{err}"
@@ -904,7 +948,8 @@ mac = "02:aa:bb:cc:dd:ee"
         let err = AgentConfig::parse(
             "[agent]\nmetrics-address = \"localhost\"\n[cloud]\nprovider = \"sim\"\n",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("\"localhost\" is not an address:port"),
             "{err}"

@@ -23,14 +23,6 @@ pub enum Error {
     /// The state directory could not be read or written.
     #[error(transparent)]
     State(#[from] crate::state::StateError),
-    /// Reading or writing a file failed.
-    #[error("{context}: {source}")]
-    Io {
-        /// What was being done, with the path.
-        context: String,
-        /// The underlying error.
-        source: std::io::Error,
-    },
     /// The API socket could not be created.
     #[error(transparent)]
     ApiSocket(#[from] crate::api::SocketError),
@@ -38,6 +30,6 @@ pub enum Error {
     #[error(transparent)]
     Kubernetes(#[from] crate::kubernetes::KubeError),
     /// The configuration is invalid.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }

@@ -9,7 +9,10 @@
 //! Faults can be limited to some actions ([`FaultPlan::actions`]). With
 //! [`FaultPlan::stale_reads`], the proxy also plays EC2's eventual consistency: for that long
 //! after any changing call, a `DescribeNetworkInterfaces` answers what the same request answered
-//! before (an answer never older than the window), so reads lag writes as on real EC2.
+//! before (an answer never older than the window), so reads lag writes as on real EC2. With
+//! [`FaultPlan::alternating_reads`] as well, reads inside a window alternate between that
+//! lagging answer and EC2's current one, as reads served by replicas that catch up at different
+//! times do: a read can then be older than the one before it.
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -54,6 +57,9 @@ pub struct FaultPlan {
     pub actions: Vec<&'static str>,
     /// How long reads lag writes (see the module docs); `None` for consistent reads.
     pub stale_reads: Option<Duration>,
+    /// With `stale_reads`: the reads of one request inside a window alternate between EC2's
+    /// current answer (the first) and the lagging one (see the module docs).
+    pub alternating_reads: bool,
 }
 
 impl Default for FaultPlan {
@@ -66,6 +72,7 @@ impl Default for FaultPlan {
             delay: Duration::ZERO,
             actions: Vec::new(),
             stale_reads: None,
+            alternating_reads: false,
         }
     }
 }
@@ -101,11 +108,12 @@ pub struct ProxyStats {
 }
 
 /// Earlier answers to `DescribeNetworkInterfaces`, by request body, and when they were taken;
-/// when the last changing call was sent.
+/// when the last changing call was sent; reads of each request in the current window.
 #[derive(Default)]
 struct Reads {
     answers: HashMap<Bytes, (Answer, Instant)>,
     changed: Option<Instant>,
+    turns: HashMap<Bytes, u32>,
 }
 
 /// A kept answer.
@@ -221,13 +229,20 @@ impl Shared {
     fn stale_answer(&self, action: &str, body: &Bytes) -> Option<Response<Full<Bytes>>> {
         let window = self.plan.stale_reads?;
         let now = Instant::now();
-        let reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
         if action != "DescribeNetworkInterfaces"
             || reads
                 .changed
                 .is_none_or(|at| now.duration_since(at) >= window)
         {
             return None;
+        }
+        if self.plan.alternating_reads {
+            let turn = reads.turns.entry(body.clone()).or_default();
+            *turn += 1;
+            if *turn % 2 == 1 {
+                return None;
+            }
         }
         let (answer, taken) = reads.answers.get(body)?;
         (now.duration_since(*taken) < window).then(|| answer.response())
@@ -251,10 +266,16 @@ impl Shared {
             return forward(self.upstream, parts, body).await;
         };
         if CHANGING.contains(&action) {
-            self.reads
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .changed = Some(Instant::now());
+            let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            if reads
+                .changed
+                .is_none_or(|at| now.duration_since(at) >= window)
+            {
+                // A new window: its reads start again with a current one.
+                reads.turns.clear();
+            }
+            reads.changed = Some(now);
         }
         let answer = forward(self.upstream, parts, body.clone()).await;
         if action != "DescribeNetworkInterfaces" || !answer.status().is_success() {

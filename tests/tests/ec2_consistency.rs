@@ -4,12 +4,13 @@
 //! second, and answers of `Assign`/`UnassignPrivateIpAddresses` get lost after they took
 //! effect.
 
+use aws_sdk_ec2::types::Filter;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use weft_host::cloud::{Ec2Cloud, RetryPolicy};
+use weft_host::cloud::{AddressRequest, Cloud, CreateEni, Ec2Cloud, RetryPolicy};
 use weft_host::ipam::SgSet;
 use weft_host::metrics::Metrics;
 use weft_host::reconcile::{Pool, PoolConfig};
@@ -186,10 +187,38 @@ async fn lost_answers_with_stale_reads_converge_to_ec2s_view() {
             delay: Duration::from_millis(1500),
             actions: vec!["AssignPrivateIpAddresses", "UnassignPrivateIpAddresses"],
             stale_reads: Some(STALE),
+            ..FaultPlan::default()
         },
         15,
     )
     .await;
+    converges_to_ec2s_view(churned).await;
+}
+
+/// moto-backed: as above, and reads inside a window alternate between EC2's current answer and
+/// the lagging one, so a read can be older than the read before it (after a lost assign answer,
+/// such a read shows addresses Weft has just given back as if the assign had added them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_answers_with_reads_going_back_in_time_converge_to_ec2s_view() {
+    let churned = churn(
+        FaultPlan {
+            fault_rate: 0.5,
+            seed: 11,
+            faults: vec![Fault::Delay],
+            delay: Duration::from_millis(1500),
+            actions: vec!["AssignPrivateIpAddresses", "UnassignPrivateIpAddresses"],
+            stale_reads: Some(STALE),
+            alternating_reads: true,
+        },
+        15,
+    )
+    .await;
+    converges_to_ec2s_view(churned).await;
+}
+
+/// After a churn with lost answers: the pool, left alone, settles, and then holds exactly the
+/// addresses EC2 holds, each on its ENI.
+async fn converges_to_ec2s_view(churned: Churned) {
     let Churned {
         pool,
         moto,
@@ -226,4 +255,91 @@ async fn lost_answers_with_stale_reads_converge_to_ec2s_view() {
         );
     }
     pool.shutdown().await;
+}
+
+/// moto-backed: after a lost `AssignPrivateIpAddresses` answer a read of the ENI can be older
+/// than the read before the call (reads alternate between replicas) and still show an address
+/// Weft has just given back, so the ENI looks grown by exactly that address. The assign reports
+/// its answer lost instead of taking that read for it (it used to answer the given-back address
+/// as added, and the pool took it as free although EC2 no longer had it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_read_after_a_lost_assign_answer_is_not_taken_for_the_answer() {
+    // Long enough that the lagging read is still young when the assign's answer is given up on.
+    const WINDOW: Duration = Duration::from_secs(5);
+    let moto = moto::session();
+    let client = vpc::client(&moto.url()).await;
+    let test = vpc::create(&client, "m5.large").await;
+    let proxy = FaultProxy::start(
+        moto.addr(),
+        FaultPlan {
+            fault_rate: 1.0,
+            faults: vec![Fault::Delay],
+            delay: Duration::from_millis(1500),
+            actions: vec!["AssignPrivateIpAddresses"],
+            stale_reads: Some(WINDOW),
+            alternating_reads: true,
+            ..FaultPlan::default()
+        },
+    )
+    .await;
+    let cloud = vpc::ec2_cloud(&proxy.url(), &test.node, Arc::new(Metrics::new()), |c| {
+        c.call_timeout = Duration::from_millis(750);
+    })
+    .await;
+    let eni = cloud
+        .create_eni(&CreateEni {
+            subnet_id: test.node.subnet_id.clone(),
+            security_groups: test.node.security_groups.clone(),
+            addresses: AddressRequest::Ips(2),
+            tags: Default::default(),
+        })
+        .await
+        .expect("ENI");
+    let given_back = eni.secondary_ips[1];
+    // Once the create's window has passed, a read of the ENI (the request the assign sends
+    // before and after the call) is current and becomes the lagging answer of the next window.
+    tokio::time::sleep(WINDOW + Duration::from_millis(200)).await;
+    let through_proxy = vpc::client(&proxy.url()).await;
+    let read = || async {
+        let answer = through_proxy
+            .describe_network_interfaces()
+            .filters(
+                Filter::builder()
+                    .name("network-interface-id")
+                    .values(&eni.id)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("read through the proxy");
+        answer.network_interfaces()[0]
+            .private_ip_addresses()
+            .iter()
+            .filter_map(|a| a.private_ip_address()?.parse().ok())
+            .collect::<BTreeSet<Ipv4Addr>>()
+    };
+    assert!(read().await.contains(&given_back));
+    cloud
+        .unassign_ips(&eni.id, &[given_back])
+        .await
+        .expect("unassign");
+    let assigned = cloud.assign_ips(&eni.id, 1).await;
+    let ec2 = truth(&client, &test.node.vpc_id, &test.node.instance_id).await;
+    assert!(
+        !ec2.contains_key(&given_back),
+        "{given_back} is gone: {ec2:?}"
+    );
+    match assigned {
+        Err(error) => assert!(error.is_ambiguous(), "{error}"),
+        Ok(added) => panic!(
+            "a read was taken for the lost answer: {added:?} added, EC2 has {:?}",
+            ec2.keys()
+        ),
+    }
+    // The read the assign would have taken after the call: older than the one before it.
+    assert!(
+        read().await.contains(&given_back),
+        "the proxy must answer the lagging read: {:?}",
+        proxy.stats()
+    );
 }

@@ -192,8 +192,46 @@ fn install_conflist_tcp_endpoints_and_status() {
         serde_json::from_str::<Value>(&policies).unwrap()["roles"][2]["policy"],
         "sg-selector"
     );
+    // The ENIs: the pod's address is on one of them, assigned to it.
+    let (code, enis) = http(&format!("http://127.0.0.1:{introspection}/v1/enis"));
+    assert_eq!(code, 200);
+    let enis: Value = serde_json::from_str(&enis).unwrap();
+    let pod_ip = result["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let holder = enis["enis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|eni| {
+            eni["addresses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["ip"] == pod_ip)
+        })
+        .unwrap_or_else(|| panic!("no ENI holds {pod_ip}: {enis}"));
+    let on_eni = holder["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["ip"] == pod_ip);
+    assert_eq!(on_eni.unwrap()["state"], "assigned", "{enis}");
+    assert_eq!(enis["assignments"][0]["ip"], pod_ip, "{enis}");
     let (code, _) = http(&format!("http://127.0.0.1:{introspection}/v1/cni/add"));
     assert_eq!(code, 404, "no CNI command over TCP");
+    // The live policy inputs read EC2 on every request: the socket only.
+    let (code, _) = http(&format!(
+        "http://127.0.0.1:{introspection}/v1/policies/inputs"
+    ));
+    assert_eq!(
+        code, 404,
+        "no EC2 read at an unauthenticated port's request"
+    );
+    assert!(agent.get_json("/v1/policies/inputs")["pool-sizing"].is_array());
     let (code, _) = http(&format!("http://127.0.0.1:{metrics}/v1/pool"));
     assert_eq!(code, 404, "the metrics port serves metrics only");
 

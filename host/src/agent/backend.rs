@@ -18,7 +18,7 @@ use crate::ipam::{Assignment, AssignmentKey, PodMeta, SgSet};
 use crate::kubernetes::{PodLookup, PodMetadata};
 use crate::plumbing::PodNetwork;
 use crate::policy::view::{LiveInputs, PoliciesView};
-use crate::reconcile::PoolError;
+use crate::reconcile::{PoolError, PoolSnapshot};
 use futures::future::BoxFuture;
 use std::collections::HashSet;
 use std::future::Future;
@@ -453,6 +453,10 @@ impl Backend for Agent {
                 groups: self.pool.pool_states(),
             })
         })
+    }
+
+    fn enis(&self) -> BoxFuture<'_, Result<PoolSnapshot, ApiError>> {
+        Box::pin(async move { Ok(self.pool.snapshot()) })
     }
 
     fn policies(&self) -> BoxFuture<'_, Result<PoliciesView, ApiError>> {

@@ -108,7 +108,7 @@ impl Agent {
         // Before the first pool decision: the directory overrides the
         // configuration. Refused files are logged and shown in the status.
         policies.apply_directory();
-        let policy_watch = crate::policy::watch_directory(policies.clone());
+        let policy_watch = Some(crate::policy::watch(policies.clone()));
         let hooks = Arc::new(PlumbingHooks::new(
             plumbing.clone(),
             cloud.clone(),

@@ -11,6 +11,7 @@ use weft_cni::api::{
 use weft_policy_sdk::pool::PoolState;
 
 use crate::policy::view::{LiveInputs, PoliciesView};
+use crate::reconcile::PoolSnapshot;
 
 /// The agent behind the API.
 ///
@@ -37,6 +38,10 @@ pub trait Backend: Send + Sync + 'static {
     fn pods(&self) -> BoxFuture<'_, Result<Vec<PodView>, ApiError>>;
     /// The address pool (`GET /v1/pool`).
     fn pool(&self) -> BoxFuture<'_, Result<PoolView, ApiError>>;
+    /// The node's ENIs and every address on them (`GET /v1/enis`).
+    fn enis(&self) -> BoxFuture<'_, Result<PoolSnapshot, ApiError>> {
+        Box::pin(async { Err(not_served("ENIs")) })
+    }
     /// The most recent failed requests, oldest first (`GET /v1/errors`).
     fn errors(&self) -> Vec<ErrorView> {
         Vec::new()

@@ -24,8 +24,8 @@ mod tcp;
 
 pub use backend::{Backend, ErrorView, PodView, PoolView};
 pub use routes::{
-    MetricsFn, PATH_ERRORS, PATH_METRICS, PATH_PODS, PATH_POLICIES, PATH_POLICY_INPUTS, PATH_POOL,
-    introspection_router, metrics_router,
+    MetricsFn, PATH_ENIS, PATH_ERRORS, PATH_METRICS, PATH_PODS, PATH_POLICIES, PATH_POLICY_INPUTS,
+    PATH_POOL, introspection_router, metrics_router,
 };
 pub use server::{ApiConfig, ApiServer};
 pub use socket::{SocketError, SocketFile};

@@ -31,6 +31,9 @@ pub const PATH_ERRORS: &str = "/v1/errors";
 pub const PATH_POLICIES: &str = "/v1/policies";
 /// Path of the live decision inputs.
 pub const PATH_POLICY_INPUTS: &str = "/v1/policies/inputs";
+/// The node's ENIs, addresses and assignments, with the ENIs Weft leaves
+/// alone and the quarantined addresses.
+pub const PATH_ENIS: &str = "/v1/enis";
 /// Path of the metrics.
 pub const PATH_METRICS: &str = "/metrics";
 
@@ -52,6 +55,7 @@ pub(super) fn router(
     request_timeout: Duration,
 ) -> Router {
     read_only_routes()
+        .route(PATH_POLICY_INPUTS, get(policy_inputs))
         .route(api::PATH_ADD, post(add))
         .route(api::PATH_DEL, post(del))
         .route(api::PATH_CHECK, post(check))
@@ -64,7 +68,9 @@ pub(super) fn router(
 }
 
 /// The read-only routes alone, served over TCP (aws-node's introspection
-/// port): status, pods, pool, errors, policies and metrics; no CNI command.
+/// port): status, pods, pool, ENIs, errors, policies and metrics; no CNI
+/// command, and not the live policy inputs (each request reads EC2, which
+/// an unauthenticated port must not be able to make the node do).
 pub fn introspection_router(backend: Arc<dyn Backend>, metrics: MetricsFn) -> Router {
     read_only_routes()
         .fallback(not_found)
@@ -87,9 +93,9 @@ fn read_only_routes() -> Router<Shared> {
         .route(api::PATH_STATUS, get(status))
         .route(PATH_PODS, get(pods))
         .route(PATH_POOL, get(pool))
+        .route(PATH_ENIS, get(enis))
         .route(PATH_ERRORS, get(errors))
         .route(PATH_POLICIES, get(policies))
-        .route(PATH_POLICY_INPUTS, get(policy_inputs))
         .route(PATH_METRICS, get(metrics_text))
 }
 
@@ -215,6 +221,14 @@ async fn pool(State(s): State<Shared>) -> Reply<super::PoolView> {
         .map_err(Failure::from)
 }
 
+async fn enis(State(s): State<Shared>) -> Reply<crate::reconcile::PoolSnapshot> {
+    s.backend
+        .enis()
+        .await
+        .map(axum::Json)
+        .map_err(Failure::from)
+}
+
 async fn errors(State(s): State<Shared>) -> axum::Json<Vec<super::ErrorView>> {
     axum::Json(s.backend.errors())
 }
@@ -255,7 +269,7 @@ fn unknown_route(status: StatusCode, request: &Request) -> Failure {
         error: ApiError::agent_protocol(
             format!("weftd has no {} {}", request.method(), request.uri().path()),
             format!(
-                "the API is served under /v1: {}, {}, {}, {}, {}, {PATH_PODS}, {PATH_POOL}, {PATH_ERRORS}, {PATH_POLICIES}, {PATH_POLICY_INPUTS}, {PATH_METRICS}; {VERSION_SKEW}",
+                "the API is served under /v1: {}, {}, {}, {}, {}, {PATH_PODS}, {PATH_POOL}, {PATH_ENIS}, {PATH_ERRORS}, {PATH_POLICIES}, {PATH_POLICY_INPUTS}, {PATH_METRICS}; {VERSION_SKEW}",
                 api::PATH_ADD,
                 api::PATH_DEL,
                 api::PATH_CHECK,

@@ -41,8 +41,19 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{Mutex, OnceCell};
 
 /// Nodes assumed to call EC2 at the same time when sharing the account's
-/// request buckets (a rolling scale-up of a 100-node cluster).
-pub const DEFAULT_RATE_SHARE_NODES: u32 = 20;
+/// request buckets (AWS meters them per account and region, see
+/// [`RateLimits::aws`]): every node of a 100-node cluster. All of them can
+/// call at the same moment (a Deployment scaled out across the cluster
+/// grows every node's pool within the same seconds; a node group scaled up
+/// from zero warms every node up at once), and only a 1/100 share keeps
+/// such a fleet within the account's buckets: with the earlier 1/20, 100
+/// nodes together asked for five times the account's refill and EC2
+/// throttled all of them. The price is one node's own pace: a burst of one
+/// call per class and a refill of 0.2 `Describe*` and 0.05 of every other
+/// class per second, so a node's second ENI create/modify in a row waits
+/// 20 s. A cluster of another size sets `rate-share-nodes` to its node
+/// count (a node alone in its account: 1).
+pub const DEFAULT_RATE_SHARE_NODES: u32 = 100;
 
 /// Configuration of [`Ec2Cloud`].
 #[derive(Debug, Clone)]
@@ -66,8 +77,8 @@ pub struct Ec2Config {
 }
 
 impl Ec2Config {
-    /// Defaults for a cluster: 10 s per attempt, 8 attempts, a 1/20 share of AWS's buckets,
-    /// 5 minute leak age.
+    /// Defaults for a cluster: 10 s per attempt, 8 attempts, a 1/100 share of AWS's buckets
+    /// ([`DEFAULT_RATE_SHARE_NODES`]), 5 minute leak age.
     pub fn new(cluster_name: impl Into<String>) -> Self {
         Ec2Config {
             cluster_name: cluster_name.into(),
@@ -436,9 +447,11 @@ impl Ec2Cloud {
 
     /// Assigns `count` secondary IPs or prefixes; returns what was added. EC2 answers with the
     /// new addresses (an emulator may answer with all of them), so the answer is compared with
-    /// the ENI as it was before. After an ambiguous failure the ENI itself is compared once;
-    /// when it did not grow (or the read is stale) the ambiguous error is returned and the
-    /// call is never sent again.
+    /// the ENI as it was before. After an ambiguous failure the ambiguous error is returned and
+    /// the call is never sent again. Nor is a read of the ENI taken as the answer: reads lag
+    /// writes and need not even be monotonic, so a read after the call can be older than the
+    /// one before it and show as "added" an address Weft just gave back. The caller settles a
+    /// lost answer from reads it weighs as possibly stale (see `reconcile::settle`).
     async fn assign(
         &self,
         eni_id: &str,
@@ -479,20 +492,7 @@ impl Ec2Cloud {
                         })
                     }
                 },
-                || async {
-                    let after = self.get(api, eni_id).await?;
-                    let grew = after.used_slots() > before.used_slots();
-                    Ok(grew.then(|| {
-                        (
-                            after
-                                .secondary_ips
-                                .iter()
-                                .map(ToString::to_string)
-                                .collect(),
-                            after.prefixes.iter().map(ToString::to_string).collect(),
-                        )
-                    }))
-                },
+                || async { Ok(None) },
             )
             .await?;
         let ips: Vec<Ipv4Addr> = parse_all(api, &ips)?;

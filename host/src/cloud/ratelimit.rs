@@ -309,6 +309,22 @@ mod tests {
         assert_eq!(RateLimits::aws().share(0), RateLimits::aws());
     }
 
+    /// The default share: every node of a 100-node cluster calling at once
+    /// stays within the account's refill.
+    #[test]
+    fn the_default_share_keeps_a_100_node_cluster_within_the_account() {
+        let account = RateLimits::aws();
+        let node = account.share(crate::cloud::ec2::DEFAULT_RATE_SHARE_NODES);
+        for class in ActionClass::ALL {
+            let fleet = node.spec(class).refill_per_sec * 100.0;
+            assert!(
+                fleet <= account.spec(class).refill_per_sec * (1.0 + 1e-9),
+                "{class:?}: 100 nodes refill {fleet}/s, the account {}/s",
+                account.spec(class).refill_per_sec
+            );
+        }
+    }
+
     #[test]
     fn a_bucket_without_refill_reports_an_unbounded_wait() {
         let now = Instant::now();

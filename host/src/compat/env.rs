@@ -220,7 +220,6 @@ pub enum EnvError {
     Invalid {
         /// The variable.
         var: String,
-        /// Its value.
         value: String,
         /// What it must be.
         expected: &'static str,
@@ -253,7 +252,6 @@ pub enum EnvError {
         builtin: &'static str,
         /// The decision, e.g. `pool-sizing`.
         decision: &'static str,
-        /// The setting.
         setting: String,
         /// The module the file configures.
         module: String,

@@ -22,7 +22,7 @@ pub use datastore::{Datastore, GrowthBudget};
 pub use error::IpamError;
 pub use model::{
     ADDRESSES_PER_PREFIX, AddressInfo, AddressState, Assignment, AssignmentKey, CoolingAddress,
-    Correction, Eni, IpamConfig, Placement, PodMeta,
+    Correction, Eni, GivenBack, IpamConfig, Placement, PodMeta,
 };
 pub use sg::SgSet;
 pub use time::Now;

@@ -141,6 +141,17 @@ pub struct CoolingAddress {
     pub released_at: SystemTime,
 }
 
+/// What Weft gave back to EC2 less than the stale-read grace period ago, as
+/// recorded in the checkpoint: a read may still show it (reads lag writes),
+/// so not even a restart takes it back from one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GivenBack {
+    /// Addresses unassigned (or on a deleted ENI), and when.
+    pub addresses: Vec<(Ipv4Addr, SystemTime)>,
+    /// ENIs deleted, and when.
+    pub enis: Vec<(String, SystemTime)>,
+}
+
 /// Where an assigned address lives: what pod plumbing needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {

@@ -672,6 +672,7 @@ fn rebuild_lays_the_checkpoint_over_the_inventory() {
         &inventory,
         allocations,
         &cooling,
+        &GivenBack::default(),
         now,
     );
     let text: Vec<String> = corrections.iter().map(ToString::to_string).collect();

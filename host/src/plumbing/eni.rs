@@ -7,7 +7,7 @@ use ipnet::Ipv4Net;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 
-use super::error::PlumbingError;
+use super::error::{Failures, PlumbingError};
 use super::links::{self, LinkView};
 use super::routes::{self, MAIN_TABLE};
 use super::rules::{self, ENI_PRIORITY, Selector};
@@ -144,53 +144,65 @@ impl Plumbing {
     /// Undoes [`Plumbing::setup_eni`] for an ENI being released: deletes its
     /// rule, the routes of its table and its address. The interface itself
     /// disappears when EC2 detaches the ENI. Idempotent; an interface that
-    /// is already gone is fine.
+    /// is already gone is fine. A step that fails does not stop the others:
+    /// every failure is reported at the end.
     pub async fn teardown_eni(&self, eni: &EniLink) -> Result<(), PlumbingError> {
         eni.validate()?;
         let (ip, table) = (eni.primary_ip, eni.route_table());
         let ctx =
             |what: String| move |e| PlumbingError::netlink(format!("ENI {}: {what}", eni.mac), e);
-        rules::delete_all(&self.host, ENI_PRIORITY, Selector::From(ip))
-            .await
-            .map_err(ctx(format!("delete rule from {ip}")))?;
-        let all = routes::dump(&self.host)
-            .await
-            .map_err(ctx("list routes".into()))?;
+        let mut failures = Failures::default();
+        failures.keep(
+            rules::delete_all(&self.host, ENI_PRIORITY, Selector::From(ip))
+                .await
+                .map_err(ctx(format!("delete rule from {ip}"))),
+        );
+        let all = failures
+            .keep(
+                routes::dump(&self.host)
+                    .await
+                    .map_err(ctx("list routes".into())),
+            )
+            .unwrap_or_default();
         for route in all.iter().filter(|r| r.table == table) {
             let msg = match route.gateway {
                 Some(gw) => routes::default_route(gw, route.oif.unwrap_or(0), table),
                 None => routes::link_route(route.dst, route.prefix, route.oif.unwrap_or(0), table),
             };
-            routes::delete(&self.host, msg).await.map_err(ctx(format!(
+            failures.keep(routes::delete(&self.host, msg).await.map_err(ctx(format!(
                 "delete route {}/{} table {table}",
                 route.dst, route.prefix
-            )))?;
+            ))));
         }
-        let Some(link) = self.eni_link(eni.mac).await? else {
-            return Ok(());
-        };
-        let addresses: Vec<AddressMessage> = self
-            .host
-            .address()
-            .get()
-            .set_link_index_filter(link.index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(ctx("list addresses".into()))?;
-        let ours = addresses.into_iter().filter(|a| {
-            a.header.index == link.index
-                && a.header.family == AddressFamily::Inet
-                && a.attributes
-                    .iter()
-                    .any(|attr| matches!(attr, AddressAttribute::Local(IpAddr::V4(a)) if *a == ip))
-        });
-        for address in ours {
-            let result = self.host.address().del(address).execute().await;
-            nl::absent_ok(result, &[libc::EADDRNOTAVAIL, libc::ENODEV])
-                .map_err(ctx(format!("delete address {ip}")))?;
+        if let Some(link) = failures.keep(self.eni_link(eni.mac).await).flatten() {
+            let addresses: Vec<AddressMessage> = failures
+                .keep(
+                    self.host
+                        .address()
+                        .get()
+                        .set_link_index_filter(link.index)
+                        .execute()
+                        .try_collect()
+                        .await
+                        .map_err(ctx("list addresses".into())),
+                )
+                .unwrap_or_default();
+            let ours = addresses.into_iter().filter(|a| {
+                a.header.index == link.index
+                    && a.header.family == AddressFamily::Inet
+                    && a.attributes.iter().any(
+                        |attr| matches!(attr, AddressAttribute::Local(IpAddr::V4(a)) if *a == ip),
+                    )
+            });
+            for address in ours {
+                let result = self.host.address().del(address).execute().await;
+                failures.keep(
+                    nl::absent_ok(result, &[libc::EADDRNOTAVAIL, libc::ENODEV])
+                        .map_err(ctx(format!("delete address {ip}"))),
+                );
+            }
         }
-        Ok(())
+        failures.finish()
     }
 
     /// Which of `ips` the node routes to a pod: a `/32` route in the main

@@ -55,6 +55,39 @@ pub enum PlumbingError {
     /// The caller passed values the plumbing cannot act on.
     #[error("invalid plumbing input: {0}")]
     InvalidInput(String),
+    /// Several steps of a teardown failed; every other step was still
+    /// carried out.
+    #[error("{} steps failed: {}", .0.len(), list(.0))]
+    Several(Vec<PlumbingError>),
+}
+
+fn list(errors: &[PlumbingError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The failures of a teardown that goes on past each one (what can be
+/// removed is removed), reported together at the end.
+#[derive(Debug, Default)]
+pub(crate) struct Failures(Vec<PlumbingError>);
+
+impl Failures {
+    /// Keeps `result`'s error, if any, and returns its value.
+    pub(crate) fn keep<T>(&mut self, result: Result<T, PlumbingError>) -> Option<T> {
+        result.map_err(|e| self.0.push(e)).ok()
+    }
+
+    /// `Ok` when nothing failed, else the one failure or all of them.
+    pub(crate) fn finish(mut self) -> Result<(), PlumbingError> {
+        match self.0.len() {
+            0 => Ok(()),
+            1 => Err(self.0.remove(0)),
+            _ => Err(PlumbingError::Several(self.0)),
+        }
+    }
 }
 
 impl PlumbingError {
@@ -72,5 +105,34 @@ impl PlumbingError {
             context: context.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(what: &str) -> Result<(), PlumbingError> {
+        Err(PlumbingError::InvalidInput(what.into()))
+    }
+
+    #[test]
+    fn a_teardown_reports_every_failure_and_keeps_every_value() {
+        let mut failures = Failures::default();
+        assert_eq!(failures.keep(Ok::<_, PlumbingError>(7)), Some(7));
+        assert!(Failures::default().finish().is_ok());
+
+        failures.keep(failed("rule"));
+        let one = std::mem::take(&mut failures).finish().expect_err("one");
+        assert_eq!(one.to_string(), "invalid plumbing input: rule");
+
+        failures.keep(failed("rule"));
+        failures.keep(Ok(()));
+        failures.keep(failed("veth"));
+        let both = failures.finish().expect_err("two");
+        assert_eq!(
+            both.to_string(),
+            "2 steps failed: invalid plumbing input: rule; invalid plumbing input: veth"
+        );
     }
 }

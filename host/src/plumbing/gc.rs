@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use super::Plumbing;
-use super::error::PlumbingError;
+use super::error::{Failures, PlumbingError};
 use super::links::{self, LinkRef, LinkView};
 use super::names::{self, VETH_HASH_LEN};
 use super::routes::{self, MAIN_TABLE, RouteView};
@@ -55,6 +55,7 @@ impl Plumbing {
     ///
     /// The caller must not run pod setups concurrently (their veths are not
     /// in `valid_host_veths` yet).
+    #[cfg(feature = "testing")]
     pub async fn leftovers(
         &self,
         valid_host_veths: &HashSet<String>,
@@ -67,31 +68,40 @@ impl Plumbing {
     }
 
     /// Removes what [`Plumbing::leftovers`] finds (rules first, then veths,
-    /// waiting until they are gone) and returns it.
+    /// waiting until they are gone) and returns it. A removal that fails
+    /// does not stop the others: every failure is reported at the end.
     pub async fn gc(&self, valid_host_veths: &HashSet<String>) -> Result<Leftovers, PlumbingError> {
         let (veths, rules) = self.scan(valid_host_veths).await?;
+        let mut failures = Failures::default();
         for rule in &rules {
             let selector = if rule.priority == TO_POD_PRIORITY {
                 Selector::To(rule.ip)
             } else {
                 Selector::From(rule.ip)
             };
-            rules::delete_all(&self.host, rule.priority, selector)
+            let deleted = rules::delete_all(&self.host, rule.priority, selector)
                 .await
                 .map_err(|e| {
                     PlumbingError::netlink(
                         format!("delete leftover rule {} of {}", rule.priority, rule.ip),
                         e,
                     )
-                })?;
+                });
+            failures.keep(deleted);
         }
-        let removals = veths
+        let removals: Vec<_> = veths
             .iter()
-            .map(|veth| links::spawn_remove(&self.host_ns, LinkRef::Index(veth.index)))
-            .collect::<Result<Vec<_>, _>>()?;
+            .filter_map(|veth| {
+                failures.keep(links::spawn_remove(
+                    &self.host_ns,
+                    LinkRef::Index(veth.index),
+                ))
+            })
+            .collect();
         for removal in removals {
-            removal.wait().await?;
+            failures.keep(removal.wait().await);
         }
+        failures.finish()?;
         Ok(Leftovers {
             veths: veths.into_iter().map(|l| l.name).collect(),
             rules,

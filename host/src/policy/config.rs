@@ -70,16 +70,16 @@ impl PoliciesConfig {
         }
     }
 
-    /// Checks every entry; the error says which entry and field is wrong.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks every entry; the error names the entry's decision and says
+    /// which field is wrong.
+    pub fn validate(&self) -> Result<(), (Decision, String)> {
         for decision in Decision::ALL {
             if let Some(entry) = self.get(decision) {
-                entry
-                    .validate(decision)
-                    .map_err(|e| format!("[policies.{decision}]: {e}"))?;
+                entry.validate(decision).map_err(|e| (decision, e))?;
                 if entry.shadow {
-                    return Err(format!(
-                        "[policies.{decision}]: shadow = true only applies to a file in the policy directory"
+                    return Err((
+                        decision,
+                        "shadow = true only applies to a file in the policy directory".into(),
                     ));
                 }
             }

@@ -184,7 +184,7 @@ where
     }
 
     /// Logs and counts a refusal; remembers it as its role's last one.
-    fn refuse(&self, decision: Option<Decision>, refusal: &Refusal) {
+    pub(super) fn refuse(&self, decision: Option<Decision>, refusal: &Refusal) {
         tracing::error!(role = ?decision.map(Decision::as_str), "{}", refusal.message);
         self.metrics
             .policy_reload(decision.map_or("unknown", Decision::as_str), "refused");

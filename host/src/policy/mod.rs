@@ -40,5 +40,5 @@ pub use engine::PolicyEngine;
 pub use error::{Decision, FailureKind, PolicyError, SetupError};
 pub use module::{CallStats, CompiledPolicy, LoadReport, PolicyModule};
 pub use sandbox::{CallLimits, LOG_BURST, LOG_RATE_PER_SECOND};
-pub use set::{PolicySet, PolicyStatus};
-pub use watch::watch_directory;
+pub use set::PolicySet;
+pub use watch::watch;

@@ -50,23 +50,6 @@ pub struct PolicySet<
     pub(super) refused: Mutex<Vec<Refusal>>,
 }
 
-/// The state of one decision's policy, as reported by [`PolicySet::status`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyStatus {
-    pub decision: Decision,
-    /// The policy's name.
-    pub name: String,
-    /// The module in force (configured or from the policy directory), if any.
-    pub module: Option<PathBuf>,
-    /// The running module's load report; `None` when the built-in default
-    /// runs (no module, or it never loaded).
-    pub loaded: Option<LoadReport>,
-    /// Why the configured module is not running, if it is not.
-    pub load_error: Option<String>,
-    /// What happens when the policy fails.
-    pub on_failure: OnFailure,
-}
-
 /// Whether a decision acts (is counted, timed and shadowed) or only
 /// previews what the active policy would answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +84,9 @@ where
         config: &PoliciesConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self, SetupError> {
-        config.validate().map_err(SetupError::Config)?;
+        config
+            .validate()
+            .map_err(|(decision, e)| SetupError::Config(format!("[policies.{decision}]: {e}")))?;
         let entry = |d: Decision| config.get(d).cloned().unwrap_or_default();
         let set = PolicySet {
             pool: Slot::new(SlotState::load(
@@ -185,13 +170,27 @@ where
         Ok(report)
     }
 
-    /// The state of every policy.
-    pub fn status(&self) -> Vec<PolicyStatus> {
-        vec![
-            status(&self.pool.current()),
-            status(&self.subnet.current()),
-            status(&self.security.current()),
-        ]
+    /// Reloads every role's module of the main configuration from its file
+    /// (on SIGHUP, after an operator replaced it). A module that no longer
+    /// loads, configures or matches its pin is refused as a file of the
+    /// policy directory would be, and the last good one keeps running.
+    pub(crate) fn reload_config_modules(&self) {
+        for decision in Decision::ALL {
+            if let Err(e) = self.reload(decision, None) {
+                let module = match decision {
+                    Decision::PoolSizing => self.pool.base().config.module.clone(),
+                    Decision::SubnetSelection => self.subnet.base().config.module.clone(),
+                    Decision::SecurityGroups => self.security.base().config.module.clone(),
+                };
+                let message = format!(
+                    "[policies.{decision}] reload refused: {e}; the last good module stays in force"
+                );
+                self.refuse(
+                    Some(decision),
+                    &Refusal::now(module.into_iter().collect(), message),
+                );
+            }
+        }
     }
 
     /// Every role's policy, its shadow, refusals and statistics, as
@@ -582,20 +581,6 @@ fn groups_json(answer: &Result<Vec<String>, PolicyError>) -> Value {
     match answer {
         Ok(groups) => json!({ "ok": groups }),
         Err(e) => json!({ "err": e.to_string() }),
-    }
-}
-
-fn status<N>(state: &SlotState<N>) -> PolicyStatus {
-    PolicyStatus {
-        decision: state.decision,
-        name: state.name.clone(),
-        module: state.config.module.clone(),
-        loaded: state.wasm().map(|m| m.report().clone()),
-        load_error: match &state.module {
-            Some(Err(e)) => Some(e.to_string()),
-            _ => None,
-        },
-        on_failure: state.on_failure,
     }
 }
 

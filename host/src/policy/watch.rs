@@ -1,5 +1,6 @@
-//! Reloading the policy directory when it changes (inotify, debounced) and
-//! on SIGHUP.
+//! Reloading policies without a restart: the policy directory when it
+//! changes (inotify, debounced), and on SIGHUP the modules of the main
+//! configuration (re-read from their files) and then the directory.
 //!
 //! The directory itself is watched, not its files: editors and ConfigMap
 //! updates replace files by rename (a ConfigMap swaps its `..data` symlink),
@@ -10,6 +11,7 @@ use inotify::{Inotify, WatchMask};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -17,51 +19,64 @@ use tokio::task::JoinHandle;
 /// or a ConfigMap update is a burst of events.
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
-/// Starts watching the policy directory of `set` (if one is configured):
-/// every change and every SIGHUP reloads it. Must be called inside a tokio
+/// What set off a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    DirectoryChanged,
+    Hangup,
+}
+
+/// Starts reloading the policies of `set`: on SIGHUP, and when its policy
+/// directory (if one is configured) changes. Must be called inside a tokio
 /// runtime; the task runs until aborted.
-pub fn watch_directory(set: Arc<PolicySet>) -> Option<JoinHandle<()>> {
-    let dir = set.dir.clone()?;
+pub fn watch(set: Arc<PolicySet>) -> JoinHandle<()> {
     let (tx, rx) = mpsc::unbounded_channel();
-    Some(tokio::spawn(run(set, dir, tx, rx)))
+    tokio::spawn(run(set, tx, rx))
 }
 
 async fn run(
     set: Arc<PolicySet>,
-    dir: PathBuf,
     tx: mpsc::UnboundedSender<()>,
     mut changes: mpsc::UnboundedReceiver<()>,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
+    let dir: Option<PathBuf> = set.dir.clone();
     // SIGHUP first: once the watch's outcome is logged, a SIGHUP is caught.
     let mut hangup = match signal(SignalKind::hangup()) {
         Ok(hangup) => Some(hangup),
         Err(e) => {
             tracing::error!(
-                "cannot listen for SIGHUP: {e}; only changes reload the policy directory"
+                "cannot listen for SIGHUP: {e}; only changes of the policy directory reload policies"
             );
             None
         }
     };
-    let mut watching = start_watching(&dir, &tx);
+    let mut watching = dir.as_deref().is_some_and(|dir| start_watching(dir, &tx));
     loop {
-        let why = tokio::select! {
+        let trigger = tokio::select! {
             Some(()) = changes.recv() => {
                 // Wait for the burst to end.
                 while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changes.recv()).await {}
-                "the directory changed"
+                Trigger::DirectoryChanged
             }
-            Some(()) = async { hangup.as_mut()?.recv().await } => "SIGHUP",
+            Some(()) = async { hangup.as_mut()?.recv().await } => Trigger::Hangup,
             else => return,
         };
-        if !watching {
+        if let Some(dir) = dir.as_deref()
+            && !watching
+        {
             // The directory may have been created since.
-            watching = start_watching(&dir, &tx);
+            watching = start_watching(dir, &tx);
         }
-        tracing::info!(dir = %dir.display(), "{why}: reading the policy directory");
+        tracing::info!(?trigger, "reloading policies");
         let set = set.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || set.apply_directory()).await {
-            tracing::error!("reading the policy directory failed: {e}");
+        let reloaded = tokio::task::spawn_blocking(move || {
+            if trigger == Trigger::Hangup {
+                set.reload_config_modules();
+            }
+            set.apply_directory();
+        });
+        if let Err(e) = reloaded.await {
+            tracing::error!("reloading policies failed: {e}");
         }
     }
 }

@@ -15,8 +15,7 @@ impl Driver {
             match result {
                 Ok(()) => {
                     tracing::info!(eni = %eni.id, op = %intent.id, "ENI deleted on retry");
-                    self.released(&eni.id);
-                    self.finish(&intent);
+                    self.released(&eni.id, &intent);
                 }
                 Err(error) => {
                     tracing::warn!(eni = %eni.id, %error, "ENI still not deleted; retrying later");
@@ -38,8 +37,7 @@ impl Driver {
                     // A delete this agent was retrying is done too.
                     if let Some(at) = self.undeleted.iter().position(|(_, e)| e.id == eni_id) {
                         let (intent, _) = self.undeleted.remove(at);
-                        self.released(&eni_id);
-                        self.finish(&intent);
+                        self.released(&eni_id, &intent);
                     }
                 }
             }

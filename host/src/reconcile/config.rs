@@ -134,7 +134,6 @@ impl PoolConfig {
         Ok(())
     }
 
-    /// The ADD wait.
     pub fn add_wait(&self) -> Duration {
         Duration::from_millis(self.add_wait_ms)
     }

@@ -50,7 +50,6 @@ impl fmt::Display for BlockedKind {
 /// A [`BlockedKind`] with the details an operator needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Blocked {
-    /// The kind.
     pub kind: BlockedKind,
     /// What exactly happened.
     pub detail: String,

@@ -8,7 +8,7 @@ use super::inventory::{TAG_OPERATION, to_ipam};
 use super::settle::{Lost, given_back};
 use crate::cloud::{AddressRequest, CloudError, CreateEni, PREFIX_ADDRESSES};
 use crate::ipam::SgSet;
-use crate::state::{Intent, Operation};
+use crate::state::{Checkpoint, Intent, Operation};
 use std::time::Duration;
 use weft_policy_sdk::{pool, subnet};
 
@@ -103,6 +103,23 @@ impl Driver {
     pub(super) fn finish(&mut self, intent: &Intent) {
         if let Err(error) = self.journal.finish(&intent.id) {
             tracing::error!(op = %intent.id, %error, "cannot record a finished operation; the next start replays it");
+        }
+    }
+
+    /// Writes the checkpoint after addresses or an ENI left the pool for
+    /// EC2, so that a restart within the grace period still withholds them
+    /// from stale reads; call it before finishing the intent that gave them
+    /// back. Returns whether it was written: if not, that intent stays open
+    /// and a restart redoes it and withholds them all the same.
+    pub(super) fn save_given_back(&self) -> bool {
+        let inner = self.shared.lock();
+        let checkpoint = Checkpoint::of(inner.store.datastore(), self.shared.now());
+        match inner.store.sink().save_checkpoint(&checkpoint) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%error, "checkpoint not rewritten after giving addresses back; the operation stays open in the journal");
+                false
+            }
         }
     }
 
@@ -224,6 +241,10 @@ impl Driver {
             Ok(added) => added,
             Err(e) if e.is_ambiguous() => {
                 self.lost(intent, eni_id, Lost::Assign);
+                // What the call may have added comes in from a read of the
+                // node's ENIs weighed like any other possibly stale read,
+                // taken now rather than at the next round.
+                self.resync_inventory().await;
                 return Err(Failure::Cloud(e));
             }
             Err(e) => {
@@ -323,9 +344,10 @@ impl Driver {
         if let Err(error) = applied {
             tracing::error!(eni = eni_id, %error, "released addresses not applied to the pool");
         }
+        let saved = self.save_given_back();
         if lost {
             self.lost(intent, eni_id, Lost::Unassign);
-        } else {
+        } else if saved {
             self.finish(&intent);
         }
         ips_done
@@ -416,6 +438,9 @@ impl Driver {
         if let Err(why) = self.hooks.on_attached(&eni).await {
             tracing::error!(eni = %eni.id, %why, "node set-up of a new ENI failed; giving it back");
             let undone = self.delete_journaled(&eni).await;
+            if let Ok(deleted) = &undone {
+                self.released(&eni.id, deleted);
+            }
             self.finish(&intent);
             let mut detail = format!("node set-up of ENI {} failed: {why}", eni.id);
             if let Err(e) = undone {
@@ -457,7 +482,9 @@ impl Driver {
     }
 
     /// One journaled detach-and-delete, with the node-side hook first.
-    async fn delete_journaled(&mut self, eni: &crate::cloud::Eni) -> Result<(), CloudError> {
+    /// Returns the intent of a delete that succeeded, for
+    /// [`Driver::released`] to finish.
+    async fn delete_journaled(&mut self, eni: &crate::cloud::Eni) -> Result<Intent, CloudError> {
         let intent = match self.begin(Operation::DeleteEni {
             eni_id: eni.id.clone(),
         }) {
@@ -474,16 +501,16 @@ impl Driver {
         }
         let result = self.cloud.delete_eni(&eni.id).await;
         self.counted("delete-eni", &result);
-        match &result {
-            Ok(()) => self.finish(&intent),
+        match result {
+            Ok(()) => Ok(intent),
             Err(error) => {
                 // The detach may be pending or done: the ENI is never used
                 // again, its intent stays open and the delete is retried.
                 tracing::warn!(eni = %eni.id, %error, "ENI not deleted; retrying later");
                 self.undeleted.push((intent, eni.clone()));
+                Err(error)
             }
         }
-        result
     }
 
     /// Releases an unused ENI, if the datastore agrees it may go (not the
@@ -514,8 +541,8 @@ impl Driver {
             return Ok(());
         };
         match self.delete_journaled(&eni).await {
-            Ok(()) => {
-                self.released(eni_id);
+            Ok(intent) => {
+                self.released(eni_id, &intent);
                 Ok(())
             }
             // The ENI stays draining (its addresses are never handed out)
@@ -524,8 +551,9 @@ impl Driver {
         }
     }
 
-    /// Takes a deleted ENI out of the pool.
-    pub(super) fn released(&mut self, eni_id: &str) {
+    /// Takes a deleted ENI out of the pool (a stale read does not bring it
+    /// back, even after a restart) and finishes the intent that deleted it.
+    pub(super) fn released(&mut self, eni_id: &str, intent: &Intent) {
         let removed = self
             .shared
             .lock()
@@ -534,8 +562,18 @@ impl Driver {
             .remove_eni(eni_id, self.shared.now().mono);
         match removed {
             Ok(_) => tracing::info!(eni = eni_id, "ENI released"),
-            Err(error) => tracing::debug!(eni = eni_id, %error, "deleted ENI was not in the pool"),
+            Err(error) => {
+                tracing::debug!(eni = eni_id, %error, "deleted ENI was not in the pool");
+                self.shared
+                    .lock()
+                    .store
+                    .datastore_mut()
+                    .deleted_eni(eni_id, self.shared.now().mono);
+            }
         }
         self.enis.remove(eni_id);
+        if self.save_given_back() {
+            self.finish(intent);
+        }
     }
 }

@@ -242,6 +242,7 @@ impl Pool {
     /// Stops the reconciler at once, as a crash would: an EC2 operation in
     /// flight is abandoned, and the next start finishes or undoes it from
     /// its journal entry.
+    #[cfg(feature = "testing")]
     pub async fn abort(&self) {
         self.join(true).await;
     }

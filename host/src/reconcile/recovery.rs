@@ -7,10 +7,11 @@ use super::hooks::EniHooks;
 use super::inventory::{TAG_OPERATION, log_corrections, to_ipam};
 use super::ownership::{self, UnmanagedEni};
 use crate::cloud::{self, Cloud, InstanceLimits, NodeIdentity};
-use crate::ipam::Datastore;
+use crate::ipam::{ADDRESSES_PER_PREFIX, Datastore, GivenBack};
 use crate::state::{Checkpoint, Intent, Journal, Operation, StateDir};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::time::SystemTime;
 
 /// What start-up hands the pool.
 pub(super) struct Recovered {
@@ -67,6 +68,56 @@ fn has_pods(eni: &cloud::Eni, checkpoint: &Checkpoint) -> bool {
     checkpoint.allocations.iter().any(|a| {
         eni.secondary_ips.contains(&a.ip) || eni.prefixes.iter().any(|p| p.contains(&a.ip))
     })
+}
+
+/// Whether an interrupted release of ENI `eni_id` must keep it: it is the
+/// primary or has pods.
+fn keeps_eni(
+    eni_id: &str,
+    node: &NodeIdentity,
+    inventory: &[cloud::Eni],
+    checkpoint: &Checkpoint,
+) -> bool {
+    inventory
+        .iter()
+        .find(|e| e.id == eni_id)
+        .is_some_and(|eni| eni.id == node.primary_eni_id || has_pods(eni, checkpoint))
+}
+
+/// What an interrupted intent gave back to EC2 (or may have) by `at`, its
+/// replay included: a stale read at start-up must not bring it back, as if
+/// the checkpoint said so. An unassign counts even when its replay failed
+/// (EC2 may have carried out the interrupted call: a stale read then still
+/// shows addresses that are gone, and the replay is refused); withheld
+/// addresses EC2 still has come back from reads after the grace period. An
+/// ENI counts only once its delete succeeded.
+fn given_back_by(
+    intent: &Intent,
+    replayed: bool,
+    node: &NodeIdentity,
+    inventory: &[cloud::Eni],
+    checkpoint: &Checkpoint,
+    at: SystemTime,
+    out: &mut GivenBack,
+) {
+    let held = |ip: &Ipv4Addr| checkpoint.allocations.iter().any(|a| a.ip == *ip);
+    match &intent.op {
+        Operation::UnassignAddresses { ips, prefixes, .. } => {
+            let in_prefixes = prefixes.iter().flat_map(|p| {
+                let first = u32::from(p.network());
+                (first..first + ADDRESSES_PER_PREFIX).map(Ipv4Addr::from)
+            });
+            let all: Vec<Ipv4Addr> = ips.iter().copied().chain(in_prefixes).collect();
+            out.addresses
+                .extend(all.into_iter().filter(|ip| !held(ip)).map(|ip| (ip, at)));
+        }
+        Operation::DetachEni { eni_id, .. } | Operation::DeleteEni { eni_id }
+            if replayed && !keeps_eni(eni_id, node, inventory, checkpoint) =>
+        {
+            out.enis.push((eni_id.clone(), at));
+        }
+        _ => {}
+    }
 }
 
 /// Finishes or undoes one intent a previous run left pending. Returns
@@ -136,9 +187,7 @@ async fn replay(
             Ok(!ips.is_empty() || !prefixes.is_empty())
         }
         Operation::DetachEni { eni_id, .. } | Operation::DeleteEni { eni_id } => {
-            if let Some(eni) = attached(eni_id)
-                && (eni.id == node.primary_eni_id || has_pods(eni, checkpoint))
-            {
+            if keeps_eni(eni_id, node, inventory, checkpoint) {
                 tracing::error!(op = %intent.id, eni = %eni_id, "interrupted release of an ENI that has pods or is primary; keeping it");
                 return Ok(false);
             }
@@ -164,8 +213,19 @@ pub(super) async fn recover(
         tokio::try_join!(cloud.identity(), cloud.instance_limits(), cloud.list_enis())?;
 
     let mut changed = false;
+    let mut given_back = checkpoint.given_back.clone();
     for intent in &pending {
-        match replay(cloud, &node, intent, &inventory, &checkpoint).await {
+        let replayed = replay(cloud, &node, intent, &inventory, &checkpoint).await;
+        given_back_by(
+            intent,
+            replayed.is_ok(),
+            &node,
+            &inventory,
+            &checkpoint,
+            clock.now().wall,
+            &mut given_back,
+        );
+        match replayed {
             Ok(c) => {
                 changed |= c;
                 journal.finish(&intent.id)?;
@@ -194,12 +254,13 @@ pub(super) async fn recover(
         &ipam_inventory,
         checkpoint.allocations,
         &checkpoint.cooling,
+        &given_back,
         now,
     );
     let mut store = store;
     store.set_foreign_enis(ownership::on_default_card(&unmanaged));
     if log_corrections(&corrections, "start-up") {
-        state.save_checkpoint(&Checkpoint::of(&store, now.mono))?;
+        state.save_checkpoint(&Checkpoint::of(&store, now))?;
     }
     for eni in inventory.iter().filter(|e| e.id != node.primary_eni_id) {
         if let Err(why) = hooks.on_attached(eni).await {

@@ -54,7 +54,7 @@ impl Driver {
                 && let Err(error) = inner
                     .store
                     .sink()
-                    .save_checkpoint(&Checkpoint::of(inner.store.datastore(), now.mono))
+                    .save_checkpoint(&Checkpoint::of(inner.store.datastore(), now))
             {
                 tracing::error!(%error, "checkpoint not rewritten after dropping assignments");
             }

@@ -3,10 +3,13 @@
 //!
 //! A lost `AssignPrivateIpAddresses` answer may or may not have added
 //! addresses; re-sending could add them twice, and a read right after may
-//! still be stale. So the intent stays open in the journal, no other assign
-//! goes to that ENI, and the inventory resync (which runs every round while
-//! anything is unsettled) takes in whatever EC2 reports; after the grace
-//! period the intent is closed.
+//! still be stale (or older than a read before the call: EC2's reads need
+//! not be monotonic), so no read is taken as the answer. The intent stays
+//! open in the journal, no other assign goes to that ENI, and the inventory
+//! resync (run at once, then every round while anything is unsettled) takes
+//! in whatever EC2 reports under the rules of any read: an address Weft gave
+//! back within the grace period is not taken back, nothing missing is
+//! dropped on one read. After the grace period the intent is closed.
 //!
 //! A lost `UnassignPrivateIpAddresses` answer may or may not have given the
 //! addresses back. The pool takes them out at once, as if the answer had

@@ -34,13 +34,10 @@ pub struct PoolSnapshot {
 pub struct EniView {
     /// ENI id.
     pub id: String,
-    /// Device index.
     pub device_index: u32,
-    /// Subnet.
     pub subnet_id: String,
     /// Whether it is the primary ENI.
     pub primary: bool,
-    /// Its security groups.
     pub security_groups: SgSet,
     /// Its pod addresses.
     pub addresses: Vec<AddressView>,

@@ -58,14 +58,10 @@ impl Latencies {
         let (name, ms) = spec.split_once('=').ok_or_else(|| {
             format!("latency {spec:?}: write API=MS, e.g. AttachNetworkInterface=3000")
         })?;
-        let api = ALL_APIS
-            .iter()
-            .copied()
-            .find(|a| a.name() == name)
-            .ok_or_else(|| {
-                let names: Vec<_> = ALL_APIS.iter().map(|a| a.name()).collect();
-                format!("latency {spec:?}: unknown API; one of {}", names.join(", "))
-            })?;
+        let api = Ec2Action::from_name(name).ok_or_else(|| {
+            let names: Vec<_> = Ec2Action::ALL.iter().map(|a| a.name()).collect();
+            format!("latency {spec:?}: unknown API; one of {}", names.join(", "))
+        })?;
         let ms = ms.parse().map_err(|e| {
             format!("latency {spec:?}: {ms:?} is not a number of milliseconds: {e}")
         })?;
@@ -73,20 +69,6 @@ impl Latencies {
         Ok(())
     }
 }
-
-const ALL_APIS: [Ec2Action; 11] = [
-    Ec2Action::DescribeInstances,
-    Ec2Action::DescribeInstanceTypes,
-    Ec2Action::DescribeNetworkInterfaces,
-    Ec2Action::DescribeSubnets,
-    Ec2Action::CreateNetworkInterface,
-    Ec2Action::AttachNetworkInterface,
-    Ec2Action::ModifyNetworkInterfaceAttribute,
-    Ec2Action::AssignPrivateIpAddresses,
-    Ec2Action::UnassignPrivateIpAddresses,
-    Ec2Action::DetachNetworkInterface,
-    Ec2Action::DeleteNetworkInterface,
-];
 
 /// The simulated EC2 of one run: no latency of its own (the counter
 /// charges it to the virtual clock), throttled on the virtual clock.

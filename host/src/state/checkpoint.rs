@@ -2,8 +2,10 @@
 //! atomically on every assign and release before the CNI call is answered.
 //!
 //! The format follows Amazon VPC CNI's `vpc-cni-ipam/1` file, plus the
-//! pod UID and the addresses still cooling down (so a restart does not cut
-//! a cooldown short):
+//! pod UID, the addresses still cooling down (so a restart does not cut
+//! a cooldown short), and the addresses and ENIs Weft gave back to EC2
+//! within the stale-read grace period (so a stale read at a restart does
+//! not bring them back; written only while there are any):
 //!
 //! ```json
 //! {"version": "weft-ipam/1",
@@ -11,17 +13,19 @@
 //!                   "ipv4": "10.0.1.7", "allocationTimestampMs": 1764000000000,
 //!                   "metadata": {"k8sPodNamespace": "default", "k8sPodName": "web-0",
 //!                                "k8sPodUID": "..."}}],
-//!  "cooling": [{"ipv4": "10.0.1.9", "releasedAtMs": 1764000000000}]}
+//!  "cooling": [{"ipv4": "10.0.1.9", "releasedAtMs": 1764000000000}],
+//!  "givenBack": [{"ipv4": "10.0.1.12", "givenBackAtMs": 1764000000000}],
+//!  "deletedEnis": [{"eniId": "eni-0abc", "deletedAtMs": 1764000000000}]}
 //! ```
 
 use super::StateError;
 use super::atomic::write_atomic;
-use crate::ipam::{Assignment, AssignmentKey, CoolingAddress, Datastore, PodMeta};
+use crate::ipam::{Assignment, AssignmentKey, CoolingAddress, Datastore, GivenBack, Now, PodMeta};
 use serde::{Deserialize, Serialize};
 use std::io::ErrorKind;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The format version this build writes and reads.
 pub const CHECKPOINT_VERSION: &str = "weft-ipam/1";
@@ -33,6 +37,8 @@ pub struct Checkpoint {
     pub allocations: Vec<Assignment>,
     /// Released addresses still cooling down.
     pub cooling: Vec<CoolingAddress>,
+    /// What Weft gave back to EC2 within the stale-read grace period.
+    pub given_back: GivenBack,
 }
 
 #[derive(Deserialize)]
@@ -47,6 +53,10 @@ struct File {
     allocations: Vec<Allocation>,
     #[serde(default)]
     cooling: Vec<Cooling>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    given_back: Vec<GivenBackAddress>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    deleted_enis: Vec<DeletedEni>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -79,6 +89,20 @@ struct Cooling {
     released_at_ms: u64,
 }
 
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct GivenBackAddress {
+    ipv4: Ipv4Addr,
+    given_back_at_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DeletedEni {
+    eni_id: String,
+    deleted_at_ms: u64,
+}
+
 fn to_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -89,14 +113,15 @@ fn from_ms(ms: u64) -> SystemTime {
 }
 
 impl Checkpoint {
-    /// The assignments and cooldowns of `store` at `now`, sorted so that the
-    /// file is deterministic.
-    pub fn of(store: &Datastore, now: Instant) -> Self {
+    /// The assignments, cooldowns and given-back addresses and ENIs of
+    /// `store` at `now`, sorted so that the file is deterministic.
+    pub fn of(store: &Datastore, now: Now) -> Self {
         let mut allocations: Vec<Assignment> = store.assignments().cloned().collect();
         allocations.sort_by(|a, b| a.key.cmp(&b.key));
         Checkpoint {
             allocations,
-            cooling: store.cooling(now),
+            cooling: store.cooling(now.mono),
+            given_back: store.given_back(now),
         }
     }
 
@@ -126,6 +151,24 @@ impl Checkpoint {
                 .map(|c| Cooling {
                     ipv4: c.ip,
                     released_at_ms: to_ms(c.released_at),
+                })
+                .collect(),
+            given_back: self
+                .given_back
+                .addresses
+                .iter()
+                .map(|(ip, at)| GivenBackAddress {
+                    ipv4: *ip,
+                    given_back_at_ms: to_ms(*at),
+                })
+                .collect(),
+            deleted_enis: self
+                .given_back
+                .enis
+                .iter()
+                .map(|(id, at)| DeletedEni {
+                    eni_id: id.clone(),
+                    deleted_at_ms: to_ms(*at),
                 })
                 .collect(),
         };
@@ -174,6 +217,18 @@ impl Checkpoint {
                     released_at: from_ms(c.released_at_ms),
                 })
                 .collect(),
+            given_back: GivenBack {
+                addresses: file
+                    .given_back
+                    .into_iter()
+                    .map(|g| (g.ipv4, from_ms(g.given_back_at_ms)))
+                    .collect(),
+                enis: file
+                    .deleted_enis
+                    .into_iter()
+                    .map(|d| (d.eni_id, from_ms(d.deleted_at_ms)))
+                    .collect(),
+            },
         })
     }
 
@@ -217,6 +272,10 @@ mod tests {
                 ip: Ipv4Addr::new(10, 0, 2, 1),
                 released_at: from_ms(1_764_000_000_500),
             }],
+            given_back: GivenBack {
+                addresses: vec![(Ipv4Addr::new(10, 0, 3, 1), from_ms(1_764_000_000_700))],
+                enis: vec![("eni-0abc".into(), from_ms(1_764_000_000_800))],
+            },
         }
     }
 
@@ -236,6 +295,10 @@ mod tests {
         assert_eq!(a["metadata"]["k8sPodName"], "pod-1");
         assert_eq!(a["metadata"]["k8sPodUID"], "uid-1");
         assert_eq!(value["cooling"][0]["releasedAtMs"], 1_764_000_000_500u64);
+        assert_eq!(value["givenBack"][0]["ipv4"], "10.0.3.1");
+        assert_eq!(value["givenBack"][0]["givenBackAtMs"], 1_764_000_000_700u64);
+        assert_eq!(value["deletedEnis"][0]["eniId"], "eni-0abc");
+        assert_eq!(value["deletedEnis"][0]["deletedAtMs"], 1_764_000_000_800u64);
         assert_eq!(Checkpoint::from_json(&json, Path::new("x")).unwrap(), cp);
     }
 
@@ -277,6 +340,13 @@ mod tests {
         let cp = Checkpoint::from_json(json, Path::new("x")).unwrap();
         assert_eq!(cp.allocations[0].pod.uid, "");
         assert!(cp.cooling.is_empty());
+        assert_eq!(cp.given_back, GivenBack::default());
+        // Nothing given back: the file is what earlier versions wrote.
+        assert!(
+            !String::from_utf8(cp.to_json())
+                .unwrap()
+                .contains("givenBack")
+        );
     }
 
     #[test]

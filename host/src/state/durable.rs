@@ -74,8 +74,7 @@ impl<S: CheckpointSink> DurableDatastore<S> {
         let mut next = self.store.clone();
         let (out, changed) = change(&mut next)?;
         if changed {
-            self.sink
-                .save_checkpoint(&Checkpoint::of(&next, now.mono))?;
+            self.sink.save_checkpoint(&Checkpoint::of(&next, now))?;
             self.store = next;
         }
         Ok(out)
@@ -190,7 +189,7 @@ mod tests {
         pool.release(&key("a"), now).unwrap().unwrap();
         assert!(saved(&pool).allocations.is_empty());
         assert_eq!(saved(&pool).cooling[0].ip, placed.ip);
-        assert_eq!(saved(&pool), Checkpoint::of(pool.datastore(), now.mono));
+        assert_eq!(saved(&pool), Checkpoint::of(pool.datastore(), now));
     }
 
     #[test]

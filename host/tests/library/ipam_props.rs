@@ -124,7 +124,7 @@ impl World {
             in_flight: Vec::new(),
         };
         world.add_eni(false, 3, 0);
-        world.checkpoint = Checkpoint::of(&world.store, now.mono).to_json();
+        world.checkpoint = Checkpoint::of(&world.store, now).to_json();
         world
     }
 
@@ -171,7 +171,7 @@ impl World {
     }
 
     fn save_checkpoint(&mut self) {
-        self.checkpoint = Checkpoint::of(&self.store, self.now.mono).to_json();
+        self.checkpoint = Checkpoint::of(&self.store, self.now).to_json();
     }
 
     fn is_cooling(&self, ip: Ipv4Addr) -> bool {
@@ -348,6 +348,7 @@ impl World {
             &inventory,
             checkpoint.allocations,
             &checkpoint.cooling,
+            &checkpoint.given_back,
             self.now,
         );
         let dropped: Vec<String> = corrections

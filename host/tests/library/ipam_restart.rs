@@ -53,6 +53,7 @@ fn restart(path: &Path, now: Now) -> (StateDir, Datastore, Vec<Correction>) {
         &inventory(now),
         checkpoint.allocations,
         &checkpoint.cooling,
+        &checkpoint.given_back,
         now,
     );
     (dir, store, corrections)
@@ -68,20 +69,18 @@ fn assignments_survive_a_crash_at_any_step_of_the_next_write() {
     store.reconcile_with_inventory(&inventory(now));
     for n in 0..20 {
         add_pod(&mut store, n, now);
-        dir.save_checkpoint(&Checkpoint::of(&store, now.mono))
-            .unwrap();
+        dir.save_checkpoint(&Checkpoint::of(&store, now)).unwrap();
     }
-    let saved = Checkpoint::of(&store, now.mono);
+    let saved = Checkpoint::of(&store, now);
     // A release just before the crash: it must still cool down afterwards.
     store.release(&AssignmentKey::new("weft", "c0", "eth0"), now);
-    dir.save_checkpoint(&Checkpoint::of(&store, now.mono))
-        .unwrap();
-    let before_crash = Checkpoint::of(&store, now.mono);
+    dir.save_checkpoint(&Checkpoint::of(&store, now)).unwrap();
+    let before_crash = Checkpoint::of(&store, now);
     assert_ne!(saved.to_json(), before_crash.to_json());
 
     // The next ADD's write is interrupted while the temp file is written.
     add_pod(&mut store, 20, now);
-    let next = Checkpoint::of(&store, now.mono).to_json();
+    let next = Checkpoint::of(&store, now).to_json();
     let temp = dir.checkpoint_path().with_extension("json.tmp");
     drop(dir);
     let later = now.advance(Duration::from_secs(5));
@@ -90,7 +89,7 @@ fn assignments_survive_a_crash_at_any_step_of_the_next_write() {
         let (dir, restored, corrections) = restart(&path, later);
         // Compared as written: timestamps are kept to the millisecond.
         assert_eq!(
-            Checkpoint::of(&restored, later.mono).to_json(),
+            Checkpoint::of(&restored, later).to_json(),
             before_crash.to_json(),
             "temp cut at {len}"
         );
@@ -130,8 +129,7 @@ fn an_address_lost_while_the_agent_was_down_is_reported() {
         let mut store = Datastore::new(IpamConfig::new(node_sg()));
         store.reconcile_with_inventory(&inventory(now));
         add_pod(&mut store, 1, now);
-        dir.save_checkpoint(&Checkpoint::of(&store, now.mono))
-            .unwrap();
+        dir.save_checkpoint(&Checkpoint::of(&store, now)).unwrap();
     }
     let dir = StateDir::open(&path).unwrap();
     let checkpoint = dir.load_checkpoint().unwrap();
@@ -144,6 +142,7 @@ fn an_address_lost_while_the_agent_was_down_is_reported() {
         &shrunk,
         checkpoint.allocations,
         &checkpoint.cooling,
+        &checkpoint.given_back,
         now,
     );
     assert_eq!(store.assignments().count(), 0);

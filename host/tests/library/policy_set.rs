@@ -214,12 +214,13 @@ fn a_module_that_never_loaded_uses_the_failure_mode_and_reports_why() {
         ..Default::default()
     });
     assert_eq!(counted(&metrics, "pool-sizing", "load"), 1);
-    let status = set.status();
-    let pool = status
+    let view = set.view();
+    let pool = view
+        .roles
         .iter()
-        .find(|s| s.decision == Decision::PoolSizing)
-        .expect("pool status");
-    assert!(pool.loaded.is_none());
+        .find(|r| r.role == "pool-sizing")
+        .expect("pool role");
+    assert!(pool.sha256.is_none());
     assert!(
         pool.load_error
             .as_deref()
@@ -292,11 +293,11 @@ fn a_failed_reload_keeps_the_last_good_module() {
 }
 
 fn loaded_sha(set: &PolicySet) -> String {
-    set.status()
+    set.view()
+        .roles
         .into_iter()
-        .find(|s| s.decision == Decision::PoolSizing)
-        .and_then(|s| s.loaded)
-        .map(|r| r.sha256)
+        .find(|r| r.role == "pool-sizing")
+        .and_then(|r| r.sha256)
         .expect("a loaded module")
 }
 
@@ -330,9 +331,10 @@ fn without_modules_the_builtins_run_natively() {
     assert_eq!(set.size_pool(&state), native);
     assert!(set.select_security_groups(&sg_request()).is_ok());
     assert!(
-        set.status()
+        set.view()
+            .roles
             .iter()
-            .all(|s| s.module.is_none() && s.loaded.is_none())
+            .all(|r| r.module.is_none() && r.sha256.is_none())
     );
     assert_eq!(counted(&metrics, "pool-sizing", "ok"), 1);
 }

@@ -269,6 +269,130 @@ async fn a_lost_unassign_answer_never_hands_out_an_address_ec2_took_back() {
     assert_eq!(pooled, ec2, "EC2 and the pool disagree after convergence");
 }
 
+/// The pool gives free addresses back and the agent restarts at once, while
+/// reads still show them (they lag by 4 s; the grace period is 6 s): the
+/// restarted pool takes them back as free neither from its start-up read nor
+/// from the reads after it, and agrees with EC2 once the grace has passed.
+/// (Before the checkpoint kept what was given back, the start-up read put
+/// them back into the pool as free.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_inside_the_grace_period_still_withholds_what_was_given_back() {
+    restart_after_giving_back(false).await;
+}
+
+/// As above, but the agent dies right after EC2 carried out the unassign,
+/// before its answer: the journal still has the unassign, whose replay EC2
+/// refuses (the addresses are gone although the stale read shows them), and
+/// the restarted pool withholds them all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_right_after_an_unassign_still_withholds_its_addresses() {
+    restart_after_giving_back(true).await;
+}
+
+async fn restart_after_giving_back(crash: bool) {
+    let sim = Arc::new(
+        SimCloud::builder()
+            .seed(29)
+            .instance_type("m5.large")
+            .subnet("10.0.0.0/24")
+            .stale_reads(Duration::from_secs(4))
+            .build()
+            .expect("simulator"),
+    );
+    let config = PoolConfig {
+        stale_read_grace_seconds: 6,
+        ..resyncing()
+    };
+    let settings = r#"{"warm-eni-target": 0, "warm-ip-target": 1, "min-eni-age-seconds": 0}"#;
+    let (_tmp, dir) = state_dir();
+    let group = default_group(&sim);
+    {
+        let pool = start(
+            Arc::new(TestCloud::new(sim.clone())),
+            &dir,
+            settings,
+            config.clone(),
+            Default::default(),
+        )
+        .await;
+        for n in 0..6 {
+            pool.assign(key(n), &group, pod(n)).await.expect("address");
+        }
+        rounds(&pool, 1, Duration::ZERO).await;
+        pool.shutdown().await;
+    }
+    // Reads catch up with the growth, so the unassign's window starts from
+    // a read that shows the addresses it gives back.
+    tokio::time::sleep(Duration::from_millis(4100)).await;
+    let before: BTreeSet<Ipv4Addr> = truth(&sim).into_keys().collect();
+    {
+        let cloud = Arc::new(if crash {
+            TestCloud::crashing(sim.clone(), 1, Crash::After)
+        } else {
+            TestCloud::new(sim.clone())
+        });
+        let pool = start(
+            cloud.clone(),
+            &dir,
+            settings,
+            config.clone(),
+            Default::default(),
+        )
+        .await;
+        for n in 0..6 {
+            pool.release(&key(n)).expect("release");
+        }
+        let round = cloud.until_crash(pool.reconcile()).await;
+        assert_eq!(cloud.calls().first(), Some(&Call::UnassignIps));
+        if crash {
+            assert!(round.is_none() && cloud.crashed());
+            pool.abort().await;
+        } else {
+            pool.shutdown().await;
+        }
+    }
+    let after: BTreeSet<Ipv4Addr> = truth(&sim).into_keys().collect();
+    let given_back: BTreeSet<Ipv4Addr> = before.difference(&after).copied().collect();
+    assert!(!given_back.is_empty());
+    let read: BTreeSet<Ipv4Addr> = sim
+        .list_enis()
+        .await
+        .expect("read")
+        .into_iter()
+        .flat_map(|e| e.secondary_ips)
+        .collect();
+    assert!(
+        given_back.is_subset(&read),
+        "reads must still show what was given back: {given_back:?}, read {read:?}"
+    );
+    let pool = start(
+        Arc::new(TestCloud::new(sim.clone())),
+        &dir,
+        settings,
+        config,
+        Default::default(),
+    )
+    .await;
+    let pooled =
+        |pool: &Pool| -> BTreeSet<Ipv4Addr> { pool.snapshot().addresses().map(|a| a.ip).collect() };
+    assert!(
+        pooled(&pool).is_disjoint(&given_back),
+        "the start-up read brought back {:?}",
+        pooled(&pool).intersection(&given_back).collect::<Vec<_>>()
+    );
+    for _ in 0..16 {
+        pool.reconcile().await.expect("round");
+        check_against_truth(&pool, &sim);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let ec2: BTreeSet<Ipv4Addr> = truth(&sim).into_keys().collect();
+    assert_eq!(
+        pooled(&pool),
+        ec2,
+        "EC2 and the pool disagree after the grace"
+    );
+}
+
 /// `UnassignPrivateIpAddresses` times out before EC2 saw it: the addresses
 /// leave the pool as if given back, reads bring them back as free once the
 /// grace period has passed, and the surplus is given back again; EC2 and the

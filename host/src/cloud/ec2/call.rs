@@ -58,7 +58,8 @@ impl Caller {
     /// Calls an API whose lost answer must never be answered by sending it again (a stale
     /// read would make that assign twice): throttling is retried, but after an ambiguous
     /// failure `check` looks at EC2 once and either returns the result it sees or the
-    /// ambiguous error, which the caller settles against its journal.
+    /// ambiguous error, which the caller settles against its journal. A `check` returns a
+    /// result only where a stale read cannot make it wrong for the caller.
     pub(super) async fn call_unrepeated<T, E, F, Fut, R, RFut>(
         &self,
         api: Ec2Action,

@@ -11,7 +11,7 @@ mod startup;
 use super::activity::Churn;
 use super::model::{
     ADDRESSES_PER_PREFIX, AddressState, Assignment, AssignmentKey, CoolingAddress, Correction, Eni,
-    IpamConfig, Placement, PodMeta,
+    GivenBack, IpamConfig, Placement, PodMeta,
 };
 use super::{IpamError, Now, SgSet};
 use slot::{Counts, EniEntry, Slot, Use, count, prefix_addresses};
@@ -115,8 +115,9 @@ impl Datastore {
         self.foreign_enis = count;
     }
 
-    /// The pool after a restart: the ENIs the cloud reports, then the
-    /// checkpointed assignments and cooldowns laid over them (see
+    /// The pool after a restart: the ENIs the cloud reports, less what Weft
+    /// gave back within the grace period, then the checkpointed assignments
+    /// and cooldowns laid over them (see [`Datastore::withhold`],
     /// [`Datastore::reconcile_with_inventory`] and [`Datastore::restore`]).
     /// Returns every correction made, to be logged.
     pub fn rebuild(
@@ -124,9 +125,11 @@ impl Datastore {
         inventory: &[Eni],
         allocations: Vec<Assignment>,
         cooling: &[CoolingAddress],
+        given_back: &GivenBack,
         now: Now,
     ) -> (Self, Vec<Correction>) {
         let mut store = Datastore::new(config);
+        store.withhold(given_back, now);
         let mut corrections = store.reconcile_with_inventory(inventory);
         corrections.extend(store.restore(allocations, cooling, now));
         (store, corrections)

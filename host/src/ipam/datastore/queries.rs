@@ -4,7 +4,7 @@
 use super::slot::{EniEntry, Use, count};
 use super::{Datastore, GrowthBudget};
 use crate::ipam::model::{
-    ADDRESSES_PER_PREFIX, AddressInfo, Assignment, AssignmentKey, CoolingAddress, Eni,
+    ADDRESSES_PER_PREFIX, AddressInfo, Assignment, AssignmentKey, CoolingAddress, Eni, GivenBack,
 };
 use crate::ipam::{IpamError, Now, SgSet};
 use std::collections::BTreeSet;
@@ -21,6 +21,30 @@ impl Datastore {
     /// Every assignment, in no particular order.
     pub fn assignments(&self) -> impl Iterator<Item = &Assignment> {
         self.assignments.values()
+    }
+
+    /// What Weft gave back within the grace period before `now`, on the
+    /// wall clock (what the checkpoint keeps so that a restart still
+    /// withholds it from stale reads).
+    pub fn given_back(&self, now: Now) -> GivenBack {
+        let grace = self.grace();
+        let wall = |at: &Instant| {
+            let age = now.mono.saturating_duration_since(*at);
+            (age < grace).then(|| now.wall.checked_sub(age).unwrap_or(now.wall))
+        };
+        let mut addresses: Vec<_> = self
+            .withheld
+            .iter()
+            .filter_map(|(ip, at)| Some((*ip, wall(at)?)))
+            .collect();
+        addresses.sort();
+        let mut enis: Vec<_> = self
+            .gone_enis
+            .iter()
+            .filter_map(|(id, at)| Some((id.clone(), wall(at)?)))
+            .collect();
+        enis.sort();
+        GivenBack { addresses, enis }
     }
 
     /// Addresses still cooling down at `now`, with their release time (what

@@ -4,10 +4,10 @@
 use super::Datastore;
 use super::slot::{EniEntry, Missing, Slot, Use, count, prefix_addresses};
 use crate::ipam::Now;
-use crate::ipam::model::{Assignment, CoolingAddress, Correction, Eni};
+use crate::ipam::model::{Assignment, CoolingAddress, Correction, Eni, GivenBack};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// How far a read of the cloud is trusted.
 #[derive(Debug, Clone, Copy)]
@@ -42,10 +42,38 @@ impl Datastore {
         }
     }
 
+    /// Withholds what Weft gave back less than the grace period before `now`
+    /// (on the wall clock: it comes from the checkpoint of an earlier run)
+    /// from the reads of the cloud until the grace period has passed, as if
+    /// this run had given it back.
+    pub fn withhold(&mut self, given_back: &GivenBack, now: Now) {
+        let grace = self.grace();
+        let since = |at: SystemTime| {
+            let age = now.wall_since(at);
+            (age < grace).then(|| now.mono.checked_sub(age).unwrap_or(now.mono))
+        };
+        for (ip, at) in &given_back.addresses {
+            if let Some(at) = since(*at)
+                && !self.slots.contains_key(ip)
+            {
+                self.withheld.insert(*ip, at);
+            }
+        }
+        for (id, at) in &given_back.enis {
+            if let Some(at) = since(*at)
+                && !self.enis.contains_key(id)
+            {
+                self.gone_enis.insert(id.clone(), at);
+            }
+        }
+    }
+
     /// Makes the pool match the ENIs the cloud reports attached to the node,
-    /// trusting the report completely (start-up). ENIs and addresses the
-    /// cloud no longer reports leave the pool, and an assignment on one is
-    /// dropped; ENIs and addresses the pool did not know join it as free.
+    /// trusting the report completely (start-up) except for what Weft gave
+    /// back within the grace period ([`Datastore::withhold`]). ENIs and
+    /// addresses the cloud no longer reports leave the pool, and an
+    /// assignment on one is dropped; ENIs and addresses the pool did not
+    /// know join it as free.
     /// Addresses reported twice or invalid prefixes are ignored. Returns
     /// every correction, to be logged.
     pub fn reconcile_with_inventory(&mut self, inventory: &[Eni]) -> Vec<Correction> {
@@ -86,7 +114,9 @@ impl Datastore {
             return true;
         }
         match trust {
-            Trust::Full => false,
+            // Only what the checkpoint says was given back within the grace
+            // period is withheld at start-up.
+            Trust::Full => self.withheld.contains_key(&ip),
             Trust::Stale(now) => self
                 .withheld
                 .get(&ip)
