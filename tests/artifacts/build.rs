@@ -123,6 +123,9 @@ fn main() {
         // Chaos builds share one output file name: copy each away before the
         // next build overwrites it.
         let dest = out_dir.join(format!("{}.wasm", component.constant.to_lowercase()));
+        // A new file, never the old one rewritten in place: a target
+        // directory seeded with hard links would share it with others.
+        let _ = std::fs::remove_file(&dest);
         std::fs::copy(&built, &dest)
             .unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), dest.display()));
         consts.push_str(&constant(component.constant, component.doc, &dest));
@@ -133,6 +136,7 @@ fn main() {
         }
     }
     let dest = out_dir.join("artifacts.rs");
+    let _ = std::fs::remove_file(&dest);
     std::fs::write(&dest, consts).unwrap_or_else(|e| panic!("writing {}: {e}", dest.display()));
 }
 

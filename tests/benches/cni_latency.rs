@@ -9,9 +9,10 @@
 //! ```
 //!
 //! Weft runs with a warm pool (the pool-sizing policy keeps enough
-//! addresses, so no ADD waits for the simulated EC2); the reference runs
-//! with `ipMasq` off. Both are exec'd from inside the node namespace so
-//! neither pays for an `ip netns exec`.
+//! addresses, so no ADD waits for the simulated EC2), and a second agent in
+//! IPv6 mode (`[pool] ip-family = "ipv6"`: addresses of the primary ENI's
+//! /80, IPv6 wiring); the reference runs with `ipMasq` off. All are exec'd
+//! from inside their node namespace so none pays for an `ip netns exec`.
 
 use serde_json::{Value, json};
 use std::path::Path;
@@ -38,6 +39,8 @@ fn main() {
         ),
     );
     wait_for_warm_pool(&agent, pods);
+    // Started before this thread leaves its namespace.
+    let agent6 = TestAgent::start("m5.2xlarge", "[pool]\nip-family = \"ipv6\"\n");
     // Spawned plugins inherit the node namespace from this thread.
     enter(&agent.node);
 
@@ -59,6 +62,10 @@ fn main() {
     );
     let reference = measure(pods, |cmd, ns, i| run(ptp, cmd, ns, i, &reference_conf));
 
+    enter(&agent6.node);
+    let netconf6 = agent6.netconf("1.0.0");
+    let weft6 = measure(pods, |cmd, ns, i| run(&plugin, cmd, ns, i, &netconf6));
+
     println!("CNI latency, {pods} pods sequentially, exec to exit (ms):");
     println!(
         "{:<22} {:>8} {:>8} {:>8} {:>8}",
@@ -66,6 +73,7 @@ fn main() {
     );
     for (name, t) in [
         ("weft (warm pool)", &weft),
+        ("weft IPv6 (/80)", &weft6),
         ("ptp + host-local", &reference),
     ] {
         println!(

@@ -39,7 +39,7 @@ fn pod(ns: &TestNetns, i: u8) -> PodNetwork {
         ifname: "eth0".into(),
         pod_namespace: "bench".into(),
         pod_name: format!("pod-{i}"),
-        ip: Ipv4Addr::new(10, 0, 1, 10 + i),
+        ip: Ipv4Addr::new(10, 0, 1, 10 + i).into(),
         eni_table: (i % 2 == 1).then_some(2),
         mtu: None,
     }
@@ -75,7 +75,7 @@ async fn main() {
     }
     let node = TestNetns::new("bnode");
     let config = PlumbingConfig {
-        host_netns: Some(node.path()),
+        node_netns: Some(node.path()),
         ..Default::default()
     };
     let plumbing = Plumbing::new(config).await.expect("plumbing");

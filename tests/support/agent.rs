@@ -364,13 +364,17 @@ pub fn ok_json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("the plugin prints JSON")
 }
 
-/// The pod address (without `/32`) of an ADD result.
+/// The pod address (without `/32`, or `/128` for IPv6) of an ADD result.
 pub fn pod_ip(result: &serde_json::Value) -> String {
     let cidr = result["ips"][0]["address"]
         .as_str()
         .expect("ips[0].address");
-    assert!(cidr.ends_with("/32"), "pod address is a /32: {cidr}");
-    cidr.trim_end_matches("/32").to_owned()
+    let (ip, len) = cidr
+        .split_once('/')
+        .expect("an address with a prefix length");
+    let host_len = if ip.contains(':') { "128" } else { "32" };
+    assert_eq!(len, host_len, "pod address is a host address: {cidr}");
+    ip.to_owned()
 }
 
 /// Asserts a plugin call that prints no result (DEL) succeeded.

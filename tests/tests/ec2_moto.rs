@@ -315,3 +315,23 @@ async fn leaked_eni_collection() {
         "younger than 5 minutes"
     );
 }
+
+/// moto-backed, and the record of a moto gap: moto takes `AssignIpv6Addresses` with
+/// `Ipv6PrefixCount` but delegates nothing (it assigns single IPv6 addresses only) and reports
+/// no `Ipv6Prefixes`, so `Ec2Cloud` says EC2 answered without a prefix and an IPv6-mode start
+/// would fail with that. The /80 itself is covered on the simulator (`node_ipv6_netns`).
+#[tokio::test]
+async fn ipv6_prefixes_are_a_moto_gap() {
+    let moto = moto::session();
+    let client = vpc::client(&moto.url()).await;
+    let test = vpc::create(&client, "m5.large").await;
+    let cloud = vpc::ec2_cloud(&moto.url(), &test.node, Arc::new(Metrics::new()), |_| {}).await;
+    let eni = &test.node.primary_eni_id;
+    assert_eq!(cloud.ipv6_prefixes(eni).await.expect("read"), vec![]);
+    let err = cloud.assign_ipv6_prefix(eni).await.unwrap_err();
+    assert!(
+        err.to_string().contains("without a new IPv6 prefix"),
+        "{err}"
+    );
+    assert_eq!(cloud.ipv6_prefixes(eni).await.expect("read"), vec![]);
+}

@@ -26,7 +26,7 @@ fn node() -> TestNetns {
 
 async fn plumbing(node: &TestNetns) -> Plumbing {
     let config = PlumbingConfig {
-        host_netns: Some(node.path()),
+        node_netns: Some(node.path()),
         ..Default::default()
     };
     Plumbing::new(config)
@@ -50,7 +50,7 @@ fn pod(ns: &TestNetns, name: &str, ip: Ipv4Addr, eni_table: Option<u32>) -> PodN
         ifname: "eth0".into(),
         pod_namespace: "default".into(),
         pod_name: name.into(),
-        ip,
+        ip: ip.into(),
         eni_table,
         mtu: None,
     }

@@ -14,9 +14,9 @@
 use super::Agent;
 use super::result::network_result;
 use crate::api::{Backend, ErrorView, PodView, PoolView};
-use crate::ipam::{Assignment, AssignmentKey, PodMeta, SgSet};
+use crate::ipam::{Assignment, AssignmentKey, Ipv6Assignment, PodMeta, SgSet};
 use crate::kubernetes::{PodLookup, PodMetadata};
-use crate::plumbing::PodNetwork;
+use crate::plumbing::{PlumbingError, PodNetwork};
 use crate::policy::view::{LiveInputs, PoliciesView};
 use crate::reconcile::{PoolError, PoolSnapshot};
 use futures::future::BoxFuture;
@@ -37,20 +37,14 @@ impl Agent {
     async fn add(&self, req: AddRequest) -> Result<AddResponse, ApiError> {
         let _attachment = self.attachments.lock(&req.container_id, &req.ifname).await;
         let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
-        let meta = pod_meta(&req.pod);
-        let groups = self.security_groups(&req.pod).await?;
-        let placement = self
-            .pool
-            .assign(key.clone(), &groups, meta)
-            .await
-            .map_err(|e| pool_error(&key, e))?;
+        let placed = self.place(&key, &req.pod).await?;
         let pod = PodNetwork {
             netns: req.netns.clone(),
             ifname: req.ifname.clone(),
             pod_namespace: req.pod.namespace.clone(),
             pod_name: req.pod.name.clone(),
-            ip: placement.ip,
-            eni_table: eni_table(&placement),
+            ip: placed.ip,
+            eni_table: placed.eni_table,
             mtu: req.mtu,
         };
         // Only the wiring excludes the leftover sweep: an ADD waiting for an
@@ -63,9 +57,9 @@ impl Agent {
             Ok(links) => {
                 tracing::info!(
                     pod = %format_args!("{}/{}", req.pod.namespace, req.pod.name),
-                    ip = %placement.ip,
-                    eni = %placement.eni_id,
-                    repeated = !placement.fresh,
+                    ip = %placed.ip,
+                    eni = %placed.eni_id,
+                    repeated = !placed.fresh,
                     "pod added"
                 );
                 if let Some(kubernetes) = self
@@ -74,27 +68,17 @@ impl Agent {
                     .filter(|_| req.pod.is_kubernetes_pod())
                 {
                     kubernetes
-                        .annotate_pod_ip(
-                            &req.pod.namespace,
-                            &req.pod.name,
-                            IpAddr::V4(placement.ip),
-                        )
+                        .annotate_pod_ip(&req.pod.namespace, &req.pod.name, placed.ip)
                         .await;
                 }
-                Ok(network_result(placement.ip, &links, &req.netns))
+                Ok(network_result(placed.ip, &links, &req.netns))
             }
             Err(error) => {
                 // The plumbing undid its part; give the address back.
-                if let Err(release) = self.pool.release(&key) {
+                if let Err(release) = self.release(&key) {
                     tracing::warn!(%key, error = %release, "could not release the address of a failed ADD");
                 }
-                Err(CniError::plumbing(
-                    format!(
-                        "wiring pod {}/{} failed: {error}",
-                        req.pod.namespace, req.pod.name
-                    ),
-                    "the address was released; the runtime retries the ADD. weftd's log has the netlink error",
-                ))
+                Err(wiring_error(&req.pod.namespace, &req.pod.name, &error))
             }
         }
     }
@@ -182,7 +166,7 @@ impl Agent {
         // Waits for an ADD of the same attachment still in progress.
         let _attachment = self.attachments.lock(&req.container_id, &req.ifname).await;
         let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
-        let Some(held) = self.pool.assignment(&key) else {
+        let Some(held) = self.held(&key) else {
             return Ok(DelResponse { released: None });
         };
         let pod = self.pod_network(&held, &req.ifname, req.netns.clone());
@@ -196,16 +180,15 @@ impl Agent {
                 ));
             }
         }
-        let released = self.pool.release(&key).map_err(|e| pool_error(&key, e))?;
         Ok(DelResponse {
-            released: released.map(|a| IpAddr::V4(a.ip)),
+            released: self.release(&key)?,
         })
     }
 
     async fn check(&self, req: CheckRequest) -> Result<CheckResponse, ApiError> {
         let _attachment = self.attachments.lock(&req.container_id, &req.ifname).await;
         let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
-        let Some(held) = self.pool.assignment(&key) else {
+        let Some(held) = self.held(&key) else {
             return Err(CniError::unknown_container(
                 format!("weftd holds no address for {key}"),
                 "the pod was never added on this node, or its address was garbage-collected; recreate the pod",
@@ -215,7 +198,7 @@ impl Agent {
         let mut differences = self.plumbing.check_pod(&pod).await.map_err(|e| {
             CniError::plumbing(format!("checking pod {} failed: {e}", held.pod), "")
         })?;
-        if !expected_ip_matches(&req, held.ip.into()) {
+        if !expected_ip_matches(&req, held.ip) {
             differences.push(format!(
                 "the runtime's result does not carry the pod's address {}",
                 held.ip
@@ -231,7 +214,7 @@ impl Agent {
             .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
             .collect();
         let mut released = Vec::new();
-        for held in self.pool.assignments() {
+        for held in self.all_held() {
             let key = &held.key;
             if key.network != req.network
                 || valid.contains(&(key.container_id.as_str(), key.ifname.as_str()))
@@ -244,7 +227,7 @@ impl Agent {
                 continue;
             };
             // It may have been deleted while we looked.
-            if self.pool.assignment(key).is_none() {
+            if self.held(key).is_none() {
                 continue;
             }
             let pod = self.pod_network(&held, &key.ifname, None);
@@ -252,7 +235,7 @@ impl Agent {
                 tracing::warn!(%key, %error, "GC could not unwire a stale attachment; keeping its address");
                 continue;
             }
-            self.pool.release(key).map_err(|e| pool_error(key, e))?;
+            self.release(key)?;
             tracing::info!(%key, ip = %held.ip, pod = %held.pod, "GC released a stale attachment");
             released.push(Attachment {
                 container_id: key.container_id.clone(),
@@ -266,18 +249,139 @@ impl Agent {
     }
 
     /// What the plumbing needs to find (or remove) a held attachment.
-    fn pod_network(&self, held: &Assignment, ifname: &str, netns: Option<PathBuf>) -> PodNetwork {
-        let placement = self.pool.placement(held.ip);
+    fn pod_network(&self, held: &Held, ifname: &str, netns: Option<PathBuf>) -> PodNetwork {
+        let eni_table = match held.ip {
+            IpAddr::V4(ip) => self.pool.placement(ip).as_ref().and_then(eni_table),
+            IpAddr::V6(_) => None,
+        };
         PodNetwork {
             netns: netns.unwrap_or_default(),
             ifname: ifname.to_owned(),
             pod_namespace: held.pod.namespace.clone(),
             pod_name: held.pod.name.clone(),
             ip: held.ip,
-            eni_table: placement.as_ref().and_then(eni_table),
+            eni_table,
             mtu: None,
         }
     }
+
+    /// An address for `key`: in IPv6 mode from the primary ENI's prefix
+    /// (the security-groups policy is not asked: IPv6 pods live on the
+    /// primary ENI with its groups), otherwise from the pool of the group
+    /// the security-groups policy picks.
+    async fn place(&self, key: &AssignmentKey, pod: &PodRef) -> Result<Placed, ApiError> {
+        if let Some(ipv6) = &self.ipv6 {
+            let (ip, fresh) = ipv6
+                .assign(key.clone(), pod_meta(pod))
+                .map_err(|e| state_error(key, &e))?;
+            return Ok(Placed {
+                ip: IpAddr::V6(ip),
+                eni_table: None,
+                eni_id: self.node.primary_eni_id.clone(),
+                fresh,
+            });
+        }
+        let groups = self.security_groups(pod).await?;
+        let placement = self
+            .pool
+            .assign(key.clone(), &groups, pod_meta(pod))
+            .await
+            .map_err(|e| pool_error(key, e))?;
+        Ok(Placed {
+            ip: IpAddr::V4(placement.ip),
+            eni_table: eni_table(&placement),
+            eni_id: placement.eni_id,
+            fresh: placement.fresh,
+        })
+    }
+
+    /// What `key` holds. In IPv6 mode an IPv4 address checkpointed before
+    /// the switch is still found, so its pod stays wired until its DEL.
+    fn held(&self, key: &AssignmentKey) -> Option<Held> {
+        self.ipv6
+            .as_ref()
+            .and_then(|ipv6| ipv6.assignment(key))
+            .map(Held::from)
+            .or_else(|| self.pool.assignment(key).map(Held::from))
+    }
+
+    /// Every attachment holding an address, of either family.
+    pub(super) fn all_held(&self) -> Vec<Held> {
+        let ipv6 = self.ipv6.iter().flat_map(|ipv6| ipv6.assignments());
+        let ipv4 = self.pool.assignments().into_iter();
+        ipv4.map(Held::from).chain(ipv6.map(Held::from)).collect()
+    }
+
+    /// Releases what `key` holds (an IPv4 address cools down first).
+    fn release(&self, key: &AssignmentKey) -> Result<Option<IpAddr>, ApiError> {
+        if let Some(ipv6) = self.ipv6.as_ref().filter(|v6| v6.assignment(key).is_some()) {
+            return ipv6
+                .release(key)
+                .map(|a| a.map(|a| IpAddr::V6(a.ip)))
+                .map_err(|e| state_error(key, &e));
+        }
+        self.pool
+            .release(key)
+            .map(|a| a.map(|a| IpAddr::V4(a.ip)))
+            .map_err(|e| pool_error(key, e))
+    }
+
+    /// The ENI carrying a held address.
+    fn eni_of(&self, held: &Held) -> String {
+        match held.ip {
+            IpAddr::V4(ip) => self
+                .pool
+                .placement(ip)
+                .map(|p| p.eni_id)
+                .unwrap_or_default(),
+            IpAddr::V6(_) => self.node.primary_eni_id.clone(),
+        }
+    }
+}
+
+/// Where an ADD's address comes from.
+struct Placed {
+    ip: IpAddr,
+    eni_table: Option<u32>,
+    eni_id: String,
+    /// `false` for a repeated ADD.
+    fresh: bool,
+}
+
+/// An attachment's address, of either family.
+pub(super) struct Held {
+    pub(super) key: AssignmentKey,
+    pub(super) ip: IpAddr,
+    pub(super) pod: PodMeta,
+}
+
+impl From<Assignment> for Held {
+    fn from(a: Assignment) -> Self {
+        Held {
+            key: a.key,
+            ip: IpAddr::V4(a.ip),
+            pod: a.pod,
+        }
+    }
+}
+
+impl From<Ipv6Assignment> for Held {
+    fn from(a: Ipv6Assignment) -> Self {
+        Held {
+            key: a.key,
+            ip: IpAddr::V6(a.ip),
+            pod: a.pod,
+        }
+    }
+}
+
+/// A checkpoint that could not be written, as the CNI error the runtime
+/// retries on.
+fn state_error(key: &AssignmentKey, error: &crate::state::StateError) -> CniError {
+    CniError::internal(
+        format!("{key}: the address could not be recorded: {error}"),
+        "check the state directory (disk full? read-only?); the runtime retries",
+    )
 }
 
 /// The route table of the ENI holding an address; `None` for the primary
@@ -418,8 +522,7 @@ impl Backend for Agent {
     fn pods(&self) -> BoxFuture<'_, Result<Vec<PodView>, ApiError>> {
         Box::pin(async move {
             Ok(self
-                .pool
-                .assignments()
+                .all_held()
                 .into_iter()
                 .map(|held| PodView {
                     network: held.key.network.clone(),
@@ -430,12 +533,8 @@ impl Backend for Agent {
                         &held.pod.name,
                         &held.key.ifname,
                     ),
-                    eni_id: self
-                        .pool
-                        .placement(held.ip)
-                        .map(|p| p.eni_id)
-                        .unwrap_or_default(),
-                    ip: IpAddr::V4(held.ip),
+                    eni_id: self.eni_of(&held),
+                    ip: held.ip,
                     pod: Some(PodRef {
                         namespace: held.pod.namespace,
                         name: held.pod.name,
@@ -508,5 +607,45 @@ impl Backend for Agent {
                 .await
                 .map_err(|e| CniError::internal(format!("previewing the policies failed: {e}"), ""))
         })
+    }
+}
+
+/// The CNI error of an ADD whose wiring failed: "try again later" (11) when
+/// the pod's namespace was not even tried because earlier opens hang, the
+/// plumbing code otherwise.
+fn wiring_error(namespace: &str, name: &str, error: &PlumbingError) -> CniError {
+    let msg = format!("wiring pod {namespace}/{name} failed: {error}");
+    match error {
+        PlumbingError::NetnsOpenersBusy { .. } => CniError::try_again_later(
+            msg,
+            "the address was released; weftd opens no more network namespaces while this many \
+             opens hang",
+        ),
+        _ => CniError::plumbing(
+            msg,
+            "the address was released; the runtime retries the ADD. weftd's log has the netlink error",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_cni::ErrorCode;
+
+    #[test]
+    fn an_add_refused_for_hanging_namespace_opens_is_to_be_tried_again() {
+        let busy = PlumbingError::NetnsOpenersBusy {
+            path: PathBuf::from("/var/run/netns/x"),
+            stuck: 16,
+        };
+        let error = wiring_error("default", "web-0", &busy);
+        assert_eq!(error.code, ErrorCode::TRY_AGAIN_LATER);
+        assert!(error.msg.contains("default/web-0") && error.msg.contains("16"));
+        let other = PlumbingError::InvalidInput("x".into());
+        assert_eq!(
+            wiring_error("default", "web-0", &other).code,
+            ErrorCode::PLUMBING
+        );
     }
 }

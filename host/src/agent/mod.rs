@@ -9,6 +9,7 @@
 mod backend;
 mod egress;
 mod hooks;
+mod ipv6;
 mod keys;
 mod result;
 
@@ -21,9 +22,9 @@ use crate::cloud::{Cloud, Ec2Cloud, NodeIdentity};
 use crate::config::{AgentConfig, CloudConfig};
 use crate::kubernetes::Kubernetes;
 use crate::metrics::Metrics;
-use crate::plumbing::Plumbing;
+use crate::plumbing::{Plumbing, PlumbingConfig};
 use crate::policy::PolicySet;
-use crate::reconcile::{Pool, PoolDeps};
+use crate::reconcile::{IpFamily, Pool, PoolDeps};
 use crate::state::StateDir;
 use std::collections::HashSet;
 use std::future::Future;
@@ -39,6 +40,8 @@ pub use hooks::PlumbingHooks;
 /// A running agent.
 pub struct Agent {
     pool: Arc<Pool>,
+    /// The pods' IPv6 addresses, in IPv6 mode (the pool then sizes nothing).
+    ipv6: Option<ipv6::Ipv6Pods>,
     policies: Arc<PolicySet>,
     cloud: Arc<dyn Cloud>,
     /// Reloads the policy directory on change and SIGHUP.
@@ -69,9 +72,15 @@ impl Agent {
     pub async fn start(config: &AgentConfig) -> Result<Arc<Agent>> {
         let started = Instant::now();
         let metrics = Arc::new(Metrics::new());
-        let plumbing = Arc::new(Plumbing::new(config.plumbing.plumbing_config()).await?);
+        let ipv6_mode = config.pool.ip_family == IpFamily::Ipv6;
+        let plumbing_config = PlumbingConfig {
+            enable_ipv6_forward: ipv6_mode && config.plumbing.enable_ip_forward,
+            ..config.plumbing.clone()
+        };
+        let plumbing = Arc::new(Plumbing::new(plumbing_config).await?);
         // Opened (and locked) first: the simulator keeps its VPC in it.
         let state = StateDir::open(&config.agent.state_dir)?;
+        let ipv6_checkpoint = state.ipv6_checkpoint_path();
         let cloud: Arc<dyn Cloud> = match &config.cloud {
             CloudConfig::Sim(sim) => {
                 // Attached ENIs become links with the ENI's MAC in the node
@@ -100,6 +109,10 @@ impl Agent {
             }
         };
         let node = cloud.identity().await?;
+        let ipv6 = match ipv6_mode {
+            true => Some(ipv6::Ipv6Pods::start(cloud.as_ref(), &node, ipv6_checkpoint).await?),
+            false => None,
+        };
         let egress =
             egress::EgressRules::start(plumbing.clone(), cloud.clone(), &config.egress, &node)
                 .await?;
@@ -127,6 +140,7 @@ impl Agent {
         .await?;
         let agent = Arc::new(Agent {
             pool,
+            ipv6,
             policies,
             cloud,
             policy_watch: std::sync::Mutex::new(policy_watch),
@@ -160,8 +174,7 @@ impl Agent {
     async fn remove_leftovers(&self) -> Result<()> {
         let _no_adds = self.wiring.write().await;
         let live: HashSet<String> = self
-            .pool
-            .assignments()
+            .all_held()
             .iter()
             .map(|a| {
                 self.plumbing

@@ -1,8 +1,8 @@
 //! The CNI result of a plumbed pod: what the plugin prints and the next
 //! plugin of a chain reads as `prevResult`.
 
-use crate::plumbing::{POD_GATEWAY, PodLinks};
-use std::net::{IpAddr, Ipv4Addr};
+use crate::plumbing::PodLinks;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use weft_cni::cidr::IpCidr;
 use weft_cni::result::{Interface, IpConfig, NetworkResult, Route};
@@ -11,10 +11,10 @@ use weft_cni::result::{Interface, IpConfig, NetworkResult, Route};
 const POD_INTERFACE: usize = 1;
 
 /// The result for a pod with `ip` wired as `links` in `netns`: the host veth,
-/// then the pod interface; the pod's `/32` with the link-local gateway; and
-/// the default route through it.
-pub(super) fn network_result(ip: Ipv4Addr, links: &PodLinks, netns: &Path) -> NetworkResult {
-    let gateway = IpAddr::V4(POD_GATEWAY);
+/// then the pod interface; the pod's `/32` (`/128` for IPv6) with the
+/// link-local gateway; and the default route of its family through it.
+pub(super) fn network_result(ip: IpAddr, links: &PodLinks, netns: &Path) -> NetworkResult {
+    let gateway = links.gateway;
     NetworkResult {
         interfaces: vec![
             Interface {
@@ -32,19 +32,25 @@ pub(super) fn network_result(ip: Ipv4Addr, links: &PodLinks, netns: &Path) -> Ne
             },
         ],
         ips: vec![IpConfig::new(
-            host_cidr(IpAddr::V4(ip)),
+            host_cidr(ip),
             Some(gateway),
             Some(POD_INTERFACE),
         )],
-        routes: vec![Route::new(default_route(), Some(gateway))],
+        routes: vec![Route::new(default_route(ip), Some(gateway))],
         dns: Default::default(),
     }
 }
 
 fn host_cidr(ip: IpAddr) -> IpCidr {
-    IpCidr::new(ip, 32).expect("32 fits IPv4")
+    let prefix = if ip.is_ipv4() { 32 } else { 128 };
+    IpCidr::new(ip, prefix).expect("32 fits IPv4 and 128 IPv6")
 }
 
-fn default_route() -> IpCidr {
-    IpCidr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).expect("0 fits IPv4")
+/// `0.0.0.0/0` or `::/0`, as `ip`'s family.
+fn default_route(ip: IpAddr) -> IpCidr {
+    let any = match ip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    IpCidr::new(any, 0).expect("0 fits either family")
 }

@@ -35,6 +35,11 @@ pub(crate) struct SimulateArgs {
     /// trace is printed.
     #[arg(long, alias = "policy", num_args = 1.., value_name = "POLICY")]
     compare: Vec<String>,
+    /// Seconds the agent runs before the trace's first event (kubelet
+    /// schedules pods only on a Ready node; the pool's first rounds run
+    /// meanwhile). 0 replays pods arriving as the agent starts.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    warm_up: u64,
     /// The simulated node's instance type.
     #[arg(long, default_value = "m5.2xlarge")]
     instance_type: String,
@@ -122,6 +127,7 @@ fn sim_config(args: &SimulateArgs) -> anyhow::Result<SimConfig> {
     let mut config = SimConfig {
         instance_type: args.instance_type.clone(),
         seed: args.seed,
+        warm_up: std::time::Duration::from_secs(args.warm_up),
         ..SimConfig::default()
     };
     for spec in &args.latency {

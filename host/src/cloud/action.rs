@@ -25,6 +25,8 @@ pub enum Ec2Action {
     AssignPrivateIpAddresses,
     /// `UnassignPrivateIpAddresses`.
     UnassignPrivateIpAddresses,
+    /// `AssignIpv6Addresses` (the /80 prefix of IPv6 mode).
+    AssignIpv6Addresses,
     /// `DetachNetworkInterface`.
     DetachNetworkInterface,
     /// `DeleteNetworkInterface`.
@@ -33,7 +35,7 @@ pub enum Ec2Action {
 
 impl Ec2Action {
     /// Every action.
-    pub const ALL: [Ec2Action; 12] = [
+    pub const ALL: [Ec2Action; 13] = [
         Ec2Action::DescribeInstances,
         Ec2Action::DescribeInstanceTypes,
         Ec2Action::DescribeNetworkInterfaces,
@@ -44,6 +46,7 @@ impl Ec2Action {
         Ec2Action::ModifyNetworkInterfaceAttribute,
         Ec2Action::AssignPrivateIpAddresses,
         Ec2Action::UnassignPrivateIpAddresses,
+        Ec2Action::AssignIpv6Addresses,
         Ec2Action::DetachNetworkInterface,
         Ec2Action::DeleteNetworkInterface,
     ];
@@ -66,6 +69,7 @@ impl Ec2Action {
             Ec2Action::ModifyNetworkInterfaceAttribute => "ModifyNetworkInterfaceAttribute",
             Ec2Action::AssignPrivateIpAddresses => "AssignPrivateIpAddresses",
             Ec2Action::UnassignPrivateIpAddresses => "UnassignPrivateIpAddresses",
+            Ec2Action::AssignIpv6Addresses => "AssignIpv6Addresses",
             Ec2Action::DetachNetworkInterface => "DetachNetworkInterface",
             Ec2Action::DeleteNetworkInterface => "DeleteNetworkInterface",
         }
@@ -82,9 +86,9 @@ impl Ec2Action {
             Ec2Action::CreateNetworkInterface
             | Ec2Action::DeleteNetworkInterface
             | Ec2Action::ModifyNetworkInterfaceAttribute => ActionClass::EniLifecycle,
-            Ec2Action::AssignPrivateIpAddresses | Ec2Action::UnassignPrivateIpAddresses => {
-                ActionClass::AddressAssignment
-            }
+            Ec2Action::AssignPrivateIpAddresses
+            | Ec2Action::UnassignPrivateIpAddresses
+            | Ec2Action::AssignIpv6Addresses => ActionClass::AddressAssignment,
             Ec2Action::AttachNetworkInterface | Ec2Action::DetachNetworkInterface => {
                 ActionClass::Mutating
             }

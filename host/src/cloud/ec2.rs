@@ -33,7 +33,7 @@ use aws_sdk_ec2::types::{
     TagSpecification,
 };
 use call::Caller;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -46,13 +46,14 @@ use tokio::sync::{Mutex, OnceCell};
 /// call at the same moment (a Deployment scaled out across the cluster
 /// grows every node's pool within the same seconds; a node group scaled up
 /// from zero warms every node up at once), and only a 1/100 share keeps
-/// such a fleet within the account's buckets: with the earlier 1/20, 100
-/// nodes together asked for five times the account's refill and EC2
-/// throttled all of them. The price is one node's own pace: a burst of one
-/// call per class and a refill of 0.2 `Describe*` and 0.05 of every other
-/// class per second, so a node's second ENI create/modify in a row waits
-/// 20 s. A cluster of another size sets `rate-share-nodes` to its node
-/// count (a node alone in its account: 1).
+/// such a fleet's sustained rate within the account's refill: with the
+/// earlier 1/20, 100 nodes together asked for five times the account's
+/// refill and EC2 throttled all of them. A node still gets a burst of
+/// [`super::ratelimit::MIN_NODE_BURST`] calls per class, so its start-up
+/// reads and a new ENI's calls never wait on the share's refill (0.2
+/// `Describe*` and 0.05 of every other class per second). A cluster of
+/// another size sets `rate-share-nodes` to its node count (a node alone in
+/// its account: 1).
 pub const DEFAULT_RATE_SHARE_NODES: u32 = 100;
 
 /// Configuration of [`Ec2Cloud`].
@@ -507,6 +508,65 @@ impl Ec2Cloud {
         ))
     }
 
+    /// The IPv6 prefixes of `eni_id` as `DescribeNetworkInterfaces` reports them.
+    async fn ipv6_prefixes_of(&self, eni_id: &str) -> Result<Vec<Ipv6Net>, CloudError> {
+        let api = Ec2Action::DescribeNetworkInterfaces;
+        let found = self
+            .describe(vec![filter("network-interface-id", eni_id)])
+            .await?;
+        let eni = found.first().ok_or_else(|| CloudError::NotFound {
+            api: api.name().to_owned(),
+            what: format!("network interface {eni_id}"),
+            detail: "not in DescribeNetworkInterfaces".into(),
+        })?;
+        let texts: Vec<String> = eni
+            .ipv6_prefixes()
+            .iter()
+            .filter_map(|p| p.ipv6_prefix().map(str::to_owned))
+            .collect();
+        parse_all(api, &texts)
+    }
+
+    /// `AssignIpv6Addresses` with `Ipv6PrefixCount = 1`; a lost answer is
+    /// settled by reading the ENI's prefixes once, never by sending again.
+    async fn assign_one_ipv6_prefix(&self, eni_id: &str) -> Result<Ipv6Net, CloudError> {
+        let api = Ec2Action::AssignIpv6Addresses;
+        let before = self.ipv6_prefixes_of(eni_id).await?;
+        let assign = self
+            .client
+            .assign_ipv6_addresses()
+            .network_interface_id(eni_id)
+            .ipv6_prefix_count(1);
+        let answered: Vec<String> = self
+            .caller
+            .call_unrepeated(
+                api,
+                || {
+                    let assign = assign.clone();
+                    async move {
+                        assign
+                            .send()
+                            .await
+                            .map(|o| o.assigned_ipv6_prefixes().to_vec())
+                    }
+                },
+                || async {
+                    let after = self.ipv6_prefixes_of(eni_id).await?;
+                    Ok((after.len() > before.len())
+                        .then(|| after.iter().map(ToString::to_string).collect()))
+                },
+            )
+            .await?;
+        let prefixes: Vec<Ipv6Net> = parse_all(api, &answered)?;
+        prefixes
+            .into_iter()
+            .find(|p| !before.contains(p))
+            .ok_or_else(|| CloudError::Fatal {
+                api: api.name().to_owned(),
+                detail: format!("EC2 answered without a new IPv6 prefix for {eni_id}"),
+            })
+    }
+
     async fn unassign(
         &self,
         eni_id: &str,
@@ -700,6 +760,14 @@ impl Cloud for Ec2Cloud {
                 .await?
                 .1)
         })
+    }
+
+    fn ipv6_prefixes<'a>(&'a self, eni_id: &'a str) -> CloudFuture<'a, Vec<Ipv6Net>> {
+        Box::pin(self.ipv6_prefixes_of(eni_id))
+    }
+
+    fn assign_ipv6_prefix<'a>(&'a self, eni_id: &'a str) -> CloudFuture<'a, Ipv6Net> {
+        Box::pin(self.assign_one_ipv6_prefix(eni_id))
     }
 
     fn unassign_ips<'a>(&'a self, eni_id: &'a str, ips: &'a [Ipv4Addr]) -> CloudFuture<'a, ()> {

@@ -25,8 +25,16 @@ pub use sim::SimCloud;
 pub use types::*;
 
 use futures::future::BoxFuture;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::Ipv4Addr;
+
+/// The answer of a cloud without IPv6 prefixes (test doubles).
+fn no_ipv6(api: Ec2Action) -> CloudError {
+    CloudError::Fatal {
+        api: api.name().into(),
+        detail: "this cloud does not delegate IPv6 prefixes".into(),
+    }
+}
 
 /// The future every [`Cloud`] method returns (boxed so `Arc<dyn Cloud>` works).
 pub type CloudFuture<'a, T> = BoxFuture<'a, Result<T, CloudError>>;
@@ -70,6 +78,17 @@ pub trait Cloud: Send + Sync {
 
     /// Adds `count` /28 prefixes to an ENI of this node in one call; returns the new prefixes.
     fn assign_prefixes<'a>(&'a self, eni_id: &'a str, count: u32) -> CloudFuture<'a, Vec<Ipv4Net>>;
+
+    /// The IPv6 prefixes delegated to ENI `eni_id`.
+    fn ipv6_prefixes<'a>(&'a self, _eni_id: &'a str) -> CloudFuture<'a, Vec<Ipv6Net>> {
+        Box::pin(async { Err(no_ipv6(Ec2Action::DescribeNetworkInterfaces)) })
+    }
+
+    /// Delegates one /80 IPv6 prefix to ENI `eni_id` of this node
+    /// (`AssignIpv6Addresses` with `Ipv6PrefixCount = 1`); returns it.
+    fn assign_ipv6_prefix<'a>(&'a self, _eni_id: &'a str) -> CloudFuture<'a, Ipv6Net> {
+        Box::pin(async { Err(no_ipv6(Ec2Action::AssignIpv6Addresses)) })
+    }
 
     /// Removes secondary IPs from an ENI in one call.
     fn unassign_ips<'a>(&'a self, eni_id: &'a str, ips: &'a [Ipv4Addr]) -> CloudFuture<'a, ()>;

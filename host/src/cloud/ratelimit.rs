@@ -102,6 +102,12 @@ impl TokenBucket {
     }
 }
 
+/// The smallest burst a node's share of a bucket keeps: enough for a
+/// node's start-up reads (instance, instance type, ENIs, subnets, VPC) and
+/// for one new ENI's calls of each class, so that neither waits on the
+/// share's slow refill.
+pub(crate) const MIN_NODE_BURST: u32 = 10;
+
 /// The bucket of every [`ActionClass`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimits {
@@ -143,19 +149,19 @@ impl RateLimits {
     }
 
     /// One node's share of these (account-wide) buckets when `nodes` nodes
-    /// may call EC2 at the same time: capacity and refill divided by
-    /// `nodes`, so that the fleet together stays within the account's
-    /// buckets instead of throttling itself. The capacity is rounded down
-    /// but kept at one token at least, or a node could never call: only
-    /// when `nodes` exceeds a bucket's capacity (e.g. more than 50 nodes
-    /// for attach/detach) can the fleet's bursts add up to more than the
-    /// account's, by at most one call per node once, and EC2's throttling
-    /// answers (backed off from) absorb that; the refill, which sets the
-    /// sustained rate, is always divided exactly.
+    /// may call EC2 at the same time. The refill, which sets the sustained
+    /// rate, is divided exactly by `nodes`, so the fleet together never
+    /// asks for more than the account refills. The burst is divided too but
+    /// kept at [`MIN_NODE_BURST`] calls at least (never more than the
+    /// account's): a node's start-up reads and one ENI's create, attach,
+    /// modify and assign go out at once instead of one per refill period.
+    /// If every node bursts in the same second the fleet can exceed the
+    /// account's burst once; EC2 then answers `RequestLimitExceeded`, which
+    /// is retried with backoff, and the divided refill holds from then on.
     pub fn share(self, nodes: u32) -> Self {
         let nodes = nodes.max(1);
         let part = |spec: BucketSpec| BucketSpec {
-            capacity: (spec.capacity / nodes).max(1),
+            capacity: (spec.capacity / nodes).max(MIN_NODE_BURST.min(spec.capacity)),
             refill_per_sec: spec.refill_per_sec / f64::from(nodes),
         };
         RateLimits {
@@ -295,16 +301,21 @@ mod tests {
 
     #[test]
     fn a_nodes_share_keeps_a_fleet_within_the_account_bucket() {
-        let share = RateLimits::aws().share(20);
-        assert_eq!(share.spec(ActionClass::EniLifecycle), spec(5, 0.25));
-        assert_eq!(share.spec(ActionClass::Describe), spec(5, 1.0));
-        // Never below one token, so a node can always make progress.
+        let share = RateLimits::aws().share(5);
+        assert_eq!(share.spec(ActionClass::EniLifecycle), spec(20, 1.0));
+        assert_eq!(share.spec(ActionClass::Describe), spec(20, 4.0));
+        // The burst stays at MIN_NODE_BURST however large the fleet; the
+        // refill is divided exactly.
+        let many = RateLimits::aws().share(1000);
+        assert_eq!(many.spec(ActionClass::Mutating), spec(10, 0.005));
         assert_eq!(
             RateLimits::aws()
-                .share(1000)
+                .with(ActionClass::Mutating, spec(4, 1.0))
+                .share(100)
                 .spec(ActionClass::Mutating)
                 .capacity,
-            1
+            4,
+            "never more than the account's burst"
         );
         assert_eq!(RateLimits::aws().share(0), RateLimits::aws());
     }
@@ -322,6 +333,23 @@ mod tests {
                 "{class:?}: 100 nodes refill {fleet}/s, the account {}/s",
                 account.spec(class).refill_per_sec
             );
+        }
+        // A node's start-up reads (5 Describe calls) and a new ENI (create
+        // and modify, attach, assign) go out without waiting.
+        let now = Instant::now();
+        let mut buckets: Vec<(ActionClass, u32, TokenBucket)> = [
+            (ActionClass::Describe, 5),
+            (ActionClass::EniLifecycle, 2),
+            (ActionClass::Mutating, 1),
+            (ActionClass::AddressAssignment, 1),
+        ]
+        .into_iter()
+        .map(|(class, calls)| (class, calls, TokenBucket::new(node.spec(class), now)))
+        .collect();
+        for (class, calls, bucket) in &mut buckets {
+            for call in 0..*calls {
+                assert!(bucket.try_take(now).is_ok(), "{class:?} call {call} waits");
+            }
         }
     }
 

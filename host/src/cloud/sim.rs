@@ -31,6 +31,7 @@ mod addresses;
 mod catalog;
 mod fabric;
 mod faults;
+mod ipv6;
 mod links;
 mod persist;
 mod state;
@@ -44,7 +45,7 @@ use super::ratelimit::{Clock, RateLimiter, RateLimits, SystemClock};
 use super::types::*;
 use super::{Cloud, CloudError, CloudFuture, leak};
 use addresses::AddressPool;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use state::{SimState, SimSubnet};
@@ -314,6 +315,7 @@ impl SimBuilder {
             enis: BTreeMap::new(),
             handed_out_ips: Vec::new(),
             handed_out_prefixes: Vec::new(),
+            ipv6_prefixes: BTreeMap::new(),
             faults: Default::default(),
             leak_min_age: self.leak_min_age,
         };
@@ -766,6 +768,18 @@ impl Cloud for SimCloud {
             move |s| s.assign_prefixes(eni_id, count),
             Ec2Action::AssignPrivateIpAddresses,
         ))
+    }
+
+    fn ipv6_prefixes<'a>(&'a self, eni_id: &'a str) -> CloudFuture<'a, Vec<Ipv6Net>> {
+        Box::pin(self.call(Ec2Action::DescribeNetworkInterfaces, move |s| {
+            s.ipv6_prefixes(eni_id)
+        }))
+    }
+
+    fn assign_ipv6_prefix<'a>(&'a self, eni_id: &'a str) -> CloudFuture<'a, Ipv6Net> {
+        Box::pin(self.call(Ec2Action::AssignIpv6Addresses, move |s| {
+            s.assign_ipv6_prefix(eni_id)
+        }))
     }
 
     fn unassign_ips<'a>(&'a self, eni_id: &'a str, ips: &'a [Ipv4Addr]) -> CloudFuture<'a, ()> {

@@ -28,8 +28,9 @@ enum Kind {
     List,
     /// A non-negative integer, decimal or `0x` hexadecimal (a mark).
     Mark,
-    /// `true` turns the endpoint `off`; `false` leaves the key alone.
-    OffWhenTrue,
+    /// `true` sets this value (e.g. an endpoint `off`); `false` leaves
+    /// the key alone.
+    SetWhenTrue(&'static str),
     /// `true` sets this value unless the key is set already (by the file
     /// or by a more specific variable); `false` leaves it alone.
     DefaultWhenTrue(&'static str),
@@ -149,11 +150,14 @@ const MAPPED: &[(&str, &[Target])] = &[
     ),
     (
         "DISABLE_METRICS",
-        &[to(&["agent", "metrics-address"], Kind::OffWhenTrue)],
+        &[to(&["agent", "metrics-address"], Kind::SetWhenTrue("off"))],
     ),
     (
         "DISABLE_INTROSPECTION",
-        &[to(&["agent", "introspection-address"], Kind::OffWhenTrue)],
+        &[to(
+            &["agent", "introspection-address"],
+            Kind::SetWhenTrue("off"),
+        )],
     ),
     (
         "INTROSPECTION_BIND_ADDRESS",
@@ -170,6 +174,10 @@ const MAPPED: &[(&str, &[Target])] = &[
     (
         "AWS_VPC_K8S_CNI_RANDOMIZESNAT",
         &[to(&["egress", "randomize-snat"], Kind::Text)],
+    ),
+    (
+        "ENABLE_IPv6",
+        &[to(&["pool", "ip-family"], Kind::SetWhenTrue("ipv6"))],
     ),
     (
         "AWS_VPC_CNI_NODE_PORT_SUPPORT",
@@ -196,7 +204,6 @@ const KNOWN_UNMAPPED: &[&str] = &[
     "ENABLE_POD_ENI",
     "POD_SECURITY_GROUP_ENFORCING_MODE",
     "ENABLE_IPv4",
-    "ENABLE_IPv6",
     "ENABLE_BANDWIDTH_PLUGIN",
     "ENABLE_NFTABLES",
     "ENABLE_SUBNET_DISCOVERY",
@@ -308,7 +315,7 @@ fn convert(var: &str, value: &str, kind: Kind) -> Result<Option<Value>, EnvError
         }
         Kind::Bool => Some(Value::Boolean(parse_bool(var, value)?)),
         Kind::NotBool => Some(Value::Boolean(!parse_bool(var, value)?)),
-        Kind::OffWhenTrue => parse_bool(var, value)?.then(|| Value::String("off".into())),
+        Kind::SetWhenTrue(set) => parse_bool(var, value)?.then(|| Value::String(set.into())),
         Kind::DefaultWhenTrue(default) => {
             parse_bool(var, value)?.then(|| Value::String(default.into()))
         }
@@ -498,6 +505,18 @@ mod tests {
                 .contains("WARM_IP_TARGET=5 (environment) conflicts with [policies.pool-sizing] settings.warm-ip-target = 3"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn enable_ipv6_selects_the_ipv6_family_and_conflicts_with_ipv4() {
+        let (doc, _) = overlay("", &[("ENABLE_IPv6", "true")]).unwrap();
+        assert_eq!(doc["pool"]["ip-family"].as_str(), Some("ipv6"));
+        let (doc, overlay_) = overlay("", &[("ENABLE_IPv6", "false")]).unwrap();
+        assert!(doc.get("pool").is_none());
+        assert!(overlay_.ignored.is_empty());
+        let err =
+            overlay("[pool]\nip-family = \"ipv4\"\n", &[("ENABLE_IPv6", "true")]).unwrap_err();
+        assert!(err.to_string().contains("[pool] ip-family"), "{err}");
     }
 
     #[test]

@@ -1,11 +1,17 @@
-//! Per-group churn counters over a sliding minute.
+//! Per-group churn: the last minute's counters and the last hour minute by
+//! minute.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use weft_policy_sdk::pool;
 
-/// The window the counters cover.
-const WINDOW: Duration = Duration::from_secs(60);
+/// One minute, the window of the counters and of each history entry.
+const MINUTE: Duration = Duration::from_secs(60);
+/// Minutes of history kept.
+const HISTORY_MINUTES: u32 = 60;
+/// Most events kept per group (an hour of an assignment or release every
+/// 0.36 s); beyond that the oldest go, and the oldest minutes undercount.
+const MAX_EVENTS: usize = 10_000;
 
 /// Whether an event was an assignment or a release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,11 +20,14 @@ enum Event {
     Remove,
 }
 
-/// Assignments and releases of one group during the last minute.
+/// Assignments and releases of one group during the last hour.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Churn {
     events: VecDeque<(Instant, Event)>,
     last_add: Option<Instant>,
+    /// When the first event was recorded: the history covers the minutes
+    /// since.
+    first: Option<Instant>,
 }
 
 impl Churn {
@@ -34,31 +43,42 @@ impl Churn {
     }
 
     fn push(&mut self, now: Instant, event: Event) {
+        let kept = MINUTE * HISTORY_MINUTES;
         while let Some(&(at, _)) = self.events.front() {
-            if now.saturating_duration_since(at) < WINDOW {
+            if now.saturating_duration_since(at) < kept && self.events.len() < MAX_EVENTS {
                 break;
             }
             self.events.pop_front();
         }
         self.events.push_back((now, event));
+        self.first.get_or_insert(now);
     }
 
-    /// The counters as the pool-sizing policy sees them.
+    /// The counters and the history as the pool-sizing policy sees them.
     pub(crate) fn snapshot(&self, now: Instant) -> pool::Activity {
-        let recent = |kind: Event| {
-            let n = self
-                .events
-                .iter()
-                .filter(|&&(at, e)| e == kind && now.saturating_duration_since(at) < WINDOW)
-                .count();
-            u32::try_from(n).unwrap_or(u32::MAX)
-        };
+        let minutes = self.first.map_or(0, |first| {
+            let seen = now.saturating_duration_since(first).as_secs() / MINUTE.as_secs() + 1;
+            u32::try_from(seen).map_or(HISTORY_MINUTES, |m| m.min(HISTORY_MINUTES))
+        });
+        let mut history = vec![pool::Minute::default(); minutes as usize];
+        for &(at, event) in &self.events {
+            let ago = now.saturating_duration_since(at).as_secs() / MINUTE.as_secs();
+            let Some(minute) = usize::try_from(ago).ok().and_then(|i| history.get_mut(i)) else {
+                continue;
+            };
+            match event {
+                Event::Add => minute.adds += 1,
+                Event::Remove => minute.removes += 1,
+            }
+        }
+        let last = history.first().copied().unwrap_or_default();
         pool::Activity {
-            adds_last_minute: recent(Event::Add),
-            removes_last_minute: recent(Event::Remove),
+            adds_last_minute: last.adds,
+            removes_last_minute: last.removes,
             seconds_since_last_add: self
                 .last_add
                 .map(|at| now.saturating_duration_since(at).as_secs()),
+            history,
         }
     }
 }
@@ -85,12 +105,44 @@ mod tests {
     }
 
     #[test]
+    fn history_counts_each_minute_back_from_now_for_an_hour() {
+        let t0 = Instant::now();
+        let mut churn = Churn::default();
+        let minute = |adds, removes| pool::Minute { adds, removes };
+        assert!(churn.snapshot(t0).history.is_empty());
+        // A burst of 5 at t0, 2 releases at +100 s, 1 ADD at +200 s.
+        for _ in 0..5 {
+            churn.add(t0);
+        }
+        let history = churn.snapshot(t0 + Duration::from_secs(30)).history;
+        assert_eq!(history, vec![minute(5, 0)]);
+        churn.remove(t0 + Duration::from_secs(100));
+        churn.remove(t0 + Duration::from_secs(100));
+        churn.add(t0 + Duration::from_secs(200));
+        let at = |s| churn.snapshot(t0 + Duration::from_secs(s)).history;
+        // At +210 s: (150, 210] has the ADD, (90, 150] the releases,
+        // (30, 90] nothing, the burst is in the oldest minute.
+        assert_eq!(
+            at(210),
+            vec![minute(1, 0), minute(0, 2), minute(0, 0), minute(5, 0)]
+        );
+        // After an hour the history stays 60 minutes long; the burst is gone.
+        let late = at(3700);
+        assert_eq!(late.len(), 60);
+        assert_eq!(late.iter().map(|m| m.adds).sum::<u32>(), 1);
+    }
+
+    #[test]
     fn old_events_are_pruned_on_record() {
         let t0 = Instant::now();
         let mut churn = Churn::default();
-        for s in 0..100 {
+        for s in 0..4000 {
             churn.add(t0 + Duration::from_secs(s));
         }
-        assert_eq!(churn.events.len(), 60);
+        assert_eq!(churn.events.len(), 3600);
+        for _ in 0..2 * MAX_EVENTS {
+            churn.add(t0 + Duration::from_secs(4000));
+        }
+        assert_eq!(churn.events.len(), MAX_EVENTS);
     }
 }

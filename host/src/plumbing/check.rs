@@ -62,6 +62,8 @@ pub(crate) struct Observed {
 pub(crate) struct Expected<'a> {
     /// The attachment.
     pub pod: &'a PodNetwork,
+    /// Its (IPv4) address.
+    pub ip: Ipv4Addr,
     /// Host veth name.
     pub host_veth: &'a str,
     /// MTU of both ends.
@@ -76,6 +78,12 @@ impl Plumbing {
     /// failing netlink requests are errors.
     pub async fn check_pod(&self, pod: &PodNetwork) -> Result<Vec<String>, PlumbingError> {
         pod.validate()?;
+        let IpAddr::V4(ip) = pod.ip else {
+            return Err(PlumbingError::InvalidInput(format!(
+                "CHECK of IPv6 pods ({}) is not implemented yet; weftd checks IPv4 pods only",
+                pod.ip
+            )));
+        };
         let host_veth = self.host_veth_name(&pod.pod_namespace, &pod.pod_name, &pod.ifname);
         let host = async {
             let link = links::by_name(&self.host, &host_veth).await?;
@@ -97,8 +105,9 @@ impl Plumbing {
         };
         let expected = Expected {
             pod,
+            ip,
             host_veth: &host_veth,
-            mtu: pod.mtu.unwrap_or(self.config.mtu),
+            mtu: pod.mtu.unwrap_or(self.config.pod_mtu()),
         };
         Ok(diff(&expected, &observed))
     }
@@ -189,7 +198,7 @@ fn gateway_neighbour(msg: &NeighbourMessage) -> Option<Neighbour> {
 pub(crate) fn diff(expected: &Expected<'_>, observed: &Observed) -> Vec<String> {
     let mut out = Vec::new();
     let pod = expected.pod;
-    let (ip, veth) = (pod.ip, expected.host_veth);
+    let (ip, veth) = (expected.ip, expected.host_veth);
 
     match &observed.pod {
         Err(why) => out.push(format!("pod namespace cannot be entered: {why}")),
@@ -270,7 +279,7 @@ fn diff_pod_side(
             link.mtu, expected.mtu
         ));
     }
-    if side.addresses != [(pod.ip, 32)] {
+    if side.addresses != [(expected.ip, 32)] {
         let found: Vec<String> = side
             .addresses
             .iter()
@@ -279,7 +288,7 @@ fn diff_pod_side(
         out.push(format!(
             "interface {ifname} has IPv4 addresses [{}], expected [{}/32]",
             found.join(", "),
-            pod.ip
+            expected.ip
         ));
     }
     let on_link = |r: &&RouteView| r.oif == Some(link.index);
@@ -341,7 +350,7 @@ mod tests {
             ifname: "eth0".into(),
             pod_namespace: "default".into(),
             pod_name: "web-0".into(),
-            ip: Ipv4Addr::new(10, 0, 1, 20),
+            ip: Ipv4Addr::new(10, 0, 1, 20).into(),
             eni_table: Some(2),
             mtu: None,
         }
@@ -379,7 +388,7 @@ mod tests {
     /// What a correct setup of `pod()` looks like.
     fn healthy() -> Observed {
         let host_mac = MacAddr([2, 0, 0, 0, 0, 1]);
-        let ip = pod().ip;
+        let ip = Ipv4Addr::new(10, 0, 1, 20);
         Observed {
             pod: Ok(PodSide {
                 link: Some(link(POD_IF, "eth0", MacAddr([2, 0, 0, 0, 0, 2]))),
@@ -425,6 +434,7 @@ mod tests {
         diff(
             &Expected {
                 pod: &pod,
+                ip: Ipv4Addr::new(10, 0, 1, 20),
                 host_veth: "eniabc",
                 mtu: 9001,
             },
@@ -510,6 +520,7 @@ mod tests {
         let found = diff(
             &Expected {
                 pod: &pod,
+                ip: Ipv4Addr::new(10, 0, 1, 20),
                 host_veth: "eniabc",
                 mtu: 9001,
             },

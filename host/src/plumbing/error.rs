@@ -19,6 +19,19 @@ pub enum PlumbingError {
         /// The underlying error.
         source: io::Error,
     },
+    /// Too many earlier opens of namespace paths still hang: this one was
+    /// not tried.
+    #[error(
+        "network namespace {path} not opened: {stuck} earlier opens of network namespaces are \
+         still hanging (a hung mount under the runtime's netns directory?); fix the mount or \
+         the paths the runtime passes as CNI_NETNS, then retry"
+    )]
+    NetnsOpenersBusy {
+        /// The namespace path (for example `CNI_NETNS`).
+        path: PathBuf,
+        /// How many opens hang.
+        stuck: usize,
+    },
     /// A netlink request failed.
     #[error("{context}: {source}")]
     Netlink {

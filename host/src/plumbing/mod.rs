@@ -13,6 +13,10 @@
 //!   of a secondary ENI, `from IP lookup <ENI table>`
 //!   ([`rules::FROM_POD_PRIORITY`]). Every rule Weft adds carries protocol
 //!   [`rules::WEFT_RULE_PROTOCOL`].
+//! * An IPv6 pod (IPv6 mode) is wired the same way with `IP/128` (added
+//!   without duplicate address detection, which is off on both veth ends),
+//!   `fe80::1` for `169.254.1.1`, and on the node only `IP/128 dev <host
+//!   veth>`: IPv6 pods live on the primary ENI, so there are no rules.
 //! * GC removes only veths and rules with those marks: other CNIs (the VPC
 //!   CNI on a node being migrated) use the same names and priorities.
 //! * Each secondary ENI gets its own route table (device index + 1) with the
@@ -53,7 +57,7 @@ pub use eni::{EniLink, eni_route_table};
 pub use error::PlumbingError;
 pub use gc::{LeftoverRule, Leftovers};
 pub use links::LinkRemoval;
-pub use pod::{POD_GATEWAY, PodLinks, PodNetwork};
+pub use pod::{POD_GATEWAY, POD_GATEWAY_V6, PodLinks, PodNetwork, pod_gateway};
 
 use netns::Netns;
 
@@ -73,10 +77,13 @@ impl Plumbing {
     /// Must be called inside a tokio runtime.
     pub async fn new(config: PlumbingConfig) -> Result<Self, PlumbingError> {
         config.validate()?;
-        let host_ns = Netns::open(config.host_netns.as_deref())?;
+        let host_ns = Netns::open(config.node_netns.as_deref())?;
         let host = netns::connect(&host_ns).await?;
         if config.enable_ip_forward {
             netns::run_in(&host_ns, || sysctl::write(sysctl::IP_FORWARD, "1")).await?;
+        }
+        if config.enable_ipv6_forward {
+            netns::run_in(&host_ns, || sysctl::write(sysctl::IPV6_FORWARD, "1")).await?;
         }
         Ok(Self {
             config,

@@ -1,9 +1,10 @@
 //! One pod's network: setup and teardown (checking lives in `check`).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use rtnetlink::Handle;
+use rtnetlink::packet_route::address::AddressHeaderFlags;
 use rtnetlink::packet_route::neighbour::NeighbourState;
 
 use super::error::PlumbingError;
@@ -17,6 +18,25 @@ use crate::mac::MacAddr;
 /// The pod's next hop: a link-local address answered by the host veth
 /// through a permanent neighbour entry (never configured on any interface).
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
+/// An IPv6 pod's next hop, as [`POD_GATEWAY`] (the VPC CNI's `fe80::1`).
+pub const POD_GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+/// The next hop of a pod with address `ip`.
+pub fn pod_gateway(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(POD_GATEWAY),
+        IpAddr::V6(_) => IpAddr::V6(POD_GATEWAY_V6),
+    }
+}
+
+/// The prefix length of a host route or address: 32 or 128.
+fn host_prefix(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
 
 /// Route tables a secondary ENI may not use: unspecified, default, main, local.
 const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
@@ -32,10 +52,12 @@ pub struct PodNetwork {
     pub pod_namespace: String,
     /// Kubernetes name of the pod (names the host veth).
     pub pod_name: String,
-    /// The pod's IPv4 address (a VPC address of one of the node's ENIs).
-    pub ip: Ipv4Addr,
+    /// The pod's address: IPv4 (a VPC address of one of the node's ENIs)
+    /// or IPv6 (of the primary ENI's prefix, in IPv6 mode).
+    pub ip: IpAddr,
     /// Route table of the secondary ENI that owns `ip`; `None` for an IP of
-    /// the primary ENI (no `from` rule, traffic follows the main table).
+    /// the primary ENI (no `from` rule, traffic follows the main table) and
+    /// for every IPv6 address.
     pub eni_table: Option<u32>,
     /// MTU of both veth ends; `None` uses [`super::PlumbingConfig::mtu`].
     pub mtu: Option<u32>,
@@ -53,14 +75,32 @@ impl PodNetwork {
                 "the pod name must not be empty (it names the host veth)".into(),
             ));
         }
-        let ip = self.ip;
-        if ip.is_unspecified()
-            || ip.is_broadcast()
-            || ip.is_multicast()
-            || ip.is_loopback()
-            || ip.is_link_local()
-        {
-            return Err(invalid(format!("pod IP {ip} is not a unicast VPC address")));
+        let unicast = match self.ip {
+            IpAddr::V4(ip) => {
+                !(ip.is_unspecified()
+                    || ip.is_broadcast()
+                    || ip.is_multicast()
+                    || ip.is_loopback()
+                    || ip.is_link_local())
+            }
+            IpAddr::V6(ip) => {
+                !(ip.is_unspecified()
+                    || ip.is_multicast()
+                    || ip.is_loopback()
+                    || ip.is_unicast_link_local())
+            }
+        };
+        if !unicast {
+            return Err(invalid(format!(
+                "pod IP {} is not a unicast VPC address",
+                self.ip
+            )));
+        }
+        if self.ip.is_ipv6() && self.eni_table.is_some() {
+            return Err(invalid(format!(
+                "IPv6 pod {} has an ENI route table: IPv6 pods live on the primary ENI",
+                self.ip
+            )));
         }
         if let Some(table) = self.eni_table.filter(|t| RESERVED_TABLES.contains(t)) {
             return Err(invalid(format!(
@@ -82,8 +122,8 @@ pub struct PodLinks {
     pub pod_ifname: String,
     /// Pod-side interface MAC.
     pub pod_mac: MacAddr,
-    /// The pod's default gateway ([`POD_GATEWAY`]).
-    pub gateway: Ipv4Addr,
+    /// The pod's default gateway ([`pod_gateway`]).
+    pub gateway: IpAddr,
     /// MTU of both ends.
     pub mtu: u32,
 }
@@ -104,8 +144,8 @@ impl Plumbing {
             host_mac: MacAddr::random_local(),
             pod_ifname: pod.ifname.clone(),
             pod_mac: MacAddr::random_local(),
-            gateway: POD_GATEWAY,
-            mtu: pod.mtu.unwrap_or(self.config.mtu),
+            gateway: pod_gateway(pod.ip),
+            mtu: pod.mtu.unwrap_or(self.config.pod_mtu()),
         };
         let pod_ns = Netns::open_untrusted(&pod.netns).await?;
         let pod_nl = netns::connect(&pod_ns).await?;
@@ -183,7 +223,7 @@ impl Plumbing {
     async fn configure(
         &self,
         pod_nl: &Handle,
-        pod_ns: &Netns,
+        pod_ns: &std::sync::Arc<Netns>,
         pod: &PodNetwork,
         links: &PodLinks,
     ) -> Result<(), PlumbingError> {
@@ -192,14 +232,16 @@ impl Plumbing {
             require_link(&self.host, &links.host_veth, &self.host_ns),
         )?;
         tokio::try_join!(
-            configure_pod_side(pod_nl, pod_if.index, pod.ip, links),
+            configure_pod_side(pod_nl, pod_ns, pod_if.index, pod.ip, links),
             self.configure_host_side(host_if.index, pod, &links.host_veth),
         )?;
         Ok(())
     }
 
     /// Node side: veth sysctls, veth up, `IP/32 dev <veth>`, `to IP lookup
-    /// main` and, for a secondary-ENI IP, `from IP lookup <table>`.
+    /// main` and, for a secondary-ENI IP, `from IP lookup <table>`. An IPv6
+    /// pod gets `IP/128 dev <veth>` and no rules; its veth's sysctls (DAD
+    /// off) are set before the veth comes up.
     async fn configure_host_side(
         &self,
         index: u32,
@@ -207,8 +249,15 @@ impl Plumbing {
         host_veth: &str,
     ) -> Result<(), PlumbingError> {
         let veth = host_veth.to_owned();
-        let sysctls = netns::run_in(&self.host_ns, move || sysctl::configure_host_veth(&veth));
         let ip = pod.ip;
+        let sysctls = netns::run_in(&self.host_ns, move || {
+            sysctl::configure_host_veth(&veth)?;
+            match ip {
+                IpAddr::V4(_) => Ok(()),
+                IpAddr::V6(_) => sysctl::configure_ipv6_veth(&veth),
+            }
+        });
+        let prefix = host_prefix(ip);
         let alias = names::link_alias(&pod.pod_namespace, &pod.pod_name, &pod.ifname);
         let routing = async {
             links::set_alias_up(&self.host, index, &alias)
@@ -219,11 +268,17 @@ impl Plumbing {
                         e,
                     )
                 })?;
-            routes::replace(&self.host, routes::link_route(ip, 32, index, MAIN_TABLE))
-                .await
-                .map_err(|e| {
-                    PlumbingError::netlink(format!("add route {ip}/32 dev {host_veth}"), e)
-                })?;
+            routes::replace(
+                &self.host,
+                routes::link_route(ip, prefix, index, MAIN_TABLE),
+            )
+            .await
+            .map_err(|e| {
+                PlumbingError::netlink(format!("add route {ip}/{prefix} dev {host_veth}"), e)
+            })?;
+            let IpAddr::V4(ip) = ip else {
+                return Ok(());
+            };
             rules::add(&self.host, TO_POD_PRIORITY, Selector::To(ip), MAIN_TABLE)
                 .await
                 .map_err(|e| PlumbingError::netlink(format!("add rule to {ip} lookup main"), e))?;
@@ -240,33 +295,43 @@ impl Plumbing {
             }
             Ok(())
         };
-        tokio::try_join!(sysctls, routing)?;
-        Ok(())
+        if ip.is_ipv6() {
+            sysctls.await?;
+            routing.await
+        } else {
+            tokio::try_join!(sysctls, routing)?;
+            Ok(())
+        }
     }
 
     /// Deletes the pod's host route if it goes through veth `link`, and says
     /// whether the veth belongs to the pod: it routed the pod's IP, or it
     /// routes nothing at all (the orphan of an interrupted teardown).
-    async fn release_route(&self, link: &LinkView, ip: Ipv4Addr) -> Result<bool, PlumbingError> {
+    async fn release_route(&self, link: &LinkView, ip: IpAddr) -> Result<bool, PlumbingError> {
+        let prefix = host_prefix(ip);
         let deleted = routes::delete(
             &self.host,
-            routes::link_route(ip, 32, link.index, MAIN_TABLE),
+            routes::link_route(ip, prefix, link.index, MAIN_TABLE),
         )
         .await
         .map_err(|e| {
-            PlumbingError::netlink(format!("delete route {ip}/32 dev {}", link.name), e)
+            PlumbingError::netlink(format!("delete route {ip}/{prefix} dev {}", link.name), e)
         })?;
         if deleted {
             return Ok(true);
         }
-        let routes = routes::dump(&self.host)
+        let routed = routes::any_through(&self.host, link.index)
             .await
             .map_err(|e| PlumbingError::netlink("list node routes", e))?;
-        Ok(!routes.iter().any(|route| route.oif == Some(link.index)))
+        Ok(!routed)
     }
 
-    /// Deletes the pod rules of `ip` (both directions, any table).
-    async fn delete_rules(&self, ip: Ipv4Addr) -> Result<(), PlumbingError> {
+    /// Deletes the pod rules of `ip` (both directions, any table); an IPv6
+    /// pod has none.
+    async fn delete_rules(&self, ip: IpAddr) -> Result<(), PlumbingError> {
+        let IpAddr::V4(ip) = ip else {
+            return Ok(());
+        };
         tokio::try_join!(
             rules::delete_all(&self.host, TO_POD_PRIORITY, Selector::To(ip)),
             rules::delete_all(&self.host, FROM_POD_PRIORITY, Selector::From(ip)),
@@ -277,7 +342,7 @@ impl Plumbing {
 
     /// Removes what a failed [`Plumbing::setup_pod`] created (its route goes
     /// with the veth).
-    async fn undo_setup(&self, ip: Ipv4Addr, host_veth: &str) -> Result<(), PlumbingError> {
+    async fn undo_setup(&self, ip: IpAddr, host_veth: &str) -> Result<(), PlumbingError> {
         self.delete_rules(ip).await?;
         links::remove(&self.host_ns, LinkRef::Name(host_veth.to_owned())).await
     }
@@ -299,44 +364,48 @@ async fn require_link(handle: &Handle, name: &str, ns: &Netns) -> Result<LinkVie
 
 /// Pod side: `IP/32`, `169.254.1.1 dev <if> scope link`, `default via
 /// 169.254.1.1`, and the permanent neighbour entry to the host veth's MAC.
+/// An IPv6 pod: IPv6 on and DAD off on the interface, `IP/128 nodad`, and
+/// the same routes and neighbour with `fe80::1`.
 async fn configure_pod_side(
     handle: &Handle,
+    ns: &std::sync::Arc<Netns>,
     index: u32,
-    ip: Ipv4Addr,
+    ip: IpAddr,
     links: &PodLinks,
 ) -> Result<(), PlumbingError> {
     let ifname = &links.pod_ifname;
     let context =
         |what: String| move |e| PlumbingError::netlink(format!("{what} on {ifname} in the pod"), e);
-    handle
-        .address()
-        .add(index, IpAddr::V4(ip), 32)
-        .replace()
+    let (gateway, prefix) = (links.gateway, host_prefix(ip));
+    let mut address = handle.address().add(index, ip, prefix).replace();
+    if ip.is_ipv6() {
+        let pod_if = ifname.clone();
+        netns::run_in(ns, move || sysctl::configure_ipv6_veth(&pod_if)).await?;
+        address.message_mut().header.flags = AddressHeaderFlags::Nodad;
+    }
+    address
         .execute()
         .await
-        .map_err(context(format!("add address {ip}/32")))?;
+        .map_err(context(format!("add address {ip}/{prefix}")))?;
     routes::replace(
         handle,
-        routes::link_route(POD_GATEWAY, 32, index, MAIN_TABLE),
+        routes::link_route(gateway, host_prefix(gateway), index, MAIN_TABLE),
     )
     .await
-    .map_err(context(format!("add route {POD_GATEWAY} scope link")))?;
-    routes::replace(
-        handle,
-        routes::default_route(POD_GATEWAY, index, MAIN_TABLE),
-    )
-    .await
-    .map_err(context(format!("add default route via {POD_GATEWAY}")))?;
+    .map_err(context(format!("add route {gateway} scope link")))?;
+    routes::replace(handle, routes::default_route(gateway, index, MAIN_TABLE))
+        .await
+        .map_err(context(format!("add default route via {gateway}")))?;
     handle
         .neighbours()
-        .add(index, IpAddr::V4(POD_GATEWAY))
+        .add(index, gateway)
         .link_layer_address(&links.host_mac.0)
         .state(NeighbourState::Permanent)
         .replace()
         .execute()
         .await
         .map_err(context(format!(
-            "add neighbour {POD_GATEWAY} lladdr {}",
+            "add neighbour {gateway} lladdr {}",
             links.host_mac
         )))
 }
@@ -351,7 +420,7 @@ mod tests {
             ifname: "eth0".into(),
             pod_namespace: "default".into(),
             pod_name: "web-0".into(),
-            ip: Ipv4Addr::new(10, 0, 1, 20),
+            ip: Ipv4Addr::new(10, 0, 1, 20).into(),
             eni_table: Some(2),
             mtu: None,
         }
@@ -387,17 +456,32 @@ mod tests {
             ),
             (
                 PodNetwork {
-                    ip: Ipv4Addr::new(169, 254, 1, 1),
+                    ip: Ipv4Addr::new(169, 254, 1, 1).into(),
                     ..pod()
                 },
                 "not a unicast",
             ),
             (
                 PodNetwork {
-                    ip: Ipv4Addr::UNSPECIFIED,
+                    ip: Ipv4Addr::UNSPECIFIED.into(),
                     ..pod()
                 },
                 "not a unicast",
+            ),
+            (
+                PodNetwork {
+                    ip: "fe80::5".parse().unwrap(),
+                    eni_table: None,
+                    ..pod()
+                },
+                "not a unicast",
+            ),
+            (
+                PodNetwork {
+                    ip: "2001:db8::1:0:0:5".parse().unwrap(),
+                    ..pod()
+                },
+                "primary ENI",
             ),
             (
                 PodNetwork {

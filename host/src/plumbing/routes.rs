@@ -1,8 +1,10 @@
-//! IPv4 routes: the messages the plumbing installs, and a view of dumped ones.
+//! Routes: the messages the plumbing installs (IPv4 and IPv6), and a view
+//! of dumped IPv4 ones.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -13,20 +15,35 @@ use super::nl;
 /// The main routing table.
 pub(crate) const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
 
-/// `dst/prefix dev <oif> scope link table <table>`.
-pub(crate) fn link_route(dst: Ipv4Addr, prefix: u8, oif: u32, table: u32) -> RouteMessage {
-    RouteMessageBuilder::<Ipv4Addr>::new()
+/// A route message of `ip`'s family.
+fn builder(ip: IpAddr) -> RouteMessageBuilder<IpAddr> {
+    let mut builder = RouteMessageBuilder::<IpAddr>::new();
+    builder.get_mut().header.address_family = match ip {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    builder
+}
+
+/// `dst/prefix dev <oif> scope link table <table>`, of either family;
+/// `prefix` must fit the family (32 or 128 at most).
+pub(crate) fn link_route(dst: impl Into<IpAddr>, prefix: u8, oif: u32, table: u32) -> RouteMessage {
+    let dst = dst.into();
+    builder(dst)
         .destination_prefix(dst, prefix)
+        .expect("callers pass a prefix length that fits the address family")
         .output_interface(oif)
         .scope(RouteScope::Link)
         .table_id(table)
         .build()
 }
 
-/// `default via <gateway> dev <oif> table <table>`.
-pub(crate) fn default_route(gateway: Ipv4Addr, oif: u32, table: u32) -> RouteMessage {
-    RouteMessageBuilder::<Ipv4Addr>::new()
+/// `default via <gateway> dev <oif> table <table>`, of either family.
+pub(crate) fn default_route(gateway: impl Into<IpAddr>, oif: u32, table: u32) -> RouteMessage {
+    let gateway = gateway.into();
+    builder(gateway)
         .gateway(gateway)
+        .expect("the message has the gateway's family")
         .output_interface(oif)
         .table_id(table)
         .build()
@@ -98,6 +115,34 @@ impl RouteView {
     pub(crate) fn is_host_route_to(&self, ip: Ipv4Addr) -> bool {
         self.prefix == 32 && self.dst == ip
     }
+}
+
+/// Whether any route of either family, in any table, goes out through
+/// link `oif`.
+pub(crate) async fn any_through(handle: &Handle, oif: u32) -> Result<bool, rtnetlink::Error> {
+    let through = |messages: Vec<RouteMessage>| {
+        messages.iter().any(|m| {
+            m.attributes
+                .iter()
+                .any(|a| matches!(a, RouteAttribute::Oif(o) if *o == oif))
+        })
+    };
+    let v4: Vec<RouteMessage> = handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await?;
+    if through(v4) {
+        return Ok(true);
+    }
+    let v6: Vec<RouteMessage> = handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await?;
+    Ok(through(v6))
 }
 
 /// All IPv4 routes of all tables in the namespace `handle` is bound to.

@@ -12,6 +12,15 @@ use super::error::PlumbingError;
 /// `net.ipv4.ip_forward`: the node routes between pods and ENIs.
 pub(crate) const IP_FORWARD: &str = "net/ipv4/ip_forward";
 
+/// `net.ipv6.conf.all.forwarding`: the node routes between IPv6 pods.
+pub(crate) const IPV6_FORWARD: &str = "net/ipv6/conf/all/forwarding";
+
+/// IPv6 on and duplicate address detection off, for both ends of an IPv6
+/// pod's veth (VPC CNI: `accept_dad = 0`): the pod's address is the VPC's
+/// and unique, and a tentative link-local address on the host end would
+/// leave the node unable to resolve the pod's address for a second.
+const IPV6_NO_DAD: [(&str, &str); 2] = [("disable_ipv6", "0"), ("accept_dad", "0")];
+
 /// Settings of a pod's host-side veth, as the Amazon VPC CNI sets them: no
 /// IPv6 router advertisements or forwarding on it, ICMPv6 redirects accepted.
 const HOST_VETH: [(&str, &str); 3] = [
@@ -54,6 +63,15 @@ pub(crate) fn configure_host_veth(ifname: &str) -> Result<(), PlumbingError> {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(error(&key, value, e)),
             _ => {}
         }
+    }
+    Ok(())
+}
+
+/// [`IPV6_NO_DAD`] on `ifname`, for an IPv6 pod (either end of its veth);
+/// a kernel without IPv6 is an error here.
+pub(crate) fn configure_ipv6_veth(ifname: &str) -> Result<(), PlumbingError> {
+    for (name, value) in IPV6_NO_DAD {
+        write(&format!("net/ipv6/conf/{ifname}/{name}"), value)?;
     }
     Ok(())
 }

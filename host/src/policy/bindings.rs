@@ -15,6 +15,18 @@ pub(crate) mod pool_sizing {
     });
 }
 
+/// Bindings of the `pool-sizing-history` world (and of `pool-history`).
+pub(crate) mod pool_sizing_history {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "pool-sizing-history",
+        with: {
+            "weft:policy/log": crate::policy::bindings::pool_sizing::weft::policy::log,
+            "weft:policy/pool": crate::policy::bindings::pool_sizing::weft::policy::pool,
+        },
+    });
+}
+
 /// Bindings of the `subnet-selection` world (and of the shared `types`).
 pub(crate) mod subnet_selection {
     wasmtime::component::bindgen!({
@@ -53,6 +65,7 @@ pub(crate) mod security_groups {
 
 pub(crate) use pool_sizing::weft::policy::log;
 use pool_sizing::weft::policy::pool as wit_pool;
+use pool_sizing_history::weft::policy::pool_history as wit_history;
 use security_groups::weft::policy::security as wit_security;
 use subnet_selection::weft::policy::subnet as wit_subnet;
 use subnet_selection::weft::policy::types as wit_types;
@@ -102,6 +115,16 @@ pub(crate) fn pool_state(s: &pool::PoolState) -> wit_pool::PoolState {
             seconds_since_last_add: s.activity.seconds_since_last_add,
         },
     }
+}
+
+/// SDK churn history → WIT history.
+pub(crate) fn history(h: &[pool::Minute]) -> Vec<wit_history::Minute> {
+    h.iter()
+        .map(|m| wit_history::Minute {
+            adds: m.adds,
+            removes: m.removes,
+        })
+        .collect()
 }
 
 /// WIT pool decision → SDK pool decision.

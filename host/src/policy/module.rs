@@ -4,7 +4,8 @@
 //! sandboxed instance.
 
 use super::bindings::{
-    self, pool_sizing, security_groups, subnet_selection, subnet_selection_node,
+    self, pool_sizing, pool_sizing_history, security_groups, subnet_selection,
+    subnet_selection_node,
 };
 use super::cache::ArtifactCache;
 use super::engine::{EPOCH_TICK, PolicyEngine, Ticker};
@@ -24,7 +25,18 @@ use weft_policy_sdk::{pool, security, subnet};
 /// The contract's interfaces a policy may import (any 0.1.x version):
 /// `log`, and the type-only interfaces its world uses. Of WASI, only what
 /// [`wasi::is_granted`] says.
-const CONTRACT_INTERFACES: [&str; 6] = ["log", "types", "pool", "subnet", "kubernetes", "security"];
+const CONTRACT_INTERFACES: [&str; 7] = [
+    "log",
+    "types",
+    "pool",
+    "pool-history",
+    "subnet",
+    "kubernetes",
+    "security",
+];
+/// The decision function of the `pool-sizing-history` world, which also
+/// sees the group's churn per minute.
+const POOL_WITH_HISTORY_EXPORT: &str = "size-pool-with-history";
 /// The decision function of the `subnet-selection-node` world, which also
 /// sees the node's Kubernetes metadata.
 const SUBNET_FOR_NODE_EXPORT: &str = "select-subnet-for-node";
@@ -73,6 +85,7 @@ pub(super) struct WorldPre {
 #[derive(Clone)]
 enum WorldIndices {
     PoolSizing(pool_sizing::PoolSizingIndices),
+    PoolSizingHistory(pool_sizing_history::PoolSizingHistoryIndices),
     SubnetSelection(subnet_selection::SubnetSelectionIndices),
     SubnetSelectionNode(subnet_selection_node::SubnetSelectionNodeIndices),
     SecurityGroups(security_groups::SecurityGroupsIndices),
@@ -82,6 +95,7 @@ enum WorldIndices {
 #[derive(Clone, Copy)]
 enum WorldKind {
     PoolSizing,
+    PoolSizingHistory,
     SubnetSelection,
     SubnetSelectionNode,
     SecurityGroups,
@@ -95,6 +109,9 @@ impl WorldPre {
             WorldKind::PoolSizing => {
                 WorldIndices::PoolSizing(pool_sizing::PoolSizingIndices::new(&pre)?)
             }
+            WorldKind::PoolSizingHistory => WorldIndices::PoolSizingHistory(
+                pool_sizing_history::PoolSizingHistoryIndices::new(&pre)?,
+            ),
             WorldKind::SubnetSelection => {
                 WorldIndices::SubnetSelection(subnet_selection::SubnetSelectionIndices::new(&pre)?)
             }
@@ -112,6 +129,7 @@ impl WorldPre {
     pub(super) fn same_world(&self, pre: InstancePre<SandboxState>) -> wasmtime::Result<Self> {
         let kind = match self.indices {
             WorldIndices::PoolSizing(_) => WorldKind::PoolSizing,
+            WorldIndices::PoolSizingHistory(_) => WorldKind::PoolSizingHistory,
             WorldIndices::SubnetSelection(_) => WorldKind::SubnetSelection,
             WorldIndices::SubnetSelectionNode(_) => WorldKind::SubnetSelectionNode,
             WorldIndices::SecurityGroups(_) => WorldKind::SecurityGroups,
@@ -123,6 +141,9 @@ impl WorldPre {
         let raw = self.pre.instantiate(&mut *store)?;
         let world = match &self.indices {
             WorldIndices::PoolSizing(i) => World::PoolSizing(i.load(&mut *store, &raw)?),
+            WorldIndices::PoolSizingHistory(i) => {
+                World::PoolSizingHistory(i.load(&mut *store, &raw)?)
+            }
             WorldIndices::SubnetSelection(i) => World::SubnetSelection(i.load(&mut *store, &raw)?),
             WorldIndices::SubnetSelectionNode(i) => {
                 World::SubnetSelectionNode(i.load(&mut *store, &raw)?)
@@ -250,6 +271,9 @@ impl CompiledPolicy {
             )
         };
         let kind = match decision {
+            Decision::PoolSizing if exports.iter().any(|e| e == POOL_WITH_HISTORY_EXPORT) => {
+                WorldKind::PoolSizingHistory
+            }
             Decision::PoolSizing => WorldKind::PoolSizing,
             Decision::SubnetSelection if exports.iter().any(|e| e == SUBNET_FOR_NODE_EXPORT) => {
                 WorldKind::SubnetSelectionNode
@@ -435,9 +459,13 @@ impl PolicyModule {
         state: &pool::PoolState,
     ) -> Result<(pool::PoolDecision, CallStats), PolicyError> {
         let input = bindings::pool_state(state);
+        let history = bindings::history(&state.activity.history);
         self.run(move |store, instance| match &instance.world {
             World::PoolSizing(world) => Ok(bindings::pool_decision(
                 world.call_size_pool(store, &input)?,
+            )),
+            World::PoolSizingHistory(world) => Ok(bindings::pool_decision(
+                world.call_size_pool_with_history(store, &input, &history)?,
             )),
             _ => Err(wrong_world(Decision::PoolSizing)),
         })
@@ -562,6 +590,7 @@ pub(super) struct Instance {
 /// The bindings of one of the worlds.
 enum World {
     PoolSizing(pool_sizing::PoolSizing),
+    PoolSizingHistory(pool_sizing_history::PoolSizingHistory),
     SubnetSelection(subnet_selection::SubnetSelection),
     SubnetSelectionNode(subnet_selection_node::SubnetSelectionNode),
     SecurityGroups(security_groups::SecurityGroups),
@@ -571,6 +600,7 @@ impl Instance {
     fn configure(&self, store: &mut Store<SandboxState>, settings: &str) -> wasmtime::Result<()> {
         let result = match &self.world {
             World::PoolSizing(w) => w.call_configure(store, settings)?,
+            World::PoolSizingHistory(w) => w.call_configure(store, settings)?,
             World::SubnetSelection(w) => w.call_configure(store, settings)?,
             World::SubnetSelectionNode(w) => w.call_configure(store, settings)?,
             World::SecurityGroups(w) => w.call_configure(store, settings)?,
@@ -698,6 +728,9 @@ fn world_of(exports: &[String]) -> Option<Decision> {
     let exported = |name: &str| exports.iter().any(|e| e == name);
     if exported(SUBNET_FOR_NODE_EXPORT) {
         return Some(Decision::SubnetSelection);
+    }
+    if exported(POOL_WITH_HISTORY_EXPORT) {
+        return Some(Decision::PoolSizing);
     }
     Decision::ALL
         .into_iter()

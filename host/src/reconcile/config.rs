@@ -39,6 +39,8 @@ const PREFIX_MODE_MAX_PODS: u32 = 110;
 /// # leaked-ENI collector: at start and then every this many seconds
 /// leaked-eni-cleanup-seconds = 600
 /// disable-leaked-eni-cleanup = false
+/// # "ipv6": pods get IPv6 addresses from a /80 on the primary ENI (VPC CNI's ENABLE_IPv6)
+/// ip-family = "ipv4"
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -96,6 +98,22 @@ pub struct PoolConfig {
     /// `DISABLE_LEAKED_ENI_CLEANUP`), e.g. when another node already runs
     /// it for the account. Default off.
     pub disable_leaked_eni_cleanup: bool,
+    /// The address family pods get. `ipv6` (VPC CNI's `ENABLE_IPv6`): the
+    /// primary ENI gets one /80 prefix at start and every pod an address
+    /// of it; the IPv4 pool is not sized (no warm addresses, no secondary
+    /// ENIs). Default `ipv4`.
+    pub ip_family: IpFamily,
+}
+
+/// The address family of pods (`[pool] ip-family`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpFamily {
+    /// IPv4 addresses from the warm pool of secondary IPs or /28 prefixes.
+    #[default]
+    Ipv4,
+    /// IPv6 addresses from the primary ENI's /80 prefix.
+    Ipv6,
 }
 
 impl Default for PoolConfig {
@@ -116,6 +134,7 @@ impl Default for PoolConfig {
             eni_ready_timeout_seconds: 60,
             leaked_eni_cleanup_seconds: 600,
             disable_leaked_eni_cleanup: false,
+            ip_family: IpFamily::Ipv4,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! period, or per explicit request; in each round every group is sized by
 //! the pool-sizing policy and the decision is carried out.
 
+use super::config::IpFamily;
 use super::error::{Blocked, BlockedKind};
 use super::hooks::EniHooks;
 use super::settle::Unsettled;
@@ -187,7 +188,11 @@ impl Driver {
             self.collect_leaked().await;
             self.leak_due = Some(self.shared.now().mono + period);
         }
-        let groups: BTreeSet<SgSet> = {
+        // In IPv6 mode pods take addresses from the primary ENI's /80
+        // (agent::ipv6): no IPv4 pool is sized and the policy is not asked.
+        let groups: BTreeSet<SgSet> = if self.shared.config.ip_family == IpFamily::Ipv6 {
+            BTreeSet::new()
+        } else {
             let inner = self.shared.lock();
             let mut groups: BTreeSet<SgSet> =
                 inner.store.datastore().groups().into_iter().collect();

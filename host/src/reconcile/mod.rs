@@ -40,7 +40,7 @@ mod snapshot;
 mod wait;
 
 pub use clock::{PoolClock, Sleep, VirtualClock};
-pub use config::PoolConfig;
+pub use config::{IpFamily, PoolConfig};
 pub use driver::RoundReport;
 pub use error::{Blocked, BlockedKind, PoolError};
 pub use hooks::{EniHooks, HookError, HookFuture, NoHooks};

@@ -52,7 +52,6 @@ pub struct Report {
     #[serde(skip)]
     pub samples: Vec<Sample>,
     /// When each cold start's pod was added (s since the start).
-    #[serde(skip)]
     pub cold_start_times: Vec<f64>,
 }
 

@@ -52,6 +52,12 @@ pub struct SimConfig {
     pub retry_after: Duration,
     /// How often the pool is sampled for the report and the plot.
     pub sample_every: Duration,
+    /// How long the agent runs before the trace's first event: kubelet
+    /// schedules pods on a node only once it is Ready, which a CNI's pool
+    /// start-up precedes. The pool's first rounds run meanwhile. Cold
+    /// starts, idle addresses and the plot count from the trace's first
+    /// second; EC2 calls from the agent's start.
+    pub warm_up: Duration,
     /// How long the run goes on after the last event.
     pub tail: Duration,
 }
@@ -66,6 +72,7 @@ impl Default for SimConfig {
             pool: PoolConfig::default(),
             retry_after: Duration::from_secs(2),
             sample_every: Duration::from_secs(1),
+            warm_up: Duration::from_secs(60),
             tail: Duration::from_secs(60),
         }
     }
@@ -193,6 +200,17 @@ pub fn run(
             .await
             .map_err(|e| SimulateError::Usage(format!("the simulated pool did not start: {e}")))?
             .map_err(node_error)?;
+        // `start` only spawns the reconciler: its first round (an EC2 read,
+        // then the first decision and its calls) runs during the warm-up.
+        let ready = clock.now() + config.warm_up;
+        loop {
+            settle().await;
+            if timers.next().is_none_or(|t| t > ready) {
+                break;
+            }
+            advance_to_next_timer(&clock, &timers);
+        }
+        clock.advance(ready.saturating_duration_since(clock.now()));
 
         let t0 = clock.now();
         let at = |seconds: f64| t0 + Duration::from_secs_f64(seconds);

@@ -21,6 +21,7 @@
 use super::StateError;
 use super::atomic::write_atomic;
 use crate::ipam::{Assignment, AssignmentKey, CoolingAddress, Datastore, GivenBack, Now, PodMeta};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::io::ErrorKind;
 use std::net::Ipv4Addr;
@@ -73,7 +74,7 @@ struct Allocation {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Metadata {
+pub(super) struct Metadata {
     #[serde(rename = "k8sPodNamespace")]
     namespace: String,
     #[serde(rename = "k8sPodName")]
@@ -103,12 +104,58 @@ struct DeletedEni {
     deleted_at_ms: u64,
 }
 
-fn to_ms(t: SystemTime) -> u64 {
+impl Metadata {
+    pub(super) fn of(pod: &PodMeta) -> Self {
+        Metadata {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+        }
+    }
+
+    pub(super) fn into_pod(self) -> PodMeta {
+        PodMeta {
+            namespace: self.namespace,
+            name: self.name,
+            uid: self.uid,
+        }
+    }
+}
+
+/// A [`StateError::Corrupt`] of the file at `path`.
+pub(super) fn corrupt(path: &Path) -> impl Fn(serde_json::Error) -> StateError + '_ {
+    move |source| StateError::Corrupt {
+        path: path.to_owned(),
+        line: None,
+        source,
+    }
+}
+
+/// Parses a checkpoint file of version `expected`. The version is read
+/// first, so that a file of another version is refused as such rather
+/// than as corrupt.
+pub(super) fn parse_versioned<T: DeserializeOwned>(
+    bytes: &[u8],
+    path: &Path,
+    expected: &'static str,
+) -> Result<T, StateError> {
+    let probe: VersionProbe = serde_json::from_slice(bytes).map_err(corrupt(path))?;
+    if probe.version != expected {
+        return Err(StateError::UnsupportedVersion {
+            path: path.to_owned(),
+            found: probe.version,
+            expected,
+        });
+    }
+    serde_json::from_slice(bytes).map_err(corrupt(path))
+}
+
+pub(super) fn to_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn from_ms(ms: u64) -> SystemTime {
+pub(super) fn from_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
@@ -138,11 +185,7 @@ impl Checkpoint {
                     if_name: a.key.ifname.clone(),
                     ipv4: a.ip,
                     allocation_timestamp_ms: to_ms(a.assigned_at),
-                    metadata: Metadata {
-                        namespace: a.pod.namespace.clone(),
-                        name: a.pod.name.clone(),
-                        uid: a.pod.uid.clone(),
-                    },
+                    metadata: Metadata::of(&a.pod),
                 })
                 .collect(),
             cooling: self
@@ -180,20 +223,7 @@ impl Checkpoint {
     /// Parses the file's bytes; `path` names the file in errors. Refuses
     /// any version other than [`CHECKPOINT_VERSION`].
     pub fn from_json(bytes: &[u8], path: &Path) -> Result<Self, StateError> {
-        let corrupt = |source| StateError::Corrupt {
-            path: path.to_owned(),
-            line: None,
-            source,
-        };
-        let probe: VersionProbe = serde_json::from_slice(bytes).map_err(corrupt)?;
-        if probe.version != CHECKPOINT_VERSION {
-            return Err(StateError::UnsupportedVersion {
-                path: path.to_owned(),
-                found: probe.version,
-                expected: CHECKPOINT_VERSION,
-            });
-        }
-        let file: File = serde_json::from_slice(bytes).map_err(corrupt)?;
+        let file: File = parse_versioned(bytes, path, CHECKPOINT_VERSION)?;
         Ok(Checkpoint {
             allocations: file
                 .allocations
@@ -201,11 +231,7 @@ impl Checkpoint {
                 .map(|a| Assignment {
                     key: AssignmentKey::new(a.network_name, a.container_id, a.if_name),
                     ip: a.ipv4,
-                    pod: PodMeta {
-                        namespace: a.metadata.namespace,
-                        name: a.metadata.name,
-                        uid: a.metadata.uid,
-                    },
+                    pod: a.metadata.into_pod(),
                     assigned_at: from_ms(a.allocation_timestamp_ms),
                 })
                 .collect(),

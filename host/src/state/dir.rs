@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 /// Name of the assignment checkpoint.
 const CHECKPOINT_FILE: &str = "ipam-checkpoint.json";
+/// Name of IPv6 mode's checkpoint.
+const IPV6_CHECKPOINT_FILE: &str = "ipam-ipv6-checkpoint.json";
 /// Name of the EC2 operation journal.
 const JOURNAL_FILE: &str = "ec2-journal.jsonl";
 /// Name of the lock file.
@@ -66,6 +68,11 @@ impl StateDir {
     /// The checkpoint file.
     pub fn checkpoint_path(&self) -> PathBuf {
         self.path.join(CHECKPOINT_FILE)
+    }
+
+    /// IPv6 mode's checkpoint file ([`super::Ipv6Checkpoint`]).
+    pub fn ipv6_checkpoint_path(&self) -> PathBuf {
+        self.path.join(IPV6_CHECKPOINT_FILE)
     }
 
     /// The journal file.

@@ -12,6 +12,7 @@ mod checkpoint;
 mod dir;
 mod durable;
 mod error;
+mod ipv6;
 mod journal;
 
 pub(crate) use atomic::write_atomic;
@@ -19,4 +20,5 @@ pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint};
 pub use dir::StateDir;
 pub use durable::{CheckpointSink, DurableDatastore};
 pub use error::{CommitError, StateError};
+pub use ipv6::{DurableIpv6Block, IPV6_CHECKPOINT_VERSION, Ipv6Checkpoint};
 pub use journal::{Intent, Journal, OpId, Operation};

@@ -254,7 +254,11 @@ async fn a_lost_unassign_answer_never_hands_out_an_address_ec2_took_back() {
     for n in 0..6 {
         pool.release(&key(n)).expect("release");
     }
-    rounds(&pool, 1, Duration::ZERO).await;
+    // The round reports the lost answer as open: the pool is not at rest
+    // until reads after the grace period have settled it.
+    let report = pool.reconcile().await.expect("round");
+    assert_eq!(report.unsettled, 1, "{report:?}");
+    assert!(!report.is_settled(), "{report:?}");
     assert!(cloud.count(Call::UnassignIps) >= 1, "{:?}", cloud.calls());
     // New pods at once: none may get an address EC2 no longer has.
     for n in 10..14 {
@@ -264,6 +268,11 @@ async fn a_lost_unassign_answer_never_hands_out_an_address_ec2_took_back() {
     rounds(&pool, 16, Duration::from_millis(400)).await;
     check_against_truth(&pool, &sim);
     check_invariants(&pool, &sim, 29).await;
+    let report = pool.reconcile().await.expect("round");
+    assert_eq!(
+        report.unsettled, 0,
+        "settled after the grace period: {report:?}"
+    );
     let pooled: BTreeSet<Ipv4Addr> = pool.snapshot().addresses().map(|a| a.ip).collect();
     let ec2: BTreeSet<Ipv4Addr> = truth(&sim).into_keys().collect();
     assert_eq!(pooled, ec2, "EC2 and the pool disagree after convergence");
@@ -461,7 +470,11 @@ async fn a_lost_unassign_stays_out_of_the_pool_while_weft_keeps_growing_its_eni(
     for n in 0..6 {
         pool.release(&key(n)).expect("release");
     }
-    rounds(&pool, 1, Duration::ZERO).await;
+    // The round reports the lost answer as open: the pool is not at rest
+    // until reads after the grace period have settled it.
+    let report = pool.reconcile().await.expect("round");
+    assert_eq!(report.unsettled, 1, "{report:?}");
+    assert!(!report.is_settled(), "{report:?}");
     assert!(cloud.count(Call::UnassignIps) >= 1, "{:?}", cloud.calls());
     // Three times the grace period and more, one new pod (and one growth
     // of the primary ENI) at a time.

@@ -122,3 +122,75 @@ fn vpc_cni_compat_and_warm_pool_differ_on_a_cronjob() {
         warm.calls.total()
     );
 }
+
+/// The node's pool is warm when the trace's first pods come: the agent
+/// runs `warm-up` before them (kubelet schedules pods on a Ready node).
+/// Under vpc-cni-compat (one ENI's worth, 14 addresses, warm) 10 of the
+/// rollout's 24 initial pods wait; started with the trace, all 24 did (the
+/// first round's EC2 call was in flight when they came).
+#[test]
+fn the_first_pods_find_the_pool_warmed_up() {
+    let trace = simulate::generate(Shape::Rollout { surge: 6 }, 1, minutes());
+    let at_start = |r: &Report| r.cold_start_times.iter().filter(|&&t| t < 1.0).count();
+    let warm = run(&trace, &compat(), 1);
+    assert_eq!(at_start(&warm), 10, "{:?}", warm.cold_start_times);
+    let config = SimConfig {
+        seed: 1,
+        warm_up: std::time::Duration::ZERO,
+        ..SimConfig::default()
+    };
+    let cold = simulate::run(&trace, &compat(), &config, &|_| {}).expect("simulation");
+    assert_eq!(at_start(&cold), 24, "{:?}", cold.cold_start_times);
+}
+
+/// Bursts of 30 pods every 5 minutes (each pod lives 60-90 s) on a
+/// quiet node. predictive-pool sees the group's churn per minute, finds
+/// the period after two bursts and has the addresses ready before the
+/// third and the fourth: its cold starts are all in the first two. The
+/// same policy with bursts never recognised (`burst-adds` above any
+/// minute's ADDs) waits in every burst, as it would without the history.
+#[test]
+fn predictive_pool_is_ready_for_recurring_bursts() {
+    let mut events = Vec::new();
+    for burst in 0..4u32 {
+        for n in 0..30u32 {
+            let start = f64::from(60 + 300 * burst) + f64::from(n) * 0.02;
+            let pod = format!("job-{burst}-{n}");
+            let event = |t: f64, op| simulate::Event {
+                t,
+                op,
+                pod: pod.clone(),
+                namespace: "bursts".into(),
+                labels: Default::default(),
+                service_account: None,
+            };
+            events.push(event(start, simulate::Op::Add));
+            events.push(event(start + 60.0 + f64::from(n), simulate::Op::Remove));
+        }
+    }
+    events.sort_by(|a, b| a.t.total_cmp(&b.t));
+    let trace = Trace { events };
+    let predictive = |settings| {
+        component(
+            &format!("predictive-pool {settings}"),
+            weft_test_artifacts::PREDICTIVE_POOL,
+            settings,
+        )
+    };
+    let anchor = run(&trace, &compat(), 1);
+    let ours = run(&trace, &predictive("{}"), 1);
+    let blind = run(&trace, &predictive(r#"{"burst-adds": 1000}"#), 1);
+    println!(
+        "{}",
+        simulate::table(&[anchor.clone(), ours.clone(), blind.clone()])
+    );
+    let late = |r: &Report| r.cold_start_times.iter().filter(|&&t| t >= 600.0).count();
+    assert_eq!(late(&ours), 0, "{:?}", ours.cold_start_times);
+    assert!(late(&blind) >= 20, "{:?}", blind.cold_start_times);
+    assert!(
+        2 * ours.cold_starts <= anchor.cold_starts,
+        "predictive {} cold starts, vpc-cni-compat {}",
+        ours.cold_starts,
+        anchor.cold_starts
+    );
+}

@@ -1,38 +1,61 @@
-//! # predictive-pool: size the pool by demand
+//! # predictive-pool: size the pool by demand, and by when bursts recur
 //!
-//! Keeps as many *free* addresses (neither assigned nor cooling) as the
-//! group is likely to need in the next minute, asks EC2 for them in few,
-//! large calls, and gives them back slowly.
+//! In one sentence: it keeps free as many addresses as pods arrived in the
+//! busier of the last two minutes (up to an ENI's worth, plus those
+//! waiting); when the last hour shows bursts of ADDs at a regular
+//! interval, it has the last burst's worth ready from `lead-minutes` before
+//! the next one is due; it grows a whole ENI's room per EC2 call and gives
+//! addresses back an unused ENI at a time, never during or just before a
+//! burst, keeping the emptied ENI attached so that growing it again is one
+//! call.
 //!
-//! * **Demand.** The pods added in the last minute
-//!   (`activity.adds-last-minute`) predict the next minute's ADDs; the
-//!   target is `max(min-warm, adds-last-minute) + pending-adds`. Unlike the
-//!   VPC CNI's *available* count, cooling addresses do not count as warm:
-//!   they cannot be handed out, and counting them is what makes a
-//!   once-a-minute CronJob start cold under `WARM_ENI_TARGET`.
-//! * **Growing in batches.** When short, it asks for at least `batch`
-//!   addresses (or the shortfall, if larger): existing ENIs are filled
-//!   lowest device index first, one call each, then new ENIs are created
-//!   with what is still needed (at least `batch`, at most a full ENI). EC2
-//!   charges a call, not an address, so a few spare addresses per call save
-//!   calls on the next burst.
-//! * **Releasing slowly.** While pods keep coming (an ADD within
-//!   `hold-seconds`) it keeps up to one ENI's worth of free addresses beyond
-//!   the target, so a burst that repeats (CronJobs, rollouts, a drained node
-//!   refilled) finds its addresses still warm. Once the group has been quiet
-//!   for `hold-seconds` it gives back everything above the target. Either
-//!   way it releases only when at least `batch` addresses are surplus, as
-//!   whole unused ENIs (at least 60 s old, no pod, nothing cooling, never
-//!   the primary) where they fit, else as IPs from the highest device index
-//!   down.
+//! * **Demand.** `max(min-warm, min(adds in the busier of the last two
+//!   minutes, one ENI's IPs)) + pending-adds` free addresses (neither
+//!   assigned nor cooling: a cooling address cannot be handed out, which is
+//!   what makes a once-a-minute CronJob start cold under the VPC CNI's
+//!   `WARM_ENI_TARGET`). A burst bigger than an ENI is not expected to
+//!   repeat within the minute: its own waiting ADDs grow the pool, and the
+//!   forecast prepares for its return.
+//! * **Recurring bursts.** From the group's churn per minute over the last
+//!   hour (`activity.history`, the `pool-sizing-history` world), a minute
+//!   with at least `burst-adds` ADDs is busy and a run of busy minutes is a
+//!   burst. With two bursts seen, the interval between their starts is the
+//!   period; from `lead-minutes` before the next start is due until
+//!   `lead-minutes` after it, the target is at least the largest number of
+//!   ADDs either burst had in one minute. A burst that does not come by
+//!   then is no longer expected. Without history (a component of the older
+//!   `pool-sizing` world's host) the policy is demand-only.
+//! * **A new node.** A node that has never had a pod (none assigned, no ADD
+//!   seen), or had its first less than a minute ago, is receiving the pods
+//!   the scheduler held for it: until then the group holds at least
+//!   `start-warm` addresses (default: half its ENIs' worth) counting those
+//!   assigned.
+//! * **Growing.** EC2 charges a call, not an address: every ENI it touches
+//!   is filled to its room in one `AssignPrivateIpAddresses`, lowest device
+//!   index first, and new ENIs are created full.
+//! * **Releasing.** Only addresses of ENIs no pod uses (nothing assigned or
+//!   cooling; the datastore packs pods onto the fullest ENI, so ENIs empty
+//!   out) go back, all of an ENI's IPs in one call, and only while what
+//!   stays free still meets the target; nothing goes back while a burst
+//!   arrives (the last minute had `burst-adds`) or while a recurring one is
+//!   due within twice `lead-minutes` (plus one), so a forecast that moves by
+//!   a minute does not give addresses back only to ask for them again. The
+//!   emptied ENI stays attached (it
+//!   holds no pod address; growing it again is one call, not a create and
+//!   an attach) until the group has had no ADD for `hold-seconds`.
 //!
-//! Settings (JSON, kebab-case, all optional): `min-warm` (default 2),
-//! `batch` (default 8), `hold-seconds` (default 300).
+//! Settings (JSON, kebab-case, all optional): `min-warm` (default 4),
+//! `start-warm` (default half the node's ENIs' worth of IPs), `burst-adds`
+//! (default 6), `lead-minutes` (default 2), `hold-seconds` (default 1800).
 
 use serde::Deserialize;
 use weft_policy_sdk::PoolSizing;
-use weft_policy_sdk::pool::{Eni, EniChange, NewEni, PoolDecision, PoolState};
+use weft_policy_sdk::pool::{Eni, EniChange, Minute, NewEni, PoolDecision, PoolState};
 use weft_policy_sdk::settings::parse_settings;
+
+mod forecast;
+
+pub use forecast::{Burst, bursts, expected_burst};
 
 /// An ENI younger than this is never released (as VPC CNI's
 /// `minENILifeTime`).
@@ -45,31 +68,45 @@ pub struct Settings {
     /// Free addresses kept even when nothing happens.
     #[serde(default = "default_min_warm")]
     pub min_warm: u32,
-    /// Smallest number of addresses asked for or given back in one go.
-    #[serde(default = "default_batch")]
-    pub batch: u32,
-    /// Quiet time after the last ADD before the pool shrinks to its target.
+    /// Free addresses on a node that never had a pod; `None`: half of the
+    /// node's ENIs' worth.
+    #[serde(default)]
+    pub start_warm: Option<u32>,
+    /// ADDs in one minute that make it part of a burst.
+    #[serde(default = "default_burst_adds")]
+    pub burst_adds: u32,
+    /// How long before (and after) a recurring burst is due its addresses
+    /// are kept ready.
+    #[serde(default = "default_lead_minutes")]
+    pub lead_minutes: u32,
+    /// Quiet time (no ADD) after which emptied ENIs are detached.
     #[serde(default = "default_hold_seconds")]
     pub hold_seconds: u64,
 }
 
 fn default_min_warm() -> u32 {
+    4
+}
+
+fn default_burst_adds() -> u32 {
+    6
+}
+
+fn default_lead_minutes() -> u32 {
     2
 }
 
-fn default_batch() -> u32 {
-    8
-}
-
 fn default_hold_seconds() -> u64 {
-    300
+    1800
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             min_warm: default_min_warm(),
-            batch: default_batch(),
+            start_warm: None,
+            burst_adds: default_burst_adds(),
+            lead_minutes: default_lead_minutes(),
             hold_seconds: default_hold_seconds(),
         }
     }
@@ -84,8 +121,8 @@ pub struct PredictivePool {
 impl PoolSizing for PredictivePool {
     fn configure(settings: &str) -> Result<Self, String> {
         let settings: Settings = parse_settings(settings)?;
-        if settings.batch == 0 {
-            return Err("batch must be at least 1".into());
+        if settings.burst_adds == 0 {
+            return Err("burst-adds must be at least 1 (a minute without ADDs is no burst)".into());
         }
         Ok(PredictivePool { settings })
     }
@@ -95,101 +132,150 @@ impl PoolSizing for PredictivePool {
     }
 }
 
+/// The free addresses the group should have now, and why.
+pub fn target(s: &Settings, state: &PoolState) -> (u32, String) {
+    let history = &state.activity.history;
+    let recent = match history.as_slice() {
+        [] => state.activity.adds_last_minute,
+        [last] => last.adds,
+        [last, before, ..] => last.adds.max(before.adds),
+    };
+    // Bigger bursts are served by their waiting ADDs and the forecast.
+    let recent = recent.min(state.limits.ipv4_per_eni.saturating_sub(1));
+    let mut target = s.min_warm.max(recent);
+    let mut why = format!("{recent} recent ADDs");
+    if let Some(burst) = expected_burst(history, s.burst_adds, s.lead_minutes) {
+        if burst > target {
+            why = format!(
+                "a burst of {burst} ADDs due (every {} min)",
+                period(history, s)
+            );
+        }
+        target = target.max(burst);
+    }
+    let mut target = target + state.pending_adds;
+    // Never had a pod, or had its first less than a minute ago (the
+    // history starts with the group's first event).
+    let new_node = (state.node_assigned == 0 && state.activity.seconds_since_last_add.is_none())
+        || history.len() == 1;
+    if new_node {
+        let per_eni = state.limits.ipv4_per_eni.saturating_sub(1);
+        let assigned: u32 = state.enis.iter().map(|e| e.assigned).sum();
+        let start = s
+            .start_warm
+            .unwrap_or(per_eni * (state.limits.max_enis / 2))
+            .saturating_sub(assigned);
+        // The pods held for it are counted in `start` (waiting or not).
+        if start > target {
+            why = "a new node".to_owned();
+        }
+        target = target.max(start);
+    }
+    (target, why)
+}
+
+fn period(history: &[Minute], s: &Settings) -> u32 {
+    match bursts(history, s.burst_adds).as_slice() {
+        [last, before, ..] => before.start - last.start,
+        _ => 0,
+    }
+}
+
 /// The decision for one group.
 pub fn decide(s: &Settings, state: &PoolState) -> PoolDecision {
-    let per_eni = state.limits.ipv4_per_eni.saturating_sub(1);
     let free: u32 = state.enis.iter().map(Eni::free).sum();
-    let expected = state.activity.adds_last_minute.max(s.min_warm);
-    let target = expected + state.pending_adds;
+    let (target, why) = target(s, state);
     if free < target {
-        return grow(s, state, per_eni, target - free);
+        return grow(state, target - free, &why);
+    }
+    let reason = format!("{free} free for {target} ({why})");
+    // A burst in progress has not shown its size yet; one due soon would
+    // take the addresses again.
+    let history = &state.activity.history;
+    if state.activity.adds_last_minute >= s.burst_adds
+        || expected_burst(history, s.burst_adds, 2 * s.lead_minutes + 1).is_some()
+    {
+        return PoolDecision {
+            reason: format!("{reason}: a burst is arriving or due, nothing given back"),
+            ..PoolDecision::default()
+        };
     }
     let quiet = state
         .activity
         .seconds_since_last_add
         .is_none_or(|since| since >= s.hold_seconds);
-    let keep = if quiet { target } else { target + per_eni };
-    let surplus = free - target.min(free);
-    let surplus = surplus.saturating_sub(keep - target);
-    if surplus < s.batch {
-        return PoolDecision {
-            reason: format!("{free} free for an expected {target}: warm enough"),
-            ..PoolDecision::default()
-        };
-    }
-    shrink(state, surplus, quiet)
+    shrink(state, free - target, quiet, &reason)
 }
 
-fn grow(s: &Settings, state: &PoolState, per_eni: u32, short: u32) -> PoolDecision {
-    let room = state.limits.max_pods.saturating_sub(state.node_addresses);
-    let mut want = short.max(s.batch).min(room);
+fn grow(state: &PoolState, short: u32, why: &str) -> PoolDecision {
+    let per_eni = state.limits.ipv4_per_eni.saturating_sub(1);
+    let mut room = state.limits.max_pods.saturating_sub(state.node_addresses);
+    let mut want = short.min(room);
     let mut decision = PoolDecision {
-        reason: format!("{short} short of the expected demand: asking for {want}"),
+        reason: format!("{short} short ({why}): filling ENIs"),
         ..PoolDecision::default()
     };
     let mut enis: Vec<&Eni> = state.enis.iter().collect();
     enis.sort_by_key(|e| e.device_index);
     for eni in enis {
-        let n = per_eni.saturating_sub(eni.ips + eni.prefixes).min(want);
+        if want == 0 {
+            break;
+        }
+        let n = per_eni.saturating_sub(eni.ips + eni.prefixes).min(room);
         if n > 0 {
             decision.changes.push(EniChange {
                 eni_id: eni.id.clone(),
                 add_ips: n,
                 ..EniChange::default()
             });
-            want -= n;
+            want = want.saturating_sub(n);
+            room -= n;
         }
     }
     let mut enis = state.node_enis;
     while want > 0 && enis < state.limits.max_enis {
-        let n = want.max(s.batch).min(per_eni);
+        let n = per_eni.min(room);
+        if n == 0 {
+            break;
+        }
         decision.create.push(NewEni {
             ips: n,
             prefixes: 0,
         });
         want = want.saturating_sub(n);
+        room -= n;
         enis += 1;
     }
     decision
 }
 
-fn shrink(state: &PoolState, mut surplus: u32, quiet: bool) -> PoolDecision {
-    let mut decision = PoolDecision {
-        reason: format!(
-            "{surplus} free addresses beyond what the {} group needs: giving them back",
-            if quiet { "quiet" } else { "busy" }
-        ),
-        ..PoolDecision::default()
-    };
+/// Gives back whole unused ENIs' IPs (at most `surplus`), highest device
+/// index first; when quiet, releases ENIs left without addresses.
+fn shrink(state: &PoolState, mut surplus: u32, quiet: bool, why: &str) -> PoolDecision {
+    let mut decision = PoolDecision::default();
     let mut enis: Vec<&Eni> = state.enis.iter().collect();
     enis.sort_by_key(|e| std::cmp::Reverse(e.device_index));
-    for eni in &enis {
-        let unused = eni.device_index != 0
-            && eni.age_seconds >= MIN_ENI_AGE_SECONDS
-            && eni.assigned == 0
-            && eni.cooling == 0;
-        if unused && eni.addresses() <= surplus {
-            decision.release.push(eni.id.clone());
-            surplus -= eni.addresses();
-        }
-    }
     for eni in enis {
-        if surplus == 0 {
-            break;
-        }
-        if decision.release.contains(&eni.id) {
+        let unused = eni.device_index != 0 && eni.assigned == 0 && eni.cooling == 0;
+        if !unused || eni.prefixes > 0 {
             continue;
         }
-        let n = eni.free().min(eni.ips).min(surplus);
-        if n > 0 {
+        if eni.ips > 0 && eni.ips <= surplus {
             decision.changes.push(EniChange {
                 eni_id: eni.id.clone(),
-                release_ips: n,
+                release_ips: eni.ips,
                 ..EniChange::default()
             });
-            surplus -= n;
+            surplus -= eni.ips;
+        } else if eni.ips == 0 && quiet && eni.age_seconds >= MIN_ENI_AGE_SECONDS {
+            decision.release.push(eni.id.clone());
         }
     }
+    decision.reason = if decision.is_noop() {
+        format!("{why}: warm enough")
+    } else {
+        format!("{why}: giving unused ENIs' addresses back")
+    };
     decision
 }
 

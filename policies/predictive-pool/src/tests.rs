@@ -14,14 +14,15 @@ fn eni(index: u32, ips: u32, assigned: u32, cooling: u32, age: u64) -> Eni {
     }
 }
 
-/// m5.2xlarge: 4 ENIs x 15 addresses (14 pod IPs each), 58 pods.
-fn state(enis: Vec<Eni>, pending: u32, adds: u32, since: Option<u64>) -> PoolState {
+/// m5.2xlarge: 4 ENIs x 15 addresses (14 pod IPs each), 58 pods; one
+/// ADD seen `since` seconds ago, and the given history.
+fn state(enis: Vec<Eni>, pending: u32, history: Vec<Minute>, since: Option<u64>) -> PoolState {
     PoolState {
         group: vec!["sg-1".into()],
         default_group: true,
         node_enis: enis.len() as u32,
         node_addresses: enis.iter().map(|e| e.ips).sum(),
-        node_assigned: enis.iter().map(|e| e.assigned).sum(),
+        node_assigned: enis.iter().map(|e| e.assigned).sum::<u32>().max(1),
         enis,
         limits: InstanceLimits {
             max_enis: 4,
@@ -31,70 +32,226 @@ fn state(enis: Vec<Eni>, pending: u32, adds: u32, since: Option<u64>) -> PoolSta
         },
         pending_adds: pending,
         activity: Activity {
-            adds_last_minute: adds,
+            adds_last_minute: history.first().map_or(0, |m| m.adds),
             removes_last_minute: 0,
             seconds_since_last_add: since,
+            history,
         },
     }
 }
 
-#[test]
-fn grows_for_the_last_minutes_adds_and_waiting_pods_in_one_batch() {
-    let s = Settings::default();
-    // 12 ADDs last minute, 3 waiting, 1 free: 14 short, one call on the
-    // primary (its 4 free slots) and one new ENI for the other 10.
-    let d = decide(&s, &state(vec![eni(0, 10, 9, 0, 600)], 3, 12, Some(1)));
-    assert_eq!(
-        d.changes,
-        vec![EniChange {
-            eni_id: "eni-0".into(),
-            add_ips: 4,
-            ..Default::default()
-        }]
-    );
-    assert_eq!(
-        d.create,
-        vec![NewEni {
-            ips: 10,
-            prefixes: 0
-        }]
-    );
-    // Cooling addresses are not warm.
-    let d = decide(&s, &state(vec![eni(0, 14, 0, 14, 600)], 0, 0, None));
-    assert_eq!(
-        d.create,
-        vec![NewEni {
-            ips: 8,
-            prefixes: 0
-        }],
-        "{d:?}"
-    );
-    // A small shortfall still asks for a whole batch.
-    let d = decide(&s, &state(vec![eni(0, 2, 1, 0, 600)], 0, 0, Some(5)));
-    assert_eq!(d.changes[0].add_ips, 8);
+/// A history of `minutes` minutes with `adds` ADDs at the given ages.
+fn history(minutes: usize, adds: &[(usize, u32)]) -> Vec<Minute> {
+    let mut h = vec![Minute::default(); minutes];
+    for &(ago, n) in adds {
+        h[ago].adds = n;
+    }
+    h
+}
+
+fn added(d: &PoolDecision) -> Vec<(String, u32)> {
+    d.changes
+        .iter()
+        .map(|c| (c.eni_id.clone(), c.add_ips))
+        .collect()
 }
 
 #[test]
-fn keeps_an_enis_worth_while_busy_and_shrinks_to_the_target_when_quiet() {
+fn grows_for_recent_adds_filling_every_eni_it_touches() {
     let s = Settings::default();
-    // 28 free, target 2: busy keeps 2 + 14, so 12 go back.
-    let enis = vec![eni(0, 14, 0, 0, 600), eni(1, 14, 0, 0, 600)];
-    let d = decide(&s, &state(enis.clone(), 0, 0, Some(30)));
-    let released: u32 = d.changes.iter().map(|c| c.release_ips).sum();
-    assert_eq!(released, 12, "{d:?}");
+    // 12 ADDs in the busier of the last two minutes, 3 waiting, 1 free:
+    // 14 short. The primary's 4 free slots in
+    // one call, then a new ENI, full.
+    let d = decide(
+        &s,
+        &state(
+            vec![eni(0, 10, 9, 0, 600)],
+            3,
+            history(5, &[(1, 12)]),
+            Some(70),
+        ),
+    );
+    assert_eq!(added(&d), vec![("eni-0".to_owned(), 4)]);
+    assert_eq!(
+        d.create,
+        vec![NewEni {
+            ips: 14,
+            prefixes: 0
+        }]
+    );
+    // One address short of min-warm fills the attached, emptied ENI in one
+    // call (no attach).
+    let d = decide(
+        &s,
+        &state(
+            vec![eni(0, 14, 11, 0, 600), eni(1, 0, 0, 0, 600)],
+            0,
+            vec![],
+            Some(5),
+        ),
+    );
+    assert_eq!(added(&d), vec![("eni-1".to_owned(), 14)]);
+    // Cooling addresses are not warm.
+    let d = decide(&s, &state(vec![eni(0, 14, 2, 12, 600)], 0, vec![], Some(5)));
+    assert_eq!(d.create.len(), 1, "{d:?}");
+}
+
+#[test]
+fn finds_bursts_and_when_the_next_is_due() {
+    // Bursts of 40 starting 15 and 30 minutes ago (the second lasting two
+    // minutes), background churn of 2 a minute.
+    let mut h = history(40, &[(15, 40), (30, 35), (29, 7)]);
+    for m in h.iter_mut().filter(|m| m.adds == 0) {
+        m.adds = 2;
+    }
+    assert_eq!(
+        bursts(&h, 6),
+        vec![
+            Burst {
+                start: 15,
+                end: 15,
+                peak: 40
+            },
+            Burst {
+                start: 30,
+                end: 29,
+                peak: 35
+            }
+        ]
+    );
+    // Period 15: due in 0 minutes, so expected with any lead.
+    assert_eq!(expected_burst(&h, 6, 0), Some(40));
+    // Two minutes earlier (the history shifted by two): due in 2.
+    let earlier = &h[2..];
+    assert_eq!(expected_burst(earlier, 6, 2), Some(40));
+    assert_eq!(expected_burst(earlier, 6, 1), None);
+    // Three minutes overdue: no longer expected.
+    let mut late = vec![
+        Minute {
+            adds: 2,
+            removes: 0
+        };
+        3
+    ];
+    late.extend_from_slice(&h);
+    assert_eq!(expected_burst(&late, 6, 2), None);
+    // One burst is no pattern; continuous churn is one long burst.
+    assert_eq!(expected_burst(&h[..20], 6, 2), None);
+    assert_eq!(expected_burst(&history(60, &[]), 6, 2), None);
+    let busy = vec![
+        Minute {
+            adds: 12,
+            removes: 12
+        };
+        60
+    ];
+    assert_eq!(expected_burst(&busy, 6, 2), None);
+}
+
+#[test]
+fn prewarms_a_recurring_burst_before_it_is_due() {
+    let s = Settings::default();
+    // 8 pods on the primary, 6 free; bursts of 40 started 13 and 28
+    // minutes ago: the next is due in 2 minutes.
+    let h = history(40, &[(13, 40), (28, 40)]);
+    let enis = vec![eni(0, 14, 8, 0, 3000), eni(1, 0, 0, 0, 3000)];
+    let d = decide(&s, &state(enis.clone(), 0, h, Some(100)));
+    assert_eq!(added(&d), vec![("eni-1".to_owned(), 14)]);
+    assert_eq!(d.create.len(), 2, "{d:?}");
+    assert!(d.reason.contains("burst of 40"), "{}", d.reason);
+    // Without the history (the older world) it only keeps min-warm.
+    let d = decide(&s, &state(enis, 0, vec![], Some(100)));
+    assert!(d.is_noop(), "{d:?}");
+}
+
+#[test]
+fn gives_unused_enis_back_keeping_them_attached_until_quiet() {
+    let s = Settings::default();
+    // 10 pods on the primary, ENI 1 half cooling, ENI 2 unused: only ENI
+    // 2's IPs go, in one call; the ENI stays.
+    let enis = vec![
+        eni(0, 14, 10, 0, 3000),
+        eni(1, 14, 0, 7, 3000),
+        eni(2, 14, 0, 0, 3000),
+    ];
+    let d = decide(&s, &state(enis, 0, history(5, &[]), Some(120)));
+    assert_eq!(
+        d.changes,
+        vec![EniChange {
+            eni_id: "eni-2".into(),
+            release_ips: 14,
+            ..EniChange::default()
+        }]
+    );
     assert!(d.release.is_empty());
-    // Quiet: 26 go, the secondary ENI as a whole.
-    let d = decide(&s, &state(enis, 0, 0, Some(600)));
-    assert_eq!(d.release, vec!["eni-1".to_owned()]);
-    assert_eq!(d.changes[0].release_ips, 12);
-    // A surplus under one batch stays.
-    let d = decide(&s, &state(vec![eni(0, 9, 0, 0, 600)], 0, 0, None));
+    // An unused ENI whose IPs the target still needs stays.
+    let enis = vec![eni(0, 14, 12, 0, 3000), eni(1, 14, 0, 0, 3000)];
+    let d = decide(&s, &state(enis, 0, history(5, &[]), Some(120)));
+    assert!(d.is_noop(), "{d:?}");
+    // An emptied ENI is detached only once the group is quiet.
+    let enis = vec![eni(0, 14, 2, 0, 3000), eni(1, 0, 0, 0, 3000)];
+    let busy = decide(&s, &state(enis.clone(), 0, vec![], Some(600)));
+    assert!(busy.is_noop(), "{busy:?}");
+    let quiet = decide(&s, &state(enis, 0, vec![], Some(1800)));
+    assert_eq!(quiet.release, vec!["eni-1".to_owned()]);
+}
+
+#[test]
+fn a_new_node_prepares_for_the_pods_held_for_it() {
+    let s = Settings::default();
+    let mut fresh = state(vec![eni(0, 0, 0, 0, 5)], 0, vec![], None);
+    fresh.node_assigned = 0;
+    let d = decide(&s, &fresh);
+    // Half of 4 ENIs' worth: the primary and one new ENI, full.
+    assert_eq!(added(&d), vec![("eni-0".to_owned(), 14)]);
+    assert_eq!(d.create.len(), 1, "{d:?}");
+    // Once a pod came, min-warm is enough.
+    let d = decide(&s, &state(vec![eni(0, 14, 1, 0, 60)], 0, vec![], Some(1)));
     assert!(d.is_noop(), "{d:?}");
 }
 
 #[test]
 fn bad_settings_are_refused() {
-    assert!(PredictivePool::configure(r#"{"batch": 0}"#).is_err());
+    assert!(PredictivePool::configure(r#"{"burst-adds": 0}"#).is_err());
     assert!(PredictivePool::configure(r#"{"window": 3}"#).is_err());
     assert!(PredictivePool::configure("{}").is_ok());
+}
+
+#[test]
+fn gives_nothing_back_while_a_burst_arrives_or_is_due() {
+    let s = Settings::default();
+    let enis = vec![eni(0, 14, 10, 0, 3000), eni(1, 14, 0, 0, 3000)];
+    // Idle: ENI 1's IPs go.
+    let d = decide(&s, &state(enis.clone(), 0, history(30, &[]), Some(120)));
+    assert_eq!(d.changes.len(), 1, "{d:?}");
+    // 8 ADDs in the last minute (all on the primary, so far).
+    let d = decide(&s, &state(enis.clone(), 0, history(30, &[(0, 8)]), Some(5)));
+    assert!(d.is_noop(), "{d:?}");
+    // Bursts of 10 started 6 and 16 minutes ago: the next is due in 4
+    // minutes, inside twice the lead plus one.
+    let due = history(30, &[(6, 10), (16, 10)]);
+    let d = decide(&s, &state(enis, 0, due, Some(300)));
+    assert!(d.is_noop(), "{d:?}");
+}
+
+#[test]
+fn expects_at_most_an_enis_worth_from_the_last_minutes() {
+    let s = Settings::default();
+    // 40 ADDs last minute, now on 3 ENIs with 6 free: 8 short of one
+    // ENI's worth (14), not 34 short of 40.
+    let enis = vec![
+        eni(0, 14, 14, 0, 3000),
+        eni(1, 14, 14, 0, 3000),
+        eni(2, 14, 8, 0, 3000),
+    ];
+    let d = decide(&s, &state(enis, 0, history(3, &[(0, 40)]), Some(5)));
+    assert!(d.changes.is_empty(), "{d:?}");
+    assert_eq!(
+        d.create,
+        vec![NewEni {
+            ips: 14,
+            prefixes: 0
+        }]
+    );
+    assert!(d.reason.starts_with("8 short"), "{}", d.reason);
 }

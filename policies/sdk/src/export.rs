@@ -12,13 +12,16 @@
 //! implements the trait, so the same crate builds as an rlib the host links.
 
 /// Exports a [`PoolSizing`](crate::PoolSizing) type as the component's
-/// `pool-sizing` world (needs the SDK feature `pool-sizing` on Wasm).
+/// `pool-sizing-history` world, which gives the policy the group's churn
+/// per minute in `PoolState.activity.history` (needs the SDK feature
+/// `pool-sizing` on Wasm).
 #[cfg(all(target_arch = "wasm32", feature = "pool-sizing"))]
 #[macro_export]
 macro_rules! export_pool_sizing {
     ($ty:ty) => {
         const _: () = {
             use $crate::__guest::bindings::weft::policy::pool as wit;
+            use $crate::__guest::bindings::weft::policy::pool_history as wit_history;
             ::std::thread_local! {
                 static POLICY: ::core::cell::RefCell<::core::option::Option<$ty>> =
                     const { ::core::cell::RefCell::new(::core::option::Option::None) };
@@ -34,8 +37,11 @@ macro_rules! export_pool_sizing {
                         <$ty as $crate::PoolSizing>::configure,
                     )
                 }
-                fn size_pool(state: wit::PoolState) -> wit::PoolDecision {
-                    $crate::__guest::pool::size_pool(&POLICY, state)
+                fn size_pool_with_history(
+                    state: wit::PoolState,
+                    history: ::std::vec::Vec<wit_history::Minute>,
+                ) -> wit::PoolDecision {
+                    $crate::__guest::pool::size_pool(&POLICY, state, history)
                 }
             }
             $crate::__guest::bindings::export_world!(Export with_types_in $crate::__guest::bindings);
@@ -44,7 +50,9 @@ macro_rules! export_pool_sizing {
 }
 
 /// Exports a [`PoolSizing`](crate::PoolSizing) type as the component's
-/// `pool-sizing` world (needs the SDK feature `pool-sizing` on Wasm).
+/// `pool-sizing-history` world, which gives the policy the group's churn
+/// per minute in `PoolState.activity.history` (needs the SDK feature
+/// `pool-sizing` on Wasm).
 ///
 /// ```
 /// use weft_policy_sdk::{PoolSizing, pool::{PoolDecision, PoolState}};

@@ -90,6 +90,22 @@ pub mod pool {
         pub removes_last_minute: u32,
         /// Seconds since the last assignment, if any.
         pub seconds_since_last_add: Option<u64>,
+        /// The group's churn per minute over the last hour, most recent
+        /// first (entry 0 is the last 60 s). Components get it through the
+        /// `pool-sizing-history` world (the SDK's export); those of the
+        /// older `pool-sizing` world never see it.
+        #[serde(default)]
+        pub history: Vec<Minute>,
+    }
+
+    /// One minute of a group's churn (WIT `pool-history.minute`).
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct Minute {
+        /// Addresses assigned during the minute.
+        pub adds: u32,
+        /// Addresses released during the minute.
+        pub removes: u32,
     }
 
     /// Everything the pool-sizing decision sees.

@@ -9,9 +9,11 @@ use super::addresses::prefix_addresses;
 use super::state::SimState;
 use crate::cloud::error::CloudError;
 use crate::cloud::types::Eni;
+use ipnet::Ipv6Net;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 
@@ -27,6 +29,9 @@ struct SavedVpc {
     /// Saves so far; new ids after a restore come from a fresh stream.
     generation: u64,
     enis: Vec<Eni>,
+    /// IPv6 prefixes by ENI id (absent in files of older builds).
+    #[serde(default)]
+    ipv6_prefixes: BTreeMap<String, Vec<Ipv6Net>>,
 }
 
 fn fatal(detail: String) -> CloudError {
@@ -42,6 +47,7 @@ pub(super) fn save(path: &Path, state: &SimState, generation: u64) -> Result<(),
         version: VERSION.into(),
         generation,
         enis: state.enis.values().cloned().collect(),
+        ipv6_prefixes: state.ipv6_prefixes.clone(),
     };
     let bytes = serde_json::to_vec(&saved).map_err(|e| fatal(e.to_string()))?;
     crate::state::write_atomic(path, &bytes)
@@ -98,13 +104,15 @@ pub(super) fn reload(path: &Path, state: &mut SimState, known: u64) -> Result<u6
         subnet.pool = super::addresses::AddressPool::new(subnet.pool.net());
     }
     state.enis.clear();
-    take(path, state, saved.enis)?;
-    Ok(saved.generation)
+    let generation = saved.generation;
+    take(path, state, saved)?;
+    Ok(generation)
 }
 
-/// Puts `enis` into `state`, their addresses held in their subnets.
-fn take(path: &Path, state: &mut SimState, enis: Vec<Eni>) -> Result<(), CloudError> {
-    for eni in enis {
+/// Puts the saved ENIs into `state`, their addresses held in their subnets.
+fn take(path: &Path, state: &mut SimState, saved: SavedVpc) -> Result<(), CloudError> {
+    state.ipv6_prefixes = saved.ipv6_prefixes;
+    for eni in saved.enis {
         let subnet = state
             .subnets
             .iter_mut()
@@ -135,8 +143,9 @@ pub(super) fn restore(path: &Path, state: &mut SimState, seed: u64) -> Result<u6
     let Some(saved) = read(path)? else {
         return Ok(0);
     };
-    take(path, state, saved.enis)?;
+    let generation = saved.generation;
+    take(path, state, saved)?;
     // Ids and addresses handed out from now on must not repeat the saved ones.
-    state.rng = StdRng::seed_from_u64(seed ^ saved.generation.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    Ok(saved.generation)
+    state.rng = StdRng::seed_from_u64(seed ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    Ok(generation)
 }

@@ -6,7 +6,7 @@ use crate::cloud::action::Ec2Action;
 use crate::cloud::error::{CloudError, LimitKind};
 use crate::cloud::leak;
 use crate::cloud::types::*;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use rand::RngCore;
 use rand::rngs::StdRng;
 use std::collections::BTreeMap;
@@ -52,6 +52,8 @@ pub(super) struct SimState {
     pub(super) enis: BTreeMap<String, Eni>,
     pub(super) handed_out_ips: Vec<Ipv4Addr>,
     pub(super) handed_out_prefixes: Vec<Ipv4Net>,
+    /// IPv6 /80 prefixes delegated to ENIs, by ENI id (see `ipv6`).
+    pub(super) ipv6_prefixes: BTreeMap<String, Vec<Ipv6Net>>,
     pub(super) faults: Faults,
     pub(super) leak_min_age: Duration,
 }
@@ -86,7 +88,7 @@ impl SimState {
     }
 
     /// The ENI with this id, which must be attached to this node.
-    fn own_eni_mut(&mut self, api: Ec2Action, id: &str) -> Result<&mut Eni, CloudError> {
+    pub(super) fn own_eni_mut(&mut self, api: Ec2Action, id: &str) -> Result<&mut Eni, CloudError> {
         let instance = self.identity.instance_id.clone();
         let eni = self
             .enis
@@ -428,6 +430,7 @@ impl SimState {
         let mut ips = eni.secondary_ips.clone();
         ips.push(eni.primary_ip);
         self.release(&eni.subnet_id, &ips, &eni.prefixes);
+        self.ipv6_prefixes.remove(eni_id);
         Ok(())
     }
 

@@ -1,6 +1,8 @@
-//! Glue of the `pool-sizing` world: WIT <-> SDK conversions and the decision.
+//! Glue of the `pool-sizing-history` world: WIT <-> SDK conversions and the
+//! decision.
 
 use super::bindings::weft::policy::pool as wit;
+use super::bindings::weft::policy::pool_history as wit_history;
 use super::{Slot, with_policy};
 use crate::PoolSizing;
 use crate::pool;
@@ -37,6 +39,7 @@ impl From<wit::Activity> for pool::Activity {
             adds_last_minute: a.adds_last_minute,
             removes_last_minute: a.removes_last_minute,
             seconds_since_last_add: a.seconds_since_last_add,
+            history: Vec::new(),
         }
     }
 }
@@ -85,13 +88,25 @@ impl From<pool::PoolDecision> for wit::PoolDecision {
     }
 }
 
-/// `size-pool`: converts the state, asks the configured policy, converts the
-/// decision back. Unconfigured, it leaves the pool as it is.
+impl From<wit_history::Minute> for pool::Minute {
+    fn from(m: wit_history::Minute) -> Self {
+        pool::Minute {
+            adds: m.adds,
+            removes: m.removes,
+        }
+    }
+}
+
+/// `size-pool-with-history`: converts the state (the history into
+/// `activity.history`), asks the configured policy, converts the decision
+/// back. Unconfigured, it leaves the pool as it is.
 pub fn size_pool<P: PoolSizing + 'static>(
     slot: &'static Slot<P>,
     state: wit::PoolState,
+    history: Vec<wit_history::Minute>,
 ) -> wit::PoolDecision {
-    let state = pool::PoolState::from(state);
+    let mut state = pool::PoolState::from(state);
+    state.activity.history = history.into_iter().map(pool::Minute::from).collect();
     with_policy(
         slot,
         |message| pool::PoolDecision {

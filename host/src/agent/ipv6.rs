@@ -1,0 +1,95 @@
+//! IPv6 mode (`[pool] ip-family = "ipv6"`): the primary ENI's /80 prefix,
+//! delegated once, and the pods' addresses from it, checkpointed like the
+//! IPv4 ones.
+//!
+//! At start the agent reads the primary ENI's IPv6 prefixes from the cloud
+//! and asks for one /80 only when it has none. A lost answer is safe: the
+//! start fails, and the next start finds the prefix on the ENI. When the ENI
+//! has several prefixes, the one the checkpoint names is kept.
+
+use crate::Result;
+use crate::cloud::{Cloud, NodeIdentity};
+use crate::ipam::{AssignmentKey, Ipv6Assignment, Ipv6Block, PodMeta};
+use crate::state::{DurableIpv6Block, Ipv6Checkpoint, StateError};
+use std::net::Ipv6Addr;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+/// The pods' IPv6 addresses.
+#[derive(Debug)]
+pub(super) struct Ipv6Pods {
+    store: Mutex<DurableIpv6Block>,
+}
+
+impl Ipv6Pods {
+    /// The primary ENI's prefix (delegated now if it has none) with the
+    /// assignments of `checkpoint`; those the prefix does not hold are
+    /// dropped and logged.
+    pub(super) async fn start(
+        cloud: &dyn Cloud,
+        node: &NodeIdentity,
+        checkpoint: PathBuf,
+    ) -> Result<Self> {
+        let eni = &node.primary_eni_id;
+        let saved = Ipv6Checkpoint::load(&checkpoint)?;
+        let prefixes = cloud.ipv6_prefixes(eni).await?;
+        let kept = saved
+            .as_ref()
+            .filter(|s| s.eni_id == *eni)
+            .and_then(|s| prefixes.iter().find(|p| **p == s.prefix));
+        let prefix = match kept.or(prefixes.first()) {
+            Some(prefix) => *prefix,
+            None => {
+                let prefix = cloud.assign_ipv6_prefix(eni).await?;
+                tracing::info!(%prefix, %eni, "delegated an IPv6 prefix to the primary ENI");
+                prefix
+            }
+        };
+        let (next, allocations) = match saved {
+            Some(saved) if saved.prefix == prefix => (saved.next, saved.allocations),
+            Some(saved) => (1, saved.allocations),
+            None => (1, Vec::new()),
+        };
+        let (block, dropped) = Ipv6Block::restore(prefix, eni.clone(), next, allocations);
+        for held in dropped {
+            tracing::warn!(key = %held.key, ip = %held.ip, pod = %held.pod, %prefix, "dropped assignment: its address is not one the primary ENI's IPv6 prefix holds (or another pod holds it)");
+        }
+        tracing::info!(%prefix, pods = block.assignments().count(), "IPv6 mode: pods get addresses of the primary ENI's prefix");
+        Ok(Ipv6Pods {
+            store: Mutex::new(DurableIpv6Block::new(block, checkpoint)?),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DurableIpv6Block> {
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An address for `key`, on disk before it returns; the same one for a
+    /// repeated ADD. Returns it and whether it is new.
+    pub(super) fn assign(
+        &self,
+        key: AssignmentKey,
+        pod: PodMeta,
+    ) -> std::result::Result<(Ipv6Addr, bool), StateError> {
+        self.lock().assign(key, pod, SystemTime::now())
+    }
+
+    /// Releases what `key` holds, on disk before it returns.
+    pub(super) fn release(
+        &self,
+        key: &AssignmentKey,
+    ) -> std::result::Result<Option<Ipv6Assignment>, StateError> {
+        self.lock().release(key)
+    }
+
+    /// What `key` holds.
+    pub(super) fn assignment(&self, key: &AssignmentKey) -> Option<Ipv6Assignment> {
+        self.lock().block().assignment(key).cloned()
+    }
+
+    /// Every assignment.
+    pub(super) fn assignments(&self) -> Vec<Ipv6Assignment> {
+        self.lock().block().assignments().cloned().collect()
+    }
+}

@@ -1,0 +1,309 @@
+//! IPv6 mode end to end, in real network namespaces (root only): `weftd`
+//! with `[pool] ip-family = "ipv6"` on the embedded VPC simulator (which
+//! delegates the primary ENI a /80 of the documentation range
+//! 2001:db8::/32), the real `weft` plugin, real pod namespaces. Pods are
+//! wired as the VPC CNI's IPv6 mode wires them.
+
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use weft_tests::support::agent::{TestAgent, ok_json, pod_ip, succeeded};
+use weft_tests::support::netns::TestNetns;
+
+/// The simulator's /80 for the primary ENI of the first subnet's node, and
+/// the addresses pods get from it, in order.
+const PREFIX: &str = "2001:db8:0:0:1::/80";
+const POD_1: &str = "2001:db8::1:0:0:1";
+const POD_2: &str = "2001:db8::1:0:0:2";
+const POD_3: &str = "2001:db8::1:0:0:3";
+/// The node's own IPv6 address, on its stand-in primary NIC.
+const NODE_IP6: &str = "2001:db8::10";
+
+fn start() -> TestAgent {
+    let agent = TestAgent::start("m5.large", "[pool]\nip-family = \"ipv6\"\n");
+    agent.node.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{NODE_IP6}/128"),
+        "dev",
+        "ens5",
+        "nodad",
+    ]);
+    agent
+}
+
+fn array(value: &Value) -> &Vec<Value> {
+    value.as_array().expect("a JSON array")
+}
+
+/// The pod's IPv6 wiring, exactly: one global address `/128` without DAD,
+/// `fe80::1 dev eth0`, `default via fe80::1 dev eth0`, and `fe80::1` a
+/// permanent neighbour at the host veth's MAC; DAD off on the interface.
+fn assert_pod_wired(pod: &TestNetns, ip: &str, host_mac: &str) {
+    let addrs = pod.ip_json(&["-6", "addr", "show", "dev", "eth0", "scope", "global"]);
+    // `ip -j` prints filtered-out addresses as `{}`.
+    let global: Vec<&Value> = array(&addrs[0]["addr_info"])
+        .iter()
+        .filter(|a| a.get("local").is_some())
+        .collect();
+    assert_eq!(global.len(), 1, "one global address: {addrs}");
+    assert_eq!(global[0]["local"], json!(ip));
+    assert_eq!(global[0]["prefixlen"], json!(128));
+    assert_eq!(
+        global[0]["nodad"],
+        json!(true),
+        "added without DAD: {addrs}"
+    );
+    assert!(
+        global[0].get("tentative").is_none() && global[0].get("dadfailed").is_none(),
+        "usable at once: {addrs}"
+    );
+    assert_eq!(pod.sysctl("net.ipv6.conf.eth0.accept_dad"), "0");
+    let routes = pod.ip_json(&["-6", "route", "show", "dev", "eth0"]);
+    assert!(
+        array(&routes)
+            .iter()
+            .any(|r| r["dst"] == "default" && r["gateway"] == "fe80::1"),
+        "default via fe80::1: {routes}"
+    );
+    assert!(
+        array(&routes).iter().any(|r| r["dst"] == "fe80::1"),
+        "fe80::1 dev eth0: {routes}"
+    );
+    let neigh = pod.ip_json(&["-6", "neigh", "show", "dev", "eth0"]);
+    assert!(
+        array(&neigh).iter().any(|n| n["dst"] == "fe80::1"
+            && n["lladdr"] == json!(host_mac)
+            && n["state"]
+                .as_array()
+                .is_some_and(|s| s.contains(&json!("PERMANENT")))),
+        "permanent neighbour fe80::1 -> {host_mac}: {neigh}"
+    );
+}
+
+/// The node routes `ip/128` to `host_veth`, and only there.
+fn assert_node_routes(agent: &TestAgent, ip: &str, host_veth: &str) {
+    let routes = agent.node.ip_json(&["-6", "route", "show", ip]);
+    assert_eq!(array(&routes).len(), 1, "{routes}");
+    assert_eq!(routes[0]["dst"], json!(ip));
+    assert_eq!(routes[0]["dev"], json!(host_veth), "{routes}");
+}
+
+/// The node no longer routes to `ip` (DEL and GC remove the route before
+/// they answer).
+fn assert_node_unrouted(agent: &TestAgent, ip: &str) {
+    assert!(
+        array(&agent.node.ip_json(&["-6", "route", "show", ip])).is_empty(),
+        "no route to {ip}"
+    );
+}
+
+/// Waits until the pod's veth is gone (removed in the background after DEL
+/// and GC), then checks that neither the node nor the pod has a neighbour
+/// entry or route of the pod left.
+fn assert_unwired(agent: &TestAgent, pod: &TestNetns, ip: &str) {
+    wait_gone(pod);
+    let neigh = agent.node.ip_json(&["-6", "neigh", "show", ip]);
+    assert!(array(&neigh).is_empty(), "no node neighbour {ip}: {neigh}");
+    assert!(array(&pod.ip_json(&["-6", "neigh", "show"])).is_empty());
+    assert!(array(&pod.ip_json(&["-6", "route", "show"])).is_empty());
+}
+
+/// Waits (at most 10 s) until the pod's interface is gone.
+fn wait_gone(pod: &TestNetns) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while array(&pod.ip_json(&["link", "show"]))
+        .iter()
+        .any(|l| l["ifname"] == "eth0")
+    {
+        assert!(Instant::now() < deadline, "eth0 is still in the pod");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn held_ips(agent: &TestAgent) -> Vec<Value> {
+    array(&agent.get_json("/v1/pods"))
+        .iter()
+        .map(|p| p["ip"].clone())
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn ipv6_pods_get_prefix_addresses_ping_each_other_and_the_node_and_del_unwires_them() {
+    let agent = start();
+    let netconf = agent.netconf("1.0.0");
+    let a = TestNetns::new("v6-a");
+    let b = TestNetns::new("v6-b");
+    let ra = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
+    let rb = ok_json(&agent.cni("ADD", "ctr-b", &b.path(), "b", &netconf));
+    assert_eq!((pod_ip(&ra), pod_ip(&rb)), (POD_1.into(), POD_2.into()));
+    assert!(
+        agent.log().contains(&format!("prefix={PREFIX}")),
+        "the primary ENI got the /80 once:\n{}",
+        agent.log()
+    );
+
+    // The CNI result carries the IPv6 address, gateway and default route.
+    assert_eq!(ra["ips"][0]["address"], json!(format!("{POD_1}/128")));
+    assert_eq!(ra["ips"][0]["gateway"], json!("fe80::1"));
+    assert_eq!(ra["routes"], json!([{"dst": "::/0", "gw": "fe80::1"}]));
+
+    for (pod, result, ip) in [(&a, &ra, POD_1), (&b, &rb, POD_2)] {
+        let host_veth = result["interfaces"][0]["name"].as_str().unwrap();
+        let host_mac = result["interfaces"][0]["mac"].as_str().unwrap();
+        assert_pod_wired(pod, ip, host_mac);
+        assert_node_routes(&agent, ip, host_veth);
+        assert_eq!(
+            agent
+                .node
+                .sysctl(&format!("net.ipv6.conf.{host_veth}.accept_dad")),
+            "0"
+        );
+    }
+    // No IPv4 and no rules for IPv6 pods.
+    assert!(array(&a.ip_json(&["-4", "addr", "show", "dev", "eth0"])).is_empty());
+    let rules = agent.node.ip_json(&["-6", "rule", "show"]);
+    assert!(
+        !array(&rules).iter().any(|r| r["dst"] == json!(POD_1)),
+        "{rules}"
+    );
+    assert_eq!(agent.node.sysctl("net.ipv6.conf.all.forwarding"), "1");
+
+    assert!(a.ping(POD_2), "pod a reaches pod b");
+    assert!(b.ping(POD_1), "pod b reaches pod a");
+    assert!(a.ping(NODE_IP6), "pod a reaches the node");
+
+    let pods = agent.get_json("/v1/pods");
+    assert_eq!(held_ips(&agent), vec![json!(POD_1), json!(POD_2)]);
+    let primary = pods[0]["eni_id"].as_str().unwrap();
+    assert!(primary.starts_with("eni-"), "{pods}");
+    // The IPv4 pool is not sized (its first round ran at start): the node
+    // has its primary ENI only, without a single IPv4 pod address.
+    let pool = agent.get_json("/v1/pool");
+    let group = &pool["groups"][0];
+    assert_eq!(
+        (&group["node-enis"], &group["node-addresses"]),
+        (&json!(1), &json!(0)),
+        "{pool}"
+    );
+
+    // A repeated ADD keeps the address.
+    let again = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
+    assert_eq!(pod_ip(&again), POD_1);
+
+    // DEL: the node's route goes at once, the veth (with the neighbour
+    // entries and routes of both ends) in the background.
+    assert!(b.ping(POD_1), "pod b reaches pod a after the repeated ADD");
+    assert!(
+        !array(&agent.node.ip_json(&["-6", "neigh", "show", POD_1])).is_empty(),
+        "pod b's ping made the node resolve pod a"
+    );
+    succeeded(&agent.cni("DEL", "ctr-a", &a.path(), "a", &netconf));
+    assert_node_unrouted(&agent, POD_1);
+    assert!(!b.ping(POD_1), "the deleted pod is unreachable");
+    assert_unwired(&agent, &a, POD_1);
+    succeeded(&agent.cni("DEL", "ctr-a", &a.path(), "a", &netconf));
+    assert_eq!(held_ips(&agent), vec![json!(POD_2)]);
+
+    // The next pod gets a fresh address, not the one just released.
+    let c = TestNetns::new("v6-c");
+    let rc = ok_json(&agent.cni("ADD", "ctr-c", &c.path(), "c", &netconf));
+    assert_eq!(pod_ip(&rc), POD_3);
+    assert!(c.ping(POD_2), "pod c reaches pod b");
+}
+
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn a_restart_keeps_ipv6_pods_and_gc_unwires_a_stale_one() {
+    let mut agent = start();
+    let netconf = agent.netconf("1.1.0");
+    let a = TestNetns::new("v6r-a");
+    let b = TestNetns::new("v6r-b");
+    let gone = TestNetns::new("v6r-gone");
+    let ra = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
+    let rb = ok_json(&agent.cni("ADD", "ctr-b", &b.path(), "b", &netconf));
+    ok_json(&agent.cni("ADD", "ctr-gone", &gone.path(), "gone", &netconf));
+    succeeded(&agent.cni("DEL", "ctr-gone", &gone.path(), "gone", &netconf));
+    assert_eq!((pod_ip(&ra), pod_ip(&rb)), (POD_1.into(), POD_2.into()));
+
+    agent.stop();
+    agent.spawn();
+    let log = agent.log();
+    assert_eq!(
+        log.matches("delegated an IPv6 prefix").count(),
+        1,
+        "the prefix is delegated once, not again at the restart:\n{log}"
+    );
+    assert!(!log.contains("dropped assignment"), "{log}");
+    // Addresses, wiring and reachability are kept.
+    assert_eq!(held_ips(&agent), vec![json!(POD_1), json!(POD_2)]);
+    for (pod, result, ip) in [(&a, &ra, POD_1), (&b, &rb, POD_2)] {
+        let host_veth = result["interfaces"][0]["name"].as_str().unwrap();
+        let host_mac = result["interfaces"][0]["mac"].as_str().unwrap();
+        assert_pod_wired(pod, ip, host_mac);
+        assert_node_routes(&agent, ip, host_veth);
+    }
+    assert!(a.ping(POD_2), "pod a reaches pod b across the restart");
+    let again = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
+    assert_eq!(pod_ip(&again), POD_1, "a repeated ADD keeps the address");
+    // The cursor survived: the address of the pod deleted before the
+    // restart is not handed out again.
+    let c = TestNetns::new("v6r-c");
+    let rc = ok_json(&agent.cni("ADD", "ctr-c", &c.path(), "c", &netconf));
+    assert_eq!(pod_ip(&rc), "2001:db8::1:0:0:4");
+
+    // GC with a and c valid: b is stale, its route and neighbour go.
+    assert!(a.ping(POD_2), "the node resolves pod b");
+    let mut gc = netconf.clone();
+    gc["cni.dev/valid-attachments"] = json!([
+        { "containerID": "ctr-a", "ifname": "eth0" },
+        { "containerID": "ctr-c", "ifname": "eth0" }
+    ]);
+    let out = agent.cni("GC", "", std::path::Path::new(""), "", &gc);
+    assert!(
+        out.status.success(),
+        "GC: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_node_unrouted(&agent, POD_2);
+    assert_unwired(&agent, &b, POD_2);
+    assert_eq!(
+        held_ips(&agent),
+        vec![json!(POD_1), json!("2001:db8::1:0:0:4")]
+    );
+    assert!(!a.ping(POD_2), "the stale pod is unreachable");
+}
+
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn an_ipv4_pod_from_before_a_switch_to_ipv6_stays_wired_until_its_del() {
+    let mut agent = TestAgent::start("m5.large", "");
+    let netconf = agent.netconf("1.0.0");
+    let old = TestNetns::new("v4-old");
+    let ip4 = pod_ip(&ok_json(&agent.cni(
+        "ADD",
+        "ctr-old",
+        &old.path(),
+        "old",
+        &netconf,
+    )));
+    agent.stop();
+    let mut config = std::fs::read_to_string(agent.config_path()).unwrap();
+    config.push_str("[pool]\nip-family = \"ipv6\"\n");
+    std::fs::write(agent.config_path(), config).unwrap();
+    agent.spawn();
+
+    // The start-up sweep of leftovers keeps the IPv4 pod's wiring.
+    let routes = agent.node.ip_json(&["route", "show", &ip4]);
+    assert_eq!(array(&routes).len(), 1, "{routes}");
+    let new = TestNetns::new("v6-new");
+    let r6 = ok_json(&agent.cni("ADD", "ctr-new", &new.path(), "new", &netconf));
+    assert_eq!(pod_ip(&r6), POD_1);
+    assert_eq!(held_ips(&agent), vec![json!(ip4), json!(POD_1)]);
+
+    // Its DEL releases the IPv4 address and unwires it.
+    succeeded(&agent.cni("DEL", "ctr-old", &old.path(), "old", &netconf));
+    assert!(array(&agent.node.ip_json(&["route", "show", &ip4])).is_empty());
+    assert_eq!(held_ips(&agent), vec![json!(POD_1)]);
+}
