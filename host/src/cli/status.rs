@@ -156,11 +156,12 @@ fn render_role(out: &mut String, role: &RoleView, now: u64) {
         role.role, role.policy, role.source
     );
     if let (Some(sha), Some(world)) = (&role.sha256, &role.world) {
-        let start = match role.from_image {
-            Some(false) => "; configure runs in every decision",
-            _ => "",
-        };
-        let _ = writeln!(out, "  sha256 {sha}, world {world}{start}");
+        let _ = write!(out, "  sha256 {sha}, world {world}");
+        if role.from_image == Some(false) {
+            let why = role.no_image.as_deref().unwrap_or("no image");
+            let _ = write!(out, "; configure runs in every decision ({why})");
+        }
+        let _ = writeln!(out);
     }
     let _ = writeln!(
         out,
@@ -249,6 +250,7 @@ mod tests {
             sha256: None,
             world: None,
             from_image: None,
+            no_image: None,
             loaded_at: 90,
             load_error: None,
             on_failure: OnFailure::FailClosed,

@@ -16,7 +16,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 /// How often the epoch advances; deadlines are whole ticks.
 pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
-/// Component instances that can run at once (one per concurrent decision).
+/// Component instances that can run at once (one per concurrent decision:
+/// more fail as the policy's failure, and take its fallback).
 const MAX_CONCURRENT_INSTANCES: u32 = super::watchdog::MAX_WORKERS as u32;
 /// What one policy component may hold, so that every concurrent decision
 /// fits in the pool whatever the others are: a component needing more is
@@ -30,6 +31,11 @@ pub(super) const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 48;
 pub(super) const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
 /// See [`MAX_CORE_INSTANCES_PER_COMPONENT`].
 pub(super) const MAX_TABLES_PER_COMPONENT: u32 = 4;
+/// How long taking a policy's image (reading its configured state back and
+/// compiling the image, see [`super::image`]) may add to a load before the
+/// policy is configured in every decision instead. A 0.2 MB Rust policy
+/// takes tens of milliseconds.
+pub(super) const IMAGE_CAPTURE_BUDGET: Duration = Duration::from_secs(5);
 
 /// The engine, linker and artifact cache shared by all policies.
 pub struct PolicyEngine {
@@ -39,6 +45,8 @@ pub struct PolicyEngine {
     /// Shared with every policy compiled on this engine, so deadlines keep
     /// firing for as long as any of them lives.
     pub(crate) ticker: Arc<Ticker>,
+    /// See [`IMAGE_CAPTURE_BUDGET`].
+    pub(crate) image_capture_budget: Duration,
 }
 
 impl PolicyEngine {
@@ -55,7 +63,15 @@ impl PolicyEngine {
             linker: Arc::new(linker),
             cache,
             ticker,
+            image_capture_budget: IMAGE_CAPTURE_BUDGET,
         })
+    }
+
+    /// Sets how long taking a policy's image may add to its load (default
+    /// [`IMAGE_CAPTURE_BUDGET`]); past it, the policy is configured in
+    /// every decision. Applies to policies compiled afterwards.
+    pub fn set_image_capture_budget(&mut self, budget: Duration) {
+        self.image_capture_budget = budget;
     }
 
     /// The wasmtime engine.

@@ -15,26 +15,40 @@
 //! memory counts when it is instantiated.
 //!
 //! A policy that cannot be captured is configured in every decision, as
-//! without an image: a component shape wizer does not take (a nested
-//! component, a module instantiated twice, ...), or a policy that still
-//! holds a host resource after `configure` (a WASI stream it wrote to),
-//! whose handle a fresh instance would not have.
+//! without an image, and says why in a log line and in `/v1/policies`:
+//! a component larger than [`MAX_IMAGE_SOURCE_BYTES`] (an interpreter),
+//! a shape wizer does not take (a nested component, a module instantiated
+//! twice, ...), a policy that still holds a host resource after
+//! `configure` (a WASI stream it wrote to), whose handle a fresh instance
+//! would not have, a capture that fails or panics, or one that takes longer
+//! than the engine's image capture budget
+//! ([`super::engine::IMAGE_CAPTURE_BUDGET`]). Only `configure`'s own
+//! failures fail the load.
 
 use super::cache::ArtifactCache;
 use super::error::PolicyError;
 use super::module::{self, CompiledPolicy, Instance, WorldPre};
 use super::sandbox::{CallLimits, SandboxState};
+use super::watchdog;
 use sha2::{Digest, Sha256};
 use std::future::{Future, ready};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 use wasmtime::Store;
 use wasmtime::component::{Lift, TypedFunc, WasmList};
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
 /// The interface of wizer's accessors in an instrumented component.
 pub(super) const ACCESSORS: &str = "wasmtime:wizer/access";
+/// Largest component given an image. Its image is a second component as
+/// large, compiled at every load with new settings (about a second per MB
+/// here: a componentize-py policy is ~40 MB and takes ~20 s and ~400 MB
+/// to compile), so an interpreter configures in every decision instead.
+pub(super) const MAX_IMAGE_SOURCE_BYTES: usize = 4 << 20;
 
 /// What [`capture`] made of a policy.
 pub(super) enum Captured {
@@ -46,6 +60,12 @@ pub(super) enum Captured {
 
 /// `wasm` instrumented for [`capture`], or why it cannot be.
 pub(super) fn instrument(wasm: &[u8]) -> Result<Vec<u8>, String> {
+    if wasm.len() > MAX_IMAGE_SOURCE_BYTES {
+        return Err(format!(
+            "it is larger than {} MiB, so its image would cost a second compile of it at every load",
+            MAX_IMAGE_SOURCE_BYTES >> 20
+        ));
+    }
     Wizer::new()
         .instrument_component(wasm)
         .map(|(_, instrumented)| instrumented)
@@ -53,8 +73,9 @@ pub(super) fn instrument(wasm: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// Configures a fresh instance of `compiled` with `settings` under `limits`
-/// and captures its state. `Err`: `configure` failed (or the policy
-/// misbehaved in it), classified as in a decision.
+/// and captures its state within the engine's capture budget. `Err`:
+/// `configure` failed (or the policy misbehaved in it), classified as in a
+/// decision; whatever goes wrong after it is [`Captured::Unsupported`].
 pub(super) fn capture(
     compiled: &CompiledPolicy,
     settings: &Arc<str>,
@@ -63,21 +84,48 @@ pub(super) fn capture(
     if let Some(why) = &compiled.uninstrumented {
         return Ok(Captured::Unsupported(why.to_string()));
     }
-    let original = compiled.bytes.clone();
-    let (snapshot, _) = compiled.call(
+    let budget = compiled.image_capture_budget;
+    // Set once `configure` has returned: a failure after it is the
+    // capture's, not the policy's.
+    let configured = Arc::new(AtomicBool::new(false));
+    let this = compiled.clone();
+    let flag = configured.clone();
+    let captured = compiled.call(
         compiled.pre.clone(),
         Some(settings.clone()),
         limits,
-        move |store, instance| Ok(snapshot(store, instance, &original)),
-    )?;
-    let image = match snapshot {
-        Ok(image) => image,
-        Err(why) => return Ok(Captured::Unsupported(why)),
-    };
-    Ok(match link(compiled, &image) {
-        Ok(pre) => Captured::Image(pre),
-        Err(e) => Captured::Unsupported(format!("its configured image does not load: {e:#}")),
-    })
+        budget.saturating_add(watchdog::GRACE),
+        move |store, instance| {
+            flag.store(true, Ordering::Release);
+            let started = Instant::now();
+            // Reading the state back calls the accessors, guest code under
+            // the epoch deadline: they get a deadline of their own, not what
+            // `configure` left of the policy's (the budget bounds the whole).
+            store.set_epoch_deadline(module::deadline_ticks(limits.deadline));
+            let image = snapshot(store, instance, &this.bytes).and_then(|image| {
+                link(&this, &image)
+                    .map_err(|e| format!("its configured image does not load: {e:#}"))
+            });
+            let took = started.elapsed();
+            Ok(match image {
+                Ok(_) if took > budget => Captured::Unsupported(format!(
+                    "taking its image took {} ms, over the {} ms budget",
+                    took.as_millis(),
+                    budget.as_millis()
+                )),
+                Ok(pre) => Captured::Image(pre),
+                Err(why) => Captured::Unsupported(why),
+            })
+        },
+    );
+    match captured {
+        Ok((captured, _)) => Ok(captured),
+        Err(e) if configured.load(Ordering::Acquire) => Ok(Captured::Unsupported(format!(
+            "taking its image failed: {}",
+            e.message
+        ))),
+        Err(e) => Err(e),
+    }
 }
 
 /// Compiles (or fetches from the image cache) `image` and links it as the
@@ -119,13 +167,18 @@ fn snapshot(
         instance: instance.raw,
         failed: None,
     };
-    let image = now(wizer.snapshot_component(&context, &mut access))
-        .ok_or("its snapshot did not complete at once")?
-        .map_err(|e| format!("its snapshot failed: {e:#}"))?;
-    match access.failed {
-        Some(why) => Err(why),
-        None => Ok(image),
+    // wizer asserts it was given every memory: an accessor that failed
+    // makes it panic.
+    let image = catch_unwind(AssertUnwindSafe(|| {
+        now(wizer.snapshot_component(&context, &mut access))
+    }));
+    if let Some(why) = access.failed {
+        return Err(why);
     }
+    image
+        .map_err(|_| "wizer panicked taking its snapshot".to_owned())?
+        .ok_or("its snapshot did not complete at once")?
+        .map_err(|e| format!("its snapshot failed: {e:#}"))
 }
 
 /// The output of `future` when it is ready at its first poll: every call of

@@ -70,6 +70,11 @@ pub struct CallStats {
     /// Wall-clock time of instantiation (and `configure`, for a policy
     /// without an image) and the call.
     pub elapsed: Duration,
+    /// Of which: a fresh store and the instantiation.
+    pub instantiate: Duration,
+    /// Of which: `configure` (zero when the decision started from an
+    /// image). The call is the rest.
+    pub configure: Duration,
     /// Peak linear memory of the instance, in bytes.
     pub peak_memory: usize,
 }
@@ -169,6 +174,8 @@ pub struct CompiledPolicy {
     /// (`super::image`), if it is.
     pub(super) uninstrumented: Option<Arc<str>>,
     pub(super) pre: WorldPre,
+    /// See [`PolicyEngine::set_image_capture_budget`].
+    pub(super) image_capture_budget: Duration,
     report: LoadReport,
     log_budget: Arc<LogBudget>,
 }
@@ -291,6 +298,7 @@ impl CompiledPolicy {
             bytes: bytes.into(),
             uninstrumented,
             pre,
+            image_capture_budget: engine.image_capture_budget,
             log_budget: Arc::new(LogBudget::new()),
             report: LoadReport {
                 decision,
@@ -332,24 +340,25 @@ impl CompiledPolicy {
         };
         let decision = self.report.decision;
         let image = match image::capture(self, &settings, load_limits).map_err(configure_failed)? {
-            Captured::Image(pre) => Some(pre),
+            Captured::Image(pre) => Ok(pre),
             Captured::Unsupported(why) => {
                 tracing::info!(
                     policy = %self.name,
-                    "every decision configures its instance (no pre-configured image: {why})"
+                    "every decision configures its own instance: no image of the configured policy ({why})"
                 );
                 // `call` configures the fresh instance before calling `f`.
                 self.call(
                     self.pre.clone(),
                     Some(settings.clone()),
                     load_limits,
+                    watchdog::GRACE,
                     |_, _| Ok(()),
                 )
                 .map_err(configure_failed)?;
-                None
+                Err(Arc::from(why))
             }
         };
-        tracing::debug!(policy = %self.name, %decision, image = image.is_some(), "policy configured");
+        tracing::debug!(policy = %self.name, %decision, image = image.is_ok(), "policy configured");
         Ok(PolicyModule {
             compiled: self.clone(),
             settings,
@@ -360,13 +369,15 @@ impl CompiledPolicy {
 
     /// Runs `f` on a fresh instance of `pre` (configured with `configure`
     /// first, when given) in a fresh store with `limits`' deadline and
-    /// memory cap set, on a policy worker under the watchdog
-    /// ([`watchdog::GRACE`] past the deadline), and classifies any failure.
+    /// memory cap set, under the watchdog (`overtime`
+    /// past the deadline: [`watchdog::GRACE`] for a decision), and
+    /// classifies any failure.
     pub(super) fn call<R: Send + 'static>(
         &self,
         pre: WorldPre,
         configure: Option<Arc<str>>,
         limits: CallLimits,
+        overtime: Duration,
         f: impl FnOnce(&mut Store<SandboxState>, &Instance) -> wasmtime::Result<R> + Send + 'static,
     ) -> Result<(R, CallStats), PolicyError> {
         let call = Call {
@@ -378,15 +389,15 @@ impl CompiledPolicy {
             limits,
             log_budget: self.log_budget.clone(),
         };
-        let limit = limits.deadline.saturating_add(watchdog::GRACE);
+        let limit = limits.deadline.saturating_add(overtime);
         watchdog::run(limit, move || call.run(f)).unwrap_or_else(|| {
             Err(PolicyError::new(
                 &self.name,
                 Some(self.report.decision),
                 FailureKind::Deadline,
                 format!(
-                    "did not return within {} ms of its {} ms deadline (stuck in a host call); the watchdog abandoned it",
-                    watchdog::GRACE.as_millis(),
+                    "did not return within {} ms of its {} ms deadline (stuck in host code); its answer is discarded",
+                    overtime.as_millis(),
                     limits.deadline.as_millis()
                 ),
             ))
@@ -427,8 +438,8 @@ pub struct PolicyModule {
     compiled: CompiledPolicy,
     settings: Arc<str>,
     limits: CallLimits,
-    /// The configured image, when the policy could be captured.
-    image: Option<WorldPre>,
+    /// The configured image, or why the policy has none.
+    image: Result<WorldPre, Arc<str>>,
 }
 
 impl PolicyModule {
@@ -450,7 +461,12 @@ impl PolicyModule {
     /// Whether decisions start from the image taken after `configure`
     /// (rather than configuring a fresh instance each).
     pub fn starts_from_image(&self) -> bool {
-        self.image.is_some()
+        self.image.is_ok()
+    }
+
+    /// Why decisions do not start from an image, if they do not.
+    pub fn no_image_reason(&self) -> Option<&str> {
+        self.image.as_ref().err().map(|why| &**why)
     }
 
     /// Asks a pool-sizing policy. The decision is not validated yet.
@@ -514,11 +530,12 @@ impl PolicyModule {
     ) -> Result<(R, CallStats), PolicyError> {
         let compiled = &self.compiled;
         match &self.image {
-            Some(image) => compiled.call(image.clone(), None, self.limits, f),
-            None => compiled.call(
+            Ok(image) => compiled.call(image.clone(), None, self.limits, watchdog::GRACE, f),
+            Err(_) => compiled.call(
                 compiled.pre.clone(),
                 Some(self.settings.clone()),
                 self.limits,
+                watchdog::GRACE,
                 f,
             ),
         }
@@ -533,7 +550,7 @@ const HOSTCALL_FUEL: usize = 1 << 20;
 /// How wasmtime says [`HOSTCALL_FUEL`] ran out (it has no error type for it).
 const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
 
-/// Everything one decision needs, moved to the worker that runs it.
+/// Everything one decision needs, moved to the thread that runs it.
 struct Call {
     name: Arc<str>,
     decision: Decision,
@@ -562,9 +579,13 @@ impl Call {
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
         store.set_hostcall_fuel(HOSTCALL_FUEL);
+        let mut instantiated = Duration::ZERO;
+        let mut configured = Duration::ZERO;
         let result = self.pre.instantiate(&mut store).and_then(|instance| {
+            instantiated = started.elapsed();
             if let Some(settings) = &self.configure {
                 instance.configure(&mut store, settings)?;
+                configured = started.elapsed() - instantiated;
             }
             f(&mut store, &instance)
         });
@@ -572,6 +593,8 @@ impl Call {
         state.finish();
         let stats = CallStats {
             elapsed: started.elapsed(),
+            instantiate: instantiated,
+            configure: configured,
             peak_memory: state.limiter.peak,
         };
         result
@@ -627,7 +650,7 @@ fn wrong_world(asked: Decision) -> wasmtime::Error {
 
 /// Epoch ticks for `deadline`: rounded up, plus one because the current
 /// tick may be about to end.
-fn deadline_ticks(deadline: Duration) -> u64 {
+pub(super) fn deadline_ticks(deadline: Duration) -> u64 {
     let tick = EPOCH_TICK.as_nanos();
     u64::try_from(deadline.as_nanos().div_ceil(tick)).unwrap_or(u64::MAX / 2) + 1
 }

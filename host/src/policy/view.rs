@@ -43,6 +43,9 @@ pub struct RoleView {
     /// module.
     #[serde(default)]
     pub from_image: Option<bool>,
+    /// Why they do not, when they do not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_image: Option<String>,
     /// When it was put in force, seconds since the Unix epoch.
     pub loaded_at: u64,
     /// Why the configured module is not running, if it is not.
