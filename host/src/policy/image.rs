@@ -27,9 +27,8 @@
 
 use super::cache::ArtifactCache;
 use super::error::PolicyError;
-use super::module::{self, CompiledPolicy, Instance, WorldPre};
+use super::module::{self, CompiledPolicy, Instance, Watch, WorldPre};
 use super::sandbox::{CallLimits, SandboxState};
-use super::watchdog;
 use sha2::{Digest, Sha256};
 use std::future::{Future, ready};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -94,7 +93,7 @@ pub(super) fn capture(
         compiled.pre.clone(),
         Some(settings.clone()),
         limits,
-        budget.saturating_add(watchdog::GRACE),
+        Watch::Capture(budget),
         move |store, instance| {
             flag.store(true, Ordering::Release);
             let started = Instant::now();

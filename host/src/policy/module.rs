@@ -351,7 +351,7 @@ impl CompiledPolicy {
                     self.pre.clone(),
                     Some(settings.clone()),
                     load_limits,
-                    watchdog::GRACE,
+                    Watch::Decision,
                     |_, _| Ok(()),
                 )
                 .map_err(configure_failed)?;
@@ -369,15 +369,14 @@ impl CompiledPolicy {
 
     /// Runs `f` on a fresh instance of `pre` (configured with `configure`
     /// first, when given) in a fresh store with `limits`' deadline and
-    /// memory cap set, under the watchdog (`overtime`
-    /// past the deadline: [`watchdog::GRACE`] for a decision), and
-    /// classifies any failure.
+    /// memory cap set, under the watchdog as `watch` says, and classifies
+    /// any failure.
     pub(super) fn call<R: Send + 'static>(
         &self,
         pre: WorldPre,
         configure: Option<Arc<str>>,
         limits: CallLimits,
-        overtime: Duration,
+        watch: Watch,
         f: impl FnOnce(&mut Store<SandboxState>, &Instance) -> wasmtime::Result<R> + Send + 'static,
     ) -> Result<(R, CallStats), PolicyError> {
         let call = Call {
@@ -389,20 +388,44 @@ impl CompiledPolicy {
             limits,
             log_budget: self.log_budget.clone(),
         };
-        let limit = limits.deadline.saturating_add(overtime);
-        watchdog::run(limit, move || call.run(f)).unwrap_or_else(|| {
+        let job = move || call.run(f);
+        let (overtime, answer) = match watch {
+            Watch::Decision => {
+                let limit = limits.deadline.saturating_add(watchdog::GRACE);
+                (watchdog::GRACE, watchdog::run(limit, job))
+            }
+            Watch::Capture(budget) => {
+                let overtime = budget.saturating_add(watchdog::GRACE);
+                let limit = limits.deadline.saturating_add(overtime);
+                (overtime, watchdog::run_on_worker(limit, job))
+            }
+        };
+        answer.unwrap_or_else(|| {
             Err(PolicyError::new(
                 &self.name,
                 Some(self.report.decision),
                 FailureKind::Deadline,
                 format!(
-                    "did not return within {} ms of its {} ms deadline (stuck in host code); its answer is discarded",
+                    "did not return within {} ms of its {} ms deadline (stuck in host code); the watchdog gave up on it",
                     overtime.as_millis(),
                     limits.deadline.as_millis()
                 ),
             ))
         })
     }
+}
+
+/// How [`CompiledPolicy::call`] is watched.
+#[derive(Clone, Copy)]
+pub(super) enum Watch {
+    /// A decision (or `configure`): on the calling thread where it can,
+    /// given up [`watchdog::GRACE`] past its deadline.
+    Decision,
+    /// `configure` and taking its image, whose host code (wizer, the
+    /// compiler) no deadline stops: on a worker thread, given up this
+    /// budget and [`watchdog::GRACE`] past the deadline, so that a slow
+    /// capture cannot hold the load.
+    Capture(Duration),
 }
 
 /// Compiles `bytes` (sha256 `digest`), or loads the compiled artifact from
@@ -530,12 +553,12 @@ impl PolicyModule {
     ) -> Result<(R, CallStats), PolicyError> {
         let compiled = &self.compiled;
         match &self.image {
-            Ok(image) => compiled.call(image.clone(), None, self.limits, watchdog::GRACE, f),
+            Ok(image) => compiled.call(image.clone(), None, self.limits, Watch::Decision, f),
             Err(_) => compiled.call(
                 compiled.pre.clone(),
                 Some(self.settings.clone()),
                 self.limits,
-                watchdog::GRACE,
+                Watch::Decision,
                 f,
             ),
         }

@@ -62,7 +62,7 @@ pub(crate) fn run<R: Send + 'static>(
         Err(_) => watched(limit, job),
         // Let the runtime move this worker's other tasks elsewhere.
         Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| watched(limit, job)),
-        Ok(_) => on_worker(limit, job),
+        Ok(_) => run_on_worker(limit, job),
     }
 }
 
@@ -76,8 +76,10 @@ fn watched<R>(limit: Duration, job: impl FnOnce() -> R) -> Option<R> {
     (!CALL.with(|call| call.overdue.swap(false, Ordering::AcqRel))).then_some(answer)
 }
 
-/// Runs `job` on a worker and waits at most `limit` for it.
-fn on_worker<R: Send + 'static>(
+/// Runs `job` on a policy worker thread and waits at most `limit` for it:
+/// `None` when it did not end by then (it may still be running, or never
+/// start). A panic in `job` reaches the caller.
+pub(crate) fn run_on_worker<R: Send + 'static>(
     limit: Duration,
     job: impl FnOnce() -> R + Send + 'static,
 ) -> Option<R> {
@@ -99,7 +101,13 @@ fn on_worker<R: Send + 'static>(
     if !POOL.submit(job) {
         return None;
     }
-    match rx.recv_timeout(limit) {
+    let wait = || rx.recv_timeout(limit);
+    let received = match Handle::try_current().map(|h| h.runtime_flavor()) {
+        // Let the runtime move this worker's other tasks elsewhere.
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+        _ => wait(),
+    };
+    match received {
         Ok(Ok(result)) => Some(result),
         Ok(Err(panic)) => resume_unwind(panic),
         Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
