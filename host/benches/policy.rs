@@ -1,89 +1,166 @@
 //! Decision latency per world with a fresh sandboxed instance per call
 //! (deadline and memory limits on), beside the same call to the native
-//! implementation. Prints p50/p99 per case.
+//! implementation. Each Wasm case runs three ways: `wasm` as the agent does
+//! (from the configured image, on the calling thread under the watchdog),
+//! `worker` the same from inside a current-thread runtime (where decisions
+//! are handed to a policy worker thread: the difference is the hand-over),
+//! and `no-image` with `configure` in every decision (the engine's capture
+//! budget set to zero). Prints p50/p99 of the caller's time and the p50 of
+//! the parts of `CallStats`: the sandbox's whole time, of which a fresh
+//! store and instantiation, `configure` and the call; the caller's time
+//! beyond the sandbox's is input/output conversion and validation, the
+//! watch and any hand-over.
 //!
 //! `cargo bench -p weft-host --bench policy` (release); numbers from a
 //! debug build (`--profile dev`) only show that it runs.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use weft_host::policy::{CallLimits, CompiledPolicy, Decision, PolicyEngine, PolicyModule};
+use weft_host::policy::{
+    CallLimits, CallStats, CompiledPolicy, Decision, PolicyEngine, PolicyModule,
+};
 use weft_policy_sdk::{PoolSizing, SecurityGroups, SubnetSelection, Tag, pool, security, subnet};
 
 const WARMUP: usize = 200;
 const SAMPLES: usize = 3_000;
 
-fn main() {
-    let engine = PolicyEngine::new(None).expect("policy engine");
+/// The engines and runtime every Wasm case runs on.
+struct Bench {
+    engine: PolicyEngine,
+    /// Takes no image: every decision configures its instance.
+    no_image: PolicyEngine,
+    /// Decisions asked from inside it run on a policy worker thread.
+    current_thread: tokio::runtime::Runtime,
+}
+
+impl Bench {
+    /// Times `decide` on the default policy at `path` the three ways.
+    fn wasm(
+        &self,
+        case: &str,
+        path: &str,
+        decision: Decision,
+        decide: impl Fn(&PolicyModule) -> CallStats,
+    ) {
+        let image = load(&self.engine, path, decision);
+        assert!(image.starts_from_image(), "{path}: no configured image");
+        let configured = load(&self.no_image, path, decision);
+        assert!(!configured.starts_from_image(), "{path}: an image");
+        report(case, "wasm", || Some(decide(&image)));
+        self.current_thread
+            .block_on(async { report(case, "worker", || Some(decide(&image))) });
+        report(case, "no-image", || Some(decide(&configured)));
+    }
+}
+
+fn load(engine: &PolicyEngine, path: &str, decision: Decision) -> PolicyModule {
     // Deadline checks cost the same whatever the deadline; a generous one
     // keeps a descheduled sample on a busy machine from failing the run.
     let limits = CallLimits {
         deadline: Duration::from_millis(200),
         memory_bytes: 32 << 20,
     };
-    let load = |path: &str, decision| -> PolicyModule {
-        CompiledPolicy::from_file(&engine, path.as_ref(), "bench", Some(decision), None)
-            .and_then(|c| c.configure("{}", limits))
-            .expect("default policy loads")
+    CompiledPolicy::from_file(engine, path.as_ref(), "bench", Some(decision), None)
+        .and_then(|c| c.configure("{}", limits))
+        .expect("default policy loads")
+}
+
+fn main() {
+    let mut no_image = PolicyEngine::new(None).expect("policy engine");
+    no_image.set_image_capture_budget(Duration::ZERO);
+    let bench = Bench {
+        engine: PolicyEngine::new(None).expect("policy engine"),
+        no_image,
+        current_thread: tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime"),
     };
 
     let request = sg_request();
-    let sg_wasm = load(weft_test_artifacts::SG_SELECTOR, Decision::SecurityGroups);
+    let case = "security-groups, typical pod";
+    bench.wasm(
+        case,
+        weft_test_artifacts::SG_SELECTOR,
+        Decision::SecurityGroups,
+        |m| {
+            let (answer, stats) = m.select_security_groups(&request).expect("decides");
+            black_box(answer).expect("groups");
+            stats
+        },
+    );
     let sg_native = sg_selector::SgSelector::configure("{}").expect("native");
-    report("security-groups, typical pod", "wasm", || {
-        let (answer, _) = sg_wasm.select_security_groups(&request).expect("decides");
-        black_box(answer).expect("groups");
-    });
-    report("security-groups, typical pod", "native", || {
+    report(case, "native", || {
         let _ = black_box(sg_native.select_security_groups(&request));
+        None
     });
 
     let state = pool_state(15, 50);
-    let pool_wasm = load(weft_test_artifacts::WARM_POOL, Decision::PoolSizing);
+    let case = "pool-sizing, 15 ENIs x 50 IPs";
+    bench.wasm(
+        case,
+        weft_test_artifacts::WARM_POOL,
+        Decision::PoolSizing,
+        |m| m.size_pool(&state).expect("decides").1,
+    );
     let pool_native = warm_pool::WarmPool::configure("{}").expect("native");
-    report("pool-sizing, 15 ENIs x 50 IPs", "wasm", || {
-        pool_wasm.size_pool(&state).expect("decides");
-    });
-    report("pool-sizing, 15 ENIs x 50 IPs", "native", || {
+    report(case, "native", || {
         black_box(pool_native.size_pool(&state));
+        None
     });
 
     let (eni, candidates) = subnet_input(20);
-    let subnet_wasm = load(
+    let case = "subnet-selection, 20 candidates";
+    bench.wasm(
+        case,
         weft_test_artifacts::SUBNET_MOST_FREE,
         Decision::SubnetSelection,
+        |m| m.select_subnet(&eni, &candidates).expect("decides").1,
     );
     let subnet_native = subnet_most_free::SubnetMostFree::configure("{}").expect("native");
-    report("subnet-selection, 20 candidates", "wasm", || {
-        subnet_wasm
-            .select_subnet(&eni, &candidates)
-            .expect("decides");
-    });
-    report("subnet-selection, 20 candidates", "native", || {
+    report(case, "native", || {
         black_box(subnet_native.select_subnet(&eni, &candidates));
+        None
     });
 }
 
-/// Times `f` and prints p50/p99 in microseconds.
-fn report(case: &str, how: &str, mut f: impl FnMut()) {
+/// Times `f` and prints p50/p99 in microseconds, and the p50 of the parts
+/// of the sandbox's time `f` reports, if it does.
+fn report(case: &str, how: &str, mut f: impl FnMut() -> Option<CallStats>) {
     for _ in 0..WARMUP {
         f();
     }
-    let mut samples: Vec<Duration> = (0..SAMPLES)
+    let (mut samples, stats): (Vec<Duration>, Vec<Option<CallStats>>) = (0..SAMPLES)
         .map(|_| {
             let start = Instant::now();
-            f();
-            start.elapsed()
+            let stats = f();
+            (start.elapsed(), stats)
         })
-        .collect();
-    samples.sort();
-    let pct =
-        |p: usize| samples[(samples.len() * p / 100).min(samples.len() - 1)].as_secs_f64() * 1e6;
+        .unzip();
+    let p50 = |mut parts: Vec<Duration>| pct(&mut parts, 50);
+    let parts = match stats.into_iter().collect::<Option<Vec<_>>>() {
+        Some(stats) => format!(
+            "   sandbox {:>6.2}: instantiate {:>6.2}, configure {:>6.2}, call {:>6.2}",
+            p50(stats.iter().map(|s| s.elapsed).collect()),
+            p50(stats.iter().map(|s| s.instantiate).collect()),
+            p50(stats.iter().map(|s| s.configure).collect()),
+            p50(stats
+                .iter()
+                .map(|s| s.elapsed - s.instantiate - s.configure)
+                .collect()),
+        ),
+        None => String::new(),
+    };
     println!(
-        "{case:<34} {how:<6} p50 {:>9.2} µs   p99 {:>9.2} µs",
-        pct(50),
-        pct(99)
+        "{case:<32} {how:<8} p50 {:>7.2} µs  p99 {:>8.2} µs{parts}",
+        pct(&mut samples, 50),
+        pct(&mut samples, 99)
     );
+}
+
+/// The `p`th percentile of `samples`, in microseconds.
+fn pct(samples: &mut [Duration], p: usize) -> f64 {
+    samples.sort();
+    samples[(samples.len() * p / 100).min(samples.len() - 1)].as_secs_f64() * 1e6
 }
 
 fn pool_state(enis: u32, ips: u32) -> pool::PoolState {

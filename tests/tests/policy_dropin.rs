@@ -267,6 +267,36 @@ fn a_configmap_update_swapping_the_data_symlink_is_picked_up() {
     });
 }
 
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn sighup_reads_a_directory_that_could_not_be_watched() {
+    // The directory does not exist when the agent starts, so nothing
+    // watches it: only SIGHUP makes the agent read it once it exists.
+    let parent = tempfile::tempdir().expect("tempdir");
+    let policies = parent.path().join("policies.d");
+    let agent = TestAgent::start(
+        "m5.large",
+        &format!("[policies]\ndir = \"{}\"\n", policies.display()),
+    );
+    assert_eq!(role(&agent, "pool-sizing")["source"], "builtin");
+    std::fs::create_dir(&policies).expect("mkdir");
+    std::fs::write(policies.join("big.toml"), BIG_POOL).expect("toml");
+    put(&policies.join("big.wasm"), &read(WARM_POOL));
+    // Logged after the agent listens for SIGHUP.
+    wait_for(&agent, "the agent to give up watching", || {
+        agent.log().contains("cannot watch the policy directory")
+    });
+    let pid = agent.pid().expect("running") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("SIGHUP");
+    wait_for(&agent, "big.wasm in force after SIGHUP", || {
+        role(&agent, "pool-sizing")["policy"] == "big"
+    });
+}
+
 /// `NAME.toml` of an `sg-selector` giving pods of namespace `e2e` (every
 /// test pod) another group than the node's.
 const E2E_RULE: &str = r#"settings = { rules = [ { namespaces = ["e2e"], security-groups = ["sg-0123456789abcdef0"] } ] }"#;

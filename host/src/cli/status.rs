@@ -156,7 +156,12 @@ fn render_role(out: &mut String, role: &RoleView, now: u64) {
         role.role, role.policy, role.source
     );
     if let (Some(sha), Some(world)) = (&role.sha256, &role.world) {
-        let _ = writeln!(out, "  sha256 {sha}, world {world}");
+        let _ = write!(out, "  sha256 {sha}, world {world}");
+        if role.from_image == Some(false) {
+            let why = role.no_image.as_deref().unwrap_or("no image");
+            let _ = write!(out, "; configure runs in every decision ({why})");
+        }
+        let _ = writeln!(out);
     }
     let _ = writeln!(
         out,
@@ -244,6 +249,8 @@ mod tests {
             module: None,
             sha256: None,
             world: None,
+            from_image: None,
+            no_image: None,
             loaded_at: 90,
             load_error: None,
             on_failure: OnFailure::FailClosed,

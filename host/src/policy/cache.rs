@@ -32,6 +32,8 @@ use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+/// Subdirectory of the configured images.
+const IMAGES_DIR: &str = "images";
 /// Name of the key file in the cache directory.
 const KEY_FILE: &str = "key";
 /// Bytes of the HMAC key.
@@ -91,6 +93,13 @@ impl ArtifactCache {
     /// The cache directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The cache of configured images (`super::image`): the subdirectory
+    /// `images`, with its own key and the same checks. Images are kept
+    /// apart because one module has an image per settings.
+    pub(crate) fn images(&self) -> ArtifactCache {
+        ArtifactCache::new(self.dir.join(IMAGES_DIR))
     }
 
     /// The entry's path for a module with hash `module_sha256`.

@@ -4,7 +4,8 @@
 //!
 //! * [`config`]: the `[policies]` configuration.
 //! * [`engine`]: the one wasmtime engine (pooling allocator, epoch ticker).
-//! * [`module`]: loading and calling one policy component.
+//! * [`module`]: loading and calling one policy component; `image`: the
+//!   configured state every decision starts from.
 //! * [`validate`]: checking and clamping every output (pure).
 //! * [`PolicySet`]: what the reconciler and the API call.
 //! * [`cache`]: compiled artifacts on disk.
@@ -18,6 +19,7 @@ mod config;
 mod dropin;
 mod engine;
 mod error;
+mod image;
 mod module;
 mod sandbox;
 mod set;

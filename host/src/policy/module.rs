@@ -1,13 +1,16 @@
 //! Loading a policy component (read, verify, compile or fetch from the
-//! cache, check imports and world, pre-instantiate, configure) and running
-//! one decision in a fresh sandboxed instance.
+//! cache, check imports and world, pre-instantiate, configure into an
+//! image, see [`super::image`]) and running one decision in a fresh
+//! sandboxed instance.
 
 use super::bindings::{
     self, pool_sizing, pool_sizing_history, security_groups, subnet_selection,
     subnet_selection_node,
 };
+use super::cache::ArtifactCache;
 use super::engine::{EPOCH_TICK, PolicyEngine, Ticker};
 use super::error::{Decision, FailureKind, PolicyError};
+use super::image::{self, Captured};
 use super::sandbox::{CallLimits, LogBudget, SandboxState};
 use super::text::{MAX_POLICY_TEXT_BYTES, sanitize};
 use super::{wasi, watchdog};
@@ -15,7 +18,7 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasmtime::component::Component;
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Engine, Store, Trap};
 use weft_policy_sdk::{pool, security, subnet};
 
@@ -64,30 +67,115 @@ pub struct LoadReport {
 /// Resource use of one decision; printed by `weftd policy eval`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallStats {
-    /// Wall-clock time of instantiation, `configure` and the call.
+    /// Wall-clock time of instantiation (and `configure`, for a policy
+    /// without an image) and the call.
     pub elapsed: Duration,
+    /// Of which: a fresh store and the instantiation.
+    pub instantiate: Duration,
+    /// Of which: `configure` (zero when the decision started from an
+    /// image). The call is the rest.
+    pub configure: Duration,
     /// Peak linear memory of the instance, in bytes.
     pub peak_memory: usize,
 }
 
-/// The pre-instantiated component of one of the worlds.
+/// The pre-instantiated component of one of the worlds, with its world's
+/// export indices looked up once.
 #[derive(Clone)]
-enum WorldPre {
-    PoolSizing(pool_sizing::PoolSizingPre<SandboxState>),
-    PoolSizingHistory(pool_sizing_history::PoolSizingHistoryPre<SandboxState>),
-    SubnetSelection(subnet_selection::SubnetSelectionPre<SandboxState>),
-    SubnetSelectionNode(subnet_selection_node::SubnetSelectionNodePre<SandboxState>),
-    SecurityGroups(security_groups::SecurityGroupsPre<SandboxState>),
+pub(super) struct WorldPre {
+    pre: InstancePre<SandboxState>,
+    indices: WorldIndices,
+}
+
+#[derive(Clone)]
+enum WorldIndices {
+    PoolSizing(pool_sizing::PoolSizingIndices),
+    PoolSizingHistory(pool_sizing_history::PoolSizingHistoryIndices),
+    SubnetSelection(subnet_selection::SubnetSelectionIndices),
+    SubnetSelectionNode(subnet_selection_node::SubnetSelectionNodeIndices),
+    SecurityGroups(security_groups::SecurityGroupsIndices),
+}
+
+/// Which world's bindings a [`WorldPre`] uses.
+#[derive(Clone, Copy)]
+enum WorldKind {
+    PoolSizing,
+    PoolSizingHistory,
+    SubnetSelection,
+    SubnetSelectionNode,
+    SecurityGroups,
+}
+
+impl WorldPre {
+    /// `pre` as a `kind` world: fails when its component does not export
+    /// that world.
+    fn new(kind: WorldKind, pre: InstancePre<SandboxState>) -> wasmtime::Result<Self> {
+        let indices = match kind {
+            WorldKind::PoolSizing => {
+                WorldIndices::PoolSizing(pool_sizing::PoolSizingIndices::new(&pre)?)
+            }
+            WorldKind::PoolSizingHistory => WorldIndices::PoolSizingHistory(
+                pool_sizing_history::PoolSizingHistoryIndices::new(&pre)?,
+            ),
+            WorldKind::SubnetSelection => {
+                WorldIndices::SubnetSelection(subnet_selection::SubnetSelectionIndices::new(&pre)?)
+            }
+            WorldKind::SubnetSelectionNode => WorldIndices::SubnetSelectionNode(
+                subnet_selection_node::SubnetSelectionNodeIndices::new(&pre)?,
+            ),
+            WorldKind::SecurityGroups => {
+                WorldIndices::SecurityGroups(security_groups::SecurityGroupsIndices::new(&pre)?)
+            }
+        };
+        Ok(WorldPre { pre, indices })
+    }
+
+    /// `pre` as the same world as `self`.
+    pub(super) fn same_world(&self, pre: InstancePre<SandboxState>) -> wasmtime::Result<Self> {
+        let kind = match self.indices {
+            WorldIndices::PoolSizing(_) => WorldKind::PoolSizing,
+            WorldIndices::PoolSizingHistory(_) => WorldKind::PoolSizingHistory,
+            WorldIndices::SubnetSelection(_) => WorldKind::SubnetSelection,
+            WorldIndices::SubnetSelectionNode(_) => WorldKind::SubnetSelectionNode,
+            WorldIndices::SecurityGroups(_) => WorldKind::SecurityGroups,
+        };
+        Self::new(kind, pre)
+    }
+
+    fn instantiate(&self, store: &mut Store<SandboxState>) -> wasmtime::Result<Instance> {
+        let raw = self.pre.instantiate(&mut *store)?;
+        let world = match &self.indices {
+            WorldIndices::PoolSizing(i) => World::PoolSizing(i.load(&mut *store, &raw)?),
+            WorldIndices::PoolSizingHistory(i) => {
+                World::PoolSizingHistory(i.load(&mut *store, &raw)?)
+            }
+            WorldIndices::SubnetSelection(i) => World::SubnetSelection(i.load(&mut *store, &raw)?),
+            WorldIndices::SubnetSelectionNode(i) => {
+                World::SubnetSelectionNode(i.load(&mut *store, &raw)?)
+            }
+            WorldIndices::SecurityGroups(i) => World::SecurityGroups(i.load(&mut *store, &raw)?),
+        };
+        Ok(Instance { raw, world })
+    }
 }
 
 /// A compiled, linked policy that has not been configured yet. Cloning is
-/// cheap (the compiled code is shared).
+/// cheap (the compiled code and the module's bytes are shared).
 #[derive(Clone)]
 pub struct CompiledPolicy {
-    name: Arc<str>,
-    engine: Engine,
+    pub(super) name: Arc<str>,
+    pub(super) engine: Engine,
+    pub(super) linker: Arc<Linker<SandboxState>>,
+    pub(super) cache: Option<ArtifactCache>,
     _ticker: Arc<Ticker>,
-    pre: WorldPre,
+    /// The module as loaded.
+    pub(super) bytes: Arc<[u8]>,
+    /// Why `pre` is the module itself rather than its instrumented copy
+    /// (`super::image`), if it is.
+    pub(super) uninstrumented: Option<Arc<str>>,
+    pub(super) pre: WorldPre,
+    /// See [`PolicyEngine::set_image_capture_budget`].
+    pub(super) image_capture_budget: Duration,
     report: LoadReport,
     log_budget: Arc<LogBudget>,
 }
@@ -132,28 +220,17 @@ impl CompiledPolicy {
         check_format(bytes).map_err(&fail)?;
 
         let started = Instant::now();
-        let cached = engine
-            .cache
-            .as_ref()
-            .and_then(|cache| cache.load(&engine.engine, &digest));
-        let from_cache = cached.is_some();
-        let component = match cached {
-            Some(component) => component,
-            None => {
-                let component = Component::new(&engine.engine, bytes)
-                    .map_err(|e| fail(format!("not a valid WebAssembly component: {e:#}")))?;
-                if let Some(cache) = &engine.cache
-                    && let Err(e) = cache.store(&engine.engine, &digest, &component)
-                {
-                    tracing::warn!(
-                        policy = name,
-                        dir = %cache.dir().display(),
-                        "cannot cache the compiled policy: {e}"
-                    );
-                }
-                component
-            }
+        // The instrumented copy stands in for the module: it behaves as the
+        // module does, and its configured state can be read back into an
+        // image (`super::image`). A module wizer does not take is compiled
+        // as it is, and has no image.
+        let (wasm, uninstrumented) = match image::instrument(bytes) {
+            Ok(instrumented) => (instrumented, None),
+            Err(why) => (bytes.to_vec(), Some(Arc::from(why))),
         };
+        let (component, from_cache) =
+            compile(&engine.engine, engine.cache.as_ref(), name, &wasm, &digest)
+                .map_err(|e| fail(format!("not a valid WebAssembly component: {e:#}")))?;
         let compile_time = started.elapsed();
 
         let ty = component.component_type();
@@ -169,6 +246,7 @@ impl CompiledPolicy {
         let exports: Vec<String> = ty
             .exports(&engine.engine)
             .map(|(n, _)| n.to_owned())
+            .filter(|n| n != image::ACCESSORS)
             .collect();
         let decision = world_of(&exports).ok_or_else(|| {
             fail(format!(
@@ -199,34 +277,28 @@ impl CompiledPolicy {
                 format!("does not match the `{decision}` world of weft:policy@0.1.0: {e:#}"),
             )
         };
-        let pre = match decision {
+        let kind = match decision {
             Decision::PoolSizing if exports.iter().any(|e| e == POOL_WITH_HISTORY_EXPORT) => {
-                WorldPre::PoolSizingHistory(
-                    pool_sizing_history::PoolSizingHistoryPre::new(instance_pre)
-                        .map_err(mismatch)?,
-                )
+                WorldKind::PoolSizingHistory
             }
-            Decision::PoolSizing => WorldPre::PoolSizing(
-                pool_sizing::PoolSizingPre::new(instance_pre).map_err(mismatch)?,
-            ),
+            Decision::PoolSizing => WorldKind::PoolSizing,
             Decision::SubnetSelection if exports.iter().any(|e| e == SUBNET_FOR_NODE_EXPORT) => {
-                WorldPre::SubnetSelectionNode(
-                    subnet_selection_node::SubnetSelectionNodePre::new(instance_pre)
-                        .map_err(mismatch)?,
-                )
+                WorldKind::SubnetSelectionNode
             }
-            Decision::SubnetSelection => WorldPre::SubnetSelection(
-                subnet_selection::SubnetSelectionPre::new(instance_pre).map_err(mismatch)?,
-            ),
-            Decision::SecurityGroups => WorldPre::SecurityGroups(
-                security_groups::SecurityGroupsPre::new(instance_pre).map_err(mismatch)?,
-            ),
+            Decision::SubnetSelection => WorldKind::SubnetSelection,
+            Decision::SecurityGroups => WorldKind::SecurityGroups,
         };
+        let pre = WorldPre::new(kind, instance_pre).map_err(mismatch)?;
         Ok(CompiledPolicy {
             name: name.into(),
             engine: engine.engine.clone(),
+            linker: engine.linker.clone(),
+            cache: engine.cache.clone(),
             _ticker: engine.ticker.clone(),
+            bytes: bytes.into(),
+            uninstrumented,
             pre,
+            image_capture_budget: engine.image_capture_budget,
             log_budget: Arc::new(LogBudget::new()),
             report: LoadReport {
                 decision,
@@ -247,40 +319,150 @@ impl CompiledPolicy {
     /// Calls the policy's `configure` with `settings` once, under `limits`
     /// but with a deadline of at least [`LOAD_DEADLINE_FLOOR`] (a one-off
     /// load must not fail for good because the node was busy); an error
-    /// fails the load with the policy's own message. Every decision of the
-    /// returned module runs under `limits`.
+    /// fails the load with the policy's own message. The configured state
+    /// becomes the image every decision starts from ([`super::image`]);
+    /// a policy that cannot be captured is configured again in every
+    /// decision. Every decision of the returned module runs under `limits`.
     pub fn configure(
         &self,
         settings: &str,
         limits: CallLimits,
     ) -> Result<PolicyModule, PolicyError> {
-        let mut module = PolicyModule {
-            compiled: self.clone(),
-            settings: settings.into(),
-            limits: CallLimits {
-                deadline: limits.deadline.max(LOAD_DEADLINE_FLOOR),
-                ..limits
-            },
+        let settings: Arc<str> = settings.into();
+        let load_limits = CallLimits {
+            deadline: limits.deadline.max(LOAD_DEADLINE_FLOOR),
+            ..limits
         };
-        let decision = module.compiled.report.decision;
-        // `run` configures every fresh instance before calling `f`.
-        module.run(|_, _| Ok(())).map_err(|e| PolicyError {
+        let configure_failed = |e: PolicyError| PolicyError {
             kind: FailureKind::Load,
             message: format!("configure failed: {}", e.message),
             ..e
-        })?;
-        tracing::debug!(policy = %module.compiled.name, %decision, "policy configured");
-        module.limits = limits;
-        Ok(module)
+        };
+        let decision = self.report.decision;
+        let image = match image::capture(self, &settings, load_limits).map_err(configure_failed)? {
+            Captured::Image(pre) => Ok(pre),
+            Captured::Unsupported(why) => {
+                tracing::info!(
+                    policy = %self.name,
+                    "every decision configures its own instance: no image of the configured policy ({why})"
+                );
+                // `call` configures the fresh instance before calling `f`.
+                self.call(
+                    self.pre.clone(),
+                    Some(settings.clone()),
+                    load_limits,
+                    Watch::Decision,
+                    |_, _| Ok(()),
+                )
+                .map_err(configure_failed)?;
+                Err(Arc::from(why))
+            }
+        };
+        tracing::debug!(policy = %self.name, %decision, image = image.is_ok(), "policy configured");
+        Ok(PolicyModule {
+            compiled: self.clone(),
+            settings,
+            limits,
+            image,
+        })
+    }
+
+    /// Runs `f` on a fresh instance of `pre` (configured with `configure`
+    /// first, when given) in a fresh store with `limits`' deadline and
+    /// memory cap set, under the watchdog as `watch` says, and classifies
+    /// any failure.
+    pub(super) fn call<R: Send + 'static>(
+        &self,
+        pre: WorldPre,
+        configure: Option<Arc<str>>,
+        limits: CallLimits,
+        watch: Watch,
+        f: impl FnOnce(&mut Store<SandboxState>, &Instance) -> wasmtime::Result<R> + Send + 'static,
+    ) -> Result<(R, CallStats), PolicyError> {
+        let call = Call {
+            name: self.name.clone(),
+            decision: self.report.decision,
+            engine: self.engine.clone(),
+            pre,
+            configure,
+            limits,
+            log_budget: self.log_budget.clone(),
+        };
+        let job = move || call.run(f);
+        let (overtime, answer) = match watch {
+            Watch::Decision => {
+                let limit = limits.deadline.saturating_add(watchdog::GRACE);
+                (watchdog::GRACE, watchdog::run(limit, job))
+            }
+            Watch::Capture(budget) => {
+                let overtime = budget.saturating_add(watchdog::GRACE);
+                let limit = limits.deadline.saturating_add(overtime);
+                (overtime, watchdog::run_on_worker(limit, job))
+            }
+        };
+        answer.unwrap_or_else(|| {
+            Err(PolicyError::new(
+                &self.name,
+                Some(self.report.decision),
+                FailureKind::Deadline,
+                format!(
+                    "did not return within {} ms of its {} ms deadline (stuck in host code); the watchdog gave up on it",
+                    overtime.as_millis(),
+                    limits.deadline.as_millis()
+                ),
+            ))
+        })
     }
 }
 
-/// A loaded, configured policy: every decision runs in a fresh instance
-/// that is configured with the same settings, then asked.
+/// How [`CompiledPolicy::call`] is watched.
+#[derive(Clone, Copy)]
+pub(super) enum Watch {
+    /// A decision (or `configure`): on the calling thread where it can,
+    /// given up [`watchdog::GRACE`] past its deadline.
+    Decision,
+    /// `configure` and taking its image, whose host code (wizer, the
+    /// compiler) no deadline stops: on a worker thread, given up this
+    /// budget and [`watchdog::GRACE`] past the deadline, so that a slow
+    /// capture cannot hold the load.
+    Capture(Duration),
+}
+
+/// Compiles `bytes` (sha256 `digest`), or loads the compiled artifact from
+/// `cache` and stores it there when it was not; `true` when it came from the
+/// cache.
+pub(super) fn compile(
+    engine: &Engine,
+    cache: Option<&ArtifactCache>,
+    name: &str,
+    bytes: &[u8],
+    digest: &str,
+) -> wasmtime::Result<(Component, bool)> {
+    if let Some(component) = cache.and_then(|cache| cache.load(engine, digest)) {
+        return Ok((component, true));
+    }
+    let component = Component::new(engine, bytes)?;
+    if let Some(cache) = cache
+        && let Err(e) = cache.store(engine, digest, &component)
+    {
+        tracing::warn!(
+            policy = name,
+            dir = %cache.dir().display(),
+            "cannot cache the compiled policy: {e}"
+        );
+    }
+    Ok((component, false))
+}
+
+/// A loaded, configured policy: every decision runs in a fresh instance of
+/// the image taken right after `configure` or, for a policy without one, a
+/// fresh instance configured with the same settings; then it is asked.
 pub struct PolicyModule {
     compiled: CompiledPolicy,
     settings: Arc<str>,
     limits: CallLimits,
+    /// The configured image, or why the policy has none.
+    image: Result<WorldPre, Arc<str>>,
 }
 
 impl PolicyModule {
@@ -299,6 +481,17 @@ impl PolicyModule {
         self.limits
     }
 
+    /// Whether decisions start from the image taken after `configure`
+    /// (rather than configuring a fresh instance each).
+    pub fn starts_from_image(&self) -> bool {
+        self.image.is_ok()
+    }
+
+    /// Why decisions do not start from an image, if they do not.
+    pub fn no_image_reason(&self) -> Option<&str> {
+        self.image.as_ref().err().map(|why| &**why)
+    }
+
     /// Asks a pool-sizing policy. The decision is not validated yet.
     pub fn size_pool(
         &self,
@@ -306,11 +499,11 @@ impl PolicyModule {
     ) -> Result<(pool::PoolDecision, CallStats), PolicyError> {
         let input = bindings::pool_state(state);
         let history = bindings::history(&state.activity.history);
-        self.run(move |store, instance| match instance {
-            Instance::PoolSizing(world) => Ok(bindings::pool_decision(
+        self.run(move |store, instance| match &instance.world {
+            World::PoolSizing(world) => Ok(bindings::pool_decision(
                 world.call_size_pool(store, &input)?,
             )),
-            Instance::PoolSizingHistory(world) => Ok(bindings::pool_decision(
+            World::PoolSizingHistory(world) => Ok(bindings::pool_decision(
                 world.call_size_pool_with_history(store, &input, &history)?,
             )),
             _ => Err(wrong_world(Decision::PoolSizing)),
@@ -326,13 +519,13 @@ impl PolicyModule {
         let node = bindings::node(&request.node);
         let request = bindings::eni_request(request);
         let candidates = bindings::candidates(candidates);
-        self.run(move |store, instance| match instance {
-            Instance::SubnetSelection(world) => Ok(bindings::choice(world.call_select_subnet(
+        self.run(move |store, instance| match &instance.world {
+            World::SubnetSelection(world) => Ok(bindings::choice(world.call_select_subnet(
                 store,
                 &request,
                 &candidates,
             )?)),
-            Instance::SubnetSelectionNode(world) => Ok(bindings::choice(
+            World::SubnetSelectionNode(world) => Ok(bindings::choice(
                 world.call_select_subnet_for_node(store, &request, &node, &candidates)?,
             )),
             _ => Err(wrong_world(Decision::SubnetSelection)),
@@ -346,42 +539,29 @@ impl PolicyModule {
         request: &security::Request,
     ) -> Result<(Result<Vec<String>, String>, CallStats), PolicyError> {
         let request = bindings::sg_request(request);
-        self.run(move |store, instance| match instance {
-            Instance::SecurityGroups(world) => world.call_select_security_groups(store, &request),
+        self.run(move |store, instance| match &instance.world {
+            World::SecurityGroups(world) => world.call_select_security_groups(store, &request),
             _ => Err(wrong_world(Decision::SecurityGroups)),
         })
     }
 
-    /// Runs `f` on a fresh, configured instance in a fresh store with the
-    /// deadline and memory cap set, on a policy worker under the watchdog
-    /// ([`watchdog::GRACE`] past the deadline), and classifies any failure.
+    /// Runs `f` on a fresh instance of the image, or of the compiled
+    /// policy configured first (see [`CompiledPolicy::call`]).
     fn run<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Store<SandboxState>, &Instance) -> wasmtime::Result<R> + Send + 'static,
     ) -> Result<(R, CallStats), PolicyError> {
         let compiled = &self.compiled;
-        let call = Call {
-            name: compiled.name.clone(),
-            decision: compiled.report.decision,
-            engine: compiled.engine.clone(),
-            pre: compiled.pre.clone(),
-            settings: self.settings.clone(),
-            limits: self.limits,
-            log_budget: compiled.log_budget.clone(),
-        };
-        let limit = self.limits.deadline.saturating_add(watchdog::GRACE);
-        watchdog::run(limit, move || call.run(f)).unwrap_or_else(|| {
-            Err(PolicyError::new(
-                &compiled.name,
-                Some(compiled.report.decision),
-                FailureKind::Deadline,
-                format!(
-                    "did not return within {} ms of its {} ms deadline (stuck in a host call); the watchdog abandoned it",
-                    watchdog::GRACE.as_millis(),
-                    self.limits.deadline.as_millis()
-                ),
-            ))
-        })
+        match &self.image {
+            Ok(image) => compiled.call(image.clone(), None, self.limits, Watch::Decision, f),
+            Err(_) => compiled.call(
+                compiled.pre.clone(),
+                Some(self.settings.clone()),
+                self.limits,
+                Watch::Decision,
+                f,
+            ),
+        }
     }
 }
 
@@ -393,13 +573,14 @@ const HOSTCALL_FUEL: usize = 1 << 20;
 /// How wasmtime says [`HOSTCALL_FUEL`] ran out (it has no error type for it).
 const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
 
-/// Everything one decision needs, moved to the worker that runs it.
+/// Everything one decision needs, moved to the thread that runs it.
 struct Call {
     name: Arc<str>,
     decision: Decision,
     engine: Engine,
     pre: WorldPre,
-    settings: Arc<str>,
+    /// The settings to configure the fresh instance with first, if any.
+    configure: Option<Arc<str>>,
     limits: CallLimits,
     log_budget: Arc<LogBudget>,
 }
@@ -421,14 +602,22 @@ impl Call {
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
         store.set_hostcall_fuel(HOSTCALL_FUEL);
-        let result = Instance::new(&mut store, &self.pre).and_then(|instance| {
-            instance.configure(&mut store, &self.settings)?;
+        let mut instantiated = Duration::ZERO;
+        let mut configured = Duration::ZERO;
+        let result = self.pre.instantiate(&mut store).and_then(|instance| {
+            instantiated = started.elapsed();
+            if let Some(settings) = &self.configure {
+                instance.configure(&mut store, settings)?;
+                configured = started.elapsed() - instantiated;
+            }
             f(&mut store, &instance)
         });
         let state = store.data();
         state.finish();
         let stats = CallStats {
             elapsed: started.elapsed(),
+            instantiate: instantiated,
+            configure: configured,
             peak_memory: state.limiter.peak,
         };
         result
@@ -437,8 +626,15 @@ impl Call {
     }
 }
 
-/// An instance of one of the worlds.
-enum Instance {
+/// An instance of one of the worlds: the component instance and its
+/// world's bindings.
+pub(super) struct Instance {
+    pub(super) raw: wasmtime::component::Instance,
+    world: World,
+}
+
+/// The bindings of one of the worlds.
+enum World {
     PoolSizing(pool_sizing::PoolSizing),
     PoolSizingHistory(pool_sizing_history::PoolSizingHistory),
     SubnetSelection(subnet_selection::SubnetSelection),
@@ -447,27 +643,13 @@ enum Instance {
 }
 
 impl Instance {
-    fn new(store: &mut Store<SandboxState>, pre: &WorldPre) -> wasmtime::Result<Self> {
-        Ok(match pre {
-            WorldPre::PoolSizing(pre) => Instance::PoolSizing(pre.instantiate(store)?),
-            WorldPre::PoolSizingHistory(pre) => {
-                Instance::PoolSizingHistory(pre.instantiate(store)?)
-            }
-            WorldPre::SubnetSelection(pre) => Instance::SubnetSelection(pre.instantiate(store)?),
-            WorldPre::SubnetSelectionNode(pre) => {
-                Instance::SubnetSelectionNode(pre.instantiate(store)?)
-            }
-            WorldPre::SecurityGroups(pre) => Instance::SecurityGroups(pre.instantiate(store)?),
-        })
-    }
-
     fn configure(&self, store: &mut Store<SandboxState>, settings: &str) -> wasmtime::Result<()> {
-        let result = match self {
-            Instance::PoolSizing(w) => w.call_configure(store, settings)?,
-            Instance::PoolSizingHistory(w) => w.call_configure(store, settings)?,
-            Instance::SubnetSelection(w) => w.call_configure(store, settings)?,
-            Instance::SubnetSelectionNode(w) => w.call_configure(store, settings)?,
-            Instance::SecurityGroups(w) => w.call_configure(store, settings)?,
+        let result = match &self.world {
+            World::PoolSizing(w) => w.call_configure(store, settings)?,
+            World::PoolSizingHistory(w) => w.call_configure(store, settings)?,
+            World::SubnetSelection(w) => w.call_configure(store, settings)?,
+            World::SubnetSelectionNode(w) => w.call_configure(store, settings)?,
+            World::SecurityGroups(w) => w.call_configure(store, settings)?,
         };
         result.map_err(|message| {
             wasmtime::Error::new(ConfigureRejected(sanitize(&message, MAX_POLICY_TEXT_BYTES)))
@@ -491,7 +673,7 @@ fn wrong_world(asked: Decision) -> wasmtime::Error {
 
 /// Epoch ticks for `deadline`: rounded up, plus one because the current
 /// tick may be about to end.
-fn deadline_ticks(deadline: Duration) -> u64 {
+pub(super) fn deadline_ticks(deadline: Duration) -> u64 {
     let tick = EPOCH_TICK.as_nanos();
     u64::try_from(deadline.as_nanos().div_ceil(tick)).unwrap_or(u64::MAX / 2) + 1
 }

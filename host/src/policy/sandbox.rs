@@ -88,6 +88,11 @@ impl SandboxState {
         }
     }
 
+    /// Whether the policy holds no host resource (stream, pollable, ...).
+    pub(crate) fn holds_no_resources(&self) -> bool {
+        self.table.is_empty()
+    }
+
     /// The resource table (for the host functions of [`super::wasi`]).
     pub(crate) fn table(&mut self) -> &mut ResourceTable {
         &mut self.table

@@ -6,7 +6,9 @@
 //! Threads: calls may come from any thread. On a tokio worker thread the
 //! guest runs inside `block_in_place` (WASI's blocking host functions need
 //! it), which hands the worker's queue to another thread; callers on a hot
-//! path should call from `spawn_blocking` or a plain thread instead.
+//! path should call from `spawn_blocking` or a plain thread instead. On a
+//! current-thread runtime it runs on a policy worker thread (see
+//! [`super::watchdog`]).
 
 use super::ArtifactCache;
 use super::config::{OnFailure, PoliciesConfig, PolicyConfig};
@@ -586,7 +588,8 @@ fn groups_json(answer: &Result<Vec<String>, PolicyError>) -> Value {
 
 fn role_view<N>(slot: &Slot<N>) -> RoleView {
     let state = slot.current();
-    let report = state.wasm().map(|m| m.report());
+    let module = state.wasm();
+    let report = module.map(|m| m.report());
     let (decisions, failures, fallbacks) = state.stats.counts();
     RoleView {
         role: state.decision.as_str().to_owned(),
@@ -600,6 +603,8 @@ fn role_view<N>(slot: &Slot<N>) -> RoleView {
         module: state.config.module.clone(),
         sha256: report.map(|r| r.sha256.clone()),
         world: report.map(|r| r.decision.as_str().to_owned()),
+        from_image: module.map(|m| m.starts_from_image()),
+        no_image: module.and_then(|m| m.no_image_reason()).map(str::to_owned),
         loaded_at: super::view::unix_seconds(state.loaded_at),
         load_error: match &state.module {
             Some(Err(e)) => Some(e.to_string()),

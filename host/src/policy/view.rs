@@ -38,6 +38,14 @@ pub struct RoleView {
     pub sha256: Option<String>,
     /// The world the module implements.
     pub world: Option<String>,
+    /// Whether its decisions start from the image taken after `configure`
+    /// (`false`: `configure` runs in every decision); `None` without a
+    /// module.
+    #[serde(default)]
+    pub from_image: Option<bool>,
+    /// Why they do not, when they do not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_image: Option<String>,
     /// When it was put in force, seconds since the Unix epoch.
     pub loaded_at: u64,
     /// Why the configured module is not running, if it is not.

@@ -40,7 +40,7 @@ async fn run(
     mut changes: mpsc::UnboundedReceiver<()>,
 ) {
     let dir: Option<PathBuf> = set.dir.clone();
-    let mut watching = dir.as_deref().is_some_and(|dir| start_watching(dir, &tx));
+    // SIGHUP first: once the watch's outcome is logged, a SIGHUP is caught.
     let mut hangup = match signal(SignalKind::hangup()) {
         Ok(hangup) => Some(hangup),
         Err(e) => {
@@ -50,6 +50,7 @@ async fn run(
             None
         }
     };
+    let mut watching = dir.as_deref().is_some_and(|dir| start_watching(dir, &tx));
     loop {
         let trigger = tokio::select! {
             Some(()) = changes.recv() => {

@@ -18,11 +18,14 @@ fn compile(engine: &PolicyEngine, wasm: &str, decision: Decision) -> CompiledPol
 }
 
 /// The component configured with the fixture's settings. The deadline is
-/// generous: this checks answers, not speed.
+/// generous: this checks answers, not speed. Its decisions start from the
+/// image taken after `configure`, so the fixtures check those answers.
 fn module<I, O: Expected>(compiled: &CompiledPolicy, fixture: &Fixture<I, O>) -> PolicyModule {
-    compiled
+    let module = compiled
         .configure(&fixture.settings_json(), limits(GENEROUS_DEADLINE_MS, 32))
-        .unwrap_or_else(|e| panic!("{}: {e}", fixture.name))
+        .unwrap_or_else(|e| panic!("{}: {e}", fixture.name));
+    assert!(module.starts_from_image(), "{}: no image", fixture.name);
+    module
 }
 
 /// Runs every fixture of `dir` natively and as Wasm; panics listing all

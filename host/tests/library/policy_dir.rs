@@ -82,6 +82,7 @@ fn a_module_of_the_directory_overrides_the_configuration_until_it_is_removed() {
     );
     assert_eq!(pool.module.as_deref(), Some(path.as_path()));
     assert_eq!(pool.world.as_deref(), Some("pool-sizing"));
+    assert_eq!(pool.from_image, Some(true));
     assert!(
         set.size_pool(&pool_state())
             .reason
@@ -162,6 +163,7 @@ fn a_broken_file_is_refused_and_the_module_in_force_stays_removal_returns_to_the
         ("builtin", "warm-pool")
     );
     assert!(pool.sha256.is_none());
+    assert_eq!(pool.from_image, None);
 }
 
 #[test]

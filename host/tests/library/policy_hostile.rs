@@ -6,8 +6,6 @@
 use crate::support::policy as common;
 
 use common::*;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weft_host::policy::{
     CompiledPolicy, FailureKind, LOG_BURST, LOG_RATE_PER_SECOND, OnFailure, PoliciesConfig,
@@ -218,30 +216,10 @@ fn refusals_and_reasons_are_capped_and_sanitised() {
     assert_eq!(counted(&metrics, "security-groups", "refused"), 1);
 }
 
-/// A `tracing` writer collecting everything in memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn a_log_flood_is_sanitised_capped_and_rate_limited_across_decisions() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(move || writer.clone())
-        .finish();
+    let captured = CapturedLog::default();
+    let subscriber = captured.subscriber(tracing::Level::WARN);
     const DECISIONS: usize = 50;
     let started = Instant::now();
     tracing::subscriber::with_default(subscriber, || {
@@ -254,7 +232,7 @@ fn a_log_flood_is_sanitised_capped_and_rate_limited_across_decisions() {
         }
     });
     let elapsed = started.elapsed().as_secs_f64();
-    let text = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
+    let text = captured.text();
     let lines: Vec<&str> = text.lines().collect();
     let forwarded = lines.iter().filter(|l| l.contains("FAKE")).count();
     // 50 decisions of 1,000 messages: the per-decision cap alone lets

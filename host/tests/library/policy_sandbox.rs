@@ -207,3 +207,65 @@ fn deadlines_fire_for_modules_that_outlive_their_engine_handle() {
     let err = looping.size_pool(&pool_state()).expect_err("deadline");
     assert_eq!(err.kind, FailureKind::Deadline, "{err}");
 }
+
+#[test]
+fn decisions_start_from_the_configured_state_and_keep_nothing() {
+    // The chaos `count` mode adds one to a static in `configure` and in
+    // every decision, and logs once in `configure`.
+    let captured = CapturedLog::default();
+    tracing::subscriber::with_default(captured.subscriber(tracing::Level::WARN), || {
+        let module = load(&engine(), CHAOS_POOL, &chaos("count")).expect("loads");
+        assert!(module.starts_from_image());
+        for _ in 0..5 {
+            let (decision, _) = module.size_pool(&pool_state()).expect("decides");
+            // configure's one, then the decision's own: nothing of the
+            // decisions before is left.
+            assert_eq!(decision.reason, "chaos: calls 2");
+        }
+    });
+    let configured = captured.text().matches("chaos: configured").count();
+    assert_eq!(configured, 1, "configure runs at load only");
+}
+
+#[test]
+fn a_slow_capture_leaves_the_policy_configured_in_every_decision() {
+    // A zero budget makes every capture too slow: the load still succeeds,
+    // says why in a log line and in the module, and decisions configure
+    // their own instance (configure's count, then the decision's).
+    let mut engine = engine();
+    engine.set_image_capture_budget(std::time::Duration::ZERO);
+    let captured = CapturedLog::default();
+    let module =
+        tracing::subscriber::with_default(captured.subscriber(tracing::Level::INFO), || {
+            load(&engine, CHAOS_POOL, &chaos("count")).expect("loads")
+        });
+    assert!(!module.starts_from_image());
+    let why = module.no_image_reason().expect("a reason");
+    assert!(why.contains("over the 0 ms budget"), "{why}");
+    assert!(
+        captured
+            .text()
+            .contains("every decision configures its own instance"),
+        "{}",
+        captured.text()
+    );
+    for _ in 0..3 {
+        let (decision, _) = module.size_pool(&pool_state()).expect("decides");
+        assert_eq!(decision.reason, "chaos: calls 2");
+    }
+}
+
+#[test]
+fn a_policy_holding_a_host_resource_after_configure_is_configured_in_every_decision() {
+    // The `stderr` mode writes to stderr in configure and in each decision:
+    // the guest's libc keeps the stream's handle, which an image would hold
+    // but a fresh instance of it would not have ("unknown handle index").
+    let module = load(&engine(), CHAOS_POOL, &chaos("stderr")).expect("loads");
+    assert!(!module.starts_from_image());
+    let why = module.no_image_reason().expect("a reason");
+    assert!(why.contains("host resources"), "{why}");
+    for _ in 0..3 {
+        let (decision, _) = module.size_pool(&pool_state()).expect("decides");
+        assert_eq!(decision.reason, "chaos: Stderr");
+    }
+}

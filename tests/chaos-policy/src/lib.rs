@@ -9,6 +9,7 @@
 //! `alloc` and `trap` strike in `configure` or in the decision.
 
 use serde::Deserialize;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 #[cfg(feature = "pool")]
 mod pool;
@@ -66,6 +67,14 @@ pub enum Mode {
     HugeRefusal,
     /// Log one 4 MiB message (more than the host takes in one call).
     HugeLog,
+    /// Count calls in a static: `configure` and every decision add one and
+    /// `configure` logs `chaos: configured`; the pool decision's reason is
+    /// `chaos: calls N`. A decision that starts from the configured state,
+    /// and from nothing a previous decision left, always says `calls 2`.
+    Count,
+    /// Write a line to stderr in `configure` and in every decision: the
+    /// guest's libc keeps the stream it opened, a host resource.
+    Stderr,
 }
 
 /// When the misbehaviour strikes.
@@ -108,15 +117,40 @@ impl Chaos {
         if settings.during == During::Configure {
             misbehave(settings.mode);
         }
+        match settings.mode {
+            Mode::Count => {
+                CALLS.fetch_add(1, Ordering::Relaxed);
+                log_warn("chaos: configured");
+            }
+            Mode::Stderr => eprintln!("chaos: configured"),
+            _ => {}
+        }
         Ok(Chaos { settings })
     }
 
-    /// Performs the decision-time misbehaviour (`loop`, `alloc`, `trap`).
+    /// Performs the decision-time misbehaviour (`loop`, `alloc`, `trap`),
+    /// counts the call (`count`) or writes to stderr (`stderr`).
     pub fn decide(&self) {
         if self.settings.during == During::Decide {
             misbehave(self.settings.mode);
         }
+        match self.settings.mode {
+            Mode::Count => {
+                CALLS.fetch_add(1, Ordering::Relaxed);
+            }
+            Mode::Stderr => eprintln!("chaos: deciding"),
+            _ => {}
+        }
     }
+}
+
+/// Calls of `configure` and decisions counted by [`Mode::Count`] in this
+/// instance.
+static CALLS: AtomicU32 = AtomicU32::new(0);
+
+/// What [`Mode::Count`] has counted so far.
+pub fn calls() -> u32 {
+    CALLS.load(Ordering::Relaxed)
 }
 
 /// Loops, allocates or traps for those modes; returns for the others.

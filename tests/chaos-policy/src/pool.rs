@@ -17,6 +17,7 @@ impl PoolSizing for ChaosPool {
         let reason = match self.0.settings.mode {
             Mode::Random => crate::random_hex(),
             Mode::HugeRefusal => crate::huge_refusal(),
+            Mode::Count => format!("chaos: calls {}", crate::calls()),
             mode => format!("chaos: {mode:?}"),
         };
         match self.0.settings.mode {

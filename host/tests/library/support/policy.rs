@@ -1,6 +1,7 @@
 //! Shared inputs and helpers of the `policy_*` tests.
 
-use std::sync::Arc;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weft_host::metrics::Metrics;
 use weft_host::policy::{
@@ -143,5 +144,37 @@ pub(crate) fn sg_request() -> security::Request {
             service_account: "cart".into(),
         },
         node_security_groups: vec!["sg-0123abcd".into(), "sg-0123456789abcdef0".into()],
+    }
+}
+
+/// A `tracing` writer collecting everything in memory.
+#[derive(Clone, Default)]
+pub(crate) struct CapturedLog(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLog {
+    /// A subscriber writing lines up to `level` here, without colours.
+    pub(crate) fn subscriber(&self, level: tracing::Level) -> impl tracing::Subscriber {
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(level)
+            .with_writer(move || writer.clone())
+            .finish()
+    }
+
+    /// Everything written so far.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+}
+
+impl Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
