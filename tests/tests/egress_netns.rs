@@ -417,9 +417,15 @@ async fn a_cidr_block_associated_later_is_exempted_at_the_next_refresh() {
             .unwrap(),
     );
     let identity = sim.identity().await.unwrap();
-    let egress = EgressRules::start(plumbing, sim.clone(), &EgressConfig::default(), &identity)
-        .await
-        .expect("rules applied");
+    let egress = EgressRules::start(
+        plumbing,
+        sim.clone(),
+        &EgressConfig::default(),
+        &identity,
+        false,
+    )
+    .await
+    .expect("rules applied");
     let snat_exempt = |node: &TestNetns| {
         let table = weft_table(node).expect("table ip weft");
         let snat = rules(&table)
