@@ -337,13 +337,15 @@ fn diff_gateway(
     out: &mut Vec<String>,
 ) {
     let on_link = |r: &&RouteView| r.oif == Some(index);
-    let gateway_route =
-        side.routes.iter().filter(on_link).any(|r| {
-            r.is_host_route_to(gateway) && r.gateway.is_none() && r.scope == RouteScope::Link
-        });
+    // IPv6 routes have no scope (the kernel keeps them global).
+    let gateway_route = side.routes.iter().filter(on_link).any(|r| {
+        r.is_host_route_to(gateway)
+            && r.gateway.is_none()
+            && (r.scope == RouteScope::Link || gateway.is_ipv6())
+    });
     if !gateway_route {
         out.push(format!(
-            "pod route {gateway} dev {ifname} scope link is missing"
+            "pod route {gateway} dev {ifname} (scope link) is missing"
         ));
     }
     let default_route = side
@@ -514,7 +516,7 @@ mod tests {
                 |o| {
                     side(o).routes.remove(0);
                 },
-                "pod route 169.254.1.1 dev eth0 scope link is missing",
+                "pod route 169.254.1.1 dev eth0 (scope link) is missing",
             ),
             (
                 |o| {
@@ -597,7 +599,7 @@ mod tests {
         let side = side(&mut observed);
         side.addresses = vec![(EGRESS.into(), 32), (ip6, 128)];
         side.routes.extend([
-            route(POD_GATEWAY_V6, 128, None, POD_IF, RouteScope::Link),
+            route(POD_GATEWAY_V6, 128, None, POD_IF, RouteScope::Universe),
             route(
                 Ipv6Addr::UNSPECIFIED,
                 0,
