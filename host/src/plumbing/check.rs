@@ -102,7 +102,7 @@ impl Plumbing {
         let expected = Expected {
             pod,
             host_veth: &host_veth,
-            mtu: pod.mtu.unwrap_or(self.config.mtu),
+            mtu: pod.mtu.unwrap_or(self.config.pod_mtu()),
         };
         Ok(diff(&expected, &observed))
     }

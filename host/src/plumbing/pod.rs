@@ -160,7 +160,7 @@ impl Plumbing {
             host_mac: MacAddr::random_local(),
             pod_ifname: pod.ifname.clone(),
             pod_mac: MacAddr::random_local(),
-            mtu: pod.mtu.unwrap_or(self.config.mtu),
+            mtu: pod.mtu.unwrap_or(self.config.pod_mtu()),
         };
         let pod_ns = Netns::open_untrusted(&pod.netns).await?;
         let pod_nl = netns::connect(&pod_ns).await?;
