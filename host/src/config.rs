@@ -831,6 +831,12 @@ mac = "02:aa:bb:cc:dd:ee"
                 Box::new(|c| c.pool.ip_family == crate::reconcile::IpFamily::Ipv6),
             ),
             (
+                "ENABLE_V4_EGRESS",
+                "false",
+                sim,
+                Box::new(|c| !c.egress.ipv4_egress),
+            ),
+            (
                 "AWS_VPC_CNI_NODE_PORT_SUPPORT",
                 "false",
                 sim,

@@ -42,6 +42,7 @@ fn pod(ns: &TestNetns, i: u8) -> PodNetwork {
         ip: Ipv4Addr::new(10, 0, 1, 10 + i).into(),
         eni_table: (i % 2 == 1).then_some(2),
         mtu: None,
+        egress_ipv4: None,
     }
 }
 

@@ -15,6 +15,10 @@
 //!   and its replies leave through the primary ENI.
 //! * A CIDR block associated with the VPC later is exempted from SNAT at the
 //!   next refresh (in process: the simulator's hook changes the VPC).
+//! * IPv6 pods reach IPv4-only destinations, in the VPC and beyond it,
+//!   through their node-local IPv4 address, which the outside sees as the
+//!   node's primary IP (external SNAT or not); without IPv4 egress they
+//!   cannot.
 
 use serde_json::Value;
 use std::process::Command;
@@ -182,6 +186,45 @@ fn pods_leave_the_vpc_as_the_node_unless_excluded_or_snat_is_external() {
         Some(ip.as_str()),
         "with external SNAT the node does not SNAT"
     );
+}
+
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn ipv6_pods_reach_ipv4_only_destinations_as_the_node() {
+    let vpc = TestVpc::new();
+    let _internet = PeerEcho::start(&vpc.internet, &format!("{INTERNET_IP}:8080"));
+    let ipv6 = "[pool]\nip-family = \"ipv6\"\n";
+    for (seed, egress) in [(1, ""), (2, "external-snat = true\n")] {
+        let agent = node_agent(&vpc, seed, &format!("{ipv6}[egress]\n{egress}"));
+        // The router has its VPC address once a node is on the fabric.
+        let in_vpc = format!("10.0.0.1:808{seed}");
+        let _router = PeerEcho::start(&vpc.router, &in_vpc);
+        let (pod, ip) = add_pod(&agent, "pod-6");
+        assert!(ip.contains(':'), "an IPv6 pod: {ip}");
+        let primary = primary_ip(&agent);
+        // The internet host and the VPC router are IPv4 only; neither
+        // routes the pod's node-local address: they see the node.
+        assert_eq!(
+            peer_seen(&pod, &format!("{INTERNET_IP}:8080")).as_deref(),
+            Some(primary.as_str()),
+            "beyond the VPC (egress: {egress:?})"
+        );
+        assert_eq!(
+            peer_seen(&pod, &in_vpc).as_deref(),
+            Some(primary.as_str()),
+            "inside the VPC (egress: {egress:?})"
+        );
+    }
+    let off = node_agent(&vpc, 3, &format!("{ipv6}[egress]\nipv4-egress = false\n"));
+    let (pod, _) = add_pod(&off, "pod-6-off");
+    assert!(
+        pod.ip_json(&["-4", "addr", "show", "dev", "eth0"])
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "no IPv4 address without IPv4 egress"
+    );
+    assert_eq!(peer_seen(&pod, &format!("{INTERNET_IP}:8080")), None);
 }
 
 #[test]
@@ -417,9 +460,15 @@ async fn a_cidr_block_associated_later_is_exempted_at_the_next_refresh() {
             .unwrap(),
     );
     let identity = sim.identity().await.unwrap();
-    let egress = EgressRules::start(plumbing, sim.clone(), &EgressConfig::default(), &identity)
-        .await
-        .expect("rules applied");
+    let egress = EgressRules::start(
+        plumbing,
+        sim.clone(),
+        &EgressConfig::default(),
+        &identity,
+        false,
+    )
+    .await
+    .expect("rules applied");
     let snat_exempt = |node: &TestNetns| {
         let table = weft_table(node).expect("table ip weft");
         let snat = rules(&table)

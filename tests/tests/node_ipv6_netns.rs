@@ -2,7 +2,8 @@
 //! with `[pool] ip-family = "ipv6"` on the embedded VPC simulator (which
 //! delegates the primary ENI a /80 of the documentation range
 //! 2001:db8::/32), the real `weft` plugin, real pod namespaces. Pods are
-//! wired as the VPC CNI's IPv6 mode wires them.
+//! wired as the VPC CNI's IPv6 mode wires them, with a node-local IPv4
+//! address for IPv4 egress (`egress_netns` shows where it leads).
 
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -17,6 +18,9 @@ const POD_2: &str = "2001:db8::1:0:0:2";
 const POD_3: &str = "2001:db8::1:0:0:3";
 /// The node's own IPv6 address, on its stand-in primary NIC.
 const NODE_IP6: &str = "2001:db8::10";
+/// The pods' node-local IPv4 addresses (IPv4 egress), in order.
+const POD_1_V4: &str = "169.254.172.1";
+const POD_2_V4: &str = "169.254.172.2";
 
 fn start() -> TestAgent {
     let agent = TestAgent::start("m5.large", "[pool]\nip-family = \"ipv6\"\n");
@@ -81,9 +85,50 @@ fn assert_pod_wired(pod: &TestNetns, ip: &str, host_mac: &str) {
     );
 }
 
-/// The node routes `ip/128` to `host_veth`, and only there.
+/// The pod's IPv4 egress wiring, exactly as an IPv4 pod's: one IPv4
+/// address `/32`, `169.254.1.1 dev eth0 scope link`, `default via
+/// 169.254.1.1`, and `169.254.1.1` a permanent neighbour at the host veth's
+/// MAC.
+fn assert_egress_wired(pod: &TestNetns, ipv4: &str, host_mac: &str) {
+    let addrs = pod.ip_json(&["-4", "addr", "show", "dev", "eth0"]);
+    let found: Vec<(&Value, &Value)> = array(&addrs[0]["addr_info"])
+        .iter()
+        .map(|a| (&a["local"], &a["prefixlen"]))
+        .collect();
+    assert_eq!(found, [(&json!(ipv4), &json!(32))], "{addrs}");
+    let routes = pod.ip_json(&["-4", "route", "show", "dev", "eth0"]);
+    assert!(
+        array(&routes)
+            .iter()
+            .any(|r| r["dst"] == "default" && r["gateway"] == "169.254.1.1"),
+        "default via 169.254.1.1: {routes}"
+    );
+    assert!(
+        array(&routes)
+            .iter()
+            .any(|r| r["dst"] == "169.254.1.1" && r["scope"] == "link"),
+        "169.254.1.1 dev eth0 scope link: {routes}"
+    );
+    let neigh = pod.ip_json(&["-4", "neigh", "show", "dev", "eth0"]);
+    assert!(
+        array(&neigh).iter().any(|n| n["dst"] == "169.254.1.1"
+            && n["lladdr"] == json!(host_mac)
+            && n["state"]
+                .as_array()
+                .is_some_and(|s| s.contains(&json!("PERMANENT")))),
+        "permanent neighbour 169.254.1.1 -> {host_mac}: {neigh}"
+    );
+}
+
+/// `ip`'s family switch for `ip(8)`.
+fn family(ip: &str) -> &'static str {
+    if ip.contains(':') { "-6" } else { "-4" }
+}
+
+/// The node routes `ip` (`/128`, or `/32` for an IPv4 egress address) to
+/// `host_veth`, and only there.
 fn assert_node_routes(agent: &TestAgent, ip: &str, host_veth: &str) {
-    let routes = agent.node.ip_json(&["-6", "route", "show", ip]);
+    let routes = agent.node.ip_json(&[family(ip), "route", "show", ip]);
     assert_eq!(array(&routes).len(), 1, "{routes}");
     assert_eq!(routes[0]["dst"], json!(ip));
     assert_eq!(routes[0]["dev"], json!(host_veth), "{routes}");
@@ -93,7 +138,7 @@ fn assert_node_routes(agent: &TestAgent, ip: &str, host_veth: &str) {
 /// they answer).
 fn assert_node_unrouted(agent: &TestAgent, ip: &str) {
     assert!(
-        array(&agent.node.ip_json(&["-6", "route", "show", ip])).is_empty(),
+        array(&agent.node.ip_json(&[family(ip), "route", "show", ip])).is_empty(),
         "no route to {ip}"
     );
 }
@@ -144,16 +189,26 @@ fn ipv6_pods_get_prefix_addresses_ping_each_other_and_the_node_and_del_unwires_t
         agent.log()
     );
 
-    // The CNI result carries the IPv6 address, gateway and default route.
-    assert_eq!(ra["ips"][0]["address"], json!(format!("{POD_1}/128")));
-    assert_eq!(ra["ips"][0]["gateway"], json!("fe80::1"));
-    assert_eq!(ra["routes"], json!([{"dst": "::/0", "gw": "fe80::1"}]));
+    // The CNI result carries the IPv6 address, then the IPv4 egress
+    // address (the VPC CNI's order), each with its gateway and default route.
+    assert_eq!(
+        (&ra["ips"], &ra["routes"]),
+        (
+            &json!([
+                {"address": format!("{POD_1}/128"), "gateway": "fe80::1", "interface": 1},
+                {"address": format!("{POD_1_V4}/32"), "gateway": "169.254.1.1", "interface": 1}
+            ]),
+            &json!([{"dst": "::/0", "gw": "fe80::1"}, {"dst": "0.0.0.0/0", "gw": "169.254.1.1"}])
+        )
+    );
 
-    for (pod, result, ip) in [(&a, &ra, POD_1), (&b, &rb, POD_2)] {
+    for (pod, result, ip, ipv4) in [(&a, &ra, POD_1, POD_1_V4), (&b, &rb, POD_2, POD_2_V4)] {
         let host_veth = result["interfaces"][0]["name"].as_str().unwrap();
         let host_mac = result["interfaces"][0]["mac"].as_str().unwrap();
         assert_pod_wired(pod, ip, host_mac);
+        assert_egress_wired(pod, ipv4, host_mac);
         assert_node_routes(&agent, ip, host_veth);
+        assert_node_routes(&agent, ipv4, host_veth);
         assert_eq!(
             agent
                 .node
@@ -161,13 +216,16 @@ fn ipv6_pods_get_prefix_addresses_ping_each_other_and_the_node_and_del_unwires_t
             "0"
         );
     }
-    // No IPv4 and no rules for IPv6 pods.
-    assert!(array(&a.ip_json(&["-4", "addr", "show", "dev", "eth0"])).is_empty());
-    let rules = agent.node.ip_json(&["-6", "rule", "show"]);
-    assert!(
-        !array(&rules).iter().any(|r| r["dst"] == json!(POD_1)),
-        "{rules}"
-    );
+    // No rules for IPv6 pods, nor for their IPv4 egress addresses.
+    for family in ["-4", "-6"] {
+        let rules = agent.node.ip_json(&[family, "rule", "show"]);
+        assert!(
+            !array(&rules)
+                .iter()
+                .any(|r| r["dst"] == json!(POD_1) || r["dst"] == json!(POD_1_V4)),
+            "{rules}"
+        );
+    }
     assert_eq!(agent.node.sysctl("net.ipv6.conf.all.forwarding"), "1");
 
     assert!(a.ping(POD_2), "pod a reaches pod b");
@@ -201,6 +259,7 @@ fn ipv6_pods_get_prefix_addresses_ping_each_other_and_the_node_and_del_unwires_t
     );
     succeeded(&agent.cni("DEL", "ctr-a", &a.path(), "a", &netconf));
     assert_node_unrouted(&agent, POD_1);
+    assert_node_unrouted(&agent, POD_1_V4);
     assert!(!b.ping(POD_1), "the deleted pod is unreachable");
     assert_unwired(&agent, &a, POD_1);
     succeeded(&agent.cni("DEL", "ctr-a", &a.path(), "a", &netconf));
@@ -238,20 +297,24 @@ fn a_restart_keeps_ipv6_pods_and_gc_unwires_a_stale_one() {
     assert!(!log.contains("dropped assignment"), "{log}");
     // Addresses, wiring and reachability are kept.
     assert_eq!(held_ips(&agent), vec![json!(POD_1), json!(POD_2)]);
-    for (pod, result, ip) in [(&a, &ra, POD_1), (&b, &rb, POD_2)] {
+    for (pod, result, ip, ipv4) in [(&a, &ra, POD_1, POD_1_V4), (&b, &rb, POD_2, POD_2_V4)] {
         let host_veth = result["interfaces"][0]["name"].as_str().unwrap();
         let host_mac = result["interfaces"][0]["mac"].as_str().unwrap();
         assert_pod_wired(pod, ip, host_mac);
+        assert_egress_wired(pod, ipv4, host_mac);
         assert_node_routes(&agent, ip, host_veth);
+        assert_node_routes(&agent, ipv4, host_veth);
     }
     assert!(a.ping(POD_2), "pod a reaches pod b across the restart");
     let again = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
     assert_eq!(pod_ip(&again), POD_1, "a repeated ADD keeps the address");
+    assert_eq!(again["ips"][1]["address"], json!(format!("{POD_1_V4}/32")));
     // The cursor survived: the address of the pod deleted before the
     // restart is not handed out again.
     let c = TestNetns::new("v6r-c");
     let rc = ok_json(&agent.cni("ADD", "ctr-c", &c.path(), "c", &netconf));
     assert_eq!(pod_ip(&rc), "2001:db8::1:0:0:4");
+    assert_eq!(rc["ips"][1]["address"], json!("169.254.172.4/32"));
 
     // GC with a and c valid: b is stale, its route and neighbour go.
     assert!(a.ping(POD_2), "the node resolves pod b");
@@ -267,6 +330,7 @@ fn a_restart_keeps_ipv6_pods_and_gc_unwires_a_stale_one() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert_node_unrouted(&agent, POD_2);
+    assert_node_unrouted(&agent, POD_2_V4);
     assert_unwired(&agent, &b, POD_2);
     assert_eq!(
         held_ips(&agent),
@@ -306,4 +370,72 @@ fn an_ipv4_pod_from_before_a_switch_to_ipv6_stays_wired_until_its_del() {
     succeeded(&agent.cni("DEL", "ctr-old", &old.path(), "old", &netconf));
     assert!(array(&agent.node.ip_json(&["route", "show", &ip4])).is_empty());
     assert_eq!(held_ips(&agent), vec![json!(POD_1)]);
+}
+
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn check_passes_on_a_good_ipv6_pod_and_names_what_was_removed() {
+    let agent = start();
+    let netconf = agent.netconf("1.1.0");
+    let a = TestNetns::new("v6chk-a");
+    let result = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
+    let mut with_prev = netconf.clone();
+    with_prev["prevResult"] = result.clone();
+    let check = || agent.cni("CHECK", "ctr-a", &a.path(), "a", &with_prev);
+    let out = check();
+    assert!(
+        out.status.success(),
+        "CHECK of a healthy IPv6 pod passes: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // Each removal is named; the pod is repaired by a repeated ADD between
+    // them, which CHECK then passes again.
+    let host_veth = result["interfaces"][0]["name"].as_str().unwrap().to_owned();
+    let breaks: [(&TestNetns, &[&str], String); 5] = [
+        (
+            &a,
+            &["-6", "route", "del", "default"],
+            "pod route default via fe80::1 dev eth0 is missing".into(),
+        ),
+        (
+            &a,
+            &["-6", "neigh", "del", "fe80::1", "dev", "eth0"],
+            "pod neighbour fe80::1 on eth0 is missing".into(),
+        ),
+        (
+            &a,
+            &["-4", "route", "del", "default"],
+            "pod route default via 169.254.1.1 dev eth0 is missing".into(),
+        ),
+        (
+            &a,
+            &["-4", "neigh", "del", "169.254.1.1", "dev", "eth0"],
+            "pod neighbour 169.254.1.1 on eth0 is missing".into(),
+        ),
+        (
+            &agent.node,
+            &["route", "del", POD_1_V4, "dev", &host_veth],
+            format!("node route {POD_1_V4}/32 dev {host_veth} is missing"),
+        ),
+    ];
+    for (ns, args, needle) in breaks {
+        ns.ip(args);
+        let out = check();
+        assert!(
+            !out.status.success(),
+            "CHECK catches `ip {}`",
+            args.join(" ")
+        );
+        let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let text = format!("{} {}", err["msg"], err["details"]);
+        assert!(text.contains(&needle), "{needle:?} not in {err}");
+        ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
+        let out = check();
+        assert!(
+            out.status.success(),
+            "CHECK passes after the repeated ADD: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
 }

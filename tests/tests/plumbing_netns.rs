@@ -53,6 +53,7 @@ fn pod(ns: &TestNetns, name: &str, ip: Ipv4Addr, eni_table: Option<u32>) -> PodN
         ip: ip.into(),
         eni_table,
         mtu: None,
+        egress_ipv4: None,
     }
 }
 

@@ -20,10 +20,11 @@ use crate::kubernetes::{PodLookup, PodMetadata};
 use crate::plumbing::{PlumbingError, PodNetwork};
 use crate::policy::view::{LiveInputs, PoliciesView};
 use crate::reconcile::{PoolError, PoolSnapshot};
+use crate::state::CommitError;
 use futures::future::BoxFuture;
 use std::collections::HashSet;
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
@@ -47,6 +48,7 @@ impl Agent {
             ip: placed.ip,
             eni_table: placed.eni_table,
             mtu: req.mtu,
+            egress_ipv4: placed.egress_ipv4,
         };
         // Only the wiring excludes the leftover sweep: an ADD waiting for an
         // address must not hold up a GC.
@@ -72,7 +74,7 @@ impl Agent {
                         .annotate_pod_ip(&req.pod.namespace, &req.pod.name, placed.ip)
                         .await;
                 }
-                Ok(network_result(placed.ip, &links, &req.netns))
+                Ok(network_result(&pod, &links, &req.netns))
             }
             Err(error) => {
                 // The plumbing undid its part; give the address back.
@@ -214,10 +216,9 @@ impl Agent {
         let mut differences = self.plumbing.check_pod(&pod).await.map_err(|e| {
             CniError::plumbing(format!("checking pod {} failed: {e}", held.pod), "")
         })?;
-        if !expected_ip_matches(&req, held.ip) {
+        for ip in pod.addresses().filter(|ip| !expected_ip_matches(&req, *ip)) {
             differences.push(format!(
-                "the runtime's result does not carry the pod's address {}",
-                held.ip
+                "the runtime's result does not carry the pod's address {ip}"
             ));
         }
         Ok(CheckResponse { differences })
@@ -278,6 +279,7 @@ impl Agent {
             ip: held.ip,
             eni_table,
             mtu: None,
+            egress_ipv4: held.egress_ipv4,
         }
     }
 
@@ -287,14 +289,21 @@ impl Agent {
     /// the security-groups policy picks.
     async fn place(&self, key: &AssignmentKey, pod: &PodRef) -> Result<Placed, ApiError> {
         if let Some(ipv6) = &self.ipv6 {
-            let (ip, fresh) = ipv6
+            let (held, fresh) = ipv6
                 .assign(key.clone(), pod_meta(pod))
-                .map_err(|e| state_error(key, &e))?;
+                .map_err(|e| match e {
+                    CommitError::NotSaved(e) => state_error(key, &e),
+                    CommitError::Refused(e) => CniError::no_address(
+                        format!("{key}: {e}"),
+                        "pods of this node hold every address; delete pods or widen the range",
+                    ),
+                })?;
             return Ok(Placed {
-                ip: IpAddr::V6(ip),
+                ip: IpAddr::V6(held.ip),
                 eni_table: None,
                 eni_id: self.node.primary_eni_id.clone(),
                 fresh,
+                egress_ipv4: held.ipv4,
             });
         }
         let groups = self.security_groups(pod).await?;
@@ -308,6 +317,7 @@ impl Agent {
             eni_table: eni_table(&placement),
             eni_id: placement.eni_id,
             fresh: placement.fresh,
+            egress_ipv4: None,
         })
     }
 
@@ -362,12 +372,16 @@ struct Placed {
     eni_id: String,
     /// `false` for a repeated ADD.
     fresh: bool,
+    /// An IPv6 pod's IPv4 egress address.
+    egress_ipv4: Option<Ipv4Addr>,
 }
 
 /// An attachment's address, of either family.
 pub(super) struct Held {
     pub(super) key: AssignmentKey,
     pub(super) ip: IpAddr,
+    /// An IPv6 pod's IPv4 egress address.
+    pub(super) egress_ipv4: Option<Ipv4Addr>,
     pub(super) pod: PodMeta,
     pub(super) assigned_at: SystemTime,
 }
@@ -377,6 +391,7 @@ impl From<Assignment> for Held {
         Held {
             key: a.key,
             ip: IpAddr::V4(a.ip),
+            egress_ipv4: None,
             pod: a.pod,
             assigned_at: a.assigned_at,
         }
@@ -388,6 +403,7 @@ impl From<Ipv6Assignment> for Held {
         Held {
             key: a.key,
             ip: IpAddr::V6(a.ip),
+            egress_ipv4: a.ipv4,
             pod: a.pod,
             assigned_at: a.assigned_at,
         }

@@ -22,12 +22,14 @@ pub struct EgressRules {
 
 impl EgressRules {
     /// Reads the node's primary IP and the VPC's CIDR blocks from the cloud,
-    /// finds the primary ENI's interface, and applies the rules.
+    /// finds the primary ENI's interface, and applies the rules (with the
+    /// IPv4 egress of IPv6 pods when `ipv6_pods`).
     pub async fn start(
         plumbing: Arc<Plumbing>,
         cloud: Arc<dyn Cloud>,
         config: &EgressConfig,
         node: &NodeIdentity,
+        ipv6_pods: bool,
     ) -> Result<Arc<Self>> {
         let primary_ip = primary_ip(cloud.as_ref(), node).await?;
         let primary_link = plumbing.link_name(node.mac).await?;
@@ -43,6 +45,7 @@ impl EgressRules {
             primary_link,
             vpc_cidrs,
             &plumbing.config().veth_prefix,
+            ipv6_pods,
         );
         plumbing.apply_egress(&spec).await?;
         tracing::info!(
@@ -51,6 +54,7 @@ impl EgressRules {
             vpc_cidrs = ?spec.vpc_cidrs,
             excluded = ?spec.excluded_cidrs,
             node_port = spec.node_port && spec.primary_link.is_some(),
+            ipv4_egress = ?spec.ipv4_egress.map(|(range, _)| range),
             "egress rules applied"
         );
         Ok(Arc::new(EgressRules {

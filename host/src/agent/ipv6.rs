@@ -6,12 +6,16 @@
 //! and asks for one /80 only when it has none. A lost answer is safe: the
 //! start fails, and the next start finds the prefix on the ENI. When the ENI
 //! has several prefixes, the one the checkpoint names is kept.
+//!
+//! With IPv4 egress on, every pod also holds a node-local IPv4 address
+//! (checkpointed with its IPv6 one); the IPv4 cursor survives restarts
+//! while the range stays the same.
 
 use crate::Result;
 use crate::cloud::{Cloud, NodeIdentity};
 use crate::ipam::{AssignmentKey, Ipv6Assignment, Ipv6Block, PodMeta};
-use crate::state::{DurableIpv6Block, Ipv6Checkpoint, StateError};
-use std::net::Ipv6Addr;
+use crate::state::{CommitError, DurableIpv6Block, Ipv6Checkpoint, StateError};
+use ipnet::Ipv4Net;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
@@ -24,12 +28,14 @@ pub(super) struct Ipv6Pods {
 
 impl Ipv6Pods {
     /// The primary ENI's prefix (delegated now if it has none) with the
-    /// assignments of `checkpoint`; those the prefix does not hold are
-    /// dropped and logged.
+    /// assignments of `checkpoint`, and IPv4 egress addresses of
+    /// `ipv4_egress` when that is on; what they do not hold is dropped and
+    /// logged.
     pub(super) async fn start(
         cloud: &dyn Cloud,
         node: &NodeIdentity,
         checkpoint: PathBuf,
+        ipv4_egress: Option<Ipv4Net>,
     ) -> Result<Self> {
         let eni = &node.primary_eni_id;
         let saved = Ipv6Checkpoint::load(&checkpoint)?;
@@ -46,14 +52,28 @@ impl Ipv6Pods {
                 prefix
             }
         };
+        let saved_ipv4 = saved.as_ref().and_then(|s| s.ipv4_egress);
         let (next, allocations) = match saved {
             Some(saved) if saved.prefix == prefix => (saved.next, saved.allocations),
             Some(saved) => (1, saved.allocations),
             None => (1, Vec::new()),
         };
-        let (block, dropped) = Ipv6Block::restore(prefix, eni.clone(), next, allocations);
-        for held in dropped {
-            tracing::warn!(key = %held.key, ip = %held.ip, pod = %held.pod, %prefix, "dropped assignment: its address is not one the primary ENI's IPv6 prefix holds (or another pod holds it)");
+        let mut block = Ipv6Block::new(prefix, eni.clone());
+        if let Some(range) = ipv4_egress {
+            let next = saved_ipv4
+                .filter(|(saved, _)| *saved == range)
+                .map_or(0, |(_, next)| next);
+            block = block.with_ipv4_egress(range, next);
+        }
+        let (block, dropped) = Ipv6Block::restore(block, next, allocations);
+        for d in dropped {
+            let held = &d.held;
+            let what = if d.kept_ipv6 {
+                "dropped the IPv4 egress address of an assignment (its IPv6 address is kept)"
+            } else {
+                "dropped assignment"
+            };
+            tracing::warn!(key = %held.key, ip = %held.ip, ipv4 = ?held.ipv4, pod = %held.pod, %prefix, reason = d.reason, "{what}");
         }
         tracing::info!(%prefix, pods = block.assignments().count(), "IPv6 mode: pods get addresses of the primary ENI's prefix");
         Ok(Ipv6Pods {
@@ -65,13 +85,14 @@ impl Ipv6Pods {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// An address for `key`, on disk before it returns; the same one for a
-    /// repeated ADD. Returns it and whether it is new.
+    /// An address (and an IPv4 egress address) for `key`, on disk before it
+    /// returns; the same for a repeated ADD. Returns the assignment and
+    /// whether it is new.
     pub(super) fn assign(
         &self,
         key: AssignmentKey,
         pod: PodMeta,
-    ) -> std::result::Result<(Ipv6Addr, bool), StateError> {
+    ) -> std::result::Result<(Ipv6Assignment, bool), CommitError> {
         self.lock().assign(key, pod, SystemTime::now())
     }
 

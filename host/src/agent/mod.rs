@@ -113,12 +113,25 @@ impl Agent {
         };
         let node = cloud.identity().await?;
         let ipv6 = match ipv6_mode {
-            true => Some(ipv6::Ipv6Pods::start(cloud.as_ref(), &node, ipv6_checkpoint).await?),
+            true => Some(
+                ipv6::Ipv6Pods::start(
+                    cloud.as_ref(),
+                    &node,
+                    ipv6_checkpoint,
+                    config.egress.ipv4_egress_range(),
+                )
+                .await?,
+            ),
             false => None,
         };
-        let egress =
-            egress::EgressRules::start(plumbing.clone(), cloud.clone(), &config.egress, &node)
-                .await?;
+        let egress = egress::EgressRules::start(
+            plumbing.clone(),
+            cloud.clone(),
+            &config.egress,
+            &node,
+            ipv6_mode,
+        )
+        .await?;
         let kubernetes = Kubernetes::connect(&config.kubernetes).await?;
         let policies = Arc::new(PolicySet::from_config(&config.policies, metrics.clone())?);
         // Before the first pool decision: the directory overrides the

@@ -1,7 +1,7 @@
 //! The CNI result of a plumbed pod: what the plugin prints and the next
 //! plugin of a chain reads as `prevResult`.
 
-use crate::plumbing::PodLinks;
+use crate::plumbing::{PodLinks, PodNetwork, pod_gateway};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use weft_cni::cidr::IpCidr;
@@ -10,11 +10,12 @@ use weft_cni::result::{Interface, IpConfig, NetworkResult, Route};
 /// Index of the pod interface in the result's `interfaces` (the host veth is 0).
 const POD_INTERFACE: usize = 1;
 
-/// The result for a pod with `ip` wired as `links` in `netns`: the host veth,
-/// then the pod interface; the pod's `/32` (`/128` for IPv6) with the
-/// link-local gateway; and the default route of its family through it.
-pub(super) fn network_result(ip: IpAddr, links: &PodLinks, netns: &Path) -> NetworkResult {
-    let gateway = links.gateway;
+/// The result for `pod` wired as `links` in `netns`: the host veth, then
+/// the pod interface; each of the pod's addresses (its own, then an IPv6
+/// pod's IPv4 egress address, as the VPC CNI's `egress-cni` appends it) as
+/// `/32` or `/128` with the link-local gateway of its family; and the
+/// default route of each family through that gateway.
+pub(super) fn network_result(pod: &PodNetwork, links: &PodLinks, netns: &Path) -> NetworkResult {
     NetworkResult {
         interfaces: vec![
             Interface {
@@ -31,12 +32,14 @@ pub(super) fn network_result(ip: IpAddr, links: &PodLinks, netns: &Path) -> Netw
                 ..Interface::default()
             },
         ],
-        ips: vec![IpConfig::new(
-            host_cidr(ip),
-            Some(gateway),
-            Some(POD_INTERFACE),
-        )],
-        routes: vec![Route::new(default_route(ip), Some(gateway))],
+        ips: pod
+            .addresses()
+            .map(|ip| IpConfig::new(host_cidr(ip), Some(pod_gateway(ip)), Some(POD_INTERFACE)))
+            .collect(),
+        routes: pod
+            .addresses()
+            .map(|ip| Route::new(default_route(ip), Some(pod_gateway(ip))))
+            .collect(),
         dns: Default::default(),
     }
 }

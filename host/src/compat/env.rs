@@ -180,6 +180,10 @@ const MAPPED: &[(&str, &[Target])] = &[
         &[to(&["pool", "ip-family"], Kind::SetWhenTrue("ipv6"))],
     ),
     (
+        "ENABLE_V4_EGRESS",
+        &[to(&["egress", "ipv4-egress"], Kind::Bool)],
+    ),
+    (
         "AWS_VPC_CNI_NODE_PORT_SUPPORT",
         &[to(&["egress", "node-port-support"], Kind::Bool)],
     ),
@@ -208,7 +212,6 @@ const KNOWN_UNMAPPED: &[&str] = &[
     "ENABLE_NFTABLES",
     "ENABLE_SUBNET_DISCOVERY",
     "ENABLE_V6_EGRESS",
-    "ENABLE_V4_EGRESS",
     "DISABLE_NETWORK_RESOURCE_PROVISIONING",
     "DISABLE_TCP_EARLY_DEMUX",
     "DISABLE_POD_V6",

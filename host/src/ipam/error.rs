@@ -54,4 +54,16 @@ pub enum IpamError {
         /// Why, e.g. it is the primary ENI or has pods.
         why: String,
     },
+    /// Every node-local IPv4 address for IPv6 pods' IPv4 egress is held.
+    #[error(
+        "every node-local IPv4 address of {cidr} (IPv4 egress of IPv6 pods) is held: widen \
+         [egress] ipv4-egress-cidr, or delete pods"
+    )]
+    Ipv4EgressExhausted {
+        /// The node-local range.
+        cidr: Ipv4Net,
+    },
+    /// Every address of the primary ENI's IPv6 prefix is held.
+    #[error("every address of the primary ENI's IPv6 prefix {prefix} is held: delete pods")]
+    Ipv6PrefixExhausted { prefix: ipnet::Ipv6Net },
 }

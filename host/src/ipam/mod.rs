@@ -21,7 +21,7 @@ mod tests;
 
 pub use datastore::{Datastore, GrowthBudget};
 pub use error::IpamError;
-pub use ipv6::{Ipv6Assignment, Ipv6Block};
+pub use ipv6::{Dropped, Ipv6Assignment, Ipv6Block};
 pub use model::{
     ADDRESSES_PER_PREFIX, AddressInfo, AddressState, Assignment, AssignmentKey, CoolingAddress,
     Correction, Eni, GivenBack, IpamConfig, Placement, PodMeta,

@@ -1,8 +1,10 @@
 //! CNI CHECK: observe one pod's wiring and compare it with what
 //! [`Plumbing::setup_pod`] creates. Observation has side effects (netlink
-//! dumps); the comparison is pure.
+//! dumps); the comparison is pure. IPv4 and IPv6 pods are checked alike:
+//! every address of the pod (an IPv6 pod's IPv4 egress address too) with
+//! the gateway route, default route and neighbour of its family.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use rtnetlink::Handle;
@@ -17,14 +19,16 @@ use super::Plumbing;
 use super::error::PlumbingError;
 use super::links::{self, LinkView};
 use super::netns::{self, Netns};
-use super::pod::{POD_GATEWAY, PodNetwork};
-use super::routes::{self, MAIN_TABLE, RouteView};
+use super::pod::{POD_GATEWAY, POD_GATEWAY_V6, PodNetwork, pod_gateway};
+use super::routes::{self, MAIN_TABLE, RouteView, host_prefix};
 use super::rules::{self, FROM_POD_PRIORITY, RuleView, TO_POD_PRIORITY};
 use crate::mac::MacAddr;
 
-/// The gateway neighbour entry as found in the pod.
+/// A gateway neighbour entry as found in the pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Neighbour {
+    /// The gateway ([`POD_GATEWAY`] or [`POD_GATEWAY_V6`]).
+    pub ip: IpAddr,
     /// Link-layer address, if resolved.
     pub mac: Option<MacAddr>,
     /// Entry state.
@@ -36,12 +40,12 @@ pub(crate) struct Neighbour {
 pub(crate) struct PodSide {
     /// The pod interface.
     pub link: Option<LinkView>,
-    /// Its IPv4 addresses with prefix lengths.
-    pub addresses: Vec<(Ipv4Addr, u8)>,
-    /// IPv4 routes of the pod's main table.
+    /// Its addresses with prefix lengths (IPv6 link-local ones left out).
+    pub addresses: Vec<(IpAddr, u8)>,
+    /// Routes of the pod's main table, of both families.
     pub routes: Vec<RouteView>,
-    /// The neighbour entry of [`POD_GATEWAY`] on the pod interface.
-    pub gateway: Option<Neighbour>,
+    /// The neighbour entries of the gateways on the pod interface.
+    pub gateways: Vec<Neighbour>,
 }
 
 /// Everything [`diff`] compares.
@@ -51,7 +55,7 @@ pub(crate) struct Observed {
     pub pod: Result<PodSide, String>,
     /// The host veth.
     pub host_link: Option<LinkView>,
-    /// Node routes of the main table.
+    /// Node routes of the main table, of both families.
     pub host_routes: Vec<RouteView>,
     /// Node rules.
     pub rules: Vec<RuleView>,
@@ -62,8 +66,6 @@ pub(crate) struct Observed {
 pub(crate) struct Expected<'a> {
     /// The attachment.
     pub pod: &'a PodNetwork,
-    /// Its (IPv4) address.
-    pub ip: Ipv4Addr,
     /// Host veth name.
     pub host_veth: &'a str,
     /// MTU of both ends.
@@ -73,22 +75,16 @@ pub(crate) struct Expected<'a> {
 impl Plumbing {
     /// Compares `pod`'s wiring with what [`Plumbing::setup_pod`] creates and
     /// returns one human-readable line per difference (empty when all is
-    /// well): pod interface, address, routes, gateway neighbour, host veth,
-    /// host route and rules. An unreachable pod namespace is a difference;
-    /// failing netlink requests are errors.
+    /// well): pod interface, addresses, routes, gateway neighbours, host
+    /// veth, host routes and rules. An unreachable pod namespace is a
+    /// difference; failing netlink requests are errors.
     pub async fn check_pod(&self, pod: &PodNetwork) -> Result<Vec<String>, PlumbingError> {
         pod.validate()?;
-        let IpAddr::V4(ip) = pod.ip else {
-            return Err(PlumbingError::InvalidInput(format!(
-                "CHECK of IPv6 pods ({}) is not implemented yet; weftd checks IPv4 pods only",
-                pod.ip
-            )));
-        };
         let host_veth = self.host_veth_name(&pod.pod_namespace, &pod.pod_name, &pod.ifname);
         let host = async {
             let link = links::by_name(&self.host, &host_veth).await?;
             let rules = rules::dump(&self.host).await?;
-            let routes = routes::dump(&self.host).await?;
+            let routes = routes::dump_all(&self.host).await?;
             Ok::<_, rtnetlink::Error>((link, rules, routes))
         };
         let (pod_side, host) = tokio::join!(observe_pod(pod), host);
@@ -105,7 +101,6 @@ impl Plumbing {
         };
         let expected = Expected {
             pod,
-            ip,
             host_veth: &host_veth,
             mtu: pod.mtu.unwrap_or(self.config.pod_mtu()),
         };
@@ -144,48 +139,59 @@ async fn read_pod_side(handle: &Handle, ifname: &str) -> Result<PodSide, rtnetli
         .execute()
         .try_collect()
         .await?;
-    let neighbours: Vec<NeighbourMessage> = handle
-        .neighbours()
-        .get()
-        .set_address_family(AddressFamily::Inet)
-        .execute()
-        .try_collect()
-        .await?;
-    let routes = routes::dump(handle).await?;
+    let mut neighbours: Vec<NeighbourMessage> = Vec::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let found: Vec<NeighbourMessage> = handle
+            .neighbours()
+            .get()
+            .set_address_family(family)
+            .execute()
+            .try_collect()
+            .await?;
+        neighbours.extend(found);
+    }
+    let routes = routes::dump_all(handle).await?;
     Ok(PodSide {
         addresses: addresses
             .iter()
             .filter(|a| a.header.index == link.index)
-            .filter_map(ipv4_address)
+            .filter_map(pod_address)
             .collect(),
         routes: routes
             .into_iter()
             .filter(|r| r.table == MAIN_TABLE)
             .collect(),
-        gateway: neighbours
+        gateways: neighbours
             .iter()
             .filter(|n| n.header.ifindex == link.index)
-            .find_map(gateway_neighbour),
+            .filter_map(gateway_neighbour)
+            .collect(),
         link: Some(link),
     })
 }
 
-fn ipv4_address(msg: &AddressMessage) -> Option<(Ipv4Addr, u8)> {
-    if msg.header.family != AddressFamily::Inet {
-        return None;
-    }
+/// An address of the message, unless an IPv6 link-local one (every IPv6
+/// interface has one of its own).
+fn pod_address(msg: &AddressMessage) -> Option<(IpAddr, u8)> {
     msg.attributes.iter().find_map(|attr| match attr {
-        AddressAttribute::Address(IpAddr::V4(ip)) => Some((*ip, msg.header.prefix_len)),
+        AddressAttribute::Address(IpAddr::V6(ip)) if ip.is_unicast_link_local() => None,
+        AddressAttribute::Address(ip) => Some((*ip, msg.header.prefix_len)),
         _ => None,
     })
 }
 
 fn gateway_neighbour(msg: &NeighbourMessage) -> Option<Neighbour> {
-    let is_gateway = msg
-        .attributes
-        .iter()
-        .any(|attr| matches!(attr, NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) if *ip == POD_GATEWAY));
-    is_gateway.then(|| Neighbour {
+    let ip = msg.attributes.iter().find_map(|attr| match attr {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) if *ip == POD_GATEWAY => {
+            Some(IpAddr::V4(*ip))
+        }
+        NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) if *ip == POD_GATEWAY_V6 => {
+            Some(IpAddr::V6(*ip))
+        }
+        _ => None,
+    })?;
+    Some(Neighbour {
+        ip,
         mac: msg.attributes.iter().find_map(|attr| match attr {
             NeighbourAttribute::LinkLayerAddress(mac) => MacAddr::from_slice(mac),
             _ => None,
@@ -198,7 +204,7 @@ fn gateway_neighbour(msg: &NeighbourMessage) -> Option<Neighbour> {
 pub(crate) fn diff(expected: &Expected<'_>, observed: &Observed) -> Vec<String> {
     let mut out = Vec::new();
     let pod = expected.pod;
-    let (ip, veth) = (expected.ip, expected.host_veth);
+    let veth = expected.host_veth;
 
     match &observed.pod {
         Err(why) => out.push(format!("pod namespace cannot be entered: {why}")),
@@ -217,16 +223,26 @@ pub(crate) fn diff(expected: &Expected<'_>, observed: &Observed) -> Vec<String> 
                     link.mtu, expected.mtu
                 ));
             }
-            let routed = observed
-                .host_routes
-                .iter()
-                .any(|r| r.is_host_route_to(ip) && r.oif == Some(link.index));
-            if !routed {
-                out.push(format!("node route {ip}/32 dev {veth} is missing"));
+            for ip in pod.addresses() {
+                let routed = observed
+                    .host_routes
+                    .iter()
+                    .any(|r| r.is_host_route_to(ip) && r.oif == Some(link.index));
+                if !routed {
+                    out.push(format!(
+                        "node route {ip}/{} dev {veth} is missing",
+                        host_prefix(ip)
+                    ));
+                }
             }
         }
     }
 
+    // Only an IPv4 pod has rules (IPv6 pods and their IPv4 egress addresses
+    // live on the primary ENI).
+    let IpAddr::V4(ip) = pod.ip else {
+        return out;
+    };
     let to_rule = observed
         .rules
         .iter()
@@ -258,6 +274,15 @@ pub(crate) fn diff(expected: &Expected<'_>, observed: &Observed) -> Vec<String> 
     out
 }
 
+/// `addresses` as `a/len, b/len`.
+fn shown_addresses(addresses: &[(IpAddr, u8)]) -> String {
+    let shown: Vec<String> = addresses
+        .iter()
+        .map(|(ip, len)| format!("{ip}/{len}"))
+        .collect();
+    shown.join(", ")
+}
+
 fn diff_pod_side(
     expected: &Expected<'_>,
     side: &PodSide,
@@ -279,45 +304,66 @@ fn diff_pod_side(
             link.mtu, expected.mtu
         ));
     }
-    if side.addresses != [(expected.ip, 32)] {
-        let found: Vec<String> = side
-            .addresses
-            .iter()
-            .map(|(ip, len)| format!("{ip}/{len}"))
+    for (family, v6) in [("IPv4", false), ("IPv6", true)] {
+        let of_family = |a: &&(IpAddr, u8)| a.0.is_ipv6() == v6;
+        let want: Vec<(IpAddr, u8)> = pod
+            .addresses()
+            .map(|ip| (ip, host_prefix(ip)))
+            .filter(|a| of_family(&a))
             .collect();
-        out.push(format!(
-            "interface {ifname} has IPv4 addresses [{}], expected [{}/32]",
-            found.join(", "),
-            expected.ip
-        ));
+        let mut found: Vec<(IpAddr, u8)> =
+            side.addresses.iter().filter(of_family).copied().collect();
+        found.sort();
+        if found != want {
+            out.push(format!(
+                "interface {ifname} has {family} addresses [{}], expected [{}]",
+                shown_addresses(&found),
+                shown_addresses(&want)
+            ));
+        }
     }
-    let on_link = |r: &&RouteView| r.oif == Some(link.index);
+    for gateway in pod.addresses().map(pod_gateway) {
+        diff_gateway(gateway, ifname, link.index, side, host_link, out);
+    }
+}
+
+/// The routes and neighbour entry of `gateway` on the pod interface.
+fn diff_gateway(
+    gateway: IpAddr,
+    ifname: &str,
+    index: u32,
+    side: &PodSide,
+    host_link: Option<&LinkView>,
+    out: &mut Vec<String>,
+) {
+    let on_link = |r: &&RouteView| r.oif == Some(index);
+    // IPv6 routes have no scope (the kernel keeps them global).
     let gateway_route = side.routes.iter().filter(on_link).any(|r| {
-        r.is_host_route_to(POD_GATEWAY) && r.gateway.is_none() && r.scope == RouteScope::Link
+        r.is_host_route_to(gateway)
+            && r.gateway.is_none()
+            && (r.scope == RouteScope::Link || gateway.is_ipv6())
     });
     if !gateway_route {
         out.push(format!(
-            "pod route {POD_GATEWAY} dev {ifname} scope link is missing"
+            "pod route {gateway} dev {ifname} (scope link) is missing"
         ));
     }
     let default_route = side
         .routes
         .iter()
         .filter(on_link)
-        .any(|r| r.prefix == 0 && r.gateway == Some(POD_GATEWAY));
+        .any(|r| r.prefix == 0 && r.gateway == Some(gateway));
     if !default_route {
         out.push(format!(
-            "pod route default via {POD_GATEWAY} dev {ifname} is missing"
+            "pod route default via {gateway} dev {ifname} is missing"
         ));
     }
-    match &side.gateway {
-        None => out.push(format!(
-            "pod neighbour {POD_GATEWAY} on {ifname} is missing"
-        )),
+    match side.gateways.iter().find(|n| n.ip == gateway) {
+        None => out.push(format!("pod neighbour {gateway} on {ifname} is missing")),
         Some(neighbour) => {
             if neighbour.state != NeighbourState::Permanent {
                 out.push(format!(
-                    "pod neighbour {POD_GATEWAY} is {:?}, expected permanent",
+                    "pod neighbour {gateway} is {:?}, expected permanent",
                     neighbour.state
                 ));
             }
@@ -326,7 +372,7 @@ fn diff_pod_side(
                 let shown =
                     |m: Option<MacAddr>| m.map_or_else(|| "none".to_owned(), |m| m.to_string());
                 out.push(format!(
-                    "pod neighbour {POD_GATEWAY} has lladdr {}, but the host veth's MAC is {}",
+                    "pod neighbour {gateway} has lladdr {}, but the host veth's MAC is {}",
                     shown(neighbour.mac),
                     shown(host_mac)
                 ));
@@ -340,6 +386,7 @@ mod tests {
     use rtnetlink::packet_route::route::RouteScope;
 
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     const POD_IF: u32 = 2;
     const HOST_IF: u32 = 40;
@@ -353,6 +400,7 @@ mod tests {
             ip: Ipv4Addr::new(10, 0, 1, 20).into(),
             eni_table: Some(2),
             mtu: None,
+            egress_ipv4: None,
         }
     }
 
@@ -369,14 +417,14 @@ mod tests {
     }
 
     fn route(
-        dst: Ipv4Addr,
+        dst: impl Into<IpAddr>,
         prefix: u8,
-        gateway: Option<Ipv4Addr>,
+        gateway: Option<IpAddr>,
         oif: u32,
         scope: RouteScope,
     ) -> RouteView {
         RouteView {
-            dst,
+            dst: dst.into(),
             prefix,
             gateway,
             oif: Some(oif),
@@ -392,21 +440,22 @@ mod tests {
         Observed {
             pod: Ok(PodSide {
                 link: Some(link(POD_IF, "eth0", MacAddr([2, 0, 0, 0, 0, 2]))),
-                addresses: vec![(ip, 32)],
+                addresses: vec![(ip.into(), 32)],
                 routes: vec![
                     route(POD_GATEWAY, 32, None, POD_IF, RouteScope::Link),
                     route(
                         Ipv4Addr::UNSPECIFIED,
                         0,
-                        Some(POD_GATEWAY),
+                        Some(POD_GATEWAY.into()),
                         POD_IF,
                         RouteScope::Universe,
                     ),
                 ],
-                gateway: Some(Neighbour {
+                gateways: vec![Neighbour {
+                    ip: POD_GATEWAY.into(),
                     mac: Some(host_mac),
                     state: NeighbourState::Permanent,
-                }),
+                }],
             }),
             host_link: Some(link(HOST_IF, "eniabc", host_mac)),
             host_routes: vec![route(ip, 32, None, HOST_IF, RouteScope::Link)],
@@ -434,7 +483,6 @@ mod tests {
         diff(
             &Expected {
                 pod: &pod,
-                ip: Ipv4Addr::new(10, 0, 1, 20),
                 host_veth: "eniabc",
                 mtu: 9001,
             },
@@ -468,7 +516,7 @@ mod tests {
                 |o| {
                     side(o).routes.remove(0);
                 },
-                "pod route 169.254.1.1 dev eth0 scope link is missing",
+                "pod route 169.254.1.1 dev eth0 (scope link) is missing",
             ),
             (
                 |o| {
@@ -477,11 +525,11 @@ mod tests {
                 "pod route default via 169.254.1.1",
             ),
             (
-                |o| side(o).gateway = None,
+                |o| side(o).gateways.clear(),
                 "pod neighbour 169.254.1.1 on eth0 is missing",
             ),
             (
-                |o| side(o).gateway.as_mut().unwrap().mac = Some(MacAddr([9; 6])),
+                |o| side(o).gateways[0].mac = Some(MacAddr([9; 6])),
                 "but the host veth's MAC",
             ),
             (|o| o.host_link = None, "host veth eniabc is missing"),
@@ -520,7 +568,6 @@ mod tests {
         let found = diff(
             &Expected {
                 pod: &pod,
-                ip: Ipv4Addr::new(10, 0, 1, 20),
                 host_veth: "eniabc",
                 mtu: 9001,
             },
@@ -530,5 +577,118 @@ mod tests {
             found,
             ["unexpected node rule 1536: from 10.0.1.20 lookup 2"]
         );
+    }
+
+    const IP6: &str = "2001:db8::1:0:0:1";
+    const EGRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 172, 1);
+
+    fn ipv6_pod() -> PodNetwork {
+        PodNetwork {
+            ip: IP6.parse().unwrap(),
+            eni_table: None,
+            egress_ipv4: Some(EGRESS),
+            ..pod()
+        }
+    }
+
+    /// What a correct setup of `ipv6_pod()` looks like: the IPv6 wiring and
+    /// its IPv4 egress side, without rules.
+    fn healthy_ipv6() -> Observed {
+        let mut observed = healthy();
+        let ip6: IpAddr = IP6.parse().unwrap();
+        let side = side(&mut observed);
+        side.addresses = vec![(EGRESS.into(), 32), (ip6, 128)];
+        side.routes.extend([
+            route(POD_GATEWAY_V6, 128, None, POD_IF, RouteScope::Universe),
+            route(
+                Ipv6Addr::UNSPECIFIED,
+                0,
+                Some(POD_GATEWAY_V6.into()),
+                POD_IF,
+                RouteScope::Universe,
+            ),
+        ]);
+        let v4 = side.gateways[0].clone();
+        side.gateways.push(Neighbour {
+            ip: POD_GATEWAY_V6.into(),
+            ..v4
+        });
+        observed.host_routes = vec![
+            route(ip6, 128, None, HOST_IF, RouteScope::Link),
+            route(EGRESS, 32, None, HOST_IF, RouteScope::Link),
+        ];
+        observed.rules.clear();
+        observed
+    }
+
+    fn check_ipv6(observed: &Observed) -> Vec<String> {
+        let pod = ipv6_pod();
+        diff(
+            &Expected {
+                pod: &pod,
+                host_veth: "eniabc",
+                mtu: 9001,
+            },
+            observed,
+        )
+    }
+
+    #[test]
+    fn an_ipv6_pod_with_ipv4_egress_is_checked_on_both_sides() {
+        assert_eq!(check_ipv6(&healthy_ipv6()), Vec::<String>::new());
+        type Break = fn(&mut Observed);
+        let cases: [(Break, &str); 7] = [
+            (
+                |o| {
+                    side(o).addresses.remove(1);
+                },
+                "IPv6 addresses [], expected [2001:db8::1:0:0:1/128]",
+            ),
+            (
+                |o| {
+                    side(o).addresses.remove(0);
+                },
+                "IPv4 addresses [], expected [169.254.172.1/32]",
+            ),
+            (
+                |o| {
+                    side(o).routes.remove(3);
+                },
+                "pod route default via fe80::1 dev eth0 is missing",
+            ),
+            (
+                |o| {
+                    side(o).gateways.remove(1);
+                },
+                "pod neighbour fe80::1 on eth0 is missing",
+            ),
+            (
+                |o| {
+                    side(o).routes.remove(1);
+                },
+                "pod route default via 169.254.1.1 dev eth0 is missing",
+            ),
+            (
+                |o| {
+                    o.host_routes.remove(0);
+                },
+                "node route 2001:db8::1:0:0:1/128 dev eniabc is missing",
+            ),
+            (
+                |o| {
+                    o.host_routes.remove(1);
+                },
+                "node route 169.254.172.1/32 dev eniabc is missing",
+            ),
+        ];
+        for (break_it, needle) in cases {
+            let mut observed = healthy_ipv6();
+            break_it(&mut observed);
+            let found = check_ipv6(&observed);
+            assert!(
+                found.iter().any(|line| line.contains(needle)),
+                "{needle:?} not in {found:?}"
+            );
+        }
     }
 }

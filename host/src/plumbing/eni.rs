@@ -215,7 +215,7 @@ impl Plumbing {
             .iter()
             .filter(|ip| {
                 all.iter()
-                    .any(|r| r.table == MAIN_TABLE && r.prefix == 32 && r.dst == **ip)
+                    .any(|r| r.table == MAIN_TABLE && r.is_host_route_to(IpAddr::V4(**ip)))
             })
             .copied()
             .collect())

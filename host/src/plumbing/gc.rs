@@ -9,7 +9,7 @@
 //! keeps its pods wired.
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::Plumbing;
 use super::error::{Failures, PlumbingError};
@@ -226,7 +226,10 @@ pub(crate) fn find(
                 && r.prefix == 32
                 && r.oif.is_some_and(|oif| live_indexes.contains(&oif))
         })
-        .map(|r| r.dst)
+        .filter_map(|r| match r.dst {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => None,
+        })
         .collect();
     let leftover_rules = rules
         .iter()
@@ -270,7 +273,7 @@ mod tests {
 
     fn host_route(ip: Ipv4Addr, oif: u32) -> RouteView {
         RouteView {
-            dst: ip,
+            dst: ip.into(),
             prefix: 32,
             gateway: None,
             oif: Some(oif),

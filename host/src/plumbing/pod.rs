@@ -10,7 +10,7 @@ use rtnetlink::packet_route::neighbour::NeighbourState;
 use super::error::PlumbingError;
 use super::links::{self, LinkRef, LinkRemoval, LinkView, VethEnd};
 use super::netns::{self, Netns};
-use super::routes::{self, MAIN_TABLE};
+use super::routes::{self, MAIN_TABLE, host_prefix};
 use super::rules::{self, FROM_POD_PRIORITY, Selector, TO_POD_PRIORITY};
 use super::{Plumbing, config, names, nl, sysctl};
 use crate::mac::MacAddr;
@@ -27,14 +27,6 @@ pub fn pod_gateway(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => IpAddr::V4(POD_GATEWAY),
         IpAddr::V6(_) => IpAddr::V6(POD_GATEWAY_V6),
-    }
-}
-
-/// The prefix length of a host route or address: 32 or 128.
-fn host_prefix(ip: IpAddr) -> u8 {
-    match ip {
-        IpAddr::V4(_) => 32,
-        IpAddr::V6(_) => 128,
     }
 }
 
@@ -61,9 +53,17 @@ pub struct PodNetwork {
     pub eni_table: Option<u32>,
     /// MTU of both veth ends; `None` uses [`super::PlumbingConfig::mtu`].
     pub mtu: Option<u32>,
+    /// An IPv6 pod's node-local IPv4 address (IPv4 egress), wired as an
+    /// IPv4 pod's address is, without rules.
+    pub egress_ipv4: Option<Ipv4Addr>,
 }
 
 impl PodNetwork {
+    /// The pod's addresses: its own, then its IPv4 egress address.
+    pub(crate) fn addresses(&self) -> impl Iterator<Item = IpAddr> {
+        std::iter::once(self.ip).chain(self.egress_ipv4.map(IpAddr::V4))
+    }
+
     /// Checks the values, with a message saying which one to fix.
     pub fn validate(&self) -> Result<(), PlumbingError> {
         let invalid = PlumbingError::InvalidInput;
@@ -96,6 +96,24 @@ impl PodNetwork {
                 self.ip
             )));
         }
+        if let Some(ipv4) = self.egress_ipv4 {
+            if self.ip.is_ipv4() {
+                return Err(invalid(format!(
+                    "IPv4 pod {} has an IPv4 egress address {ipv4}: only IPv6 pods have one",
+                    self.ip
+                )));
+            }
+            let usable = !(ipv4.is_unspecified()
+                || ipv4.is_broadcast()
+                || ipv4.is_multicast()
+                || ipv4.is_loopback()
+                || ipv4 == POD_GATEWAY);
+            if !usable {
+                return Err(invalid(format!(
+                    "IPv4 egress address {ipv4} is not a usable unicast address"
+                )));
+            }
+        }
         if self.ip.is_ipv6() && self.eni_table.is_some() {
             return Err(invalid(format!(
                 "IPv6 pod {} has an ENI route table: IPv6 pods live on the primary ENI",
@@ -122,8 +140,6 @@ pub struct PodLinks {
     pub pod_ifname: String,
     /// Pod-side interface MAC.
     pub pod_mac: MacAddr,
-    /// The pod's default gateway ([`pod_gateway`]).
-    pub gateway: IpAddr,
     /// MTU of both ends.
     pub mtu: u32,
 }
@@ -144,7 +160,6 @@ impl Plumbing {
             host_mac: MacAddr::random_local(),
             pod_ifname: pod.ifname.clone(),
             pod_mac: MacAddr::random_local(),
-            gateway: pod_gateway(pod.ip),
             mtu: pod.mtu.unwrap_or(self.config.pod_mtu()),
         };
         let pod_ns = Netns::open_untrusted(&pod.netns).await?;
@@ -173,7 +188,7 @@ impl Plumbing {
             .await
             .map_err(|e| PlumbingError::netlink(format!("look up host veth {host_veth}"), e))?;
         let owned = match &link {
-            Some(link) => self.release_route(link, pod.ip).await?,
+            Some(link) => self.release_route(link, pod).await?,
             None => false,
         };
         self.delete_rules(pod.ip).await?;
@@ -232,7 +247,7 @@ impl Plumbing {
             require_link(&self.host, &links.host_veth, &self.host_ns),
         )?;
         tokio::try_join!(
-            configure_pod_side(pod_nl, pod_ns, pod_if.index, pod.ip, links),
+            configure_pod_side(pod_nl, pod_ns, pod_if.index, pod, links),
             self.configure_host_side(host_if.index, pod, &links.host_veth),
         )?;
         Ok(())
@@ -240,8 +255,9 @@ impl Plumbing {
 
     /// Node side: veth sysctls, veth up, `IP/32 dev <veth>`, `to IP lookup
     /// main` and, for a secondary-ENI IP, `from IP lookup <table>`. An IPv6
-    /// pod gets `IP/128 dev <veth>` and no rules; its veth's sysctls (DAD
-    /// off) are set before the veth comes up.
+    /// pod gets `IP/128 dev <veth>` (and `IPV4/32 dev <veth>` for its IPv4
+    /// egress address) and no rules; its veth's sysctls (DAD off) are set
+    /// before the veth comes up.
     async fn configure_host_side(
         &self,
         index: u32,
@@ -257,7 +273,6 @@ impl Plumbing {
                 IpAddr::V6(_) => sysctl::configure_ipv6_veth(&veth),
             }
         });
-        let prefix = host_prefix(ip);
         let alias = names::link_alias(&pod.pod_namespace, &pod.pod_name, &pod.ifname);
         let routing = async {
             links::set_alias_up(&self.host, index, &alias)
@@ -268,14 +283,17 @@ impl Plumbing {
                         e,
                     )
                 })?;
-            routes::replace(
-                &self.host,
-                routes::link_route(ip, prefix, index, MAIN_TABLE),
-            )
-            .await
-            .map_err(|e| {
-                PlumbingError::netlink(format!("add route {ip}/{prefix} dev {host_veth}"), e)
-            })?;
+            for ip in pod.addresses() {
+                let prefix = host_prefix(ip);
+                routes::replace(
+                    &self.host,
+                    routes::link_route(ip, prefix, index, MAIN_TABLE),
+                )
+                .await
+                .map_err(|e| {
+                    PlumbingError::netlink(format!("add route {ip}/{prefix} dev {host_veth}"), e)
+                })?;
+            }
             let IpAddr::V4(ip) = ip else {
                 return Ok(());
             };
@@ -304,20 +322,24 @@ impl Plumbing {
         }
     }
 
-    /// Deletes the pod's host route if it goes through veth `link`, and says
-    /// whether the veth belongs to the pod: it routed the pod's IP, or it
-    /// routes nothing at all (the orphan of an interrupted teardown).
-    async fn release_route(&self, link: &LinkView, ip: IpAddr) -> Result<bool, PlumbingError> {
-        let prefix = host_prefix(ip);
-        let deleted = routes::delete(
-            &self.host,
-            routes::link_route(ip, prefix, link.index, MAIN_TABLE),
-        )
-        .await
-        .map_err(|e| {
-            PlumbingError::netlink(format!("delete route {ip}/{prefix} dev {}", link.name), e)
-        })?;
-        if deleted {
+    /// Deletes the pod's host routes (its address's and its IPv4 egress
+    /// address's) that go through veth `link`, and says whether the veth
+    /// belongs to the pod: it routed the pod's IP, or it routes nothing at
+    /// all (the orphan of an interrupted teardown).
+    async fn release_route(
+        &self,
+        link: &LinkView,
+        pod: &PodNetwork,
+    ) -> Result<bool, PlumbingError> {
+        let mut deleted = Vec::new();
+        for ip in pod.addresses() {
+            let prefix = host_prefix(ip);
+            let route = routes::link_route(ip, prefix, link.index, MAIN_TABLE);
+            deleted.push(routes::delete(&self.host, route).await.map_err(|e| {
+                PlumbingError::netlink(format!("delete route {ip}/{prefix} dev {}", link.name), e)
+            })?);
+        }
+        if deleted[0] {
             return Ok(true);
         }
         let routed = routes::any_through(&self.host, link.index)
@@ -365,49 +387,55 @@ async fn require_link(handle: &Handle, name: &str, ns: &Netns) -> Result<LinkVie
 /// Pod side: `IP/32`, `169.254.1.1 dev <if> scope link`, `default via
 /// 169.254.1.1`, and the permanent neighbour entry to the host veth's MAC.
 /// An IPv6 pod: IPv6 on and DAD off on the interface, `IP/128 nodad`, and
-/// the same routes and neighbour with `fe80::1`.
+/// the same routes and neighbour with `fe80::1`; then its IPv4 egress
+/// address wired as an IPv4 pod's address.
 async fn configure_pod_side(
     handle: &Handle,
     ns: &std::sync::Arc<Netns>,
     index: u32,
-    ip: IpAddr,
+    pod: &PodNetwork,
     links: &PodLinks,
 ) -> Result<(), PlumbingError> {
     let ifname = &links.pod_ifname;
     let context =
         |what: String| move |e| PlumbingError::netlink(format!("{what} on {ifname} in the pod"), e);
-    let (gateway, prefix) = (links.gateway, host_prefix(ip));
-    let mut address = handle.address().add(index, ip, prefix).replace();
-    if ip.is_ipv6() {
+    if pod.ip.is_ipv6() {
         let pod_if = ifname.clone();
         netns::run_in(ns, move || sysctl::configure_ipv6_veth(&pod_if)).await?;
-        address.message_mut().header.flags = AddressHeaderFlags::Nodad;
     }
-    address
-        .execute()
+    for ip in pod.addresses() {
+        let (gateway, prefix) = (pod_gateway(ip), host_prefix(ip));
+        let mut address = handle.address().add(index, ip, prefix).replace();
+        if ip.is_ipv6() {
+            address.message_mut().header.flags = AddressHeaderFlags::Nodad;
+        }
+        address
+            .execute()
+            .await
+            .map_err(context(format!("add address {ip}/{prefix}")))?;
+        routes::replace(
+            handle,
+            routes::link_route(gateway, host_prefix(gateway), index, MAIN_TABLE),
+        )
         .await
-        .map_err(context(format!("add address {ip}/{prefix}")))?;
-    routes::replace(
-        handle,
-        routes::link_route(gateway, host_prefix(gateway), index, MAIN_TABLE),
-    )
-    .await
-    .map_err(context(format!("add route {gateway} scope link")))?;
-    routes::replace(handle, routes::default_route(gateway, index, MAIN_TABLE))
-        .await
-        .map_err(context(format!("add default route via {gateway}")))?;
-    handle
-        .neighbours()
-        .add(index, gateway)
-        .link_layer_address(&links.host_mac.0)
-        .state(NeighbourState::Permanent)
-        .replace()
-        .execute()
-        .await
-        .map_err(context(format!(
-            "add neighbour {gateway} lladdr {}",
-            links.host_mac
-        )))
+        .map_err(context(format!("add route {gateway} scope link")))?;
+        routes::replace(handle, routes::default_route(gateway, index, MAIN_TABLE))
+            .await
+            .map_err(context(format!("add default route via {gateway}")))?;
+        handle
+            .neighbours()
+            .add(index, gateway)
+            .link_layer_address(&links.host_mac.0)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await
+            .map_err(context(format!(
+                "add neighbour {gateway} lladdr {}",
+                links.host_mac
+            )))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -423,6 +451,7 @@ mod tests {
             ip: Ipv4Addr::new(10, 0, 1, 20).into(),
             eni_table: Some(2),
             mtu: None,
+            egress_ipv4: None,
         }
     }
 
@@ -482,6 +511,22 @@ mod tests {
                     ..pod()
                 },
                 "primary ENI",
+            ),
+            (
+                PodNetwork {
+                    egress_ipv4: Some(Ipv4Addr::new(169, 254, 172, 1)),
+                    ..pod()
+                },
+                "only IPv6 pods",
+            ),
+            (
+                PodNetwork {
+                    ip: "2001:db8::1:0:0:5".parse().unwrap(),
+                    eni_table: None,
+                    egress_ipv4: Some(POD_GATEWAY),
+                    ..pod()
+                },
+                "not a usable unicast",
             ),
             (
                 PodNetwork {

@@ -1,5 +1,5 @@
 //! Routes: the messages the plumbing installs (IPv4 and IPv6), and a view
-//! of dumped IPv4 ones.
+//! of dumped ones.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -14,6 +14,14 @@ use super::nl;
 
 /// The main routing table.
 pub(crate) const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
+
+/// The prefix length of a host route or address: 32 or 128.
+pub(crate) fn host_prefix(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
 
 /// A route message of `ip`'s family.
 fn builder(ip: IpAddr) -> RouteMessageBuilder<IpAddr> {
@@ -69,15 +77,15 @@ pub(crate) async fn delete(
     )
 }
 
-/// What the plumbing needs to know about an IPv4 route.
+/// What the plumbing needs to know about a route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RouteView {
-    /// Destination address (`0.0.0.0` for the default route).
-    pub dst: Ipv4Addr,
+    /// Destination address (`0.0.0.0` or `::` for the default route).
+    pub dst: IpAddr,
     /// Destination prefix length.
     pub prefix: u8,
     /// Next hop, if any.
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
     /// Output interface, if any.
     pub oif: Option<u32>,
     /// Routing table.
@@ -86,23 +94,31 @@ pub(crate) struct RouteView {
 }
 
 impl RouteView {
-    /// Extracts the fields of an IPv4 route message; `None` for other families.
+    /// Extracts the fields of an IPv4 or IPv6 route message; `None` for
+    /// other families.
     pub(crate) fn from_message(msg: &RouteMessage) -> Option<Self> {
-        if msg.header.address_family != rtnetlink::packet_route::AddressFamily::Inet {
-            return None;
-        }
+        let dst = match msg.header.address_family {
+            AddressFamily::Inet => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            _ => return None,
+        };
         let mut view = Self {
-            dst: Ipv4Addr::UNSPECIFIED,
+            dst,
             prefix: msg.header.destination_prefix_length,
             gateway: None,
             oif: None,
             table: u32::from(msg.header.table),
             scope: msg.header.scope,
         };
+        let address = |a: &RouteAddress| match a {
+            RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
+            RouteAddress::Inet6(ip) => Some(IpAddr::V6(*ip)),
+            _ => None,
+        };
         for attr in &msg.attributes {
             match attr {
-                RouteAttribute::Destination(RouteAddress::Inet(dst)) => view.dst = *dst,
-                RouteAttribute::Gateway(RouteAddress::Inet(gw)) => view.gateway = Some(*gw),
+                RouteAttribute::Destination(dst) => view.dst = address(dst).unwrap_or(view.dst),
+                RouteAttribute::Gateway(gw) => view.gateway = address(gw),
                 RouteAttribute::Oif(oif) => view.oif = Some(*oif),
                 RouteAttribute::Table(table) => view.table = *table,
                 _ => {}
@@ -111,9 +127,9 @@ impl RouteView {
         Some(view)
     }
 
-    /// Whether this is a host route (`/32`) to `ip`.
-    pub(crate) fn is_host_route_to(&self, ip: Ipv4Addr) -> bool {
-        self.prefix == 32 && self.dst == ip
+    /// Whether this is a host route (`/32` or `/128`) to `ip`.
+    pub(crate) fn is_host_route_to(&self, ip: IpAddr) -> bool {
+        self.prefix == host_prefix(ip) && self.dst == ip
     }
 }
 
@@ -147,12 +163,21 @@ pub(crate) async fn any_through(handle: &Handle, oif: u32) -> Result<bool, rtnet
 
 /// All IPv4 routes of all tables in the namespace `handle` is bound to.
 pub(crate) async fn dump(handle: &Handle) -> Result<Vec<RouteView>, rtnetlink::Error> {
-    let messages: Vec<RouteMessage> = handle
-        .route()
-        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-        .execute()
-        .try_collect()
-        .await?;
+    dump_of(handle, RouteMessageBuilder::<Ipv4Addr>::new().build()).await
+}
+
+/// All IPv4 and IPv6 routes of all tables.
+pub(crate) async fn dump_all(handle: &Handle) -> Result<Vec<RouteView>, rtnetlink::Error> {
+    let mut all = dump(handle).await?;
+    all.extend(dump_of(handle, RouteMessageBuilder::<Ipv6Addr>::new().build()).await?);
+    Ok(all)
+}
+
+async fn dump_of(
+    handle: &Handle,
+    request: RouteMessage,
+) -> Result<Vec<RouteView>, rtnetlink::Error> {
+    let messages: Vec<RouteMessage> = handle.route().get(request).execute().try_collect().await?;
     Ok(messages
         .iter()
         .filter_map(RouteView::from_message)
@@ -165,7 +190,7 @@ mod tests {
 
     #[test]
     fn view_round_trips_built_routes() {
-        let ip = Ipv4Addr::new(10, 0, 1, 7);
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 1, 7));
         let view = RouteView::from_message(&link_route(ip, 32, 9, MAIN_TABLE)).unwrap();
         assert_eq!(
             view,
@@ -180,12 +205,22 @@ mod tests {
         );
         assert!(view.is_host_route_to(ip));
 
-        let gw = Ipv4Addr::new(169, 254, 1, 1);
+        let gw = IpAddr::V4(Ipv4Addr::new(169, 254, 1, 1));
         let view = RouteView::from_message(&default_route(gw, 3, 1000)).unwrap();
         assert_eq!(
             (view.dst, view.prefix, view.gateway, view.table),
-            (Ipv4Addr::UNSPECIFIED, 0, Some(gw), 1000)
+            (Ipv4Addr::UNSPECIFIED.into(), 0, Some(gw), 1000)
         );
         assert_eq!(view.scope, RouteScope::Universe);
+
+        let ip6 = IpAddr::V6("2001:db8::1:0:0:1".parse().unwrap());
+        let view = RouteView::from_message(&link_route(ip6, 128, 9, MAIN_TABLE)).unwrap();
+        assert!(view.is_host_route_to(ip6) && !view.is_host_route_to(ip));
+        let gw6 = IpAddr::V6("fe80::1".parse().unwrap());
+        let view = RouteView::from_message(&default_route(gw6, 3, MAIN_TABLE)).unwrap();
+        assert_eq!(
+            (view.dst, view.prefix, view.gateway),
+            (Ipv6Addr::UNSPECIFIED.into(), 0, Some(gw6))
+        );
     }
 }

@@ -131,16 +131,17 @@ pub(super) fn corrupt(path: &Path) -> impl Fn(serde_json::Error) -> StateError +
     }
 }
 
-/// Parses a checkpoint file of version `expected`. The version is read
-/// first, so that a file of another version is refused as such rather
-/// than as corrupt.
+/// Parses a checkpoint file of version `expected` (or one of the `older`
+/// versions whose files `T` reads too). The version is read first, so that
+/// a file of another version is refused as such rather than as corrupt.
 pub(super) fn parse_versioned<T: DeserializeOwned>(
     bytes: &[u8],
     path: &Path,
     expected: &'static str,
+    older: &[&str],
 ) -> Result<T, StateError> {
     let probe: VersionProbe = serde_json::from_slice(bytes).map_err(corrupt(path))?;
-    if probe.version != expected {
+    if probe.version != expected && !older.contains(&probe.version.as_str()) {
         return Err(StateError::UnsupportedVersion {
             path: path.to_owned(),
             found: probe.version,
@@ -223,7 +224,7 @@ impl Checkpoint {
     /// Parses the file's bytes; `path` names the file in errors. Refuses
     /// any version other than [`CHECKPOINT_VERSION`].
     pub fn from_json(bytes: &[u8], path: &Path) -> Result<Self, StateError> {
-        let file: File = parse_versioned(bytes, path, CHECKPOINT_VERSION)?;
+        let file: File = parse_versioned(bytes, path, CHECKPOINT_VERSION, &[])?;
         Ok(Checkpoint {
             allocations: file
                 .allocations

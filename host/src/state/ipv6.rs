@@ -1,29 +1,36 @@
 //! IPv6 mode's checkpoint: which pod holds which address of the primary
 //! ENI's /80, rewritten atomically on every assign and release before the
 //! CNI call is answered, like the IPv4 checkpoint (whose allocation format
-//! it follows, with `ipv6` for `ipv4`):
+//! it follows, with `ipv6` for `ipv4`, and `ipv4` for the node-local
+//! address of the pod's IPv4 egress when that is on):
 //!
 //! ```json
-//! {"version": "weft-ipam-ipv6/1", "prefix": "2001:db8::1:0:0:0/80", "eniId": "eni-...",
-//!  "next": 3,
+//! {"version": "weft-ipam-ipv6/2", "prefix": "2001:db8::1:0:0:0/80", "eniId": "eni-...",
+//!  "next": "3", "ipv4Egress": "169.254.172.0/22", "nextIpv4": 2,
 //!  "allocations": [{"networkName": "weft", "containerID": "abc", "ifName": "eth0",
-//!                   "ipv6": "2001:db8::1:0:0:1", "allocationTimestampMs": 1764000000000,
+//!                   "ipv6": "2001:db8::1:0:0:1", "ipv4": "169.254.172.1",
+//!                   "allocationTimestampMs": 1764000000000,
 //!                   "metadata": {"k8sPodNamespace": "default", "k8sPodName": "web-0"}}]}
 //! ```
+//!
+//! Version 1 (before IPv4 egress) files load as version 2 files without
+//! IPv4 egress addresses.
 
-use super::StateError;
 use super::atomic::write_atomic;
 use super::checkpoint::{Metadata, corrupt, from_ms, parse_versioned, to_ms};
+use super::{CommitError, StateError};
 use crate::ipam::{AssignmentKey, Ipv6Assignment, Ipv6Block, PodMeta};
-use ipnet::Ipv6Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use std::io::ErrorKind;
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 /// The format version this build writes and reads.
-pub const IPV6_CHECKPOINT_VERSION: &str = "weft-ipam-ipv6/1";
+pub const IPV6_CHECKPOINT_VERSION: &str = "weft-ipam-ipv6/2";
+/// The versions before, whose files this build reads too.
+const OLDER_VERSIONS: &[&str] = &["weft-ipam-ipv6/1"];
 
 /// What the IPv6 checkpoint holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +41,8 @@ pub struct Ipv6Checkpoint {
     pub eni_id: String,
     /// The block's cursor.
     pub next: u128,
+    /// The IPv4 egress range and its cursor, when IPv4 egress is on.
+    pub ipv4_egress: Option<(Ipv4Net, u32)>,
     pub allocations: Vec<Ipv6Assignment>,
 }
 
@@ -45,6 +54,10 @@ struct File {
     eni_id: String,
     /// A string: JSON numbers lose precision past 2^53.
     next: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ipv4_egress: Option<Ipv4Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next_ipv4: Option<u32>,
     allocations: Vec<Allocation>,
 }
 
@@ -56,6 +69,8 @@ struct Allocation {
     container_id: String,
     if_name: String,
     ipv6: Ipv6Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ipv4: Option<Ipv4Addr>,
     allocation_timestamp_ms: u64,
     metadata: Metadata,
 }
@@ -67,6 +82,7 @@ impl Ipv6Checkpoint {
             prefix: block.prefix(),
             eni_id: block.eni_id().to_owned(),
             next: block.next(),
+            ipv4_egress: block.ipv4_egress(),
             allocations: block.assignments().cloned().collect(),
         }
     }
@@ -78,6 +94,8 @@ impl Ipv6Checkpoint {
             prefix: self.prefix,
             eni_id: self.eni_id.clone(),
             next: self.next.to_string(),
+            ipv4_egress: self.ipv4_egress.map(|(cidr, _)| cidr),
+            next_ipv4: self.ipv4_egress.map(|(_, next)| next),
             allocations: self
                 .allocations
                 .iter()
@@ -86,6 +104,7 @@ impl Ipv6Checkpoint {
                     container_id: a.key.container_id.clone(),
                     if_name: a.key.ifname.clone(),
                     ipv6: a.ip,
+                    ipv4: a.ipv4,
                     allocation_timestamp_ms: to_ms(a.assigned_at),
                     metadata: Metadata::of(&a.pod),
                 })
@@ -98,7 +117,7 @@ impl Ipv6Checkpoint {
 
     /// Parses the file's bytes; `path` names the file in errors.
     pub fn from_json(bytes: &[u8], path: &Path) -> Result<Self, StateError> {
-        let file: File = parse_versioned(bytes, path, IPV6_CHECKPOINT_VERSION)?;
+        let file: File = parse_versioned(bytes, path, IPV6_CHECKPOINT_VERSION, OLDER_VERSIONS)?;
         let next = file.next.parse().map_err(|_| {
             corrupt(path)(serde::de::Error::custom(format!(
                 "next {:?} is not a number",
@@ -109,12 +128,16 @@ impl Ipv6Checkpoint {
             prefix: file.prefix,
             eni_id: file.eni_id,
             next,
+            ipv4_egress: file
+                .ipv4_egress
+                .map(|cidr| (cidr, file.next_ipv4.unwrap_or(0))),
             allocations: file
                 .allocations
                 .into_iter()
                 .map(|a| Ipv6Assignment {
                     key: AssignmentKey::new(a.network_name, a.container_id, a.if_name),
                     ip: a.ipv6,
+                    ipv4: a.ipv4,
                     pod: a.metadata.into_pod(),
                     assigned_at: from_ms(a.allocation_timestamp_ms),
                 })
@@ -165,12 +188,12 @@ impl DurableIpv6Block {
         key: AssignmentKey,
         pod: PodMeta,
         now: SystemTime,
-    ) -> Result<(Ipv6Addr, bool), StateError> {
+    ) -> Result<(Ipv6Assignment, bool), CommitError> {
         if let Some(held) = self.block.assignment(&key) {
-            return Ok((held.ip, false));
+            return Ok((held.clone(), false));
         }
         let mut next = self.block.clone();
-        let assigned = next.assign(key, pod, now);
+        let assigned = next.assign(key, pod, now)?;
         Ipv6Checkpoint::of(&next).save(&self.path)?;
         self.block = next;
         Ok(assigned)
@@ -202,8 +225,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v6.json");
         let prefix: Ipv6Net = "2001:db8:0:0:1::/80".parse().unwrap();
-        let mut store =
-            DurableIpv6Block::new(Ipv6Block::new(prefix, "eni-1"), path.clone()).unwrap();
+        let block = Ipv6Block::new(prefix, "eni-1")
+            .with_ipv4_egress("169.254.172.0/22".parse().unwrap(), 0);
+        let mut store = DurableIpv6Block::new(block, path.clone()).unwrap();
         let pod = PodMeta {
             namespace: "default".into(),
             name: "web-0".into(),
@@ -212,6 +236,7 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_764_000_000_000);
         let (a, fresh) = store.assign(key("a"), pod.clone(), now).unwrap();
         assert!(fresh);
+        let a = a.ip;
         store.assign(key("b"), PodMeta::default(), now).unwrap();
         store.release(&key("b")).unwrap().unwrap();
         let loaded = Ipv6Checkpoint::load(&path).unwrap().unwrap();
@@ -224,8 +249,16 @@ mod tests {
         );
         let value: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(value["version"], "weft-ipam-ipv6/1");
+        assert_eq!(value["version"], "weft-ipam-ipv6/2");
         assert_eq!(value["allocations"][0]["ipv6"], "2001:db8::1:0:0:1");
+        assert_eq!(value["allocations"][0]["ipv4"], "169.254.172.1");
+        assert_eq!(
+            (&value["ipv4Egress"], &value["nextIpv4"]),
+            (
+                &serde_json::json!("169.254.172.0/22"),
+                &serde_json::json!(3)
+            )
+        );
         assert_eq!(value["allocations"][0]["metadata"]["k8sPodName"], "web-0");
     }
 
@@ -246,6 +279,18 @@ mod tests {
         );
         assert_eq!(store.block().assignments().count(), 0);
         assert_eq!(store.block().next(), 1);
+    }
+
+    #[test]
+    fn a_version_1_file_loads_without_ipv4_egress() {
+        let v1 = br#"{"version":"weft-ipam-ipv6/1","prefix":"2001:db8::1:0:0:0/80","eniId":"eni-1",
+            "next":"2","allocations":[{"networkName":"weft","containerID":"a","ifName":"eth0",
+            "ipv6":"2001:db8::1:0:0:1","allocationTimestampMs":5,
+            "metadata":{"k8sPodNamespace":"default","k8sPodName":"web-0"}}]}"#;
+        let loaded = Ipv6Checkpoint::from_json(v1, Path::new("v6.json")).unwrap();
+        assert_eq!((loaded.next, loaded.ipv4_egress), (2, None));
+        assert_eq!(loaded.allocations[0].ipv4, None);
+        assert_eq!(loaded.allocations[0].ip.to_string(), "2001:db8::1:0:0:1");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! node-port-support = true           # AWS_VPC_CNI_NODE_PORT_SUPPORT
 //! connmark = 0x80                    # AWS_VPC_K8S_CNI_CONNMARK
 //! vpc-cidr-refresh-seconds = 60      # how often the VPC's CIDR blocks are read again
+//! ipv4-egress = true                 # ENABLE_V4_EGRESS: IPv6 pods reach IPv4 destinations
+//! ipv4-egress-cidr = "169.254.172.0/22"  # their node-local IPv4 addresses, SNATed
 //! ```
 
 use std::net::Ipv4Addr;
@@ -17,6 +19,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use super::{EgressSpec, SnatRandom};
+use crate::plumbing::POD_GATEWAY;
 
 /// The `[egress]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +45,20 @@ pub struct EgressConfig {
     /// block is associated or disassociated).
     #[serde(default = "default_refresh")]
     pub vpc_cidr_refresh_seconds: u64,
+    /// IPv6 pods (IPv6 mode) reach IPv4 destinations: each gets a
+    /// node-local IPv4 address of `ipv4-egress-cidr`, SNATed to the node's
+    /// primary IPv4 when it leaves the node (the VPC CNI's `egress-cni`).
+    #[serde(default = "default_true")]
+    pub ipv4_egress: bool,
+    /// Where those node-local addresses come from: link-local, never
+    /// routed beyond the node.
+    #[serde(default = "default_ipv4_egress_cidr")]
+    pub ipv4_egress_cidr: Ipv4Net,
+}
+
+/// The VPC CNI's range for `egress-cni`.
+fn default_ipv4_egress_cidr() -> Ipv4Net {
+    Ipv4Net::new(Ipv4Addr::new(169, 254, 172, 0), 22).expect("22 fits IPv4")
 }
 
 fn default_random() -> SnatRandom {
@@ -69,6 +86,8 @@ impl Default for EgressConfig {
             node_port_support: true,
             connmark: default_connmark(),
             vpc_cidr_refresh_seconds: default_refresh(),
+            ipv4_egress: true,
+            ipv4_egress_cidr: default_ipv4_egress_cidr(),
         }
     }
 }
@@ -82,16 +101,45 @@ impl EgressConfig {
         if self.vpc_cidr_refresh_seconds == 0 {
             return Err("`vpc-cidr-refresh-seconds` must be at least 1".into());
         }
+        let cidr = self.ipv4_egress_cidr;
+        let link_local = Ipv4Net::new(Ipv4Addr::new(169, 254, 0, 0), 16).expect("16 fits IPv4");
+        if !link_local.contains(&cidr) || cidr.prefix_len() > 30 {
+            return Err(format!(
+                "`ipv4-egress-cidr` {cidr} must be a link-local range (within 169.254.0.0/16) of at \
+                 least 4 addresses (/30), e.g. 169.254.172.0/22"
+            ));
+        }
+        for (ip, what) in [
+            (POD_GATEWAY, "the pods' gateway"),
+            (
+                Ipv4Addr::new(169, 254, 169, 254),
+                "the instance metadata service",
+            ),
+        ] {
+            if cidr.contains(&ip) {
+                return Err(format!(
+                    "`ipv4-egress-cidr` {cidr} holds {ip}, {what}: pick a range without it, e.g. \
+                     169.254.172.0/22"
+                ));
+            }
+        }
         Ok(())
     }
 
-    /// The rules' inputs on a node.
+    /// The node-local range of IPv6 pods' IPv4 egress addresses; `None`
+    /// when IPv4 egress is off.
+    pub fn ipv4_egress_range(&self) -> Option<Ipv4Net> {
+        self.ipv4_egress.then_some(self.ipv4_egress_cidr.trunc())
+    }
+
+    /// The rules' inputs on a node; `ipv6_pods` in IPv6 mode.
     pub fn spec(
         &self,
         primary_ip: Ipv4Addr,
         primary_link: Option<String>,
         vpc_cidrs: Vec<Ipv4Net>,
         pod_veth_prefix: &str,
+        ipv6_pods: bool,
     ) -> EgressSpec {
         EgressSpec {
             primary_ip,
@@ -102,6 +150,10 @@ impl EgressConfig {
             node_port: self.node_port_support,
             connmark: self.connmark,
             pod_veth_prefix: pod_veth_prefix.to_owned(),
+            ipv4_egress: self
+                .ipv4_egress_range()
+                .filter(|_| ipv6_pods)
+                .map(|cidr| (cidr, self.randomize_snat)),
         }
     }
 }
@@ -123,8 +175,9 @@ mod tests {
             external_snat: true,
             ..config
         }
-        .spec(Ipv4Addr::new(10, 0, 0, 5), None, vec![], "eni");
+        .spec(Ipv4Addr::new(10, 0, 0, 5), None, vec![], "eni", false);
         assert_eq!(spec.snat, None, "external SNAT: no SNAT on the node");
+        assert_eq!(spec.ipv4_egress, None, "IPv4 pods need no IPv4 egress");
     }
 
     #[test]
@@ -136,5 +189,37 @@ mod tests {
             ..EgressConfig::default()
         };
         assert!(zero.validate().unwrap_err().contains("connmark"));
+    }
+
+    #[test]
+    fn ipv4_egress_is_on_for_ipv6_pods_unless_turned_off() {
+        let config = EgressConfig::default();
+        let spec = config.spec(Ipv4Addr::new(10, 0, 0, 5), None, vec![], "eni", true);
+        assert_eq!(
+            spec.ipv4_egress,
+            Some(("169.254.172.0/22".parse().unwrap(), SnatRandom::Prng))
+        );
+        let off: EgressConfig = toml::from_str("ipv4-egress = false\n").unwrap();
+        assert_eq!(off.ipv4_egress_range(), None);
+        assert_eq!(
+            off.spec(Ipv4Addr::new(10, 0, 0, 5), None, vec![], "eni", true)
+                .ipv4_egress,
+            None
+        );
+    }
+
+    #[test]
+    fn an_ipv4_egress_range_must_be_link_local_and_miss_the_gateway_and_imds() {
+        for (cidr, needle) in [
+            ("10.0.0.0/22", "link-local"),
+            ("169.254.172.0/31", "link-local"),
+            ("169.254.0.0/22", "gateway"),
+            ("169.254.168.0/22", "metadata"),
+        ] {
+            let config: EgressConfig =
+                toml::from_str(&format!("ipv4-egress-cidr = \"{cidr}\"\n")).unwrap();
+            let err = config.validate().unwrap_err();
+            assert!(err.contains(needle) && err.contains(cidr), "{cidr}: {err}");
+        }
     }
 }

@@ -5,6 +5,9 @@
 //! * Pod traffic to destinations outside the VPC's CIDRs (and the excluded
 //!   ones) is SNATed to the node's primary private IP, unless SNAT is done
 //!   outside the node (a NAT gateway: `AWS_VPC_K8S_CNI_EXTERNALSNAT`).
+//! * IPv6 pods' IPv4 traffic (from their node-local addresses, see
+//!   [`EgressSpec::ipv4_egress`]) is SNATed to the primary IP whenever it
+//!   leaves the node: those addresses mean nothing beyond it.
 //! * Connections that arrive through the primary ENI for the node (NodePort,
 //!   load balancers in instance mode) and are DNATed to a pod, and pod
 //!   connections leaving the VPC, are marked; marked packets use the main
@@ -65,6 +68,10 @@ pub struct EgressSpec {
     pub connmark: u32,
     /// Prefix of pod host veths (`eni`): where pod traffic comes from.
     pub pod_veth_prefix: String,
+    /// IPv6 pods' node-local IPv4 range, always SNATed to the primary IP
+    /// when it leaves the node (whatever the destination and `snat`), and
+    /// how; `None` without IPv6 pods or with IPv4 egress off.
+    pub ipv4_egress: Option<(Ipv4Net, SnatRandom)>,
 }
 
 impl Plumbing {

@@ -9,6 +9,7 @@
 //! | `nat PREROUTING -i eni+ -j AWS-CONNMARK-CHAIN-0`: `-d <VPC or excluded> -j RETURN`, then `CONNMARK --set-xmark 0x80/0x80` | chain `prerouting` (filter, mangle): from a pod veth, `ct state new`, `ip daddr != {…}`, `ct mark set ct mark \| 0x80` |
 //! | `mangle PREROUTING -i eth0 -m addrtype --dst-type LOCAL --limit-iface-in -j CONNMARK --set-xmark 0x80/0x80` (NodePort) | `iifname <primary> fib daddr . iif type local ct mark set ct mark \| 0x80` |
 //! | `mangle PREROUTING -i eni+ -j CONNMARK --restore-mark --mask 0x80` | from a pod veth, `ct mark & 0x80 == 0x80 meta mark set meta mark \| 0x80` |
+//! | `egress-cni` (IPv6 mode): `nat POSTROUTING -s 169.254.172.0/22 -j CNI-E4-…`: `-d 224.0.0.0/4 -j ACCEPT`, `-j SNAT --to-source <node IP> [--random-fully]` | chain `postrouting`, first: `ip saddr <range>`, `fib daddr type != local`, `ip daddr != { <range>, 224.0.0.0/4 }` (not to the node, nor to another pod of it), `snat to <primary IP> [fully-random]` |
 //!
 //! The mark sends a packet to the main table (`fwmark 0x80/0x80 lookup
 //! main`, priority 1024), so it leaves through the primary ENI even when the
@@ -49,9 +50,17 @@ pub(super) const EGRESS_MARK_COMMENT: &str = "weft: pod connections leaving the 
 pub(super) const RESTORE_COMMENT: &str = "weft: marked connections use the main table";
 /// See [`NODE_PORT_COMMENT`].
 pub(super) const SNAT_COMMENT: &str = "weft: SNAT pod traffic leaving the VPC";
+/// See [`NODE_PORT_COMMENT`].
+pub(super) const IPV4_EGRESS_COMMENT: &str =
+    "weft: SNAT IPv6 pods' node-local IPv4 traffic leaving the node";
 
 /// Whether the spec needs any rule at all (else the table is removed).
 pub(crate) fn needed(spec: &EgressSpec) -> bool {
+    marking(spec) || spec.ipv4_egress.is_some()
+}
+
+/// Whether the spec marks connections (SNAT of pod addresses, NodePort).
+fn marking(spec: &EgressSpec) -> bool {
     spec.snat.is_some() || node_port(spec).is_some()
 }
 
@@ -84,7 +93,7 @@ pub(crate) fn replace(spec: &EgressSpec) -> Nftables<'static> {
     let mark = spec.connmark;
     let veths: Cow<'static, str> = Cow::Owned(format!("{}*", spec.pod_veth_prefix));
     let exempt = exempt(spec);
-    let marking = needed(spec);
+    let marking = marking(spec);
     if marking {
         batch.add(chain(
             MARK_CHAIN,
@@ -110,7 +119,7 @@ pub(crate) fn replace(spec: &EgressSpec) -> Nftables<'static> {
             ],
         ));
     }
-    if let Some(random) = spec.snat {
+    if spec.snat.is_some() {
         batch.add(rule(
             MARK_CHAIN,
             EGRESS_MARK_COMMENT,
@@ -129,37 +138,36 @@ pub(crate) fn replace(spec: &EgressSpec) -> Nftables<'static> {
                 set_mark(ct_mark(), mark),
             ],
         ));
+    }
+    if spec.snat.is_some() || spec.ipv4_egress.is_some() {
         batch.add(chain(
             SNAT_CHAIN,
             NfChainType::NAT,
             NfHook::Postrouting,
             SRCNAT_PRIORITY,
         ));
-        let flags = match random {
-            SnatRandom::None => None,
-            SnatRandom::HashRandom => Some(HashSet::from([NATFlag::Random])),
-            SnatRandom::Prng => Some(HashSet::from([NATFlag::FullyRandom])),
-        };
+    }
+    if let Some((range, random)) = spec.ipv4_egress {
+        batch.add(rule(
+            SNAT_CHAIN,
+            IPV4_EGRESS_COMMENT,
+            vec![
+                address_match("saddr", &[range], Operator::EQ),
+                not_local(),
+                not_to(&[range, MULTICAST]),
+                snat_to(spec, random),
+            ],
+        ));
+    }
+    if let Some(random) = spec.snat {
         batch.add(rule(
             SNAT_CHAIN,
             SNAT_COMMENT,
             vec![
                 iifname(veths.clone()),
                 not_to(&exempt),
-                Statement::Match(Match {
-                    left: Expression::Named(NamedExpression::Fib(Fib {
-                        result: FibResult::Type,
-                        flags: HashSet::from([FibFlag::Daddr]),
-                    })),
-                    right: string("local"),
-                    op: Operator::NEQ,
-                }),
-                Statement::SNAT(Some(NAT {
-                    addr: Some(string_owned(spec.primary_ip.to_string())),
-                    family: None,
-                    port: None,
-                    flags,
-                })),
+                not_local(),
+                snat_to(spec, random),
             ],
         ));
     }
@@ -257,8 +265,43 @@ fn iifname(name: Cow<'static, str>) -> Statement<'static> {
     )
 }
 
+/// IPv4 multicast, never SNATed (as `egress-cni`).
+const MULTICAST: Ipv4Net = Ipv4Net::new_assert(std::net::Ipv4Addr::new(224, 0, 0, 0), 4);
+
+/// `fib daddr type != local`: not to the node itself.
+fn not_local() -> Statement<'static> {
+    Statement::Match(Match {
+        left: Expression::Named(NamedExpression::Fib(Fib {
+            result: FibResult::Type,
+            flags: HashSet::from([FibFlag::Daddr]),
+        })),
+        right: string("local"),
+        op: Operator::NEQ,
+    })
+}
+
+/// `snat to <primary IP>` with `random`'s port flags.
+fn snat_to(spec: &EgressSpec, random: SnatRandom) -> Statement<'static> {
+    let flags = match random {
+        SnatRandom::None => None,
+        SnatRandom::HashRandom => Some(HashSet::from([NATFlag::Random])),
+        SnatRandom::Prng => Some(HashSet::from([NATFlag::FullyRandom])),
+    };
+    Statement::SNAT(Some(NAT {
+        addr: Some(string_owned(spec.primary_ip.to_string())),
+        family: None,
+        port: None,
+        flags,
+    }))
+}
+
 /// `ip daddr != { <cidrs> }`.
 fn not_to(cidrs: &[Ipv4Net]) -> Statement<'static> {
+    address_match("daddr", cidrs, Operator::NEQ)
+}
+
+/// `ip <field> <op> { <cidrs> }`.
+fn address_match(field: &'static str, cidrs: &[Ipv4Net], op: Operator) -> Statement<'static> {
     let items = cidrs
         .iter()
         .map(|net| {
@@ -272,11 +315,11 @@ fn not_to(cidrs: &[Ipv4Net]) -> Statement<'static> {
         left: Expression::Named(NamedExpression::Payload(Payload::PayloadField(
             PayloadField {
                 protocol: "ip".into(),
-                field: "daddr".into(),
+                field: field.into(),
             },
         ))),
         right: Expression::Named(NamedExpression::Set(items)),
-        op: Operator::NEQ,
+        op,
     })
 }
 
@@ -319,6 +362,7 @@ mod tests {
             node_port: true,
             connmark: 0x80,
             pod_veth_prefix: "eni".into(),
+            ipv4_egress: None,
         }
     }
 
@@ -402,6 +446,64 @@ mod tests {
             ..spec
         };
         assert!(!needed(&nothing));
+    }
+
+    /// The `ip daddr != { … }` CIDRs of a rule.
+    fn exempt_of(rule: &Value) -> Vec<String> {
+        let expr = rule["expr"].as_array().unwrap();
+        let daddr = expr
+            .iter()
+            .find(|e| e["match"]["left"]["payload"]["field"] == "daddr")
+            .unwrap();
+        daddr["match"]["right"]["set"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}/{}",
+                    i["prefix"]["addr"].as_str().unwrap(),
+                    i["prefix"]["len"]
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ipv6_pods_ipv4_egress_is_snated_first_and_even_with_external_snat() {
+        let range: Ipv4Net = "169.254.172.0/22".parse().unwrap();
+        let spec = EgressSpec {
+            ipv4_egress: Some((range, SnatRandom::HashRandom)),
+            ..spec()
+        };
+        let all = rules(&replace(&spec));
+        let snat: Vec<_> = all.iter().filter(|r| r["chain"] == SNAT_CHAIN).collect();
+        assert_eq!(snat[0]["comment"], IPV4_EGRESS_COMMENT);
+        assert_eq!(snat[1]["comment"], SNAT_COMMENT);
+        let expr = snat[0]["expr"].as_array().unwrap();
+        assert_eq!(
+            expr[0]["match"],
+            json!({"left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                   "right": {"set": [{"prefix": {"addr": "169.254.172.0", "len": 22}}]},
+                   "op": "=="})
+        );
+        assert_eq!(exempt_of(snat[0]), ["169.254.172.0/22", "224.0.0.0/4"]);
+        assert_eq!(
+            expr.last().unwrap()["snat"],
+            json!({"addr": "10.0.0.10", "flags": ["random"]})
+        );
+
+        let external = EgressSpec {
+            snat: None,
+            node_port: false,
+            ..spec
+        };
+        assert!(needed(&external));
+        let comments: Vec<_> = rules(&replace(&external))
+            .iter()
+            .map(|r| r["comment"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(comments, [IPV4_EGRESS_COMMENT]);
     }
 
     #[test]
