@@ -88,7 +88,7 @@ pub struct AgentConfig {
     pub pool: PoolConfig,
     /// Pod networking on the node.
     #[serde(default)]
-    pub plumbing: PlumbingSection,
+    pub plumbing: PlumbingConfig,
     /// The policies that make the pool's decisions.
     #[serde(default)]
     pub policies: PoliciesConfig,
@@ -412,63 +412,8 @@ fn default_rate_share_nodes() -> u32 {
     crate::cloud::ec2::DEFAULT_RATE_SHARE_NODES
 }
 
-/// The `[plumbing]` table.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct PlumbingSection {
-    /// MTU of the node's secondary ENIs, and of pods unless `pod-mtu` is set.
-    #[serde(default = "default_mtu")]
-    pub mtu: u32,
-    /// Pod MTU when the netconf asks for none; `mtu` when unset.
-    #[serde(default)]
-    pub pod_mtu: Option<u32>,
-    /// Prefix of host-side veth names (1 to 4 characters).
-    #[serde(default = "default_veth_prefix")]
-    pub veth_prefix: String,
-    /// Set `net.ipv4.ip_forward = 1` on the node at start.
-    #[serde(default = "default_true")]
-    pub enable_ip_forward: bool,
-    /// The node's network namespace, when it is not the agent's own (tests
-    /// and the demo run a whole node inside a namespace they made).
-    #[serde(default)]
-    pub node_netns: Option<PathBuf>,
-}
-
-fn default_mtu() -> u32 {
-    crate::plumbing::DEFAULT_MTU
-}
-
-fn default_veth_prefix() -> String {
-    PlumbingConfig::default().veth_prefix
-}
-
 fn default_true() -> bool {
     true
-}
-
-impl Default for PlumbingSection {
-    fn default() -> Self {
-        PlumbingSection {
-            mtu: default_mtu(),
-            pod_mtu: None,
-            veth_prefix: default_veth_prefix(),
-            enable_ip_forward: true,
-            node_netns: None,
-        }
-    }
-}
-
-impl PlumbingSection {
-    /// The plumbing layer's configuration.
-    pub fn plumbing_config(&self) -> PlumbingConfig {
-        PlumbingConfig {
-            host_netns: self.node_netns.clone(),
-            veth_prefix: self.veth_prefix.clone(),
-            mtu: self.pod_mtu.unwrap_or(self.mtu),
-            enable_ip_forward: self.enable_ip_forward,
-            enable_ipv6_forward: false,
-        }
-    }
 }
 
 impl AgentConfig {
@@ -538,7 +483,7 @@ impl AgentConfig {
                 api_latency_ms: BTreeMap::new(),
             }),
             pool: PoolConfig::default(),
-            plumbing: PlumbingSection::default(),
+            plumbing: PlumbingConfig::default(),
             policies: PoliciesConfig::default(),
             egress: EgressConfig::default(),
             cni: CniSection::default(),
@@ -558,7 +503,6 @@ impl AgentConfig {
         self.egress.validate().map_err(invalid("egress"))?;
         self.pool.validate().map_err(invalid("pool"))?;
         self.plumbing
-            .plumbing_config()
             .validate()
             .map_err(|e| invalid("plumbing")(e.to_string()))?;
         let cloud = match &self.cloud {
@@ -780,13 +724,13 @@ mac = "02:aa:bb:cc:dd:ee"
                 "AWS_VPC_ENI_MTU",
                 "1500",
                 sim,
-                Box::new(|c| c.plumbing.mtu == 1500 && c.plumbing.plumbing_config().mtu == 1500),
+                Box::new(|c| c.plumbing.mtu == 1500 && c.plumbing.pod_mtu() == 1500),
             ),
             (
                 "POD_MTU",
                 "1400",
                 sim,
-                Box::new(|c| c.plumbing.plumbing_config().mtu == 1400 && c.plumbing.mtu == 9001),
+                Box::new(|c| c.plumbing.pod_mtu() == 1400 && c.plumbing.mtu == 9001),
             ),
             (
                 "CLUSTER_NAME",

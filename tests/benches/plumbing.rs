@@ -75,7 +75,7 @@ async fn main() {
     }
     let node = TestNetns::new("bnode");
     let config = PlumbingConfig {
-        host_netns: Some(node.path()),
+        node_netns: Some(node.path()),
         ..Default::default()
     };
     let plumbing = Plumbing::new(config).await.expect("plumbing");

@@ -403,7 +403,7 @@ async fn a_cidr_block_associated_later_is_exempted_at_the_next_refresh() {
     let node = TestNetns::new("node");
     let plumbing = Arc::new(
         Plumbing::new(PlumbingConfig {
-            host_netns: Some(node.path()),
+            node_netns: Some(node.path()),
             ..PlumbingConfig::default()
         })
         .await

@@ -26,7 +26,7 @@ fn node() -> TestNetns {
 
 async fn plumbing(node: &TestNetns) -> Plumbing {
     let config = PlumbingConfig {
-        host_netns: Some(node.path()),
+        node_netns: Some(node.path()),
         ..Default::default()
     };
     Plumbing::new(config)

@@ -75,7 +75,7 @@ impl Agent {
         let ipv6_mode = config.pool.ip_family == IpFamily::Ipv6;
         let plumbing_config = PlumbingConfig {
             enable_ipv6_forward: ipv6_mode && config.plumbing.enable_ip_forward,
-            ..config.plumbing.plumbing_config()
+            ..config.plumbing.clone()
         };
         let plumbing = Arc::new(Plumbing::new(plumbing_config).await?);
         // Opened (and locked) first: the simulator keeps its VPC in it.

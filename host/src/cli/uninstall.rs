@@ -25,7 +25,7 @@ pub(crate) fn run(args: UninstallArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let mut plumbing = config.plumbing.plumbing_config();
+        let mut plumbing = config.plumbing.clone();
         // Removing rules needs no forwarding change.
         plumbing.enable_ip_forward = false;
         let plumbing = Plumbing::new(plumbing).await?;

@@ -107,7 +107,7 @@ impl Plumbing {
             pod,
             ip,
             host_veth: &host_veth,
-            mtu: pod.mtu.unwrap_or(self.config.mtu),
+            mtu: pod.mtu.unwrap_or(self.config.pod_mtu()),
         };
         Ok(diff(&expected, &observed))
     }

@@ -77,7 +77,7 @@ impl Plumbing {
     /// Must be called inside a tokio runtime.
     pub async fn new(config: PlumbingConfig) -> Result<Self, PlumbingError> {
         config.validate()?;
-        let host_ns = Netns::open(config.host_netns.as_deref())?;
+        let host_ns = Netns::open(config.node_netns.as_deref())?;
         let host = netns::connect(&host_ns).await?;
         if config.enable_ip_forward {
             netns::run_in(&host_ns, || sysctl::write(sysctl::IP_FORWARD, "1")).await?;

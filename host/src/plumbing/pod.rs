@@ -145,7 +145,7 @@ impl Plumbing {
             pod_ifname: pod.ifname.clone(),
             pod_mac: MacAddr::random_local(),
             gateway: pod_gateway(pod.ip),
-            mtu: pod.mtu.unwrap_or(self.config.mtu),
+            mtu: pod.mtu.unwrap_or(self.config.pod_mtu()),
         };
         let pod_ns = Netns::open_untrusted(&pod.netns).await?;
         let pod_nl = netns::connect(&pod_ns).await?;
