@@ -92,9 +92,11 @@ pub(crate) fn build(
 /// Calls the pool made, by what they change in EC2.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CallCounts {
-    /// Mutating EC2 requests by API (a create is `CreateNetworkInterface` +
-    /// `AttachNetworkInterface`, a release `DetachNetworkInterface` +
-    /// `DeleteNetworkInterface`), whether they succeeded or not.
+    /// Mutating EC2 requests by API, whether they succeeded or not. A new
+    /// ENI is `CreateNetworkInterface` + `AttachNetworkInterface` +
+    /// `ModifyNetworkInterfaceAttribute` (delete-on-termination), as Weft's
+    /// EC2 client (`cloud::ec2`) and the VPC CNI's `AllocENI` send them; a
+    /// release `DetachNetworkInterface` + `DeleteNetworkInterface`.
     pub mutating: BTreeMap<String, u32>,
     /// Calls EC2 refused with `RequestLimitExceeded`.
     pub throttled: u32,
@@ -109,8 +111,8 @@ impl CallCounts {
 
 /// A [`Cloud`] that counts what goes through it and makes each EC2 request
 /// take its latency in virtual time: a round that creates an ENI ends
-/// `CreateNetworkInterface + AttachNetworkInterface` later, while pods keep
-/// coming.
+/// `CreateNetworkInterface + AttachNetworkInterface +
+/// ModifyNetworkInterfaceAttribute` later, while pods keep coming.
 pub(crate) struct Counting {
     inner: SimCloud,
     timers: Arc<Timers>,
@@ -189,6 +191,7 @@ impl Cloud for Counting {
             &[
                 Ec2Action::CreateNetworkInterface,
                 Ec2Action::AttachNetworkInterface,
+                Ec2Action::ModifyNetworkInterfaceAttribute,
             ],
             self.inner.create_eni(request),
         ))

@@ -15,7 +15,9 @@
 //!   what makes a once-a-minute CronJob start cold under the VPC CNI's
 //!   `WARM_ENI_TARGET`). A burst bigger than an ENI is not expected to
 //!   repeat within the minute: its own waiting ADDs grow the pool, and the
-//!   forecast prepares for its return.
+//!   forecast prepares for its return. The group's first minute does not
+//!   count: its pods are the ones the scheduler held for a new node (see
+//!   below), a start and not a rate.
 //! * **Recurring bursts.** From the group's churn per minute over the last
 //!   hour (`activity.history`, the `pool-sizing-history` world), a minute
 //!   with at least `burst-adds` ADDs is busy and a run of busy minutes is a
@@ -60,6 +62,9 @@ pub use forecast::{Burst, bursts, expected_burst};
 /// An ENI younger than this is never released (as VPC CNI's
 /// `minENILifeTime`).
 const MIN_ENI_AGE_SECONDS: u64 = 60;
+
+/// Minutes of history the host keeps (the `pool-sizing-history` world).
+const HISTORY_MINUTES: usize = 60;
 
 /// Settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -135,10 +140,18 @@ impl PoolSizing for PredictivePool {
 /// The free addresses the group should have now, and why.
 pub fn target(s: &Settings, state: &PoolState) -> (u32, String) {
     let history = &state.activity.history;
-    let recent = match history.as_slice() {
-        [] => state.activity.adds_last_minute,
-        [last] => last.adds,
-        [last, before, ..] => last.adds.max(before.adds),
+    let recent = if history.is_empty() {
+        state.activity.adds_last_minute
+    } else {
+        // While the history is shorter than the hour, its oldest minute is
+        // the group's first: the pods the scheduler held for the node
+        // (`start-warm` is for them), a start and not a rate.
+        let rate = if history.len() < HISTORY_MINUTES {
+            &history[..history.len() - 1]
+        } else {
+            history.as_slice()
+        };
+        rate.iter().take(2).map(|m| m.adds).max().unwrap_or(0)
     };
     // Bigger bursts are served by their waiting ADDs and the forecast.
     let recent = recent.min(state.limits.ipv4_per_eni.saturating_sub(1));

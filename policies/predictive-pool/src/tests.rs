@@ -210,6 +210,24 @@ fn a_new_node_prepares_for_the_pods_held_for_it() {
     assert!(d.is_noop(), "{d:?}");
 }
 
+/// A node whose first minute brought 24 pods (the rollout's replicas,
+/// held for it): the next minute keeps `min-warm` free, not an ENI's
+/// worth for a rate that was a start. An hour-long history's oldest minute
+/// is an ordinary minute.
+#[test]
+fn the_first_minutes_pods_are_a_start_not_a_rate() {
+    let s = Settings::default();
+    let enis = || vec![eni(0, 14, 14, 0, 120), eni(1, 14, 10, 0, 120)];
+    let started = history(2, &[(1, 24)]);
+    let d = decide(&s, &state(enis(), 0, started, Some(65)));
+    assert!(added(&d).is_empty() && d.create.is_empty(), "{d:?}");
+    // The same minute one minute ago in a full hour is demand.
+    let mut hour = history(HISTORY_MINUTES, &[(1, 24)]);
+    hour[59].adds = 1;
+    let d = decide(&s, &state(enis(), 0, hour, Some(65)));
+    assert_eq!(d.create.len(), 1, "{d:?}");
+}
+
 #[test]
 fn bad_settings_are_refused() {
     assert!(PredictivePool::configure(r#"{"burst-adds": 0}"#).is_err());
