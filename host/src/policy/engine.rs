@@ -1,24 +1,21 @@
 //! The one wasmtime [`Engine`] of the agent: pooling allocator, epoch
-//! interruption driven by a ticker thread, and the [`Linker`] every policy
-//! is linked against (the `log` interface and WASI granting nothing).
+//! interruption driven by the engine's timer (see [`super::timer`]), and the
+//! [`Linker`] every policy is linked against (the `log` interface and WASI
+//! granting nothing).
 
 use super::bindings::pool_sizing::weft::policy::log;
 use super::cache::ArtifactCache;
 use super::config::MAX_MEMORY_MIB;
 use super::sandbox::SandboxState;
+use super::timer::{SANDBOXES, Timer};
 use super::wasi;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// How often the epoch advances; deadlines are whole ticks.
-pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
-/// Component instances that can run at once (one per concurrent decision:
-/// more fail as the policy's failure, and take its fallback).
-const MAX_CONCURRENT_INSTANCES: u32 = super::watchdog::MAX_WORKERS as u32;
+/// Component instances that can run at once: one per sandbox.
+const MAX_CONCURRENT_INSTANCES: u32 = SANDBOXES as u32;
 /// What one policy component may hold, so that every concurrent decision
 /// fits in the pool whatever the others are: a component needing more is
 /// refused at load, and can never starve another policy's decisions of
@@ -53,25 +50,25 @@ pub struct PolicyEngine {
     pub(crate) cache: Option<ArtifactCache>,
     /// Shared with every policy compiled on this engine, so deadlines keep
     /// firing for as long as any of them lives.
-    pub(crate) ticker: Arc<Ticker>,
+    pub(crate) timer: Arc<Timer>,
     /// See [`IMAGE_CAPTURE_BUDGET`].
     pub(crate) image_capture_budget: Duration,
 }
 
 impl PolicyEngine {
-    /// Creates the engine and starts its epoch ticker. `cache` stores
+    /// Creates the engine and starts its timer. `cache` stores
     /// compiled modules across restarts.
     pub fn new(cache: Option<ArtifactCache>) -> wasmtime::Result<Self> {
         let engine = Engine::new(&engine_config())?;
         let mut linker = Linker::new(&engine);
         log::add_to_linker::<SandboxState, HasSelf<SandboxState>>(&mut linker, |s| s)?;
         wasi::add_to_linker(&mut linker)?;
-        let ticker = Arc::new(Ticker::start(&engine)?);
+        let timer = Arc::new(Timer::start(&engine)?);
         Ok(PolicyEngine {
             engine,
             linker: Arc::new(linker),
             cache,
-            ticker,
+            timer,
             image_capture_budget: IMAGE_CAPTURE_BUDGET,
         })
     }
@@ -86,6 +83,12 @@ impl PolicyEngine {
     /// The wasmtime engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// How many times the engine's timer thread woke up so far.
+    #[cfg(feature = "testing")]
+    pub fn timer_wakeups(&self) -> u64 {
+        self.timer.wakeups()
     }
 }
 
@@ -109,43 +112,4 @@ fn engine_config() -> Config {
         .concurrency_support(false)
         .wasm_component_model(true);
     config
-}
-
-/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
-pub(crate) struct Ticker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Ticker {
-    fn start(engine: &Engine) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let weak = engine.weak();
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("weft-policy-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
-                }
-            })?;
-        Ok(Ticker {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            // The thread sleeps one tick at most before seeing the flag.
-            let _ = thread.join();
-        }
-    }
 }

@@ -3,7 +3,9 @@
 //! back to the built-in defaults when a policy fails.
 //!
 //! * [`config`]: the `[policies]` configuration.
-//! * [`engine`]: the one wasmtime engine (pooling allocator, epoch ticker).
+//! * [`engine`]: the one wasmtime engine (pooling allocator, linker);
+//!   `timer`: its sandboxes and the thread that ticks its epoch while a
+//!   call runs; `watchdog`: which thread a call runs on.
 //! * [`module`]: loading and calling one policy component; `image`: the
 //!   configured state every decision starts from.
 //! * [`validate`]: checking and clamping every output (pure).
@@ -26,6 +28,7 @@ mod set;
 mod shadow;
 mod slot;
 mod text;
+mod timer;
 pub mod validate;
 pub mod view;
 mod wasi;

@@ -8,11 +8,12 @@ use super::bindings::{
     subnet_selection_node,
 };
 use super::cache::ArtifactCache;
-use super::engine::{EPOCH_TICK, PolicyEngine, Ticker};
+use super::engine::PolicyEngine;
 use super::error::{Decision, FailureKind, PolicyError};
 use super::image::{self, Captured};
 use super::sandbox::{CallLimits, LogBudget, SandboxState};
 use super::text::{MAX_POLICY_TEXT_BYTES, sanitize};
+use super::timer::{EPOCH_TICK, SANDBOXES, Timer};
 use super::{wasi, watchdog};
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -167,7 +168,7 @@ pub struct CompiledPolicy {
     pub(super) engine: Engine,
     pub(super) linker: Arc<Linker<SandboxState>>,
     pub(super) cache: Option<ArtifactCache>,
-    _ticker: Arc<Ticker>,
+    timer: Arc<Timer>,
     /// The module as loaded.
     pub(super) bytes: Arc<[u8]>,
     /// Why `pre` is the module itself rather than its instrumented copy
@@ -294,7 +295,7 @@ impl CompiledPolicy {
             engine: engine.engine.clone(),
             linker: engine.linker.clone(),
             cache: engine.cache.clone(),
-            _ticker: engine.ticker.clone(),
+            timer: engine.timer.clone(),
             bytes: bytes.into(),
             uninstrumented,
             pre,
@@ -379,28 +380,28 @@ impl CompiledPolicy {
         watch: Watch,
         f: impl FnOnce(&mut Store<SandboxState>, &Instance) -> wasmtime::Result<R> + Send + 'static,
     ) -> Result<(R, CallStats), PolicyError> {
+        let overtime = match watch {
+            Watch::Decision => watchdog::GRACE,
+            Watch::Capture(budget) => budget.saturating_add(watchdog::GRACE),
+        };
+        let limit = limits.deadline.saturating_add(overtime);
         let call = Call {
             name: self.name.clone(),
             decision: self.report.decision,
             engine: self.engine.clone(),
+            timer: self.timer.clone(),
             pre,
             configure,
             limits,
+            limit,
             log_budget: self.log_budget.clone(),
         };
         let job = move || call.run(f);
-        let (overtime, answer) = match watch {
-            Watch::Decision => {
-                let limit = limits.deadline.saturating_add(watchdog::GRACE);
-                (watchdog::GRACE, watchdog::run(limit, job))
-            }
-            Watch::Capture(budget) => {
-                let overtime = budget.saturating_add(watchdog::GRACE);
-                let limit = limits.deadline.saturating_add(overtime);
-                (overtime, watchdog::run_on_worker(limit, job))
-            }
+        let answer = match watch {
+            Watch::Decision => watchdog::run(limit, job),
+            Watch::Capture(_) => watchdog::run_on_worker(limit, job),
         };
-        answer.unwrap_or_else(|| {
+        answer.flatten().unwrap_or_else(|| {
             Err(PolicyError::new(
                 &self.name,
                 Some(self.report.decision),
@@ -578,18 +579,36 @@ struct Call {
     name: Arc<str>,
     decision: Decision,
     engine: Engine,
+    timer: Arc<Timer>,
     pre: WorldPre,
     /// The settings to configure the fresh instance with first, if any.
     configure: Option<Arc<str>>,
     limits: CallLimits,
+    /// How long the call may take before its answer is discarded.
+    limit: Duration,
     log_budget: Arc<LogBudget>,
 }
 
 impl Call {
+    /// Runs `f` in a sandbox, within the deadline from now also when it
+    /// has to wait for one. `None`: it ran past its limit.
     fn run<R>(
         self,
         f: impl FnOnce(&mut Store<SandboxState>, &Instance) -> wasmtime::Result<R>,
-    ) -> Result<(R, CallStats), PolicyError> {
+    ) -> Option<Result<(R, CallStats), PolicyError>> {
+        let arrived = Instant::now();
+        let deadline = self.limits.deadline;
+        let Some(sandbox) = self.timer.enter(&self.name, arrived, deadline, self.limit) else {
+            return Some(Err(PolicyError::new(
+                &self.name,
+                Some(self.decision),
+                FailureKind::Deadline,
+                format!(
+                    "found all {SANDBOXES} sandboxes busy with other decisions for its whole {} ms deadline: decisions are arriving faster than the policies answer them. Look for policies failing at their deadline (`weft_policy_decisions_total{{outcome=\"deadline\"}}`) and fix them or lower their deadline-ms, or raise this policy's deadline-ms so that it can wait longer",
+                    deadline.as_millis()
+                ),
+            )));
+        };
         let started = Instant::now();
         let mut store = Store::new(
             &self.engine,
@@ -600,7 +619,7 @@ impl Call {
             ),
         );
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
+        store.set_epoch_deadline(deadline_ticks(deadline.saturating_sub(arrived.elapsed())));
         store.set_hostcall_fuel(HOSTCALL_FUEL);
         let mut instantiated = Duration::ZERO;
         let mut configured = Duration::ZERO;
@@ -620,9 +639,12 @@ impl Call {
             configure: configured,
             peak_memory: state.limiter.peak,
         };
-        result
+        let answer = result
             .map(|value| (value, stats))
-            .map_err(|e| classify(&self.name, self.decision, &e, state))
+            .map_err(|e| classify(&self.name, self.decision, &e, state));
+        // The instance's pool slot is freed with the store.
+        drop(store);
+        (!sandbox.leave()).then_some(answer)
     }
 }
 

@@ -1,18 +1,16 @@
-//! Running decisions under a watchdog.
+//! Where a decision runs: on its caller's thread, or on a worker thread
+//! where the caller cannot wait for it.
 //!
 //! Epoch interruption stops a policy only while guest code runs; a host
 //! function that blocked (a WASI wait before `super::wasi` stubbed them, a
-//! bug in a host function) would hold its thread past any deadline. The
-//! watchdog bounds what that costs, two ways:
+//! bug in a host function) would hold its thread past any deadline.
 //!
 //! * On a plain thread or a multi-thread tokio runtime (the agent, the
 //!   bench, `weftd policy`), the decision runs on the calling thread, in
-//!   `block_in_place` on a runtime worker. A watcher thread looks at every
-//!   such call's due time each [`WATCH_PERIOD`]; a call past it is marked
-//!   overdue and logged while it is stuck, and its answer is discarded when
-//!   it returns (the caller gets `None`, as at a deadline): the guest gets
-//!   no further, since its epoch deadline has passed too. No thread
-//!   hand-over per decision, which was about half of its cost.
+//!   `block_in_place` on a runtime worker: no thread hand-over per
+//!   decision, which was about half of its cost. The engine's timer
+//!   ([`super::timer`]) marks a call past its limit overdue and logs it
+//!   while it is stuck; its answer is discarded when it returns.
 //! * On a current-thread runtime (`weftd simulate`), where WASI's blocking
 //!   host functions cannot run (they `block_on` the caller's runtime), the
 //!   decision runs on a policy worker thread and the caller waits at most
@@ -21,12 +19,11 @@
 //!   [`MAX_WORKERS`] workers in all. Workers are plain threads, outside any
 //!   runtime; the caller's `tracing` dispatcher and span are carried over.
 
+use super::timer::SANDBOXES;
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, sync_channel};
-use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
-use std::thread::ThreadId;
+use std::sync::{Condvar, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
@@ -35,45 +32,25 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 pub(super) const GRACE: Duration = Duration::from_millis(50);
 /// Most worker threads (running or stuck) at once; one per decision that
 /// can run concurrently.
-pub(super) const MAX_WORKERS: usize = 64;
-/// How often the watcher looks at the calls running on their callers'
-/// threads.
-const WATCH_PERIOD: Duration = Duration::from_millis(5);
+pub(super) const MAX_WORKERS: usize = SANDBOXES;
 
 type Job = Box<dyn FnOnce() + Send>;
 
 static POOL: LazyLock<Pool> = LazyLock::new(Pool::default);
-static WATCHER: LazyLock<Watcher> = LazyLock::new(Watcher::start);
 
-thread_local! {
-    /// This thread's call as the watcher sees it, registered at its first.
-    static CALL: Arc<Watched> = WATCHER.register();
-}
-
-/// Runs `job` under the watchdog with at most `limit` for it (see the
-/// module's doc for where). `None`: the watchdog gave up (the job overran
-/// its limit and its answer was discarded, or on a worker it may still be
+/// Runs `job` where the module's doc says, with at most `limit` for it on a
+/// worker. `None`: the caller gave up on a worker's job (it may still be
 /// running, or never start). A panic in `job` reaches the caller.
 pub(crate) fn run<R: Send + 'static>(
     limit: Duration,
     job: impl FnOnce() -> R + Send + 'static,
 ) -> Option<R> {
     match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Err(_) => watched(limit, job),
+        Err(_) => Some(job()),
         // Let the runtime move this worker's other tasks elsewhere.
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| watched(limit, job)),
+        Ok(RuntimeFlavor::MultiThread) => Some(tokio::task::block_in_place(job)),
         Ok(_) => run_on_worker(limit, job),
     }
-}
-
-/// Runs `job` on this thread, watched: `None` when the watcher found it
-/// past `limit`.
-fn watched<R>(limit: Duration, job: impl FnOnce() -> R) -> Option<R> {
-    let answer = CALL.with(|call| {
-        let _watching = call.start(&WATCHER, limit);
-        job()
-    });
-    (!CALL.with(|call| call.overdue.swap(false, Ordering::AcqRel))).then_some(answer)
 }
 
 /// Runs `job` on a policy worker thread and waits at most `limit` for it:
@@ -111,104 +88,6 @@ pub(crate) fn run_on_worker<R: Send + 'static>(
         Ok(Ok(result)) => Some(result),
         Ok(Err(panic)) => resume_unwind(panic),
         Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-    }
-}
-
-/// The calls running on their callers' threads, and the thread that
-/// watches them.
-struct Watcher {
-    /// When the watcher started: due times are nanoseconds since.
-    origin: Instant,
-    calls: Mutex<Vec<Weak<Watched>>>,
-}
-
-/// One thread's call in progress.
-struct Watched {
-    thread: ThreadId,
-    /// When the call must be over, in nanoseconds since the watcher's
-    /// origin; 0 when the thread runs none.
-    due: AtomicU64,
-    /// Set by the watcher when the call ran past its due time.
-    overdue: AtomicBool,
-}
-
-impl Watcher {
-    fn start() -> Self {
-        let spawned = std::thread::Builder::new()
-            .name("weft-policy-watchdog".into())
-            .spawn(|| {
-                loop {
-                    std::thread::sleep(WATCH_PERIOD);
-                    WATCHER.look();
-                }
-            });
-        if let Err(e) = spawned {
-            // Calls still end at their epoch deadline while in guest code.
-            tracing::error!("cannot start the policy watchdog thread: {e}");
-        }
-        Watcher {
-            origin: Instant::now(),
-            calls: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    fn register(&self) -> Arc<Watched> {
-        let call = Arc::new(Watched {
-            thread: std::thread::current().id(),
-            due: AtomicU64::new(0),
-            overdue: AtomicBool::new(false),
-        });
-        self.lock().push(Arc::downgrade(&call));
-        call
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Vec<Weak<Watched>>> {
-        self.calls.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Marks the calls past their due time overdue; forgets the threads
-    /// that ended.
-    fn look(&self) {
-        let now = self.now();
-        self.lock().retain(|call| {
-            let Some(call) = call.upgrade() else {
-                return false;
-            };
-            let due = call.due.load(Ordering::Acquire);
-            if due != 0 && now > due && !call.overdue.swap(true, Ordering::AcqRel) {
-                tracing::error!(
-                    thread = ?call.thread,
-                    "a policy call is stuck in host code past its limit; its answer will be discarded"
-                );
-            }
-            true
-        });
-    }
-}
-
-impl Watched {
-    /// Watches this call until the guard is dropped.
-    fn start<'a>(&'a self, watcher: &Watcher, limit: Duration) -> Unwatch<'a> {
-        let limit = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
-        self.overdue.store(false, Ordering::Release);
-        self.due.store(
-            watcher.now().saturating_add(limit).max(1),
-            Ordering::Release,
-        );
-        Unwatch(self)
-    }
-}
-
-/// Ends the watch of a call, also when it panics.
-struct Unwatch<'a>(&'a Watched);
-
-impl Drop for Unwatch<'_> {
-    fn drop(&mut self) {
-        self.0.due.store(0, Ordering::Release);
     }
 }
 
@@ -278,17 +157,6 @@ mod tests {
     fn stuck(for_: Duration) -> u32 {
         std::thread::sleep(for_);
         1
-    }
-
-    #[test]
-    fn a_call_stuck_in_host_code_past_its_limit_is_discarded() {
-        // On this thread: the watcher marks it overdue while it is stuck.
-        let answer = run(Duration::from_millis(10), || {
-            stuck(Duration::from_millis(500))
-        });
-        assert_eq!(answer, None);
-        // The thread's next call is watched afresh.
-        assert_eq!(run(Duration::from_secs(60), || 2), Some(2));
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -4,6 +4,7 @@
 use crate::support::policy as common;
 
 use common::*;
+use std::time::Duration;
 use weft_host::policy::{CompiledPolicy, Decision, FailureKind};
 use weft_test_artifacts::{CHAOS_FOREIGN_IMPORT, CHAOS_POOL, CHAOS_SG, CHAOS_SUBNET};
 
@@ -268,4 +269,79 @@ fn a_policy_holding_a_host_resource_after_configure_is_configured_in_every_decis
         let (decision, _) = module.size_pool(&pool_state()).expect("decides");
         assert_eq!(decision.reason, "chaos: Stderr");
     }
+}
+
+#[test]
+fn the_timer_sleeps_while_no_decision_runs_and_ticks_while_one_does() {
+    let engine = engine();
+    let module = load(&engine, CHAOS_POOL, &chaos("ok")).expect("loads");
+    module.size_pool(&pool_state()).expect("decides");
+    // The tick in progress when the decision returned may still end; then
+    // nothing runs, and the timer must not wake.
+    let idle = engine.timer_wakeups();
+    std::thread::sleep(Duration::from_millis(200));
+    let woke = engine.timer_wakeups() - idle;
+    assert!(woke <= 1, "the idle timer woke {woke} times in 200 ms");
+
+    // A loop ends only at the timer's epoch ticks.
+    let looping = load_with(
+        &engine,
+        CHAOS_POOL,
+        &chaos("loop"),
+        limits(SHORT_DEADLINE_MS, 32),
+    )
+    .expect("loads");
+    let before = engine.timer_wakeups();
+    let err = looping.size_pool(&pool_state()).expect_err("deadline");
+    assert_eq!(err.kind, FailureKind::Deadline, "{err}");
+    assert!(engine.timer_wakeups() > before);
+}
+
+/// Component instances an engine runs at once.
+const SANDBOXES: u64 = 64;
+
+#[test]
+fn a_decision_waits_for_a_sandbox_while_all_are_busy() {
+    let engine = engine();
+    let looping = load_with(&engine, CHAOS_SG, &chaos("loop"), limits(2_000, 32)).expect("loads");
+    let impatient = load_with(
+        &engine,
+        CHAOS_SG,
+        &chaos("ok"),
+        limits(SHORT_DEADLINE_MS, 32),
+    )
+    .expect("loads");
+    let patient = load_with(&engine, CHAOS_SG, &chaos("ok"), limits(10_000, 32)).expect("loads");
+    let metrics = engine
+        .engine()
+        .pooling_allocator_metrics()
+        .expect("pooling allocator");
+    std::thread::scope(|scope| {
+        let busy: Vec<_> = (0..SANDBOXES)
+            .map(|_| scope.spawn(|| looping.select_security_groups(&sg_request())))
+            .collect();
+        while metrics.component_instances() < SANDBOXES {
+            assert!(
+                !busy.iter().any(|b| b.is_finished()),
+                "a looping decision ended before all {SANDBOXES} sandboxes were busy"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // All sandboxes run loops: a decision waits for one within its
+        // deadline, and says why it failed when none comes free in time.
+        let err = impatient
+            .select_security_groups(&sg_request())
+            .expect_err("no sandbox within 100 ms");
+        assert_eq!(err.kind, FailureKind::Deadline, "{err}");
+        assert!(err.message.contains("sandboxes"), "{err}");
+        // One with time to wait gets the first sandbox that comes free.
+        let (answer, _) = patient
+            .select_security_groups(&sg_request())
+            .expect("a sandbox came free within its deadline");
+        assert!(answer.is_ok(), "{answer:?}");
+        for decision in busy {
+            let err = decision.join().expect("joins").expect_err("loops");
+            assert_eq!(err.kind, FailureKind::Deadline, "{err}");
+        }
+    });
 }
