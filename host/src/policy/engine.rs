@@ -80,15 +80,19 @@ impl PolicyEngine {
         self.image_capture_budget = budget;
     }
 
-    /// The wasmtime engine.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// How many times the engine's timer thread woke up so far.
     #[cfg(feature = "testing")]
     pub fn timer_wakeups(&self) -> u64 {
         self.timer.wakeups()
+    }
+
+    /// Component instances alive in the engine's pool (one per call
+    /// holding a sandbox).
+    #[cfg(feature = "testing")]
+    pub fn instances_in_use(&self) -> u64 {
+        self.engine
+            .pooling_allocator_metrics()
+            .map_or(0, |pool| pool.component_instances())
     }
 }
 

@@ -312,15 +312,11 @@ fn a_decision_waits_for_a_sandbox_while_all_are_busy() {
     )
     .expect("loads");
     let patient = load_with(&engine, CHAOS_SG, &chaos("ok"), limits(10_000, 32)).expect("loads");
-    let metrics = engine
-        .engine()
-        .pooling_allocator_metrics()
-        .expect("pooling allocator");
     std::thread::scope(|scope| {
         let busy: Vec<_> = (0..SANDBOXES)
             .map(|_| scope.spawn(|| looping.select_security_groups(&sg_request())))
             .collect();
-        while metrics.component_instances() < SANDBOXES {
+        while engine.instances_in_use() < SANDBOXES {
             assert!(
                 !busy.iter().any(|b| b.is_finished()),
                 "a looping decision ended before all {SANDBOXES} sandboxes were busy"
