@@ -15,6 +15,17 @@
 //! place, the directory fsync'd: a crash leaves either the whole entry or
 //! none. At most [`MAX_ENTRIES`] entries of at most [`MAX_ENTRY_BYTES`]
 //! each. Every file is treated as hostile when read back.
+//!
+//! A plugin killed between its write and its rename leaves its temporary
+//! file behind; weftd removes such leftovers
+//! ([`DelSpool::remove_leftovers`]). Which ones are dead is decided by a
+//! lock, not by their age: a writing plugin holds the spool's writers' lock
+//! (`flock`, shared) from before it creates its temporary file until the
+//! entry is in place, and weftd removes temporary files only while it holds
+//! that lock exclusively, when no plugin can be writing. The kernel drops
+//! a killed plugin's lock with its process. No age would be safe: a plugin
+//! can be stopped (SIGSTOP, a frozen cgroup, swap) for any length of time,
+//! and a file's age is wall-clock time, which steps.
 
 use crate::api::DelRequest;
 use serde::{Deserialize, Serialize};
@@ -34,6 +45,10 @@ pub const MAX_ENTRIES: usize = 1024;
 pub const MAX_ENTRY_BYTES: u64 = 16 * 1024;
 /// The entry format's version.
 const VERSION: u32 = 1;
+/// The name of a plugin's temporary file starts with this.
+const TEMP_PREFIX: &str = ".tmp-";
+/// The writers' lock (see the module docs), a file that stays.
+pub const WRITERS_LOCK: &str = ".writers.lock";
 
 /// Why the spool could not be used or an entry not read.
 #[derive(Debug, thiserror::Error)]
@@ -170,10 +185,61 @@ impl DelSpool {
         self.dir.join(format!("del-{name}.json"))
     }
 
+    /// The writers' lock file (refused unless a regular file).
+    fn writers_lock(&self) -> Result<File, SpoolError> {
+        let path = self.dir.join(WRITERS_LOCK);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        if !file.metadata().map_err(io_error(&path))?.is_file() {
+            return Err(SpoolError::Unsafe {
+                path,
+                why: "its writers' lock is not a regular file".into(),
+            });
+        }
+        Ok(file)
+    }
+
+    /// Holds the writers' lock shared (waiting while weftd removes
+    /// leftovers) until the returned file is dropped.
+    fn writing(&self) -> Result<File, SpoolError> {
+        let file = self.writers_lock()?;
+        file.lock_shared()
+            .map_err(io_error(&self.dir.join(WRITERS_LOCK)))?;
+        Ok(file)
+    }
+
+    /// Removes the temporary files of plugins that died between their write
+    /// and their rename; while a plugin is writing, removes nothing (the
+    /// next call will). Returns how many it removed.
+    pub fn remove_leftovers(&self) -> Result<usize, SpoolError> {
+        let no_writer = self.writers_lock()?;
+        match no_writer.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(0),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(io_error(&self.dir.join(WRITERS_LOCK))(e));
+            }
+        }
+        let leftovers: Vec<PathBuf> = self.files()?.into_iter().filter(|p| is_temp(p)).collect();
+        for path in &leftovers {
+            DelSpool::remove(path)?;
+        }
+        Ok(leftovers.len())
+    }
+
     /// Records `request` as spooled at `now`, durably; replaces an earlier
     /// entry of the same attachment. Returns the entry's path.
     pub fn record(&self, request: &DelRequest, now: SystemTime) -> Result<PathBuf, SpoolError> {
         self.open()?;
+        // Held until the entry is in place: weftd leaves our temporary file.
+        let _writing = self.writing()?;
         let path = self.entry_path(request);
         if !path.exists() && self.entries()?.len() >= MAX_ENTRIES {
             return Err(SpoolError::Full {
@@ -198,7 +264,7 @@ impl DelSpool {
             });
         }
         let temp = self.dir.join(format!(
-            ".tmp-{}-{}",
+            "{TEMP_PREFIX}{}-{}",
             std::process::id(),
             path.file_name().and_then(|n| n.to_str()).unwrap_or("del")
         ));
@@ -221,20 +287,28 @@ impl DelSpool {
         Ok(path)
     }
 
-    /// The entry files, oldest name first (temporary files left by a
-    /// plugin that died mid-write are not entries).
-    pub fn entries(&self) -> Result<Vec<PathBuf>, SpoolError> {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+    /// Every file but the writers' lock, sorted by name.
+    fn files(&self) -> Result<Vec<PathBuf>, SpoolError> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
             .map_err(io_error(&self.dir))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| !n.starts_with(".tmp-"))
-            })
+            .filter(|p| p.file_name().is_some_and(|n| n != WRITERS_LOCK))
             .collect();
-        entries.sort();
+        files.sort();
+        Ok(files)
+    }
+
+    /// The entry files, oldest name first (plugins' temporary files are not
+    /// entries).
+    pub fn entries(&self) -> Result<Vec<PathBuf>, SpoolError> {
+        let mut entries = self.files()?;
+        entries.retain(|p| !is_temp(p));
         Ok(entries)
+    }
+
+    /// Whether the spool holds nothing: no entry, no temporary file.
+    pub fn is_empty(&self) -> Result<bool, SpoolError> {
+        Ok(self.files()?.is_empty())
     }
 
     /// Reads one entry, refusing anything but a regular file of at most
@@ -279,6 +353,13 @@ impl DelSpool {
             _ => Ok(()),
         }
     }
+}
+
+/// Whether `path` is a plugin's temporary file.
+fn is_temp(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(TEMP_PREFIX))
 }
 
 #[cfg(test)]
@@ -355,6 +436,31 @@ mod tests {
         ));
         // An attachment already waiting is still recorded again.
         spool.record(&request("c0"), SystemTime::now()).unwrap();
+    }
+
+    #[test]
+    fn leftovers_of_dead_writers_go_but_never_a_file_being_written() {
+        let (_dir, spool) = spool();
+        let kept = spool.record(&request("a"), SystemTime::now()).unwrap();
+        // A plugin killed between its write and its rename left this one.
+        let dead = spool.dir().join(".tmp-4194304-del-dead.json");
+        std::fs::write(&dead, b"{\"version\":").unwrap();
+        // Another plugin is writing its entry right now.
+        let writing = spool.writing().unwrap();
+        let live = spool.dir().join(".tmp-4194305-del-live.json");
+        std::fs::write(&live, b"{").unwrap();
+        assert!(!spool.is_empty().unwrap());
+
+        assert_eq!(spool.remove_leftovers().unwrap(), 0, "a plugin writes");
+        assert!(dead.exists() && live.exists());
+        // It renames its file into place and lets go of the lock.
+        let renamed = spool.dir().join("del-live.json");
+        std::fs::rename(&live, &renamed).unwrap();
+        drop(writing);
+
+        assert_eq!(spool.remove_leftovers().unwrap(), 1);
+        assert!(!dead.exists());
+        assert_eq!(spool.entries().unwrap(), vec![kept, renamed]);
     }
 
     #[test]

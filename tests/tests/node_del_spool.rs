@@ -8,15 +8,17 @@
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use weft_cni::spool::DelSpool;
+use weft_cni::spool::{DelSpool, WRITERS_LOCK};
 use weft_tests::support::agent::{TestAgent, ok_json, pod_ip, succeeded};
 use weft_tests::support::netns::TestNetns;
 
+/// Every file in the spool but its writers' lock, which stays.
 fn spool_files(agent: &TestAgent) -> Vec<PathBuf> {
     let dir = DelSpool::beside(&agent.socket()).dir().to_owned();
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
+    files.retain(|f| f.file_name().is_some_and(|n| n != WRITERS_LOCK));
     files.sort();
     files
 }
@@ -82,6 +84,10 @@ fn a_del_while_weftd_is_down_succeeds_and_weftd_carries_it_out_before_serving() 
     succeeded(&out);
     assert!(out.stdout.is_empty(), "DEL prints nothing on success");
     assert_eq!(spool_files(&agent).len(), 1, "the DEL is kept for weftd");
+    // What a plugin killed between its write and its rename leaves (no
+    // plugin holds the spool's writers' lock: its writer is gone).
+    let leftover = spool_files(&agent)[0].with_file_name(".tmp-4194304-del-0.json");
+    std::fs::write(&leftover, b"{\"version\":").unwrap();
 
     agent.spawn();
     agent.wait_serving();
@@ -91,7 +97,7 @@ fn a_del_while_weftd_is_down_succeeds_and_weftd_carries_it_out_before_serving() 
     assert_eq!(
         spool_files(&agent),
         Vec::<PathBuf>::new(),
-        "the spool is empty"
+        "the spool is empty, the dead plugin's temporary file gone"
     );
     assert_unwired(&agent, "a", &ip);
     assert!(

@@ -4,7 +4,8 @@
 //! ones appear. Each runs as a DEL does, under its attachment's lock; one
 //! whose attachment was added again after it was kept leaves the new
 //! address alone. Files in the spool are hostile input: one that is not a
-//! valid entry is logged and removed, never trusted.
+//! valid entry is logged and removed, never trusted. Temporary files of
+//! plugins killed mid-write are removed when no plugin is writing.
 
 use super::Agent;
 use std::time::Duration;
@@ -22,6 +23,14 @@ impl Agent {
         if let Err(error) = spool.open() {
             tracing::error!(%error, "the DEL spool cannot be used: DELs that find weftd down fail until it is fixed");
             return 0;
+        }
+        match spool.remove_leftovers() {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(
+                removed,
+                "removed temporary files of plugins killed while they spooled a DEL"
+            ),
+            Err(error) => tracing::warn!(%error, "cannot remove leftovers from the DEL spool"),
         }
         let entries = match spool.entries() {
             Ok(entries) => entries,
@@ -77,7 +86,7 @@ impl Agent {
     pub(super) async fn keep_draining_del_spool(&self, spool: DelSpool) {
         loop {
             tokio::time::sleep(SCAN_PERIOD).await;
-            if spool.open().is_ok() && spool.entries().is_ok_and(|e| !e.is_empty()) {
+            if spool.open().is_ok() && spool.is_empty().is_ok_and(|empty| !empty) {
                 self.drain_del_spool(&spool).await;
             }
         }
