@@ -6,9 +6,10 @@ use crate::api::{
     self, AddRequest, AddResponse, ApiError, CheckRequest, CheckResponse, DelRequest, DelResponse,
     GcRequest, GcResponse, StatusResponse,
 };
+use crate::boottime::BootInstant;
 use crate::error::CniError;
 use crate::plugin::Agent;
-use crate::spool::DelSpool;
+use crate::spool::{DelSpool, SpoolError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::io::{self, Read, Write};
@@ -221,8 +222,13 @@ impl Agent for Client {
     }
 
     fn spool_del(&self, req: &DelRequest) -> Result<(), CniError> {
-        DelSpool::beside(&self.socket)
-            .record(req, std::time::SystemTime::now())
+        let spool = DelSpool::beside(&self.socket);
+        BootInstant::now()
+            .map_err(|e| SpoolError::Io {
+                path: spool.dir().to_owned(),
+                source: e,
+            })
+            .and_then(|now| spool.record(req, now))
             .map(drop)
             .map_err(|e| {
                 CniError::io(

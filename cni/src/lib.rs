@@ -18,12 +18,15 @@
 //! * [`client`]: HTTP/1.1 over the agent's unix socket.
 //! * [`plugin`]: what each command does; `main` wires the process to it.
 //! * [`spool`]: DELs weftd could not answer, kept until it carries them out.
+//! * [`boottime`]: moments on the node's boot clock, which plugin and agent
+//!   both read.
 //! * [`log`]: leveled logging to stderr.
 
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod args;
+pub mod boottime;
 pub mod cidr;
 pub mod client;
 pub mod env;

@@ -14,12 +14,22 @@
 //!
 //! Short by default (CI); `WEFT_LONG=1` runs the long variant. Figures go
 //! to stderr (`--nocapture`) for RELIABILITY.md.
+//!
+//! moto draws each secondary address at random in the subnet without
+//! looking at other ENIs, so about one run in a hundred (a /17 subnet) it
+//! hands one address to two ENIs at once, which EC2 never does; Weft then
+//! (rightly) refuses the second copy and EC2 never equals the datastore.
+//! Weft never names an address in its EC2 calls, so an address on two ENIs
+//! in one read of EC2 can only be moto's draw. The hypervisor, which reads
+//! the node's ENIs every 100 ms, notes such a read; a run that fails after
+//! one is void and runs again (at most three runs), saying why. A run that
+//! fails without one fails the test: no Weft defect is excused.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weft_host::cloud::sim::{EniLinks, NetnsEniLinks};
 use weft_host::cloud::{Cloud, Eni, NodeIdentity};
@@ -34,7 +44,8 @@ use weft_tests::support::netns::TestNetns;
 use weft_tests::support::{moto, vpc};
 
 /// Makes the devices of the node's attached secondary ENIs appear and
-/// disappear in the node namespace, following EC2 (moto, read directly).
+/// disappear in the node namespace, following EC2 (moto, read directly),
+/// and notes an address moto handed to two ENIs at once.
 struct Hypervisor {
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
@@ -46,6 +57,7 @@ impl Hypervisor {
         ec2: String,
         node: NodeIdentity,
         netns: PathBuf,
+        moto_duplicate: Arc<Mutex<Option<String>>>,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
@@ -55,6 +67,12 @@ impl Hypervisor {
             let mut present: BTreeMap<String, Eni> = BTreeMap::new();
             while !stopping.load(Ordering::SeqCst) {
                 if let Ok(enis) = cloud.list_enis().await {
+                    if let Some(duplicate) = duplicate_address(&enis) {
+                        moto_duplicate
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .get_or_insert(duplicate);
+                    }
                     let attached: BTreeMap<String, Eni> = enis
                         .into_iter()
                         .filter(|e| e.device_index().is_some_and(|i| i > 0))
@@ -89,6 +107,22 @@ impl Hypervisor {
         self.stop.store(true, Ordering::SeqCst);
         rt.block_on(self.task).expect("the hypervisor task");
     }
+}
+
+/// An address on two ENIs (or twice on one) in one read of EC2, described.
+fn duplicate_address(enis: &[Eni]) -> Option<String> {
+    let mut seen: BTreeMap<Ipv4Addr, &str> = BTreeMap::new();
+    for eni in enis {
+        for ip in std::iter::once(&eni.primary_ip).chain(&eni.secondary_ips) {
+            if let Some(other) = seen.insert(*ip, &eni.id) {
+                return Some(format!(
+                    "moto handed {ip} to {other} and {} at once",
+                    eni.id
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// Waits until EC2 and the datastore agree on every ENI and address, twice
@@ -127,6 +161,33 @@ fn converge(
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn weftd_on_ec2_with_30_percent_faults_converges_and_leaks_nothing() {
+    const RUNS: u32 = 3;
+    for run in 1..=RUNS {
+        let moto_duplicate = Arc::new(Mutex::new(None));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_once(moto_duplicate.clone());
+        }));
+        let Err(panic) = outcome else { return };
+        let duplicate = moto_duplicate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match duplicate {
+            Some(why) if run < RUNS => eprintln!(
+                "run {run} is void, not a Weft failure: {why} (EC2 never does; Weft names no \
+                 address in its calls); running again"
+            ),
+            Some(why) => {
+                eprintln!("run {run} failed after {why}; {RUNS} runs met moto duplicates");
+                std::panic::resume_unwind(panic);
+            }
+            None => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+/// One run; `moto_duplicate` gets what the hypervisor saw moto duplicate.
+fn run_once(moto_duplicate: Arc<Mutex<Option<String>>>) {
     let (target_ops, workers, slots_per_worker) = if long() { (2000, 4, 6) } else { (200, 3, 6) };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -145,7 +206,13 @@ fn weftd_on_ec2_with_30_percent_faults_converges_and_leaks_nothing() {
     let node_ns = TestNetns::new("node");
     node_ns.add_nic("ens5", &node.mac.to_string());
     node_ns.ip(&["addr", "add", &format!("{NODE_IP}/22"), "dev", "ens5"]);
-    let hypervisor = Hypervisor::start(&rt, moto.url(), node.clone(), node_ns.path());
+    let hypervisor = Hypervisor::start(
+        &rt,
+        moto.url(),
+        node.clone(),
+        node_ns.path(),
+        moto_duplicate,
+    );
     let identity = format!(
         "[cloud.identity]\ninstance-id = {:?}\ninstance-type = {:?}\navailability-zone = {:?}\n\
          vpc-id = {:?}\nprimary-eni-id = {:?}\nsubnet-id = {:?}\nsecurity-groups = {:?}\nmac = \"{}\"\n",

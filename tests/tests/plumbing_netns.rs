@@ -507,7 +507,7 @@ async fn gc_removes_veths_and_rules_of_pods_that_are_gone() {
 
 /// A removal that fails does not stop GC: the leftovers of the other pods
 /// go, and every failure is reported. The failure is injected
-/// (`Plumbing::refuse_gc_removal`, under the `testing` feature): root can
+/// (`Plumbing::refuse_removal`, under the `testing` feature): root can
 /// delete any veth and rule of its own namespace, so no real one can be made.
 #[tokio::test]
 #[ignore = "needs root: network namespaces"]
@@ -528,8 +528,8 @@ async fn gc_goes_on_past_a_removal_that_fails() {
     // order they were added, veths by index): a GC that stopped at its
     // first failure would leave the others' too.
     let (refused_veth, refused_ip) = &veths[0];
-    plumbing.refuse_gc_removal(refused_veth);
-    plumbing.refuse_gc_removal(refused_ip);
+    plumbing.refuse_removal(refused_veth);
+    plumbing.refuse_removal(refused_ip);
 
     let err = plumbing.gc(&HashSet::new()).await.unwrap_err();
     match &err {
@@ -547,4 +547,74 @@ async fn gc_goes_on_past_a_removal_that_fails() {
             "rules of {ip} removed past the failure"
         );
     }
+}
+
+/// An IPv6 pod's IPv4 egress route (`169.254.172.x/32` to its host veth)
+/// goes when its teardown (DEL, GC) returns, with the pod's own route, not
+/// later with the veth. The veth's removal is held back (a refusal through
+/// `Plumbing::refuse_removal`, under the `testing` feature), because the
+/// kernel drops every route through a veth it destroys: without the hold,
+/// a teardown that forgot the route would look the same a moment later.
+#[tokio::test]
+#[ignore = "needs root: network namespaces"]
+async fn teardown_deletes_an_ipv6_pods_ipv4_egress_route_itself() {
+    let node = node();
+    let plumbing = plumbing(&node).await;
+    let ns = TestNetns::new("v6");
+    let (ipv6, ipv4) = ("2001:db8::1:0:0:5", "169.254.172.5");
+    let pod = PodNetwork {
+        ip: ipv6.parse::<std::net::Ipv6Addr>().unwrap().into(),
+        egress_ipv4: Some(ipv4.parse().unwrap()),
+        ..pod(&ns, "v6", Ipv4Addr::UNSPECIFIED, None)
+    };
+    let links = plumbing.setup_pod(&pod).await.expect("setup");
+    let routes_to = |family: &str, ip: &str| node.ip_json(&[family, "route", "show", ip]);
+    assert_eq!(routes_to("-4", ipv4)[0]["dev"], json!(links.host_veth));
+    assert_eq!(routes_to("-6", ipv6)[0]["dev"], json!(links.host_veth));
+
+    plumbing.refuse_removal(&links.host_veth);
+    let err = plumbing.teardown_pod(&pod).await.unwrap_err();
+    assert!(err.to_string().contains("refused by the test"), "{err}");
+    assert!(
+        link_exists(&node, &links.host_veth),
+        "the veth is held back"
+    );
+    assert_eq!(routes_to("-4", ipv4), json!([]), "IPv4 egress route left");
+    assert_eq!(routes_to("-6", ipv6), json!([]), "pod route left");
+}
+
+/// ENI teardown collects every failure and goes on: with its first step
+/// (the rule from the ENI's primary IP) and one route refused (through
+/// `Plumbing::refuse_removal`: root can delete anything of its namespace,
+/// so no real failure can be made), the other routes of the ENI's table and
+/// its address still go, and both failures are reported.
+#[tokio::test]
+#[ignore = "needs root: network namespaces"]
+async fn eni_teardown_goes_on_past_failures_and_reports_them_all() {
+    let node = node();
+    let plumbing = plumbing(&node).await;
+    plumbing.setup_eni(&eni()).await.expect("setup ENI");
+    plumbing.refuse_removal("10.0.1.10");
+    plumbing.refuse_removal("10.0.1.0/24");
+
+    let err = plumbing.teardown_eni(&eni()).await.unwrap_err();
+    match &err {
+        weft_host::plumbing::PlumbingError::Several(all) => {
+            assert_eq!(all.len(), 2, "the rule and a route refused: {err}");
+        }
+        other => panic!("every failure is reported: {other}"),
+    }
+    assert_eq!(rules_of(&node, "10.0.1.10").len(), 1, "refused rule stays");
+    let table2 = node.ip_json(&["-4", "route", "show", "table", "2"]);
+    // The refused subnet route goes with the address (the kernel drops
+    // it); the default route went through teardown's own delete.
+    assert!(
+        matching(&table2, &json!({ "dst": "default" })).is_empty(),
+        "the default route went past the failures: {table2}"
+    );
+    let addrs = node.ip_json(&["-4", "addr", "show", "dev", "ens6"]);
+    assert!(
+        !addrs.to_string().contains("10.0.1.10"),
+        "the address went past the failures: {addrs}"
+    );
 }

@@ -14,6 +14,7 @@
 
 use super::Agent;
 use super::result::network_result;
+use super::spool::Kept;
 use crate::api::{Backend, ErrorView, PodView, PoolView};
 use crate::ipam::{Assignment, AssignmentKey, Ipv6Assignment, PodMeta, SgSet};
 use crate::kubernetes::{PodLookup, PodMetadata};
@@ -33,6 +34,7 @@ use weft_cni::api::{
     AddRequest, AddResponse, ApiError, Attachment, CheckRequest, CheckResponse, DelRequest,
     DelResponse, GcRequest, GcResponse, PodRef, StatusResponse,
 };
+use weft_cni::boottime::BootInstant;
 use weft_policy_sdk::{security, subnet};
 
 impl Agent {
@@ -172,18 +174,18 @@ impl Agent {
     }
 
     /// DEL of an attachment the caller holds the lock of. A DEL the plugin
-    /// spooled at `spooled_at` leaves an assignment made after it alone: that
-    /// one belongs to a later ADD of the same attachment.
+    /// kept leaves an assignment made after it alone: that one belongs to
+    /// a later ADD of the same attachment.
     pub(super) async fn del_locked(
         &self,
         req: DelRequest,
-        spooled_at: Option<SystemTime>,
+        kept: Option<&Kept>,
     ) -> Result<DelResponse, ApiError> {
         let key = AssignmentKey::new(&req.network, &req.container_id, &req.ifname);
         let Some(held) = self.held(&key) else {
             return Ok(DelResponse { released: None });
         };
-        if spooled_at.is_some_and(|at| held.assigned_at > at) {
+        if kept.is_some_and(|kept| kept.predates(&held)) {
             tracing::info!(%key, ip = %held.ip, "a DEL kept while weftd could not answer predates the attachment's current address: left alone");
             return Ok(DelResponse { released: None });
         }
@@ -384,6 +386,7 @@ pub(super) struct Held {
     pub(super) egress_ipv4: Option<Ipv4Addr>,
     pub(super) pod: PodMeta,
     pub(super) assigned_at: SystemTime,
+    pub(super) assigned_boot: Option<BootInstant>,
 }
 
 impl From<Assignment> for Held {
@@ -394,6 +397,7 @@ impl From<Assignment> for Held {
             egress_ipv4: None,
             pod: a.pod,
             assigned_at: a.assigned_at,
+            assigned_boot: a.assigned_boot,
         }
     }
 }
@@ -406,6 +410,7 @@ impl From<Ipv6Assignment> for Held {
             egress_ipv4: a.ipv4,
             pod: a.pod,
             assigned_at: a.assigned_at,
+            assigned_boot: a.assigned_boot,
         }
     }
 }

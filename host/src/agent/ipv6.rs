@@ -13,12 +13,11 @@
 
 use crate::Result;
 use crate::cloud::{Cloud, NodeIdentity};
-use crate::ipam::{AssignmentKey, Ipv6Assignment, Ipv6Block, PodMeta};
+use crate::ipam::{AssignmentKey, Ipv6Assignment, Ipv6Block, Now, PodMeta};
 use crate::state::{CommitError, DurableIpv6Block, Ipv6Checkpoint, StateError};
 use ipnet::Ipv4Net;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::SystemTime;
 
 /// The pods' IPv6 addresses.
 #[derive(Debug)]
@@ -93,7 +92,7 @@ impl Ipv6Pods {
         key: AssignmentKey,
         pod: PodMeta,
     ) -> std::result::Result<(Ipv6Assignment, bool), CommitError> {
-        self.lock().assign(key, pod, SystemTime::now())
+        self.lock().assign(key, pod, Now::system())
     }
 
     /// Releases what `key` holds, on disk before it returns.

@@ -12,11 +12,12 @@
 //! link-local range (`169.254.172.0/22` by default), handed out the same
 //! way from a cursor of its own; the node SNATs it to its primary IPv4.
 
-use super::{AssignmentKey, IpamError, PodMeta};
+use super::{AssignmentKey, IpamError, Now, PodMeta};
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::SystemTime;
+use weft_cni::boottime::BootInstant;
 
 /// An IPv6 address held by a pod interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +30,9 @@ pub struct Ipv6Assignment {
     pub pod: PodMeta,
     /// When it was assigned.
     pub assigned_at: SystemTime,
+    /// When it was assigned, on the node's boot clock; `None` when assigned
+    /// by a weftd that did not record it.
+    pub assigned_boot: Option<BootInstant>,
 }
 
 /// An assignment a checkpoint held that [`Ipv6Block::restore`] did not
@@ -248,7 +252,7 @@ impl Ipv6Block {
         &mut self,
         key: AssignmentKey,
         pod: PodMeta,
-        now: SystemTime,
+        now: Now,
     ) -> Result<(Ipv6Assignment, bool), IpamError> {
         if let Some(held) = self.assignments.get(&key) {
             return Ok((held.clone(), false));
@@ -285,7 +289,8 @@ impl Ipv6Block {
             ip: Ipv6Addr::from(network + offset),
             ipv4,
             pod,
-            assigned_at: now,
+            assigned_at: now.wall,
+            assigned_boot: now.boot,
         };
         self.assignments.insert(key, assignment.clone());
         Ok((assignment, true))
@@ -311,9 +316,7 @@ mod tests {
 
     /// The address `b` gives `c` (a new key: fresh).
     fn take(b: &mut Ipv6Block, c: &str) -> Ipv6Assignment {
-        let (held, fresh) = b
-            .assign(key(c), PodMeta::default(), SystemTime::UNIX_EPOCH)
-            .unwrap();
+        let (held, fresh) = b.assign(key(c), PodMeta::default(), Now::system()).unwrap();
         assert!(fresh);
         held
     }
@@ -326,7 +329,7 @@ mod tests {
             (a.ip.to_string().as_str(), a.ipv4),
             ("2001:db8::1:0:0:1", None)
         );
-        let again = b.assign(key("a"), PodMeta::default(), SystemTime::UNIX_EPOCH);
+        let again = b.assign(key("a"), PodMeta::default(), Now::system());
         assert_eq!(again, Ok((a, false)));
         assert_eq!(take(&mut b, "c").ip.to_string(), "2001:db8::1:0:0:2");
     }
@@ -347,7 +350,7 @@ mod tests {
             Some(("169.254.172.0/29".parse().unwrap(), 2))
         );
         let before = b.clone();
-        let full = b.assign(key("h"), PodMeta::default(), SystemTime::UNIX_EPOCH);
+        let full = b.assign(key("h"), PodMeta::default(), Now::system());
         assert!(
             matches!(full, Err(IpamError::Ipv4EgressExhausted { .. })),
             "{full:?}"
@@ -369,7 +372,7 @@ mod tests {
         // A /126 has offsets 1, 2, 3.
         let mut b = Ipv6Block::new("2001:db8::/126".parse().unwrap(), "eni-1");
         let ips: Vec<_> = ["a", "b", "c"].iter().map(|c| take(&mut b, c).ip).collect();
-        let full = b.assign(key("x"), PodMeta::default(), SystemTime::UNIX_EPOCH);
+        let full = b.assign(key("x"), PodMeta::default(), Now::system());
         assert!(matches!(full, Err(IpamError::Ipv6PrefixExhausted { .. })));
         b.release(&key("b"));
         assert_eq!(take(&mut b, "d").ip, ips[1]);
@@ -384,6 +387,7 @@ mod tests {
             ipv4: ipv4.map(|v| v.parse().unwrap()),
             pod: PodMeta::default(),
             assigned_at: now,
+            assigned_boot: None,
         };
         let (b, dropped) = Ipv6Block::restore(
             block().with_ipv4_egress("169.254.172.0/22".parse().unwrap(), 9),

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
+use weft_cni::boottime::BootInstant;
 
 /// Pod addresses a delegated /28 prefix yields.
 pub const ADDRESSES_PER_PREFIX: u32 = 16;
@@ -131,6 +132,9 @@ pub struct Assignment {
     pub pod: PodMeta,
     /// When it was assigned.
     pub assigned_at: SystemTime,
+    /// When it was assigned, on the node's boot clock; `None` when assigned
+    /// by a weftd that did not record it.
+    pub assigned_boot: Option<BootInstant>,
 }
 
 /// A released address still cooling down, as recorded in the checkpoint.

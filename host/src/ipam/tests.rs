@@ -648,6 +648,7 @@ fn rebuild_lays_the_checkpoint_over_the_inventory() {
         ip: ip(l),
         pod: pod(c),
         assigned_at: now.wall,
+        assigned_boot: now.boot,
     };
     let allocations = vec![
         at("a", 1),

@@ -1,6 +1,7 @@
 //! Time as the datastore sees it: always passed in, never read.
 
 use std::time::{Duration, Instant, SystemTime};
+use weft_cni::boottime::BootInstant;
 
 /// One moment, on both clocks. Cooldowns and churn use the monotonic clock
 /// (immune to wall-clock jumps); timestamps that outlive the process
@@ -12,6 +13,10 @@ pub struct Now {
     pub mono: Instant,
     /// Wall-clock time.
     pub wall: SystemTime,
+    /// The node's boot clock, which the plugin reads too: what orders an
+    /// assignment against a DEL the plugin kept. `None` on virtual clocks
+    /// (simulations) and where it cannot be read.
+    pub boot: Option<BootInstant>,
 }
 
 impl Now {
@@ -22,6 +27,7 @@ impl Now {
         Now {
             mono: Instant::now(),
             wall: SystemTime::now(),
+            boot: BootInstant::now().ok(),
         }
     }
 
@@ -30,6 +36,12 @@ impl Now {
         Now {
             mono: self.mono + by,
             wall: self.wall + by,
+            boot: self.boot.map(|b| BootInstant {
+                boottime_ns: b
+                    .boottime_ns
+                    .saturating_add(u64::try_from(by.as_nanos()).unwrap_or(u64::MAX)),
+                ..b
+            }),
         }
     }
 

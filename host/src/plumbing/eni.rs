@@ -152,11 +152,13 @@ impl Plumbing {
         let ctx =
             |what: String| move |e| PlumbingError::netlink(format!("ENI {}: {what}", eni.mac), e);
         let mut failures = Failures::default();
-        failures.keep(
-            rules::delete_all(&self.host, ENI_PRIORITY, Selector::From(ip))
+        let rule = match self.refused(&ip.to_string()) {
+            Ok(()) => rules::delete_all(&self.host, ENI_PRIORITY, Selector::From(ip))
                 .await
                 .map_err(ctx(format!("delete rule from {ip}"))),
-        );
+            Err(refused) => Err(refused),
+        };
+        failures.keep(rule);
         let all = failures
             .keep(
                 routes::dump(&self.host)
@@ -169,10 +171,14 @@ impl Plumbing {
                 Some(gw) => routes::default_route(gw, route.oif.unwrap_or(0), table),
                 None => routes::link_route(route.dst, route.prefix, route.oif.unwrap_or(0), table),
             };
-            failures.keep(routes::delete(&self.host, msg).await.map_err(ctx(format!(
-                "delete route {}/{} table {table}",
-                route.dst, route.prefix
-            ))));
+            let dst = format!("{}/{}", route.dst, route.prefix);
+            let deleted = match self.refused(&dst) {
+                Ok(()) => routes::delete(&self.host, msg)
+                    .await
+                    .map_err(ctx(format!("delete route {dst} table {table}"))),
+                Err(refused) => Err(refused),
+            };
+            failures.keep(deleted);
         }
         if let Some(link) = failures.keep(self.eni_link(eni.mac).await).flatten() {
             let addresses: Vec<AddressMessage> = failures

@@ -157,44 +157,6 @@ impl Plumbing {
     }
 }
 
-/// Makes one removal of [`Plumbing::gc`] fail, for tests that GC goes on
-/// past a failure. A hook, not a real failure, because none can be made:
-/// root deletes any veth and any rule of a namespace it owns, and a
-/// leftover already gone counts as removed.
-#[cfg(feature = "testing")]
-impl Plumbing {
-    /// GC's removal of `what` (a leftover veth's name, or the IP of
-    /// leftover rules) fails from now on, as a refusal by the kernel would
-    /// (`EPERM`).
-    pub fn refuse_gc_removal(&self, what: &str) {
-        self.gc_refusals
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(what.to_owned());
-    }
-
-    fn refused(&self, what: &str) -> Result<(), PlumbingError> {
-        let refusals = self
-            .gc_refusals
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match refusals.contains(what) {
-            true => Err(PlumbingError::io(
-                format!("delete leftover {what} (refused by the test)"),
-                std::io::Error::from_raw_os_error(libc::EPERM),
-            )),
-            false => Ok(()),
-        }
-    }
-}
-
-#[cfg(not(feature = "testing"))]
-impl Plumbing {
-    fn refused(&self, _what: &str) -> Result<(), PlumbingError> {
-        Ok(())
-    }
-}
-
 /// Whether `name` has the shape of our host veth names.
 fn is_our_veth_name(prefix: &str, name: &str) -> bool {
     name.strip_prefix(prefix).is_some_and(|hash| {

@@ -45,6 +45,7 @@ mod names;
 pub(crate) mod netns;
 mod nl;
 mod pod;
+mod refusals;
 mod routes;
 mod rules;
 pub mod sysctl;
@@ -69,9 +70,9 @@ pub struct Plumbing {
     config: PlumbingConfig,
     host_ns: Arc<Netns>,
     host: rtnetlink::Handle,
-    /// Removals GC is made to fail ([`Plumbing::refuse_gc_removal`]).
+    /// Removals made to fail ([`Plumbing::refuse_removal`]).
     #[cfg(feature = "testing")]
-    gc_refusals: std::sync::Mutex<std::collections::HashSet<String>>,
+    refusals: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Plumbing {
@@ -93,7 +94,7 @@ impl Plumbing {
             host_ns,
             host,
             #[cfg(feature = "testing")]
-            gc_refusals: Default::default(),
+            refusals: Default::default(),
         })
     }
 

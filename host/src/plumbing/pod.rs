@@ -193,7 +193,10 @@ impl Plumbing {
         };
         self.delete_rules(pod.ip).await?;
         match link {
-            Some(link) if owned => links::spawn_remove(&self.host_ns, LinkRef::Index(link.index)),
+            Some(link) if owned => {
+                self.refused(&link.name)?;
+                links::spawn_remove(&self.host_ns, LinkRef::Index(link.index))
+            }
             _ => Ok(LinkRemoval::nothing()),
         }
     }

@@ -65,6 +65,7 @@ impl PoolClock {
                 Now {
                     mono,
                     wall: start.1 + mono.saturating_duration_since(start.0),
+                    boot: None,
                 }
             }
         }

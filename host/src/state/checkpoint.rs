@@ -8,15 +8,20 @@
 //! not bring them back; written only while there are any):
 //!
 //! ```json
-//! {"version": "weft-ipam/1",
+//! {"version": "weft-ipam/2",
 //!  "allocations": [{"networkName": "weft", "containerID": "abc", "ifName": "eth0",
 //!                   "ipv4": "10.0.1.7", "allocationTimestampMs": 1764000000000,
+//!                   "allocationBoot": {"bootId": "8d6f...", "boottimeNs": 91000000000},
 //!                   "metadata": {"k8sPodNamespace": "default", "k8sPodName": "web-0",
 //!                                "k8sPodUID": "..."}}],
 //!  "cooling": [{"ipv4": "10.0.1.9", "releasedAtMs": 1764000000000}],
 //!  "givenBack": [{"ipv4": "10.0.1.12", "givenBackAtMs": 1764000000000}],
 //!  "deletedEnis": [{"eniId": "eni-0abc", "deletedAtMs": 1764000000000}]}
 //! ```
+//!
+//! `allocationBoot` is when the address was assigned on the node's boot
+//! clock (what a DEL the plugin kept is ordered against). Version 1 files
+//! (without it) are read: their assignments carry no boot-clock time.
 
 use super::StateError;
 use super::atomic::write_atomic;
@@ -27,9 +32,12 @@ use std::io::ErrorKind;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use weft_cni::boottime::BootInstant;
 
 /// The format version this build writes and reads.
-pub const CHECKPOINT_VERSION: &str = "weft-ipam/1";
+pub const CHECKPOINT_VERSION: &str = "weft-ipam/2";
+/// The versions before, whose files this build reads too.
+const OLDER_VERSIONS: &[&str] = &["weft-ipam/1"];
 
 /// The durable part of the datastore.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,6 +77,8 @@ struct Allocation {
     if_name: String,
     ipv4: Ipv4Addr,
     allocation_timestamp_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    allocation_boot: Option<BootInstant>,
     metadata: Metadata,
 }
 
@@ -186,6 +196,7 @@ impl Checkpoint {
                     if_name: a.key.ifname.clone(),
                     ipv4: a.ip,
                     allocation_timestamp_ms: to_ms(a.assigned_at),
+                    allocation_boot: a.assigned_boot,
                     metadata: Metadata::of(&a.pod),
                 })
                 .collect(),
@@ -222,9 +233,9 @@ impl Checkpoint {
     }
 
     /// Parses the file's bytes; `path` names the file in errors. Refuses
-    /// any version other than [`CHECKPOINT_VERSION`].
+    /// any version other than [`CHECKPOINT_VERSION`] and the older ones.
     pub(crate) fn from_json(bytes: &[u8], path: &Path) -> Result<Self, StateError> {
-        let file: File = parse_versioned(bytes, path, CHECKPOINT_VERSION, &[])?;
+        let file: File = parse_versioned(bytes, path, CHECKPOINT_VERSION, OLDER_VERSIONS)?;
         Ok(Checkpoint {
             allocations: file
                 .allocations
@@ -234,6 +245,7 @@ impl Checkpoint {
                     ip: a.ipv4,
                     pod: a.metadata.into_pod(),
                     assigned_at: from_ms(a.allocation_timestamp_ms),
+                    assigned_boot: a.allocation_boot,
                 })
                 .collect(),
             cooling: file
@@ -293,6 +305,10 @@ mod tests {
                         uid: format!("uid-{i}"),
                     },
                     assigned_at: from_ms(1_764_000_000_000 + u64::from(i)),
+                    assigned_boot: (i > 0).then_some(BootInstant {
+                        boot_id: 0x8d6f_0000_0000_4000_8000_0000_0000_0001,
+                        boottime_ns: 91_000_000_000 + u64::from(i),
+                    }),
                 })
                 .collect(),
             cooling: vec![CoolingAddress {
@@ -311,13 +327,19 @@ mod tests {
         let cp = sample(2);
         let json = cp.to_json();
         let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
-        assert_eq!(value["version"], "weft-ipam/1");
+        assert_eq!(value["version"], "weft-ipam/2");
         let a = &value["allocations"][1];
         assert_eq!(a["networkName"], "weft");
         assert_eq!(a["containerID"], "c1");
         assert_eq!(a["ifName"], "eth0");
         assert_eq!(a["ipv4"], "10.0.1.1");
         assert_eq!(a["allocationTimestampMs"], 1_764_000_000_001u64);
+        assert_eq!(
+            a["allocationBoot"]["bootId"],
+            "8d6f0000-0000-4000-8000-000000000001"
+        );
+        assert_eq!(a["allocationBoot"]["boottimeNs"], 91_000_000_001u64);
+        assert!(value["allocations"][0].get("allocationBoot").is_none());
         assert_eq!(a["metadata"]["k8sPodNamespace"], "default");
         assert_eq!(a["metadata"]["k8sPodName"], "pod-1");
         assert_eq!(a["metadata"]["k8sPodUID"], "uid-1");
@@ -332,14 +354,14 @@ mod tests {
     #[test]
     fn refuses_unknown_versions_with_a_clear_message() {
         let err = Checkpoint::from_json(
-            br#"{"version":"weft-ipam/2","allocations":[],"future":1}"#,
+            br#"{"version":"weft-ipam/3","allocations":[],"future":1}"#,
             Path::new("/s/cp.json"),
         )
         .unwrap_err();
         assert!(matches!(err, StateError::UnsupportedVersion { .. }));
         let msg = err.to_string();
         assert!(
-            msg.contains("weft-ipam/2") && msg.contains("weft-ipam/1"),
+            msg.contains("weft-ipam/3") && msg.contains("weft-ipam/2"),
             "{msg}"
         );
         let vpc_cni = br#"{"version":"vpc-cni-ipam/1","allocations":[]}"#;
@@ -366,6 +388,7 @@ mod tests {
         let json = br#"{"version":"weft-ipam/1","allocations":[{"networkName":"n","containerID":"c","ifName":"i","ipv4":"10.0.0.3","allocationTimestampMs":5,"metadata":{"k8sPodNamespace":"a","k8sPodName":"b"}}]}"#;
         let cp = Checkpoint::from_json(json, Path::new("x")).unwrap();
         assert_eq!(cp.allocations[0].pod.uid, "");
+        assert_eq!(cp.allocations[0].assigned_boot, None, "version 1");
         assert!(cp.cooling.is_empty());
         assert_eq!(cp.given_back, GivenBack::default());
         // Nothing given back: the file is what earlier versions wrote.

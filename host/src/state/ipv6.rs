@@ -5,32 +5,34 @@
 //! address of the pod's IPv4 egress when that is on):
 //!
 //! ```json
-//! {"version": "weft-ipam-ipv6/2", "prefix": "2001:db8::1:0:0:0/80", "eniId": "eni-...",
+//! {"version": "weft-ipam-ipv6/3", "prefix": "2001:db8::1:0:0:0/80", "eniId": "eni-...",
 //!  "next": "3", "ipv4Egress": "169.254.172.0/22", "nextIpv4": 2,
 //!  "allocations": [{"networkName": "weft", "containerID": "abc", "ifName": "eth0",
 //!                   "ipv6": "2001:db8::1:0:0:1", "ipv4": "169.254.172.1",
 //!                   "allocationTimestampMs": 1764000000000,
+//!                   "allocationBoot": {"bootId": "8d6f...", "boottimeNs": 91000000000},
 //!                   "metadata": {"k8sPodNamespace": "default", "k8sPodName": "web-0"}}]}
 //! ```
 //!
-//! Version 1 (before IPv4 egress) files load as version 2 files without
-//! IPv4 egress addresses.
+//! `allocationBoot` is as in the IPv4 checkpoint. Version 2 files load
+//! without it; version 1 (before IPv4 egress) files also without IPv4
+//! egress addresses.
 
 use super::atomic::write_atomic;
 use super::checkpoint::{Metadata, corrupt, from_ms, parse_versioned, to_ms};
 use super::{CommitError, StateError};
-use crate::ipam::{AssignmentKey, Ipv6Assignment, Ipv6Block, PodMeta};
+use crate::ipam::{AssignmentKey, Ipv6Assignment, Ipv6Block, Now, PodMeta};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use weft_cni::boottime::BootInstant;
 
 /// The format version this build writes and reads.
-pub const IPV6_CHECKPOINT_VERSION: &str = "weft-ipam-ipv6/2";
+pub const IPV6_CHECKPOINT_VERSION: &str = "weft-ipam-ipv6/3";
 /// The versions before, whose files this build reads too.
-const OLDER_VERSIONS: &[&str] = &["weft-ipam-ipv6/1"];
+const OLDER_VERSIONS: &[&str] = &["weft-ipam-ipv6/1", "weft-ipam-ipv6/2"];
 
 /// What the IPv6 checkpoint holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +74,8 @@ struct Allocation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ipv4: Option<Ipv4Addr>,
     allocation_timestamp_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    allocation_boot: Option<BootInstant>,
     metadata: Metadata,
 }
 
@@ -106,6 +110,7 @@ impl Ipv6Checkpoint {
                     ipv6: a.ip,
                     ipv4: a.ipv4,
                     allocation_timestamp_ms: to_ms(a.assigned_at),
+                    allocation_boot: a.assigned_boot,
                     metadata: Metadata::of(&a.pod),
                 })
                 .collect(),
@@ -140,6 +145,7 @@ impl Ipv6Checkpoint {
                     ipv4: a.ipv4,
                     pod: a.metadata.into_pod(),
                     assigned_at: from_ms(a.allocation_timestamp_ms),
+                    assigned_boot: a.allocation_boot,
                 })
                 .collect(),
         })
@@ -187,7 +193,7 @@ impl DurableIpv6Block {
         &mut self,
         key: AssignmentKey,
         pod: PodMeta,
-        now: SystemTime,
+        now: Now,
     ) -> Result<(Ipv6Assignment, bool), CommitError> {
         if let Some(held) = self.block.assignment(&key) {
             return Ok((held.clone(), false));
@@ -236,7 +242,11 @@ mod tests {
             name: "web-0".into(),
             uid: "u1".into(),
         };
-        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_764_000_000_000);
+        let now = Now {
+            wall: std::time::SystemTime::UNIX_EPOCH
+                + std::time::Duration::from_millis(1_764_000_000_000),
+            ..Now::system()
+        };
         let (a, fresh) = store.assign(key("a"), pod.clone(), now).unwrap();
         assert!(fresh);
         let a = a.ip;
@@ -252,8 +262,9 @@ mod tests {
         );
         let value: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(value["version"], "weft-ipam-ipv6/2");
+        assert_eq!(value["version"], "weft-ipam-ipv6/3");
         assert_eq!(value["allocations"][0]["ipv6"], "2001:db8::1:0:0:1");
+        assert!(value["allocations"][0]["allocationBoot"]["boottimeNs"].is_u64());
         assert_eq!(value["allocations"][0]["ipv4"], "169.254.172.1");
         assert_eq!(
             (&value["ipv4Egress"], &value["nextIpv4"]),
@@ -277,7 +288,7 @@ mod tests {
         std::fs::create_dir(&path).unwrap();
         assert!(
             store
-                .assign(key("a"), PodMeta::default(), SystemTime::UNIX_EPOCH)
+                .assign(key("a"), PodMeta::default(), Now::system())
                 .is_err()
         );
         assert_eq!(store.block().assignments().count(), 0);

@@ -206,6 +206,7 @@ impl Datastore {
                 ip,
                 pod,
                 assigned_at: now.wall,
+                assigned_boot: now.boot,
             },
         );
         self.churn.entry(group.clone()).or_default().add(now.mono);
