@@ -266,8 +266,9 @@ pub fn decide(s: &Settings, state: &PoolState) -> PoolDecision {
     // take the addresses again.
     let history = &state.activity.history;
     let busy = busy(s, history);
-    if state.activity.adds_last_minute >= busy
-        || expected_burst(history, busy, 2 * s.lead_minutes + 1).is_some()
+    let arriving = history.iter().take(2).any(|m| m.adds >= busy)
+        || state.activity.adds_last_minute >= busy;
+    if arriving || expected_burst(history, busy, 2 * s.lead_minutes + 1).is_some()
     {
         return PoolDecision {
             reason: format!("{reason}: a burst is arriving or due, nothing given back"),
@@ -358,7 +359,7 @@ fn shrink(state: &PoolState, mut surplus: u32, quiet: bool, why: &str) -> PoolDe
         if !unused || eni.prefixes > 0 {
             continue;
         }
-        if eni.ips > 0 && surplus > 0 {
+        if unused && eni.ips > 0 && surplus > 0 {
             let n = eni.ips.min(surplus);
             decision.changes.push(EniChange {
                 eni_id: eni.id.clone(),

@@ -110,12 +110,12 @@ fn finds_bursts_and_when_the_next_is_due() {
             Burst {
                 start: 15,
                 end: 15,
-                peak: 40
+                size: 40
             },
             Burst {
                 start: 30,
                 end: 29,
-                peak: 35
+                size: 42
             }
         ]
     );
