@@ -266,10 +266,9 @@ pub fn decide(s: &Settings, state: &PoolState) -> PoolDecision {
     // take the addresses again.
     let history = &state.activity.history;
     let busy = busy(s, history);
-    let arriving = history.iter().take(2).any(|m| m.adds >= busy)
-        || state.activity.adds_last_minute >= busy;
-    if arriving || expected_burst(history, busy, 2 * s.lead_minutes + 1).is_some()
-    {
+    let arriving =
+        history.iter().take(2).any(|m| m.adds >= busy) || state.activity.adds_last_minute >= busy;
+    if arriving || expected_burst(history, busy, 2 * s.lead_minutes + 1).is_some() {
         return PoolDecision {
             reason: format!("{reason}: a burst is arriving or due, nothing given back"),
             ..PoolDecision::default()
