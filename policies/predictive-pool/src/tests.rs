@@ -284,3 +284,36 @@ fn expects_at_most_an_enis_worth_from_the_last_minutes() {
     );
     assert!(d.reason.starts_with("8 short"), "{}", d.reason);
 }
+
+/// A CronJob starting 12 pods every minute: between runs its addresses
+/// look spare (free or cooling), but the next run takes them again, so
+/// nothing goes back; and a usual minute of 12 is no burst.
+#[test]
+fn keeps_what_a_usual_minute_takes_between_runs() {
+    let s = Settings::default();
+    let mut h = vec![
+        Minute {
+            adds: 12,
+            removes: 12
+        };
+        10
+    ];
+    h[0].removes = 9;
+    let enis = vec![
+        eni(0, 14, 6, 4, 3000),
+        eni(1, 14, 0, 2, 3000),
+        eni(2, 2, 0, 0, 3000),
+    ];
+    let d = decide(&s, &state(enis, 0, h.clone(), Some(40)));
+    assert!(d.is_noop(), "{d:?}");
+    assert!(d.reason.contains("12 ADDs a usual minute"), "{}", d.reason);
+    // During a run: 12 more assigned, 2 cooling; free and cooling cover
+    // the next minute's 12 with 2 to spare: no call.
+    let enis = vec![
+        eni(0, 14, 14, 0, 3000),
+        eni(1, 14, 4, 2, 3000),
+        eni(2, 2, 0, 0, 3000),
+    ];
+    let d = decide(&s, &state(enis, 0, h, Some(2)));
+    assert!(d.is_noop(), "{d:?}");
+}
