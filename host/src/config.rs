@@ -439,7 +439,8 @@ impl AgentConfig {
     }
 
     /// Parses and validates a configuration document.
-    pub fn parse(text: &str) -> std::result::Result<Self, ConfigError> {
+    #[cfg(test)]
+    pub(crate) fn parse(text: &str) -> std::result::Result<Self, ConfigError> {
         Self::parse_with_env(text, &|_| None, &[]).map(|(config, _)| config)
     }
 
@@ -458,7 +459,8 @@ impl AgentConfig {
     }
 
     /// The embedded default: the simulator, state and socket under `dir`.
-    pub fn simulated(dir: &Path) -> Self {
+    #[cfg(test)]
+    pub(crate) fn simulated(dir: &Path) -> Self {
         AgentConfig {
             agent: AgentSection {
                 socket: dir.join("weftd.sock"),
@@ -531,7 +533,7 @@ impl AgentConfig {
 
 impl SimSection {
     /// The subnets' CIDRs (unparsable ones are refused by the simulator's build).
-    pub fn subnet_nets(&self) -> Vec<ipnet::Ipv4Net> {
+    pub(crate) fn subnet_nets(&self) -> Vec<ipnet::Ipv4Net> {
         self.subnets.iter().filter_map(|c| c.parse().ok()).collect()
     }
 
@@ -581,7 +583,7 @@ impl SimSection {
 
 impl Ec2Section {
     /// The EC2 client's configuration.
-    pub fn ec2_config(&self) -> Ec2Config {
+    pub(crate) fn ec2_config(&self) -> Ec2Config {
         let mut config = Ec2Config::new(&self.cluster_name);
         config.region = self.region.clone();
         config.endpoint_url = self.endpoint_url.clone();

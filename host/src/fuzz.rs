@@ -10,7 +10,7 @@ use weft_policy_sdk::{Tag, pool, subnet};
 
 /// A checkpoint file as the agent reads it at start: whatever loads must
 /// save and load again unchanged (nothing is lost by a restart).
-pub fn checkpoint(bytes: &[u8]) {
+pub(crate) fn checkpoint(bytes: &[u8]) {
     let path = Path::new("fuzz-checkpoint.json");
     let Ok(checkpoint) = Checkpoint::from_json(bytes, path) else {
         return;
@@ -23,7 +23,7 @@ pub fn checkpoint(bytes: &[u8]) {
 /// A journal file as the agent opens it at start (in `dir`, a tmpfs
 /// directory): whatever opens must open again with the same pending
 /// operations (compaction loses nothing).
-pub fn journal(bytes: &[u8], dir: &Path) {
+pub(crate) fn journal(bytes: &[u8], dir: &Path) {
     let path = dir.join("journal");
     if std::fs::write(&path, bytes).is_err() {
         return;
@@ -40,7 +40,7 @@ pub fn journal(bytes: &[u8], dir: &Path) {
 /// Policy outputs decoded from `data` (see [`Input`]) against the host's
 /// validation: a pool decision against a pool state, a security-group list
 /// against an allowlist, a subnet choice against candidates.
-pub fn policy_output(data: &[u8]) {
+pub(crate) fn policy_output(data: &[u8]) {
     let mut input = Input(data);
     let state = input.pool_state();
     let decision = input.pool_decision();

@@ -15,7 +15,7 @@ impl MacAddr {
     /// A random unicast, locally administered address (as the kernel would
     /// pick for a new veth), so the plumbing knows both MACs of a veth pair
     /// without reading them back.
-    pub fn random_local() -> Self {
+    pub(crate) fn random_local() -> Self {
         let mut bytes: [u8; 6] = rand::random();
         bytes[0] = (bytes[0] & 0xfe) | 0x02;
         Self(bytes)
@@ -23,7 +23,7 @@ impl MacAddr {
 
     /// The address in a netlink `IFLA_ADDRESS`/`NDA_LLADDR` attribute, if it
     /// is an Ethernet address.
-    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+    pub(crate) fn from_slice(bytes: &[u8]) -> Option<Self> {
         <[u8; 6]>::try_from(bytes).ok().map(Self)
     }
 }

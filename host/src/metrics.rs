@@ -237,7 +237,7 @@ impl Metrics {
     }
 
     /// Counts one policy decision.
-    pub fn policy(&self, policy: &str, decision: &str, outcome: &str) {
+    pub(crate) fn policy(&self, policy: &str, decision: &str, outcome: &str) {
         self.policy_decisions
             .get_or_create(&PolicyLabels {
                 policy: policy.to_owned(),
@@ -248,7 +248,12 @@ impl Metrics {
     }
 
     /// Records how long one policy decision took.
-    pub fn policy_latency(&self, policy: &str, decision: &str, elapsed: std::time::Duration) {
+    pub(crate) fn policy_latency(
+        &self,
+        policy: &str,
+        decision: &str,
+        elapsed: std::time::Duration,
+    ) {
         self.policy_latency
             .get_or_create(&PolicyLatencyLabels {
                 policy: policy.to_owned(),
@@ -258,7 +263,7 @@ impl Metrics {
     }
 
     /// Counts one decision where shadow `policy` of `role` disagreed.
-    pub fn shadow_disagreement(&self, role: &str, policy: &str) {
+    pub(crate) fn shadow_disagreement(&self, role: &str, policy: &str) {
         self.shadow_disagreements
             .get_or_create(&ShadowLabels {
                 role: role.to_owned(),
@@ -268,7 +273,7 @@ impl Metrics {
     }
 
     /// Counts one change (or refused change) of the policy directory.
-    pub fn policy_reload(&self, role: &str, outcome: &str) {
+    pub(crate) fn policy_reload(&self, role: &str, outcome: &str) {
         self.policy_reloads
             .get_or_create(&ReloadLabels {
                 role: role.to_owned(),
@@ -278,7 +283,7 @@ impl Metrics {
     }
 
     /// Counts one cloud call.
-    pub fn cloud(&self, api: &str, outcome: &str) {
+    pub(crate) fn cloud(&self, api: &str, outcome: &str) {
         self.cloud_calls
             .get_or_create(&CloudLabels {
                 api: api.to_owned(),
@@ -288,7 +293,7 @@ impl Metrics {
     }
 
     /// Counts one pool-service event.
-    pub fn pool(&self, event: &str, outcome: &str) {
+    pub(crate) fn pool(&self, event: &str, outcome: &str) {
         self.pool_events
             .get_or_create(&PoolLabels {
                 event: event.to_owned(),
@@ -298,7 +303,7 @@ impl Metrics {
     }
 
     /// Records one CNI request and how long the agent took to answer it.
-    pub fn cni(&self, command: &str, outcome: &str, elapsed: std::time::Duration) {
+    pub(crate) fn cni(&self, command: &str, outcome: &str, elapsed: std::time::Duration) {
         self.cni_requests
             .get_or_create(&CniLabels {
                 command: command.to_owned(),
@@ -309,7 +314,7 @@ impl Metrics {
 
     /// Sets the pool gauges from the pool as the pool-sizing policy sees
     /// it, one state per group; groups that went away disappear.
-    pub fn observe_pool(&self, groups: &[weft_policy_sdk::pool::PoolState]) {
+    pub(crate) fn observe_pool(&self, groups: &[weft_policy_sdk::pool::PoolState]) {
         self.enis.clear();
         self.addresses.clear();
         self.pending_adds.clear();

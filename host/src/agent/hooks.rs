@@ -20,7 +20,7 @@ const READY_POLL_MAX: Duration = Duration::from_millis(200);
 
 /// [`EniHooks`] that give each secondary ENI its link settings, route table
 /// and rule through [`Plumbing`].
-pub struct PlumbingHooks {
+pub(crate) struct PlumbingHooks {
     plumbing: Arc<Plumbing>,
     cloud: Arc<dyn Cloud>,
     mtu: u32,
@@ -36,7 +36,7 @@ impl PlumbingHooks {
     /// `cloud` (asked once per unknown subnet); a new ENI's device must
     /// appear within `ready_timeout`; the node's metadata from `kubernetes`
     /// when there is an API server.
-    pub fn new(
+    pub(crate) fn new(
         plumbing: Arc<Plumbing>,
         cloud: Arc<dyn Cloud>,
         mtu: u32,

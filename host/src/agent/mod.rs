@@ -38,7 +38,7 @@ use tokio::task::JoinSet;
 use weft_cni::spool::DelSpool;
 
 pub use egress::EgressRules;
-pub use hooks::PlumbingHooks;
+pub(crate) use hooks::PlumbingHooks;
 
 /// A running agent.
 pub struct Agent {
@@ -213,11 +213,6 @@ impl Agent {
             );
         }
         Ok(())
-    }
-
-    /// The pool service.
-    pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
     }
 
     /// The metrics text, with the pool gauges read now.

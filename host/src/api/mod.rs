@@ -29,4 +29,4 @@ pub use routes::{
 };
 pub use server::{ApiConfig, ApiServer};
 pub use socket::{SocketError, SocketFile};
-pub use tcp::TcpEndpoint;
+pub(crate) use tcp::TcpEndpoint;

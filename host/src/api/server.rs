@@ -8,7 +8,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixListener;
@@ -76,11 +76,6 @@ impl ApiServer {
             router,
             config,
         })
-    }
-
-    /// The socket's path.
-    pub fn path(&self) -> &Path {
-        &self.socket.path
     }
 
     /// Serves until `shutdown` completes, then stops accepting, removes the

@@ -60,7 +60,7 @@ impl SocketFile {
     /// directory (`<path>.<pid>.d`, mode 0700), restricted to 0600 there,
     /// then renamed into place: whatever the umask, nobody else can reach
     /// it before it is 0600 (the parent may be a shared directory).
-    pub fn bind(path: &Path) -> Result<(UnixListener, SocketFile), SocketError> {
+    pub(crate) fn bind(path: &Path) -> Result<(UnixListener, SocketFile), SocketError> {
         let staging = PathBuf::from(format!("{}.{}.d", path.display(), std::process::id()));
         let tmp = staging.join("s");
         if tmp.as_os_str().len() > MAX_PATH {
@@ -104,7 +104,7 @@ impl SocketFile {
     }
 
     /// Removes the socket file if it is still the one this agent bound.
-    pub fn remove(&self) {
+    pub(crate) fn remove(&self) {
         let ours =
             std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.dev_ino);
         if ours {

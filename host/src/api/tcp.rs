@@ -7,14 +7,17 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 /// A TCP endpoint, bound and ready to serve.
-pub struct TcpEndpoint {
+pub(crate) struct TcpEndpoint {
     listener: tokio::net::TcpListener,
     router: Router,
 }
 
 impl TcpEndpoint {
     /// Binds `address` (at start, so a port in use fails the start).
-    pub async fn bind(address: SocketAddr, router: Router) -> Result<TcpEndpoint, SocketError> {
+    pub(crate) async fn bind(
+        address: SocketAddr,
+        router: Router,
+    ) -> Result<TcpEndpoint, SocketError> {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .map_err(|source| SocketError::Io {
@@ -27,12 +30,12 @@ impl TcpEndpoint {
     }
 
     /// The bound address (the port, when 0 was asked for).
-    pub fn local_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.local_addr().ok()
     }
 
     /// Serves until `shutdown` completes.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+    pub(crate) async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let address = self.local_addr();
         if let Err(error) = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)

@@ -35,7 +35,7 @@ pub enum Ec2Action {
 
 impl Ec2Action {
     /// Every action.
-    pub const ALL: [Ec2Action; 13] = [
+    pub(crate) const ALL: [Ec2Action; 13] = [
         Ec2Action::DescribeInstances,
         Ec2Action::DescribeInstanceTypes,
         Ec2Action::DescribeNetworkInterfaces,
@@ -52,12 +52,12 @@ impl Ec2Action {
     ];
 
     /// The action named `name` as EC2 spells it.
-    pub fn from_name(name: &str) -> Option<Ec2Action> {
+    pub(crate) fn from_name(name: &str) -> Option<Ec2Action> {
         Ec2Action::ALL.into_iter().find(|api| api.name() == name)
     }
 
     /// The action name as EC2 spells it.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Ec2Action::DescribeInstances => "DescribeInstances",
             Ec2Action::DescribeInstanceTypes => "DescribeInstanceTypes",
@@ -76,7 +76,7 @@ impl Ec2Action {
     }
 
     /// The token bucket EC2 charges this action to.
-    pub fn class(self) -> ActionClass {
+    pub(crate) fn class(self) -> ActionClass {
         match self {
             Ec2Action::DescribeInstances
             | Ec2Action::DescribeInstanceTypes

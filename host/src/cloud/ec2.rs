@@ -54,7 +54,7 @@ use tokio::sync::{Mutex, OnceCell};
 /// `Describe*` and 0.05 of every other class per second). A cluster of
 /// another size sets `rate-share-nodes` to its node count (a node alone in
 /// its account: 1).
-pub const DEFAULT_RATE_SHARE_NODES: u32 = 100;
+pub(crate) const DEFAULT_RATE_SHARE_NODES: u32 = 100;
 
 /// Configuration of [`Ec2Cloud`].
 #[derive(Debug, Clone)]
@@ -134,7 +134,7 @@ where
 impl Ec2Cloud {
     /// Loads the standard AWS configuration (credentials, region, endpoint overrides) and builds
     /// the client. Does no EC2 call yet.
-    pub async fn new(config: Ec2Config, metrics: Arc<Metrics>) -> Self {
+    pub(crate) async fn new(config: Ec2Config, metrics: Arc<Metrics>) -> Self {
         let mut loader =
             aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::disabled());
         if let Some(region) = &config.region {

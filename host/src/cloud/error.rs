@@ -149,7 +149,7 @@ impl CloudError {
     }
 
     /// The outcome label of the `cloud_calls` metric.
-    pub fn outcome(&self) -> &'static str {
+    pub(crate) fn outcome(&self) -> &'static str {
         match self {
             CloudError::Throttled { .. } => "throttled",
             CloudError::LimitExceeded { .. }

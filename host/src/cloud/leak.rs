@@ -9,7 +9,7 @@ use super::types::{Eni, EniStatus, TAG_CLUSTER, TAG_CREATED_AT};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Default minimum age of a leaked ENI.
-pub const DEFAULT_MIN_AGE: Duration = Duration::from_secs(5 * 60);
+pub(crate) const DEFAULT_MIN_AGE: Duration = Duration::from_secs(5 * 60);
 
 /// The value of the creation-time tag for `time`.
 pub fn created_at_tag(time: SystemTime) -> String {
@@ -20,7 +20,7 @@ pub fn created_at_tag(time: SystemTime) -> String {
 }
 
 /// Whether `eni` is a leaked ENI of `cluster` at `now`.
-pub fn is_leaked(eni: &Eni, cluster: &str, now: SystemTime, min_age: Duration) -> bool {
+pub(crate) fn is_leaked(eni: &Eni, cluster: &str, now: SystemTime, min_age: Duration) -> bool {
     if eni.status != EniStatus::Available || eni.attachment.is_some() {
         return false;
     }

@@ -8,7 +8,7 @@
 //!   seed, with injectable latency, throttling and failures.
 
 mod action;
-pub mod ec2;
+pub(crate) mod ec2;
 mod error;
 pub mod leak;
 mod ratelimit;

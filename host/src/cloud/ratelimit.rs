@@ -45,7 +45,7 @@ impl Default for ManualClock {
 
 impl ManualClock {
     /// Moves the clock forward.
-    pub fn advance(&self, by: Duration) {
+    pub(crate) fn advance(&self, by: Duration) {
         *self.elapsed.lock().unwrap_or_else(PoisonError::into_inner) += by;
     }
 }
@@ -220,7 +220,7 @@ impl RateLimiter {
     }
 
     /// Takes a token of `class` now, or says how long until one is available.
-    pub fn try_acquire(&self, class: ActionClass) -> Result<(), Duration> {
+    pub(crate) fn try_acquire(&self, class: ActionClass) -> Result<(), Duration> {
         let now = self.clock.now();
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         match buckets.get_mut(&class) {
@@ -230,7 +230,7 @@ impl RateLimiter {
     }
 
     /// Waits (on the tokio timer) until a token of `class` is available and takes it.
-    pub async fn acquire(&self, class: ActionClass) {
+    pub(crate) async fn acquire(&self, class: ActionClass) {
         while let Err(wait) = self.try_acquire(class) {
             tokio::time::sleep(wait).await;
         }

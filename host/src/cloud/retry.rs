@@ -25,14 +25,14 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// Whether another attempt may follow attempt number `attempt` (0-based).
-    pub fn may_retry(&self, attempt: u32) -> bool {
+    pub(crate) fn may_retry(&self, attempt: u32) -> bool {
         attempt.saturating_add(1) < self.max_attempts
     }
 
     /// The pause after failed attempt number `attempt` (0-based): "equal jitter", i.e. half of
     /// `min(max_backoff, base * 2^attempt)` plus `jitter` (in `[0, 1]`) times the other half,
     /// so retries of many nodes spread out but never hammer immediately.
-    pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
         let exp = self
             .base
             .saturating_mul(2u32.saturating_pow(attempt.min(31)))
@@ -42,7 +42,7 @@ impl RetryPolicy {
     }
 
     /// [`RetryPolicy::backoff`] with random jitter.
-    pub fn random_backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn random_backoff(&self, attempt: u32) -> Duration {
         self.backoff(attempt, rand::random::<f64>())
     }
 }

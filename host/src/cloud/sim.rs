@@ -58,7 +58,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// A subnet of the simulated VPC.
 #[derive(Debug, Clone)]
-pub struct SubnetSpec {
+pub(crate) struct SubnetSpec {
     /// IPv4 CIDR, e.g. `10.0.0.0/24`.
     pub cidr: String,
     /// Availability zone; the node's zone when `None`.
@@ -133,14 +133,14 @@ impl SimBuilder {
     }
 
     /// Cluster name put in the `weft.io/cluster` tag (default `weft-sim`).
-    pub fn cluster_name(mut self, cluster: impl Into<String>) -> Self {
+    pub(crate) fn cluster_name(mut self, cluster: impl Into<String>) -> Self {
         self.cluster = cluster.into();
         self
     }
 
     /// The zone of subnets added without one (default `us-east-1a`); the node's zone is its
     /// subnet's (the first subnet's).
-    pub fn availability_zone(mut self, zone: impl Into<String>) -> Self {
+    pub(crate) fn availability_zone(mut self, zone: impl Into<String>) -> Self {
         self.availability_zone = zone.into();
         self
     }
@@ -155,7 +155,7 @@ impl SimBuilder {
     }
 
     /// Adds a subnet.
-    pub fn subnet_with(mut self, spec: SubnetSpec) -> Self {
+    pub(crate) fn subnet_with(mut self, spec: SubnetSpec) -> Self {
         self.subnets.push(spec);
         self
     }
@@ -181,7 +181,7 @@ impl SimBuilder {
 
     /// Throttles calls with EC2-like token buckets: a call finding its bucket empty fails with
     /// [`CloudError::Throttled`].
-    pub fn throttle(mut self, limits: RateLimits) -> Self {
+    pub(crate) fn throttle(mut self, limits: RateLimits) -> Self {
         self.throttle = Some(Throttle::Own(limits));
         self
     }
@@ -211,13 +211,13 @@ impl SimBuilder {
     /// The simulator's clock: it refills the throttling buckets and ages ENIs (default the
     /// system clock). With a [`ManualClock`](crate::cloud::ManualClock) and a fixed
     /// [`start_time`](Self::start_time) the simulator is fully deterministic.
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
     }
 
     /// The wall-clock time at build (default now); later times follow [`clock`](Self::clock).
-    pub fn start_time(mut self, time: SystemTime) -> Self {
+    pub(crate) fn start_time(mut self, time: SystemTime) -> Self {
         self.start_time = Some(time);
         self
     }
@@ -660,7 +660,8 @@ impl SimCloud {
     }
 
     /// Test hook: every secondary IP ever handed out (ENI primaries included), in order.
-    pub fn handed_out_ips(&self) -> Vec<Ipv4Addr> {
+    #[cfg(test)]
+    pub(crate) fn handed_out_ips(&self) -> Vec<Ipv4Addr> {
         self.lock().handed_out_ips.clone()
     }
 
@@ -675,7 +676,8 @@ impl SimCloud {
     }
 
     /// Test hook: every address held by any ENI (prefixes expanded); duplicates would be a bug.
-    pub fn held_addresses(&self) -> Vec<Ipv4Addr> {
+    #[cfg(test)]
+    pub(crate) fn held_addresses(&self) -> Vec<Ipv4Addr> {
         self.lock().held_addresses()
     }
 

@@ -11,12 +11,12 @@ pub const TAG_INSTANCE_ID: &str = "weft.io/instance-id";
 /// Tag holding the ENI's creation time, in seconds since the Unix epoch.
 pub const TAG_CREATED_AT: &str = "weft.io/created-at";
 /// Tag holding the idempotency token of the create call (finds an ENI whose answer was lost).
-pub const TAG_CREATE_TOKEN: &str = "weft.io/create-token";
+pub(crate) const TAG_CREATE_TOKEN: &str = "weft.io/create-token";
 
 /// Addresses per /28 prefix.
-pub const PREFIX_ADDRESSES: u32 = 16;
+pub(crate) const PREFIX_ADDRESSES: u32 = 16;
 
-pub use crate::mac::{InvalidMac, MacAddr};
+pub(crate) use crate::mac::MacAddr;
 
 /// Who and where this node is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,7 +57,7 @@ pub struct InstanceLimits {
 
 impl InstanceLimits {
     /// Secondary IPs plus prefixes one ENI can hold.
-    pub fn slots_per_eni(&self) -> u32 {
+    pub(crate) fn slots_per_eni(&self) -> u32 {
         self.ipv4_per_eni.saturating_sub(1)
     }
 
@@ -97,7 +97,7 @@ pub enum EniStatus {
 
 impl EniStatus {
     /// Parses EC2's status string.
-    pub fn parse(status: &str) -> Self {
+    pub(crate) fn parse(status: &str) -> Self {
         match status {
             "available" => EniStatus::Available,
             "attaching" => EniStatus::Attaching,
@@ -140,7 +140,7 @@ pub enum InterfaceType {
 
 impl InterfaceType {
     /// Parses EC2's `InterfaceType`.
-    pub fn parse(value: &str) -> Self {
+    pub(crate) fn parse(value: &str) -> Self {
         match value {
             "interface" | "" => InterfaceType::Interface,
             "efa" => InterfaceType::Efa,
@@ -181,12 +181,12 @@ pub struct Eni {
 
 impl Eni {
     /// Whether the ENI has a private IPv4 address at all.
-    pub fn has_ipv4(&self) -> bool {
+    pub(crate) fn has_ipv4(&self) -> bool {
         !self.primary_ip.is_unspecified()
     }
 
     /// Network card of the attachment, when attached.
-    pub fn network_card(&self) -> Option<u32> {
+    pub(crate) fn network_card(&self) -> Option<u32> {
         self.attachment.as_ref().map(|a| a.network_card_index)
     }
 
@@ -196,7 +196,7 @@ impl Eni {
     }
 
     /// Secondary IPs plus prefixes: the slots counted against the per-ENI limit.
-    pub fn used_slots(&self) -> u32 {
+    pub(crate) fn used_slots(&self) -> u32 {
         u32::try_from(self.secondary_ips.len() + self.prefixes.len()).unwrap_or(u32::MAX)
     }
 }
@@ -216,7 +216,7 @@ pub struct Subnet {
 
 impl Subnet {
     /// The subnet as the subnet-selection policy sees it.
-    pub fn as_candidate(&self) -> weft_policy_sdk::subnet::Candidate {
+    pub(crate) fn as_candidate(&self) -> weft_policy_sdk::subnet::Candidate {
         weft_policy_sdk::subnet::Candidate {
             id: self.id.clone(),
             availability_zone: self.availability_zone.clone(),
@@ -242,7 +242,7 @@ pub enum AddressRequest {
 
 impl AddressRequest {
     /// Slots against the per-ENI limit.
-    pub fn slots(self) -> u32 {
+    pub(crate) fn slots(self) -> u32 {
         match self {
             AddressRequest::Ips(n) | AddressRequest::Prefixes(n) => n,
         }

@@ -61,7 +61,7 @@ fn builtin_of(path: &[&str]) -> Option<(&'static str, &'static str)> {
 
 /// The label VPC CNI's custom networking reads when `ENI_CONFIG_LABEL_DEF`
 /// is unset.
-pub const DEFAULT_ENI_CONFIG_LABEL: &str = "k8s.amazonaws.com/eniConfig";
+pub(crate) const DEFAULT_ENI_CONFIG_LABEL: &str = "k8s.amazonaws.com/eniConfig";
 
 /// Every mapped variable and the keys it sets. The README's migration
 /// table is this table.
@@ -374,7 +374,7 @@ fn set(doc: &mut Value, path: &[&str], value: Value) -> Option<()> {
 }
 
 /// Applies the VPC CNI variables `get` finds to the configuration document.
-pub fn apply(
+pub(crate) fn apply(
     doc: &mut Value,
     get: &dyn Fn(&str) -> Option<String>,
     set_vars: &[String],

@@ -13,9 +13,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// The plugin binary's name.
-pub const PLUGIN: &str = "weft";
+pub(crate) const PLUGIN: &str = "weft";
 /// The reference port-mapping plugin chained after `weft`.
-pub const PORTMAP: &str = "portmap";
+pub(crate) const PORTMAP: &str = "portmap";
 
 /// An installation step failed.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +137,7 @@ pub fn conflist(cni: &CniSection, socket: &Path) -> serde_json::Value {
 }
 
 /// Writes the conflist into the conf dir atomically; returns its path.
-pub fn write_conflist(cni: &CniSection, socket: &Path) -> Result<PathBuf, InstallError> {
+pub(crate) fn write_conflist(cni: &CniSection, socket: &Path) -> Result<PathBuf, InstallError> {
     let path = cni.conf_dir.join(&cni.conflist);
     let mut text = serde_json::to_string_pretty(&conflist(cni, socket))
         .expect("a JSON value always serialises");

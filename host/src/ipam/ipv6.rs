@@ -135,7 +135,7 @@ pub struct Ipv6Block {
 
 impl Ipv6Block {
     /// An empty block over `prefix` of ENI `eni_id`, without IPv4 egress.
-    pub fn new(prefix: Ipv6Net, eni_id: impl Into<String>) -> Self {
+    pub(crate) fn new(prefix: Ipv6Net, eni_id: impl Into<String>) -> Self {
         let prefix = prefix.trunc();
         let size = 1u128.checked_shl(128 - u32::from(prefix.prefix_len()));
         Ipv6Block {
@@ -149,7 +149,7 @@ impl Ipv6Block {
 
     /// The block with IPv4 egress: every new assignment also gets an
     /// address of `cidr`, from offset `next` on.
-    pub fn with_ipv4_egress(self, cidr: Ipv4Net, next: u32) -> Self {
+    pub(crate) fn with_ipv4_egress(self, cidr: Ipv4Net, next: u32) -> Self {
         Ipv6Block {
             ipv4_egress: Some(Ipv4Egress::new(cidr, next)),
             ..self
@@ -162,7 +162,7 @@ impl Ipv6Block {
     /// address twice are returned apart, to be reported as dropped; so are
     /// IPv4 egress addresses outside the range (or held twice, or with
     /// IPv4 egress off), whose assignments are kept without them.
-    pub fn restore(
+    pub(crate) fn restore(
         mut block: Ipv6Block,
         next: u128,
         assignments: Vec<Ipv6Assignment>,
@@ -207,23 +207,23 @@ impl Ipv6Block {
     }
 
     /// The prefix.
-    pub fn prefix(&self) -> Ipv6Net {
+    pub(crate) fn prefix(&self) -> Ipv6Net {
         self.prefix
     }
 
     /// The ENI the prefix is delegated to.
-    pub fn eni_id(&self) -> &str {
+    pub(crate) fn eni_id(&self) -> &str {
         &self.eni_id
     }
 
     /// The cursor (for the checkpoint).
-    pub fn next(&self) -> u128 {
+    pub(crate) fn next(&self) -> u128 {
         self.cursor.next
     }
 
     /// The IPv4 egress range and its cursor (for the checkpoint); `None`
     /// when IPv4 egress is off.
-    pub fn ipv4_egress(&self) -> Option<(Ipv4Net, u32)> {
+    pub(crate) fn ipv4_egress(&self) -> Option<(Ipv4Net, u32)> {
         self.ipv4_egress.map(|e| {
             let next = u32::try_from(e.cursor.next).expect("an IPv4 offset fits 32 bits");
             (e.cidr, next)
@@ -231,12 +231,12 @@ impl Ipv6Block {
     }
 
     /// Every assignment, by key.
-    pub fn assignments(&self) -> impl Iterator<Item = &Ipv6Assignment> {
+    pub(crate) fn assignments(&self) -> impl Iterator<Item = &Ipv6Assignment> {
         self.assignments.values()
     }
 
     /// What `key` holds.
-    pub fn assignment(&self, key: &AssignmentKey) -> Option<&Ipv6Assignment> {
+    pub(crate) fn assignment(&self, key: &AssignmentKey) -> Option<&Ipv6Assignment> {
         self.assignments.get(key)
     }
 
@@ -244,7 +244,7 @@ impl Ipv6Block {
     /// on); a key that holds one keeps it (a repeated ADD). Returns the
     /// assignment and whether it is new. Refused, changing nothing, when
     /// the IPv4 egress range is used up.
-    pub fn assign(
+    pub(crate) fn assign(
         &mut self,
         key: AssignmentKey,
         pod: PodMeta,
@@ -292,7 +292,7 @@ impl Ipv6Block {
     }
 
     /// Releases what `key` holds; `None` for a key that holds nothing.
-    pub fn release(&mut self, key: &AssignmentKey) -> Option<Ipv6Assignment> {
+    pub(crate) fn release(&mut self, key: &AssignmentKey) -> Option<Ipv6Assignment> {
         self.assignments.remove(key)
     }
 }

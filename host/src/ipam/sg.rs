@@ -24,13 +24,8 @@ impl SgSet {
     }
 
     /// The ids, sorted.
-    pub fn ids(&self) -> &[String] {
+    pub(crate) fn ids(&self) -> &[String] {
         &self.0
-    }
-
-    /// Whether the set has no member.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -79,7 +74,7 @@ mod tests {
 
     #[test]
     fn empty_displays_brackets() {
-        assert!(SgSet::new(Vec::<String>::new()).is_empty());
+        assert!(SgSet::new(Vec::<String>::new()).ids().is_empty());
         assert_eq!(SgSet::new(Vec::<String>::new()).to_string(), "[]");
     }
 }

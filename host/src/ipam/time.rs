@@ -35,7 +35,7 @@ impl Now {
 
     /// Wall-clock time elapsed since `then`; zero if `then` is in the future
     /// (a clock step backwards).
-    pub fn wall_since(&self, then: SystemTime) -> Duration {
+    pub(crate) fn wall_since(&self, then: SystemTime) -> Duration {
         self.wall.duration_since(then).unwrap_or(Duration::ZERO)
     }
 }

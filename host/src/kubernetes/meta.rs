@@ -7,7 +7,7 @@ use weft_policy_sdk::{Tag, subnet};
 
 /// A pod's metadata as the security-groups policy sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PodMetadata {
+pub(crate) struct PodMetadata {
     /// `metadata.uid`.
     pub uid: String,
     /// `metadata.labels`, sorted by key.
@@ -27,7 +27,7 @@ fn tags(map: Option<&BTreeMap<String, String>>) -> Vec<Tag> {
 
 impl PodMetadata {
     /// The metadata of `pod`.
-    pub fn of(pod: &Pod) -> PodMetadata {
+    pub(crate) fn of(pod: &Pod) -> PodMetadata {
         PodMetadata {
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             labels: tags(pod.metadata.labels.as_ref()),

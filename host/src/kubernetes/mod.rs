@@ -17,7 +17,7 @@
 
 mod meta;
 
-pub use meta::PodMetadata;
+pub(crate) use meta::PodMetadata;
 
 use crate::config::{ApiMode, KubernetesSection};
 use futures::StreamExt;
@@ -33,7 +33,7 @@ use weft_policy_sdk::subnet;
 
 /// The annotation the VPC CNI writes with `ANNOTATE_POD_IP`; Weft writes the
 /// same, so controllers that read it keep working.
-pub const POD_IPS_ANNOTATION: &str = "vpc.amazonaws.com/pod-ips";
+pub(crate) const POD_IPS_ANNOTATION: &str = "vpc.amazonaws.com/pod-ips";
 
 /// The Kubernetes API could not be configured.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +62,7 @@ pub enum KubeError {
 
 /// What is known about a pod at its ADD.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PodLookup {
+pub(crate) enum PodLookup {
     /// The pod as the API has it.
     Found(PodMetadata),
     /// The API has no such pod (deleted already, or another UID).
@@ -72,7 +72,7 @@ pub enum PodLookup {
 }
 
 /// The agent's view of the Kubernetes API.
-pub struct Kubernetes {
+pub(crate) struct Kubernetes {
     client: kube::Client,
     node_name: String,
     pods: Store<Pod>,
@@ -177,7 +177,7 @@ impl Kubernetes {
     /// are known from `CNI_ARGS` alone) when there is no API server to use.
     /// The watches start in the background: an API server that is down at
     /// start only delays the metadata.
-    pub async fn connect(
+    pub(crate) async fn connect(
         section: &KubernetesSection,
     ) -> Result<Option<Arc<Kubernetes>>, KubeError> {
         let Some(mut config) = client_config(section).await? else {
@@ -227,7 +227,7 @@ impl Kubernetes {
 
     /// The pod's metadata: from the watch, else read directly (bounded by
     /// `pod-wait-ms`). `uid`, when the runtime passed one, must match.
-    pub async fn pod(&self, namespace: &str, name: &str, uid: Option<&str>) -> PodLookup {
+    pub(crate) async fn pod(&self, namespace: &str, name: &str, uid: Option<&str>) -> PodLookup {
         if let Some(meta) = self.watched_pod(namespace, name, uid) {
             return PodLookup::Found(meta);
         }
@@ -244,7 +244,7 @@ impl Kubernetes {
     }
 
     /// The pod's metadata if the watch has delivered it (no API call).
-    pub fn watched_pod(
+    pub(crate) fn watched_pod(
         &self,
         namespace: &str,
         name: &str,
@@ -257,7 +257,7 @@ impl Kubernetes {
     }
 
     /// This node's metadata, once the watch has delivered it.
-    pub fn node(&self) -> Option<subnet::Node> {
+    pub(crate) fn node(&self) -> Option<subnet::Node> {
         self.nodes
             .get(&ObjectRef::new(&self.node_name))
             .map(|node| meta::node_metadata(&node))
@@ -267,7 +267,7 @@ impl Kubernetes {
     /// the ADD is answered (as the VPC CNI), bounded by `pod-wait-ms`. A
     /// failure is logged and does not fail the ADD: the kubelet reports the
     /// address anyway.
-    pub async fn annotate_pod_ip(&self, namespace: &str, name: &str, ip: IpAddr) {
+    pub(crate) async fn annotate_pod_ip(&self, namespace: &str, name: &str, ip: IpAddr) {
         if !self.annotate_pod_ip {
             return;
         }

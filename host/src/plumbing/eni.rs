@@ -42,7 +42,7 @@ impl EniLink {
     }
 
     /// The subnet gateway: the first host address of the subnet (the VPC router).
-    pub fn gateway(&self) -> Ipv4Addr {
+    pub(crate) fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.subnet.network()).saturating_add(1))
     }
 
@@ -207,7 +207,7 @@ impl Plumbing {
 
     /// Which of `ips` the node routes to a pod: a `/32` route in the main
     /// table (what pod plumbing adds on the host side of each veth).
-    pub async fn routed(&self, ips: &[Ipv4Addr]) -> Result<Vec<Ipv4Addr>, PlumbingError> {
+    pub(crate) async fn routed(&self, ips: &[Ipv4Addr]) -> Result<Vec<Ipv4Addr>, PlumbingError> {
         let all = routes::dump(&self.host)
             .await
             .map_err(|e| PlumbingError::netlink("list routes to find pod addresses", e))?;

@@ -114,7 +114,7 @@ impl Plumbing {
 
     /// Of `host_veths`, those that do not exist on the node: pods whose
     /// wiring disappeared (a veth deleted by hand, a node namespace rebuilt).
-    pub async fn missing_veths<'a>(
+    pub(crate) async fn missing_veths<'a>(
         &self,
         host_veths: impl IntoIterator<Item = &'a String>,
     ) -> Result<Vec<String>, PlumbingError> {

@@ -47,7 +47,7 @@ mod nl;
 mod pod;
 mod routes;
 mod rules;
-pub(crate) mod sysctl;
+pub mod sysctl;
 
 use std::sync::Arc;
 
@@ -98,7 +98,7 @@ impl Plumbing {
     }
 
     /// The configuration in use.
-    pub fn config(&self) -> &PlumbingConfig {
+    pub(crate) fn config(&self) -> &PlumbingConfig {
         &self.config
     }
 

@@ -47,7 +47,7 @@ const TAG_CONTEXT: &[u8] = b"weft policy artifact v1\0";
 
 /// Why an entry, the key or the directory is not trusted.
 #[derive(Debug, thiserror::Error)]
-pub enum CacheError {
+pub(crate) enum CacheError {
     /// An I/O error.
     #[error("{path}: {source}")]
     Io {
@@ -91,7 +91,7 @@ impl ArtifactCache {
     }
 
     /// The cache directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
@@ -103,14 +103,14 @@ impl ArtifactCache {
     }
 
     /// The entry's path for a module with hash `module_sha256`.
-    pub fn entry_path(&self, engine: &Engine, module_sha256: &str) -> PathBuf {
+    pub(crate) fn entry_path(&self, engine: &Engine, module_sha256: &str) -> PathBuf {
         self.dir
             .join(format!("{module_sha256}-{}.cwasm", engine_tag(engine)))
     }
 
     /// The cached component, if an entry exists and is trusted. Any doubt is
     /// logged and the caller compiles (and [`store`](Self::store)s).
-    pub fn load(&self, engine: &Engine, module_sha256: &str) -> Option<Component> {
+    pub(crate) fn load(&self, engine: &Engine, module_sha256: &str) -> Option<Component> {
         match self.try_load(engine, module_sha256) {
             Ok(component) => component,
             Err(e) => {
@@ -166,7 +166,7 @@ impl ArtifactCache {
 
     /// Writes `component`'s artifact for `module_sha256` (temp + rename),
     /// creating the directory and key when missing.
-    pub fn store(
+    pub(crate) fn store(
         &self,
         engine: &Engine,
         module_sha256: &str,

@@ -62,7 +62,7 @@ fn default_dir() -> Option<PathBuf> {
 
 impl PoliciesConfig {
     /// The entry for `decision`, if configured.
-    pub fn get(&self, decision: Decision) -> Option<&PolicyConfig> {
+    pub(crate) fn get(&self, decision: Decision) -> Option<&PolicyConfig> {
         match decision {
             Decision::PoolSizing => self.pool_sizing.as_ref(),
             Decision::SubnetSelection => self.subnet_selection.as_ref(),
@@ -104,7 +104,7 @@ pub enum OnFailure {
 
 impl OnFailure {
     /// The failure mode used when `on-failure` is not set.
-    pub fn default_for(decision: Decision) -> Self {
+    pub(crate) fn default_for(decision: Decision) -> Self {
         match decision {
             Decision::SecurityGroups => OnFailure::FailClosed,
             Decision::PoolSizing | Decision::SubnetSelection => OnFailure::Fallback,
@@ -198,7 +198,7 @@ impl PolicyConfig {
     }
 
     /// The failure mode, with the per-decision default applied.
-    pub fn on_failure(&self, decision: Decision) -> OnFailure {
+    pub(crate) fn on_failure(&self, decision: Decision) -> OnFailure {
         self.on_failure
             .unwrap_or_else(|| OnFailure::default_for(decision))
     }
@@ -242,7 +242,7 @@ impl PolicyConfig {
     }
 
     /// The name used in logs, metrics and errors.
-    pub fn display_name(&self, builtin: &str) -> String {
+    pub(crate) fn display_name(&self, builtin: &str) -> String {
         if let Some(name) = &self.name {
             return name.clone();
         }

@@ -82,11 +82,6 @@ impl PolicyEngine {
     pub fn set_image_capture_budget(&mut self, budget: Duration) {
         self.image_capture_budget = budget;
     }
-
-    /// The wasmtime engine.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
 }
 
 fn engine_config() -> Config {

@@ -15,7 +15,7 @@ pub enum Decision {
 
 impl Decision {
     /// Every decision, in a fixed order.
-    pub const ALL: [Decision; 3] = [
+    pub(crate) const ALL: [Decision; 3] = [
         Decision::PoolSizing,
         Decision::SubnetSelection,
         Decision::SecurityGroups,

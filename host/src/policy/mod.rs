@@ -41,4 +41,4 @@ pub use error::{Decision, FailureKind, PolicyError, SetupError};
 pub use module::{CallStats, CompiledPolicy, LoadReport, PolicyModule};
 pub use sandbox::{CallLimits, LOG_BURST, LOG_RATE_PER_SECOND};
 pub use set::PolicySet;
-pub use watch::watch;
+pub(crate) use watch::watch;

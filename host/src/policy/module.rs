@@ -476,11 +476,6 @@ impl PolicyModule {
         &self.compiled.report
     }
 
-    /// The limits every decision runs under.
-    pub fn limits(&self) -> CallLimits {
-        self.limits
-    }
-
     /// Whether decisions start from the image taken after `configure`
     /// (rather than configuring a fresh instance each).
     pub fn starts_from_image(&self) -> bool {

@@ -81,7 +81,7 @@ where
 {
     /// Loads every policy on `engine` with the native defaults `P`, `S`,
     /// `G`; see [`PolicySet::from_config`].
-    pub fn new(
+    pub(crate) fn new(
         engine: Arc<PolicyEngine>,
         config: &PoliciesConfig,
         metrics: Arc<Metrics>,
@@ -330,7 +330,7 @@ where
 
     /// What the active policies answer for each of `pools`, `subnets` and
     /// `pods`, without acting: nothing is counted, timed or shadowed.
-    pub fn preview(
+    pub(crate) fn preview(
         &self,
         pools: Vec<pool::PoolState>,
         subnets: Vec<(subnet::EniRequest, Vec<subnet::Candidate>)>,

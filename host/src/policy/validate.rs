@@ -9,16 +9,16 @@ use super::text::{MAX_POLICY_TEXT_BYTES, sanitize};
 use weft_policy_sdk::{pool, subnet};
 
 /// At most this many security groups per ENI (the EC2 default quota).
-pub const MAX_SECURITY_GROUPS: usize = 5;
+pub(crate) const MAX_SECURITY_GROUPS: usize = 5;
 /// Longest pool-decision reason, subnet or security-group refusal kept, in
 /// bytes; control characters in them are escaped.
-pub const MAX_REASON_BYTES: usize = MAX_POLICY_TEXT_BYTES;
+pub(crate) const MAX_REASON_BYTES: usize = MAX_POLICY_TEXT_BYTES;
 /// Pod addresses per /28 prefix.
 const PREFIX_ADDRESSES: u64 = 16;
 
 /// Whether `id` is a well-formed security group id: `sg-` followed by 8 or
 /// 17 lowercase hex digits.
-pub fn is_security_group_id(id: &str) -> bool {
+pub(crate) fn is_security_group_id(id: &str) -> bool {
     id.strip_prefix("sg-").is_some_and(|hex| {
         (hex.len() == 8 || hex.len() == 17)
             && hex
@@ -46,7 +46,7 @@ pub fn subnet_choice(
 
 /// A policy's refusal or reason as the host keeps it: at most
 /// [`MAX_REASON_BYTES`], control characters escaped.
-pub fn refusal(text: &str) -> String {
+pub(crate) fn refusal(text: &str) -> String {
     sanitize(text, MAX_REASON_BYTES)
 }
 

@@ -29,7 +29,7 @@ enum Trigger {
 /// Starts reloading the policies of `set`: on SIGHUP, and when its policy
 /// directory (if one is configured) changes. Must be called inside a tokio
 /// runtime; the task runs until aborted.
-pub fn watch(set: Arc<PolicySet>) -> JoinHandle<()> {
+pub(crate) fn watch(set: Arc<PolicySet>) -> JoinHandle<()> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(run(set, tx, rx))
 }

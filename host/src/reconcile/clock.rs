@@ -43,13 +43,13 @@ struct VirtualTime {
 
 impl PoolClock {
     /// The system clocks (what the agent uses).
-    pub fn system() -> Self {
+    pub(crate) fn system() -> Self {
         PoolClock::default()
     }
 
     /// Monotonic time and sleeps from `clock`; wall-clock time is
     /// `start_wall` plus the time `clock` advanced since this call.
-    pub fn following(clock: Arc<dyn VirtualClock>, start_wall: SystemTime) -> Self {
+    pub(crate) fn following(clock: Arc<dyn VirtualClock>, start_wall: SystemTime) -> Self {
         let start = (clock.now(), start_wall);
         PoolClock {
             virtual_time: Some(VirtualTime { clock, start }),
@@ -57,7 +57,7 @@ impl PoolClock {
     }
 
     /// The current moment on both clocks.
-    pub fn now(&self) -> Now {
+    pub(crate) fn now(&self) -> Now {
         match &self.virtual_time {
             None => Now::system(),
             Some(VirtualTime { clock, start }) => {
@@ -71,7 +71,7 @@ impl PoolClock {
     }
 
     /// Completes `by` later on this clock.
-    pub fn sleep(&self, by: Duration) -> Sleep<'_> {
+    pub(crate) fn sleep(&self, by: Duration) -> Sleep<'_> {
         match &self.virtual_time {
             None => Box::pin(tokio::time::sleep(by)),
             Some(VirtualTime { clock, .. }) => clock.sleep(by),

@@ -153,22 +153,22 @@ impl PoolConfig {
         Ok(())
     }
 
-    pub fn add_wait(&self) -> Duration {
+    pub(crate) fn add_wait(&self) -> Duration {
         Duration::from_millis(self.add_wait_ms)
     }
 
     /// The resync period (at least 100 ms, so a zero cannot spin the loop).
-    pub fn resync(&self) -> Duration {
+    pub(crate) fn resync(&self) -> Duration {
         Duration::from_secs(self.resync_seconds).max(Duration::from_millis(100))
     }
 
     /// The inventory resync period.
-    pub fn inventory_resync(&self) -> Duration {
+    pub(crate) fn inventory_resync(&self) -> Duration {
         Duration::from_secs(self.inventory_resync_seconds)
     }
 
     /// The instance's limits with `max-enis` applied.
-    pub fn node_limits(&self, limits: InstanceLimits) -> InstanceLimits {
+    pub(crate) fn node_limits(&self, limits: InstanceLimits) -> InstanceLimits {
         InstanceLimits {
             max_enis: self
                 .max_enis
@@ -178,29 +178,29 @@ impl PoolConfig {
     }
 
     /// The stale-read grace period.
-    pub fn stale_read_grace(&self) -> Duration {
+    pub(crate) fn stale_read_grace(&self) -> Duration {
         Duration::from_secs(self.stale_read_grace_seconds)
     }
 
     /// How long a new ENI may take to appear on the node.
-    pub fn eni_ready_timeout(&self) -> Duration {
+    pub(crate) fn eni_ready_timeout(&self) -> Duration {
         Duration::from_secs(self.eni_ready_timeout_seconds)
     }
 
     /// The leaked-ENI collector's period, `None` when it is off (at least
     /// one second, so a zero cannot spin it).
-    pub fn leaked_eni_cleanup(&self) -> Option<Duration> {
+    pub(crate) fn leaked_eni_cleanup(&self) -> Option<Duration> {
         (!self.disable_leaked_eni_cleanup)
             .then(|| Duration::from_secs(self.leaked_eni_cleanup_seconds.max(1)))
     }
 
     /// Whether prefixes are used on an instance with these limits.
-    pub fn prefixes_enabled(&self, limits: &InstanceLimits) -> bool {
+    pub(crate) fn prefixes_enabled(&self, limits: &InstanceLimits) -> bool {
         self.prefix_delegation && limits.prefix_delegation
     }
 
     /// Max pods on an instance with these limits (see [`PoolConfig::max_pods`]).
-    pub fn effective_max_pods(&self, limits: &InstanceLimits) -> u32 {
+    pub(crate) fn effective_max_pods(&self, limits: &InstanceLimits) -> u32 {
         self.max_pods.unwrap_or_else(|| {
             if self.prefixes_enabled(limits) {
                 PREFIX_MODE_MAX_PODS
@@ -212,7 +212,7 @@ impl PoolConfig {
 
     /// The datastore settings for a node whose primary ENI carries
     /// `node_groups`.
-    pub fn ipam(&self, node_groups: &[String]) -> IpamConfig {
+    pub(crate) fn ipam(&self, node_groups: &[String]) -> IpamConfig {
         let default_group = SgSet::new(
             self.security_groups
                 .as_deref()

@@ -57,7 +57,7 @@ pub struct Blocked {
 
 impl Blocked {
     /// A reason from its parts.
-    pub fn new(kind: BlockedKind, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: BlockedKind, detail: impl Into<String>) -> Self {
         Blocked {
             kind,
             detail: detail.into(),

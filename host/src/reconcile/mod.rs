@@ -47,4 +47,4 @@ pub use hooks::{EniHooks, HookError, HookFuture, NoHooks};
 pub use inventory::TAG_OPERATION;
 pub use ownership::{TAG_NO_MANAGE, UnmanagedEni};
 pub use pool::{Pool, PoolDeps};
-pub use snapshot::{AddressView, AssignmentView, EniView, GroupView, PoolSnapshot};
+pub(crate) use snapshot::PoolSnapshot;

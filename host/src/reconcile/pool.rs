@@ -65,7 +65,10 @@ impl Pool {
 
     /// [`Pool::start`] on another clock: `weftd simulate` runs the pool in
     /// virtual time.
-    pub async fn start_with_clock(deps: PoolDeps, clock: PoolClock) -> crate::Result<Arc<Pool>> {
+    pub(crate) async fn start_with_clock(
+        deps: PoolDeps,
+        clock: PoolClock,
+    ) -> crate::Result<Arc<Pool>> {
         let PoolDeps {
             cloud,
             policies,
@@ -151,7 +154,7 @@ impl Pool {
     }
 
     /// Where address `ip` lives (its ENI), if the pool holds it.
-    pub fn placement(&self, ip: Ipv4Addr) -> Option<Placement> {
+    pub(crate) fn placement(&self, ip: Ipv4Addr) -> Option<Placement> {
         let inner = self.shared.lock();
         let store = inner.store.datastore();
         let info = store.address(ip, self.shared.now().mono)?;
@@ -167,7 +170,7 @@ impl Pool {
     }
 
     /// Every group's pool exactly as the pool-sizing policy sees it now.
-    pub fn pool_states(&self) -> Vec<PoolState> {
+    pub(crate) fn pool_states(&self) -> Vec<PoolState> {
         let limits = self.shared.policy_limits();
         let inner = self.shared.lock();
         let store = inner.store.datastore();

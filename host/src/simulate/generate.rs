@@ -37,8 +37,9 @@ pub enum Shape {
 }
 
 impl Shape {
-    /// Every shape, for help texts and tests (rollout with a surge of 4).
-    pub const ALL: [Shape; 7] = [
+    /// Every shape (rollout with a surge of 4).
+    #[cfg(test)]
+    pub(crate) const ALL: [Shape; 7] = [
         Shape::Steady,
         Shape::Diurnal,
         Shape::Rollout { surge: 4 },

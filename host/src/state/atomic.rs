@@ -17,7 +17,7 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
 /// Replaces `path` with `bytes` so that a crash at any point leaves either
 /// the old or the new content: write a temporary file, `fsync` it, rename it
 /// over `path`, `fsync` the directory (which makes the rename durable).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let tmp = temp_path(path);
     let mut file = OpenOptions::new()
         .write(true)

@@ -223,7 +223,7 @@ impl Checkpoint {
 
     /// Parses the file's bytes; `path` names the file in errors. Refuses
     /// any version other than [`CHECKPOINT_VERSION`].
-    pub fn from_json(bytes: &[u8], path: &Path) -> Result<Self, StateError> {
+    pub(crate) fn from_json(bytes: &[u8], path: &Path) -> Result<Self, StateError> {
         let file: File = parse_versioned(bytes, path, CHECKPOINT_VERSION, &[])?;
         Ok(Checkpoint {
             allocations: file
@@ -262,7 +262,7 @@ impl Checkpoint {
     /// Loads `path`; a missing file is an empty checkpoint (first start).
     /// A leftover temporary file from an interrupted write is ignored: the
     /// rename is the commit point.
-    pub fn load(path: &Path) -> Result<Self, StateError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, StateError> {
         match std::fs::read(path) {
             Ok(bytes) => Checkpoint::from_json(&bytes, path),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(Checkpoint::default()),
@@ -271,7 +271,7 @@ impl Checkpoint {
     }
 
     /// Replaces `path` atomically and durably.
-    pub fn save(&self, path: &Path) -> Result<(), StateError> {
+    pub(crate) fn save(&self, path: &Path) -> Result<(), StateError> {
         write_atomic(path, &self.to_json())
     }
 }

@@ -71,12 +71,12 @@ impl StateDir {
     }
 
     /// IPv6 mode's checkpoint file ([`super::Ipv6Checkpoint`]).
-    pub fn ipv6_checkpoint_path(&self) -> PathBuf {
+    pub(crate) fn ipv6_checkpoint_path(&self) -> PathBuf {
         self.path.join(IPV6_CHECKPOINT_FILE)
     }
 
     /// The journal file.
-    pub fn journal_path(&self) -> PathBuf {
+    pub(crate) fn journal_path(&self) -> PathBuf {
         self.path.join(JOURNAL_FILE)
     }
 

@@ -52,12 +52,12 @@ impl<S: CheckpointSink> DurableDatastore<S> {
     /// The pool, for the changes the checkpoint does not record: applying
     /// cloud results and scale-down reservations. Assignments made through
     /// this reference are not persisted; use [`DurableDatastore::assign`].
-    pub fn datastore_mut(&mut self) -> &mut Datastore {
+    pub(crate) fn datastore_mut(&mut self) -> &mut Datastore {
         &mut self.store
     }
 
     /// Where checkpoints go.
-    pub fn sink(&self) -> &S {
+    pub(crate) fn sink(&self) -> &S {
         &self.sink
     }
 

@@ -77,7 +77,7 @@ struct Allocation {
 
 impl Ipv6Checkpoint {
     /// The checkpoint of `block`, sorted by key.
-    pub fn of(block: &Ipv6Block) -> Self {
+    pub(crate) fn of(block: &Ipv6Block) -> Self {
         Ipv6Checkpoint {
             prefix: block.prefix(),
             eni_id: block.eni_id().to_owned(),
@@ -88,7 +88,7 @@ impl Ipv6Checkpoint {
     }
 
     /// The file's bytes.
-    pub fn to_json(&self) -> Vec<u8> {
+    pub(crate) fn to_json(&self) -> Vec<u8> {
         let file = File {
             version: IPV6_CHECKPOINT_VERSION.to_owned(),
             prefix: self.prefix,
@@ -116,7 +116,7 @@ impl Ipv6Checkpoint {
     }
 
     /// Parses the file's bytes; `path` names the file in errors.
-    pub fn from_json(bytes: &[u8], path: &Path) -> Result<Self, StateError> {
+    pub(crate) fn from_json(bytes: &[u8], path: &Path) -> Result<Self, StateError> {
         let file: File = parse_versioned(bytes, path, IPV6_CHECKPOINT_VERSION, OLDER_VERSIONS)?;
         let next = file.next.parse().map_err(|_| {
             corrupt(path)(serde::de::Error::custom(format!(
@@ -146,7 +146,7 @@ impl Ipv6Checkpoint {
     }
 
     /// Loads `path`; `None` when there is no file (first start).
-    pub fn load(path: &Path) -> Result<Option<Self>, StateError> {
+    pub(crate) fn load(path: &Path) -> Result<Option<Self>, StateError> {
         match std::fs::read(path) {
             Ok(bytes) => Ipv6Checkpoint::from_json(&bytes, path).map(Some),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -155,7 +155,7 @@ impl Ipv6Checkpoint {
     }
 
     /// Replaces `path` atomically and durably.
-    pub fn save(&self, path: &Path) -> Result<(), StateError> {
+    pub(crate) fn save(&self, path: &Path) -> Result<(), StateError> {
         write_atomic(path, &self.to_json())
     }
 }
@@ -171,19 +171,19 @@ pub struct DurableIpv6Block {
 impl DurableIpv6Block {
     /// Wraps `block`, writing its checkpoint to `path` now (the block may
     /// differ from what the file held: another prefix, dropped entries).
-    pub fn new(block: Ipv6Block, path: PathBuf) -> Result<Self, StateError> {
+    pub(crate) fn new(block: Ipv6Block, path: PathBuf) -> Result<Self, StateError> {
         Ipv6Checkpoint::of(&block).save(&path)?;
         Ok(DurableIpv6Block { block, path })
     }
 
     /// The block.
-    pub fn block(&self) -> &Ipv6Block {
+    pub(crate) fn block(&self) -> &Ipv6Block {
         &self.block
     }
 
     /// [`Ipv6Block::assign`], durable before it returns; a repeated ADD
     /// writes nothing.
-    pub fn assign(
+    pub(crate) fn assign(
         &mut self,
         key: AssignmentKey,
         pod: PodMeta,
@@ -201,7 +201,10 @@ impl DurableIpv6Block {
 
     /// [`Ipv6Block::release`], durable before it returns; an unknown key
     /// writes nothing.
-    pub fn release(&mut self, key: &AssignmentKey) -> Result<Option<Ipv6Assignment>, StateError> {
+    pub(crate) fn release(
+        &mut self,
+        key: &AssignmentKey,
+    ) -> Result<Option<Ipv6Assignment>, StateError> {
         let mut next = self.block.clone();
         let Some(released) = next.release(key) else {
             return Ok(None);

@@ -6,10 +6,8 @@
 //! On start, intents without a done record are handed back so the caller
 //! can finish or undo them instead of leaking ENIs or addresses.
 //!
-//! The op id doubles as the call's idempotency token (EC2 `ClientToken`,
-//! see [`OpId::client_token`]) and should be put in a tag of a created ENI,
-//! so that a restart can find an ENI whose `CreateNetworkInterface` answer
-//! was lost. For multi-step flows (create, then attach) the caller begins
+//! The op id is put in a tag of a created ENI (`TAG_OPERATION`), so that a
+//! restart can find an ENI whose `CreateNetworkInterface` answer was lost. For multi-step flows (create, then attach) the caller begins
 //! the next step's intent before finishing the previous one, so that a
 //! crash in between always leaves one of them pending.
 //!
@@ -51,12 +49,6 @@ pub struct OpId(String);
 impl OpId {
     fn random() -> Self {
         OpId(format!("{:016x}", rand::random::<u64>()))
-    }
-
-    /// The EC2 `ClientToken` for this operation's call: EC2 answers a
-    /// retried call with the same token with the first call's result.
-    pub fn client_token(&self) -> String {
-        format!("weft-{}", self.0)
     }
 
     /// The id as text.
@@ -237,7 +229,7 @@ fn after_torn_records(line: &[u8]) -> Option<Record> {
 impl Journal {
     /// Opens (or creates) the journal at `path` and compacts it. Returns
     /// the journal and the intents a previous run left pending.
-    pub fn open(path: &Path) -> Result<(Self, Vec<Intent>), StateError> {
+    pub(crate) fn open(path: &Path) -> Result<(Self, Vec<Intent>), StateError> {
         let pending = match std::fs::read(path) {
             Ok(bytes) => parse(&bytes, path)?,
             Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
@@ -367,7 +359,6 @@ mod tests {
         assert_eq!(pending, vec![b.clone()]);
         assert_eq!(pending[0].op, attach);
         assert_ne!(a.id, b.id);
-        assert!(b.id.client_token().starts_with("weft-"));
         // Opening compacted the file to the pending intent alone.
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");

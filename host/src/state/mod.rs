@@ -15,7 +15,7 @@ mod error;
 mod ipv6;
 mod journal;
 
-pub(crate) use atomic::write_atomic;
+pub use atomic::write_atomic;
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint};
 pub use dir::StateDir;
 pub use durable::{CheckpointSink, DurableDatastore};

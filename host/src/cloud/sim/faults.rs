@@ -24,7 +24,7 @@ pub enum Fault {
 
 impl Fault {
     /// The error a call sees.
-    pub fn error(self, api: Ec2Action) -> CloudError {
+    pub(crate) fn error(self, api: Ec2Action) -> CloudError {
         let api = api.name().to_owned();
         match self {
             Fault::Throttled => CloudError::Throttled { api },

@@ -69,13 +69,13 @@ impl NetnsEniLinks {
 
     /// Links appear `delay` after the attach answered (in the background), as devices do on
     /// EC2.
-    pub fn with_delay(mut self, delay: std::time::Duration) -> Self {
+    pub(crate) fn with_delay(mut self, delay: std::time::Duration) -> Self {
         self.delay = delay;
         self
     }
 
     /// The link name of an ENI: `eth<device index>`, as on an EC2 instance.
-    pub fn link_name(eni: &Eni) -> Option<String> {
+    pub(crate) fn link_name(eni: &Eni) -> Option<String> {
         eni.device_index().map(|i| format!("eth{i}"))
     }
 

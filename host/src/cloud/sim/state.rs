@@ -1,6 +1,6 @@
 //! The simulated VPC: pure state transitions that enforce EC2's rules.
 
-use super::addresses::{AddressPool, prefix_addresses};
+use super::addresses::AddressPool;
 use super::faults::Faults;
 use crate::cloud::action::Ec2Action;
 use crate::cloud::error::{CloudError, LimitKind};
@@ -545,13 +545,18 @@ impl SimState {
     }
 
     /// Every address currently held by any ENI, prefixes expanded.
+    #[cfg(test)]
     pub(super) fn held_addresses(&self) -> Vec<Ipv4Addr> {
         self.enis
             .values()
             .flat_map(|e| {
                 std::iter::once(e.primary_ip)
                     .chain(e.secondary_ips.iter().copied())
-                    .chain(e.prefixes.iter().flat_map(|p| prefix_addresses(*p)))
+                    .chain(
+                        e.prefixes
+                            .iter()
+                            .flat_map(|p| super::addresses::prefix_addresses(*p)),
+                    )
             })
             .collect()
     }

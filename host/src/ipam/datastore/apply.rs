@@ -234,7 +234,7 @@ impl Datastore {
 
     /// Records that ENI `eni_id`, which the pool does not hold, was deleted:
     /// a stale read does not bring it in for the grace period.
-    pub fn deleted_eni(&mut self, eni_id: &str, now: Instant) {
+    pub(crate) fn deleted_eni(&mut self, eni_id: &str, now: Instant) {
         if !self.enis.contains_key(eni_id) {
             self.gone_enis.insert(eni_id.to_owned(), now);
         }

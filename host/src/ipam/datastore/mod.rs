@@ -100,7 +100,7 @@ impl Datastore {
     }
 
     /// Records that Weft just changed ENI `eni_id` (reads may lag it).
-    pub fn touch(&mut self, eni_id: &str, now: Instant) {
+    pub(crate) fn touch(&mut self, eni_id: &str, now: Instant) {
         if let Some(eni) = self.enis.get_mut(eni_id) {
             eni.changed_at = Some(now);
             eni.missing = None;
@@ -111,7 +111,7 @@ impl Datastore {
 
     /// Sets how many ENIs Weft does not manage occupy the default network
     /// card (counted against the instance's ENI limit).
-    pub fn set_foreign_enis(&mut self, count: u32) {
+    pub(crate) fn set_foreign_enis(&mut self, count: u32) {
         self.foreign_enis = count;
     }
 
@@ -136,7 +136,7 @@ impl Datastore {
     }
 
     /// The settings.
-    pub fn config(&self) -> &IpamConfig {
+    pub(crate) fn config(&self) -> &IpamConfig {
         &self.config
     }
 

@@ -26,7 +26,7 @@ impl Datastore {
     /// What Weft gave back within the grace period before `now`, on the
     /// wall clock (what the checkpoint keeps so that a restart still
     /// withholds it from stale reads).
-    pub fn given_back(&self, now: Now) -> GivenBack {
+    pub(crate) fn given_back(&self, now: Now) -> GivenBack {
         let grace = self.grace();
         let wall = |at: &Instant| {
             let age = now.mono.saturating_duration_since(*at);
@@ -76,7 +76,7 @@ impl Datastore {
     }
 
     /// The ENI `eni_id`, with its addresses.
-    pub fn eni(&self, eni_id: &str) -> Option<Eni> {
+    pub(crate) fn eni(&self, eni_id: &str) -> Option<Eni> {
         self.enis.get(eni_id).map(EniEntry::to_eni)
     }
 
@@ -87,7 +87,7 @@ impl Datastore {
 
     /// The security-group sets the pool serves: the default group and the
     /// set of every ENI that serves pods.
-    pub fn groups(&self) -> Vec<SgSet> {
+    pub(crate) fn groups(&self) -> Vec<SgSet> {
         let mut groups: BTreeSet<SgSet> = self
             .enis
             .values()
@@ -107,7 +107,7 @@ impl Datastore {
     }
 
     /// Assignments and releases in `group` during the last minute.
-    pub fn activity(&self, group: &SgSet, now: Instant) -> pool::Activity {
+    pub(crate) fn activity(&self, group: &SgSet, now: Instant) -> pool::Activity {
         self.churn
             .get(group)
             .map(|c| c.snapshot(now))
@@ -116,7 +116,7 @@ impl Datastore {
 
     /// Pod addresses the node holds (assigned, cooling and free; not those
     /// being released), across groups.
-    pub fn node_addresses(&self, now: Instant) -> u32 {
+    pub(crate) fn node_addresses(&self, now: Instant) -> u32 {
         self.enis
             .values()
             .filter(|e| self.serves_pods(e))
@@ -130,7 +130,7 @@ impl Datastore {
     /// How many addresses may still be added without the node holding more
     /// than `max_pods` (the max-pods guard the reconciler clamps every
     /// decision with).
-    pub fn growth_budget(&self, max_pods: u32, now: Instant) -> GrowthBudget {
+    pub(crate) fn growth_budget(&self, max_pods: u32, now: Instant) -> GrowthBudget {
         let headroom = max_pods.saturating_sub(self.node_addresses(now));
         GrowthBudget {
             ips: headroom,
@@ -141,7 +141,7 @@ impl Datastore {
     /// The input of the pool-sizing policy for `group`. ENIs being released
     /// are left out of `enis` (but counted in `node_enis`, since they are
     /// still attached), as are addresses being released.
-    pub fn pool_state(
+    pub(crate) fn pool_state(
         &self,
         group: &SgSet,
         limits: &pool::InstanceLimits,
@@ -181,7 +181,7 @@ impl Datastore {
     /// Whether ENI `eni_id` may be detached and deleted now: not the primary
     /// ENI, not already being released, no assigned or cooling address, and
     /// attached for at least [`crate::ipam::IpamConfig::min_eni_age`].
-    pub fn eni_releasable(&self, eni_id: &str, now: Now) -> Result<(), IpamError> {
+    pub(crate) fn eni_releasable(&self, eni_id: &str, now: Now) -> Result<(), IpamError> {
         let eni = self.eni_entry(eni_id)?;
         let refuse = |why: String| {
             Err(IpamError::EniNotReleasable {

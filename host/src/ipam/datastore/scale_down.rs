@@ -92,7 +92,7 @@ impl Datastore {
     }
 
     /// Puts an ENI marked releasing back into the pool (its detach failed).
-    pub fn abort_release_eni(&mut self, eni_id: &str) -> Result<(), IpamError> {
+    pub(crate) fn abort_release_eni(&mut self, eni_id: &str) -> Result<(), IpamError> {
         let eni = self.eni_entry(eni_id)?;
         let addresses: Vec<Ipv4Addr> = eni.addresses().collect();
         self.unmark_releasing(addresses);

@@ -46,7 +46,7 @@ impl Datastore {
     /// (on the wall clock: it comes from the checkpoint of an earlier run)
     /// from the reads of the cloud until the grace period has passed, as if
     /// this run had given it back.
-    pub fn withhold(&mut self, given_back: &GivenBack, now: Now) {
+    pub(crate) fn withhold(&mut self, given_back: &GivenBack, now: Now) {
         let grace = self.grace();
         let since = |at: SystemTime| {
             let age = now.wall_since(at);
@@ -90,18 +90,18 @@ impl Datastore {
     ///
     /// [`IpamConfig::confirm_reads`]: crate::ipam::IpamConfig::confirm_reads
     /// [`IpamConfig::stale_read_grace`]: crate::ipam::IpamConfig::stale_read_grace
-    pub fn observe_inventory(&mut self, inventory: &[Eni], now: Instant) -> Vec<Correction> {
+    pub(crate) fn observe_inventory(&mut self, inventory: &[Eni], now: Instant) -> Vec<Correction> {
         self.reconcile(inventory, Trust::Stale(now))
     }
 
     /// Quarantined addresses, to be checked against the node's routes.
-    pub fn quarantined(&self) -> Vec<Ipv4Addr> {
+    pub(crate) fn quarantined(&self) -> Vec<Ipv4Addr> {
         self.quarantine.keys().copied().collect()
     }
 
     /// Ends the quarantine of `ips` (the node no longer routes them): the
     /// next read that reports one brings it back as free.
-    pub fn lift_quarantine(&mut self, ips: &[Ipv4Addr]) -> Vec<Correction> {
+    pub(crate) fn lift_quarantine(&mut self, ips: &[Ipv4Addr]) -> Vec<Correction> {
         ips.iter()
             .filter(|ip| self.quarantine.remove(*ip).is_some())
             .map(|ip| Correction::QuarantineLifted { ip: *ip })
@@ -300,7 +300,7 @@ impl Datastore {
     /// is dropped and reported (on no ENI: also quarantined, since its pod
     /// may still run); a cooldown keeps the time it had left when
     /// measured on the wall clock. Churn counters are not replayed.
-    pub fn restore(
+    pub(crate) fn restore(
         &mut self,
         allocations: Vec<Assignment>,
         cooling: &[CoolingAddress],

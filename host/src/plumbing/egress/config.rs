@@ -128,12 +128,12 @@ impl EgressConfig {
 
     /// The node-local range of IPv6 pods' IPv4 egress addresses; `None`
     /// when IPv4 egress is off.
-    pub fn ipv4_egress_range(&self) -> Option<Ipv4Net> {
+    pub(crate) fn ipv4_egress_range(&self) -> Option<Ipv4Net> {
         self.ipv4_egress.then_some(self.ipv4_egress_cidr.trunc())
     }
 
     /// The rules' inputs on a node; `ipv6_pods` in IPv6 mode.
-    pub fn spec(
+    pub(crate) fn spec(
         &self,
         primary_ip: Ipv4Addr,
         primary_link: Option<String>,

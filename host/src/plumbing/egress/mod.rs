@@ -51,7 +51,7 @@ pub enum SnatRandom {
 
 /// Everything the node's egress rules are made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EgressSpec {
+pub(crate) struct EgressSpec {
     /// The node's primary private IP: the SNAT source.
     pub primary_ip: Ipv4Addr,
     /// The primary ENI's interface; without it there is no NodePort mark.
@@ -79,7 +79,7 @@ impl Plumbing {
     /// in one transaction (or removes it when nothing is needed), adds the
     /// `fwmark` rule and loosens the primary ENI's reverse-path filter.
     /// Idempotent.
-    pub async fn apply_egress(&self, spec: &EgressSpec) -> Result<(), PlumbingError> {
+    pub(crate) async fn apply_egress(&self, spec: &EgressSpec) -> Result<(), PlumbingError> {
         if !ruleset::needed(spec) {
             return self.remove_egress(spec.connmark).await;
         }
@@ -119,7 +119,7 @@ impl Plumbing {
     }
 
     /// The name of the node interface with MAC `mac` (the primary ENI's).
-    pub async fn link_name(&self, mac: MacAddr) -> Result<Option<String>, PlumbingError> {
+    pub(crate) async fn link_name(&self, mac: MacAddr) -> Result<Option<String>, PlumbingError> {
         Ok(self.eni_link(mac).await?.map(|link| link.name))
     }
 }
