@@ -2,47 +2,72 @@
 
 use weft_policy_sdk::pool::Minute;
 
-/// A run of busy minutes (each with at least `burst-adds` ADDs).
+/// A run of busy minutes (each with at least the busy threshold of ADDs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Burst {
     /// Minutes ago its first minute was (index in the history).
     pub start: u32,
     /// Minutes ago its last minute was.
     pub end: u32,
-    /// The most ADDs it had in one minute.
-    pub peak: u32,
+    /// The most addresses it had taken at the end of one of its minutes:
+    /// its ADDs less its REMOVEs so far (a rollout's new pods replace old
+    /// ones, whose addresses come back; a fan-out's do not).
+    pub size: u32,
 }
 
-/// The bursts in `history` (most recent minute first), most recent first.
-pub fn bursts(history: &[Minute], burst_adds: u32) -> Vec<Burst> {
+/// The ADDs of a usual minute: the (upper) median over `history`. A
+/// CronJob's minute is usual however many pods it starts; a fan-out that
+/// takes a few minutes of the hour is not.
+pub fn usual_adds(history: &[Minute]) -> u32 {
+    let mut adds: Vec<u32> = history.iter().map(|m| m.adds).collect();
+    adds.sort_unstable();
+    adds.get(adds.len() / 2).copied().unwrap_or(0)
+}
+
+/// The bursts in `history` (most recent minute first), most recent first:
+/// runs of minutes with at least `busy` ADDs.
+pub fn bursts(history: &[Minute], busy: u32) -> Vec<Burst> {
     let mut found: Vec<Burst> = Vec::new();
-    let mut open: Option<Burst> = None;
+    let mut open: Option<(Burst, Vec<&Minute>)> = None;
     for (ago, minute) in (0u32..).zip(history) {
-        if minute.adds >= burst_adds {
-            let burst = open.get_or_insert(Burst {
-                start: ago,
-                end: ago,
-                peak: 0,
-            });
+        if minute.adds >= busy {
+            let (burst, minutes) = open.get_or_insert((
+                Burst {
+                    start: ago,
+                    end: ago,
+                    size: 0,
+                },
+                Vec::new(),
+            ));
             burst.start = ago;
-            burst.peak = burst.peak.max(minute.adds);
+            minutes.push(minute);
         } else if let Some(burst) = open.take() {
-            found.push(burst);
+            found.push(sized(burst));
         }
     }
-    found.extend(open);
+    found.extend(open.map(sized));
     found
 }
 
-/// The ADDs of the burst due now, if the last two bursts recur: the
-/// interval between their starts is the period, and the next start is
-/// expected one period after the last, give or take `lead` minutes. The
-/// size is the larger peak of the two.
-pub fn expected_burst(history: &[Minute], burst_adds: u32, lead: u32) -> Option<u32> {
-    let [last, before, ..] = bursts(history, burst_adds)[..] else {
+/// A burst with its size, from its minutes (most recent first).
+fn sized((mut burst, minutes): (Burst, Vec<&Minute>)) -> Burst {
+    let mut taken = 0i64;
+    for minute in minutes.iter().rev() {
+        taken += i64::from(minute.adds) - i64::from(minute.removes);
+        burst.size = burst.size.max(u32::try_from(taken).unwrap_or(0));
+    }
+    burst
+}
+
+/// The addresses the burst due now will take, if the last two bursts
+/// recur: the interval between their starts is the period, and the next
+/// start is expected one period after the last, give or take `lead`
+/// minutes. It will take what the last one took.
+pub fn expected_burst(history: &[Minute], busy: u32, lead: u32) -> Option<u32> {
+    let [last, before, ..] = bursts(history, busy)[..] else {
         return None;
     };
     let period = before.start - last.start;
     let due_in = i64::from(period) - i64::from(last.start);
-    (due_in.abs() <= i64::from(lead)).then_some(last.peak.max(before.peak))
+    (due_in.abs() <= i64::from(lead)).then_some(last.size)
 }

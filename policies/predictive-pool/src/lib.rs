@@ -57,7 +57,7 @@ use weft_policy_sdk::settings::parse_settings;
 
 mod forecast;
 
-pub use forecast::{Burst, bursts, expected_burst};
+pub use forecast::{Burst, bursts, expected_burst, usual_adds};
 
 /// An ENI younger than this is never released (as VPC CNI's
 /// `minENILifeTime`).
@@ -98,7 +98,7 @@ fn default_burst_adds() -> u32 {
 }
 
 fn default_lead_minutes() -> u32 {
-    2
+    1
 }
 
 fn default_hold_seconds() -> u64 {
@@ -137,58 +137,112 @@ impl PoolSizing for PredictivePool {
     }
 }
 
-/// The free addresses the group should have now, and why.
-pub fn target(s: &Settings, state: &PoolState) -> (u32, String) {
-    let history = &state.activity.history;
-    let recent = if history.is_empty() {
-        state.activity.adds_last_minute
+/// What the group needs, in addresses not assigned to a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Need {
+    /// Free addresses needed now: the ADDs waiting, a recurring burst due
+    /// (cooling addresses may not be back when it comes), a new node's
+    /// start.
+    pub now: u32,
+    /// Free or cooling addresses for the ADDs of the coming minute: a
+    /// cooling address is back within the host's cooldown (30 s by
+    /// default), before that minute is over.
+    pub soon: u32,
+    /// Whether a burst arrives (ADDs wait, or the last minute's ADDs are
+    /// `burst-adds` above the usual) or is due: then EC2 is asked for a
+    /// whole ENI's room per call. Otherwise for the shortfall only.
+    pub burst: bool,
+    /// Why, for the decision's reason.
+    pub why: String,
+}
+
+/// The ADDs that make a minute busy: `burst-adds` above the usual minute.
+fn busy(s: &Settings, history: &[Minute]) -> u32 {
+    usual_adds(rate_minutes(history).get(1..).unwrap_or_default()) + s.burst_adds
+}
+
+/// The history's minutes that show the group's rate: all but the first
+/// while the history is shorter than the hour (its oldest minute is the
+/// group's first: the pods the scheduler held for the node, which
+/// `start-warm` serves; a start, not a rate).
+fn rate_minutes(history: &[Minute]) -> &[Minute] {
+    if history.len() < HISTORY_MINUTES {
+        &history[..history.len().saturating_sub(1)]
     } else {
-        // While the history is shorter than the hour, its oldest minute is
-        // the group's first: the pods the scheduler held for the node
-        // (`start-warm` is for them), a start and not a rate.
-        let rate = if history.len() < HISTORY_MINUTES {
-            &history[..history.len() - 1]
-        } else {
-            history.as_slice()
-        };
-        rate.iter().take(2).map(|m| m.adds).max().unwrap_or(0)
-    };
-    // Bigger bursts are served by their waiting ADDs and the forecast.
-    let recent = recent.min(state.limits.ipv4_per_eni.saturating_sub(1));
-    let mut target = s.min_warm.max(recent);
-    let mut why = format!("{recent} recent ADDs");
-    if let Some(burst) = expected_burst(history, s.burst_adds, s.lead_minutes) {
-        if burst > target {
-            why = format!(
-                "a burst of {burst} ADDs due (every {} min)",
-                period(history, s)
-            );
-        }
-        target = target.max(burst);
+        history
     }
-    let mut target = target + state.pending_adds;
+}
+
+/// What the group needs now, and why.
+pub fn need(s: &Settings, state: &PoolState) -> Need {
+    let history = &state.activity.history;
+    let per_eni = state.limits.ipv4_per_eni.saturating_sub(1);
+    let rate = rate_minutes(history);
+    let usual = usual_adds(rate.get(1..).unwrap_or_default());
+    // The addresses the last minutes took (ADDs less REMOVEs: a pod
+    // replacing another takes no more), at most an ENI's worth: a bigger
+    // burst is served by its waiting ADDs and the forecast.
+    let recent = if history.is_empty() {
+        let a = &state.activity;
+        a.adds_last_minute.saturating_sub(a.removes_last_minute)
+    } else {
+        rate.iter()
+            .take(2)
+            .map(|m| m.adds.saturating_sub(m.removes))
+            .max()
+            .unwrap_or(0)
+    }
+    .min(per_eni);
+    let busy = busy(s, history);
+    let mut soon = s.min_warm.max(usual).max(recent);
+    let mut why = format!("{usual} ADDs a usual minute, {recent} taken lately");
+    let mut now = 0;
+    let forecast = expected_burst(history, busy, s.lead_minutes);
+    if let Some(burst) = forecast {
+        why = format!(
+            "a burst taking {burst} due (every {} min)",
+            period(history, busy)
+        );
+        now = burst;
+    }
+    now += state.pending_adds;
+    soon += state.pending_adds;
+    if state.pending_adds > 0 {
+        // ADDs outran the pool: a burst that has not shown its size yet,
+        // expected to bring as many again as it did so far.
+        soon = soon.max(state.pending_adds + state.activity.adds_last_minute);
+    }
     // Never had a pod, or had its first less than a minute ago (the
     // history starts with the group's first event).
     let new_node = (state.node_assigned == 0 && state.activity.seconds_since_last_add.is_none())
         || history.len() == 1;
     if new_node {
-        let per_eni = state.limits.ipv4_per_eni.saturating_sub(1);
-        let assigned: u32 = state.enis.iter().map(|e| e.assigned).sum();
+        // `start-warm` counts every address held (the pods held for the
+        // node, waiting or not, included).
+        let held: u32 = state.enis.iter().map(|e| e.assigned + e.cooling).sum();
         let start = s
             .start_warm
             .unwrap_or(per_eni * (state.limits.max_enis / 2))
-            .saturating_sub(assigned);
-        // The pods held for it are counted in `start` (waiting or not).
-        if start > target {
+            .saturating_sub(held);
+        if start > now.max(soon) {
             why = "a new node".to_owned();
         }
-        target = target.max(start);
+        now = now.max(start);
     }
-    (target, why)
+    let burst = state.pending_adds > 0
+        || state.activity.adds_last_minute >= busy
+        || forecast.is_some()
+        || new_node;
+    Need {
+        now,
+        soon,
+        burst,
+        why,
+    }
 }
 
-fn period(history: &[Minute], s: &Settings) -> u32 {
-    match bursts(history, s.burst_adds).as_slice() {
+fn period(history: &[Minute], busy: u32) -> u32 {
+    match bursts(history, busy).as_slice() {
         [last, before, ..] => before.start - last.start,
         _ => 0,
     }
@@ -197,17 +251,24 @@ fn period(history: &[Minute], s: &Settings) -> u32 {
 /// The decision for one group.
 pub fn decide(s: &Settings, state: &PoolState) -> PoolDecision {
     let free: u32 = state.enis.iter().map(Eni::free).sum();
-    let (target, why) = target(s, state);
-    if free < target {
-        return grow(state, target - free, &why);
+    let cooling: u32 = state.enis.iter().map(|e| e.cooling).sum();
+    let need = need(s, state);
+    let short = need
+        .now
+        .saturating_sub(free)
+        .max(need.soon.saturating_sub(free + cooling));
+    if short > 0 {
+        return grow(state, short, &need);
     }
-    let reason = format!("{free} free for {target} ({why})");
+    let target = need.now.max(need.soon);
+    let reason = format!("{free} free, {cooling} cooling for {target} ({})", need.why);
     // A burst in progress has not shown its size yet; one due soon would
     // take the addresses again.
     let history = &state.activity.history;
-    if state.activity.adds_last_minute >= s.burst_adds
-        || expected_burst(history, s.burst_adds, 2 * s.lead_minutes + 1).is_some()
-    {
+    let busy = busy(s, history);
+    let arriving =
+        history.iter().take(2).any(|m| m.adds >= busy) || state.activity.adds_last_minute >= busy;
+    if arriving || expected_burst(history, busy, 2 * s.lead_minutes + 1).is_some() {
         return PoolDecision {
             reason: format!("{reason}: a burst is arriving or due, nothing given back"),
             ..PoolDecision::default()
@@ -217,24 +278,48 @@ pub fn decide(s: &Settings, state: &PoolState) -> PoolDecision {
         .activity
         .seconds_since_last_add
         .is_none_or(|since| since >= s.hold_seconds);
-    shrink(state, free - target, quiet, &reason)
+    // Cooling addresses are no surplus: the churn that cooled them takes
+    // them again (a CronJob's next run).
+    // A usual minute's pods come and go within it (a CronJob's run):
+    // between runs their addresses look spare. Only what is spare beyond
+    // a usual minute's ADDs more goes back, so what a run takes is not
+    // given back between runs and asked for again at the next.
+    let usual = usual_adds(rate_minutes(history).get(1..).unwrap_or_default());
+    let surplus = free
+        .saturating_sub(need.now)
+        .min((free + cooling).saturating_sub(need.soon + usual));
+    shrink(state, surplus, quiet, &reason)
 }
 
-fn grow(state: &PoolState, short: u32, why: &str) -> PoolDecision {
+/// Asks for `short` more addresses: whole ENIs' room in a burst, else
+/// just the shortfall (lowest device index first; new ENIs last).
+fn grow(state: &PoolState, short: u32, need: &Need) -> PoolDecision {
     let per_eni = state.limits.ipv4_per_eni.saturating_sub(1);
     let mut room = state.limits.max_pods.saturating_sub(state.node_addresses);
     let mut want = short.min(room);
     let mut decision = PoolDecision {
-        reason: format!("{short} short ({why}): filling ENIs"),
+        reason: if need.burst {
+            format!("{short} short ({}): filling ENIs", need.why)
+        } else {
+            format!("{short} short ({}): topping up", need.why)
+        },
         ..PoolDecision::default()
     };
+    let ask = |want: u32, space: u32| if need.burst { space } else { want.min(space) };
     let mut enis: Vec<&Eni> = state.enis.iter().collect();
     enis.sort_by_key(|e| e.device_index);
     for eni in enis {
-        if want == 0 {
+        if want == 0 && state.pending_adds == 0 {
             break;
         }
-        let n = per_eni.saturating_sub(eni.ips + eni.prefixes).min(room);
+        let space = per_eni.saturating_sub(eni.ips + eni.prefixes).min(room);
+        // ADDs wait: every attached ENI's room (an attached ENI grows in
+        // one call of half a second, a new one takes three and seconds).
+        let n = if state.pending_adds > 0 {
+            space
+        } else {
+            ask(want, space)
+        };
         if n > 0 {
             decision.changes.push(EniChange {
                 eni_id: eni.id.clone(),
@@ -247,7 +332,7 @@ fn grow(state: &PoolState, short: u32, why: &str) -> PoolDecision {
     }
     let mut enis = state.node_enis;
     while want > 0 && enis < state.limits.max_enis {
-        let n = per_eni.min(room);
+        let n = ask(want, per_eni.min(room));
         if n == 0 {
             break;
         }
@@ -273,13 +358,14 @@ fn shrink(state: &PoolState, mut surplus: u32, quiet: bool, why: &str) -> PoolDe
         if !unused || eni.prefixes > 0 {
             continue;
         }
-        if eni.ips > 0 && eni.ips <= surplus {
+        if unused && eni.ips > 0 && surplus > 0 {
+            let n = eni.ips.min(surplus);
             decision.changes.push(EniChange {
                 eni_id: eni.id.clone(),
-                release_ips: eni.ips,
+                release_ips: n,
                 ..EniChange::default()
             });
-            surplus -= eni.ips;
+            surplus -= n;
         } else if eni.ips == 0 && quiet && eni.age_seconds >= MIN_ENI_AGE_SECONDS {
             decision.release.push(eni.id.clone());
         }

@@ -79,8 +79,8 @@ fn grows_for_recent_adds_filling_every_eni_it_touches() {
             prefixes: 0
         }]
     );
-    // One address short of min-warm fills the attached, emptied ENI in one
-    // call (no attach).
+    // One address short of min-warm while demand is steady: just that one,
+    // on the attached, emptied ENI (one call, no attach).
     let d = decide(
         &s,
         &state(
@@ -90,9 +90,12 @@ fn grows_for_recent_adds_filling_every_eni_it_touches() {
             Some(5),
         ),
     );
-    assert_eq!(added(&d), vec![("eni-1".to_owned(), 14)]);
-    // Cooling addresses are not warm.
+    assert_eq!(added(&d), vec![("eni-1".to_owned(), 1)]);
+    // Cooling addresses are back within the minute: enough for steady
+    // demand, but not for ADDs waiting now.
     let d = decide(&s, &state(vec![eni(0, 14, 2, 12, 600)], 0, vec![], Some(5)));
+    assert!(d.is_noop(), "{d:?}");
+    let d = decide(&s, &state(vec![eni(0, 14, 2, 12, 600)], 1, vec![], Some(5)));
     assert_eq!(d.create.len(), 1, "{d:?}");
 }
 
@@ -110,12 +113,12 @@ fn finds_bursts_and_when_the_next_is_due() {
             Burst {
                 start: 15,
                 end: 15,
-                peak: 40
+                size: 40
             },
             Burst {
                 start: 30,
                 end: 29,
-                peak: 35
+                size: 42
             }
         ]
     );
@@ -151,14 +154,14 @@ fn finds_bursts_and_when_the_next_is_due() {
 #[test]
 fn prewarms_a_recurring_burst_before_it_is_due() {
     let s = Settings::default();
-    // 8 pods on the primary, 6 free; bursts of 40 started 13 and 28
-    // minutes ago: the next is due in 2 minutes.
-    let h = history(40, &[(13, 40), (28, 40)]);
+    // 8 pods on the primary, 6 free; bursts of 40 started 14 and 29
+    // minutes ago: the next is due in a minute.
+    let h = history(40, &[(14, 40), (29, 40)]);
     let enis = vec![eni(0, 14, 8, 0, 3000), eni(1, 0, 0, 0, 3000)];
     let d = decide(&s, &state(enis.clone(), 0, h, Some(100)));
     assert_eq!(added(&d), vec![("eni-1".to_owned(), 14)]);
     assert_eq!(d.create.len(), 2, "{d:?}");
-    assert!(d.reason.contains("burst of 40"), "{}", d.reason);
+    assert!(d.reason.contains("burst taking 40"), "{}", d.reason);
     // Without the history (the older world) it only keeps min-warm.
     let d = decide(&s, &state(enis, 0, vec![], Some(100)));
     assert!(d.is_noop(), "{d:?}");
@@ -184,10 +187,18 @@ fn gives_unused_enis_back_keeping_them_attached_until_quiet() {
         }]
     );
     assert!(d.release.is_empty());
-    // An unused ENI whose IPs the target still needs stays.
+    // An unused ENI keeps the IPs the target still needs (min-warm: 2 on
+    // the primary, 2 of its 14).
     let enis = vec![eni(0, 14, 12, 0, 3000), eni(1, 14, 0, 0, 3000)];
     let d = decide(&s, &state(enis, 0, history(5, &[]), Some(120)));
-    assert!(d.is_noop(), "{d:?}");
+    assert_eq!(
+        d.changes,
+        vec![EniChange {
+            eni_id: "eni-1".into(),
+            release_ips: 12,
+            ..EniChange::default()
+        }]
+    );
     // An emptied ENI is detached only once the group is quiet.
     let enis = vec![eni(0, 14, 2, 0, 3000), eni(1, 0, 0, 0, 3000)];
     let busy = decide(&s, &state(enis.clone(), 0, vec![], Some(600)));
@@ -245,9 +256,9 @@ fn gives_nothing_back_while_a_burst_arrives_or_is_due() {
     // 8 ADDs in the last minute (all on the primary, so far).
     let d = decide(&s, &state(enis.clone(), 0, history(30, &[(0, 8)]), Some(5)));
     assert!(d.is_noop(), "{d:?}");
-    // Bursts of 10 started 6 and 16 minutes ago: the next is due in 4
+    // Bursts of 10 started 7 and 17 minutes ago: the next is due in 3
     // minutes, inside twice the lead plus one.
-    let due = history(30, &[(6, 10), (16, 10)]);
+    let due = history(30, &[(7, 10), (17, 10)]);
     let d = decide(&s, &state(enis, 0, due, Some(300)));
     assert!(d.is_noop(), "{d:?}");
 }
@@ -272,4 +283,37 @@ fn expects_at_most_an_enis_worth_from_the_last_minutes() {
         }]
     );
     assert!(d.reason.starts_with("8 short"), "{}", d.reason);
+}
+
+/// A CronJob starting 12 pods every minute: between runs its addresses
+/// look spare (free or cooling), but the next run takes them again, so
+/// nothing goes back; and a usual minute of 12 is no burst.
+#[test]
+fn keeps_what_a_usual_minute_takes_between_runs() {
+    let s = Settings::default();
+    let mut h = vec![
+        Minute {
+            adds: 12,
+            removes: 12
+        };
+        10
+    ];
+    h[0].removes = 9;
+    let enis = vec![
+        eni(0, 14, 6, 4, 3000),
+        eni(1, 14, 0, 2, 3000),
+        eni(2, 2, 0, 0, 3000),
+    ];
+    let d = decide(&s, &state(enis, 0, h.clone(), Some(40)));
+    assert!(d.is_noop(), "{d:?}");
+    assert!(d.reason.contains("12 ADDs a usual minute"), "{}", d.reason);
+    // During a run: 12 more assigned, 2 cooling; free and cooling cover
+    // the next minute's 12 with 2 to spare: no call.
+    let enis = vec![
+        eni(0, 14, 14, 0, 3000),
+        eni(1, 14, 4, 2, 3000),
+        eni(2, 2, 0, 0, 3000),
+    ];
+    let d = decide(&s, &state(enis, 0, h, Some(2)));
+    assert!(d.is_noop(), "{d:?}");
 }
