@@ -155,7 +155,7 @@ fn ec2_addresses(sim: &SimCloud) -> BTreeSet<Ipv4Addr> {
 
 /// Pool-sizing settings: one free address and no spare ENI, ENIs
 /// releasable at once.
-const WARM_ONE_IP: &str =
+const WARM_ONE_IP_NO_SPARE_ENI: &str =
     r#"{"warm-eni-target": 0, "warm-ip-target": 1, "min-eni-age-seconds": 0}"#;
 
 /// A pool on `sim` that compares itself with EC2 in every round.
@@ -183,7 +183,7 @@ async fn pool_after_a_lost_unassign(
     sim: &Arc<SimCloud>,
     pods: u32,
 ) -> (Arc<TestCloud>, Arc<Pool>, tempfile::TempDir) {
-    let (cloud, pool, state) = resyncing_pool(sim, WARM_ONE_IP).await;
+    let (cloud, pool, state) = resyncing_pool(sim, WARM_ONE_IP_NO_SPARE_ENI).await;
     give_back_six_meeting(&pool, sim, pods, Fault::LostAnswer).await;
     let report = pool.reconcile().await.expect("round");
     assert_eq!(report.unsettled, 1, "{report:?}");
@@ -341,7 +341,7 @@ async fn restart_after_giving_back(crash: bool) {
         stale_read_grace_seconds: 6,
         ..resyncing()
     };
-    let settings = WARM_ONE_IP;
+    let settings = WARM_ONE_IP_NO_SPARE_ENI;
     let (_tmp, dir) = state_dir();
     {
         let pool = start(
@@ -426,7 +426,7 @@ async fn restart_after_giving_back(crash: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unassign_ec2_never_saw_gives_its_addresses_back_after_the_grace() {
     let sim = stale_sim(27);
-    let (cloud, pool, _state) = resyncing_pool(&sim, WARM_ONE_IP).await;
+    let (cloud, pool, _state) = resyncing_pool(&sim, WARM_ONE_IP_NO_SPARE_ENI).await;
     give_back_six_meeting(&pool, &sim, 6, Fault::Timeout).await;
     checked_rounds(&pool, &sim, 16, Duration::from_millis(400)).await;
     // The timed-out call and the one that gave the surplus back.
