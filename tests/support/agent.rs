@@ -283,6 +283,36 @@ node-netns = "{netns}"
         self.cni_if(command, id, netns, name, "eth0", netconf)
     }
 
+    /// ADD of container `ctr-<pod>` of pod `pod` in `netns`, which must succeed; its result.
+    pub fn cni_add(
+        &self,
+        pod: &str,
+        netns: &TestNetns,
+        netconf: &serde_json::Value,
+    ) -> serde_json::Value {
+        ok_json(&self.cni("ADD", &format!("ctr-{pod}"), &netns.path(), pod, netconf))
+    }
+
+    /// DEL of container `ctr-<pod>` of pod `pod` in `netns`, which must succeed.
+    pub fn cni_del(&self, pod: &str, netns: &TestNetns, netconf: &serde_json::Value) {
+        succeeded(&self.cni("DEL", &format!("ctr-{pod}"), &netns.path(), pod, netconf));
+    }
+
+    /// A new pod `name` in a namespace of its own (added with CNI 1.0.0): the namespace and the
+    /// pod's address.
+    pub fn new_pod(&self, name: &str) -> (TestNetns, String) {
+        let ns = TestNetns::new(name);
+        let ip = pod_ip(&self.cni_add(name, &ns, &self.netconf("1.0.0")));
+        (ns, ip)
+    }
+
+    /// CNI GC with `netconf` and `valid` as `cni.dev/valid-attachments`.
+    pub fn cni_gc(&self, netconf: &serde_json::Value, valid: serde_json::Value) -> Output {
+        let mut gc = netconf.clone();
+        gc["cni.dev/valid-attachments"] = valid;
+        self.cni("GC", "", Path::new(""), "", &gc)
+    }
+
     /// [`TestAgent::cni`] for interface `ifname` of the pod.
     pub fn cni_if(
         &self,

@@ -30,6 +30,27 @@ pub fn weftd_binary() -> PathBuf {
     BINARY.get_or_init(|| build("weft-host", "weftd")).clone()
 }
 
+/// `weftd install`, as the DaemonSet's init container runs it: puts the
+/// `weft` plugin into the CNI bin dir `bin_dir`; it must succeed.
+pub fn install_plugin(bin_dir: &Path) {
+    let out = Command::new(weftd_binary())
+        .args(["install", "--source"])
+        .arg(
+            weft_plugin_binary()
+                .parent()
+                .expect("the plugin's directory"),
+        )
+        .arg("--bin-dir")
+        .arg(bin_dir)
+        .output()
+        .expect("run weftd install");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn build(package: &str, bin: &str) -> PathBuf {
     // <target>/<profile>/deps/<test-binary>
     let exe = std::env::current_exe().expect("the test binary's path");

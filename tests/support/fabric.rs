@@ -3,6 +3,7 @@
 //! addresses; see `weft_host::cloud::sim`), and an "internet" namespace
 //! behind an internet-gateway-like hop, with an address outside the VPC.
 
+use super::agent::{AgentOptions, TestAgent};
 use super::netns::TestNetns;
 
 /// The VPC's CIDR (the test agents' subnets lie in it).
@@ -47,12 +48,21 @@ impl TestVpc {
         TestVpc { router, internet }
     }
 
-    /// The `[cloud]` lines that put a test agent's ENIs on this fabric.
-    pub fn cloud_lines(&self) -> String {
-        format!(
-            "vpc-netns = \"{}\"\nvpc-cidrs = [\"{VPC_CIDR}\"]\n",
+    /// `weftd` on an m5.large whose node is `node` and whose ENIs are on
+    /// this fabric, with `cloud` lines added to its `[cloud]` table and
+    /// `extra` configuration; returns once it serves.
+    pub fn start_agent(&self, node: TestNetns, cloud: &str, extra: &str) -> TestAgent {
+        let cloud = format!(
+            "vpc-netns = \"{}\"\nvpc-cidrs = [\"{VPC_CIDR}\"]\n{cloud}",
             self.router.path().display()
-        )
+        );
+        let options = AgentOptions {
+            cloud: &cloud,
+            ..AgentOptions::default()
+        };
+        let agent = TestAgent::start_on(node, "m5.large", &options, extra);
+        agent.wait_serving();
+        agent
     }
 }
 
@@ -60,4 +70,13 @@ impl Default for TestVpc {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A node's primary private IP, as the simulator's "DHCP" put it on eth0.
+pub fn primary_ip(agent: &TestAgent) -> String {
+    let addrs = agent.node.ip_json(&["-4", "addr", "show", "dev", "eth0"]);
+    addrs[0]["addr_info"][0]["local"]
+        .as_str()
+        .expect("eth0 has the primary address")
+        .to_owned()
 }

@@ -14,3 +14,4 @@ pub mod policy_build;
 pub mod pool;
 pub mod tcp;
 pub mod vpc;
+pub mod wiring;

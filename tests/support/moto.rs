@@ -5,8 +5,9 @@
 //! 127.0.0.1 port, is reset (`POST /moto-api/reset`) before each test, and dies with the test
 //! process (parent-death signal) or when a [`Moto`] owned by a test is dropped.
 
+use super::tcp::free_port;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -39,13 +40,6 @@ fn find_binary() -> PathBuf {
         .unwrap_or_else(|| {
             panic!("moto_server not found (WEFT_MOTO_SERVER, .venv, PATH); {INSTALL}")
         })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free local port")
 }
 
 /// A minimal blocking HTTP/1.1 request to moto's control API; returns the status code.

@@ -40,6 +40,13 @@ pub fn output(program: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {program} ({e}): install iproute2 and iputils-ping"))
 }
 
+/// The entries of a JSON array: `ip -j` output as [`TestNetns::ip_json`]
+/// returns it, or a listing of the agent's API.
+pub fn entries(json: &serde_json::Value) -> &[serde_json::Value] {
+    json.as_array()
+        .unwrap_or_else(|| panic!("a JSON array: {json}"))
+}
+
 /// A named network namespace (`ip netns add`), deleted on drop.
 pub struct TestNetns {
     /// Name under `/var/run/netns`.
@@ -79,6 +86,11 @@ impl TestNetns {
         }
         serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("ip -j {args:?} gave invalid JSON ({e}): {text}"))
+    }
+
+    /// The entries of `ip -n <ns> -j <args>` (none for no output).
+    pub fn ip_entries(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        entries(&self.ip_json(args)).to_vec()
     }
 
     /// A command run inside the namespace (`ip netns exec`).

@@ -24,6 +24,19 @@ pub fn pod(n: u32) -> PodMeta {
     }
 }
 
+/// A pool config for tests: no cooldown, ENIs releasable at once, ADDs
+/// waiting up to `add_wait_ms`, and a resync period long enough that only
+/// events drive rounds.
+pub fn config(add_wait_ms: u64) -> PoolConfig {
+    PoolConfig {
+        cooldown_seconds: 0,
+        min_eni_age_seconds: 0,
+        add_wait_ms,
+        resync_seconds: 3_600,
+        ..Default::default()
+    }
+}
+
 /// Starts the pool on `cloud` with state in `dir`, warm-pool `settings`
 /// (JSON) and `config`.
 pub async fn start(
@@ -51,4 +64,18 @@ pub async fn start(
     })
     .await
     .expect("the pool starts")
+}
+
+/// Releases pods `range`; every release must succeed.
+pub fn release_all(pool: &Pool, range: std::ops::Range<u32>) {
+    for n in range {
+        pool.release(&key(n)).expect("release");
+    }
+}
+
+/// Runs `n` reconciler rounds back to back; every one must succeed.
+pub async fn rounds(pool: &Pool, n: usize) {
+    for _ in 0..n {
+        pool.reconcile().await.expect("round");
+    }
 }

@@ -14,6 +14,14 @@ use std::time::Duration;
 /// How long a client waits to connect and for the answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A local TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
+
 /// Runs `work` on a new thread inside `ns` and returns its result.
 pub fn in_netns<T: Send + 'static>(ns: &TestNetns, work: impl FnOnce() -> T + Send + 'static) -> T {
     let path = ns.path();

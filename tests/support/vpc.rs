@@ -1,12 +1,18 @@
 //! A VPC with one node in moto, built through the SDK the way an operator's tooling would.
 
+use super::moto::MotoSession;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::{Credentials, Region};
-use aws_sdk_ec2::types::{Filter, InstanceType};
+use aws_sdk_ec2::types::{
+    Filter, InstanceType, NetworkInterface, ResourceType, Tag, TagSpecification,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use weft_host::cloud::{Eni, NodeIdentity};
+use std::sync::Arc;
+use std::time::Duration;
+use weft_host::cloud::{Ec2Cloud, Ec2Config, Eni, NodeIdentity, RetryPolicy};
+use weft_host::metrics::Metrics;
 
 /// The region the tests use.
 pub const REGION: &str = "us-east-1";
@@ -184,17 +190,65 @@ pub fn ids(enis: &[Eni]) -> Vec<String> {
 pub async fn ec2_cloud(
     endpoint: &str,
     node: &NodeIdentity,
-    metrics: std::sync::Arc<weft_host::metrics::Metrics>,
-    tweak: impl FnOnce(&mut weft_host::cloud::Ec2Config),
-) -> weft_host::cloud::Ec2Cloud {
-    let mut config = weft_host::cloud::Ec2Config::new(CLUSTER);
+    metrics: Arc<Metrics>,
+    tweak: impl FnOnce(&mut Ec2Config),
+) -> Ec2Cloud {
+    let mut config = Ec2Config::new(CLUSTER);
     config.identity = Some(node.clone());
     config.endpoint_url = Some(endpoint.to_owned());
     // One node alone in its account: the whole account's buckets.
     config.rate_limits = weft_host::cloud::RateLimits::aws();
     tweak(&mut config);
-    weft_host::cloud::Ec2Cloud::with_sdk_config(&sdk_config(endpoint).await, config, metrics)
+    Ec2Cloud::with_sdk_config(&sdk_config(endpoint).await, config, metrics)
 }
 
 /// The cluster name the tests use.
 pub const CLUSTER: &str = "test-cluster";
+
+/// The test's session of the shared moto server, a plain client on it, and a fresh VPC whose
+/// node is an `instance_type` (see [`create`]).
+pub async fn in_moto(instance_type: &str) -> (MotoSession, Client, TestVpc) {
+    let moto = super::moto::session();
+    let client = client(&moto.url()).await;
+    let test = create(&client, instance_type).await;
+    (moto, client, test)
+}
+
+/// [`ec2_cloud`] with the default configuration and metrics of its own.
+pub async fn default_cloud(endpoint: &str, node: &NodeIdentity) -> Ec2Cloud {
+    ec2_cloud(endpoint, node, Arc::new(Metrics::new()), |_| {}).await
+}
+
+/// The [`ec2_cloud`] tweak for a wire that loses and delays calls: calls time out after 750 ms
+/// and are retried up to `max_attempts` times with short backoffs.
+pub fn quick_retries(max_attempts: u32) -> impl FnOnce(&mut Ec2Config) {
+    move |c| {
+        c.call_timeout = Duration::from_millis(750);
+        c.retry = RetryPolicy {
+            max_attempts,
+            base: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(200),
+        };
+    }
+}
+
+/// Tags for a network interface created through the SDK.
+pub fn eni_tags<K: Into<String>, V: Into<String>>(
+    tags: impl IntoIterator<Item = (K, V)>,
+) -> TagSpecification {
+    tags.into_iter()
+        .fold(
+            TagSpecification::builder().resource_type(ResourceType::NetworkInterface),
+            |spec, (k, v)| spec.tags(Tag::builder().key(k).value(v).build()),
+        )
+        .build()
+}
+
+/// The secondary addresses of an ENI, as EC2 reports them.
+pub fn secondary_ips(eni: &NetworkInterface) -> BTreeSet<Ipv4Addr> {
+    eni.private_ip_addresses()
+        .iter()
+        .filter(|a| a.primary() == Some(false))
+        .filter_map(|a| a.private_ip_address()?.parse().ok())
+        .collect()
+}

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use weft_host::cloud::{AddressRequest, Cloud, CreateEni, Ec2Cloud, RetryPolicy};
+use weft_host::cloud::{AddressRequest, Cloud, CreateEni, Ec2Cloud};
 use weft_host::ipam::SgSet;
 use weft_host::metrics::Metrics;
 use weft_host::reconcile::{Pool, PoolConfig};
@@ -23,14 +23,11 @@ const STALE: Duration = Duration::from_secs(2);
 
 async fn start(cloud: Arc<Ec2Cloud>, dir: &Path) -> Arc<Pool> {
     let config = PoolConfig {
-        cooldown_seconds: 0,
-        min_eni_age_seconds: 0,
-        add_wait_ms: 30_000,
         resync_seconds: 1,
         inventory_resync_seconds: 0,
         stale_read_grace_seconds: 4,
         stale_read_confirmations: 3,
-        ..Default::default()
+        ..pool::config(30_000)
     };
     let settings = r#"{"warm-ip-target": 2, "min-eni-age-seconds": 0}"#;
     pool::start(cloud, dir, Arc::new(Metrics::new()), settings, config).await
@@ -108,19 +105,15 @@ struct Churned {
 }
 
 async fn churn(plan: FaultPlan, pods: u32) -> Churned {
-    let moto = moto::session();
-    let client = vpc::client(&moto.url()).await;
-    let test = vpc::create(&client, "m5.large").await;
+    let (moto, client, test) = vpc::in_moto("m5.large").await;
     let proxy = FaultProxy::start(moto.addr(), plan).await;
     let cloud = Arc::new(
-        vpc::ec2_cloud(&proxy.url(), &test.node, Arc::new(Metrics::new()), |c| {
-            c.call_timeout = Duration::from_millis(750);
-            c.retry = RetryPolicy {
-                max_attempts: 6,
-                base: Duration::from_millis(20),
-                max_backoff: Duration::from_millis(200),
-            };
-        })
+        vpc::ec2_cloud(
+            &proxy.url(),
+            &test.node,
+            Arc::new(Metrics::new()),
+            vpc::quick_retries(6),
+        )
         .await,
     );
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -174,24 +167,27 @@ async fn stale_reads_on_the_wire_never_drop_a_pod_nor_free_a_released_address() 
     churned.pool.shutdown().await;
 }
 
+/// Half of the `Assign`/`UnassignPrivateIpAddresses` answers (drawn from `seed`) come after
+/// the call timeout, lost after the call took effect, and reads are stale (and alternate
+/// between the current and the lagging answer with `alternating_reads`).
+fn lost_answers_and_stale_reads(seed: u64, alternating_reads: bool) -> FaultPlan {
+    FaultPlan {
+        fault_rate: 0.5,
+        seed,
+        faults: vec![Fault::Delay],
+        delay: Duration::from_millis(1500),
+        actions: vec!["AssignPrivateIpAddresses", "UnassignPrivateIpAddresses"],
+        stale_reads: Some(STALE),
+        alternating_reads,
+    }
+}
+
 /// moto-backed: half of the `Assign`/`UnassignPrivateIpAddresses` answers are lost after the
 /// call took effect, and reads are stale: no address is held twice or handed out after EC2
 /// took it, and after convergence EC2's view of each ENI's addresses equals the pool's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_answers_with_stale_reads_converge_to_ec2s_view() {
-    let churned = churn(
-        FaultPlan {
-            fault_rate: 0.5,
-            seed: 7,
-            faults: vec![Fault::Delay],
-            delay: Duration::from_millis(1500),
-            actions: vec!["AssignPrivateIpAddresses", "UnassignPrivateIpAddresses"],
-            stale_reads: Some(STALE),
-            ..FaultPlan::default()
-        },
-        15,
-    )
-    .await;
+    let churned = churn(lost_answers_and_stale_reads(7, false), 15).await;
     converges_to_ec2s_view(churned).await;
 }
 
@@ -200,19 +196,7 @@ async fn lost_answers_with_stale_reads_converge_to_ec2s_view() {
 /// such a read shows addresses Weft has just given back as if the assign had added them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_answers_with_reads_going_back_in_time_converge_to_ec2s_view() {
-    let churned = churn(
-        FaultPlan {
-            fault_rate: 0.5,
-            seed: 11,
-            faults: vec![Fault::Delay],
-            delay: Duration::from_millis(1500),
-            actions: vec!["AssignPrivateIpAddresses", "UnassignPrivateIpAddresses"],
-            stale_reads: Some(STALE),
-            alternating_reads: true,
-        },
-        15,
-    )
-    .await;
+    let churned = churn(lost_answers_and_stale_reads(11, true), 15).await;
     converges_to_ec2s_view(churned).await;
 }
 
@@ -266,9 +250,7 @@ async fn converges_to_ec2s_view(churned: Churned) {
 async fn an_old_read_after_a_lost_assign_answer_is_not_taken_for_the_answer() {
     // Long enough that the lagging read is still young when the assign's answer is given up on.
     const WINDOW: Duration = Duration::from_secs(5);
-    let moto = moto::session();
-    let client = vpc::client(&moto.url()).await;
-    let test = vpc::create(&client, "m5.large").await;
+    let (moto, client, test) = vpc::in_moto("m5.large").await;
     let proxy = FaultProxy::start(
         moto.addr(),
         FaultPlan {

@@ -3,11 +3,10 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
-use weft_host::cloud::{AddressRequest, Cloud, CreateEni, RetryPolicy};
+use weft_host::cloud::{AddressRequest, Cloud, CreateEni};
 use weft_host::metrics::Metrics;
 use weft_tests::support::fault_proxy::{FaultPlan, FaultProxy};
-use weft_tests::support::{moto, vpc};
+use weft_tests::support::vpc;
 
 /// With 30% of calls failing, a warm-up to 3 ENIs (on a type that allows 4) converges, and
 /// afterwards every Weft ENI in the VPC is attached and tracked: none is left behind by a
@@ -21,21 +20,11 @@ async fn warm_up_converges_under_30_percent_faults_without_leaks() {
 }
 
 async fn warm_up(seed: u64) {
-    let moto = moto::session();
-    let clean = vpc::client(&moto.url()).await;
-    let test = vpc::create(&clean, "m5.xlarge").await;
+    let (moto, clean, test) = vpc::in_moto("m5.xlarge").await;
     let node = &test.node;
     let proxy = FaultProxy::start(moto.addr(), FaultPlan::every_kind(0.3, seed)).await;
     let metrics = Arc::new(Metrics::new());
-    let cloud = vpc::ec2_cloud(&proxy.url(), node, metrics.clone(), |c| {
-        c.call_timeout = Duration::from_millis(750);
-        c.retry = RetryPolicy {
-            max_attempts: 10,
-            base: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(200),
-        };
-    })
-    .await;
+    let cloud = vpc::ec2_cloud(&proxy.url(), node, metrics.clone(), vpc::quick_retries(10)).await;
 
     let request = CreateEni {
         subnet_id: node.subnet_id.clone(),

@@ -8,11 +8,31 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 use weft_host::cloud::{
-    AddressRequest, Cloud, CloudError, CreateEni, LimitKind, TAG_CLUSTER, TAG_CREATED_AT,
+    AddressRequest, Cloud, CloudError, CreateEni, Ec2Cloud, LimitKind, TAG_CLUSTER, TAG_CREATED_AT,
     TAG_INSTANCE_ID,
 };
 use weft_host::metrics::Metrics;
-use weft_tests::support::{moto, vpc};
+use weft_tests::support::vpc;
+
+/// `error` is the pre-check's refusal at the limit of `kind`.
+fn assert_limit(error: &CloudError, kind: LimitKind) {
+    assert!(
+        matches!(error, CloudError::LimitExceeded { what, .. } if *what == kind),
+        "{error}"
+    );
+}
+
+/// The secondary addresses `cloud` lists on ENI `id`.
+async fn listed_ips(cloud: &Ec2Cloud, id: &str) -> Vec<Ipv4Addr> {
+    cloud
+        .list_enis()
+        .await
+        .expect("list")
+        .into_iter()
+        .find(|e| e.id == id)
+        .expect("listed")
+        .secondary_ips
+}
 
 fn request(node: &weft_host::cloud::NodeIdentity, ips: u32) -> CreateEni {
     CreateEni {
@@ -27,9 +47,7 @@ fn request(node: &weft_host::cloud::NodeIdentity, ips: u32) -> CreateEni {
 /// fetched once and cached.
 #[tokio::test]
 async fn identity_from_config_and_limits_from_describe_instance_types() {
-    let moto = moto::session();
-    let client = vpc::client(&moto.url()).await;
-    let test = vpc::create(&client, "m5.large").await;
+    let (moto, _client, test) = vpc::in_moto("m5.large").await;
     let metrics = Arc::new(Metrics::new());
     let cloud = vpc::ec2_cloud(&moto.url(), &test.node, metrics.clone(), |_| {}).await;
     assert_eq!(cloud.identity().await.expect("identity"), test.node);
@@ -55,10 +73,8 @@ async fn identity_from_config_and_limits_from_describe_instance_types() {
 /// description; the ENI limit of the type is enforced before EC2 is asked; nothing leaks.
 #[tokio::test]
 async fn create_attach_tag_list_and_eni_limit() {
-    let moto = moto::session();
-    let client = vpc::client(&moto.url()).await;
-    let test = vpc::create(&client, "m5.large").await;
-    let cloud = vpc::ec2_cloud(&moto.url(), &test.node, Arc::new(Metrics::new()), |_| {}).await;
+    let (moto, client, test) = vpc::in_moto("m5.large").await;
+    let cloud = vpc::default_cloud(&moto.url(), &test.node).await;
     let node = &test.node;
 
     let first = cloud.create_eni(&request(node, 4)).await.expect("create 1");
@@ -86,27 +102,12 @@ async fn create_attach_tag_list_and_eni_limit() {
         .create_eni(&request(node, 1))
         .await
         .expect_err("3 ENIs max");
-    assert!(
-        matches!(
-            error,
-            CloudError::LimitExceeded {
-                what: LimitKind::Enis,
-                ..
-            }
-        ),
-        "{error}"
-    );
+    assert_limit(&error, LimitKind::Enis);
     let error = cloud
         .create_eni(&request(node, 10))
         .await
         .expect_err("9 IPs max");
-    assert!(matches!(
-        error,
-        CloudError::LimitExceeded {
-            what: LimitKind::IpsPerEni,
-            ..
-        }
-    ));
+    assert_limit(&error, LimitKind::IpsPerEni);
     assert_eq!(
         vpc::all_enis(&client, &node.vpc_id).await.len(),
         3,
@@ -135,10 +136,8 @@ async fn create_attach_tag_list_and_eni_limit() {
 /// per-ENI limit is enforced before EC2 is asked.
 #[tokio::test]
 async fn assign_and_unassign_secondary_ips() {
-    let moto = moto::session();
-    let client = vpc::client(&moto.url()).await;
-    let test = vpc::create(&client, "m5.large").await;
-    let cloud = vpc::ec2_cloud(&moto.url(), &test.node, Arc::new(Metrics::new()), |_| {}).await;
+    let (moto, _client, test) = vpc::in_moto("m5.large").await;
+    let cloud = vpc::default_cloud(&moto.url(), &test.node).await;
     let eni = cloud
         .create_eni(&request(&test.node, 2))
         .await
@@ -151,12 +150,7 @@ async fn assign_and_unassign_secondary_ips() {
             .iter()
             .all(|ip| !eni.secondary_ips.contains(ip) && *ip != eni.primary_ip)
     );
-    let listed = cloud.list_enis().await.expect("list");
-    let now = &listed
-        .iter()
-        .find(|e| e.id == eni.id)
-        .expect("listed")
-        .secondary_ips;
+    let now = listed_ips(&cloud, &eni.id).await;
     assert_eq!(now.len(), 5);
     assert!(added.iter().all(|ip| now.contains(ip)));
 
@@ -165,23 +159,12 @@ async fn assign_and_unassign_secondary_ips() {
         .unassign_ips(&eni.id, &release)
         .await
         .expect("unassign");
-    let listed = cloud.list_enis().await.expect("list");
-    let now = &listed
-        .iter()
-        .find(|e| e.id == eni.id)
-        .expect("listed")
-        .secondary_ips;
+    let now = listed_ips(&cloud, &eni.id).await;
     assert_eq!(now.len(), 3);
     assert!(release.iter().all(|ip| !now.contains(ip)));
 
     let error = cloud.assign_ips(&eni.id, 7).await.expect_err("3 + 7 > 9");
-    assert!(matches!(
-        error,
-        CloudError::LimitExceeded {
-            what: LimitKind::IpsPerEni,
-            ..
-        }
-    ));
+    assert_limit(&error, LimitKind::IpsPerEni);
     let error = cloud
         .assign_ips("eni-00000000000000000", 1)
         .await
@@ -192,10 +175,8 @@ async fn assign_and_unassign_secondary_ips() {
 /// moto-backed: delete detaches then deletes, and deleting again succeeds.
 #[tokio::test]
 async fn detach_and_delete() {
-    let moto = moto::session();
-    let client = vpc::client(&moto.url()).await;
-    let test = vpc::create(&client, "m5.large").await;
-    let cloud = vpc::ec2_cloud(&moto.url(), &test.node, Arc::new(Metrics::new()), |_| {}).await;
+    let (moto, client, test) = vpc::in_moto("m5.large").await;
+    let cloud = vpc::default_cloud(&moto.url(), &test.node).await;
     let eni = cloud
         .create_eni(&request(&test.node, 1))
         .await
@@ -230,9 +211,7 @@ async fn detach_and_delete() {
 /// so the age threshold is 0 here (the 5-minute default is unit-tested in `leak`).
 #[tokio::test]
 async fn leaked_eni_collection() {
-    let moto = moto::session();
-    let client = vpc::client(&moto.url()).await;
-    let test = vpc::create(&client, "m5.large").await;
+    let (moto, client, test) = vpc::in_moto("m5.large").await;
     let node = &test.node;
     let cloud = vpc::ec2_cloud(&moto.url(), node, Arc::new(Metrics::new()), |c| {
         c.leaked_eni_min_age = Duration::ZERO;
@@ -246,18 +225,10 @@ async fn leaked_eni_collection() {
         let client = client.clone();
         let subnet = node.subnet_id.clone();
         async move {
-            let spec = aws_sdk_ec2::types::TagSpecification::builder()
-                .resource_type(aws_sdk_ec2::types::ResourceType::NetworkInterface)
-                .set_tags(Some(
-                    tags.into_iter()
-                        .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
-                        .collect(),
-                ))
-                .build();
             client
                 .create_network_interface()
                 .subnet_id(subnet)
-                .tag_specifications(spec)
+                .tag_specifications(vpc::eni_tags(tags))
                 .send()
                 .await
                 .expect("CreateNetworkInterface")
@@ -301,7 +272,7 @@ async fn leaked_eni_collection() {
         assert!(left.contains(kept), "{kept} must not be collected");
     }
 
-    let patient = vpc::ec2_cloud(&moto.url(), node, Arc::new(Metrics::new()), |_| {}).await;
+    let patient = vpc::default_cloud(&moto.url(), node).await;
     make(vec![
         (TAG_CLUSTER, vpc::CLUSTER.into()),
         (
@@ -322,10 +293,8 @@ async fn leaked_eni_collection() {
 /// would fail with that. The /80 itself is covered on the simulator (`node_ipv6_netns`).
 #[tokio::test]
 async fn ipv6_prefixes_are_a_moto_gap() {
-    let moto = moto::session();
-    let client = vpc::client(&moto.url()).await;
-    let test = vpc::create(&client, "m5.large").await;
-    let cloud = vpc::ec2_cloud(&moto.url(), &test.node, Arc::new(Metrics::new()), |_| {}).await;
+    let (moto, _client, test) = vpc::in_moto("m5.large").await;
+    let cloud = vpc::default_cloud(&moto.url(), &test.node).await;
     let eni = &test.node.primary_eni_id;
     assert_eq!(cloud.ipv6_prefixes(eni).await.expect("read"), vec![]);
     let err = cloud.assign_ipv6_prefix(eni).await.unwrap_err();

@@ -11,22 +11,22 @@ use std::time::SystemTime;
 use weft_host::cloud::{Cloud, Ec2Cloud};
 use weft_host::ipam::SgSet;
 use weft_host::metrics::Metrics;
-use weft_host::reconcile::{Pool, PoolConfig, TAG_OPERATION};
+use weft_host::reconcile::{Pool, TAG_OPERATION};
 use weft_host::state::{Operation, StateDir};
-use weft_tests::support::pool::{self, key, pod};
-use weft_tests::support::{moto, vpc};
+use weft_tests::support::pool::{self, key, pod, release_all, rounds};
+use weft_tests::support::vpc;
 
 const SETTINGS: &str = r#"{"warm-ip-target": 2, "min-eni-age-seconds": 0}"#;
 
 async fn start(cloud: Arc<Ec2Cloud>, dir: &Path) -> Arc<Pool> {
-    let config = PoolConfig {
-        cooldown_seconds: 0,
-        min_eni_age_seconds: 0,
-        add_wait_ms: 30_000,
-        resync_seconds: 3_600,
-        ..Default::default()
-    };
-    pool::start(cloud, dir, Arc::new(Metrics::new()), SETTINGS, config).await
+    pool::start(
+        cloud,
+        dir,
+        Arc::new(Metrics::new()),
+        SETTINGS,
+        pool::config(30_000),
+    )
+    .await
 }
 
 /// Secondary addresses of every ENI attached to the node, as EC2 reports them.
@@ -46,11 +46,8 @@ async fn ec2_addresses(cloud: &Ec2Cloud) -> BTreeSet<Ipv4Addr> {
 /// given back down to the warm target; a restart keeps the assignments.
 #[tokio::test]
 async fn pods_come_and_go_and_the_pool_follows_on_ec2() {
-    let moto = moto::session();
-    let client = vpc::client(&moto.url()).await;
-    let test = vpc::create(&client, "m5.large").await;
-    let cloud =
-        Arc::new(vpc::ec2_cloud(&moto.url(), &test.node, Arc::new(Metrics::new()), |_| {}).await);
+    let (moto, client, test) = vpc::in_moto("m5.large").await;
+    let cloud = Arc::new(vpc::default_cloud(&moto.url(), &test.node).await);
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path().join("state");
     let group = SgSet::new(test.node.security_groups.clone());
@@ -89,12 +86,8 @@ async fn pods_come_and_go_and_the_pool_follows_on_ec2() {
     let held: BTreeSet<Ipv4Addr> = pool.assignments().iter().map(|a| a.ip).collect();
     assert_eq!(held, ips);
 
-    for n in 0..12 {
-        pool.release(&key(n)).expect("release");
-    }
-    for _ in 0..4 {
-        pool.reconcile().await.expect("round");
-    }
+    release_all(&pool, 0..12);
+    rounds(&pool, 4).await;
     let enis = cloud.list_enis().await.expect("list");
     assert_eq!(enis.len(), 1, "the second ENI was released");
     assert_eq!(enis[0].id, test.node.primary_eni_id);
@@ -112,11 +105,8 @@ async fn pods_come_and_go_and_the_pool_follows_on_ec2() {
 /// between create and attach) is found by its operation tag at start and deleted.
 #[tokio::test]
 async fn an_interrupted_create_is_undone_at_start() {
-    let moto = moto::session();
-    let client = vpc::client(&moto.url()).await;
-    let test = vpc::create(&client, "m5.large").await;
-    let cloud =
-        Arc::new(vpc::ec2_cloud(&moto.url(), &test.node, Arc::new(Metrics::new()), |_| {}).await);
+    let (moto, client, test) = vpc::in_moto("m5.large").await;
+    let cloud = Arc::new(vpc::default_cloud(&moto.url(), &test.node).await);
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path().join("state");
 
@@ -139,17 +129,7 @@ async fn an_interrupted_create_is_undone_at_start() {
             .subnet_id(&test.node.subnet_id)
             .set_groups(Some(test.node.security_groups.clone()))
             .secondary_private_ip_address_count(2)
-            .tag_specifications(
-                aws_sdk_ec2::types::TagSpecification::builder()
-                    .resource_type(aws_sdk_ec2::types::ResourceType::NetworkInterface)
-                    .tags(
-                        aws_sdk_ec2::types::Tag::builder()
-                            .key(TAG_OPERATION)
-                            .value(intent.id.as_str())
-                            .build(),
-                    )
-                    .build(),
-            )
+            .tag_specifications(vpc::eni_tags([(TAG_OPERATION, intent.id.as_str())]))
             .send()
             .await
             .expect("CreateNetworkInterface")
@@ -181,29 +161,19 @@ async fn foreign_eni(
     device_index: i32,
     tags: &[(&str, &str)],
 ) -> (String, BTreeSet<Ipv4Addr>) {
-    let mut spec = aws_sdk_ec2::types::TagSpecification::builder()
-        .resource_type(aws_sdk_ec2::types::ResourceType::NetworkInterface);
-    for (k, v) in tags {
-        spec = spec.tags(aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build());
-    }
     let created = client
         .create_network_interface()
         .subnet_id(&node.subnet_id)
         // The pods' own security groups: only ownership keeps Weft away.
         .set_groups(Some(node.security_groups.clone()))
         .secondary_private_ip_address_count(2)
-        .tag_specifications(spec.build())
+        .tag_specifications(vpc::eni_tags(tags.iter().copied()))
         .send()
         .await
         .expect("CreateNetworkInterface");
     let eni = created.network_interface().expect("interface");
     let id = eni.network_interface_id().expect("id").to_owned();
-    let ips = eni
-        .private_ip_addresses()
-        .iter()
-        .filter(|a| a.primary() == Some(false))
-        .filter_map(|a| a.private_ip_address()?.parse().ok())
-        .collect();
+    let ips = vpc::secondary_ips(eni);
     client
         .attach_network_interface()
         .network_interface_id(&id)
@@ -221,9 +191,7 @@ async fn foreign_eni(
 /// keep their addresses and attachment.
 #[tokio::test]
 async fn foreign_enis_on_ec2_are_listed_and_never_touched() {
-    let moto = moto::session();
-    let client = vpc::client(&moto.url()).await;
-    let test = vpc::create(&client, "m5.xlarge").await;
+    let (moto, client, test) = vpc::in_moto("m5.xlarge").await;
     let node = &test.node;
     let no_manage = foreign_eni(
         &client,
@@ -233,7 +201,7 @@ async fn foreign_enis_on_ec2_are_listed_and_never_touched() {
     )
     .await;
     let untagged = foreign_eni(&client, node, 2, &[("Name", "someone else's")]).await;
-    let cloud = Arc::new(vpc::ec2_cloud(&moto.url(), node, Arc::new(Metrics::new()), |_| {}).await);
+    let cloud = Arc::new(vpc::default_cloud(&moto.url(), node).await);
     let tmp = tempfile::tempdir().expect("temp dir");
     let pool = start(cloud.clone(), &tmp.path().join("state")).await;
     let unmanaged = pool.snapshot().unmanaged;
@@ -273,12 +241,8 @@ async fn foreign_enis_on_ec2_are_listed_and_never_touched() {
             pool.reconcile().await.expect("round");
         }
     }
-    for n in 0..24 {
-        pool.release(&key(n)).expect("release");
-    }
-    for _ in 0..3 {
-        pool.reconcile().await.expect("round");
-    }
+    release_all(&pool, 0..24);
+    rounds(&pool, 3).await;
     for (id, ips) in [&no_manage, &untagged] {
         let now = vpc::all_enis(&client, &node.vpc_id)
             .await
@@ -290,13 +254,11 @@ async fn foreign_enis_on_ec2_are_listed_and_never_touched() {
             Some(node.instance_id.as_str()),
             "{id} was detached"
         );
-        let still: BTreeSet<Ipv4Addr> = now
-            .private_ip_addresses()
-            .iter()
-            .filter(|a| a.primary() == Some(false))
-            .filter_map(|a| a.private_ip_address()?.parse().ok())
-            .collect();
-        assert_eq!(&still, ips, "{id} lost or gained addresses");
+        assert_eq!(
+            &vpc::secondary_ips(&now),
+            ips,
+            "{id} lost or gained addresses"
+        );
     }
     pool.shutdown().await;
 }

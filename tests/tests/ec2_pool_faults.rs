@@ -14,27 +14,20 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use weft_host::cloud::{Ec2Cloud, RetryPolicy};
+use weft_host::cloud::Ec2Cloud;
 use weft_host::ipam::SgSet;
 use weft_host::metrics::Metrics;
 use weft_host::reconcile::{Pool, PoolConfig};
+use weft_tests::support::churn::long;
 use weft_tests::support::fault_proxy::{FaultPlan, FaultProxy};
 use weft_tests::support::pool::{self, key, pod};
-use weft_tests::support::{moto, vpc};
-
-fn long() -> bool {
-    std::env::var_os("WEFT_LONG").is_some_and(|v| v == "1")
-}
+use weft_tests::support::vpc;
 
 async fn start(cloud: Arc<Ec2Cloud>, dir: &Path, metrics: Arc<Metrics>) -> Arc<Pool> {
     let config = PoolConfig {
-        cooldown_seconds: 0,
-        min_eni_age_seconds: 0,
-        add_wait_ms: 15_000,
-        resync_seconds: 3_600,
         inventory_resync_seconds: 0,
         stale_read_grace_seconds: 2,
-        ..Default::default()
+        ..pool::config(15_000)
     };
     let settings = r#"{"warm-ip-target": 3, "min-eni-age-seconds": 0}"#;
     pool::start(cloud, dir, metrics, settings, config).await
@@ -43,23 +36,12 @@ async fn start(cloud: Arc<Ec2Cloud>, dir: &Path, metrics: Arc<Metrics>) -> Arc<P
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_up_and_churn_under_30_percent_faults_converge_without_leaks() {
     let (rounds, crashes_every) = if long() { (40, 5) } else { (12, 4) };
-    let moto = moto::session();
-    let clean = vpc::client(&moto.url()).await;
-    let test = vpc::create(&clean, "m5.xlarge").await;
+    let (moto, clean, test) = vpc::in_moto("m5.xlarge").await;
     let node = &test.node;
     let proxy = FaultProxy::start(moto.addr(), FaultPlan::every_kind(0.3, 0x9b)).await;
     let metrics = Arc::new(Metrics::new());
-    let cloud = Arc::new(
-        vpc::ec2_cloud(&proxy.url(), node, metrics.clone(), |c| {
-            c.call_timeout = Duration::from_millis(750);
-            c.retry = RetryPolicy {
-                max_attempts: 10,
-                base: Duration::from_millis(20),
-                max_backoff: Duration::from_millis(200),
-            };
-        })
-        .await,
-    );
+    let cloud =
+        Arc::new(vpc::ec2_cloud(&proxy.url(), node, metrics.clone(), vpc::quick_retries(10)).await);
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path().join("state");
     let group = SgSet::new(node.security_groups.clone());

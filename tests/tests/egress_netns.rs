@@ -27,8 +27,8 @@ use weft_host::agent::EgressRules;
 use weft_host::cloud::{Cloud, SimCloud};
 use weft_host::plumbing::egress::EgressConfig;
 use weft_host::plumbing::{Plumbing, PlumbingConfig};
-use weft_tests::support::agent::{AgentOptions, TestAgent, ok_json, pod_ip};
-use weft_tests::support::fabric::{INTERNET_IP, TestVpc, VPC_CIDR};
+use weft_tests::support::agent::TestAgent;
+use weft_tests::support::fabric::{INTERNET_IP, TestVpc, VPC_CIDR, primary_ip};
 use weft_tests::support::netns::TestNetns;
 use weft_tests::support::tcp::{PeerEcho, peer_seen};
 use weft_tests::weftd_binary;
@@ -41,37 +41,7 @@ fn node_agent(vpc: &TestVpc, seed: u64, extra: &str) -> TestAgent {
 }
 
 fn node_agent_on(node: TestNetns, vpc: &TestVpc, seed: u64, extra: &str) -> TestAgent {
-    let cloud = format!("{}seed = {seed}\n", vpc.cloud_lines());
-    let options = AgentOptions {
-        cloud: &cloud,
-        ..AgentOptions::default()
-    };
-    let agent = TestAgent::start_on(node, "m5.large", &options, extra);
-    agent.wait_serving();
-    agent
-}
-
-/// The node's primary private IP, as the simulator's "DHCP" put it on eth0.
-fn primary_ip(agent: &TestAgent) -> String {
-    let addrs = agent.node.ip_json(&["-4", "addr", "show", "dev", "eth0"]);
-    addrs[0]["addr_info"][0]["local"]
-        .as_str()
-        .expect("eth0 has the primary address")
-        .to_owned()
-}
-
-/// Adds pod `name` and returns its namespace and address.
-fn add_pod(agent: &TestAgent, name: &str) -> (TestNetns, String) {
-    let ns = TestNetns::new(name);
-    let result = ok_json(&agent.cni(
-        "ADD",
-        &format!("ctr-{name}"),
-        &ns.path(),
-        name,
-        &agent.netconf("1.0.0"),
-    ));
-    let ip = pod_ip(&result);
-    (ns, ip)
+    vpc.start_agent(node, &format!("seed = {seed}\n"), extra)
 }
 
 /// `nft -j <args>` in `ns`, parsed; `None` when nft fails (no such table).
@@ -152,7 +122,7 @@ fn pods_leave_the_vpc_as_the_node_unless_excluded_or_snat_is_external() {
     let outside = format!("{INTERNET_IP}:8080");
 
     let agent = node_agent(&vpc, 1, "");
-    let (pod, ip) = add_pod(&agent, "pod-a");
+    let (pod, ip) = agent.new_pod("pod-a");
     assert_eq!(
         peer_seen(&pod, &outside).as_deref(),
         Some(primary_ip(&agent).as_str()),
@@ -171,7 +141,7 @@ fn pods_leave_the_vpc_as_the_node_unless_excluded_or_snat_is_external() {
         2,
         "[egress]\nexclude-snat-cidrs = [\"203.0.113.0/24\"]\n",
     );
-    let (pod, ip) = add_pod(&excluded, "pod-b");
+    let (pod, ip) = excluded.new_pod("pod-b");
     assert_eq!(
         peer_seen(&pod, &outside).as_deref(),
         Some(ip.as_str()),
@@ -180,7 +150,7 @@ fn pods_leave_the_vpc_as_the_node_unless_excluded_or_snat_is_external() {
     drop(excluded);
 
     let external = node_agent(&vpc, 3, "[egress]\nexternal-snat = true\n");
-    let (pod, ip) = add_pod(&external, "pod-c");
+    let (pod, ip) = external.new_pod("pod-c");
     assert_eq!(
         peer_seen(&pod, &outside).as_deref(),
         Some(ip.as_str()),
@@ -199,7 +169,7 @@ fn ipv6_pods_reach_ipv4_only_destinations_as_the_node() {
         // The router has its VPC address once a node is on the fabric.
         let in_vpc = format!("10.0.0.1:808{seed}");
         let _router = PeerEcho::start(&vpc.router, &in_vpc);
-        let (pod, ip) = add_pod(&agent, "pod-6");
+        let (pod, ip) = agent.new_pod("pod-6");
         assert!(ip.contains(':'), "an IPv6 pod: {ip}");
         let primary = primary_ip(&agent);
         // The internet host and the VPC router are IPv4 only; neither
@@ -216,7 +186,7 @@ fn ipv6_pods_reach_ipv4_only_destinations_as_the_node() {
         );
     }
     let off = node_agent(&vpc, 3, &format!("{ipv6}[egress]\nipv4-egress = false\n"));
-    let (pod, _) = add_pod(&off, "pod-6-off");
+    let (pod, _) = off.new_pod("pod-6-off");
     assert!(
         pod.ip_json(&["-4", "addr", "show", "dev", "eth0"])
             .as_array()
@@ -233,7 +203,7 @@ fn pods_on_a_secondary_eni_leave_through_the_primary_eni() {
     let vpc = TestVpc::new();
     let _server = PeerEcho::start(&vpc.internet, &format!("{INTERNET_IP}:8080"));
     let agent = node_agent(&vpc, 1, "[pool]\nprimary-eni-serves-pods = false\n");
-    let (pod, ip) = add_pod(&agent, "pod-s");
+    let (pod, ip) = agent.new_pod("pod-s");
     let on_secondary = agent
         .node
         .ip_json(&["rule", "show"])
@@ -384,7 +354,7 @@ fn node_port_connections_to_pods_on_secondary_enis_reply_through_the_primary_eni
                 "[pool]\nprimary-eni-serves-pods = false\n[egress]\nnode-port-support = {support}\n"
             ),
         );
-        let (pod, ip) = add_pod(&agent, "pod-np");
+        let (pod, ip) = agent.new_pod("pod-np");
         let _server = PeerEcho::start(&pod, "0.0.0.0:8080");
         let secondary = agent
             .node

@@ -10,51 +10,18 @@ use std::path::Path;
 use std::sync::Arc;
 use weft_host::cloud::sim::{EniLinks, NetnsEniLinks};
 use weft_host::cloud::{Cloud, SimCloud};
-use weft_tests::support::agent::{AgentOptions, TestAgent, ok_json, pod_ip};
-use weft_tests::support::fabric::{TestVpc, VPC_CIDR};
+use weft_tests::support::agent::TestAgent;
+use weft_tests::support::fabric::{TestVpc, VPC_CIDR, primary_ip};
 use weft_tests::support::netns::TestNetns;
 use weft_tests::support::tcp::{PeerEcho, peer_seen};
 
 /// A node of the shared VPC in `state_file`.
 fn node(vpc: &TestVpc, state_file: &Path, index: u32, extra: &str) -> TestAgent {
     let cloud = format!(
-        "{}state-file = \"{}\"\nnode-index = {index}\n",
-        vpc.cloud_lines(),
+        "state-file = \"{}\"\nnode-index = {index}\n",
         state_file.display()
     );
-    let options = AgentOptions {
-        cloud: &cloud,
-        ..AgentOptions::default()
-    };
-    let agent = TestAgent::start_on(
-        TestNetns::new(&format!("node{index}")),
-        "m5.large",
-        &options,
-        extra,
-    );
-    agent.wait_serving();
-    agent
-}
-
-fn add_pod(agent: &TestAgent, name: &str) -> (TestNetns, String) {
-    let ns = TestNetns::new(name);
-    let result = ok_json(&agent.cni(
-        "ADD",
-        &format!("ctr-{name}"),
-        &ns.path(),
-        name,
-        &agent.netconf("1.0.0"),
-    ));
-    let ip = pod_ip(&result);
-    (ns, ip)
-}
-
-fn primary_ip(agent: &TestAgent) -> String {
-    let addrs = agent.node.ip_json(&["-4", "addr", "show", "dev", "eth0"]);
-    addrs[0]["addr_info"][0]["local"]
-        .as_str()
-        .expect("eth0 has the primary address")
-        .to_owned()
+    vpc.start_agent(TestNetns::new(&format!("node{index}")), &cloud, extra)
 }
 
 #[test]
@@ -71,8 +38,8 @@ fn pods_on_two_nodes_reach_each_other_and_the_other_node_without_nat() {
         primary_ip(&b),
         "one VPC: distinct addresses"
     );
-    let (pod_a, ip_a) = add_pod(&a, "pod-a");
-    let (pod_b, ip_b) = add_pod(&b, "pod-b");
+    let (pod_a, ip_a) = a.new_pod("pod-a");
+    let (pod_b, ip_b) = b.new_pod("pod-b");
     assert_ne!(ip_a, ip_b);
     let _on_a = PeerEcho::start(&pod_a, "0.0.0.0:8080");
     let _on_b = PeerEcho::start(&pod_b, "0.0.0.0:8080");

@@ -8,29 +8,11 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use weft_host::cloud::Cloud;
-use weft_tests::support::agent::{AgentOptions, TestAgent};
+use weft_tests::support::agent::{AgentOptions, TestAgent, ok_json, pod_ip};
 use weft_tests::support::k8s::TestApiServer;
 use weft_tests::support::netns::TestNetns;
 
 const DB_GROUP: &str = "sg-00000000000000db0";
-
-fn ok(out: &std::process::Output) -> Value {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
-}
-
-fn ip_of(result: &Value) -> String {
-    result["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .trim_end_matches("/32")
-        .to_owned()
-}
 
 async fn create_node(client: &kube::Client, name: &str, labels: Value) {
     let node: Node = serde_json::from_value(json!({
@@ -118,7 +100,7 @@ async fn pods_are_decided_on_their_labels_annotated_and_served_without_the_api_s
 
     // Labels and service account from the API decide the group.
     let ns_db = TestNetns::new("db1");
-    let db_ip = ip_of(&ok(&agent.cni_args(
+    let db_ip = pod_ip(&ok_json(&agent.cni_args(
         "ADD",
         "ctr-db1",
         &ns_db.path(),
@@ -127,7 +109,7 @@ async fn pods_are_decided_on_their_labels_annotated_and_served_without_the_api_s
     )));
     assert_eq!(group_of(&agent, "ctr-db1"), [DB_GROUP]);
     let ns_web = TestNetns::new("web1");
-    ok(&agent.cni_args("ADD", "ctr-web1", &ns_web.path(), &args_of(&web), &netconf));
+    ok_json(&agent.cni_args("ADD", "ctr-web1", &ns_web.path(), &args_of(&web), &netconf));
     assert_ne!(group_of(&agent, "ctr-web1"), [DB_GROUP]);
 
     // The address annotation is on the pod when the ADD answers.
@@ -140,7 +122,7 @@ async fn pods_are_decided_on_their_labels_annotated_and_served_without_the_api_s
     // A pod created just before its ADD is decided on its real labels.
     let fresh = create_pod(&client, &node, "db-2", json!({"app": "db"})).await;
     let ns_db2 = TestNetns::new("db2");
-    ok(&agent.cni_args("ADD", "ctr-db2", &ns_db2.path(), &args_of(&fresh), &netconf));
+    ok_json(&agent.cni_args("ADD", "ctr-db2", &ns_db2.path(), &args_of(&fresh), &netconf));
     assert_eq!(group_of(&agent, "ctr-db2"), [DB_GROUP]);
 
     // A label change is seen by the pod's next ADD (a new sandbox), once the
@@ -163,7 +145,7 @@ async fn pods_are_decided_on_their_labels_annotated_and_served_without_the_api_s
     loop {
         attempt += 1;
         let id = format!("ctr-web1-{attempt}");
-        ok(&agent.cni_args("ADD", &id, &ns_web.path(), &args_of(&web), &netconf));
+        ok_json(&agent.cni_args("ADD", &id, &ns_web.path(), &args_of(&web), &netconf));
         if group_of(&agent, &id) == [DB_GROUP] {
             break;
         }
@@ -184,14 +166,14 @@ async fn pods_are_decided_on_their_labels_annotated_and_served_without_the_api_s
     // and the agent says so.
     api.stop();
     let ns_late = TestNetns::new("late");
-    let late = ok(&agent.cni_args(
+    let late = ok_json(&agent.cni_args(
         "ADD",
         "ctr-late",
         &ns_late.path(),
         "K8S_POD_NAMESPACE=default;K8S_POD_NAME=late-1;K8S_POD_UID=0000",
         &netconf,
     ));
-    assert!(!ip_of(&late).is_empty());
+    assert!(!pod_ip(&late).is_empty());
     assert_ne!(
         group_of(&agent, "ctr-late"),
         [DB_GROUP],
@@ -214,7 +196,7 @@ async fn without_annotate_pod_ip_the_pod_is_not_patched() {
     let pod = create_pod(&client, &node, "plain-1", json!({"app": "plain"})).await;
     let agent = TestAgent::start("m5.large", &kube_section(&api, &node, false));
     let ns = TestNetns::new("plain");
-    ok(&agent.cni_args(
+    ok_json(&agent.cni_args(
         "ADD",
         "ctr-plain",
         &ns.path(),
@@ -281,12 +263,12 @@ async fn a_node_label_picks_the_subnet_of_new_enis() {
         ),
     );
     let ns = TestNetns::new("custom");
-    let result = ok(&agent.cni_args(
+    let result = ok_json(&agent.cni_args(
         "ADD",
         "ctr-custom",
         &ns.path(),
         &args_of(&pod),
         &agent.netconf("1.0.0"),
     ));
-    assert!(ip_of(&result).starts_with("10.0.8."), "{result}");
+    assert!(pod_ip(&result).starts_with("10.0.8."), "{result}");
 }

@@ -9,11 +9,10 @@
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use weft_tests::support::agent::{AgentOptions, TestAgent};
+use weft_tests::support::binaries::install_plugin;
 use weft_tests::support::k8s::TestApiServer;
-use weft_tests::{weft_plugin_binary, weftd_binary};
 
 /// The node's Ready condition: (status, message).
 async fn ready(nodes: &Api<Node>, name: &str) -> (String, String) {
@@ -77,18 +76,7 @@ async fn kubelet_runs_pods_on_weft_once_the_agent_is_ready() {
     for plugin in ["loopback", "portmap"] {
         std::fs::copy(format!("/usr/lib/cni/{plugin}"), bin.join(plugin)).unwrap();
     }
-    let out = Command::new(weftd_binary())
-        .args(["install", "--source"])
-        .arg(weft_plugin_binary().parent().unwrap())
-        .arg("--bin-dir")
-        .arg(&bin)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    install_plugin(&bin);
 
     // Without the agent there is no conflist: the kubelet reports NotReady.
     api.start_node(node_name, &bin, &conf);

@@ -6,21 +6,14 @@
 //! address with an identity the security-groups policy can tell apart.
 
 use serde_json::Value;
-use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
-use weft_tests::support::agent::{AgentOptions, TestAgent, exec_plugin};
+use weft_tests::support::agent::{AgentOptions, TestAgent, exec_plugin, ok_json, pod_ip};
+use weft_tests::support::binaries::install_plugin;
 use weft_tests::support::k8s::kit_binary;
 use weft_tests::support::netns::TestNetns;
+use weft_tests::support::tcp::free_port;
 use weft_tests::{weft_plugin_binary, weftd_binary};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn http(url: &str) -> (u16, String) {
     let out = Command::new("curl")
@@ -32,35 +25,13 @@ fn http(url: &str) -> (u16, String) {
     (code.parse().unwrap_or(0), body.to_owned())
 }
 
-fn ok(out: &std::process::Output) -> Value {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
-}
-
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn install_conflist_tcp_endpoints_and_status() {
     // `weftd install` copies the plugin (portmap: the node already has it).
     let bin = tempfile::tempdir().unwrap();
     std::fs::copy("/usr/lib/cni/portmap", bin.path().join("portmap")).unwrap();
-    let source = weft_plugin_binary().parent().unwrap().to_path_buf();
-    let out = Command::new(weftd_binary())
-        .args(["install", "--source"])
-        .arg(&source)
-        .arg("--bin-dir")
-        .arg(bin.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    install_plugin(bin.path());
     let installed = std::fs::read(bin.path().join("weft")).unwrap();
     assert_eq!(installed, std::fs::read(weft_plugin_binary()).unwrap());
 
@@ -139,7 +110,7 @@ fn install_conflist_tcp_endpoints_and_status() {
     let netns = pod.path().display().to_string();
     let mut add = env("ADD");
     add.push(("CNI_NETNS", &netns));
-    let result = ok(&exec_plugin(
+    let result = ok_json(&exec_plugin(
         None,
         &bin.path().join("weft"),
         &add,
@@ -150,7 +121,7 @@ fn install_conflist_tcp_endpoints_and_status() {
     portmap["name"] = conflist["name"].clone();
     portmap["prevResult"] = result.clone();
     portmap["runtimeConfig"] = serde_json::json!({"portMappings": []});
-    ok(&exec_plugin(
+    ok_json(&exec_plugin(
         Some(&agent.node),
         &bin.path().join("portmap"),
         &add,
@@ -312,13 +283,9 @@ settings = { rules = [ { namespaces = [""], security-groups = ["sg-0000000000000
             .output()
             .expect("run cnitool")
     };
-    let result = ok(&cnitool("add"));
-    let ip = result["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .trim_end_matches("/32")
-        .to_owned();
-    ok(&agent.cni("ADD", "ctr-pod", &pod.path(), "pod", &netconf));
+    let result = ok_json(&cnitool("add"));
+    let ip = pod_ip(&result);
+    ok_json(&agent.cni("ADD", "ctr-pod", &pod.path(), "pod", &netconf));
 
     let pods = agent.get_json("/v1/pods");
     let entry = pods

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use weft_cni::spool::{DelSpool, WRITERS_LOCK};
-use weft_tests::support::agent::{TestAgent, ok_json, pod_ip, succeeded};
+use weft_tests::support::agent::{TestAgent, pod_ip, succeeded};
 use weft_tests::support::netns::TestNetns;
 
 /// Every file in the spool but its writers' lock, which stays.
@@ -71,13 +71,7 @@ fn a_del_while_weftd_is_down_succeeds_and_weftd_carries_it_out_before_serving() 
     let mut agent = TestAgent::start("m5.large", "");
     let netconf = agent.netconf("1.1.0");
     let pod = TestNetns::new("pod");
-    let ip = pod_ip(&ok_json(&agent.cni(
-        "ADD",
-        "ctr-a",
-        &pod.path(),
-        "a",
-        &netconf,
-    )));
+    let ip = pod_ip(&agent.cni_add("a", &pod, &netconf));
 
     agent.kill();
     let out = agent.cni("DEL", "ctr-a", &pod.path(), "a", &netconf);
@@ -113,15 +107,9 @@ fn a_kept_del_leaves_a_later_add_alone_and_hostile_spool_files_are_refused() {
     let mut agent = TestAgent::start("m5.large", "");
     let netconf = agent.netconf("1.1.0");
     let pod = TestNetns::new("pod");
-    let first = pod_ip(&ok_json(&agent.cni(
-        "ADD",
-        "ctr-b",
-        &pod.path(),
-        "b",
-        &netconf,
-    )));
+    let first = pod_ip(&agent.cni_add("b", &pod, &netconf));
     agent.kill();
-    succeeded(&agent.cni("DEL", "ctr-b", &pod.path(), "b", &netconf));
+    agent.cni_del("b", &pod, &netconf);
     let kept = spool_files(&agent).pop().expect("the kept DEL");
     let stash = agent.dir.path().join("stash.json");
     std::fs::copy(&kept, &stash).unwrap();
@@ -157,13 +145,7 @@ fn a_kept_del_leaves_a_later_add_alone_and_hostile_spool_files_are_refused() {
 
     // The runtime adds the same attachment again; then the stale DEL
     // appears (a plugin that raced weftd's start): the new address stays.
-    let again = pod_ip(&ok_json(&agent.cni(
-        "ADD",
-        "ctr-b",
-        &pod.path(),
-        "b",
-        &netconf,
-    )));
+    let again = pod_ip(&agent.cni_add("b", &pod, &netconf));
     std::fs::copy(&stash, &kept).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while kept.exists() {
@@ -184,7 +166,7 @@ fn a_kept_del_leaves_a_later_add_alone_and_hostile_spool_files_are_refused() {
             .contains("predates the attachment's current address")
     );
 
-    succeeded(&agent.cni("DEL", "ctr-b", &pod.path(), "b", &netconf));
+    agent.cni_del("b", &pod, &netconf);
     assert_eq!(agent.get_json("/v1/pods"), json!([]));
 }
 
@@ -200,13 +182,7 @@ fn a_kept_del_never_frees_a_later_address_whatever_the_wall_clock_says() {
     let agent = TestAgent::start("m5.large", "");
     let netconf = agent.netconf("1.1.0");
     let pod = TestNetns::new("pod");
-    let ip = pod_ip(&ok_json(&agent.cni(
-        "ADD",
-        "ctr-c",
-        &pod.path(),
-        "c",
-        &netconf,
-    )));
+    let ip = pod_ip(&agent.cni_add("c", &pod, &netconf));
     let hour_ahead = SystemTime::now() + Duration::from_secs(3600);
     let entry = json!({
         "version": 1,
@@ -224,6 +200,6 @@ fn a_kept_del_never_frees_a_later_address_whatever_the_wall_clock_says() {
     let held = agent.get_json("/v1/pods");
     assert_eq!(held[0]["ip"], json!(ip), "{held}");
     assert_eq!(address_state(&agent, &ip), "assigned");
-    succeeded(&agent.cni("DEL", "ctr-c", &pod.path(), "c", &netconf));
+    agent.cni_del("c", &pod, &netconf);
     assert_eq!(agent.get_json("/v1/pods"), json!([]));
 }

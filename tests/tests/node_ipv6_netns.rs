@@ -7,8 +7,9 @@
 
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use weft_tests::support::agent::{TestAgent, ok_json, pod_ip, succeeded};
-use weft_tests::support::netns::TestNetns;
+use weft_tests::support::agent::{TestAgent, pod_ip};
+use weft_tests::support::netns::{TestNetns, entries};
+use weft_tests::support::wiring::{assert_ipv4_pod_wired, assert_permanent_neighbour};
 
 /// The simulator's /80 for the primary ENI of the first subnet's node, and
 /// the addresses pods get from it, in order.
@@ -36,17 +37,13 @@ fn start() -> TestAgent {
     agent
 }
 
-fn array(value: &Value) -> &Vec<Value> {
-    value.as_array().expect("a JSON array")
-}
-
 /// The pod's IPv6 wiring, exactly: one global address `/128` without DAD,
 /// `fe80::1 dev eth0`, `default via fe80::1 dev eth0`, and `fe80::1` a
 /// permanent neighbour at the host veth's MAC; DAD off on the interface.
 fn assert_pod_wired(pod: &TestNetns, ip: &str, host_mac: &str) {
     let addrs = pod.ip_json(&["-6", "addr", "show", "dev", "eth0", "scope", "global"]);
     // `ip -j` prints filtered-out addresses as `{}`.
-    let global: Vec<&Value> = array(&addrs[0]["addr_info"])
+    let global: Vec<&Value> = entries(&addrs[0]["addr_info"])
         .iter()
         .filter(|a| a.get("local").is_some())
         .collect();
@@ -65,59 +62,35 @@ fn assert_pod_wired(pod: &TestNetns, ip: &str, host_mac: &str) {
     assert_eq!(pod.sysctl("net.ipv6.conf.eth0.accept_dad"), "0");
     let routes = pod.ip_json(&["-6", "route", "show", "dev", "eth0"]);
     assert!(
-        array(&routes)
+        entries(&routes)
             .iter()
             .any(|r| r["dst"] == "default" && r["gateway"] == "fe80::1"),
         "default via fe80::1: {routes}"
     );
     assert!(
-        array(&routes).iter().any(|r| r["dst"] == "fe80::1"),
+        entries(&routes).iter().any(|r| r["dst"] == "fe80::1"),
         "fe80::1 dev eth0: {routes}"
     );
-    let neigh = pod.ip_json(&["-6", "neigh", "show", "dev", "eth0"]);
-    assert!(
-        array(&neigh).iter().any(|n| n["dst"] == "fe80::1"
-            && n["lladdr"] == json!(host_mac)
-            && n["state"]
-                .as_array()
-                .is_some_and(|s| s.contains(&json!("PERMANENT")))),
-        "permanent neighbour fe80::1 -> {host_mac}: {neigh}"
-    );
+    assert_permanent_neighbour(pod, "-6", "fe80::1", host_mac);
 }
 
-/// The pod's IPv4 egress wiring, exactly as an IPv4 pod's: one IPv4
-/// address `/32`, `169.254.1.1 dev eth0 scope link`, `default via
-/// 169.254.1.1`, and `169.254.1.1` a permanent neighbour at the host veth's
-/// MAC.
-fn assert_egress_wired(pod: &TestNetns, ipv4: &str, host_mac: &str) {
-    let addrs = pod.ip_json(&["-4", "addr", "show", "dev", "eth0"]);
-    let found: Vec<(&Value, &Value)> = array(&addrs[0]["addr_info"])
-        .iter()
-        .map(|a| (&a["local"], &a["prefixlen"]))
-        .collect();
-    assert_eq!(found, [(&json!(ipv4), &json!(32))], "{addrs}");
-    let routes = pod.ip_json(&["-4", "route", "show", "dev", "eth0"]);
-    assert!(
-        array(&routes)
-            .iter()
-            .any(|r| r["dst"] == "default" && r["gateway"] == "169.254.1.1"),
-        "default via 169.254.1.1: {routes}"
-    );
-    assert!(
-        array(&routes)
-            .iter()
-            .any(|r| r["dst"] == "169.254.1.1" && r["scope"] == "link"),
-        "169.254.1.1 dev eth0 scope link: {routes}"
-    );
-    let neigh = pod.ip_json(&["-4", "neigh", "show", "dev", "eth0"]);
-    assert!(
-        array(&neigh).iter().any(|n| n["dst"] == "169.254.1.1"
-            && n["lladdr"] == json!(host_mac)
-            && n["state"]
-                .as_array()
-                .is_some_and(|s| s.contains(&json!("PERMANENT")))),
-        "permanent neighbour 169.254.1.1 -> {host_mac}: {neigh}"
-    );
+/// The pod of ADD `result` is wired both ways, for its IPv6 address `ip`
+/// and, exactly as an IPv4 pod, for its IPv4 egress address `ipv4`; returns
+/// the host veth.
+fn assert_dual_stack_wired(
+    agent: &TestAgent,
+    pod: &TestNetns,
+    result: &Value,
+    ip: &str,
+    ipv4: &str,
+) -> String {
+    let host_veth = result["interfaces"][0]["name"].as_str().unwrap();
+    let host_mac = result["interfaces"][0]["mac"].as_str().unwrap();
+    assert_pod_wired(pod, ip, host_mac);
+    assert_ipv4_pod_wired(pod, ipv4, host_mac);
+    assert_node_routes(agent, ip, host_veth);
+    assert_node_routes(agent, ipv4, host_veth);
+    host_veth.to_owned()
 }
 
 /// `ip`'s family switch for `ip(8)`.
@@ -129,7 +102,7 @@ fn family(ip: &str) -> &'static str {
 /// `host_veth`, and only there.
 fn assert_node_routes(agent: &TestAgent, ip: &str, host_veth: &str) {
     let routes = agent.node.ip_json(&[family(ip), "route", "show", ip]);
-    assert_eq!(array(&routes).len(), 1, "{routes}");
+    assert_eq!(entries(&routes).len(), 1, "{routes}");
     assert_eq!(routes[0]["dst"], json!(ip));
     assert_eq!(routes[0]["dev"], json!(host_veth), "{routes}");
 }
@@ -138,7 +111,7 @@ fn assert_node_routes(agent: &TestAgent, ip: &str, host_veth: &str) {
 /// they answer).
 fn assert_node_unrouted(agent: &TestAgent, ip: &str) {
     assert!(
-        array(&agent.node.ip_json(&[family(ip), "route", "show", ip])).is_empty(),
+        entries(&agent.node.ip_json(&[family(ip), "route", "show", ip])).is_empty(),
         "no route to {ip}"
     );
 }
@@ -149,15 +122,18 @@ fn assert_node_unrouted(agent: &TestAgent, ip: &str) {
 fn assert_unwired(agent: &TestAgent, pod: &TestNetns, ip: &str) {
     wait_gone(pod);
     let neigh = agent.node.ip_json(&["-6", "neigh", "show", ip]);
-    assert!(array(&neigh).is_empty(), "no node neighbour {ip}: {neigh}");
-    assert!(array(&pod.ip_json(&["-6", "neigh", "show"])).is_empty());
-    assert!(array(&pod.ip_json(&["-6", "route", "show"])).is_empty());
+    assert!(
+        entries(&neigh).is_empty(),
+        "no node neighbour {ip}: {neigh}"
+    );
+    assert!(entries(&pod.ip_json(&["-6", "neigh", "show"])).is_empty());
+    assert!(entries(&pod.ip_json(&["-6", "route", "show"])).is_empty());
 }
 
 /// Waits (at most 10 s) until the pod's interface is gone.
 fn wait_gone(pod: &TestNetns) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while array(&pod.ip_json(&["link", "show"]))
+    while entries(&pod.ip_json(&["link", "show"]))
         .iter()
         .any(|l| l["ifname"] == "eth0")
     {
@@ -167,7 +143,7 @@ fn wait_gone(pod: &TestNetns) {
 }
 
 fn held_ips(agent: &TestAgent) -> Vec<Value> {
-    array(&agent.get_json("/v1/pods"))
+    entries(&agent.get_json("/v1/pods"))
         .iter()
         .map(|p| p["ip"].clone())
         .collect()
@@ -180,8 +156,8 @@ fn ipv6_pods_get_prefix_addresses_ping_each_other_and_the_node_and_del_unwires_t
     let netconf = agent.netconf("1.0.0");
     let a = TestNetns::new("v6-a");
     let b = TestNetns::new("v6-b");
-    let ra = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
-    let rb = ok_json(&agent.cni("ADD", "ctr-b", &b.path(), "b", &netconf));
+    let ra = agent.cni_add("a", &a, &netconf);
+    let rb = agent.cni_add("b", &b, &netconf);
     assert_eq!((pod_ip(&ra), pod_ip(&rb)), (POD_1.into(), POD_2.into()));
     assert!(
         agent.log().contains(&format!("prefix={PREFIX}")),
@@ -203,12 +179,7 @@ fn ipv6_pods_get_prefix_addresses_ping_each_other_and_the_node_and_del_unwires_t
     );
 
     for (pod, result, ip, ipv4) in [(&a, &ra, POD_1, POD_1_V4), (&b, &rb, POD_2, POD_2_V4)] {
-        let host_veth = result["interfaces"][0]["name"].as_str().unwrap();
-        let host_mac = result["interfaces"][0]["mac"].as_str().unwrap();
-        assert_pod_wired(pod, ip, host_mac);
-        assert_egress_wired(pod, ipv4, host_mac);
-        assert_node_routes(&agent, ip, host_veth);
-        assert_node_routes(&agent, ipv4, host_veth);
+        let host_veth = assert_dual_stack_wired(&agent, pod, result, ip, ipv4);
         assert_eq!(
             agent
                 .node
@@ -220,7 +191,7 @@ fn ipv6_pods_get_prefix_addresses_ping_each_other_and_the_node_and_del_unwires_t
     for family in ["-4", "-6"] {
         let rules = agent.node.ip_json(&[family, "rule", "show"]);
         assert!(
-            !array(&rules)
+            !entries(&rules)
                 .iter()
                 .any(|r| r["dst"] == json!(POD_1) || r["dst"] == json!(POD_1_V4)),
             "{rules}"
@@ -247,27 +218,27 @@ fn ipv6_pods_get_prefix_addresses_ping_each_other_and_the_node_and_del_unwires_t
     );
 
     // A repeated ADD keeps the address.
-    let again = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
+    let again = agent.cni_add("a", &a, &netconf);
     assert_eq!(pod_ip(&again), POD_1);
 
     // DEL: the node's route goes at once, the veth (with the neighbour
     // entries and routes of both ends) in the background.
     assert!(b.ping(POD_1), "pod b reaches pod a after the repeated ADD");
     assert!(
-        !array(&agent.node.ip_json(&["-6", "neigh", "show", POD_1])).is_empty(),
+        !entries(&agent.node.ip_json(&["-6", "neigh", "show", POD_1])).is_empty(),
         "pod b's ping made the node resolve pod a"
     );
-    succeeded(&agent.cni("DEL", "ctr-a", &a.path(), "a", &netconf));
+    agent.cni_del("a", &a, &netconf);
     assert_node_unrouted(&agent, POD_1);
     assert_node_unrouted(&agent, POD_1_V4);
     assert!(!b.ping(POD_1), "the deleted pod is unreachable");
     assert_unwired(&agent, &a, POD_1);
-    succeeded(&agent.cni("DEL", "ctr-a", &a.path(), "a", &netconf));
+    agent.cni_del("a", &a, &netconf);
     assert_eq!(held_ips(&agent), vec![json!(POD_2)]);
 
     // The next pod gets a fresh address, not the one just released.
     let c = TestNetns::new("v6-c");
-    let rc = ok_json(&agent.cni("ADD", "ctr-c", &c.path(), "c", &netconf));
+    let rc = agent.cni_add("c", &c, &netconf);
     assert_eq!(pod_ip(&rc), POD_3);
     assert!(c.ping(POD_2), "pod c reaches pod b");
 }
@@ -280,10 +251,10 @@ fn a_restart_keeps_ipv6_pods_and_gc_unwires_a_stale_one() {
     let a = TestNetns::new("v6r-a");
     let b = TestNetns::new("v6r-b");
     let gone = TestNetns::new("v6r-gone");
-    let ra = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
-    let rb = ok_json(&agent.cni("ADD", "ctr-b", &b.path(), "b", &netconf));
-    ok_json(&agent.cni("ADD", "ctr-gone", &gone.path(), "gone", &netconf));
-    succeeded(&agent.cni("DEL", "ctr-gone", &gone.path(), "gone", &netconf));
+    let ra = agent.cni_add("a", &a, &netconf);
+    let rb = agent.cni_add("b", &b, &netconf);
+    agent.cni_add("gone", &gone, &netconf);
+    agent.cni_del("gone", &gone, &netconf);
     assert_eq!((pod_ip(&ra), pod_ip(&rb)), (POD_1.into(), POD_2.into()));
 
     agent.stop();
@@ -298,32 +269,28 @@ fn a_restart_keeps_ipv6_pods_and_gc_unwires_a_stale_one() {
     // Addresses, wiring and reachability are kept.
     assert_eq!(held_ips(&agent), vec![json!(POD_1), json!(POD_2)]);
     for (pod, result, ip, ipv4) in [(&a, &ra, POD_1, POD_1_V4), (&b, &rb, POD_2, POD_2_V4)] {
-        let host_veth = result["interfaces"][0]["name"].as_str().unwrap();
-        let host_mac = result["interfaces"][0]["mac"].as_str().unwrap();
-        assert_pod_wired(pod, ip, host_mac);
-        assert_egress_wired(pod, ipv4, host_mac);
-        assert_node_routes(&agent, ip, host_veth);
-        assert_node_routes(&agent, ipv4, host_veth);
+        assert_dual_stack_wired(&agent, pod, result, ip, ipv4);
     }
     assert!(a.ping(POD_2), "pod a reaches pod b across the restart");
-    let again = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
+    let again = agent.cni_add("a", &a, &netconf);
     assert_eq!(pod_ip(&again), POD_1, "a repeated ADD keeps the address");
     assert_eq!(again["ips"][1]["address"], json!(format!("{POD_1_V4}/32")));
     // The cursor survived: the address of the pod deleted before the
     // restart is not handed out again.
     let c = TestNetns::new("v6r-c");
-    let rc = ok_json(&agent.cni("ADD", "ctr-c", &c.path(), "c", &netconf));
+    let rc = agent.cni_add("c", &c, &netconf);
     assert_eq!(pod_ip(&rc), "2001:db8::1:0:0:4");
     assert_eq!(rc["ips"][1]["address"], json!("169.254.172.4/32"));
 
     // GC with a and c valid: b is stale, its route and neighbour go.
     assert!(a.ping(POD_2), "the node resolves pod b");
-    let mut gc = netconf.clone();
-    gc["cni.dev/valid-attachments"] = json!([
-        { "containerID": "ctr-a", "ifname": "eth0" },
-        { "containerID": "ctr-c", "ifname": "eth0" }
-    ]);
-    let out = agent.cni("GC", "", std::path::Path::new(""), "", &gc);
+    let out = agent.cni_gc(
+        &netconf,
+        json!([
+            { "containerID": "ctr-a", "ifname": "eth0" },
+            { "containerID": "ctr-c", "ifname": "eth0" }
+        ]),
+    );
     assert!(
         out.status.success(),
         "GC: {}",
@@ -345,13 +312,7 @@ fn an_ipv4_pod_from_before_a_switch_to_ipv6_stays_wired_until_its_del() {
     let mut agent = TestAgent::start("m5.large", "");
     let netconf = agent.netconf("1.0.0");
     let old = TestNetns::new("v4-old");
-    let ip4 = pod_ip(&ok_json(&agent.cni(
-        "ADD",
-        "ctr-old",
-        &old.path(),
-        "old",
-        &netconf,
-    )));
+    let ip4 = pod_ip(&agent.cni_add("old", &old, &netconf));
     agent.stop();
     let mut config = std::fs::read_to_string(agent.config_path()).unwrap();
     config.push_str("[pool]\nip-family = \"ipv6\"\n");
@@ -360,15 +321,15 @@ fn an_ipv4_pod_from_before_a_switch_to_ipv6_stays_wired_until_its_del() {
 
     // The start-up sweep of leftovers keeps the IPv4 pod's wiring.
     let routes = agent.node.ip_json(&["route", "show", &ip4]);
-    assert_eq!(array(&routes).len(), 1, "{routes}");
+    assert_eq!(entries(&routes).len(), 1, "{routes}");
     let new = TestNetns::new("v6-new");
-    let r6 = ok_json(&agent.cni("ADD", "ctr-new", &new.path(), "new", &netconf));
+    let r6 = agent.cni_add("new", &new, &netconf);
     assert_eq!(pod_ip(&r6), POD_1);
     assert_eq!(held_ips(&agent), vec![json!(ip4), json!(POD_1)]);
 
     // Its DEL releases the IPv4 address and unwires it.
-    succeeded(&agent.cni("DEL", "ctr-old", &old.path(), "old", &netconf));
-    assert!(array(&agent.node.ip_json(&["route", "show", &ip4])).is_empty());
+    agent.cni_del("old", &old, &netconf);
+    assert!(entries(&agent.node.ip_json(&["route", "show", &ip4])).is_empty());
     assert_eq!(held_ips(&agent), vec![json!(POD_1)]);
 }
 
@@ -378,7 +339,7 @@ fn check_passes_on_a_good_ipv6_pod_and_names_what_was_removed() {
     let agent = start();
     let netconf = agent.netconf("1.1.0");
     let a = TestNetns::new("v6chk-a");
-    let result = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
+    let result = agent.cni_add("a", &a, &netconf);
     let mut with_prev = netconf.clone();
     with_prev["prevResult"] = result.clone();
     let check = || agent.cni("CHECK", "ctr-a", &a.path(), "a", &with_prev);
@@ -430,7 +391,7 @@ fn check_passes_on_a_good_ipv6_pod_and_names_what_was_removed() {
         let err: Value = serde_json::from_slice(&out.stdout).unwrap();
         let text = format!("{} {}", err["msg"], err["details"]);
         assert!(text.contains(&needle), "{needle:?} not in {err}");
-        ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
+        agent.cni_add("a", &a, &netconf);
         let out = check();
         assert!(
             out.status.success(),

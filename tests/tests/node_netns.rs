@@ -5,19 +5,36 @@
 //! reference plugins from Debian's containernetworking-plugins for chaining.
 
 use serde_json::{Value, json};
-use std::net::TcpListener;
 use weft_tests::support::agent::{NODE_IP, TestAgent, exec_plugin, ok_json, pod_ip, succeeded};
-use weft_tests::support::netns::TestNetns;
+use weft_tests::support::netns::{TestNetns, entries};
+use weft_tests::support::tcp::free_port;
+use weft_tests::support::wiring::assert_ipv4_pod_wired;
+
+/// An agent on an m5.large, its netconf in `cni_version`, and pods `a` and
+/// `b` (containers `ctr-a`, `ctr-b`) added, each with its ADD result.
+fn agent_with_two_pods(cni_version: &str) -> (TestAgent, Value, [(TestNetns, Value); 2]) {
+    let agent = TestAgent::start("m5.large", "");
+    let netconf = agent.netconf(cni_version);
+    let pods = ["a", "b"].map(|name| {
+        let ns = TestNetns::new(&format!("pod-{name}"));
+        let result = agent.cni_add(name, &ns, &netconf);
+        (ns, result)
+    });
+    (agent, netconf, pods)
+}
+
+/// The `field` of every pod the agent holds, in its order.
+fn held(agent: &TestAgent, field: &str) -> Vec<Value> {
+    entries(&agent.get_json("/v1/pods"))
+        .iter()
+        .map(|p| p[field].clone())
+        .collect()
+}
 
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn pods_get_vpc_addresses_ping_each_other_and_the_node_and_del_cleans_up() {
-    let agent = TestAgent::start("m5.large", "");
-    let netconf = agent.netconf("1.0.0");
-    let a = TestNetns::new("pod-a");
-    let b = TestNetns::new("pod-b");
-    let ra = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
-    let rb = ok_json(&agent.cni("ADD", "ctr-b", &b.path(), "b", &netconf));
+    let (agent, netconf, [(a, ra), (b, rb)]) = agent_with_two_pods("1.0.0");
     let (ip_a, ip_b) = (pod_ip(&ra), pod_ip(&rb));
     assert_ne!(ip_a, ip_b);
     for ip in [&ip_a, &ip_b] {
@@ -28,57 +45,16 @@ fn pods_get_vpc_addresses_ping_each_other_and_the_node_and_del_cleans_up() {
     }
 
     // The pod side, exactly as the VPC CNI wires it.
-    let addrs = a.ip_json(&["addr", "show", "dev", "eth0"]);
-    let inet: Vec<_> = addrs[0]["addr_info"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["family"] == "inet")
-        .collect();
-    assert_eq!(inet.len(), 1);
-    assert_eq!(inet[0]["local"], json!(ip_a));
-    assert_eq!(inet[0]["prefixlen"], json!(32));
-    let routes = a.ip_json(&["route", "show"]);
-    assert!(
-        routes
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["dst"] == "default" && r["gateway"] == "169.254.1.1"),
-        "default via 169.254.1.1: {routes}"
-    );
-    assert!(
-        routes
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["dst"] == "169.254.1.1" && r["scope"] == "link"),
-        "169.254.1.1 scope link: {routes}"
-    );
     let host_veth = ra["interfaces"][0]["name"].as_str().unwrap().to_owned();
     let host_mac = ra["interfaces"][0]["mac"].as_str().unwrap().to_owned();
-    let neigh = a.ip_json(&["neigh", "show", "dev", "eth0"]);
-    assert!(
-        neigh
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n["dst"] == "169.254.1.1"
-                && n["lladdr"] == json!(host_mac)
-                && n["state"]
-                    .as_array()
-                    .is_some_and(|s| s.contains(&json!("PERMANENT")))),
-        "permanent neighbour 169.254.1.1 -> {host_mac}: {neigh}"
-    );
+    assert_ipv4_pod_wired(&a, &ip_a, &host_mac);
 
     // The node side: /32 route to the veth, `to IP lookup main` at 512.
     let node_routes = agent.node.ip_json(&["route", "show", &ip_a]);
     assert_eq!(node_routes[0]["dev"], json!(host_veth), "{node_routes}");
     let rules = agent.node.ip_json(&["rule", "show"]);
     assert!(
-        rules
-            .as_array()
-            .unwrap()
+        entries(&rules)
             .iter()
             .any(|r| r["priority"] == 512 && r["dst"] == json!(ip_a) && r["table"] == "main"),
         "rule 512 to {ip_a} lookup main: {rules}"
@@ -89,30 +65,23 @@ fn pods_get_vpc_addresses_ping_each_other_and_the_node_and_del_cleans_up() {
     assert!(a.ping(NODE_IP), "pod a reaches the node");
 
     // A repeated ADD of the same container gets the same address.
-    let again = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
+    let again = agent.cni_add("a", &a, &netconf);
     assert_eq!(pod_ip(&again), ip_a);
 
     // DEL removes the node side; a second DEL and a DEL of an unknown
     // container succeed.
-    succeeded(&agent.cni("DEL", "ctr-a", &a.path(), "a", &netconf));
-    succeeded(&agent.cni("DEL", "ctr-a", &a.path(), "a", &netconf));
+    agent.cni_del("a", &a, &netconf);
+    agent.cni_del("a", &a, &netconf);
     succeeded(&agent.cni("DEL", "ctr-never", &a.path(), "never", &netconf));
     let rules = agent.node.ip_json(&["rule", "show"]);
     assert!(
-        !rules
-            .as_array()
-            .unwrap()
+        !entries(&rules)
             .iter()
             .any(|r| r["dst"] == json!(ip_a) || r["src"] == json!(ip_a)),
         "no rule for {ip_a} after DEL: {rules}"
     );
     assert!(
-        agent
-            .node
-            .ip_json(&["route", "show", &ip_a])
-            .as_array()
-            .unwrap()
-            .is_empty(),
+        agent.node.ip_entries(&["route", "show", &ip_a]).is_empty(),
         "no route to {ip_a} after DEL"
     );
     assert!(!b.ping(&ip_a), "the deleted pod is unreachable");
@@ -130,12 +99,7 @@ fn pods_get_vpc_addresses_ping_each_other_and_the_node_and_del_cleans_up() {
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn check_catches_a_removed_route_and_gc_removes_stale_attachments() {
-    let agent = TestAgent::start("m5.large", "");
-    let netconf = agent.netconf("1.1.0");
-    let a = TestNetns::new("pod-a");
-    let b = TestNetns::new("pod-b");
-    let result = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
-    let rb = ok_json(&agent.cni("ADD", "ctr-b", &b.path(), "b", &netconf));
+    let (agent, netconf, [(a, result), (_b, rb)]) = agent_with_two_pods("1.1.0");
 
     let mut with_prev = netconf.clone();
     with_prev["prevResult"] = result.clone();
@@ -164,21 +128,17 @@ fn check_catches_a_removed_route_and_gc_removes_stale_attachments() {
     let veth_b = rb["interfaces"][0]["name"].as_str().unwrap().to_owned();
     agent.node.ip(&["link", "del", &veth_b]);
     let ip_a = pod_ip(&result);
-    let mut gc = netconf.clone();
-    gc["cni.dev/valid-attachments"] = json!([{ "containerID": "ctr-b", "ifname": "eth0" }]);
-    let out = agent.cni("GC", "", std::path::Path::new(""), "", &gc);
+    let out = agent.cni_gc(
+        &netconf,
+        json!([{ "containerID": "ctr-b", "ifname": "eth0" }]),
+    );
     assert!(
         out.status.success(),
         "GC: {}",
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(
-        agent
-            .node
-            .ip_json(&["route", "show", &ip_a])
-            .as_array()
-            .unwrap()
-            .is_empty(),
+        agent.node.ip_entries(&["route", "show", &ip_a]).is_empty(),
         "GC removed the route of the stale attachment"
     );
     assert!(
@@ -186,14 +146,7 @@ fn check_catches_a_removed_route_and_gc_removes_stale_attachments() {
         "GC reports the pod whose veth is gone:\n{}",
         agent.log()
     );
-    let pods = agent.get_json("/v1/pods");
-    let held: Vec<_> = pods
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["container_id"].clone())
-        .collect();
-    assert_eq!(held, vec![json!("ctr-b")]);
+    assert_eq!(held(&agent, "container_id"), vec![json!("ctr-b")]);
 }
 
 #[test]
@@ -216,9 +169,7 @@ fn a_secondary_eni_gets_its_route_table_and_its_pods_their_from_rule() {
         ips.push(pod_ip(&r));
     }
     let rules = agent.node.ip_json(&["rule", "show"]);
-    let from_rules: Vec<_> = rules
-        .as_array()
-        .unwrap()
+    let from_rules: Vec<_> = entries(&rules)
         .iter()
         .filter(|r| r["priority"] == 1536)
         .collect();
@@ -229,11 +180,7 @@ fn a_secondary_eni_gets_its_route_table_and_its_pods_their_from_rule() {
     let table = from_rules[0]["table"].as_str().unwrap().to_owned();
     let eni_routes = agent.node.ip_json(&["route", "show", "table", &table]);
     assert!(
-        eni_routes
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["dst"] == "default"),
+        entries(&eni_routes).iter().any(|r| r["dst"] == "default"),
         "the ENI's table {table} has a default route: {eni_routes}"
     );
     // Every pod reaches every other across ENIs.
@@ -364,35 +311,11 @@ fn chained_with_portmap_and_bandwidth_a_port_mapping_reaches_the_pod() {
     ));
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn a_restarted_agent_keeps_its_pods_and_removes_node_leftovers() {
-    let mut agent = TestAgent::start("m5.large", "");
-    let netconf = agent.netconf("1.0.0");
-    let a = TestNetns::new("pod-a");
-    let b = TestNetns::new("pod-b");
-    let ip_a = pod_ip(&ok_json(&agent.cni(
-        "ADD",
-        "ctr-a",
-        &a.path(),
-        "a",
-        &netconf,
-    )));
-    let ip_b = pod_ip(&ok_json(&agent.cni(
-        "ADD",
-        "ctr-b",
-        &b.path(),
-        "b",
-        &netconf,
-    )));
+    let (mut agent, netconf, [(a, ra), (_b, rb)]) = agent_with_two_pods("1.0.0");
+    let (ip_a, ip_b) = (pod_ip(&ra), pod_ip(&rb));
 
     // While the agent is down: leftovers of a pod that went away (a host
     // veth with Weft's prefix and alias, its rule with Weft's protocol), and
@@ -422,20 +345,14 @@ fn a_restarted_agent_keeps_its_pods_and_removes_node_leftovers() {
 
     let links = agent.node.ip_json(&["link", "show"]);
     assert!(
-        !links
-            .as_array()
-            .unwrap()
+        !entries(&links)
             .iter()
             .any(|l| l["ifname"] == "eni0123456789a"),
         "the stray veth is removed at start: {links}"
     );
     let rules = agent.node.ip_json(&["rule", "show"]);
     assert!(
-        !rules
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["dst"] == "10.0.3.3"),
+        !entries(&rules).iter().any(|r| r["dst"] == "10.0.3.3"),
         "the stray rule is removed at start: {rules}"
     );
     // The pods kept their addresses (checkpoint + the simulated VPC kept in
@@ -446,15 +363,8 @@ fn a_restarted_agent_keeps_its_pods_and_removes_node_leftovers() {
         agent.log()
     );
     assert!(a.ping(&ip_b), "pod a reaches pod b across the restart");
-    let pods = agent.get_json("/v1/pods");
-    let held: Vec<_> = pods
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["ip"].clone())
-        .collect();
-    assert_eq!(held, vec![json!(ip_a), json!(ip_b)]);
-    let again = ok_json(&agent.cni("ADD", "ctr-a", &a.path(), "a", &netconf));
+    assert_eq!(held(&agent, "ip"), vec![json!(ip_a), json!(ip_b)]);
+    let again = agent.cni_add("a", &a, &netconf);
     assert_eq!(
         pod_ip(&again),
         ip_a,
@@ -481,9 +391,7 @@ fn a_failed_add_gives_its_address_back() {
     assert_eq!(pods, json!([]), "the address went back to the pool");
     let host_links = agent.node.ip_json(&["link", "show"]);
     assert!(
-        !host_links
-            .as_array()
-            .unwrap()
+        !entries(&host_links)
             .iter()
             .any(|l| l["ifname"].as_str().is_some_and(|n| n.starts_with("eni"))),
         "no host veth left behind: {host_links}"

@@ -4,10 +4,9 @@
 //! and deletes it, a bad `CNI_NETNS`, pods with two interfaces.
 
 use serde_json::{Value, json};
-use std::path::Path;
 use std::time::{Duration, Instant};
 use weft_tests::support::agent::{TestAgent, cni_error, ok_json, pod_ip, succeeded};
-use weft_tests::support::netns::TestNetns;
+use weft_tests::support::netns::{TestNetns, entries};
 
 /// What the Amazon VPC CNI leaves on a node: a host veth named `eni` + 11
 /// hex characters and the pod rules at priorities 512 and 1536.
@@ -50,15 +49,10 @@ fn add_vpc_cni_pod(node: &TestNetns) {
 fn assert_vpc_cni_pod_intact(node: &TestNetns, when: &str) {
     let links = node.ip_json(&["link", "show"]);
     assert!(
-        links
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l["ifname"] == VPC_CNI_VETH),
+        entries(&links).iter().any(|l| l["ifname"] == VPC_CNI_VETH),
         "the VPC CNI's veth survives {when}: {links}"
     );
-    let rules = node.ip_json(&["rule", "show"]);
-    let rules = rules.as_array().unwrap();
+    let rules = node.ip_entries(&["rule", "show"]);
     for (priority, side) in [(512, "dst"), (1536, "src")] {
         assert!(
             rules
@@ -70,12 +64,9 @@ fn assert_vpc_cni_pod_intact(node: &TestNetns, when: &str) {
 }
 
 fn links_with_alias(node: &TestNetns, needle: &str) -> Vec<Value> {
-    node.ip_json(&["link", "show"])
-        .as_array()
-        .unwrap()
-        .iter()
+    node.ip_entries(&["link", "show"])
+        .into_iter()
         .filter(|l| l["ifalias"].as_str().is_some_and(|a| a.contains(needle)))
-        .cloned()
         .collect()
 }
 
@@ -85,7 +76,7 @@ fn another_cnis_veths_and_rules_survive_startup_gc_and_cni_gc() {
     let mut agent = TestAgent::start("m5.large", "");
     let netconf = agent.netconf("1.1.0");
     let pod = TestNetns::new("pod");
-    let weft_pod = ok_json(&agent.cni("ADD", "ctr-w", &pod.path(), "w", &netconf));
+    let weft_pod = agent.cni_add("w", &pod, &netconf);
     let host_veth = weft_pod["interfaces"][0]["name"]
         .as_str()
         .unwrap()
@@ -102,9 +93,7 @@ fn another_cnis_veths_and_rules_survive_startup_gc_and_cni_gc() {
     assert_vpc_cni_pod_intact(&agent.node, "weftd's start-up GC");
 
     // CNI GC with no valid attachment: Weft's pod goes, the other CNI's stays.
-    let mut gc = netconf.clone();
-    gc["cni.dev/valid-attachments"] = json!([]);
-    succeeded(&agent.cni("GC", "", Path::new(""), "", &gc));
+    succeeded(&agent.cni_gc(&netconf, json!([])));
     assert_vpc_cni_pod_intact(&agent.node, "CNI GC");
     assert_eq!(agent.get_json("/v1/pods"), json!([]));
 }
@@ -155,11 +144,9 @@ fn an_add_into_a_fifo_fails_clearly_and_later_adds_work() {
     );
 
     // A GC (which waits for every wiring ADD) and a normal ADD both go through.
-    let mut gc = short.clone();
-    gc["cni.dev/valid-attachments"] = json!([]);
-    succeeded(&agent.cni("GC", "", Path::new(""), "", &gc));
+    succeeded(&agent.cni_gc(&short, json!([])));
     let pod = TestNetns::new("pod");
-    ok_json(&agent.cni("ADD", "ctr-ok", &pod.path(), "ok", &short));
+    agent.cni_add("ok", &pod, &short);
 }
 
 #[test]
@@ -214,11 +201,7 @@ fn a_del_during_an_add_waiting_for_an_address_leaves_nothing_behind() {
     }
     let rules = agent.node.ip_json(&["rule", "show"]);
     assert!(
-        !rules
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["priority"] == 512),
+        !entries(&rules).iter().any(|r| r["priority"] == 512),
         "no pod rule left: {rules}"
     );
 }

@@ -3,7 +3,7 @@
 //! and EC2 operations in flight are handed back.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use weft_host::ipam::{AssignmentKey, Correction, Datastore, Eni, IpamConfig, Now, PodMeta, SgSet};
 use weft_host::state::{Checkpoint, Operation, StateDir, StateError};
@@ -43,14 +43,39 @@ fn add_pod(store: &mut Datastore, n: u32, now: Now) {
         .unwrap();
 }
 
+/// A temporary directory and the state directory's path inside it.
+fn temp_state() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("state");
+    (tmp, path)
+}
+
+/// An agent's first start: a new state directory at `path` and a datastore
+/// that has taken in the inventory.
+fn first_start(path: &Path, now: Now) -> (StateDir, Datastore) {
+    let dir = StateDir::open(path).unwrap();
+    let mut store = Datastore::new(IpamConfig::new(node_sg()));
+    store.reconcile_with_inventory(&inventory(now));
+    (dir, store)
+}
+
 /// What a restarted agent sees: a new lock on the directory, the
 /// checkpoint, and the cloud's inventory.
 fn restart(path: &Path, now: Now) -> (StateDir, Datastore, Vec<Correction>) {
+    restart_with(path, &inventory(now), now)
+}
+
+/// [`restart`] with the cloud reporting `inventory`.
+fn restart_with(
+    path: &Path,
+    inventory: &[Eni],
+    now: Now,
+) -> (StateDir, Datastore, Vec<Correction>) {
     let dir = StateDir::open(path).unwrap();
     let checkpoint = dir.load_checkpoint().unwrap();
     let (store, corrections) = Datastore::rebuild(
         IpamConfig::new(node_sg()),
-        &inventory(now),
+        inventory,
         checkpoint.allocations,
         &checkpoint.cooling,
         &checkpoint.given_back,
@@ -61,12 +86,9 @@ fn restart(path: &Path, now: Now) -> (StateDir, Datastore, Vec<Correction>) {
 
 #[test]
 fn assignments_survive_a_crash_at_any_step_of_the_next_write() {
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("state");
+    let (_tmp, path) = temp_state();
     let now = Now::system();
-    let dir = StateDir::open(&path).unwrap();
-    let mut store = Datastore::new(IpamConfig::new(node_sg()));
-    store.reconcile_with_inventory(&inventory(now));
+    let (dir, mut store) = first_start(&path, now);
     for n in 0..20 {
         add_pod(&mut store, n, now);
         dir.save_checkpoint(&Checkpoint::of(&store, now)).unwrap();
@@ -121,30 +143,18 @@ fn assignments_survive_a_crash_at_any_step_of_the_next_write() {
 
 #[test]
 fn an_address_lost_while_the_agent_was_down_is_reported() {
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("state");
+    let (_tmp, path) = temp_state();
     let now = Now::system();
     {
-        let dir = StateDir::open(&path).unwrap();
-        let mut store = Datastore::new(IpamConfig::new(node_sg()));
-        store.reconcile_with_inventory(&inventory(now));
+        let (dir, mut store) = first_start(&path, now);
         add_pod(&mut store, 1, now);
         dir.save_checkpoint(&Checkpoint::of(&store, now)).unwrap();
     }
-    let dir = StateDir::open(&path).unwrap();
-    let checkpoint = dir.load_checkpoint().unwrap();
     let mut shrunk = inventory(now);
     shrunk[0]
         .ips
         .retain(|ip| *ip != Ipv4Addr::new(10, 0, 0, 10));
-    let (store, corrections) = Datastore::rebuild(
-        IpamConfig::new(node_sg()),
-        &shrunk,
-        checkpoint.allocations,
-        &checkpoint.cooling,
-        &checkpoint.given_back,
-        now,
-    );
+    let (_dir, store, corrections) = restart_with(&path, &shrunk, now);
     assert_eq!(store.assignments().count(), 0);
     let text: Vec<String> = corrections.iter().map(ToString::to_string).collect();
     assert!(
@@ -157,8 +167,7 @@ fn an_address_lost_while_the_agent_was_down_is_reported() {
 
 #[test]
 fn ec2_operations_in_flight_are_handed_back_after_a_crash() {
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("state");
+    let (_tmp, path) = temp_state();
     let create = Operation::CreateEni {
         subnet_id: "subnet-1".into(),
         security_groups: node_sg(),

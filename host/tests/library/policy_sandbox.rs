@@ -5,27 +5,60 @@ use crate::support::policy as common;
 
 use common::*;
 use std::time::Duration;
-use weft_host::policy::{CompiledPolicy, Decision, FailureKind};
+use weft_host::policy::{
+    CallStats, CompiledPolicy, Decision, FailureKind, PolicyEngine, PolicyError, PolicyModule,
+};
+use weft_policy_sdk::pool::PoolDecision;
 use weft_test_artifacts::{CHAOS_FOREIGN_IMPORT, CHAOS_POOL, CHAOS_SG, CHAOS_SUBNET};
 
-#[test]
-fn an_infinite_loop_is_stopped_at_the_deadline_and_the_next_decision_works() {
-    let engine = engine();
-    let looping = load_with(
-        &engine,
+/// The chaos pool policy in its endless-loop mode, under the short deadline.
+fn looping_pool(engine: &PolicyEngine) -> PolicyModule {
+    load_with(
+        engine,
         CHAOS_POOL,
         &chaos("loop"),
         limits(SHORT_DEADLINE_MS, 32),
     )
-    .expect("loads: the loop is in the decision");
+    .expect("loads: the loop is in the decision")
+}
+
+/// A healthy pool decision by a fresh chaos pool policy on `engine`, right
+/// after `misbehaviour` on the same engine.
+fn healthy_pool_decision_after(
+    engine: &PolicyEngine,
+    misbehaviour: &str,
+) -> (PoolDecision, CallStats) {
+    load(engine, CHAOS_POOL, &chaos("ok"))
+        .expect("loads")
+        .size_pool(&pool_state())
+        .unwrap_or_else(|e| panic!("healthy after {misbehaviour}: {e}"))
+}
+
+/// What the chaos security-group policy in its trap mode fails with.
+fn sg_trap() -> PolicyError {
+    load(&engine(), CHAOS_SG, &chaos("trap"))
+        .expect("loads")
+        .select_security_groups(&sg_request())
+        .expect_err("trap")
+}
+
+/// `decisions` pool decisions by `module`, each giving `reason`.
+fn assert_every_decision_says(module: &PolicyModule, decisions: usize, reason: &str) {
+    for _ in 0..decisions {
+        let (decision, _) = module.size_pool(&pool_state()).expect("decides");
+        assert_eq!(decision.reason, reason);
+    }
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_at_the_deadline_and_the_next_decision_works() {
+    let engine = engine();
+    let looping = looping_pool(&engine);
     let err = looping.size_pool(&pool_state()).expect_err("deadline");
     assert_eq!(err.kind, FailureKind::Deadline, "{err}");
     assert!(err.to_string().contains("exceeded its deadline"), "{err}");
 
-    let ok = load(&engine, CHAOS_POOL, &chaos("ok")).expect("loads");
-    let (decision, _) = ok
-        .size_pool(&pool_state())
-        .expect("healthy after a deadline");
+    let (decision, _) = healthy_pool_decision_after(&engine, "a deadline");
     assert_eq!(decision.reason, "chaos: Ok");
     // The looping module itself is reusable: each decision has a fresh store.
     assert_eq!(
@@ -46,10 +79,7 @@ fn a_memory_bomb_is_stopped_at_the_memory_cap() {
     .expect("loads");
     let err = module.size_pool(&pool_state()).expect_err("memory");
     assert_eq!(err.kind, FailureKind::Memory, "{err}");
-    let ok = load(&engine, CHAOS_POOL, &chaos("ok")).expect("loads");
-    let (_, stats) = ok
-        .size_pool(&pool_state())
-        .expect("healthy after a memory bomb");
+    let (_, stats) = healthy_pool_decision_after(&engine, "a memory bomb");
     assert!(
         stats.peak_memory > 0 && stats.peak_memory <= 32 << 20,
         "{stats:?}"
@@ -58,11 +88,7 @@ fn a_memory_bomb_is_stopped_at_the_memory_cap() {
 
 #[test]
 fn a_trap_is_reported_with_the_panic_message() {
-    let engine = engine();
-    let module = load(&engine, CHAOS_SG, &chaos("trap")).expect("loads");
-    let err = module
-        .select_security_groups(&sg_request())
-        .expect_err("trap");
+    let err = sg_trap();
     assert_eq!(err.kind, FailureKind::Trap, "{err}");
     assert!(err.message.contains("chaos: trap requested"), "{err}");
     assert_eq!(err.decision, Some(Decision::SecurityGroups));
@@ -173,23 +199,15 @@ fn a_sha256_pin_refuses_other_modules() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_writing_to_stderr_is_safe_to_call_from_async_code() {
-    let engine = engine();
-    let module = load(&engine, CHAOS_SG, &chaos("trap")).expect("loads");
     // The panic message goes through WASI stderr, whose host side blocks on
     // tokio: this must not panic on a runtime worker thread.
-    let err = module
-        .select_security_groups(&sg_request())
-        .expect_err("trap");
+    let err = sg_trap();
     assert!(err.message.contains("chaos: trap requested"), "{err}");
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_policy_writing_to_stderr_is_safe_on_a_current_thread_runtime() {
-    let engine = engine();
-    let module = load(&engine, CHAOS_SG, &chaos("trap")).expect("loads");
-    let err = module
-        .select_security_groups(&sg_request())
-        .expect_err("trap");
+    let err = sg_trap();
     assert_eq!(err.kind, FailureKind::Trap, "{err}");
 }
 
@@ -197,13 +215,7 @@ async fn a_policy_writing_to_stderr_is_safe_on_a_current_thread_runtime() {
 fn deadlines_fire_for_modules_that_outlive_their_engine_handle() {
     let looping = {
         let engine = engine();
-        load_with(
-            &engine,
-            CHAOS_POOL,
-            &chaos("loop"),
-            limits(SHORT_DEADLINE_MS, 32),
-        )
-        .expect("loads")
+        looping_pool(&engine)
     };
     let err = looping.size_pool(&pool_state()).expect_err("deadline");
     assert_eq!(err.kind, FailureKind::Deadline, "{err}");
@@ -217,12 +229,9 @@ fn decisions_start_from_the_configured_state_and_keep_nothing() {
     tracing::subscriber::with_default(captured.subscriber(tracing::Level::WARN), || {
         let module = load(&engine(), CHAOS_POOL, &chaos("count")).expect("loads");
         assert!(module.starts_from_image());
-        for _ in 0..5 {
-            let (decision, _) = module.size_pool(&pool_state()).expect("decides");
-            // configure's one, then the decision's own: nothing of the
-            // decisions before is left.
-            assert_eq!(decision.reason, "chaos: calls 2");
-        }
+        // configure's one, then the decision's own: nothing of the
+        // decisions before is left.
+        assert_every_decision_says(&module, 5, "chaos: calls 2");
     });
     let configured = captured.text().matches("chaos: configured").count();
     assert_eq!(configured, 1, "configure runs at load only");
@@ -250,10 +259,7 @@ fn a_slow_capture_leaves_the_policy_configured_in_every_decision() {
         "{}",
         captured.text()
     );
-    for _ in 0..3 {
-        let (decision, _) = module.size_pool(&pool_state()).expect("decides");
-        assert_eq!(decision.reason, "chaos: calls 2");
-    }
+    assert_every_decision_says(&module, 3, "chaos: calls 2");
 }
 
 #[test]
@@ -265,10 +271,7 @@ fn a_policy_holding_a_host_resource_after_configure_is_configured_in_every_decis
     assert!(!module.starts_from_image());
     let why = module.no_image_reason().expect("a reason");
     assert!(why.contains("host resources"), "{why}");
-    for _ in 0..3 {
-        let (decision, _) = module.size_pool(&pool_state()).expect("decides");
-        assert_eq!(decision.reason, "chaos: Stderr");
-    }
+    assert_every_decision_says(&module, 3, "chaos: Stderr");
 }
 
 #[test]

@@ -9,29 +9,50 @@ use std::sync::Arc;
 use weft_host::cloud::{Cloud, Ec2Action, SimCloud, sim::Fault};
 use weft_host::ipam::SgSet;
 use weft_host::metrics::Metrics;
-use weft_host::reconcile::{BlockedKind, PoolConfig, PoolError};
+use weft_host::reconcile::{BlockedKind, Pool, PoolConfig, PoolError};
 
 fn counted(metrics: &Metrics, line: &str) -> bool {
     metrics.encode().lines().any(|l| l == line)
 }
 
-/// Assigns pods `range` one by one; every one must succeed.
-async fn fill(pool: &weft_host::reconcile::Pool, group: &SgSet, range: std::ops::Range<u32>) {
-    for n in range {
-        pool.assign(key(n), group, pod(n))
-            .await
-            .unwrap_or_else(|e| panic!("pod {n}: {e}"));
+/// Pool-sizing settings: one free address, ENIs releasable at once.
+const WARM_ONE_IP: &str = r#"{"warm-ip-target": 1, "min-eni-age-seconds": 0}"#;
+
+/// [`config`] with an ADD that gives up after 300 ms.
+fn short_wait() -> PoolConfig {
+    PoolConfig {
+        add_wait_ms: 300,
+        ..config()
     }
+}
+
+/// A pool capped at five pods, all five placed (and its state directory).
+async fn full_at_five_max_pods() -> (Arc<SimCloud>, Arc<Pool>, tempfile::TempDir) {
+    let sim = sim("m5.large", 3);
+    let config = PoolConfig {
+        max_pods: Some(5),
+        ..short_wait()
+    };
+    let (_cloud, pool, state) = counted_pool(&sim, "{}", config).await;
+    fill(&pool, &default_group(&sim), 0..5).await;
+    (sim, pool, state)
+}
+
+/// A pool with prefix delegation on, in its settings and its config.
+async fn prefix_pool(sim: &Arc<SimCloud>) -> (Arc<TestCloud>, Arc<Pool>, tempfile::TempDir) {
+    let config = PoolConfig {
+        prefix_delegation: true,
+        ..config()
+    };
+    counted_pool(sim, r#"{"prefix-delegation": true}"#, config).await
 }
 
 #[tokio::test]
 async fn add_on_an_empty_pool_waits_for_the_reconciler_then_gets_an_address() {
     let sim = sim("m5.large", 1);
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
     let metrics = Arc::new(Metrics::new());
-    let hooks = Arc::new(RecordingHooks::default());
-    let pool = start_with(cloud.clone(), &dir, "{}", config(), hooks, metrics.clone()).await;
+    let (cloud, pool, _state) =
+        counted_pool_with(&sim, "{}", config(), Default::default(), metrics.clone()).await;
     let group = default_group(&sim);
     assert!(
         pool.snapshot().addresses().next().is_none(),
@@ -76,13 +97,7 @@ async fn add_on_an_empty_pool_waits_for_the_reconciler_then_gets_an_address() {
 async fn add_with_the_eni_limit_reached_fails_after_the_wait_naming_the_reason() {
     // m4.large: 2 ENIs x 9 slots = 18 addresses, max pods 20.
     let sim = sim("m4.large", 2);
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
-    let config = PoolConfig {
-        add_wait_ms: 300,
-        ..config()
-    };
-    let pool = start(cloud.clone(), &dir, "{}", config, Default::default()).await;
+    let (cloud, pool, _state) = counted_pool(&sim, "{}", short_wait()).await;
     let group = default_group(&sim);
     fill(&pool, &group, 0..18).await;
     assert_eq!(cloud.count(Call::CreateEni), 1);
@@ -102,17 +117,8 @@ async fn add_with_the_eni_limit_reached_fails_after_the_wait_naming_the_reason()
 
 #[tokio::test]
 async fn max_pods_caps_the_pool_and_is_named_when_an_add_fails() {
-    let sim = sim("m5.large", 3);
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
-    let config = PoolConfig {
-        add_wait_ms: 300,
-        max_pods: Some(5),
-        ..config()
-    };
-    let pool = start(cloud.clone(), &dir, "{}", config, Default::default()).await;
+    let (sim, pool, _state) = full_at_five_max_pods().await;
     let group = default_group(&sim);
-    fill(&pool, &group, 0..5).await;
     assert_eq!(
         cloud_addresses(&sim).await.len(),
         5,
@@ -130,17 +136,8 @@ async fn max_pods_caps_the_pool_and_is_named_when_an_add_fails() {
 /// longer decides who is served.
 #[tokio::test]
 async fn waiting_adds_are_served_in_arrival_order() {
-    let sim = sim("m5.large", 3);
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
-    let config = PoolConfig {
-        add_wait_ms: 300,
-        max_pods: Some(5),
-        ..config()
-    };
-    let pool = start(cloud.clone(), &dir, "{}", config, Default::default()).await;
+    let (sim, pool, _state) = full_at_five_max_pods().await;
     let group = default_group(&sim);
-    fill(&pool, &group, 0..5).await;
     let older = tokio::spawn({
         let (pool, group) = (pool.clone(), group.clone());
         async move { pool.assign(key(10), &group, pod(10)).await }
@@ -164,16 +161,7 @@ async fn waiting_adds_are_served_in_arrival_order() {
 #[tokio::test]
 async fn concurrent_adds_share_one_scale_up() {
     let sim = sim("m5.large", 4);
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
-    let pool = start(
-        cloud.clone(),
-        &dir,
-        r#"{"warm-ip-target": 1}"#,
-        config(),
-        Default::default(),
-    )
-    .await;
+    let (cloud, pool, _state) = counted_pool(&sim, r#"{"warm-ip-target": 1}"#, config()).await;
     let group = default_group(&sim);
     let (a, b, c, d, e) = tokio::join!(
         pool.assign(key(1), &group, pod(1)),
@@ -201,20 +189,7 @@ async fn prefixes_fall_back_to_secondary_ips_on_a_fragmented_subnet() {
     for block in 0..16u8 {
         sim.occupy(Ipv4Addr::new(10, 0, 0, block * 16 + 9));
     }
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
-    let config = PoolConfig {
-        prefix_delegation: true,
-        ..config()
-    };
-    let pool = start(
-        cloud.clone(),
-        &dir,
-        r#"{"prefix-delegation": true}"#,
-        config,
-        Default::default(),
-    )
-    .await;
+    let (cloud, pool, _state) = prefix_pool(&sim).await;
     let group = default_group(&sim);
     let placed = pool.assign(key(1), &group, pod(1)).await.expect("address");
     assert_eq!(placed.prefix, None, "a secondary IP, not a prefix address");
@@ -229,20 +204,7 @@ async fn prefixes_fall_back_to_secondary_ips_on_a_fragmented_subnet() {
 #[tokio::test]
 async fn prefixes_are_used_when_the_subnet_has_room() {
     let sim = sim("m5.large", 6);
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
-    let config = PoolConfig {
-        prefix_delegation: true,
-        ..config()
-    };
-    let pool = start(
-        cloud.clone(),
-        &dir,
-        r#"{"prefix-delegation": true}"#,
-        config,
-        Default::default(),
-    )
-    .await;
+    let (cloud, pool, _state) = prefix_pool(&sim).await;
     let placed = pool
         .assign(key(1), &default_group(&sim), pod(1))
         .await
@@ -254,22 +216,16 @@ async fn prefixes_are_used_when_the_subnet_has_room() {
 #[tokio::test]
 async fn a_stable_pool_makes_no_cloud_calls() {
     let sim = sim("m5.large", 7);
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
-    let pool = start(
-        cloud.clone(),
-        &dir,
+    let (cloud, pool, _state) = counted_pool(
+        &sim,
         r#"{"warm-ip-target": 2, "minimum-ip-target": 4}"#,
         config(),
-        Default::default(),
     )
     .await;
     let group = default_group(&sim);
     fill(&pool, &group, 0..3).await;
-    pool.release(&key(0)).expect("release");
-    for _ in 0..3 {
-        pool.reconcile().await.expect("round");
-    }
+    release(&pool, 0..1);
+    rounds(&pool, 3).await;
     let settled = cloud.calls().len();
     for _ in 0..10 {
         let report = pool.reconcile().await.expect("round");
@@ -283,15 +239,13 @@ async fn a_stable_pool_makes_no_cloud_calls() {
 #[tokio::test]
 async fn scale_down_gives_back_free_addresses_only_and_never_fights_scale_up() {
     let sim = sim("m5.large", 8);
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
     let hooks = Arc::new(RecordingHooks::default());
-    let pool = start(
-        cloud.clone(),
-        &dir,
-        r#"{"warm-ip-target": 1, "min-eni-age-seconds": 0}"#,
+    let (cloud, pool, _state) = counted_pool_with(
+        &sim,
+        WARM_ONE_IP,
         config(),
         hooks.clone(),
+        Arc::new(Metrics::new()),
     )
     .await;
     let group = default_group(&sim);
@@ -307,9 +261,7 @@ async fn scale_down_gives_back_free_addresses_only_and_never_fights_scale_up() {
             pool.release(&key(n)).expect("release");
         }
     }
-    for _ in 0..5 {
-        pool.reconcile().await.expect("round");
-    }
+    rounds(&pool, 5).await;
     // The kept pod's address is still on the node; the empty secondary ENI
     // is gone, the primary never is; nothing was added back.
     assert!(cloud_addresses(&sim).await.contains_key(&kept.ip));
@@ -328,9 +280,7 @@ async fn scale_down_gives_back_free_addresses_only_and_never_fights_scale_up() {
         cloud.calls()
     );
     let settled = cloud.calls().len();
-    for _ in 0..5 {
-        pool.reconcile().await.expect("round");
-    }
+    rounds(&pool, 5).await;
     assert_eq!(cloud.calls().len(), settled, "{:?}", cloud.calls());
     // Free addresses: warm target 1 (the kept pod holds one more).
     assert_eq!(cloud_addresses(&sim).await.len(), 2);
@@ -340,28 +290,15 @@ async fn scale_down_gives_back_free_addresses_only_and_never_fights_scale_up() {
 #[tokio::test]
 async fn a_young_eni_is_not_released() {
     let sim = sim("m5.large", 9);
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
     let config = PoolConfig {
         min_eni_age_seconds: 3_600,
         ..config()
     };
-    let pool = start(
-        cloud.clone(),
-        &dir,
-        r#"{"warm-ip-target": 1, "min-eni-age-seconds": 0}"#,
-        config,
-        Default::default(),
-    )
-    .await;
+    let (cloud, pool, _state) = counted_pool(&sim, WARM_ONE_IP, config).await;
     let group = default_group(&sim);
     fill(&pool, &group, 0..12).await;
-    for n in 0..12 {
-        pool.release(&key(n)).expect("release");
-    }
-    for _ in 0..3 {
-        pool.reconcile().await.expect("round");
-    }
+    release(&pool, 0..12);
+    rounds(&pool, 3).await;
     assert_eq!(cloud.count(Call::DeleteEni), 0, "{:?}", cloud.calls());
     assert_eq!(sim.list_enis().await.unwrap().len(), 2);
     check_invariants(&pool, &sim, 29).await;
@@ -371,15 +308,14 @@ async fn a_young_eni_is_not_released() {
 async fn custom_networking_puts_pods_on_secondary_enis_with_their_groups() {
     // m5.xlarge: 4 ENIs, 14 slots each.
     let sim = sim("m5.xlarge", 10);
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
     let hooks = Arc::new(RecordingHooks::default());
     let config = PoolConfig {
         primary_eni_serves_pods: false,
         security_groups: Some(vec!["sg-0000000000000000b".into()]),
         ..config()
     };
-    let pool = start(cloud.clone(), &dir, "{}", config, hooks.clone()).await;
+    let (_cloud, pool, _state) =
+        counted_pool_with(&sim, "{}", config, hooks.clone(), Arc::new(Metrics::new())).await;
     let group = pool.default_group();
     assert_eq!(group, SgSet::new(["sg-0000000000000000b"]));
     let placed = pool.assign(key(1), &group, pod(1)).await.expect("address");
@@ -412,13 +348,11 @@ async fn custom_networking_puts_pods_on_secondary_enis_with_their_groups() {
 async fn throttling_backs_off_and_is_named_when_an_add_gives_up() {
     let sim = sim("m5.large", 11);
     sim.fail_next(Ec2Action::AssignPrivateIpAddresses, [Fault::Throttled; 3]);
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
     let config = PoolConfig {
         add_wait_ms: 200,
         ..config()
     };
-    let pool = start(cloud.clone(), &dir, "{}", config, Default::default()).await;
+    let (cloud, pool, _state) = counted_pool(&sim, "{}", config).await;
     let group = default_group(&sim);
     let err = pool.assign(key(1), &group, pod(1)).await.unwrap_err();
     assert!(err.to_string().contains("EC2 throttled"), "{err}");
@@ -516,13 +450,7 @@ async fn a_full_subnet_is_named_when_an_add_gives_up() {
             .build()
             .expect("simulator"),
     );
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
-    let config = PoolConfig {
-        add_wait_ms: 300,
-        ..config()
-    };
-    let pool = start(cloud.clone(), &dir, "{}", config, Default::default()).await;
+    let (cloud, pool, _state) = counted_pool(&sim, "{}", short_wait()).await;
     let group = default_group(&sim);
     fill(&pool, &group, 0..9).await;
     let err = pool.assign(key(9), &group, pod(9)).await.unwrap_err();
@@ -545,18 +473,16 @@ async fn a_full_subnet_is_named_when_an_add_gives_up() {
 #[tokio::test]
 async fn an_eni_the_node_cannot_set_up_is_given_back() {
     let sim = sim("m5.large", 15);
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
     let hooks = Arc::new(RecordingHooks::default());
     hooks
         .fail_attach
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let config = PoolConfig {
-        add_wait_ms: 300,
         primary_eni_serves_pods: false,
-        ..config()
+        ..short_wait()
     };
-    let pool = start(cloud.clone(), &dir, "{}", config, hooks.clone()).await;
+    let (cloud, pool, _state) =
+        counted_pool_with(&sim, "{}", config, hooks.clone(), Arc::new(Metrics::new())).await;
     let group = pool.default_group();
     let err = pool.assign(key(1), &group, pod(1)).await.unwrap_err();
     assert!(err.to_string().contains("cannot set the MTU"), "{err}");
@@ -577,8 +503,6 @@ async fn an_eni_the_node_cannot_set_up_is_given_back() {
 #[tokio::test]
 async fn an_eni_deleted_behind_the_agents_back_leaves_the_pool_at_the_next_resync() {
     let sim = sim("m5.large", 16);
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
     // Reads here are never stale: one read that lacks the ENI is the truth.
     let config = PoolConfig {
         inventory_resync_seconds: 0,
@@ -586,14 +510,7 @@ async fn an_eni_deleted_behind_the_agents_back_leaves_the_pool_at_the_next_resyn
         stale_read_confirmations: 1,
         ..config()
     };
-    let pool = start(
-        cloud.clone(),
-        &dir,
-        "{}",
-        config.clone(),
-        Default::default(),
-    )
-    .await;
+    let (_cloud, pool, state) = counted_pool(&sim, "{}", config).await;
     let group = default_group(&sim);
     fill(&pool, &group, 0..12).await;
     let victim = pool
@@ -620,7 +537,7 @@ async fn an_eni_deleted_behind_the_agents_back_leaves_the_pool_at_the_next_resyn
     // The dropped assignments are gone from the checkpoint too.
     pool.shutdown().await;
     drop(pool);
-    let state = weft_host::state::StateDir::open(&dir).expect("state");
+    let state = weft_host::state::StateDir::open(state_path(&state)).expect("state");
     let checkpoint = state.load_checkpoint().expect("checkpoint");
     assert!(checkpoint.allocations.iter().all(|a| a.key != victim.1));
 }

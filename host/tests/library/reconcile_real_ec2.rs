@@ -26,12 +26,17 @@ fn stale_sim(seed: u64) -> Arc<SimCloud> {
 
 /// [`stale_sim`] of another instance type.
 fn stale_sim_of(instance_type: &str, seed: u64) -> Arc<SimCloud> {
+    stale_sim_lagging(instance_type, seed, STALE)
+}
+
+/// A simulator whose reads lag its writes by `lag`.
+fn stale_sim_lagging(instance_type: &str, seed: u64, lag: Duration) -> Arc<SimCloud> {
     Arc::new(
         SimCloud::builder()
             .seed(seed)
             .instance_type(instance_type)
             .subnet("10.0.0.0/24")
-            .stale_reads(STALE)
+            .stale_reads(lag)
             .build()
             .expect("simulator"),
     )
@@ -113,11 +118,87 @@ fn check_against_truth(pool: &Pool, sim: &SimCloud) {
     }
 }
 
-async fn rounds(pool: &Pool, n: usize, pause: Duration) {
+/// `n` rounds, each followed by `pause`.
+async fn paced_rounds(pool: &Pool, n: usize, pause: Duration) {
     for _ in 0..n {
         pool.reconcile().await.expect("round");
         tokio::time::sleep(pause).await;
     }
+}
+
+/// `n` rounds, each followed by [`check_against_truth`] and `pause`.
+async fn checked_rounds(pool: &Pool, sim: &SimCloud, n: usize, pause: Duration) {
+    for _ in 0..n {
+        pool.reconcile().await.expect("round");
+        check_against_truth(pool, sim);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Every pod in `live` still holds the address it was given.
+fn check_pods_keep(pool: &Pool, live: &BTreeMap<u32, Ipv4Addr>) {
+    for (n, ip) in live {
+        let held = pool.assignment(&key(*n)).map(|a| a.ip);
+        assert_eq!(held, Some(*ip), "pod {n} lost its address");
+    }
+}
+
+/// Every address in the pool, whatever its state.
+fn pooled(pool: &Pool) -> BTreeSet<Ipv4Addr> {
+    pool.snapshot().addresses().map(|a| a.ip).collect()
+}
+
+/// Every secondary address EC2 truly has on the node.
+fn ec2_addresses(sim: &SimCloud) -> BTreeSet<Ipv4Addr> {
+    truth(sim).into_keys().collect()
+}
+
+/// Pool-sizing settings: one free address and no spare ENI, ENIs
+/// releasable at once.
+const WARM_ONE_IP_NO_SPARE_ENI: &str =
+    r#"{"warm-eni-target": 0, "warm-ip-target": 1, "min-eni-age-seconds": 0}"#;
+
+/// A pool on `sim` that compares itself with EC2 in every round.
+async fn resyncing_pool(
+    sim: &Arc<SimCloud>,
+    settings: &str,
+) -> (Arc<TestCloud>, Arc<Pool>, tempfile::TempDir) {
+    counted_pool(sim, settings, resyncing()).await
+}
+
+/// Places pods `0..pods`, runs a round, then releases pods `0..6` with the
+/// unassign that gives their addresses back meeting `fault`.
+async fn give_back_six_meeting(pool: &Pool, sim: &SimCloud, pods: u32, fault: Fault) {
+    fill(pool, &default_group(sim), 0..pods).await;
+    paced_rounds(pool, 1, Duration::ZERO).await;
+    sim.fail_next(Ec2Action::UnassignPrivateIpAddresses, [fault]);
+    release(pool, 0..6);
+}
+
+/// A resyncing pool on `sim` with pods `0..pods` placed, whose unassign of
+/// pods `0..6`'s addresses took effect but lost its answer. The round after
+/// reports it as open: the pool is not at rest until reads after the grace
+/// period have settled it.
+async fn pool_after_a_lost_unassign(
+    sim: &Arc<SimCloud>,
+    pods: u32,
+) -> (Arc<TestCloud>, Arc<Pool>, tempfile::TempDir) {
+    let (cloud, pool, state) = resyncing_pool(sim, WARM_ONE_IP_NO_SPARE_ENI).await;
+    give_back_six_meeting(&pool, sim, pods, Fault::LostAnswer).await;
+    let report = pool.reconcile().await.expect("round");
+    assert_eq!(report.unsettled, 1, "{report:?}");
+    assert!(!report.is_settled(), "{report:?}");
+    assert!(cloud.count(Call::UnassignIps) >= 1, "{:?}", cloud.calls());
+    (cloud, pool, state)
+}
+
+/// After convergence the pool holds exactly the addresses EC2 has on the node.
+fn assert_pool_is_ec2(pool: &Pool, sim: &SimCloud) {
+    assert_eq!(
+        pooled(pool),
+        ec2_addresses(sim),
+        "EC2 and the pool disagree after convergence"
+    );
 }
 
 /// Pods come and go for many rounds while every read lags the last write by
@@ -129,16 +210,8 @@ async fn rounds(pool: &Pool, n: usize, pause: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_reads_never_drop_a_pod_nor_free_a_released_address() {
     let sim = stale_sim(21);
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
-    let pool = start(
-        cloud.clone(),
-        &dir,
-        r#"{"warm-ip-target": 2, "min-eni-age-seconds": 0}"#,
-        resyncing(),
-        Default::default(),
-    )
-    .await;
+    let (cloud, pool, _state) =
+        resyncing_pool(&sim, r#"{"warm-ip-target": 2, "min-eni-age-seconds": 0}"#).await;
     let group = default_group(&sim);
     let mut live: BTreeMap<u32, Ipv4Addr> = BTreeMap::new();
     for n in 0..30u32 {
@@ -151,10 +224,7 @@ async fn stale_reads_never_drop_a_pod_nor_free_a_released_address() {
         }
         pool.reconcile().await.expect("round");
         check_against_truth(&pool, &sim);
-        for (n, ip) in &live {
-            let held = pool.assignment(&key(*n)).map(|a| a.ip);
-            assert_eq!(held, Some(*ip), "pod {n} lost its address");
-        }
+        check_pods_keep(&pool, &live);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Whether the churn gave back single addresses or whole ENIs depends on
@@ -176,10 +246,7 @@ async fn stale_reads_never_drop_a_pod_nor_free_a_released_address() {
     for _ in 0..10 {
         pool.reconcile().await.expect("round");
         check_against_truth(&pool, &sim);
-        for (n, ip) in &live {
-            let held = pool.assignment(&key(*n)).map(|a| a.ip);
-            assert_eq!(held, Some(*ip), "pod {n} lost its address");
-        }
+        check_pods_keep(&pool, &live);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
@@ -188,7 +255,7 @@ async fn stale_reads_never_drop_a_pod_nor_free_a_released_address() {
         cloud.calls()
     );
     // Once reads catch up, EC2 and the pool agree.
-    rounds(&pool, 8, Duration::from_millis(500)).await;
+    paced_rounds(&pool, 8, Duration::from_millis(500)).await;
     check_invariants(&pool, &sim, 29).await;
 }
 
@@ -200,17 +267,12 @@ async fn stale_reads_never_drop_a_pod_nor_free_a_released_address() {
 async fn a_lost_assign_answer_is_settled_from_reads_not_sent_again() {
     let sim = stale_sim(22);
     sim.fail_next(Ec2Action::AssignPrivateIpAddresses, [Fault::LostAnswer]);
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
-    let pool = start(
-        cloud.clone(),
-        &dir,
+    let (cloud, pool, _state) = resyncing_pool(
+        &sim,
         r#"{"warm-eni-target": 0, "warm-ip-target": 4, "min-eni-age-seconds": 0}"#,
-        resyncing(),
-        Default::default(),
     )
     .await;
-    rounds(&pool, 16, Duration::from_millis(300)).await;
+    paced_rounds(&pool, 16, Duration::from_millis(300)).await;
     assert_eq!(
         cloud.count(Call::AssignIps),
         1,
@@ -235,37 +297,14 @@ async fn a_lost_assign_answer_is_settled_from_reads_not_sent_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_unassign_answer_never_hands_out_an_address_ec2_took_back() {
     let sim = stale_sim(23);
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
-    let pool = start(
-        cloud.clone(),
-        &dir,
-        r#"{"warm-eni-target": 0, "warm-ip-target": 1, "min-eni-age-seconds": 0}"#,
-        resyncing(),
-        Default::default(),
-    )
-    .await;
-    let group = default_group(&sim);
-    for n in 0..6 {
-        pool.assign(key(n), &group, pod(n)).await.expect("address");
-    }
-    rounds(&pool, 1, Duration::ZERO).await;
-    sim.fail_next(Ec2Action::UnassignPrivateIpAddresses, [Fault::LostAnswer]);
-    for n in 0..6 {
-        pool.release(&key(n)).expect("release");
-    }
-    // The round reports the lost answer as open: the pool is not at rest
-    // until reads after the grace period have settled it.
-    let report = pool.reconcile().await.expect("round");
-    assert_eq!(report.unsettled, 1, "{report:?}");
-    assert!(!report.is_settled(), "{report:?}");
-    assert!(cloud.count(Call::UnassignIps) >= 1, "{:?}", cloud.calls());
+    let (_cloud, pool, _state) = pool_after_a_lost_unassign(&sim, 6).await;
     // New pods at once: none may get an address EC2 no longer has.
+    let group = default_group(&sim);
     for n in 10..14 {
         pool.assign(key(n), &group, pod(n)).await.expect("address");
         check_against_truth(&pool, &sim);
     }
-    rounds(&pool, 16, Duration::from_millis(400)).await;
+    paced_rounds(&pool, 16, Duration::from_millis(400)).await;
     check_against_truth(&pool, &sim);
     check_invariants(&pool, &sim, 29).await;
     let report = pool.reconcile().await.expect("round");
@@ -273,9 +312,7 @@ async fn a_lost_unassign_answer_never_hands_out_an_address_ec2_took_back() {
         report.unsettled, 0,
         "settled after the grace period: {report:?}"
     );
-    let pooled: BTreeSet<Ipv4Addr> = pool.snapshot().addresses().map(|a| a.ip).collect();
-    let ec2: BTreeSet<Ipv4Addr> = truth(&sim).into_keys().collect();
-    assert_eq!(pooled, ec2, "EC2 and the pool disagree after convergence");
+    assert_pool_is_ec2(&pool, &sim);
 }
 
 /// The pool gives free addresses back and the agent restarts at once, while
@@ -299,22 +336,13 @@ async fn a_crash_right_after_an_unassign_still_withholds_its_addresses() {
 }
 
 async fn restart_after_giving_back(crash: bool) {
-    let sim = Arc::new(
-        SimCloud::builder()
-            .seed(29)
-            .instance_type("m5.large")
-            .subnet("10.0.0.0/24")
-            .stale_reads(Duration::from_secs(4))
-            .build()
-            .expect("simulator"),
-    );
+    let sim = stale_sim_lagging("m5.large", 29, Duration::from_secs(4));
     let config = PoolConfig {
         stale_read_grace_seconds: 6,
         ..resyncing()
     };
-    let settings = r#"{"warm-eni-target": 0, "warm-ip-target": 1, "min-eni-age-seconds": 0}"#;
+    let settings = WARM_ONE_IP_NO_SPARE_ENI;
     let (_tmp, dir) = state_dir();
-    let group = default_group(&sim);
     {
         let pool = start(
             Arc::new(TestCloud::new(sim.clone())),
@@ -324,16 +352,14 @@ async fn restart_after_giving_back(crash: bool) {
             Default::default(),
         )
         .await;
-        for n in 0..6 {
-            pool.assign(key(n), &group, pod(n)).await.expect("address");
-        }
-        rounds(&pool, 1, Duration::ZERO).await;
+        fill(&pool, &default_group(&sim), 0..6).await;
+        paced_rounds(&pool, 1, Duration::ZERO).await;
         pool.shutdown().await;
     }
     // Reads catch up with the growth, so the unassign's window starts from
     // a read that shows the addresses it gives back.
     tokio::time::sleep(Duration::from_millis(4100)).await;
-    let before: BTreeSet<Ipv4Addr> = truth(&sim).into_keys().collect();
+    let before = ec2_addresses(&sim);
     {
         let cloud = Arc::new(if crash {
             TestCloud::crashing(sim.clone(), 1, Crash::After)
@@ -348,9 +374,7 @@ async fn restart_after_giving_back(crash: bool) {
             Default::default(),
         )
         .await;
-        for n in 0..6 {
-            pool.release(&key(n)).expect("release");
-        }
+        release(&pool, 0..6);
         let round = cloud.until_crash(pool.reconcile()).await;
         assert_eq!(cloud.calls().first(), Some(&Call::UnassignIps));
         if crash {
@@ -360,7 +384,7 @@ async fn restart_after_giving_back(crash: bool) {
             pool.shutdown().await;
         }
     }
-    let after: BTreeSet<Ipv4Addr> = truth(&sim).into_keys().collect();
+    let after = ec2_addresses(&sim);
     let given_back: BTreeSet<Ipv4Addr> = before.difference(&after).copied().collect();
     assert!(!given_back.is_empty());
     let read: BTreeSet<Ipv4Addr> = sim
@@ -382,22 +406,15 @@ async fn restart_after_giving_back(crash: bool) {
         Default::default(),
     )
     .await;
-    let pooled =
-        |pool: &Pool| -> BTreeSet<Ipv4Addr> { pool.snapshot().addresses().map(|a| a.ip).collect() };
     assert!(
         pooled(&pool).is_disjoint(&given_back),
         "the start-up read brought back {:?}",
         pooled(&pool).intersection(&given_back).collect::<Vec<_>>()
     );
-    for _ in 0..16 {
-        pool.reconcile().await.expect("round");
-        check_against_truth(&pool, &sim);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let ec2: BTreeSet<Ipv4Addr> = truth(&sim).into_keys().collect();
+    checked_rounds(&pool, &sim, 16, Duration::from_millis(500)).await;
     assert_eq!(
         pooled(&pool),
-        ec2,
+        ec2_addresses(&sim),
         "EC2 and the pool disagree after the grace"
     );
 }
@@ -409,36 +426,14 @@ async fn restart_after_giving_back(crash: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unassign_ec2_never_saw_gives_its_addresses_back_after_the_grace() {
     let sim = stale_sim(27);
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
-    let pool = start(
-        cloud.clone(),
-        &dir,
-        r#"{"warm-eni-target": 0, "warm-ip-target": 1, "min-eni-age-seconds": 0}"#,
-        resyncing(),
-        Default::default(),
-    )
-    .await;
-    let group = default_group(&sim);
-    for n in 0..6 {
-        pool.assign(key(n), &group, pod(n)).await.expect("address");
-    }
-    rounds(&pool, 1, Duration::ZERO).await;
-    sim.fail_next(Ec2Action::UnassignPrivateIpAddresses, [Fault::Timeout]);
-    for n in 0..6 {
-        pool.release(&key(n)).expect("release");
-    }
-    for _ in 0..16 {
-        pool.reconcile().await.expect("round");
-        check_against_truth(&pool, &sim);
-        tokio::time::sleep(Duration::from_millis(400)).await;
-    }
+    let (cloud, pool, _state) = resyncing_pool(&sim, WARM_ONE_IP_NO_SPARE_ENI).await;
+    give_back_six_meeting(&pool, &sim, 6, Fault::Timeout).await;
+    checked_rounds(&pool, &sim, 16, Duration::from_millis(400)).await;
     // The timed-out call and the one that gave the surplus back.
     assert!(cloud.count(Call::UnassignIps) >= 2, "{:?}", cloud.calls());
     check_invariants(&pool, &sim, 29).await;
-    let pooled: BTreeSet<Ipv4Addr> = pool.snapshot().addresses().map(|a| a.ip).collect();
-    let ec2: BTreeSet<Ipv4Addr> = truth(&sim).into_keys().collect();
-    assert_eq!(pooled, ec2, "EC2 and the pool disagree after convergence");
+    assert_pool_is_ec2(&pool, &sim);
+    let ec2 = ec2_addresses(&sim);
     assert_eq!(ec2.len(), 1, "the surplus was given back: {ec2:?}");
 }
 
@@ -451,31 +446,8 @@ async fn an_unassign_ec2_never_saw_gives_its_addresses_back_after_the_grace() {
 async fn a_lost_unassign_stays_out_of_the_pool_while_weft_keeps_growing_its_eni() {
     // 49 secondary addresses on the primary ENI: all the growth lands there.
     let sim = stale_sim_of("c5.18xlarge", 26);
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
-    let pool = start(
-        cloud.clone(),
-        &dir,
-        r#"{"warm-eni-target": 0, "warm-ip-target": 1, "min-eni-age-seconds": 0}"#,
-        resyncing(),
-        Default::default(),
-    )
-    .await;
+    let (cloud, pool, _state) = pool_after_a_lost_unassign(&sim, 8).await;
     let group = default_group(&sim);
-    for n in 0..8 {
-        pool.assign(key(n), &group, pod(n)).await.expect("address");
-    }
-    rounds(&pool, 1, Duration::ZERO).await;
-    sim.fail_next(Ec2Action::UnassignPrivateIpAddresses, [Fault::LostAnswer]);
-    for n in 0..6 {
-        pool.release(&key(n)).expect("release");
-    }
-    // The round reports the lost answer as open: the pool is not at rest
-    // until reads after the grace period have settled it.
-    let report = pool.reconcile().await.expect("round");
-    assert_eq!(report.unsettled, 1, "{report:?}");
-    assert!(!report.is_settled(), "{report:?}");
-    assert!(cloud.count(Call::UnassignIps) >= 1, "{:?}", cloud.calls());
     // Three times the grace period and more, one new pod (and one growth
     // of the primary ENI) at a time.
     for n in 10..26 {
@@ -494,12 +466,10 @@ async fn a_lost_unassign_stays_out_of_the_pool_while_weft_keeps_growing_its_eni(
         grew >= 16,
         "the primary ENI must grow while the unassign is unsettled: {grew}"
     );
-    rounds(&pool, 8, Duration::from_millis(400)).await;
+    paced_rounds(&pool, 8, Duration::from_millis(400)).await;
     check_against_truth(&pool, &sim);
     check_invariants(&pool, &sim, 737).await;
-    let pooled: BTreeSet<Ipv4Addr> = pool.snapshot().addresses().map(|a| a.ip).collect();
-    let ec2: BTreeSet<Ipv4Addr> = truth(&sim).into_keys().collect();
-    assert_eq!(pooled, ec2, "EC2 and the pool disagree after convergence");
+    assert_pool_is_ec2(&pool, &sim);
 }
 
 /// ENIs attached by others (no IPv4, network card 1, EFA, trunk,
@@ -522,17 +492,13 @@ async fn foreign_enis_are_listed_and_never_touched() {
         let eni = sim.attach_foreign(kind).expect("attach");
         foreign.insert(eni.id.clone(), eni);
     }
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
-    let pool = start(
-        cloud.clone(),
-        &dir,
+    let (cloud, pool, _state) = counted_pool(
+        &sim,
         r#"{"warm-ip-target": 3, "min-eni-age-seconds": 0}"#,
         PoolConfig {
             inventory_resync_seconds: 0,
             ..config()
         },
-        Default::default(),
     )
     .await;
     let unmanaged = pool.snapshot().unmanaged;
@@ -561,10 +527,8 @@ async fn foreign_enis_are_listed_and_never_touched() {
             pool.reconcile().await.expect("round");
         }
     }
-    for n in 0..60 {
-        pool.release(&key(n)).expect("release");
-    }
-    rounds(&pool, 4, Duration::ZERO).await;
+    release(&pool, 0..60);
+    paced_rounds(&pool, 4, Duration::ZERO).await;
     for (call, eni) in cloud.targets() {
         assert!(
             !foreign.contains_key(&eni),
@@ -598,12 +562,9 @@ async fn an_eni_whose_delete_fails_is_collected_by_the_running_agent() {
             .build()
             .expect("simulator"),
     );
-    let cloud = Arc::new(TestCloud::new(sim.clone()));
-    let (_tmp, dir) = state_dir();
     let metrics = Arc::new(Metrics::new());
-    let pool = start_with(
-        cloud.clone(),
-        &dir,
+    let (_cloud, pool, _state) = counted_pool_with(
+        &sim,
         r#"{"warm-ip-target": 1, "min-eni-age-seconds": 0}"#,
         PoolConfig {
             leaked_eni_cleanup_seconds: 1,
@@ -613,17 +574,12 @@ async fn an_eni_whose_delete_fails_is_collected_by_the_running_agent() {
         metrics.clone(),
     )
     .await;
-    let group = default_group(&sim);
-    for n in 0..12 {
-        pool.assign(key(n), &group, pod(n)).await.expect("address");
-    }
+    fill(&pool, &default_group(&sim), 0..12).await;
     assert_eq!(sim.list_enis().await.expect("list").len(), 2);
     // Every delete fails after the detach went through.
     sim.set_failure_rate(Ec2Action::DeleteNetworkInterface, 1.0, Fault::Fatal);
-    for n in 0..12 {
-        pool.release(&key(n)).expect("release");
-    }
-    rounds(&pool, 2, Duration::ZERO).await;
+    release(&pool, 0..12);
+    paced_rounds(&pool, 2, Duration::ZERO).await;
     let secondary: Vec<_> = sim
         .all_enis()
         .into_iter()
@@ -638,7 +594,7 @@ async fn an_eni_whose_delete_fails_is_collected_by_the_running_agent() {
     }
     sim.set_failure_rate(Ec2Action::DeleteNetworkInterface, 0.0, Fault::Fatal);
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    rounds(&pool, 2, Duration::ZERO).await;
+    paced_rounds(&pool, 2, Duration::ZERO).await;
     assert!(
         sim.all_enis().iter().all(|e| e.id != leaked),
         "the leaked ENI was not collected"

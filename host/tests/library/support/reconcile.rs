@@ -315,6 +315,60 @@ pub(crate) async fn start_with(
     .expect("pool starts")
 }
 
+/// A pool started on `sim` behind a counting [`TestCloud`], in a fresh
+/// temporary state directory that lives as long as the returned guard.
+pub(crate) async fn counted_pool(
+    sim: &Arc<SimCloud>,
+    settings: &str,
+    config: PoolConfig,
+) -> (Arc<TestCloud>, Arc<Pool>, tempfile::TempDir) {
+    counted_pool_with(
+        sim,
+        settings,
+        config,
+        Default::default(),
+        Arc::new(Metrics::new()),
+    )
+    .await
+}
+
+/// [`counted_pool`] with the given ENI hooks and metrics.
+pub(crate) async fn counted_pool_with(
+    sim: &Arc<SimCloud>,
+    settings: &str,
+    config: PoolConfig,
+    hooks: Arc<RecordingHooks>,
+    metrics: Arc<Metrics>,
+) -> (Arc<TestCloud>, Arc<Pool>, tempfile::TempDir) {
+    let cloud = Arc::new(TestCloud::new(sim.clone()));
+    let (tmp, dir) = state_dir();
+    let pool = start_with(cloud.clone(), &dir, settings, config, hooks, metrics).await;
+    (cloud, pool, tmp)
+}
+
+/// Assigns pods `range` one by one; every one must succeed.
+pub(crate) async fn fill(pool: &Pool, group: &SgSet, range: std::ops::Range<u32>) {
+    for n in range {
+        pool.assign(key(n), group, pod(n))
+            .await
+            .unwrap_or_else(|e| panic!("pod {n}: {e}"));
+    }
+}
+
+/// Releases pods `range`; every release must succeed.
+pub(crate) fn release(pool: &Pool, range: std::ops::Range<u32>) {
+    for n in range {
+        pool.release(&key(n)).expect("release");
+    }
+}
+
+/// Runs `n` reconciler rounds back to back; every one must succeed.
+pub(crate) async fn rounds(pool: &Pool, n: usize) {
+    for _ in 0..n {
+        pool.reconcile().await.expect("round");
+    }
+}
+
 /// A simulator with one /24 subnet.
 pub(crate) fn sim(instance_type: &str, seed: u64) -> Arc<SimCloud> {
     Arc::new(
@@ -330,8 +384,14 @@ pub(crate) fn sim(instance_type: &str, seed: u64) -> Arc<SimCloud> {
 /// A temporary state directory path.
 pub(crate) fn state_dir() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().expect("temp dir");
-    let path = tmp.path().join("state");
+    let path = state_path(&tmp);
     (tmp, path)
+}
+
+/// The state directory inside a temporary directory from [`state_dir`] or
+/// [`counted_pool`].
+pub(crate) fn state_path(tmp: &tempfile::TempDir) -> PathBuf {
+    tmp.path().join("state")
 }
 
 pub(crate) fn key(n: u32) -> AssignmentKey {
