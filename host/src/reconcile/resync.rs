@@ -61,7 +61,7 @@ impl Driver {
             inner.unmanaged = unmanaged;
         }
         self.lift_quarantine().await;
-        self.settle();
+        self.settle(now.mono);
         let known = std::mem::take(&mut self.enis);
         let mut enis = HashMap::with_capacity(inventory.len());
         for eni in inventory {

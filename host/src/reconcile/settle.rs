@@ -80,10 +80,10 @@ pub(super) struct Unsettled {
 
 impl Unsettled {
     /// Whether enough time and reads have passed to trust what the pool
-    /// now holds for this ENI: reads taken after the grace period show the
+    /// now holds for this ENI: reads sent after the grace period show the
     /// call's effect, whatever it was.
-    fn due(&self, now: Instant, grace: Duration, reads: u32) -> bool {
-        now.saturating_duration_since(self.since) >= grace && self.reads >= reads
+    fn due(&self, sent: Instant, grace: Duration, reads: u32) -> bool {
+        sent.saturating_duration_since(self.since) >= grace && self.reads >= reads
     }
 }
 
@@ -108,9 +108,14 @@ impl Driver {
         });
     }
 
-    /// After a read of the cloud was taken in: closes what is settled.
-    pub(super) fn settle(&mut self) {
-        let now = self.shared.now().mono;
+    /// After a read of the cloud sent at `sent` was taken in: closes what
+    /// is settled. The read shows EC2 as it was when it was sent, or older,
+    /// so the grace period is measured up to then, as the datastore measures
+    /// what it withholds from that read: a read sent inside the grace period
+    /// and answered after it still had the addresses of a lost unassign
+    /// withheld, and closing the answer on it reported the pool at rest
+    /// while the next read brought them back.
+    pub(super) fn settle(&mut self, sent: Instant) {
         let grace = self.shared.config.stale_read_grace();
         let reads = self.shared.config.stale_read_confirmations.max(1);
         for u in &mut self.unsettled {
@@ -118,7 +123,7 @@ impl Driver {
         }
         let (due, open): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unsettled)
             .into_iter()
-            .partition(|u| u.due(now, grace, reads));
+            .partition(|u| u.due(sent, grace, reads));
         self.unsettled = open;
         for u in due {
             tracing::info!(op = %u.intent.id, eni = %u.eni_id, lost = ?u.lost, "lost answer settled: the pool holds what EC2 reports");
@@ -130,8 +135,18 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipam::{AddressState, Eni, IpamConfig, SgSet};
-    use std::collections::BTreeSet;
+    use crate::cloud::sim::Fault;
+    use crate::cloud::{Ec2Action, ManualClock, RateLimits};
+    use crate::ipam::{AddressState, AssignmentKey, Eni, IpamConfig, PodMeta, SgSet};
+    use crate::metrics::Metrics;
+    use crate::policy::{PoliciesConfig, PolicyConfig, PolicySet};
+    use crate::reconcile::{NoHooks, Pool, PoolClock, PoolConfig, PoolDeps, RoundReport};
+    use crate::simulate::ec2::{self, Counting, Latencies};
+    use crate::simulate::timers::Timers;
+    use crate::state::StateDir;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::future::Future;
+    use std::sync::Arc;
     use std::time::SystemTime;
 
     const GRACE: Duration = Duration::from_secs(2);
@@ -273,5 +288,121 @@ mod tests {
         });
         given_back(&mut store, "eni-1", (&picked, &refused), (&[], None), t0).expect("applied");
         assert_eq!(free(&store, t0), ips(1..=4));
+    }
+
+    /// Runs `work` on the simulator's virtual clock until it ends.
+    async fn in_virtual_time<T: Send + 'static>(
+        timers: &Timers,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> T {
+        timers
+            .until_done(tokio::spawn(work))
+            .await
+            .expect("the task ran")
+    }
+
+    async fn round(pool: &Arc<Pool>, timers: &Timers) -> RoundReport {
+        let pool = pool.clone();
+        in_virtual_time(timers, async move { pool.reconcile().await })
+            .await
+            .expect("round")
+    }
+
+    fn pod_key(n: u32) -> AssignmentKey {
+        AssignmentKey::new("weft", format!("c{n}"), "eth0")
+    }
+
+    /// The pool on the simulated EC2 in virtual time, where every read
+    /// takes 700 ms. An unassign EC2 never saw times out: its addresses are
+    /// withheld for the grace period (2 s) and the answer stays open. The
+    /// third read after it is sent 1.4 s after the unassign and answered
+    /// 2.1 s after; it shows EC2 as it was inside the grace period, so the
+    /// addresses are still withheld from it and it must not settle the
+    /// answer. A round that reports the pool at rest is followed by one that
+    /// changes nothing. (Before the fix the grace was measured to the read's
+    /// arrival: that round closed the answer and reported the pool at rest,
+    /// the next read brought the addresses back and the round after it gave
+    /// them back to EC2 again.)
+    #[tokio::test]
+    async fn a_read_sent_inside_the_grace_settles_no_lost_answer() {
+        let clock = Arc::new(ManualClock::default());
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let sim =
+            ec2::build("m5.large", 7, RateLimits::aws(), clock.clone(), start).expect("simulator");
+        sim.fail_next(Ec2Action::UnassignPrivateIpAddresses, [Fault::Timeout]);
+        let timers = Arc::new(Timers::new(clock));
+        let reads = Latencies(BTreeMap::from([(
+            Ec2Action::DescribeNetworkInterfaces,
+            700,
+        )]));
+        let metrics = Arc::new(Metrics::new());
+        let policies = PoliciesConfig {
+            pool_sizing: Some(PolicyConfig {
+                settings: serde_json::json!({"warm-eni-target": 0, "warm-ip-target": 1}),
+                ..PolicyConfig::default()
+            }),
+            ..PoliciesConfig::default()
+        };
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let deps = PoolDeps {
+            cloud: Arc::new(Counting::new(sim, timers.clone(), reads)),
+            policies: Arc::new(PolicySet::from_config(&policies, metrics.clone()).expect("policy")),
+            state: StateDir::open(tmp.path()).expect("state directory"),
+            metrics,
+            hooks: Arc::new(NoHooks),
+            config: PoolConfig {
+                cooldown_seconds: 0,
+                min_eni_age_seconds: 0,
+                inventory_resync_seconds: 0,
+                stale_read_grace_seconds: GRACE.as_secs(),
+                stale_read_confirmations: 3,
+                resync_seconds: 3_600,
+                add_wait_ms: 600_000,
+                ..PoolConfig::default()
+            },
+        };
+        let pool = in_virtual_time(
+            &timers,
+            Pool::start_with_clock(deps, PoolClock::following(timers.clone(), start)),
+        )
+        .await
+        .expect("the pool starts");
+        let group = pool.default_group();
+        for n in 0..6 {
+            let (pool, group) = (pool.clone(), group.clone());
+            let meta = PodMeta {
+                namespace: "default".into(),
+                name: format!("p{n}"),
+                uid: format!("u{n}"),
+            };
+            in_virtual_time(&timers, async move {
+                pool.assign(pod_key(n), &group, meta).await
+            })
+            .await
+            .expect("address");
+        }
+        round(&pool, &timers).await;
+        for n in 0..6 {
+            pool.release(&pod_key(n)).expect("release");
+        }
+        let lost = round(&pool, &timers).await;
+        assert_eq!(lost.unsettled, 1, "the unassign's answer is open: {lost:?}");
+        let mut report = round(&pool, &timers).await;
+        for _ in 0..20 {
+            if report.is_settled() {
+                break;
+            }
+            report = round(&pool, &timers).await;
+        }
+        assert!(
+            report.is_settled(),
+            "the pool never came to rest: {report:?}"
+        );
+        let next = round(&pool, &timers).await;
+        assert!(
+            next.is_settled(),
+            "a round reported the pool at rest ({report:?}); the next one was not: {next:?}"
+        );
+        in_virtual_time(&timers, async move { pool.shutdown().await }).await;
     }
 }

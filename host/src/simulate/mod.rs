@@ -10,13 +10,13 @@
 //! * `report`: what a run measured; the side-by-side table.
 //! * `plot`: the comparison figure (SVG).
 
-mod ec2;
+pub(crate) mod ec2;
 mod error;
 mod generate;
 mod plot;
 mod report;
 mod run;
-mod timers;
+pub(crate) mod timers;
 mod trace;
 
 pub use ec2::{CallCounts, Latencies};

@@ -19,7 +19,7 @@
 use super::ec2::{self, CallCounts, Latencies};
 use super::error::SimulateError;
 use super::report::{Report, Sample};
-use super::timers::Timers;
+use super::timers::{Timers, run_woken};
 use super::trace::{Op, Trace};
 use crate::cloud::{Clock, ManualClock, RateLimits};
 use crate::ipam::{AssignmentKey, PodMeta, SgSet};
@@ -191,9 +191,9 @@ pub fn run(
         ));
         // Start-up reads EC2 (in virtual time) and runs a first round.
         while !starting.is_finished() {
-            settle().await;
-            if !advance_to_next_timer(&clock, &timers) && !starting.is_finished() {
-                settle().await;
+            run_woken().await;
+            if !timers.advance() && !starting.is_finished() {
+                run_woken().await;
             }
         }
         let pool = starting
@@ -204,11 +204,11 @@ pub fn run(
         // then the first decision and its calls) runs during the warm-up.
         let ready = clock.now() + config.warm_up;
         loop {
-            settle().await;
+            run_woken().await;
             if timers.next().is_none_or(|t| t > ready) {
                 break;
             }
-            advance_to_next_timer(&clock, &timers);
+            timers.advance();
         }
         clock.advance(ready.saturating_duration_since(clock.now()));
 
@@ -231,8 +231,8 @@ pub fn run(
             }
             // An EC2 answer due before the next event comes first.
             if timers.next().is_some_and(|t| t <= when) {
-                advance_to_next_timer(&clock, &timers);
-                settle().await;
+                timers.advance();
+                run_woken().await;
                 continue;
             }
             let Some(Reverse((when, next))) = agenda.pop() else {
@@ -294,7 +294,7 @@ pub fn run(
                     }
                 }
             }
-            settle().await;
+            run_woken().await;
         }
         progress(trace.duration() as u64 + config.tail.as_secs());
         // ADDs still waiting at the end count their wait so far.
@@ -316,28 +316,6 @@ pub fn run(
         report.policy_failures = policy_failures(&counters.encode());
         Ok(report)
     })
-}
-
-/// Lets every task woken so far run (the runtime is single-threaded, so
-/// they run in a fixed order).
-async fn settle() {
-    for _ in 0..64 {
-        tokio::task::yield_now().await;
-    }
-}
-
-/// Moves the clock to the earliest pending EC2 answer and wakes it;
-/// false when none is pending.
-fn advance_to_next_timer(clock: &ManualClock, timers: &Timers) -> bool {
-    let Some(at) = timers.next() else {
-        return false;
-    };
-    let now = clock.now();
-    if at > now {
-        clock.advance(at - now);
-    }
-    timers.fire();
-    true
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

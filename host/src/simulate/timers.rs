@@ -48,8 +48,38 @@ impl Timers {
         self.waiting().wakers.keys().next().map(|&(at, _)| at)
     }
 
+    /// Moves the clock to the earliest pending sleep's end and wakes it;
+    /// false when none is pending.
+    pub(crate) fn advance(&self) -> bool {
+        let Some(at) = self.next() else {
+            return false;
+        };
+        let now = self.clock.now();
+        if at > now {
+            self.clock.advance(at - now);
+        }
+        self.fire();
+        true
+    }
+
+    /// Waits for `task`, moving the clock to the next sleep's end whenever
+    /// every task woken so far has run and `task` has not ended.
+    #[cfg(test)]
+    pub(crate) async fn until_done<T>(
+        &self,
+        task: tokio::task::JoinHandle<T>,
+    ) -> Result<T, tokio::task::JoinError> {
+        loop {
+            run_woken().await;
+            if task.is_finished() {
+                return task.await;
+            }
+            self.advance();
+        }
+    }
+
     /// Wakes every sleep whose deadline has come.
-    pub(crate) fn fire(&self) {
+    fn fire(&self) {
         let now = self.clock.now();
         let mut waiting = self.waiting();
         while let Some(entry) = waiting.wakers.first_entry() {
@@ -74,6 +104,14 @@ impl VirtualClock for Timers {
             key: (self.clock.now() + by, waiting.seq),
             registered: false,
         })
+    }
+}
+
+/// Lets every task woken so far run (the runtime is single-threaded, so
+/// they run in a fixed order).
+pub(crate) async fn run_woken() {
+    for _ in 0..64 {
+        tokio::task::yield_now().await;
     }
 }
 
