@@ -94,19 +94,22 @@ async fn warm_up_and_churn_under_30_percent_faults_converge_without_leaks() {
     }
     // Converge: rounds until one changes nothing in EC2 and every lost answer is settled (an
     // unassign answered 503 may not have happened: its addresses are withheld from the pool for
-    // the grace period, then taken back from a read and given back again).
+    // the grace period, then taken back from a read and given back again); the round after it
+    // must be at rest too.
     let mut last = None;
     for _ in 0..120 {
         let report = pool.reconcile().await;
-        if report.as_ref().is_ok_and(|r| r.is_settled()) {
+        let settled = report.as_ref().is_ok_and(|r| r.is_settled());
+        last = Some(report);
+        if settled {
             break;
         }
-        last = Some(report);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    let next = pool.reconcile().await;
     assert!(
-        pool.reconcile().await.is_ok_and(|r| r.is_settled()),
-        "the pool does not converge: {last:?}, {:?}",
+        next.as_ref().is_ok_and(|r| r.is_settled()),
+        "the pool does not converge: a round gave {last:?}, the next {next:?}; {:?}",
         proxy.stats()
     );
 
