@@ -10,7 +10,9 @@
 //! * Calls that must not simply be repeated (create, attach, assign, unassign, detach, delete)
 //!   check EC2 after an ambiguous failure before retrying: a created ENI is found again by its
 //!   idempotency tag, so a lost answer never leaks an ENI. Create then attach is one operation
-//!   for callers: when attaching fails for good, the ENI is deleted again.
+//!   for callers: when attaching fails for good, the ENI is deleted again. Creates may run
+//!   concurrently: each attaches at a device index no read shows taken and no other create of
+//!   this client holds (`device_index`).
 
 mod call;
 mod convert;
