@@ -49,6 +49,14 @@ fn history(minutes: usize, adds: &[(usize, u32)]) -> Vec<Minute> {
     h
 }
 
+/// The default settings without spare ENIs: the sizing alone.
+fn sizing_only() -> Settings {
+    Settings {
+        spare_enis: 0,
+        ..Settings::default()
+    }
+}
+
 fn added(d: &PoolDecision) -> Vec<(String, u32)> {
     d.changes
         .iter()
@@ -58,7 +66,7 @@ fn added(d: &PoolDecision) -> Vec<(String, u32)> {
 
 #[test]
 fn grows_for_recent_adds_filling_every_eni_it_touches() {
-    let s = Settings::default();
+    let s = sizing_only();
     // 12 ADDs in the busier of the last two minutes, 3 waiting, 1 free:
     // 14 short. The primary's 4 free slots in
     // one call, then a new ENI, full.
@@ -153,7 +161,7 @@ fn finds_bursts_and_when_the_next_is_due() {
 
 #[test]
 fn prewarms_a_recurring_burst_before_it_is_due() {
-    let s = Settings::default();
+    let s = sizing_only();
     // 8 pods on the primary, 6 free; bursts of 40 started 14 and 29
     // minutes ago: the next is due in a minute.
     let h = history(40, &[(14, 40), (29, 40)]);
@@ -169,7 +177,7 @@ fn prewarms_a_recurring_burst_before_it_is_due() {
 
 #[test]
 fn gives_unused_enis_back_keeping_them_attached_until_quiet() {
-    let s = Settings::default();
+    let s = sizing_only();
     // 10 pods on the primary, ENI 1 half cooling, ENI 2 unused: only ENI
     // 2's IPs go, in one call; the ENI stays.
     let enis = vec![
@@ -209,7 +217,7 @@ fn gives_unused_enis_back_keeping_them_attached_until_quiet() {
 
 #[test]
 fn a_new_node_prepares_for_the_pods_held_for_it() {
-    let s = Settings::default();
+    let s = sizing_only();
     let mut fresh = state(vec![eni(0, 0, 0, 0, 5)], 0, vec![], None);
     fresh.node_assigned = 0;
     let d = decide(&s, &fresh);
@@ -227,7 +235,7 @@ fn a_new_node_prepares_for_the_pods_held_for_it() {
 /// is an ordinary minute.
 #[test]
 fn the_first_minutes_pods_are_a_start_not_a_rate() {
-    let s = Settings::default();
+    let s = sizing_only();
     let enis = || vec![eni(0, 14, 14, 0, 120), eni(1, 14, 10, 0, 120)];
     let started = history(2, &[(1, 24)]);
     let d = decide(&s, &state(enis(), 0, started, Some(65)));
@@ -248,7 +256,7 @@ fn bad_settings_are_refused() {
 
 #[test]
 fn gives_nothing_back_while_a_burst_arrives_or_is_due() {
-    let s = Settings::default();
+    let s = sizing_only();
     let enis = vec![eni(0, 14, 10, 0, 3000), eni(1, 14, 0, 0, 3000)];
     // Idle: ENI 1's IPs go.
     let d = decide(&s, &state(enis.clone(), 0, history(30, &[]), Some(120)));
@@ -265,7 +273,7 @@ fn gives_nothing_back_while_a_burst_arrives_or_is_due() {
 
 #[test]
 fn expects_at_most_an_enis_worth_from_the_last_minutes() {
-    let s = Settings::default();
+    let s = sizing_only();
     // 40 ADDs last minute, now on 3 ENIs with 6 free: 8 short of one
     // ENI's worth (14), not 34 short of 40.
     let enis = vec![
@@ -290,7 +298,7 @@ fn expects_at_most_an_enis_worth_from_the_last_minutes() {
 /// nothing goes back; and a usual minute of 12 is no burst.
 #[test]
 fn keeps_what_a_usual_minute_takes_between_runs() {
-    let s = Settings::default();
+    let s = sizing_only();
     let mut h = vec![
         Minute {
             adds: 12,
@@ -316,4 +324,67 @@ fn keeps_what_a_usual_minute_takes_between_runs() {
     ];
     let d = decide(&s, &state(enis, 0, h, Some(2)));
     assert!(d.is_noop(), "{d:?}");
+}
+
+#[test]
+fn keeps_one_empty_eni_attached_ahead_of_need() {
+    let s = Settings::default();
+    let empty = NewEni {
+        ips: 0,
+        prefixes: 0,
+    };
+    // Warm enough on the primary: the sizing asks nothing, the spare ENI
+    // is created without addresses.
+    let primary = eni(0, 14, 2, 0, 600);
+    let d = decide(
+        &s,
+        &state(vec![primary.clone()], 0, history(5, &[]), Some(120)),
+    );
+    assert!(d.changes.is_empty(), "{d:?}");
+    assert_eq!(d.create, vec![empty.clone()]);
+    // It is there: nothing more.
+    let spare = eni(1, 0, 0, 0, 600);
+    let d = decide(
+        &s,
+        &state(
+            vec![primary.clone(), spare.clone()],
+            0,
+            history(5, &[]),
+            Some(120),
+        ),
+    );
+    assert!(d.is_noop(), "{d:?}");
+    // Growing into new ENIs keeps one more empty beside them, within the
+    // instance's four.
+    let d = decide(
+        &s,
+        &state(vec![eni(0, 14, 14, 0, 600)], 20, history(5, &[]), Some(1)),
+    );
+    assert_eq!(d.create.len(), 3, "{d:?}");
+    assert_eq!(d.create.iter().filter(|n| n.ips == 0).count(), 1, "{d:?}");
+    let full: Vec<_> = (0..4).map(|i| eni(i, 14, 14, 0, 600)).collect();
+    let d = decide(&s, &state(full, 3, history(5, &[]), Some(1)));
+    assert!(d.create.is_empty(), "{d:?}");
+}
+
+#[test]
+fn keeps_no_spare_eni_when_another_group_has_an_eni_on_the_node() {
+    let s = Settings::default();
+    let mut st = state(vec![eni(0, 14, 2, 0, 600)], 0, history(5, &[]), Some(120));
+    st.node_enis = 2;
+    let d = decide(&s, &st);
+    assert!(d.create.is_empty(), "{d:?}");
+}
+
+#[test]
+fn a_spare_eni_is_never_released_but_one_beyond_it_is_when_quiet() {
+    let s = Settings::default();
+    let enis = vec![
+        eni(0, 14, 2, 0, 7200),
+        eni(1, 0, 0, 0, 7200),
+        eni(2, 0, 0, 0, 7200),
+    ];
+    let d = decide(&s, &state(enis, 0, history(60, &[]), Some(7200)));
+    assert_eq!(d.release, vec!["eni-2".to_owned()], "{d:?}");
+    assert!(d.create.is_empty(), "{d:?}");
 }
