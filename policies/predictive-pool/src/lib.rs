@@ -43,19 +43,19 @@
 //!   its room in one call and new ENIs are created full; while ADDs wait,
 //!   every attached ENI with room is filled (one call each, where a new
 //!   ENI takes three and seconds).
-//! * **Giving back**: nothing while one of the last two minutes was busy
-//!   or a burst is due within `2 × lead-minutes + 1` minutes. Otherwise
-//!   free addresses go back while free ones still cover what must be free
-//!   (a burst due, ADDs waiting, a new node's start), and free and cooling
-//!   ones the coming minute plus a
-//!   usual minute's ADDs more (so what a CronJob's run takes is not given
-//!   back between runs and asked for again at the next). Only ENIs no pod
-//!   uses (not the primary, nothing assigned or cooling, no prefixes; the
-//!   datastore packs pods onto the fullest ENI, so others empty out) give
-//!   addresses back, highest device index first, one call each. An
-//!   emptied ENI stays attached (growing it again is one call, not a
-//!   create and an attach) until the group has had no ADD for
-//!   `hold-seconds` and the ENI is a minute old.
+//! * **Giving back**: nothing while one of the last two minutes was busy,
+//!   nor from `2 × lead-minutes + 1` minutes before a burst is due until
+//!   it is no longer expected (`lead-minutes` after). Otherwise free
+//!   addresses go back while free ones still cover what must be free (a
+//!   burst due, ADDs waiting, a new node's start), and free and cooling
+//!   ones the coming minute plus a usual minute's ADDs more (so what a
+//!   CronJob's run takes is not given back between runs and asked for
+//!   again at the next). Only ENIs no pod uses (not the primary, nothing
+//!   assigned or cooling, no prefixes; the datastore packs pods onto the
+//!   fullest ENI, so others empty out) give addresses back, highest device
+//!   index first, one call each. An emptied ENI stays attached (growing it
+//!   again is one call, not a create and an attach) until the group has
+//!   had no ADD for `hold-seconds` and the ENI is a minute old.
 //!
 //! Settings (JSON, kebab-case, all optional): `min-warm` (default 4),
 //! `start-warm` (default half the node's ENIs' worth of pod IPs),
@@ -210,7 +210,7 @@ pub fn need(s: &Settings, state: &PoolState) -> Need {
     let mut soon = s.min_warm.max(usual).max(recent);
     let mut why = format!("{usual} ADDs a usual minute, {recent} taken lately");
     let mut now = 0;
-    let forecast = expected_burst(history, busy, s.lead_minutes);
+    let forecast = expected_burst(history, busy, s.lead_minutes, s.lead_minutes);
     if let Some(burst) = forecast {
         why = format!(
             "a burst taking {burst} due (every {} min)",
@@ -276,12 +276,15 @@ pub fn decide(s: &Settings, state: &PoolState) -> PoolDecision {
     let target = need.now.max(need.soon);
     let reason = format!("{free} free, {cooling} cooling for {target} ({})", need.why);
     // A burst in progress has not shown its size yet; one due soon would
-    // take the addresses again.
+    // take the addresses again (from twice the lead and a minute before it
+    // is due, so a forecast that moves by a minute does not give them back
+    // only to ask again; until it is no longer expected).
     let history = &state.activity.history;
     let busy = busy(s, history);
     let arriving =
         history.iter().take(2).any(|m| m.adds >= busy) || state.activity.adds_last_minute >= busy;
-    if arriving || expected_burst(history, busy, 2 * s.lead_minutes + 1).is_some() {
+    let due = expected_burst(history, busy, 2 * s.lead_minutes + 1, s.lead_minutes);
+    if arriving || due.is_some() {
         return PoolDecision {
             reason: format!("{reason}: a burst is arriving or due, nothing given back"),
             ..PoolDecision::default()

@@ -49,6 +49,11 @@ fn history(minutes: usize, adds: &[(usize, u32)]) -> Vec<Minute> {
     h
 }
 
+/// A minute of churn.
+fn minute(adds: u32, removes: u32) -> Minute {
+    Minute { adds, removes }
+}
+
 fn added(d: &PoolDecision) -> Vec<(String, u32)> {
     d.changes
         .iter()
@@ -150,11 +155,11 @@ fn finds_bursts_and_when_the_next_is_due() {
         ]
     );
     // Period 15: due in 0 minutes, so expected with any lead.
-    assert_eq!(expected_burst(&h, 6, 0), Some(40));
+    assert_eq!(expected_burst(&h, 6, 0, 0), Some(40));
     // Two minutes earlier (the history shifted by two): due in 2.
     let earlier = &h[2..];
-    assert_eq!(expected_burst(earlier, 6, 2), Some(40));
-    assert_eq!(expected_burst(earlier, 6, 1), None);
+    assert_eq!(expected_burst(earlier, 6, 2, 2), Some(40));
+    assert_eq!(expected_burst(earlier, 6, 1, 1), None);
     // Three minutes overdue: no longer expected.
     let mut late = vec![
         Minute {
@@ -164,10 +169,10 @@ fn finds_bursts_and_when_the_next_is_due() {
         3
     ];
     late.extend_from_slice(&h);
-    assert_eq!(expected_burst(&late, 6, 2), None);
+    assert_eq!(expected_burst(&late, 6, 2, 2), None);
     // One burst is no pattern; continuous churn is one long burst.
-    assert_eq!(expected_burst(&h[..20], 6, 2), None);
-    assert_eq!(expected_burst(&history(60, &[]), 6, 2), None);
+    assert_eq!(expected_burst(&h[..20], 6, 2, 2), None);
+    assert_eq!(expected_burst(&history(60, &[]), 6, 2, 2), None);
     let busy = vec![
         Minute {
             adds: 12,
@@ -175,7 +180,7 @@ fn finds_bursts_and_when_the_next_is_due() {
         };
         60
     ];
-    assert_eq!(expected_burst(&busy, 6, 2), None);
+    assert_eq!(expected_burst(&busy, 6, 2, 2), None);
 }
 
 #[test]
@@ -351,10 +356,7 @@ fn keeps_what_a_usual_minute_takes_between_runs() {
 fn demand_is_adds_less_removes() {
     let s = Settings::default();
     let mut h = history(5, &[]);
-    h[0] = Minute {
-        adds: 10,
-        removes: 10,
-    };
+    h[0] = minute(10, 10);
     // 4 free: min-warm, and the 10 replacements took nothing more.
     let enis = || vec![eni(0, 14, 10, 0, 600)];
     let d = decide(&s, &state(enis(), 0, h, Some(5)));
@@ -367,16 +369,10 @@ fn demand_is_adds_less_removes() {
     // most 8 addresses, the next is expected to take as many.
     let mut h = history(40, &[]);
     for start in [15, 30] {
-        h[start] = Minute {
-            adds: 12,
-            removes: 4,
-        };
-        h[start - 1] = Minute {
-            adds: 8,
-            removes: 16,
-        };
+        h[start] = minute(12, 4);
+        h[start - 1] = minute(8, 16);
     }
-    assert_eq!(expected_burst(&h[1..], 6, 1), Some(8));
+    assert_eq!(expected_burst(&h[1..], 6, 1, 1), Some(8));
     let st = state(vec![eni(0, 14, 8, 0, 3000)], 0, h[1..].to_vec(), Some(100));
     assert_eq!(need(&s, &st).now, 8);
 }
@@ -404,17 +400,8 @@ fn gives_nothing_back_for_two_minutes_after_a_busy_minute() {
 fn a_minute_is_busy_at_burst_adds_above_the_usual_minute() {
     let s = Settings::default();
     let cronjob = |last_adds: u32| {
-        let mut h = vec![
-            Minute {
-                adds: 12,
-                removes: 12
-            };
-            10
-        ];
-        h[0] = Minute {
-            adds: last_adds,
-            removes: last_adds,
-        };
+        let mut h = vec![minute(12, 12); 10];
+        h[0] = minute(last_adds, last_adds);
         // 4 free and 4 cooling on the primary, 12 free and 2 cooling on
         // ENI 1, ENI 2 unused: 30 free and 6 cooling for 12 and a usual
         // minute more, 12 spare.
@@ -469,10 +456,7 @@ fn fills_every_attached_eni_while_adds_wait() {
 fn waiting_adds_expect_the_last_minutes_adds_again() {
     let s = Settings::default();
     let mut h = history(5, &[]);
-    h[0] = Minute {
-        adds: 10,
-        removes: 10,
-    };
+    h[0] = minute(10, 10);
     let mut st = state(vec![eni(0, 14, 14, 0, 600)], 5, h, Some(1));
     assert_eq!(need(&s, &st).soon, 15);
     st.pending_adds = 0;
@@ -486,10 +470,7 @@ fn a_new_nodes_start_counts_cooling_addresses_as_held() {
     let s = Settings::default();
     // First minute: 10 ADDs, 6 of them gone again; half of 4 ENIs' worth
     // is 28, 10 held: 18 more must be free.
-    let h = vec![Minute {
-        adds: 10,
-        removes: 6,
-    }];
+    let h = vec![minute(10, 6)];
     let st = state(vec![eni(0, 14, 4, 6, 30)], 0, h, Some(5));
     let need = need(&s, &st);
     assert_eq!(need.now, 18);
@@ -508,4 +489,30 @@ fn prepares_for_a_burst_one_minute_before_it_is_due() {
     let in_one = history(40, &[(14, 40), (29, 40)]);
     let d = decide(&s, &state(enis(), 0, in_one, Some(100)));
     assert_eq!(d.create.len(), 2, "{d:?}");
+}
+
+/// Addresses are kept for a burst due until it is no longer expected
+/// (`lead-minutes` after it was due), not longer: what the forecast no
+/// longer prepares for, it does not hold either.
+#[test]
+fn gives_back_once_a_due_burst_is_no_longer_expected() {
+    let s = Settings::default();
+    let enis = || vec![eni(0, 14, 10, 0, 3000), eni(1, 14, 0, 0, 3000)];
+    // Bursts of 10 started 16 and 31 minutes ago: due a minute ago, still
+    // expected: its 10 are kept free, nothing goes back.
+    let late = history(40, &[(16, 10), (31, 10)]);
+    let d = decide(&s, &state(enis(), 0, late, Some(900)));
+    assert!(d.is_noop(), "{d:?}");
+    assert!(d.reason.contains("burst taking 10"), "{}", d.reason);
+    // Due two minutes ago: no longer expected, ENI 1's IPs go.
+    let later = history(40, &[(17, 10), (32, 10)]);
+    let d = decide(&s, &state(enis(), 0, later, Some(960)));
+    assert_eq!(
+        d.changes,
+        vec![EniChange {
+            eni_id: "eni-1".into(),
+            release_ips: 14,
+            ..EniChange::default()
+        }]
+    );
 }
