@@ -24,14 +24,15 @@
 //!   ADDs and the forecast); plus the ADDs waiting, and while ADDs wait at
 //!   least those and the last minute's ADDs again (a burst that has not
 //!   shown its size).
-//! * **Recurring bursts**: a run of busy minutes is a burst; its size is
-//!   the most addresses it had taken (ADDs less REMOVEs since its start)
-//!   at the end of one of its minutes. With two bursts seen, the interval
-//!   between their starts is the period; from `lead-minutes` before the
-//!   next start is due until `lead-minutes` after it, the last burst's
-//!   size plus the ADDs waiting must be free (a cooling address may come
-//!   back too late). Without history (the older `pool-sizing` world) there
-//!   is no forecast and no usual minute.
+//! * **Recurring bursts**: a run of busy minutes of the whole history (the
+//!   group's first minute included) is a burst; its size is the most
+//!   addresses it had taken (ADDs less REMOVEs since its start) at the end
+//!   of one of its minutes. With two bursts seen, the interval between
+//!   their starts is the period; from `lead-minutes` before the next start
+//!   is due until `lead-minutes` after it, the last burst's size plus the
+//!   ADDs waiting must be free (a cooling address may come back too late).
+//!   Without history (the older `pool-sizing` world) there is no forecast
+//!   and no usual minute.
 //! * **A new node** (no pod and no ADD yet, or its first ADD less than a
 //!   minute ago) must have `start-warm` addresses free, less those it
 //!   already holds (assigned or cooling).
