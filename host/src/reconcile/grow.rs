@@ -118,7 +118,7 @@ impl Driver {
         let mut failures = Vec::new();
         let mut steps = Vec::new();
         // Two requests for one ENI (IPs and prefixes) go one after the
-        // other: EC2 refuses concurrent changes to one interface.
+        // other, so that each sees the ENI's room as the other left it.
         let mut after = Vec::new();
         for change in &decision.changes {
             for request in [
@@ -141,11 +141,10 @@ impl Driver {
                 }
             }
         }
-        if !decision.create.is_empty() {
-            match self.create_steps(group, &decision.create).await {
-                Ok(created) => steps.extend(created),
-                Err(b) => failures.push(b),
-            }
+        if !decision.create.is_empty()
+            && let Err(b) = self.create_steps(group, &decision.create, &mut steps).await
+        {
+            failures.push(b);
         }
         let answers = {
             let (cloud, hooks) = (&*self.cloud, &*self.hooks);
@@ -228,20 +227,22 @@ impl Driver {
         .map(Some)
     }
 
-    /// The journaled creates of `new` ENIs for `group`, each in the subnet
-    /// the subnet-selection policy picks from one read of the subnets.
+    /// Adds to `steps` the journaled creates of `new` ENIs for `group`,
+    /// each in the subnet the subnet-selection policy picks from one read
+    /// of the subnets. Stops at the first that cannot be prepared; those
+    /// journaled before it are in `steps`, to be sent.
     async fn create_steps(
         &mut self,
         group: &SgSet,
         new: &[pool::NewEni],
-    ) -> Result<Vec<Step>, Blocked> {
+        steps: &mut Vec<Step>,
+    ) -> Result<(), Blocked> {
         let subnets = self.cloud.list_subnets().await.map_err(|e| blocked(&e))?;
         let candidates: Vec<subnet::Candidate> = subnets
             .iter()
             .map(crate::cloud::Subnet::as_candidate)
             .collect();
         let slots = self.shared.limits.slots_per_eni();
-        let mut steps = Vec::with_capacity(new.len());
         for eni in new {
             let request = subnet::EniRequest {
                 security_groups: group.ids().to_vec(),
@@ -276,7 +277,7 @@ impl Driver {
                 group: group.clone(),
             })?);
         }
-        Ok(steps)
+        Ok(())
     }
 
     /// Journals `call`; a new ENI carries the operation id in a tag.
