@@ -132,6 +132,55 @@ async fn create_attach_tag_list_and_eni_limit() {
     );
 }
 
+/// moto-backed: creates sent at once attach at distinct device indexes, although each one's
+/// read of the node's ENIs shows none of the others; the one past the type's limit is refused
+/// before EC2 is asked, and an index comes free again when its ENI is deleted.
+#[tokio::test]
+async fn concurrent_creates_take_distinct_device_indexes() {
+    let (moto, client, test) = vpc::in_moto("m5.xlarge").await;
+    let cloud = vpc::default_cloud(&moto.url(), &test.node).await;
+    let node = &test.node;
+    let one = request(node, 1);
+    let (a, b, c, d) = tokio::join!(
+        cloud.create_eni(&one),
+        cloud.create_eni(&one),
+        cloud.create_eni(&one),
+        cloud.create_eni(&one),
+    );
+    let results = [a, b, c, d];
+    let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(
+        refused.len(),
+        1,
+        "m5.xlarge takes 3 secondary ENIs: {refused:?}"
+    );
+    assert_limit(refused[0], LimitKind::Enis);
+    let created: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let indexes: BTreeSet<_> = created.iter().map(|e| e.device_index()).collect();
+    assert_eq!(indexes, BTreeSet::from([Some(1), Some(2), Some(3)]));
+    let listed: BTreeSet<_> = cloud
+        .list_enis()
+        .await
+        .expect("list")
+        .iter()
+        .map(|e| e.device_index())
+        .collect();
+    assert_eq!(listed, BTreeSet::from([Some(0), Some(1), Some(2), Some(3)]));
+
+    let second = created
+        .iter()
+        .find(|e| e.device_index() == Some(2))
+        .expect("at 2");
+    cloud.delete_eni(&second.id).await.expect("delete");
+    let again = cloud.create_eni(&one).await.expect("room again");
+    assert_eq!(again.device_index(), Some(2));
+    assert_eq!(
+        vpc::all_enis(&client, &node.vpc_id).await.len(),
+        4,
+        "no stray ENI"
+    );
+}
+
 /// moto-backed: batched assign returns exactly the new addresses; unassign removes them; the
 /// per-ENI limit is enforced before EC2 is asked.
 #[tokio::test]

@@ -10,10 +10,13 @@
 //! * Calls that must not simply be repeated (create, attach, assign, unassign, detach, delete)
 //!   check EC2 after an ambiguous failure before retrying: a created ENI is found again by its
 //!   idempotency tag, so a lost answer never leaks an ENI. Create then attach is one operation
-//!   for callers: when attaching fails for good, the ENI is deleted again.
+//!   for callers: when attaching fails for good, the ENI is deleted again. Creates may run
+//!   concurrently: each attaches at a device index no read shows taken and no other create of
+//!   this client holds (`device_index`).
 
 mod call;
 mod convert;
+mod device_index;
 mod errors;
 mod identity;
 
@@ -33,12 +36,13 @@ use aws_sdk_ec2::types::{
     TagSpecification,
 };
 use call::Caller;
+use device_index::DeviceIndexes;
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-use tokio::sync::{Mutex, OnceCell};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::OnceCell;
 
 /// Nodes assumed to call EC2 at the same time when sharing the account's
 /// request buckets (AWS meters them per account and region, see
@@ -101,8 +105,8 @@ pub struct Ec2Cloud {
     config: Ec2Config,
     identity: OnceCell<NodeIdentity>,
     limits: OnceCell<InstanceLimits>,
-    /// Serialises ENI creation so two creates never pick the same device index.
-    attach_lock: Mutex<()>,
+    /// Device indexes of creates in flight and recent attachments.
+    device_indexes: DeviceIndexes,
 }
 
 fn filter(name: &str, value: impl Into<String>) -> Filter {
@@ -167,7 +171,7 @@ impl Ec2Cloud {
             config,
             identity: OnceCell::new(),
             limits: OnceCell::new(),
-            attach_lock: Mutex::new(()),
+            device_indexes: DeviceIndexes::default(),
         }
     }
 
@@ -294,7 +298,6 @@ impl Ec2Cloud {
         let create_api = Ec2Action::CreateNetworkInterface;
         self.check_slots(create_api, &limits, 0, request.addresses.slots(), prefixes)?;
 
-        let _guard = self.attach_lock.lock().await;
         let used: BTreeSet<u32> = self
             .list_node_enis(&node)
             .await?
@@ -303,16 +306,15 @@ impl Ec2Cloud {
             .filter(|e| e.network_card() == Some(0))
             .filter_map(Eni::device_index)
             .collect();
-        let device_index = (1..limits.max_enis)
-            .find(|i| !used.contains(i))
-            .ok_or_else(|| CloudError::LimitExceeded {
+        let device_index = self
+            .device_indexes
+            .take(&used, limits.max_enis, Instant::now())
+            .map_err(|occupied| CloudError::LimitExceeded {
                 api: Ec2Action::AttachNetworkInterface.name().to_owned(),
                 what: LimitKind::Enis,
                 detail: format!(
-                    "{} allows {} ENIs and {} are attached",
-                    limits.instance_type,
-                    limits.max_enis,
-                    used.len()
+                    "{} allows {} ENIs and {occupied} are attached or being attached",
+                    limits.instance_type, limits.max_enis,
                 ),
             })?;
 
@@ -362,8 +364,9 @@ impl Ec2Cloud {
             .ok_or_else(|| missing(create_api, "the created network interface"))?;
         let mut eni = convert::eni(create_api, &created)?;
 
-        match self.attach(&node, &eni.id, device_index).await {
+        match self.attach(&node, &eni.id, device_index.index()).await {
             Ok(attachment) => {
+                device_index.keep(&eni.id, Instant::now());
                 eni.attachment = Some(attachment);
                 eni.status = EniStatus::InUse;
                 Ok(eni)
@@ -783,7 +786,11 @@ impl Cloud for Ec2Cloud {
     }
 
     fn delete_eni<'a>(&'a self, eni_id: &'a str) -> CloudFuture<'a, ()> {
-        Box::pin(self.delete_eni_now(eni_id))
+        Box::pin(async move {
+            self.delete_eni_now(eni_id).await?;
+            self.device_indexes.deleted(eni_id);
+            Ok(())
+        })
     }
 
     fn find_enis_by_tag<'a>(&'a self, key: &'a str, value: &'a str) -> CloudFuture<'a, Vec<Eni>> {

@@ -8,8 +8,9 @@
 //! * `driver`: the reconciler task, one round per event burst or resync
 //!   period, each group sized by the pool-sizing policy.
 //! * `execute`: one decision carried out through [`crate::cloud::Cloud`],
-//!   journaled step by step, applied to the datastore; prefixes fall back to
-//!   secondary IPs on a fragmented subnet.
+//!   journaled step by step, applied to the datastore; `grow`: its assigns
+//!   and creates sent to EC2 at once; prefixes fall back to secondary IPs on
+//!   a fragmented subnet.
 //! * `resync`: the pool brought back in line with the cloud's inventory
 //!   every [`PoolConfig::inventory_resync_seconds`].
 //! * `recovery`: start-up from the cloud's inventory, the journal and the
@@ -28,6 +29,7 @@ mod config;
 mod driver;
 mod error;
 mod execute;
+mod grow;
 mod hooks;
 mod inventory;
 mod ownership;

@@ -184,3 +184,40 @@ async fn an_eni_created_but_never_attached_is_found_by_its_tag_and_deleted() {
     pool.assign(key(1), &group, pod(1)).await.expect("address");
     check_invariants(&pool, &sim, 29).await;
 }
+
+/// A decision's steps are sent together: a crash at one of them strikes
+/// while the others are in flight or answered but not yet applied. The
+/// restarted pool settles them all from the journal and EC2's inventory.
+#[tokio::test]
+async fn a_crash_while_a_decisions_steps_are_in_flight_leaves_a_recoverable_state() {
+    // 50 free on an m5.2xlarge: the primary's 14 (call 1) and three new
+    // ENIs (calls 2-4), sent at once.
+    let settings = r#"{"warm-ip-target": 50}"#;
+    for at in 1..=4 {
+        let mut crashes = vec![Crash::Before, Crash::After];
+        if at > 1 {
+            crashes.push(Crash::CreatedNotAttached);
+        }
+        for how in crashes {
+            let context = format!("crash {how:?} at call {at}");
+            let sim = sim("m5.2xlarge", SEED);
+            let (_tmp, dir) = state_dir();
+            {
+                let cloud = Arc::new(TestCloud::crashing(sim.clone(), at, how));
+                let pool = start(cloud.clone(), &dir, settings, config(), Default::default()).await;
+                let round = cloud.until_crash(pool.reconcile()).await;
+                assert!(round.is_none(), "{context}: the round ended");
+                pool.abort().await;
+            }
+            let cloud = Arc::new(TestCloud::new(sim.clone()));
+            let pool = start(cloud, &dir, settings, config(), Default::default()).await;
+            rounds(&pool, 2).await;
+            check_invariants(&pool, &sim, 58).await;
+            let held = pool.snapshot().addresses().count();
+            assert!(held >= 50, "{context}: {held} addresses held");
+            pool.shutdown().await;
+            drop(pool);
+            journal_is_empty(&dir);
+        }
+    }
+}

@@ -182,6 +182,34 @@ async fn concurrent_adds_share_one_scale_up() {
     assert_eq!(cloud.calls().len(), 1, "nothing more to do");
 }
 
+/// A decision's new ENIs are created at the same time: a burst that needs
+/// three waits for one create's latency, not three in a row.
+#[tokio::test]
+async fn a_decisions_new_enis_are_created_together() {
+    let sim = sim("m5.2xlarge", 9);
+    let cloud = Arc::new(TestCloud::creating_together(sim.clone(), 3));
+    let (_tmp, dir) = state_dir();
+    // 50 free: the primary ENI's 14, then three new ENIs (14, 14, 8).
+    let settings = r#"{"warm-ip-target": 50}"#;
+    let pool = start(cloud.clone(), &dir, settings, config(), Default::default()).await;
+    tokio::time::timeout(std::time::Duration::from_secs(30), pool.reconcile())
+        .await
+        .expect("the three creates were sent one after the other: the first waits for the others")
+        .expect("round");
+    assert_eq!(cloud.count(Call::CreateEni), 3);
+    let mut indexes: Vec<_> = sim
+        .list_enis()
+        .await
+        .expect("list")
+        .iter()
+        .map(|e| e.device_index())
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, vec![Some(0), Some(1), Some(2), Some(3)]);
+    assert_eq!(pool.snapshot().addresses().count(), 50);
+    check_invariants(&pool, &sim, 58).await;
+}
+
 #[tokio::test]
 async fn prefixes_fall_back_to_secondary_ips_on_a_fragmented_subnet() {
     let sim = sim("m5.large", 5);
@@ -347,7 +375,10 @@ async fn custom_networking_puts_pods_on_secondary_enis_with_their_groups() {
 #[tokio::test]
 async fn throttling_backs_off_and_is_named_when_an_add_gives_up() {
     let sim = sim("m5.large", 11);
+    // The waiting ADD and the warm ENI's worth are an assign to the primary
+    // ENI and a new ENI, sent together: both are throttled.
     sim.fail_next(Ec2Action::AssignPrivateIpAddresses, [Fault::Throttled; 3]);
+    sim.fail_next(Ec2Action::CreateNetworkInterface, [Fault::Throttled; 3]);
     let config = PoolConfig {
         add_wait_ms: 200,
         ..config()

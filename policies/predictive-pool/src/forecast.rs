@@ -61,13 +61,15 @@ fn sized((mut burst, minutes): (Burst, Vec<&Minute>)) -> Burst {
 
 /// The addresses the burst due now will take, if the last two bursts
 /// recur: the interval between their starts is the period, and the next
-/// start is expected one period after the last, give or take `lead`
-/// minutes. It will take what the last one took.
-pub fn expected_burst(history: &[Minute], busy: u32, lead: u32) -> Option<u32> {
+/// start is expected one period after the last, from `early` minutes
+/// before until `late` minutes after. It will take what the last one took.
+pub fn expected_burst(history: &[Minute], busy: u32, early: u32, late: u32) -> Option<u32> {
     let [last, before, ..] = bursts(history, busy)[..] else {
         return None;
     };
     let period = before.start - last.start;
     let due_in = i64::from(period) - i64::from(last.start);
-    (due_in.abs() <= i64::from(lead)).then_some(last.size)
+    (-i64::from(late)..=i64::from(early))
+        .contains(&due_in)
+        .then_some(last.size)
 }

@@ -1,54 +1,73 @@
 //! # predictive-pool: size the pool by demand, and by when bursts recur
 //!
-//! In one sentence: it keeps free as many addresses as pods arrived in the
-//! busier of the last two minutes (up to an ENI's worth, plus those
-//! waiting); when the last hour shows bursts of ADDs at a regular
-//! interval, it has the last burst's worth ready from `lead-minutes` before
-//! the next one is due; it grows a whole ENI's room per EC2 call and gives
-//! addresses back an unused ENI at a time, never during or just before a
-//! burst, keeping the emptied ENI attached so that growing it again is one
-//! call.
+//! It keeps ready what the coming minute's pods will take, judged from the
+//! usual minute and the last two; when the last hour shows bursts at a
+//! regular interval, it has the next one's addresses free from
+//! `lead-minutes` (one) before it is due. It asks EC2 for exactly what is
+//! missing while demand is steady and for whole ENIs in a burst, and gives
+//! back only unused ENIs' addresses, never within two minutes of a busy
+//! minute.
 //!
-//! * **Demand.** `max(min-warm, min(adds in the busier of the last two
-//!   minutes, one ENI's IPs)) + pending-adds` free addresses (neither
-//!   assigned nor cooling: a cooling address cannot be handed out, which is
-//!   what makes a once-a-minute CronJob start cold under the VPC CNI's
-//!   `WARM_ENI_TARGET`). A burst bigger than an ENI is not expected to
-//!   repeat within the minute: its own waiting ADDs grow the pool, and the
-//!   forecast prepares for its return. The group's first minute does not
-//!   count: its pods are the ones the scheduler held for a new node (see
-//!   below), a start and not a rate.
-//! * **Recurring bursts.** From the group's churn per minute over the last
-//!   hour (`activity.history`, the `pool-sizing-history` world), a minute
-//!   with at least `burst-adds` ADDs is busy and a run of busy minutes is a
-//!   burst. With two bursts seen, the interval between their starts is the
-//!   period; from `lead-minutes` before the next start is due until
-//!   `lead-minutes` after it, the target is at least the largest number of
-//!   ADDs either burst had in one minute. A burst that does not come by
-//!   then is no longer expected. Without history (a component of the older
-//!   `pool-sizing` world's host) the policy is demand-only.
-//! * **A new node.** A node that has never had a pod (none assigned, no ADD
-//!   seen), or had its first less than a minute ago, is receiving the pods
-//!   the scheduler held for it: until then the group holds at least
-//!   `start-warm` addresses (default: half its ENIs' worth) counting those
-//!   assigned.
-//! * **Growing.** EC2 charges a call, not an address: every ENI it touches
-//!   is filled to its room in one `AssignPrivateIpAddresses`, lowest device
-//!   index first, and new ENIs are created full.
-//! * **Releasing.** Only addresses of ENIs no pod uses (nothing assigned or
-//!   cooling; the datastore packs pods onto the fullest ENI, so ENIs empty
-//!   out) go back, all of an ENI's IPs in one call, and only while what
-//!   stays free still meets the target; nothing goes back while a burst
-//!   arrives (the last minute had `burst-adds`) or while a recurring one is
-//!   due within twice `lead-minutes` (plus one), so a forecast that moves by
-//!   a minute does not give addresses back only to ask for them again. The
-//!   emptied ENI stays attached (it
-//!   holds no pod address; growing it again is one call, not a create and
-//!   an attach) until the group has had no ADD for `hold-seconds`.
+//! * **The usual minute**: the upper median of the group's ADDs per minute
+//!   over the history (`activity.history`, the `pool-sizing-history`
+//!   world) but the last 60 s. While the history is shorter than the hour
+//!   its oldest minute is the group's first, the pods the scheduler held
+//!   for a new node: a start, not a rate, left out here and from "the last
+//!   two minutes" below. A CronJob's run every minute is usual; a fan-out
+//!   in a few minutes of the hour is not. A minute is **busy** with at
+//!   least `burst-adds` ADDs above the usual.
+//! * **The coming minute** needs free or cooling addresses (a cooling one
+//!   is back within the host's cooldown, 30 s by default): the most of
+//!   `min-warm`, the usual minute's ADDs and what the last two minutes
+//!   took (ADDs less REMOVEs: a rollout's new pods replace old ones), the
+//!   last at most one ENI's IPs (a bigger burst is served by its waiting
+//!   ADDs and the forecast); plus the ADDs waiting, and while ADDs wait at
+//!   least those and the last minute's ADDs again (a burst that has not
+//!   shown its size).
+//! * **Recurring bursts**: a run of busy minutes of the whole history (the
+//!   group's first minute included) is a burst; its size is the most
+//!   addresses it had taken (ADDs less REMOVEs since its start) at the end
+//!   of one of its minutes. With two bursts seen, the interval between
+//!   their starts is the period; from `lead-minutes` before the next start
+//!   is due until `lead-minutes` after it, the last burst's size plus the
+//!   ADDs waiting must be free (a cooling address may come back too late).
+//!   Without history (the older `pool-sizing` world) there is no forecast
+//!   and no usual minute.
+//! * **A new node** (no pod and no ADD yet, or its first ADD less than a
+//!   minute ago) must have `start-warm` addresses free, less those it
+//!   already holds (assigned or cooling).
+//! * **Growing** by the larger of the two shortfalls, never beyond the
+//!   node's max-pods addresses. While demand is steady, by exactly that:
+//!   on attached ENIs, lowest device index first, then new ENIs. In a
+//!   burst (ADDs waiting, a busy last minute, a burst due, a new node)
+//!   EC2 charges a call, not an address: every ENI touched is filled to
+//!   its room in one call and new ENIs are created full; while ADDs wait,
+//!   every attached ENI with room is filled (one call each, where a new
+//!   ENI takes three and seconds).
+//! * **Giving back**: nothing while one of the last two minutes was busy,
+//!   nor from `2 × lead-minutes + 1` minutes before a burst is due until
+//!   it is no longer expected (`lead-minutes` after). Otherwise free
+//!   addresses go back while free ones still cover what must be free (a
+//!   burst due, ADDs waiting, a new node's start), and free and cooling
+//!   ones the coming minute plus a usual minute's ADDs more (so what a
+//!   CronJob's run takes is not given back between runs and asked for
+//!   again at the next). Only ENIs no pod uses (not the primary, nothing
+//!   assigned or cooling, no prefixes; the datastore packs pods onto the
+//!   fullest ENI, so others empty out) give addresses back, highest device
+//!   index first, one call each. An emptied ENI stays attached (growing it
+//!   again is one call, not a create and an attach) until the group has
+//!   had no ADD for `hold-seconds` and the ENI is a minute old.
+//! * **A spare ENI.** While every ENI of the node serves this group, it
+//!   keeps `spare-enis` secondary ENIs attached without addresses (created
+//!   empty, never released): an unforeseen burst then grows an attached
+//!   ENI in one call of about half a second instead of waiting seconds for
+//!   a create, an attach and a modify. An empty ENI holds no pod address
+//!   idle, only its own primary address in the subnet.
 //!
 //! Settings (JSON, kebab-case, all optional): `min-warm` (default 4),
-//! `start-warm` (default half the node's ENIs' worth of IPs), `burst-adds`
-//! (default 6), `lead-minutes` (default 2), `hold-seconds` (default 1800).
+//! `start-warm` (default half the node's ENIs' worth of pod IPs),
+//! `burst-adds` (default 6), `lead-minutes` (default 1), `hold-seconds`
+//! (default 1800), `spare-enis` (default 1).
 
 use serde::Deserialize;
 use weft_policy_sdk::PoolSizing;
@@ -87,6 +106,9 @@ pub struct Settings {
     /// Quiet time (no ADD) after which emptied ENIs are detached.
     #[serde(default = "default_hold_seconds")]
     pub hold_seconds: u64,
+    /// Secondary ENIs without addresses kept attached ahead of need.
+    #[serde(default = "default_spare_enis")]
+    pub spare_enis: u32,
 }
 
 fn default_min_warm() -> u32 {
@@ -105,6 +127,10 @@ fn default_hold_seconds() -> u64 {
     1800
 }
 
+fn default_spare_enis() -> u32 {
+    1
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -113,6 +139,7 @@ impl Default for Settings {
             burst_adds: default_burst_adds(),
             lead_minutes: default_lead_minutes(),
             hold_seconds: default_hold_seconds(),
+            spare_enis: default_spare_enis(),
         }
     }
 }
@@ -149,8 +176,9 @@ pub struct Need {
     /// default), before that minute is over.
     pub soon: u32,
     /// Whether a burst arrives (ADDs wait, or the last minute's ADDs are
-    /// `burst-adds` above the usual) or is due: then EC2 is asked for a
-    /// whole ENI's room per call. Otherwise for the shortfall only.
+    /// `burst-adds` above the usual), is due, or the node is new: then EC2
+    /// is asked for a whole ENI's room per call. Otherwise for the
+    /// shortfall only.
     pub burst: bool,
     /// Why, for the decision's reason.
     pub why: String,
@@ -197,7 +225,7 @@ pub fn need(s: &Settings, state: &PoolState) -> Need {
     let mut soon = s.min_warm.max(usual).max(recent);
     let mut why = format!("{usual} ADDs a usual minute, {recent} taken lately");
     let mut now = 0;
-    let forecast = expected_burst(history, busy, s.lead_minutes);
+    let forecast = expected_burst(history, busy, s.lead_minutes, s.lead_minutes);
     if let Some(burst) = forecast {
         why = format!(
             "a burst taking {burst} due (every {} min)",
@@ -248,8 +276,33 @@ fn period(history: &[Minute], busy: u32) -> u32 {
     }
 }
 
-/// The decision for one group.
+/// The decision for one group: sized by demand, plus the spare ENIs.
 pub fn decide(s: &Settings, state: &PoolState) -> PoolDecision {
+    let mut decision = size(s, state);
+    let empty = state
+        .enis
+        .iter()
+        .filter(|e| e.device_index != 0 && e.ips + e.prefixes == 0)
+        .count() as u32;
+    let attached = state.node_enis + decision.create.len() as u32;
+    let more = spare_enis(s, state)
+        .saturating_sub(empty)
+        .min(state.limits.max_enis.saturating_sub(attached));
+    decision.create.extend((0..more).map(|_| NewEni::default()));
+    decision
+}
+
+/// The empty ENIs to keep: an attached ENI grows in one call of about
+/// half a second, a new one takes three calls and seconds, and an ENI
+/// without secondary addresses holds none idle (only its own primary
+/// address). Kept only while every ENI of the node serves this group: an
+/// ENI slot held empty here cannot serve another security-group set.
+fn spare_enis(s: &Settings, state: &PoolState) -> u32 {
+    let sole_group = state.node_enis as usize == state.enis.len();
+    if sole_group { s.spare_enis } else { 0 }
+}
+
+fn size(s: &Settings, state: &PoolState) -> PoolDecision {
     let free: u32 = state.enis.iter().map(Eni::free).sum();
     let cooling: u32 = state.enis.iter().map(|e| e.cooling).sum();
     let need = need(s, state);
@@ -263,12 +316,15 @@ pub fn decide(s: &Settings, state: &PoolState) -> PoolDecision {
     let target = need.now.max(need.soon);
     let reason = format!("{free} free, {cooling} cooling for {target} ({})", need.why);
     // A burst in progress has not shown its size yet; one due soon would
-    // take the addresses again.
+    // take the addresses again (from twice the lead and a minute before it
+    // is due, so a forecast that moves by a minute does not give them back
+    // only to ask again; until it is no longer expected).
     let history = &state.activity.history;
     let busy = busy(s, history);
     let arriving =
         history.iter().take(2).any(|m| m.adds >= busy) || state.activity.adds_last_minute >= busy;
-    if arriving || expected_burst(history, busy, 2 * s.lead_minutes + 1).is_some() {
+    let due = expected_burst(history, busy, 2 * s.lead_minutes + 1, s.lead_minutes);
+    if arriving || due.is_some() {
         return PoolDecision {
             reason: format!("{reason}: a burst is arriving or due, nothing given back"),
             ..PoolDecision::default()
@@ -278,17 +334,16 @@ pub fn decide(s: &Settings, state: &PoolState) -> PoolDecision {
         .activity
         .seconds_since_last_add
         .is_none_or(|since| since >= s.hold_seconds);
-    // Cooling addresses are no surplus: the churn that cooled them takes
-    // them again (a CronJob's next run).
-    // A usual minute's pods come and go within it (a CronJob's run):
-    // between runs their addresses look spare. Only what is spare beyond
-    // a usual minute's ADDs more goes back, so what a run takes is not
-    // given back between runs and asked for again at the next.
+    // Only free addresses go back (the churn that cooled the others takes
+    // them again). A usual minute's pods come and go within it (a
+    // CronJob's run): between runs their addresses look spare, so only
+    // what is spare beyond a usual minute's ADDs more goes back, and what
+    // a run takes is not given back and asked for again at the next.
     let usual = usual_adds(rate_minutes(history).get(1..).unwrap_or_default());
     let surplus = free
         .saturating_sub(need.now)
         .min((free + cooling).saturating_sub(need.soon + usual));
-    shrink(state, surplus, quiet, &reason)
+    shrink(state, surplus, quiet, &reason, spare_enis(s, state))
 }
 
 /// Asks for `short` more addresses: whole ENIs' room in a burst, else
@@ -348,9 +403,14 @@ fn grow(state: &PoolState, short: u32, need: &Need) -> PoolDecision {
 }
 
 /// Gives back whole unused ENIs' IPs (at most `surplus`), highest device
-/// index first; when quiet, releases ENIs left without addresses.
-fn shrink(state: &PoolState, mut surplus: u32, quiet: bool, why: &str) -> PoolDecision {
+/// index first; when quiet, releases ENIs left without addresses but the
+/// `spare` ones.
+fn shrink(state: &PoolState, mut surplus: u32, quiet: bool, why: &str, spare: u32) -> PoolDecision {
     let mut decision = PoolDecision::default();
+    let empty = |e: &Eni| e.device_index != 0 && e.ips + e.prefixes == 0;
+    // The lowest-indexed empty ENIs are the spares.
+    let mut beyond_spares =
+        (state.enis.iter().filter(|e| empty(e)).count() as u32).saturating_sub(spare);
     let mut enis: Vec<&Eni> = state.enis.iter().collect();
     enis.sort_by_key(|e| std::cmp::Reverse(e.device_index));
     for eni in enis {
@@ -366,8 +426,11 @@ fn shrink(state: &PoolState, mut surplus: u32, quiet: bool, why: &str) -> PoolDe
                 ..EniChange::default()
             });
             surplus -= n;
-        } else if eni.ips == 0 && quiet && eni.age_seconds >= MIN_ENI_AGE_SECONDS {
-            decision.release.push(eni.id.clone());
+        } else if empty(eni) && beyond_spares > 0 {
+            beyond_spares -= 1;
+            if quiet && eni.age_seconds >= MIN_ENI_AGE_SECONDS {
+                decision.release.push(eni.id.clone());
+            }
         }
     }
     decision.reason = if decision.is_noop() {

@@ -49,6 +49,19 @@ fn history(minutes: usize, adds: &[(usize, u32)]) -> Vec<Minute> {
     h
 }
 
+/// The default settings without spare ENIs: the sizing alone.
+fn sizing_only() -> Settings {
+    Settings {
+        spare_enis: 0,
+        ..Settings::default()
+    }
+}
+
+/// A minute of churn.
+fn minute(adds: u32, removes: u32) -> Minute {
+    Minute { adds, removes }
+}
+
 fn added(d: &PoolDecision) -> Vec<(String, u32)> {
     d.changes
         .iter()
@@ -58,7 +71,7 @@ fn added(d: &PoolDecision) -> Vec<(String, u32)> {
 
 #[test]
 fn grows_for_recent_adds_filling_every_eni_it_touches() {
-    let s = Settings::default();
+    let s = sizing_only();
     // 12 ADDs in the busier of the last two minutes, 3 waiting, 1 free:
     // 14 short. The primary's 4 free slots in
     // one call, then a new ENI, full.
@@ -79,23 +92,50 @@ fn grows_for_recent_adds_filling_every_eni_it_touches() {
             prefixes: 0
         }]
     );
-    // One address short of min-warm while demand is steady: just that one,
-    // on the attached, emptied ENI (one call, no attach).
-    let d = decide(
-        &s,
-        &state(
-            vec![eni(0, 14, 11, 0, 600), eni(1, 0, 0, 0, 600)],
-            0,
-            vec![],
-            Some(5),
-        ),
-    );
+}
+
+/// While demand is steady EC2 is asked for the shortfall only; in a burst
+/// (here: the last minute busy) for every touched ENI's whole room.
+#[test]
+fn tops_up_exactly_while_steady_and_fills_enis_in_a_burst() {
+    let s = sizing_only();
+    let enis = vec![eni(0, 14, 11, 0, 600), eni(1, 0, 0, 0, 600)];
+    // One address short of min-warm: just that one, on the attached,
+    // emptied ENI (one call, no attach).
+    let d = decide(&s, &state(enis.clone(), 0, history(5, &[]), Some(5)));
     assert_eq!(added(&d), vec![("eni-1".to_owned(), 1)]);
-    // Cooling addresses are back within the minute: enough for steady
-    // demand, but not for ADDs waiting now.
-    let d = decide(&s, &state(vec![eni(0, 14, 2, 12, 600)], 0, vec![], Some(5)));
+    assert!(d.reason.contains("topping up"), "{}", d.reason);
+    // No room on an attached ENI: a new ENI with the shortfall only.
+    let d = decide(&s, &state(vec![eni(0, 14, 13, 0, 600)], 0, vec![], Some(5)));
+    assert!(added(&d).is_empty(), "{d:?}");
+    assert_eq!(
+        d.create,
+        vec![NewEni {
+            ips: 3,
+            prefixes: 0
+        }]
+    );
+    // 8 ADDs in the last minute (busy: 6 above a usual 0): 5 short, and
+    // ENI 1 is filled to its room.
+    let d = decide(&s, &state(enis, 0, history(5, &[(0, 8)]), Some(5)));
+    assert_eq!(added(&d), vec![("eni-1".to_owned(), 14)]);
+    assert!(d.reason.starts_with("5 short"), "{}", d.reason);
+}
+
+/// A cooling address is back within the host's cooldown, before the
+/// coming minute is over: it counts for that minute's demand, not for ADDs
+/// waiting now, nor for a burst due now.
+#[test]
+fn cooling_addresses_count_for_the_coming_minute_only() {
+    let s = sizing_only();
+    let cooling = || vec![eni(0, 14, 2, 12, 600)];
+    let d = decide(&s, &state(cooling(), 0, vec![], Some(5)));
     assert!(d.is_noop(), "{d:?}");
-    let d = decide(&s, &state(vec![eni(0, 14, 2, 12, 600)], 1, vec![], Some(5)));
+    let d = decide(&s, &state(cooling(), 1, vec![], Some(5)));
+    assert_eq!(d.create.len(), 1, "{d:?}");
+    // Bursts of 10 started 14 and 29 minutes ago: due in a minute.
+    let due = history(40, &[(14, 10), (29, 10)]);
+    let d = decide(&s, &state(cooling(), 0, due, Some(100)));
     assert_eq!(d.create.len(), 1, "{d:?}");
 }
 
@@ -123,11 +163,11 @@ fn finds_bursts_and_when_the_next_is_due() {
         ]
     );
     // Period 15: due in 0 minutes, so expected with any lead.
-    assert_eq!(expected_burst(&h, 6, 0), Some(40));
+    assert_eq!(expected_burst(&h, 6, 0, 0), Some(40));
     // Two minutes earlier (the history shifted by two): due in 2.
     let earlier = &h[2..];
-    assert_eq!(expected_burst(earlier, 6, 2), Some(40));
-    assert_eq!(expected_burst(earlier, 6, 1), None);
+    assert_eq!(expected_burst(earlier, 6, 2, 2), Some(40));
+    assert_eq!(expected_burst(earlier, 6, 1, 1), None);
     // Three minutes overdue: no longer expected.
     let mut late = vec![
         Minute {
@@ -137,10 +177,10 @@ fn finds_bursts_and_when_the_next_is_due() {
         3
     ];
     late.extend_from_slice(&h);
-    assert_eq!(expected_burst(&late, 6, 2), None);
+    assert_eq!(expected_burst(&late, 6, 2, 2), None);
     // One burst is no pattern; continuous churn is one long burst.
-    assert_eq!(expected_burst(&h[..20], 6, 2), None);
-    assert_eq!(expected_burst(&history(60, &[]), 6, 2), None);
+    assert_eq!(expected_burst(&h[..20], 6, 2, 2), None);
+    assert_eq!(expected_burst(&history(60, &[]), 6, 2, 2), None);
     let busy = vec![
         Minute {
             adds: 12,
@@ -148,12 +188,12 @@ fn finds_bursts_and_when_the_next_is_due() {
         };
         60
     ];
-    assert_eq!(expected_burst(&busy, 6, 2), None);
+    assert_eq!(expected_burst(&busy, 6, 2, 2), None);
 }
 
 #[test]
 fn prewarms_a_recurring_burst_before_it_is_due() {
-    let s = Settings::default();
+    let s = sizing_only();
     // 8 pods on the primary, 6 free; bursts of 40 started 14 and 29
     // minutes ago: the next is due in a minute.
     let h = history(40, &[(14, 40), (29, 40)]);
@@ -169,7 +209,7 @@ fn prewarms_a_recurring_burst_before_it_is_due() {
 
 #[test]
 fn gives_unused_enis_back_keeping_them_attached_until_quiet() {
-    let s = Settings::default();
+    let s = sizing_only();
     // 10 pods on the primary, ENI 1 half cooling, ENI 2 unused: only ENI
     // 2's IPs go, in one call; the ENI stays.
     let enis = vec![
@@ -209,7 +249,7 @@ fn gives_unused_enis_back_keeping_them_attached_until_quiet() {
 
 #[test]
 fn a_new_node_prepares_for_the_pods_held_for_it() {
-    let s = Settings::default();
+    let s = sizing_only();
     let mut fresh = state(vec![eni(0, 0, 0, 0, 5)], 0, vec![], None);
     fresh.node_assigned = 0;
     let d = decide(&s, &fresh);
@@ -227,7 +267,7 @@ fn a_new_node_prepares_for_the_pods_held_for_it() {
 /// is an ordinary minute.
 #[test]
 fn the_first_minutes_pods_are_a_start_not_a_rate() {
-    let s = Settings::default();
+    let s = sizing_only();
     let enis = || vec![eni(0, 14, 14, 0, 120), eni(1, 14, 10, 0, 120)];
     let started = history(2, &[(1, 24)]);
     let d = decide(&s, &state(enis(), 0, started, Some(65)));
@@ -248,7 +288,7 @@ fn bad_settings_are_refused() {
 
 #[test]
 fn gives_nothing_back_while_a_burst_arrives_or_is_due() {
-    let s = Settings::default();
+    let s = sizing_only();
     let enis = vec![eni(0, 14, 10, 0, 3000), eni(1, 14, 0, 0, 3000)];
     // Idle: ENI 1's IPs go.
     let d = decide(&s, &state(enis.clone(), 0, history(30, &[]), Some(120)));
@@ -265,7 +305,7 @@ fn gives_nothing_back_while_a_burst_arrives_or_is_due() {
 
 #[test]
 fn expects_at_most_an_enis_worth_from_the_last_minutes() {
-    let s = Settings::default();
+    let s = sizing_only();
     // 40 ADDs last minute, now on 3 ENIs with 6 free: 8 short of one
     // ENI's worth (14), not 34 short of 40.
     let enis = vec![
@@ -290,7 +330,7 @@ fn expects_at_most_an_enis_worth_from_the_last_minutes() {
 /// nothing goes back; and a usual minute of 12 is no burst.
 #[test]
 fn keeps_what_a_usual_minute_takes_between_runs() {
-    let s = Settings::default();
+    let s = sizing_only();
     let mut h = vec![
         Minute {
             adds: 12,
@@ -316,4 +356,234 @@ fn keeps_what_a_usual_minute_takes_between_runs() {
     ];
     let d = decide(&s, &state(enis, 0, h, Some(2)));
     assert!(d.is_noop(), "{d:?}");
+}
+
+/// A rollout's new pods replace old ones: the addresses it takes are its
+/// ADDs less its REMOVEs, in the last minutes and in a recurring burst.
+#[test]
+fn demand_is_adds_less_removes() {
+    let s = sizing_only();
+    let mut h = history(5, &[]);
+    h[0] = minute(10, 10);
+    // 4 free: min-warm, and the 10 replacements took nothing more.
+    let enis = || vec![eni(0, 14, 10, 0, 600)];
+    let d = decide(&s, &state(enis(), 0, h, Some(5)));
+    assert!(d.is_noop(), "{d:?}");
+    // 10 ADDs without REMOVEs took 10: 6 short.
+    let d = decide(&s, &state(enis(), 0, history(5, &[(0, 10)]), Some(5)));
+    assert!(d.reason.starts_with("6 short"), "{}", d.reason);
+    // Rollouts started 15 and 30 minutes ago, each 12 new pods then 8
+    // (the second minute's 16 REMOVEs the old pods going): each took at
+    // most 8 addresses, the next is expected to take as many.
+    let mut h = history(40, &[]);
+    for start in [15, 30] {
+        h[start] = minute(12, 4);
+        h[start - 1] = minute(8, 16);
+    }
+    assert_eq!(expected_burst(&h[1..], 6, 1, 1), Some(8));
+    let st = state(vec![eni(0, 14, 8, 0, 3000)], 0, h[1..].to_vec(), Some(100));
+    assert_eq!(need(&s, &st).now, 8);
+}
+
+/// Nothing goes back while either of the last two minutes was busy: the
+/// burst has not shown its size; from the third minute on, it may.
+#[test]
+fn gives_nothing_back_for_two_minutes_after_a_busy_minute() {
+    let s = sizing_only();
+    let enis = || vec![eni(0, 14, 10, 0, 3000), eni(1, 14, 0, 0, 3000)];
+    // Busy 60 to 120 s ago, quiet since: the last 60 s are not busy.
+    let d = decide(&s, &state(enis(), 0, history(30, &[(1, 8)]), Some(70)));
+    assert!(d.is_noop(), "{d:?}");
+    assert!(d.reason.contains("nothing given back"), "{}", d.reason);
+    // Busy 120 to 180 s ago: ENI 1's IPs go.
+    let d = decide(&s, &state(enis(), 0, history(30, &[(2, 8)]), Some(130)));
+    assert_eq!(d.changes.len(), 1, "{d:?}");
+    assert_eq!(d.changes[0].release_ips, 14, "{d:?}");
+}
+
+/// A CronJob's 12 ADDs every minute are its usual minute: they are no
+/// burst (the spare ENI's addresses may go back); a minute is busy at
+/// `burst-adds` (6) above them, 18.
+#[test]
+fn a_minute_is_busy_at_burst_adds_above_the_usual_minute() {
+    let s = sizing_only();
+    let cronjob = |last_adds: u32| {
+        let mut h = vec![minute(12, 12); 10];
+        h[0] = minute(last_adds, last_adds);
+        // 4 free and 4 cooling on the primary, 12 free and 2 cooling on
+        // ENI 1, ENI 2 unused: 30 free and 6 cooling for 12 and a usual
+        // minute more, 12 spare.
+        let enis = vec![
+            eni(0, 14, 6, 4, 3000),
+            eni(1, 14, 0, 2, 3000),
+            eni(2, 14, 0, 0, 3000),
+        ];
+        decide(&s, &state(enis, 0, h, Some(20)))
+    };
+    for adds in [12, 17] {
+        let d = cronjob(adds);
+        assert_eq!(
+            d.changes,
+            vec![EniChange {
+                eni_id: "eni-2".into(),
+                release_ips: 12,
+                ..EniChange::default()
+            }],
+            "{adds} ADDs"
+        );
+    }
+    let d = cronjob(18);
+    assert!(d.is_noop(), "{d:?}");
+    assert!(d.reason.contains("nothing given back"), "{}", d.reason);
+}
+
+/// ADDs wait: every attached ENI with room grows (one call each), not only
+/// as many as the shortfall needs.
+#[test]
+fn fills_every_attached_eni_while_adds_wait() {
+    let s = sizing_only();
+    let enis = vec![
+        eni(0, 14, 14, 0, 600),
+        eni(1, 4, 4, 0, 600),
+        eni(2, 4, 4, 0, 600),
+    ];
+    // 2 waiting, min-warm 4: 6 short, which ENI 1's room of 10 covers.
+    let d = decide(&s, &state(enis, 2, vec![], Some(1)));
+    assert_eq!(
+        added(&d),
+        vec![("eni-1".to_owned(), 10), ("eni-2".to_owned(), 10)]
+    );
+    assert!(d.create.is_empty(), "{d:?}");
+}
+
+/// ADDs outran the pool: the burst has not shown its size, and the coming
+/// minute is expected to bring as many as the last one did, beyond those
+/// waiting (here the last minute's ADDs replaced pods, so without this it
+/// would be min-warm and those waiting).
+#[test]
+fn waiting_adds_expect_the_last_minutes_adds_again() {
+    let s = sizing_only();
+    let mut h = history(5, &[]);
+    h[0] = minute(10, 10);
+    let mut st = state(vec![eni(0, 14, 14, 0, 600)], 5, h, Some(1));
+    assert_eq!(need(&s, &st).soon, 15);
+    st.pending_adds = 0;
+    assert_eq!(need(&s, &st).soon, 4);
+}
+
+/// A new node's `start-warm` counts every address it holds, cooling ones
+/// included (pods held for it that came and went already).
+#[test]
+fn a_new_nodes_start_counts_cooling_addresses_as_held() {
+    let s = sizing_only();
+    // First minute: 10 ADDs, 6 of them gone again; half of 4 ENIs' worth
+    // is 28, 10 held: 18 more must be free.
+    let h = vec![minute(10, 6)];
+    let st = state(vec![eni(0, 14, 4, 6, 30)], 0, h, Some(5));
+    let need = need(&s, &st);
+    assert_eq!(need.now, 18);
+    assert!(need.burst);
+}
+
+/// The default lead is one minute, the history's resolution: a burst due
+/// in two minutes is not prepared for yet (but nothing is given back).
+#[test]
+fn prepares_for_a_burst_one_minute_before_it_is_due() {
+    let s = sizing_only();
+    let enis = || vec![eni(0, 14, 8, 0, 3000), eni(1, 14, 0, 0, 3000)];
+    let in_two = history(40, &[(13, 40), (28, 40)]);
+    let d = decide(&s, &state(enis(), 0, in_two, Some(100)));
+    assert!(d.is_noop(), "{d:?}");
+    let in_one = history(40, &[(14, 40), (29, 40)]);
+    let d = decide(&s, &state(enis(), 0, in_one, Some(100)));
+    assert_eq!(d.create.len(), 2, "{d:?}");
+}
+
+/// Addresses are kept for a burst due until it is no longer expected
+/// (`lead-minutes` after it was due), not longer: what the forecast no
+/// longer prepares for, it does not hold either.
+#[test]
+fn gives_back_once_a_due_burst_is_no_longer_expected() {
+    let s = sizing_only();
+    let enis = || vec![eni(0, 14, 10, 0, 3000), eni(1, 14, 0, 0, 3000)];
+    // Bursts of 10 started 16 and 31 minutes ago: due a minute ago, still
+    // expected: its 10 are kept free, nothing goes back.
+    let late = history(40, &[(16, 10), (31, 10)]);
+    let d = decide(&s, &state(enis(), 0, late, Some(900)));
+    assert!(d.is_noop(), "{d:?}");
+    assert!(d.reason.contains("burst taking 10"), "{}", d.reason);
+    // Due two minutes ago: no longer expected, ENI 1's IPs go.
+    let later = history(40, &[(17, 10), (32, 10)]);
+    let d = decide(&s, &state(enis(), 0, later, Some(960)));
+    assert_eq!(
+        d.changes,
+        vec![EniChange {
+            eni_id: "eni-1".into(),
+            release_ips: 14,
+            ..EniChange::default()
+        }]
+    );
+}
+
+#[test]
+fn keeps_one_empty_eni_attached_ahead_of_need() {
+    let s = Settings::default();
+    let empty = NewEni {
+        ips: 0,
+        prefixes: 0,
+    };
+    // Warm enough on the primary: the sizing asks nothing, the spare ENI
+    // is created without addresses.
+    let primary = eni(0, 14, 2, 0, 600);
+    let d = decide(
+        &s,
+        &state(vec![primary.clone()], 0, history(5, &[]), Some(120)),
+    );
+    assert!(d.changes.is_empty(), "{d:?}");
+    assert_eq!(d.create, vec![empty.clone()]);
+    // It is there: nothing more.
+    let spare = eni(1, 0, 0, 0, 600);
+    let d = decide(
+        &s,
+        &state(
+            vec![primary.clone(), spare.clone()],
+            0,
+            history(5, &[]),
+            Some(120),
+        ),
+    );
+    assert!(d.is_noop(), "{d:?}");
+    // Growing into new ENIs keeps one more empty beside them, within the
+    // instance's four.
+    let d = decide(
+        &s,
+        &state(vec![eni(0, 14, 14, 0, 600)], 20, history(5, &[]), Some(1)),
+    );
+    assert_eq!(d.create.len(), 3, "{d:?}");
+    assert_eq!(d.create.iter().filter(|n| n.ips == 0).count(), 1, "{d:?}");
+    let full: Vec<_> = (0..4).map(|i| eni(i, 14, 14, 0, 600)).collect();
+    let d = decide(&s, &state(full, 3, history(5, &[]), Some(1)));
+    assert!(d.create.is_empty(), "{d:?}");
+}
+
+#[test]
+fn keeps_no_spare_eni_when_another_group_has_an_eni_on_the_node() {
+    let s = Settings::default();
+    let mut st = state(vec![eni(0, 14, 2, 0, 600)], 0, history(5, &[]), Some(120));
+    st.node_enis = 2;
+    let d = decide(&s, &st);
+    assert!(d.create.is_empty(), "{d:?}");
+}
+
+#[test]
+fn a_spare_eni_is_never_released_but_one_beyond_it_is_when_quiet() {
+    let s = Settings::default();
+    let enis = vec![
+        eni(0, 14, 2, 0, 7200),
+        eni(1, 0, 0, 0, 7200),
+        eni(2, 0, 0, 0, 7200),
+    ];
+    let d = decide(&s, &state(enis, 0, history(60, &[]), Some(7200)));
+    assert_eq!(d.release, vec!["eni-2".to_owned()], "{d:?}");
+    assert!(d.create.is_empty(), "{d:?}");
 }

@@ -50,6 +50,8 @@ pub(crate) struct TestCloud {
     crash_at: Option<(u32, Crash)>,
     changing: AtomicU32,
     struck: tokio::sync::watch::Sender<bool>,
+    /// Creates wait until this barrier's number of them are in flight.
+    creates_meet: Option<tokio::sync::Barrier>,
 }
 
 impl TestCloud {
@@ -61,6 +63,16 @@ impl TestCloud {
             crash_at: None,
             changing: AtomicU32::new(0),
             struck: tokio::sync::watch::channel(false).0,
+            creates_meet: None,
+        }
+    }
+
+    /// A cloud whose creates each wait until `n` creates are in flight:
+    /// creates sent one after the other never get past the first.
+    pub(crate) fn creating_together(sim: Arc<SimCloud>, n: usize) -> Self {
+        TestCloud {
+            creates_meet: Some(tokio::sync::Barrier::new(n)),
+            ..TestCloud::new(sim)
         }
     }
 
@@ -158,6 +170,9 @@ impl Cloud for TestCloud {
     fn create_eni<'a>(&'a self, request: &'a CreateEni) -> CloudFuture<'a, Eni> {
         let crash = self.record(Call::CreateEni);
         Box::pin(async move {
+            if let Some(barrier) = &self.creates_meet {
+                barrier.wait().await;
+            }
             if crash == Some(Crash::CreatedNotAttached) {
                 if let Ok(eni) = self.sim.create_eni(request).await {
                     self.sim.orphan_eni(&eni.id).expect("detach");
