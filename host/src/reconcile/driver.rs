@@ -138,17 +138,19 @@ impl Driver {
     }
 
     /// Runs rounds until the pool asks it to halt or is dropped: on a
-    /// wake-up, on request, after the resync period, or when a
-    /// throttling backoff ends.
+    /// wake-up, on request, after the resync period, when a throttling
+    /// backoff ends, or when a lost answer may be settled.
     pub(super) async fn run(mut self, mut requests: mpsc::UnboundedReceiver<RoundRequest>) {
         let resync = self.shared.config.resync();
         loop {
             // After throttling, the next round comes when the backoff ends,
-            // so waiting ADDs are retried without another event.
-            let next = self
-                .backoff
-                .active(self.shared.now().mono)
-                .map_or(resync, |left| left.min(resync));
+            // so waiting ADDs are retried without another event; a lost
+            // answer is read again when it may be settled.
+            let now = self.shared.now().mono;
+            let next = [self.backoff.active(now), self.settle_wait(now)]
+                .into_iter()
+                .flatten()
+                .fold(resync, Duration::min);
             let reply = tokio::select! {
                 () = self.shared.halt.notified() => break,
                 () = self.shared.wake.notified() => None,

@@ -58,6 +58,9 @@ pub(super) fn given_back(
     }
 }
 
+/// The shortest wait between the reads that settle a lost answer.
+const SETTLE_READ_INTERVAL: Duration = Duration::from_millis(500);
+
 /// What a call with a lost answer was asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Lost {
@@ -94,6 +97,20 @@ impl Driver {
         self.unsettled
             .iter()
             .any(|u| u.eni_id == eni_id && u.lost == Lost::Assign)
+    }
+
+    /// How long until a round may settle a lost answer: until the earliest
+    /// one's grace period ends, or (past it, waiting for more reads) one
+    /// read interval. `None` while nothing is unsettled. Without it a lost
+    /// answer would wait for the next event or resync period, and the ADDs
+    /// it holds back (no assign to its ENI meanwhile) would time out.
+    pub(super) fn settle_wait(&self, now: Instant) -> Option<Duration> {
+        let grace = self.shared.config.stale_read_grace();
+        self.unsettled
+            .iter()
+            .map(|u| (u.since + grace).saturating_duration_since(now))
+            .min()
+            .map(|left| if left.is_zero() { grace } else { left }.max(SETTLE_READ_INTERVAL))
     }
 
     /// Records a call whose answer was lost; its intent stays open.

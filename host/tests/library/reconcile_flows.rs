@@ -404,6 +404,36 @@ async fn throttling_backs_off_and_is_named_when_an_add_gives_up() {
     );
 }
 
+/// An assign whose answer was lost holds back further assigns to its ENI
+/// until reads settle it; the round that may settle it comes when its
+/// grace period ends, not at the next event or resync period, so an ADD
+/// waiting for that ENI is served within its wait.
+#[tokio::test]
+async fn a_lost_answer_is_settled_when_its_grace_ends_without_another_event() {
+    let sim = sim("m5.large", 17);
+    sim.fail_next(Ec2Action::AssignPrivateIpAddresses, [Fault::LostAnswer]);
+    let config = PoolConfig {
+        add_wait_ms: 5_000,
+        stale_read_grace_seconds: 1,
+        stale_read_confirmations: 1,
+        ..config()
+    };
+    let (cloud, pool, _state) = counted_pool(&sim, WARM_ONE_IP, config).await;
+    let group = default_group(&sim);
+    // The lost assign took effect: the read after it brings its two
+    // addresses in, for this ADD and the warm one.
+    pool.assign(key(1), &group, pod(1)).await.expect("address");
+    pool.assign(key(2), &group, pod(2)).await.expect("address");
+    assert_eq!(cloud.count(Call::AssignIps), 1);
+    // The third needs another assign to the same ENI: it waits for the
+    // lost answer to be settled, and nothing else wakes the reconciler.
+    pool.assign(key(3), &group, pod(3))
+        .await
+        .expect("served once the lost answer was settled, within the ADD's wait");
+    assert_eq!(cloud.count(Call::AssignIps), 2);
+    check_invariants(&pool, &sim, 29).await;
+}
+
 #[tokio::test]
 async fn a_restart_keeps_assignments_and_sets_up_secondary_enis_again() {
     let sim = sim("m5.large", 12);
