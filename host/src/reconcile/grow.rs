@@ -196,20 +196,23 @@ impl Driver {
     }
 
     /// The journaled step that adds `request` to an existing ENI, with
-    /// prefixes turned into secondary IPs while its subnet is fragmented.
-    /// `None` when there is nothing to send, or an earlier assign to the
-    /// ENI is still unsettled.
+    /// prefixes turned into secondary IPs while its subnet is fragmented;
+    /// `None` when there is nothing to send. Refused while an earlier
+    /// assign to the ENI is unsettled: it may have added the addresses.
     fn assign_step(
         &mut self,
         eni_id: &str,
         request: AddressRequest,
     ) -> Result<Option<Step>, Blocked> {
         if self.assign_unsettled(eni_id) {
-            tracing::debug!(
-                eni = eni_id,
-                "an earlier assign's answer was lost; no new assign until it is settled"
-            );
-            return Ok(None);
+            return Err(Blocked::new(
+                BlockedKind::Pending,
+                format!(
+                    "EC2's answer to an earlier assign to {eni_id} was lost; no other assign goes \
+                     there until reads of EC2 settle it (after {} s)",
+                    self.shared.config.stale_read_grace().as_secs()
+                ),
+            ));
         }
         let subnet = self
             .enis

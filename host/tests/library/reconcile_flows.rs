@@ -434,6 +434,27 @@ async fn a_lost_answer_is_settled_when_its_grace_ends_without_another_event() {
     check_invariants(&pool, &sim, 29).await;
 }
 
+/// An ADD that gives up while a lost answer holds its ENI back says so.
+#[tokio::test]
+async fn an_add_held_back_by_a_lost_answer_names_it() {
+    let sim = sim("m5.large", 17);
+    sim.fail_next(Ec2Action::AssignPrivateIpAddresses, [Fault::LostAnswer]);
+    let config = PoolConfig {
+        add_wait_ms: 300,
+        stale_read_grace_seconds: 30,
+        ..config()
+    };
+    let (_cloud, pool, _state) = counted_pool(&sim, WARM_ONE_IP, config).await;
+    let group = default_group(&sim);
+    pool.assign(key(1), &group, pod(1)).await.expect("address");
+    pool.assign(key(2), &group, pod(2)).await.expect("address");
+    let err = pool.assign(key(3), &group, pod(3)).await.unwrap_err();
+    let message = err.to_string();
+    assert!(err.is_try_again(), "{message}");
+    assert!(message.contains("answer to an earlier assign"), "{message}");
+    assert!(message.contains("after 30 s"), "{message}");
+}
+
 #[tokio::test]
 async fn a_restart_keeps_assignments_and_sets_up_secondary_enis_again() {
     let sim = sim("m5.large", 12);
