@@ -192,13 +192,17 @@ impl Driver {
         }
         // In IPv6 mode pods take addresses from the primary ENI's /80
         // (agent::ipv6): no IPv4 pool is sized and the policy is not asked.
-        let groups: BTreeSet<SgSet> = if self.shared.config.ip_family == IpFamily::Ipv6 {
-            BTreeSet::new()
+        // Groups with waiting ADDs go first: a slot freed for one of them
+        // (`free_a_slot`) is not taken by another group's warm ENI.
+        let groups: Vec<SgSet> = if self.shared.config.ip_family == IpFamily::Ipv6 {
+            Vec::new()
         } else {
             let inner = self.shared.lock();
             let mut groups: BTreeSet<SgSet> =
                 inner.store.datastore().groups().into_iter().collect();
             groups.extend(inner.pending.groups().cloned());
+            let mut groups: Vec<SgSet> = groups.into_iter().collect();
+            groups.sort_by_key(|group| inner.pending.count(group) == 0);
             groups
         };
         let mut blocked = Vec::new();
@@ -208,10 +212,44 @@ impl Driver {
             }
             self.shared.notify_changed();
         }
+        self.free_a_slot(&blocked).await;
         RoundReport {
             cloud_changes: self.changes,
             blocked,
             unsettled: self.unsettled.len(),
+        }
+    }
+
+    /// A group whose ADDs wait only because every ENI slot of the instance
+    /// is taken gets the slot of another group's ENI that no pod uses (a
+    /// policy's warm or spare ENI): that ENI is released, and the next
+    /// round creates one with the waiting group's security groups. One ENI
+    /// per round, and only one old enough to be released.
+    async fn free_a_slot(&mut self, blocked: &[(SgSet, Blocked)]) {
+        let waiting: Vec<&SgSet> = blocked
+            .iter()
+            .filter(|(_, b)| b.kind == BlockedKind::EniLimit)
+            .map(|(group, _)| group)
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let now = self.shared.now();
+        let unused = {
+            let inner = self.shared.lock();
+            let store = inner.store.datastore();
+            store
+                .enis()
+                .into_iter()
+                .filter(|e| !waiting.contains(&&e.security_groups))
+                .filter(|e| store.eni_releasable(&e.id, now).is_ok())
+                .max_by_key(|e| e.device_index)
+        };
+        if let Some(eni) = unused {
+            tracing::info!(eni = %eni.id, groups = ?waiting, "releasing an ENI no pod uses: ADDs of another group wait for its slot");
+            if self.release_eni(&eni.id).await.is_ok() {
+                self.shared.wake.notify_one();
+            }
         }
     }
 

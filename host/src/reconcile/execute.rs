@@ -273,7 +273,7 @@ impl Driver {
 
     /// Releases an unused ENI, if the datastore agrees it may go (not the
     /// primary, no assigned or cooling address, old enough).
-    async fn release_eni(&mut self, eni_id: &str) -> Result<(), Blocked> {
+    pub(super) async fn release_eni(&mut self, eni_id: &str) -> Result<(), Blocked> {
         let now = self.shared.now();
         let refused = self
             .shared

@@ -362,14 +362,57 @@ async fn custom_networking_puts_pods_on_secondary_enis_with_their_groups() {
     let placed2 = pool.assign(key(2), &other, pod(2)).await.expect("address");
     assert_ne!(placed2.eni_id, placed.eni_id);
     check_invariants(&pool, &sim, 58).await;
-    // All four ENIs are attached now: a third group is told why it waits.
+    // All four ENIs are attached now; a third group gets the slot of an
+    // ENI no pod uses (a warm one), and a fourth, with every ENI holding
+    // a pod, is told why it waits.
     let third = SgSet::new(["sg-0000000000000000d"]);
-    let err = pool.assign(key(3), &third, pod(3)).await.unwrap_err();
+    pool.assign(key(3), &third, pod(3)).await.expect("address");
+    let fourth = SgSet::new(["sg-0000000000000000e"]);
+    let err = pool.assign(key(4), &fourth, pod(4)).await.unwrap_err();
     assert!(
         err.to_string()
             .contains("none of them carries this group's security groups"),
         "{err}"
     );
+}
+
+/// With every ENI slot taken, a group whose ADD waits gets the slot of
+/// another group's ENI that no pod uses any more.
+#[tokio::test]
+async fn a_waiting_group_gets_the_slot_of_another_groups_unused_eni() {
+    // m5.large: 3 ENIs. The node's group on the primary, one ENI each for
+    // groups c and d.
+    let sim = sim("m5.large", 12);
+    let (_cloud, pool, _state) = counted_pool(&sim, "{}", config()).await;
+    let node = default_group(&sim);
+    pool.assign(key(1), &node, pod(1)).await.expect("address");
+    let c = SgSet::new(["sg-0000000000000000c"]);
+    let d = SgSet::new(["sg-0000000000000000d"]);
+    pool.assign(key(2), &c, pod(2)).await.expect("address");
+    let on_d = pool.assign(key(3), &d, pod(3)).await.expect("address");
+    assert_eq!(sim.list_enis().await.unwrap().len(), 3);
+    // d's pod goes; its ENI stays (warm) until group e needs the slot.
+    release(&pool, 3..4);
+    let e = SgSet::new(["sg-0000000000000000e"]);
+    let placed = pool
+        .assign(key(4), &e, pod(4))
+        .await
+        .expect("d's unused ENI gave its slot to e");
+    let enis = sim.list_enis().await.unwrap();
+    assert_eq!(enis.len(), 3);
+    assert!(
+        enis.iter().all(|eni| eni.id != on_d.eni_id),
+        "d's ENI released"
+    );
+    let on_e = enis
+        .iter()
+        .find(|eni| eni.id == placed.eni_id)
+        .expect("e's ENI");
+    assert_eq!(
+        on_e.security_groups,
+        vec!["sg-0000000000000000e".to_owned()]
+    );
+    check_invariants(&pool, &sim, 29).await;
 }
 
 #[tokio::test]
