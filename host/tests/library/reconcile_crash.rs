@@ -207,6 +207,11 @@ async fn a_crash_while_a_decisions_steps_are_in_flight_leaves_a_recoverable_stat
                 let pool = start(cloud.clone(), &dir, settings, config(), Default::default()).await;
                 let round = cloud.until_crash(pool.reconcile()).await;
                 assert!(round.is_none(), "{context}: the round ended");
+                assert_eq!(
+                    cloud.calls_made(),
+                    4,
+                    "{context}: the decision's four steps were sent together"
+                );
                 pool.abort().await;
             }
             let cloud = Arc::new(TestCloud::new(sim.clone()));

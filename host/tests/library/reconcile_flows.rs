@@ -447,29 +447,44 @@ async fn throttling_backs_off_and_is_named_when_an_add_gives_up() {
     );
 }
 
+/// A pool (warm one IP) whose first assign's answer was lost after EC2
+/// carried it out, and two pods placed: the read after the lost call
+/// brought its two addresses in, for the first ADD and the warm one. The
+/// next ADD needs another assign to the same ENI.
+async fn after_a_lost_assign(
+    config: PoolConfig,
+) -> (
+    Arc<SimCloud>,
+    Arc<TestCloud>,
+    Arc<Pool>,
+    tempfile::TempDir,
+    SgSet,
+) {
+    let sim = sim("m5.large", 17);
+    sim.fail_next(Ec2Action::AssignPrivateIpAddresses, [Fault::LostAnswer]);
+    let (cloud, pool, state) = counted_pool(&sim, WARM_ONE_IP, config).await;
+    let group = default_group(&sim);
+    pool.assign(key(1), &group, pod(1)).await.expect("address");
+    pool.assign(key(2), &group, pod(2)).await.expect("address");
+    assert_eq!(cloud.count(Call::AssignIps), 1);
+    (sim, cloud, pool, state, group)
+}
+
 /// An assign whose answer was lost holds back further assigns to its ENI
 /// until reads settle it; the round that may settle it comes when its
 /// grace period ends, not at the next event or resync period, so an ADD
 /// waiting for that ENI is served within its wait.
 #[tokio::test]
 async fn a_lost_answer_is_settled_when_its_grace_ends_without_another_event() {
-    let sim = sim("m5.large", 17);
-    sim.fail_next(Ec2Action::AssignPrivateIpAddresses, [Fault::LostAnswer]);
     let config = PoolConfig {
         add_wait_ms: 5_000,
         stale_read_grace_seconds: 1,
         stale_read_confirmations: 1,
         ..config()
     };
-    let (cloud, pool, _state) = counted_pool(&sim, WARM_ONE_IP, config).await;
-    let group = default_group(&sim);
-    // The lost assign took effect: the read after it brings its two
-    // addresses in, for this ADD and the warm one.
-    pool.assign(key(1), &group, pod(1)).await.expect("address");
-    pool.assign(key(2), &group, pod(2)).await.expect("address");
-    assert_eq!(cloud.count(Call::AssignIps), 1);
-    // The third needs another assign to the same ENI: it waits for the
-    // lost answer to be settled, and nothing else wakes the reconciler.
+    let (sim, cloud, pool, _state, group) = after_a_lost_assign(config).await;
+    // The third waits for the lost answer to be settled, and nothing else
+    // wakes the reconciler.
     pool.assign(key(3), &group, pod(3))
         .await
         .expect("served once the lost answer was settled, within the ADD's wait");
@@ -480,17 +495,12 @@ async fn a_lost_answer_is_settled_when_its_grace_ends_without_another_event() {
 /// An ADD that gives up while a lost answer holds its ENI back says so.
 #[tokio::test]
 async fn an_add_held_back_by_a_lost_answer_names_it() {
-    let sim = sim("m5.large", 17);
-    sim.fail_next(Ec2Action::AssignPrivateIpAddresses, [Fault::LostAnswer]);
     let config = PoolConfig {
         add_wait_ms: 300,
         stale_read_grace_seconds: 30,
         ..config()
     };
-    let (_cloud, pool, _state) = counted_pool(&sim, WARM_ONE_IP, config).await;
-    let group = default_group(&sim);
-    pool.assign(key(1), &group, pod(1)).await.expect("address");
-    pool.assign(key(2), &group, pod(2)).await.expect("address");
+    let (_sim, _cloud, pool, _state, group) = after_a_lost_assign(config).await;
     let err = pool.assign(key(3), &group, pod(3)).await.unwrap_err();
     let message = err.to_string();
     assert!(err.is_try_again(), "{message}");

@@ -279,17 +279,18 @@ fn period(history: &[Minute], busy: u32) -> u32 {
 /// The decision for one group: sized by demand, plus the spare ENIs.
 pub fn decide(s: &Settings, state: &PoolState) -> PoolDecision {
     let mut decision = size(s, state);
-    let empty = state
-        .enis
-        .iter()
-        .filter(|e| e.device_index != 0 && e.ips + e.prefixes == 0)
-        .count() as u32;
+    let empty = state.enis.iter().filter(|e| empty_secondary(e)).count() as u32;
     let attached = state.node_enis + decision.create.len() as u32;
     let more = spare_enis(s, state)
         .saturating_sub(empty)
         .min(state.limits.max_enis.saturating_sub(attached));
     decision.create.extend((0..more).map(|_| NewEni::default()));
     decision
+}
+
+/// A secondary ENI without any address: a spare.
+fn empty_secondary(eni: &Eni) -> bool {
+    eni.device_index != 0 && eni.ips + eni.prefixes == 0
 }
 
 /// The empty ENIs to keep: an attached ENI grows in one call of about
@@ -407,10 +408,9 @@ fn grow(state: &PoolState, short: u32, need: &Need) -> PoolDecision {
 /// `spare` ones.
 fn shrink(state: &PoolState, mut surplus: u32, quiet: bool, why: &str, spare: u32) -> PoolDecision {
     let mut decision = PoolDecision::default();
-    let empty = |e: &Eni| e.device_index != 0 && e.ips + e.prefixes == 0;
     // The lowest-indexed empty ENIs are the spares.
     let mut beyond_spares =
-        (state.enis.iter().filter(|e| empty(e)).count() as u32).saturating_sub(spare);
+        (state.enis.iter().filter(|e| empty_secondary(e)).count() as u32).saturating_sub(spare);
     let mut enis: Vec<&Eni> = state.enis.iter().collect();
     enis.sort_by_key(|e| std::cmp::Reverse(e.device_index));
     for eni in enis {
@@ -426,7 +426,7 @@ fn shrink(state: &PoolState, mut surplus: u32, quiet: bool, why: &str, spare: u3
                 ..EniChange::default()
             });
             surplus -= n;
-        } else if empty(eni) && beyond_spares > 0 {
+        } else if empty_secondary(eni) && beyond_spares > 0 {
             beyond_spares -= 1;
             if quiet && eni.age_seconds >= MIN_ENI_AGE_SECONDS {
                 decision.release.push(eni.id.clone());

@@ -101,6 +101,12 @@ impl TestCloud {
         self.calls().iter().filter(|c| **c == call).count()
     }
 
+    /// Changing calls made so far, those a crash kept from being sent
+    /// included.
+    pub(crate) fn calls_made(&self) -> u32 {
+        self.changing.load(Ordering::SeqCst)
+    }
+
     /// Whether the crash has struck.
     pub(crate) fn crashed(&self) -> bool {
         self.crash_at
