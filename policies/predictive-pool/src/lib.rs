@@ -322,8 +322,9 @@ fn size(s: &Settings, state: &PoolState) -> PoolDecision {
     // only to ask again; until it is no longer expected).
     let history = &state.activity.history;
     let busy = busy(s, history);
-    let arriving =
-        history.iter().take(2).any(|m| m.adds >= busy) || state.activity.adds_last_minute >= busy;
+    let arriving = history.iter().take(2).any(|m| m.adds >= busy)
+        || state.activity.adds_last_minute >= busy
+        || (1..=2 * s.lead_minutes as usize + 1).contains(&history.len());
     let due = expected_burst(history, busy, 2 * s.lead_minutes + 1, s.lead_minutes);
     if arriving || due.is_some() {
         return PoolDecision {
