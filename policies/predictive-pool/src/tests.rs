@@ -261,6 +261,23 @@ fn a_new_node_prepares_for_the_pods_held_for_it() {
     assert!(d.is_noop(), "{d:?}");
 }
 
+/// A new node's pods arrive over its first minutes: what `start-warm`
+/// prepared is not given back before `2 × lead-minutes + 1` minutes.
+#[test]
+fn a_new_node_keeps_its_start_for_its_first_minutes() {
+    let s = sizing_only();
+    let enis = || vec![eni(0, 14, 9, 0, 200), eni(1, 14, 0, 0, 200)];
+    for minutes in 1..=3 {
+        let d = decide(
+            &s,
+            &state(enis(), 0, history(minutes, &[(minutes - 1, 9)]), Some(60)),
+        );
+        assert!(d.is_noop(), "{minutes} minutes in: {d:?}");
+    }
+    let d = decide(&s, &state(enis(), 0, history(4, &[(3, 9)]), Some(60)));
+    assert_eq!(d.changes.len(), 1, "{d:?}");
+}
+
 /// A node whose first minute brought 24 pods (the rollout's replicas,
 /// held for it): the next minute keeps `min-warm` free, not an ENI's
 /// worth for a rate that was a start. An hour-long history's oldest minute
