@@ -92,6 +92,13 @@ const COMPONENTS: &[Component] = &[
         features: "foreign-import",
         fixtures: None,
     },
+    Component {
+        constant: "CHAOS_HISTORY_WORLD",
+        doc: "A pool-sizing component of the older `pool-sizing-history` world; its reason tells what history it got.",
+        package: "weft-chaos-policy",
+        features: "history-world",
+        fixtures: None,
+    },
 ];
 
 fn main() {

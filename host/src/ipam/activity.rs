@@ -61,15 +61,28 @@ impl Churn {
             u32::try_from(seen).map_or(HISTORY_MINUTES, |m| m.min(HISTORY_MINUTES))
         });
         let mut history = vec![pool::Minute::default(); minutes as usize];
+        // The ADDs' ages (whole seconds), oldest first: each minute's run of
+        // them is in time order, so its median is its middle entry.
+        let mut add_ages: Vec<Vec<u32>> = vec![Vec::new(); history.len()];
         for &(at, event) in &self.events {
-            let ago = now.saturating_duration_since(at).as_secs() / MINUTE.as_secs();
-            let Some(minute) = usize::try_from(ago).ok().and_then(|i| history.get_mut(i)) else {
+            let age = now.saturating_duration_since(at).as_secs();
+            let Some(i) = usize::try_from(age / MINUTE.as_secs())
+                .ok()
+                .filter(|&i| i < history.len())
+            else {
                 continue;
             };
             match event {
-                Event::Add => minute.adds += 1,
-                Event::Remove => minute.removes += 1,
+                Event::Add => {
+                    history[i].adds += 1;
+                    add_ages[i].push(u32::try_from(age).unwrap_or(u32::MAX));
+                }
+                Event::Remove => history[i].removes += 1,
             }
+        }
+        for (minute, ages) in history.iter_mut().zip(&add_ages) {
+            // The earlier of two middle ones: ages run oldest first.
+            minute.median_add_age = ages.get((ages.len().saturating_sub(1)) / 2).copied();
         }
         let last = history.first().copied().unwrap_or_default();
         pool::Activity {
@@ -108,18 +121,21 @@ mod tests {
     fn history_counts_each_minute_back_from_now_for_an_hour() {
         let t0 = Instant::now();
         let mut churn = Churn::default();
-        let minute = |adds, removes| pool::Minute { adds, removes };
+        let minute = |adds, removes| (adds, removes);
         assert!(churn.snapshot(t0).history.is_empty());
         // A burst of 5 at t0, 2 releases at +100 s, 1 ADD at +200 s.
         for _ in 0..5 {
             churn.add(t0);
         }
-        let history = churn.snapshot(t0 + Duration::from_secs(30)).history;
+        let counts = |h: Vec<pool::Minute>| -> Vec<(u32, u32)> {
+            h.iter().map(|m| (m.adds, m.removes)).collect()
+        };
+        let history = counts(churn.snapshot(t0 + Duration::from_secs(30)).history);
         assert_eq!(history, vec![minute(5, 0)]);
         churn.remove(t0 + Duration::from_secs(100));
         churn.remove(t0 + Duration::from_secs(100));
         churn.add(t0 + Duration::from_secs(200));
-        let at = |s| churn.snapshot(t0 + Duration::from_secs(s)).history;
+        let at = |s| counts(churn.snapshot(t0 + Duration::from_secs(s)).history);
         // At +210 s: (150, 210] has the ADD, (90, 150] the releases,
         // (30, 90] nothing, the burst is in the oldest minute.
         assert_eq!(
@@ -129,7 +145,32 @@ mod tests {
         // After an hour the history stays 60 minutes long; the burst is gone.
         let late = at(3700);
         assert_eq!(late.len(), 60);
-        assert_eq!(late.iter().map(|m| m.adds).sum::<u32>(), 1);
+        assert_eq!(late.iter().map(|m| m.0).sum::<u32>(), 1);
+    }
+
+    #[test]
+    fn each_minute_tells_when_its_median_add_came() {
+        let t0 = Instant::now();
+        let mut churn = Churn::default();
+        // One ADD at t0, then a burst of 5 at +40..+44 s, a release at +50 s.
+        churn.add(t0);
+        for s in 40..45 {
+            churn.add(t0 + Duration::from_secs(s));
+        }
+        churn.remove(t0 + Duration::from_secs(50));
+        let ages = |churn: &Churn, s| -> Vec<Option<u32>> {
+            let history = churn.snapshot(t0 + Duration::from_secs(s)).history;
+            history.iter().map(|m| m.median_add_age).collect()
+        };
+        // At +59 s the minute's 6 ADDs are 59, 19..15 s old: the median
+        // (the earlier of the two middle ones) is the burst's second, 18 s.
+        assert_eq!(ages(&churn, 59), vec![Some(18)]);
+        // At +100 s minute 1 has the lone ADD and the burst's first (100
+        // and 60 s old), minute 0 the other four (59..56 s).
+        assert_eq!(ages(&churn, 100), vec![Some(58), Some(100)]);
+        // A minute with a release and no ADD has no median.
+        churn.remove(t0 + Duration::from_secs(200));
+        assert_eq!(ages(&churn, 230), vec![None, None, None, Some(189)]);
     }
 
     #[test]

@@ -27,6 +27,18 @@ pub(crate) mod pool_sizing_history {
     });
 }
 
+/// Bindings of the `pool-sizing-timed` world (and of `pool-timing`).
+pub(crate) mod pool_sizing_timed {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "pool-sizing-timed",
+        with: {
+            "weft:policy/log": crate::policy::bindings::pool_sizing::weft::policy::log,
+            "weft:policy/pool": crate::policy::bindings::pool_sizing::weft::policy::pool,
+        },
+    });
+}
+
 /// Bindings of the `subnet-selection` world (and of the shared `types`).
 pub(crate) mod subnet_selection {
     wasmtime::component::bindgen!({
@@ -66,6 +78,7 @@ pub(crate) mod security_groups {
 pub(crate) use pool_sizing::weft::policy::log;
 use pool_sizing::weft::policy::pool as wit_pool;
 use pool_sizing_history::weft::policy::pool_history as wit_history;
+use pool_sizing_timed::weft::policy::pool_timing as wit_timing;
 use security_groups::weft::policy::security as wit_security;
 use subnet_selection::weft::policy::subnet as wit_subnet;
 use subnet_selection::weft::policy::types as wit_types;
@@ -117,12 +130,23 @@ pub(crate) fn pool_state(s: &pool::PoolState) -> wit_pool::PoolState {
     }
 }
 
-/// SDK churn history → WIT history.
+/// SDK churn history → WIT history (`pool-sizing-history`: untimed).
 pub(crate) fn history(h: &[pool::Minute]) -> Vec<wit_history::Minute> {
     h.iter()
         .map(|m| wit_history::Minute {
             adds: m.adds,
             removes: m.removes,
+        })
+        .collect()
+}
+
+/// SDK churn history → WIT timed history (`pool-sizing-timed`).
+pub(crate) fn timed_history(h: &[pool::Minute]) -> Vec<wit_timing::Minute> {
+    h.iter()
+        .map(|m| wit_timing::Minute {
+            adds: m.adds,
+            removes: m.removes,
+            median_add_age: m.median_add_age,
         })
         .collect()
 }

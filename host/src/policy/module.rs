@@ -4,7 +4,7 @@
 //! sandboxed instance.
 
 use super::bindings::{
-    self, pool_sizing, pool_sizing_history, security_groups, subnet_selection,
+    self, pool_sizing, pool_sizing_history, pool_sizing_timed, security_groups, subnet_selection,
     subnet_selection_node,
 };
 use super::cache::ArtifactCache;
@@ -26,11 +26,12 @@ use weft_policy_sdk::{pool, security, subnet};
 /// The contract's interfaces a policy may import (any 0.1.x version):
 /// `log`, and the type-only interfaces its world uses. Of WASI, only what
 /// [`wasi::is_granted`] says.
-const CONTRACT_INTERFACES: [&str; 7] = [
+const CONTRACT_INTERFACES: [&str; 8] = [
     "log",
     "types",
     "pool",
     "pool-history",
+    "pool-timing",
     "subnet",
     "kubernetes",
     "security",
@@ -38,6 +39,9 @@ const CONTRACT_INTERFACES: [&str; 7] = [
 /// The decision function of the `pool-sizing-history` world, which also
 /// sees the group's churn per minute.
 const POOL_WITH_HISTORY_EXPORT: &str = "size-pool-with-history";
+/// The decision function of the `pool-sizing-timed` world, which also sees
+/// when each minute's ADDs came.
+const POOL_TIMED_EXPORT: &str = "size-pool-timed";
 /// The decision function of the `subnet-selection-node` world, which also
 /// sees the node's Kubernetes metadata.
 const SUBNET_FOR_NODE_EXPORT: &str = "select-subnet-for-node";
@@ -92,6 +96,7 @@ pub(super) struct WorldPre {
 enum WorldIndices {
     PoolSizing(pool_sizing::PoolSizingIndices),
     PoolSizingHistory(pool_sizing_history::PoolSizingHistoryIndices),
+    PoolSizingTimed(pool_sizing_timed::PoolSizingTimedIndices),
     SubnetSelection(subnet_selection::SubnetSelectionIndices),
     SubnetSelectionNode(subnet_selection_node::SubnetSelectionNodeIndices),
     SecurityGroups(security_groups::SecurityGroupsIndices),
@@ -102,6 +107,7 @@ enum WorldIndices {
 enum WorldKind {
     PoolSizing,
     PoolSizingHistory,
+    PoolSizingTimed,
     SubnetSelection,
     SubnetSelectionNode,
     SecurityGroups,
@@ -118,6 +124,9 @@ impl WorldPre {
             WorldKind::PoolSizingHistory => WorldIndices::PoolSizingHistory(
                 pool_sizing_history::PoolSizingHistoryIndices::new(&pre)?,
             ),
+            WorldKind::PoolSizingTimed => {
+                WorldIndices::PoolSizingTimed(pool_sizing_timed::PoolSizingTimedIndices::new(&pre)?)
+            }
             WorldKind::SubnetSelection => {
                 WorldIndices::SubnetSelection(subnet_selection::SubnetSelectionIndices::new(&pre)?)
             }
@@ -136,6 +145,7 @@ impl WorldPre {
         let kind = match self.indices {
             WorldIndices::PoolSizing(_) => WorldKind::PoolSizing,
             WorldIndices::PoolSizingHistory(_) => WorldKind::PoolSizingHistory,
+            WorldIndices::PoolSizingTimed(_) => WorldKind::PoolSizingTimed,
             WorldIndices::SubnetSelection(_) => WorldKind::SubnetSelection,
             WorldIndices::SubnetSelectionNode(_) => WorldKind::SubnetSelectionNode,
             WorldIndices::SecurityGroups(_) => WorldKind::SecurityGroups,
@@ -150,6 +160,7 @@ impl WorldPre {
             WorldIndices::PoolSizingHistory(i) => {
                 World::PoolSizingHistory(i.load(&mut *store, &raw)?)
             }
+            WorldIndices::PoolSizingTimed(i) => World::PoolSizingTimed(i.load(&mut *store, &raw)?),
             WorldIndices::SubnetSelection(i) => World::SubnetSelection(i.load(&mut *store, &raw)?),
             WorldIndices::SubnetSelectionNode(i) => {
                 World::SubnetSelectionNode(i.load(&mut *store, &raw)?)
@@ -279,6 +290,9 @@ impl CompiledPolicy {
             )
         };
         let kind = match decision {
+            Decision::PoolSizing if exports.iter().any(|e| e == POOL_TIMED_EXPORT) => {
+                WorldKind::PoolSizingTimed
+            }
             Decision::PoolSizing if exports.iter().any(|e| e == POOL_WITH_HISTORY_EXPORT) => {
                 WorldKind::PoolSizingHistory
             }
@@ -494,13 +508,17 @@ impl PolicyModule {
         state: &pool::PoolState,
     ) -> Result<(pool::PoolDecision, CallStats), PolicyError> {
         let input = bindings::pool_state(state);
-        let history = bindings::history(&state.activity.history);
+        // Converted for the world the component turns out to implement.
+        let history = state.activity.history.clone();
         self.run(move |store, instance| match &instance.world {
             World::PoolSizing(world) => Ok(bindings::pool_decision(
                 world.call_size_pool(store, &input)?,
             )),
             World::PoolSizingHistory(world) => Ok(bindings::pool_decision(
-                world.call_size_pool_with_history(store, &input, &history)?,
+                world.call_size_pool_with_history(store, &input, &bindings::history(&history))?,
+            )),
+            World::PoolSizingTimed(world) => Ok(bindings::pool_decision(
+                world.call_size_pool_timed(store, &input, &bindings::timed_history(&history))?,
             )),
             _ => Err(wrong_world(Decision::PoolSizing)),
         })
@@ -654,6 +672,7 @@ pub(super) struct Instance {
 enum World {
     PoolSizing(pool_sizing::PoolSizing),
     PoolSizingHistory(pool_sizing_history::PoolSizingHistory),
+    PoolSizingTimed(pool_sizing_timed::PoolSizingTimed),
     SubnetSelection(subnet_selection::SubnetSelection),
     SubnetSelectionNode(subnet_selection_node::SubnetSelectionNode),
     SecurityGroups(security_groups::SecurityGroups),
@@ -664,6 +683,7 @@ impl Instance {
         let result = match &self.world {
             World::PoolSizing(w) => w.call_configure(store, settings)?,
             World::PoolSizingHistory(w) => w.call_configure(store, settings)?,
+            World::PoolSizingTimed(w) => w.call_configure(store, settings)?,
             World::SubnetSelection(w) => w.call_configure(store, settings)?,
             World::SubnetSelectionNode(w) => w.call_configure(store, settings)?,
             World::SecurityGroups(w) => w.call_configure(store, settings)?,
@@ -792,7 +812,7 @@ fn world_of(exports: &[String]) -> Option<Decision> {
     if exported(SUBNET_FOR_NODE_EXPORT) {
         return Some(Decision::SubnetSelection);
     }
-    if exported(POOL_WITH_HISTORY_EXPORT) {
+    if exported(POOL_WITH_HISTORY_EXPORT) || exported(POOL_TIMED_EXPORT) {
         return Some(Decision::PoolSizing);
     }
     Decision::ALL

@@ -15,6 +15,7 @@ mod policy_dir;
 mod policy_hostile;
 mod policy_sandbox;
 mod policy_set;
+mod policy_worlds;
 mod reconcile_crash;
 mod reconcile_flows;
 mod reconcile_props;

@@ -59,7 +59,11 @@ fn sizing_only() -> Settings {
 
 /// A minute of churn.
 fn minute(adds: u32, removes: u32) -> Minute {
-    Minute { adds, removes }
+    Minute {
+        adds,
+        removes,
+        ..Minute::default()
+    }
 }
 
 fn added(d: &PoolDecision) -> Vec<(String, u32)> {

@@ -12,16 +12,17 @@
 //! implements the trait, so the same crate builds as an rlib the host links.
 
 /// Exports a [`PoolSizing`](crate::PoolSizing) type as the component's
-/// `pool-sizing-history` world, which gives the policy the group's churn
-/// per minute in `PoolState.activity.history` (needs the SDK feature
-/// `pool-sizing` on Wasm).
+/// `pool-sizing-timed` world, which gives the policy the group's churn
+/// per minute, with when each minute's ADDs came, in
+/// `PoolState.activity.history` (needs the SDK feature `pool-sizing` on
+/// Wasm).
 #[cfg(all(target_arch = "wasm32", feature = "pool-sizing"))]
 #[macro_export]
 macro_rules! export_pool_sizing {
     ($ty:ty) => {
         const _: () = {
             use $crate::__guest::bindings::weft::policy::pool as wit;
-            use $crate::__guest::bindings::weft::policy::pool_history as wit_history;
+            use $crate::__guest::bindings::weft::policy::pool_timing as wit_timing;
             ::std::thread_local! {
                 static POLICY: ::core::cell::RefCell<::core::option::Option<$ty>> =
                     const { ::core::cell::RefCell::new(::core::option::Option::None) };
@@ -37,9 +38,9 @@ macro_rules! export_pool_sizing {
                         <$ty as $crate::PoolSizing>::configure,
                     )
                 }
-                fn size_pool_with_history(
+                fn size_pool_timed(
                     state: wit::PoolState,
-                    history: ::std::vec::Vec<wit_history::Minute>,
+                    history: ::std::vec::Vec<wit_timing::Minute>,
                 ) -> wit::PoolDecision {
                     $crate::__guest::pool::size_pool(&POLICY, state, history)
                 }
@@ -50,9 +51,10 @@ macro_rules! export_pool_sizing {
 }
 
 /// Exports a [`PoolSizing`](crate::PoolSizing) type as the component's
-/// `pool-sizing-history` world, which gives the policy the group's churn
-/// per minute in `PoolState.activity.history` (needs the SDK feature
-/// `pool-sizing` on Wasm).
+/// `pool-sizing-timed` world, which gives the policy the group's churn
+/// per minute, with when each minute's ADDs came, in
+/// `PoolState.activity.history` (needs the SDK feature `pool-sizing` on
+/// Wasm).
 ///
 /// ```
 /// use weft_policy_sdk::{PoolSizing, pool::{PoolDecision, PoolState}};

@@ -92,13 +92,14 @@ pub mod pool {
         pub seconds_since_last_add: Option<u64>,
         /// The group's churn per minute over the last hour, most recent
         /// first (entry 0 is the last 60 s). Components get it through the
-        /// `pool-sizing-history` world (the SDK's export); those of the
+        /// `pool-sizing-timed` world (the SDK's export), without
+        /// `median_add_age` through `pool-sizing-history`; those of the
         /// older `pool-sizing` world never see it.
         #[serde(default)]
         pub history: Vec<Minute>,
     }
 
-    /// One minute of a group's churn (WIT `pool-history.minute`).
+    /// One minute of a group's churn (WIT `pool-timing.minute`).
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(rename_all = "kebab-case")]
     pub struct Minute {
@@ -106,6 +107,11 @@ pub mod pool {
         pub adds: u32,
         /// Addresses released during the minute.
         pub removes: u32,
+        /// Seconds ago of the minute's median ADD (the earlier of the two
+        /// middle ones); `None` without an ADD, or for a component of the
+        /// `pool-sizing-history` world.
+        #[serde(default)]
+        pub median_add_age: Option<u32>,
     }
 
     /// Everything the pool-sizing decision sees.

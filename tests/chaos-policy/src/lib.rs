@@ -1,9 +1,10 @@
 //! Misbehaving policies for the host runtime's tests. Never deploy these.
 //!
 //! One build implements one world, chosen by feature: `pool`, `subnet`,
-//! `sg`, or `foreign-import` (a pool-sizing component that also imports
+//! `sg`, `foreign-import` (a pool-sizing component that also imports
 //! `evil:net/socket`, an interface outside the contract, so the host can
-//! prove it refuses it at load). The behaviour is chosen at load by the
+//! prove it refuses it at load), or `history-world` (a well-behaved
+//! component of the older `pool-sizing-history` world). The behaviour is chosen at load by the
 //! settings `{"mode": "...", "during": "decide" | "configure"}`; see
 //! [`Mode`] for the modes. `during` (default `decide`) says whether `loop`,
 //! `alloc` and `trap` strike in `configure` or in the decision.
@@ -24,6 +25,13 @@ mod subnet;
     reason = "bindings generated in this crate for a world of its own: their exports are unsafe by construction"
 )]
 mod foreign;
+
+#[cfg(all(target_arch = "wasm32", feature = "history-world"))]
+#[allow(
+    unsafe_code,
+    reason = "bindings generated in this crate for a world of its own: their exports are unsafe by construction"
+)]
+mod history_world;
 
 /// What a chaos policy does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -75,6 +83,9 @@ pub enum Mode {
     /// Write a line to stderr in `configure` and in every decision: the
     /// guest's libc keeps the stream it opened, a host resource.
     Stderr,
+    /// Pool: answer with the churn history it was given, as JSON, in the
+    /// reason (what crossed the component boundary).
+    EchoHistory,
 }
 
 /// When the misbehaviour strikes.

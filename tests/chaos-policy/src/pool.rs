@@ -18,6 +18,7 @@ impl PoolSizing for ChaosPool {
             Mode::Random => crate::random_hex(),
             Mode::HugeRefusal => crate::huge_refusal(),
             Mode::Count => format!("chaos: calls {}", crate::calls()),
+            Mode::EchoHistory => serde_json::to_string(&state.activity.history).unwrap_or_default(),
             mode => format!("chaos: {mode:?}"),
         };
         match self.0.settings.mode {

@@ -1,8 +1,8 @@
-//! Glue of the `pool-sizing-history` world: WIT <-> SDK conversions and the
+//! Glue of the `pool-sizing-timed` world: WIT <-> SDK conversions and the
 //! decision.
 
 use super::bindings::weft::policy::pool as wit;
-use super::bindings::weft::policy::pool_history as wit_history;
+use super::bindings::weft::policy::pool_timing as wit_timing;
 use super::{Slot, with_policy};
 use crate::PoolSizing;
 use crate::pool;
@@ -88,22 +88,23 @@ impl From<pool::PoolDecision> for wit::PoolDecision {
     }
 }
 
-impl From<wit_history::Minute> for pool::Minute {
-    fn from(m: wit_history::Minute) -> Self {
+impl From<wit_timing::Minute> for pool::Minute {
+    fn from(m: wit_timing::Minute) -> Self {
         pool::Minute {
             adds: m.adds,
             removes: m.removes,
+            median_add_age: m.median_add_age,
         }
     }
 }
 
-/// `size-pool-with-history`: converts the state (the history into
+/// `size-pool-timed`: converts the state (the history into
 /// `activity.history`), asks the configured policy, converts the decision
 /// back. Unconfigured, it leaves the pool as it is.
 pub fn size_pool<P: PoolSizing + 'static>(
     slot: &'static Slot<P>,
     state: wit::PoolState,
-    history: Vec<wit_history::Minute>,
+    history: Vec<wit_timing::Minute>,
 ) -> wit::PoolDecision {
     let mut state = pool::PoolState::from(state);
     state.activity.history = history.into_iter().map(pool::Minute::from).collect();
