@@ -9,6 +9,11 @@ pub struct Burst {
     pub start: u32,
     /// Minutes ago its last minute was.
     pub end: u32,
+    /// Seconds ago it came: its first minute's median ADD (a burst's ADDs
+    /// come within seconds, so an unrelated ADD earlier in the minute does
+    /// not move it), or that minute's older end when the history is not
+    /// timed.
+    pub age: u32,
     /// The most addresses it had taken at the end of one of its minutes:
     /// its ADDs less its REMOVEs so far (a rollout's new pods replace old
     /// ones, whose addresses come back; a fan-out's do not).
@@ -35,11 +40,13 @@ pub fn bursts(history: &[Minute], busy: u32) -> Vec<Burst> {
                 Burst {
                     start: ago,
                     end: ago,
+                    age: 0,
                     size: 0,
                 },
                 Vec::new(),
             ));
             burst.start = ago;
+            burst.age = minute.median_add_age.unwrap_or(ago * 60 + 59);
             minutes.push(minute);
         } else if let Some(burst) = open.take() {
             found.push(sized(burst));
@@ -60,15 +67,15 @@ fn sized((mut burst, minutes): (Burst, Vec<&Minute>)) -> Burst {
 }
 
 /// The addresses the burst due now will take, if the last two bursts
-/// recur: the interval between their starts is the period, and the next
-/// start is expected one period after the last, from `early` minutes
-/// before until `late` minutes after. It will take what the last one took.
+/// recur: the time between them is the period, and the next is expected
+/// one period after the last, from `early` seconds before until `late`
+/// seconds after. It will take what the last one took.
 pub fn expected_burst(history: &[Minute], busy: u32, early: u32, late: u32) -> Option<u32> {
     let [last, before, ..] = bursts(history, busy)[..] else {
         return None;
     };
-    let period = before.start - last.start;
-    let due_in = i64::from(period) - i64::from(last.start);
+    let period = i64::from(before.age) - i64::from(last.age);
+    let due_in = period - i64::from(last.age);
     (-i64::from(late)..=i64::from(early))
         .contains(&due_in)
         .then_some(last.size)

@@ -3,13 +3,13 @@
 //! It keeps ready what the coming minute's pods will take, judged from the
 //! usual minute and the last two; when the last hour shows bursts at a
 //! regular interval, it has the next one's addresses free from
-//! `lead-minutes` (one) before it is due. It asks EC2 for exactly what is
+//! `lead-seconds` (20) before it is due. It asks EC2 for exactly what is
 //! missing while demand is steady and for whole ENIs in a burst, and gives
 //! back only unused ENIs' addresses, never within two minutes of a busy
 //! minute.
 //!
 //! * **The usual minute**: the upper median of the group's ADDs per minute
-//!   over the history (`activity.history`, the `pool-sizing-history`
+//!   over the history (`activity.history`, the `pool-sizing-timed`
 //!   world) but the last 60 s. While the history is shorter than the hour
 //!   its oldest minute is the group's first, the pods the scheduler held
 //!   for a new node: a start, not a rate, left out here and from "the last
@@ -27,15 +27,19 @@
 //! * **Recurring bursts**: a run of busy minutes of the whole history (the
 //!   group's first minute included) is a burst; its size is the most
 //!   addresses it had taken (ADDs less REMOVEs since its start) at the end
-//!   of one of its minutes. With two bursts seen, the interval between
-//!   their starts is the period; from `lead-minutes` before the next start
-//!   is due until `lead-minutes` after it, the last burst's size plus the
-//!   ADDs waiting must be free (a cooling address may come back too late).
-//!   Without history (the older `pool-sizing` world) there is no forecast
-//!   and no usual minute.
+//!   of one of its minutes. It came when its first minute's median ADD
+//!   came (the history is timed to the second; a burst's ADDs come within
+//!   seconds). With two bursts seen, the time between them is the period;
+//!   from `lead-seconds` before the next is due until a minute after, the
+//!   last burst's size plus the ADDs waiting must be free (a cooling
+//!   address may come back too late). Without history (the older
+//!   `pool-sizing` world) there is no forecast and no usual minute; with
+//!   an untimed one (`pool-sizing-history`) a burst came at its first
+//!   minute's older end, so its addresses are ready up to a minute early.
 //! * **A new node** (no pod and no ADD yet, or its first ADD less than a
 //!   minute ago) must have `start-warm` addresses free, less those it
-//!   already holds (assigned or cooling).
+//!   already holds (assigned or cooling); its pods arrive over its first
+//!   minutes, so none of them is given back in its first three.
 //! * **Growing** by the larger of the two shortfalls, never beyond the
 //!   node's max-pods addresses. While demand is steady, by exactly that:
 //!   on attached ENIs, lowest device index first, then new ENIs. In a
@@ -45,8 +49,9 @@
 //!   every attached ENI with room is filled (one call each, where a new
 //!   ENI takes three and seconds).
 //! * **Giving back**: nothing while one of the last two minutes was busy,
-//!   nor from `2 × lead-minutes + 1` minutes before a burst is due until
-//!   it is no longer expected (`lead-minutes` after). Otherwise free
+//!   nor from three minutes and `lead-seconds` before a burst is due
+//!   until it is no longer expected (a minute after; giving addresses back
+//!   to ask for them again minutes later costs two calls). Otherwise free
 //!   addresses go back while free ones still cover what must be free (a
 //!   burst due, ADDs waiting, a new node's start), and free and cooling
 //!   ones the coming minute plus a usual minute's ADDs more (so what a
@@ -66,7 +71,7 @@
 //!
 //! Settings (JSON, kebab-case, all optional): `min-warm` (default 4),
 //! `start-warm` (default half the node's ENIs' worth of pod IPs),
-//! `burst-adds` (default 6), `lead-minutes` (default 1), `hold-seconds`
+//! `burst-adds` (default 6), `lead-seconds` (default 20), `hold-seconds`
 //! (default 1800), `spare-enis` (default 1).
 
 use serde::Deserialize;
@@ -82,8 +87,20 @@ pub use forecast::{Burst, bursts, expected_burst, usual_adds};
 /// `minENILifeTime`).
 const MIN_ENI_AGE_SECONDS: u64 = 60;
 
-/// Minutes of history the host keeps (the `pool-sizing-history` world).
+/// Minutes of history the host keeps (the `pool-sizing-timed` world).
 const HISTORY_MINUTES: usize = 60;
+
+/// How long after it was due a recurring burst is still expected.
+const LATE_SECONDS: u32 = 60;
+
+/// From how long before a recurring burst is due (beyond `lead-seconds`)
+/// nothing is given back: it would be asked for again minutes later, two
+/// calls for a few minutes' idle addresses.
+const HOLD_BEFORE_SECONDS: u32 = 180;
+
+/// A new node's first minutes, whose pods arrive over them: nothing that
+/// `start-warm` prepared is given back meanwhile.
+const START_MINUTES: usize = 3;
 
 /// Settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -99,10 +116,11 @@ pub struct Settings {
     /// ADDs in one minute that make it part of a burst.
     #[serde(default = "default_burst_adds")]
     pub burst_adds: u32,
-    /// How long before (and after) a recurring burst is due its addresses
-    /// are kept ready.
-    #[serde(default = "default_lead_minutes")]
-    pub lead_minutes: u32,
+    /// How long before a recurring burst is due its addresses are ready:
+    /// more than the host's resync period (10 s), which may pass before
+    /// the next decision, plus what EC2 takes to assign them.
+    #[serde(default = "default_lead_seconds")]
+    pub lead_seconds: u32,
     /// Quiet time (no ADD) after which emptied ENIs are detached.
     #[serde(default = "default_hold_seconds")]
     pub hold_seconds: u64,
@@ -119,8 +137,8 @@ fn default_burst_adds() -> u32 {
     6
 }
 
-fn default_lead_minutes() -> u32 {
-    1
+fn default_lead_seconds() -> u32 {
+    20
 }
 
 fn default_hold_seconds() -> u64 {
@@ -137,7 +155,7 @@ impl Default for Settings {
             min_warm: default_min_warm(),
             start_warm: None,
             burst_adds: default_burst_adds(),
-            lead_minutes: default_lead_minutes(),
+            lead_seconds: default_lead_seconds(),
             hold_seconds: default_hold_seconds(),
             spare_enis: default_spare_enis(),
         }
@@ -225,10 +243,10 @@ pub fn need(s: &Settings, state: &PoolState) -> Need {
     let mut soon = s.min_warm.max(usual).max(recent);
     let mut why = format!("{usual} ADDs a usual minute, {recent} taken lately");
     let mut now = 0;
-    let forecast = expected_burst(history, busy, s.lead_minutes, s.lead_minutes);
+    let forecast = expected_burst(history, busy, s.lead_seconds, LATE_SECONDS);
     if let Some(burst) = forecast {
         why = format!(
-            "a burst taking {burst} due (every {} min)",
+            "a burst taking {burst} due (every {} s)",
             period(history, busy)
         );
         now = burst;
@@ -271,7 +289,7 @@ pub fn need(s: &Settings, state: &PoolState) -> Need {
 
 fn period(history: &[Minute], busy: u32) -> u32 {
     match bursts(history, busy).as_slice() {
-        [last, before, ..] => before.start - last.start,
+        [last, before, ..] => before.age - last.age,
         _ => 0,
     }
 }
@@ -324,8 +342,13 @@ fn size(s: &Settings, state: &PoolState) -> PoolDecision {
     let busy = busy(s, history);
     let arriving = history.iter().take(2).any(|m| m.adds >= busy)
         || state.activity.adds_last_minute >= busy
-        || (1..=2 * s.lead_minutes as usize + 1).contains(&history.len());
-    let due = expected_burst(history, busy, 2 * s.lead_minutes + 1, s.lead_minutes);
+        || (1..=START_MINUTES).contains(&history.len());
+    let due = expected_burst(
+        history,
+        busy,
+        HOLD_BEFORE_SECONDS + s.lead_seconds,
+        LATE_SECONDS,
+    );
     if arriving || due.is_some() {
         return PoolDecision {
             reason: format!("{reason}: a burst is arriving or due, nothing given back"),

@@ -49,6 +49,20 @@ fn history(minutes: usize, adds: &[(usize, u32)]) -> Vec<Minute> {
     h
 }
 
+/// A history of `minutes` minutes with bursts of `adds` ADDs whose median
+/// ADD came `age` seconds ago, for each `(age, adds)`.
+fn timed(minutes: usize, bursts: &[(u32, u32)]) -> Vec<Minute> {
+    let mut h = vec![Minute::default(); minutes];
+    for &(age, adds) in bursts {
+        h[(age / 60) as usize] = Minute {
+            adds,
+            removes: 0,
+            median_add_age: Some(age),
+        };
+    }
+    h
+}
+
 /// The default settings without spare ENIs: the sizing alone.
 fn sizing_only() -> Settings {
     Settings {
@@ -145,54 +159,42 @@ fn cooling_addresses_count_for_the_coming_minute_only() {
 
 #[test]
 fn finds_bursts_and_when_the_next_is_due() {
-    // Bursts of 40 starting 15 and 30 minutes ago (the second lasting two
+    // Bursts of 40 that came 900 and 1800 s ago (the second lasting two
     // minutes), background churn of 2 a minute.
-    let mut h = history(40, &[(15, 40), (30, 35), (29, 7)]);
+    let mut h = timed(40, &[(900, 40), (1800, 35)]);
+    h[29].adds = 7;
     for m in h.iter_mut().filter(|m| m.adds == 0) {
         m.adds = 2;
     }
+    let burst = |start, end, age, size| Burst {
+        start,
+        end,
+        age,
+        size,
+    };
     assert_eq!(
         bursts(&h, 6),
-        vec![
-            Burst {
-                start: 15,
-                end: 15,
-                size: 40
-            },
-            Burst {
-                start: 30,
-                end: 29,
-                size: 42
-            }
-        ]
+        vec![burst(15, 15, 900, 40), burst(30, 29, 1800, 42)]
     );
-    // Period 15: due in 0 minutes, so expected with any lead.
+    // Period 900 s: due now, so expected with any lead.
     assert_eq!(expected_burst(&h, 6, 0, 0), Some(40));
-    // Two minutes earlier (the history shifted by two): due in 2.
-    let earlier = &h[2..];
-    assert_eq!(expected_burst(earlier, 6, 2, 2), Some(40));
-    assert_eq!(expected_burst(earlier, 6, 1, 1), None);
-    // Three minutes overdue: no longer expected.
-    let mut late = vec![
-        Minute {
-            adds: 2,
-            removes: 0
-        };
-        3
-    ];
-    late.extend_from_slice(&h);
-    assert_eq!(expected_burst(&late, 6, 2, 2), None);
+    // 100 s earlier (every age 100 s less): due in 100 s.
+    let earlier = timed(40, &[(800, 40), (1700, 40)]);
+    assert_eq!(expected_burst(&earlier, 6, 100, 0), Some(40));
+    assert_eq!(expected_burst(&earlier, 6, 99, 0), None);
+    // 61 s overdue: no longer expected a minute late.
+    let late = timed(40, &[(961, 40), (1861, 40)]);
+    assert_eq!(expected_burst(&late, 6, 0, 61), Some(40));
+    assert_eq!(expected_burst(&late, 6, 0, 60), None);
+    // Without timing a burst came at its first minute's older end.
+    let untimed = history(40, &[(14, 40), (29, 40)]);
+    assert_eq!(bursts(&untimed, 6)[0].age, 14 * 60 + 59);
+    assert_eq!(expected_burst(&untimed, 6, 1, 0), Some(40));
     // One burst is no pattern; continuous churn is one long burst.
-    assert_eq!(expected_burst(&h[..20], 6, 2, 2), None);
-    assert_eq!(expected_burst(&history(60, &[]), 6, 2, 2), None);
-    let busy = vec![
-        Minute {
-            adds: 12,
-            removes: 12
-        };
-        60
-    ];
-    assert_eq!(expected_burst(&busy, 6, 2, 2), None);
+    assert_eq!(expected_burst(&h[..20], 6, 120, 120), None);
+    assert_eq!(expected_burst(&history(60, &[]), 6, 120, 120), None);
+    let busy = vec![minute(12, 12); 60];
+    assert_eq!(expected_burst(&busy, 6, 120, 120), None);
 }
 
 #[test]
@@ -266,7 +268,7 @@ fn a_new_node_prepares_for_the_pods_held_for_it() {
 }
 
 /// A new node's pods arrive over its first minutes: what `start-warm`
-/// prepared is not given back before `2 × lead-minutes + 1` minutes.
+/// prepared is not given back in its first three minutes.
 #[test]
 fn a_new_node_keeps_its_start_for_its_first_minutes() {
     let s = sizing_only();
@@ -352,13 +354,7 @@ fn expects_at_most_an_enis_worth_from_the_last_minutes() {
 #[test]
 fn keeps_what_a_usual_minute_takes_between_runs() {
     let s = sizing_only();
-    let mut h = vec![
-        Minute {
-            adds: 12,
-            removes: 12
-        };
-        10
-    ];
+    let mut h = vec![minute(12, 12); 10];
     h[0].removes = 9;
     let enis = vec![
         eni(0, 14, 6, 4, 3000),
@@ -506,35 +502,38 @@ fn a_new_nodes_start_counts_cooling_addresses_as_held() {
     assert!(need.burst);
 }
 
-/// The default lead is one minute, the history's resolution: a burst due
-/// in two minutes is not prepared for yet (but nothing is given back).
+/// A burst's addresses are ready `lead-seconds` (20) before it is due,
+/// timed by its median ADD, not a minute before.
 #[test]
-fn prepares_for_a_burst_one_minute_before_it_is_due() {
+fn prepares_for_a_burst_lead_seconds_before_it_is_due() {
     let s = sizing_only();
     let enis = || vec![eni(0, 14, 8, 0, 3000), eni(1, 14, 0, 0, 3000)];
-    let in_two = history(40, &[(13, 40), (28, 40)]);
-    let d = decide(&s, &state(enis(), 0, in_two, Some(100)));
+    // Due in 30 s: not yet (but nothing is given back).
+    let in_30 = timed(40, &[(870, 40), (1770, 40)]);
+    let d = decide(&s, &state(enis(), 0, in_30, Some(100)));
     assert!(d.is_noop(), "{d:?}");
-    let in_one = history(40, &[(14, 40), (29, 40)]);
-    let d = decide(&s, &state(enis(), 0, in_one, Some(100)));
+    assert!(d.reason.contains("nothing given back"), "{}", d.reason);
+    // Due in 15 s: now.
+    let in_15 = timed(40, &[(885, 40), (1785, 40)]);
+    let d = decide(&s, &state(enis(), 0, in_15, Some(100)));
     assert_eq!(d.create.len(), 2, "{d:?}");
+    assert!(d.reason.contains("every 900 s"), "{}", d.reason);
 }
 
-/// Addresses are kept for a burst due until it is no longer expected
-/// (`lead-minutes` after it was due), not longer: what the forecast no
-/// longer prepares for, it does not hold either.
+/// Addresses are kept for a burst due until it is no longer expected (a
+/// minute after it was due), not longer: what the forecast no longer
+/// prepares for, it does not hold either.
 #[test]
 fn gives_back_once_a_due_burst_is_no_longer_expected() {
     let s = sizing_only();
     let enis = || vec![eni(0, 14, 10, 0, 3000), eni(1, 14, 0, 0, 3000)];
-    // Bursts of 10 started 16 and 31 minutes ago: due a minute ago, still
-    // expected: its 10 are kept free, nothing goes back.
-    let late = history(40, &[(16, 10), (31, 10)]);
+    // Due 50 s ago: still expected, its 10 are kept free, nothing goes back.
+    let late = timed(40, &[(950, 10), (1850, 10)]);
     let d = decide(&s, &state(enis(), 0, late, Some(900)));
     assert!(d.is_noop(), "{d:?}");
     assert!(d.reason.contains("burst taking 10"), "{}", d.reason);
-    // Due two minutes ago: no longer expected, ENI 1's IPs go.
-    let later = history(40, &[(17, 10), (32, 10)]);
+    // Due 70 s ago: no longer expected, ENI 1's IPs go.
+    let later = timed(40, &[(970, 10), (1870, 10)]);
     let d = decide(&s, &state(enis(), 0, later, Some(960)));
     assert_eq!(
         d.changes,
