@@ -61,8 +61,7 @@ impl Churn {
             u32::try_from(seen).map_or(HISTORY_MINUTES, |m| m.min(HISTORY_MINUTES))
         });
         let mut history = vec![pool::Minute::default(); minutes as usize];
-        // The ADDs' ages (whole seconds), oldest first: each minute's run of
-        // them is in time order, so its median is its middle entry.
+        // The ADDs' ages (whole seconds) per minute.
         let mut add_ages: Vec<Vec<u32>> = vec![Vec::new(); history.len()];
         for &(at, event) in &self.events {
             let age = now.saturating_duration_since(at).as_secs();
@@ -80,9 +79,11 @@ impl Churn {
                 Event::Remove => history[i].removes += 1,
             }
         }
-        for (minute, ages) in history.iter_mut().zip(&add_ages) {
-            // The earlier of two middle ones: ages run oldest first.
-            minute.median_add_age = ages.get((ages.len().saturating_sub(1)) / 2).copied();
+        for (minute, ages) in history.iter_mut().zip(&mut add_ages) {
+            // Youngest first: of two middle ones, the later index is the
+            // earlier ADD.
+            ages.sort_unstable();
+            minute.median_add_age = ages.get(ages.len() / 2).copied();
         }
         let last = history.first().copied().unwrap_or_default();
         pool::Activity {

@@ -36,15 +36,29 @@ const CONTRACT_INTERFACES: [&str; 8] = [
     "kubernetes",
     "security",
 ];
-/// The decision function of the `pool-sizing-history` world, which also
-/// sees the group's churn per minute.
-const POOL_WITH_HISTORY_EXPORT: &str = "size-pool-with-history";
-/// The decision function of the `pool-sizing-timed` world, which also sees
-/// when each minute's ADDs came.
-const POOL_TIMED_EXPORT: &str = "size-pool-timed";
-/// The decision function of the `subnet-selection-node` world, which also
-/// sees the node's Kubernetes metadata.
-const SUBNET_FOR_NODE_EXPORT: &str = "select-subnet-for-node";
+/// The worlds that extend another with more input, told apart by their
+/// decision function: its export name, the decision, and the world. The
+/// newest first: a component exports one decision function.
+const EXTENDED_WORLDS: [(&str, Decision, WorldKind); 3] = [
+    // The group's churn per minute, timed.
+    (
+        "size-pool-timed",
+        Decision::PoolSizing,
+        WorldKind::PoolSizingTimed,
+    ),
+    // The group's churn per minute.
+    (
+        "size-pool-with-history",
+        Decision::PoolSizing,
+        WorldKind::PoolSizingHistory,
+    ),
+    // The node's Kubernetes metadata.
+    (
+        "select-subnet-for-node",
+        Decision::SubnetSelection,
+        WorldKind::SubnetSelectionNode,
+    ),
+];
 /// The least deadline of the `configure` call at load.
 pub(super) const LOAD_DEADLINE_FLOOR: Duration = Duration::from_secs(1);
 /// Core module binary header: magic and version 1.
@@ -289,20 +303,16 @@ impl CompiledPolicy {
                 format!("does not match the `{decision}` world of weft:policy@0.1.0: {e:#}"),
             )
         };
-        let kind = match decision {
-            Decision::PoolSizing if exports.iter().any(|e| e == POOL_TIMED_EXPORT) => {
-                WorldKind::PoolSizingTimed
-            }
-            Decision::PoolSizing if exports.iter().any(|e| e == POOL_WITH_HISTORY_EXPORT) => {
-                WorldKind::PoolSizingHistory
-            }
-            Decision::PoolSizing => WorldKind::PoolSizing,
-            Decision::SubnetSelection if exports.iter().any(|e| e == SUBNET_FOR_NODE_EXPORT) => {
-                WorldKind::SubnetSelectionNode
-            }
-            Decision::SubnetSelection => WorldKind::SubnetSelection,
-            Decision::SecurityGroups => WorldKind::SecurityGroups,
-        };
+        let kind = extended_world(&exports)
+            .filter(|(d, _)| *d == decision)
+            .map_or(
+                match decision {
+                    Decision::PoolSizing => WorldKind::PoolSizing,
+                    Decision::SubnetSelection => WorldKind::SubnetSelection,
+                    Decision::SecurityGroups => WorldKind::SecurityGroups,
+                },
+                |(_, kind)| kind,
+            );
         let pre = WorldPre::new(kind, instance_pre).map_err(mismatch)?;
         Ok(CompiledPolicy {
             name: name.into(),
@@ -806,18 +816,24 @@ fn is_allowed_import(name: &str) -> bool {
         })
 }
 
+/// The extended world whose decision function the component exports, if
+/// any, and its decision.
+fn extended_world(exports: &[String]) -> Option<(Decision, WorldKind)> {
+    EXTENDED_WORLDS
+        .into_iter()
+        .find(|(name, ..)| exports.iter().any(|e| e == name))
+        .map(|(_, decision, kind)| (decision, kind))
+}
+
 /// The decision of the world whose decision function the component exports.
 fn world_of(exports: &[String]) -> Option<Decision> {
-    let exported = |name: &str| exports.iter().any(|e| e == name);
-    if exported(SUBNET_FOR_NODE_EXPORT) {
-        return Some(Decision::SubnetSelection);
-    }
-    if exported(POOL_WITH_HISTORY_EXPORT) || exported(POOL_TIMED_EXPORT) {
-        return Some(Decision::PoolSizing);
-    }
-    Decision::ALL
-        .into_iter()
-        .find(|d| exported(d.export_name()))
+    extended_world(exports)
+        .map(|(decision, _)| decision)
+        .or_else(|| {
+            Decision::ALL
+                .into_iter()
+                .find(|d| exports.iter().any(|e| e == d.export_name()))
+        })
 }
 
 #[cfg(test)]

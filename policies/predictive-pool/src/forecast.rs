@@ -5,19 +5,26 @@ use weft_policy_sdk::pool::Minute;
 /// A run of busy minutes (each with at least the busy threshold of ADDs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Burst {
-    /// Minutes ago its first minute was (index in the history).
-    pub start: u32,
-    /// Minutes ago its last minute was.
-    pub end: u32,
     /// Seconds ago it came: its first minute's median ADD (a burst's ADDs
-    /// come within seconds, so an unrelated ADD earlier in the minute does
-    /// not move it), or that minute's older end when the history is not
-    /// timed.
+    /// come within seconds, so while they are most of the minute's, an
+    /// unrelated ADD earlier in it does not move the median). An age
+    /// outside that minute's window is taken to its nearest end; without
+    /// one (the host sends one for every minute with an ADD), the
+    /// window's older end.
     pub age: u32,
     /// The most addresses it had taken at the end of one of its minutes:
     /// its ADDs less its REMOVEs so far (a rollout's new pods replace old
     /// ones, whose addresses come back; a fan-out's do not).
     pub size: u32,
+}
+
+/// The burst the last two predict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forecast {
+    /// The addresses it will take: what the last one took.
+    pub size: u32,
+    /// Seconds between the last two.
+    pub period: u32,
 }
 
 /// The ADDs of a usual minute: the (upper) median over `history`. A
@@ -36,17 +43,12 @@ pub fn bursts(history: &[Minute], busy: u32) -> Vec<Burst> {
     let mut open: Option<(Burst, Vec<&Minute>)> = None;
     for (ago, minute) in (0u32..).zip(history) {
         if minute.adds >= busy {
-            let (burst, minutes) = open.get_or_insert((
-                Burst {
-                    start: ago,
-                    end: ago,
-                    age: 0,
-                    size: 0,
-                },
-                Vec::new(),
-            ));
-            burst.start = ago;
-            burst.age = minute.median_add_age.unwrap_or(ago * 60 + 59);
+            let (burst, minutes) = open.get_or_insert((Burst { age: 0, size: 0 }, Vec::new()));
+            let window = ago.saturating_mul(60);
+            let older_end = window.saturating_add(59);
+            burst.age = minute
+                .median_add_age
+                .map_or(older_end, |age| age.clamp(window, older_end));
             minutes.push(minute);
         } else if let Some(burst) = open.take() {
             found.push(sized(burst));
@@ -66,17 +68,21 @@ fn sized((mut burst, minutes): (Burst, Vec<&Minute>)) -> Burst {
     burst
 }
 
-/// The addresses the burst due now will take, if the last two bursts
-/// recur: the time between them is the period, and the next is expected
-/// one period after the last, from `early` seconds before until `late`
-/// seconds after. It will take what the last one took.
-pub fn expected_burst(history: &[Minute], busy: u32, early: u32, late: u32) -> Option<u32> {
+/// The burst due now, if the last two bursts recur: the time between them
+/// is the period, and the next is expected one period after the last, from
+/// `early` seconds before until `late` seconds after.
+pub fn expected_burst(history: &[Minute], busy: u32, early: u32, late: u32) -> Option<Forecast> {
     let [last, before, ..] = bursts(history, busy)[..] else {
         return None;
     };
-    let period = i64::from(before.age) - i64::from(last.age);
-    let due_in = period - i64::from(last.age);
+    // Two bursts have a quiet minute between them, and each age is inside
+    // its minute: the earlier one is older.
+    let period = before.age.checked_sub(last.age)?;
+    let due_in = i64::from(period) - i64::from(last.age);
     (-i64::from(late)..=i64::from(early))
         .contains(&due_in)
-        .then_some(last.size)
+        .then_some(Forecast {
+            size: last.size,
+            period,
+        })
 }

@@ -29,17 +29,21 @@
 //!   addresses it had taken (ADDs less REMOVEs since its start) at the end
 //!   of one of its minutes. It came when its first minute's median ADD
 //!   came (the history is timed to the second; a burst's ADDs come within
-//!   seconds). With two bursts seen, the time between them is the period;
+//!   seconds and are most of that minute's). With two bursts seen, the time between them is the period;
 //!   from `lead-seconds` before the next is due until a minute after, the
 //!   last burst's size plus the ADDs waiting must be free (a cooling
 //!   address may come back too late). Without history (the older
-//!   `pool-sizing` world) there is no forecast and no usual minute; with
-//!   an untimed one (`pool-sizing-history`) a burst came at its first
-//!   minute's older end, so its addresses are ready up to a minute early.
+//!   `pool-sizing` world) there is no forecast and no usual minute. A
+//!   busy minute without a median ADD age (the host sends one for every
+//!   minute with an ADD; a hand-written `weftd policy eval` input may
+//!   not) is taken to have come at its older end: ready up to a minute
+//!   early, never late.
 //! * **A new node** (no pod and no ADD yet, or its first ADD less than a
 //!   minute ago) must have `start-warm` addresses free, less those it
 //!   already holds (assigned or cooling); its pods arrive over its first
-//!   minutes, so none of them is given back in its first three.
+//!   minutes, so nothing is given back in the group's first three minutes
+//!   as this agent saw them (also after a restart of the agent, which
+//!   keeps no history).
 //! * **Growing** by the larger of the two shortfalls, never beyond the
 //!   node's max-pods addresses. While demand is steady, by exactly that:
 //!   on attached ENIs, lowest device index first, then new ENIs. In a
@@ -81,7 +85,7 @@ use weft_policy_sdk::settings::parse_settings;
 
 mod forecast;
 
-pub use forecast::{Burst, bursts, expected_burst, usual_adds};
+pub use forecast::{Burst, Forecast, bursts, expected_burst, usual_adds};
 
 /// An ENI younger than this is never released (as VPC CNI's
 /// `minENILifeTime`).
@@ -89,6 +93,9 @@ const MIN_ENI_AGE_SECONDS: u64 = 60;
 
 /// Minutes of history the host keeps (the `pool-sizing-timed` world).
 const HISTORY_MINUTES: usize = 60;
+
+/// The longest `lead-seconds`: the history's hour.
+const MAX_LEAD_SECONDS: u32 = 3600;
 
 /// How long after it was due a recurring burst is still expected.
 const LATE_SECONDS: u32 = 60;
@@ -174,6 +181,11 @@ impl PoolSizing for PredictivePool {
         if settings.burst_adds == 0 {
             return Err("burst-adds must be at least 1 (a minute without ADDs is no burst)".into());
         }
+        if settings.lead_seconds > MAX_LEAD_SECONDS {
+            return Err(format!(
+                "lead-seconds must be at most {MAX_LEAD_SECONDS} (the history covers an hour)"
+            ));
+        }
         Ok(PredictivePool { settings })
     }
 
@@ -246,10 +258,10 @@ pub fn need(s: &Settings, state: &PoolState) -> Need {
     let forecast = expected_burst(history, busy, s.lead_seconds, LATE_SECONDS);
     if let Some(burst) = forecast {
         why = format!(
-            "a burst taking {burst} due (every {} s)",
-            period(history, busy)
+            "a burst taking {} due (every {} s)",
+            burst.size, burst.period
         );
-        now = burst;
+        now = burst.size;
     }
     now += state.pending_adds;
     soon += state.pending_adds;
@@ -284,13 +296,6 @@ pub fn need(s: &Settings, state: &PoolState) -> Need {
         soon,
         burst,
         why,
-    }
-}
-
-fn period(history: &[Minute], busy: u32) -> u32 {
-    match bursts(history, busy).as_slice() {
-        [last, before, ..] => before.age - last.age,
-        _ => 0,
     }
 }
 
@@ -335,23 +340,30 @@ fn size(s: &Settings, state: &PoolState) -> PoolDecision {
     let target = need.now.max(need.soon);
     let reason = format!("{free} free, {cooling} cooling for {target} ({})", need.why);
     // A burst in progress has not shown its size yet; one due soon would
-    // take the addresses again (from twice the lead and a minute before it
-    // is due, so a forecast that moves by a minute does not give them back
-    // only to ask again; until it is no longer expected).
+    // take the addresses again (from `HOLD_BEFORE_SECONDS` and the lead
+    // before it is due until it is no longer expected). A new node's pods
+    // arrive over its first minutes (as this agent saw them: its history
+    // starts with the group's first event since the agent started).
     let history = &state.activity.history;
     let busy = busy(s, history);
-    let arriving = history.iter().take(2).any(|m| m.adds >= busy)
-        || state.activity.adds_last_minute >= busy
-        || (1..=START_MINUTES).contains(&history.len());
+    let arriving =
+        history.iter().take(2).any(|m| m.adds >= busy) || state.activity.adds_last_minute >= busy;
     let due = expected_burst(
         history,
         busy,
-        HOLD_BEFORE_SECONDS + s.lead_seconds,
+        HOLD_BEFORE_SECONDS.saturating_add(s.lead_seconds),
         LATE_SECONDS,
     );
-    if arriving || due.is_some() {
+    let hold = if arriving || due.is_some() {
+        Some("a burst is arriving or due")
+    } else if (1..=START_MINUTES).contains(&history.len()) {
+        Some("the group's first minutes")
+    } else {
+        None
+    };
+    if let Some(why) = hold {
         return PoolDecision {
-            reason: format!("{reason}: a burst is arriving or due, nothing given back"),
+            reason: format!("{reason}: {why}, nothing given back"),
             ..PoolDecision::default()
         };
     }

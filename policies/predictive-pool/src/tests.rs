@@ -63,6 +63,11 @@ fn timed(minutes: usize, bursts: &[(u32, u32)]) -> Vec<Minute> {
     h
 }
 
+/// The size of the burst due, as `expected_burst` forecasts it.
+fn due(history: &[Minute], early: u32, late: u32) -> Option<u32> {
+    expected_burst(history, 6, early, late).map(|f| f.size)
+}
+
 /// The default settings without spare ENIs: the sizing alone.
 fn sizing_only() -> Settings {
     Settings {
@@ -166,35 +171,34 @@ fn finds_bursts_and_when_the_next_is_due() {
     for m in h.iter_mut().filter(|m| m.adds == 0) {
         m.adds = 2;
     }
-    let burst = |start, end, age, size| Burst {
-        start,
-        end,
-        age,
-        size,
-    };
+    let burst = |age, size| Burst { age, size };
+    assert_eq!(bursts(&h, 6), vec![burst(900, 40), burst(1800, 42)]);
     assert_eq!(
-        bursts(&h, 6),
-        vec![burst(15, 15, 900, 40), burst(30, 29, 1800, 42)]
+        expected_burst(&h, 6, 0, 0),
+        Some(Forecast {
+            size: 40,
+            period: 900
+        })
     );
     // Period 900 s: due now, so expected with any lead.
-    assert_eq!(expected_burst(&h, 6, 0, 0), Some(40));
+    assert_eq!(due(&h, 0, 0), Some(40));
     // 100 s earlier (every age 100 s less): due in 100 s.
     let earlier = timed(40, &[(800, 40), (1700, 40)]);
-    assert_eq!(expected_burst(&earlier, 6, 100, 0), Some(40));
-    assert_eq!(expected_burst(&earlier, 6, 99, 0), None);
+    assert_eq!(due(&earlier, 100, 0), Some(40));
+    assert_eq!(due(&earlier, 99, 0), None);
     // 61 s overdue: no longer expected a minute late.
     let late = timed(40, &[(961, 40), (1861, 40)]);
-    assert_eq!(expected_burst(&late, 6, 0, 61), Some(40));
-    assert_eq!(expected_burst(&late, 6, 0, 60), None);
+    assert_eq!(due(&late, 0, 61), Some(40));
+    assert_eq!(due(&late, 0, 60), None);
     // Without timing a burst came at its first minute's older end.
     let untimed = history(40, &[(14, 40), (29, 40)]);
     assert_eq!(bursts(&untimed, 6)[0].age, 14 * 60 + 59);
-    assert_eq!(expected_burst(&untimed, 6, 1, 0), Some(40));
+    assert_eq!(due(&untimed, 1, 0), Some(40));
     // One burst is no pattern; continuous churn is one long burst.
-    assert_eq!(expected_burst(&h[..20], 6, 120, 120), None);
-    assert_eq!(expected_burst(&history(60, &[]), 6, 120, 120), None);
+    assert_eq!(due(&h[..20], 120, 120), None);
+    assert_eq!(due(&history(60, &[]), 120, 120), None);
     let busy = vec![minute(12, 12); 60];
-    assert_eq!(expected_burst(&busy, 6, 120, 120), None);
+    assert_eq!(due(&busy, 120, 120), None);
 }
 
 #[test]
@@ -273,6 +277,8 @@ fn a_new_node_prepares_for_the_pods_held_for_it() {
 fn a_new_node_keeps_its_start_for_its_first_minutes() {
     let s = sizing_only();
     let enis = || vec![eni(0, 14, 9, 0, 200), eni(1, 14, 0, 0, 200)];
+    // In its first two minutes the node is new or its first minute busy;
+    // the third is kept for the start alone.
     for minutes in 1..=3 {
         let d = decide(
             &s,
@@ -280,6 +286,12 @@ fn a_new_node_keeps_its_start_for_its_first_minutes() {
         );
         assert!(d.is_noop(), "{minutes} minutes in: {d:?}");
     }
+    let d = decide(&s, &state(enis(), 0, history(3, &[(2, 9)]), Some(60)));
+    assert!(
+        d.reason.contains("the group's first minutes"),
+        "{}",
+        d.reason
+    );
     let d = decide(&s, &state(enis(), 0, history(4, &[(3, 9)]), Some(60)));
     assert_eq!(d.changes.len(), 1, "{d:?}");
 }
@@ -306,6 +318,9 @@ fn the_first_minutes_pods_are_a_start_not_a_rate() {
 fn bad_settings_are_refused() {
     assert!(PredictivePool::configure(r#"{"burst-adds": 0}"#).is_err());
     assert!(PredictivePool::configure(r#"{"window": 3}"#).is_err());
+    let long = PredictivePool::configure(r#"{"lead-seconds": 4294967295}"#).unwrap_err();
+    assert!(long.contains("lead-seconds must be at most 3600"), "{long}");
+    assert!(PredictivePool::configure(r#"{"lead-seconds": 3600}"#).is_ok());
     assert!(PredictivePool::configure("{}").is_ok());
 }
 
@@ -319,11 +334,46 @@ fn gives_nothing_back_while_a_burst_arrives_or_is_due() {
     // 8 ADDs in the last minute (all on the primary, so far).
     let d = decide(&s, &state(enis.clone(), 0, history(30, &[(0, 8)]), Some(5)));
     assert!(d.is_noop(), "{d:?}");
-    // Bursts of 10 started 7 and 17 minutes ago: the next is due in 3
-    // minutes, inside twice the lead plus one.
-    let due = history(30, &[(7, 10), (17, 10)]);
-    let d = decide(&s, &state(enis, 0, due, Some(300)));
+    // Bursts of 10 that came 400 and 1000 s ago: the next is due in 200
+    // s, the hold (180 s) and the lead (20 s) before it: nothing goes
+    // back. Due in 201 s: ENI 1's IPs go.
+    let held = timed(30, &[(400, 10), (1000, 10)]);
+    let d = decide(&s, &state(enis.clone(), 0, held, Some(300)));
     assert!(d.is_noop(), "{d:?}");
+    assert!(d.reason.contains("arriving or due"), "{}", d.reason);
+    let not_yet = timed(30, &[(399, 10), (1000, 10)]);
+    let d = decide(&s, &state(enis, 0, not_yet, Some(300)));
+    assert_eq!(d.changes.len(), 1, "{d:?}");
+}
+
+/// A median ADD age outside its minute's window (a hostile or broken
+/// input) is taken to the window's nearest end: no forecast from bursts
+/// that would come out of order, and no panic.
+#[test]
+fn ages_outside_their_minute_are_taken_to_its_ends() {
+    // Minute 2 claims its median ADD came 500 s ago, minute 5 that its came
+    // now: as given, the later burst would be the older.
+    let mut h = timed(10, &[]);
+    h[2] = Minute {
+        adds: 40,
+        removes: 0,
+        median_add_age: Some(500),
+    };
+    h[5] = Minute {
+        adds: 40,
+        removes: 0,
+        median_add_age: Some(0),
+    };
+    let ages: Vec<u32> = bursts(&h, 6).iter().map(|b| b.age).collect();
+    assert_eq!(ages, vec![179, 300]);
+    // Period 121 s, the last 179 s ago: due 58 s ago, still expected.
+    assert_eq!(due(&h, 0, 58), Some(40));
+    assert_eq!(due(&h, 0, 57), None);
+    let d = decide(
+        &sizing_only(),
+        &state(vec![eni(0, 14, 2, 0, 3000)], 0, h, Some(100)),
+    );
+    assert!(d.reason.contains("every 121 s"), "{}", d.reason);
 }
 
 #[test]
@@ -397,7 +447,7 @@ fn demand_is_adds_less_removes() {
         h[start] = minute(12, 4);
         h[start - 1] = minute(8, 16);
     }
-    assert_eq!(expected_burst(&h[1..], 6, 1, 1), Some(8));
+    assert_eq!(due(&h[1..], 1, 1), Some(8));
     let st = state(vec![eni(0, 14, 8, 0, 3000)], 0, h[1..].to_vec(), Some(100));
     assert_eq!(need(&s, &st).now, 8);
 }

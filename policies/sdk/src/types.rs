@@ -92,9 +92,9 @@ pub mod pool {
         pub seconds_since_last_add: Option<u64>,
         /// The group's churn per minute over the last hour, most recent
         /// first (entry 0 is the last 60 s). Components get it through the
-        /// `pool-sizing-timed` world (the SDK's export), without
-        /// `median_add_age` through `pool-sizing-history`; those of the
-        /// older `pool-sizing` world never see it.
+        /// `pool-sizing-timed` world (the SDK's export); components of the
+        /// older `pool-sizing-history` world get it without
+        /// `median_add_age`, and those of `pool-sizing` never see it.
         #[serde(default)]
         pub history: Vec<Minute>,
     }
@@ -108,8 +108,10 @@ pub mod pool {
         /// Addresses released during the minute.
         pub removes: u32,
         /// Seconds ago of the minute's median ADD (the earlier of the two
-        /// middle ones); `None` without an ADD, or for a component of the
-        /// `pool-sizing-history` world.
+        /// middle ones), within the minute's window (entry `k`: `60 k` to
+        /// `60 k + 59`); `None` without an ADD. The host sends it to the
+        /// SDK's `pool-sizing-timed` world; a state written by hand (e.g.
+        /// `weftd policy eval` input) may leave it out.
         #[serde(default)]
         pub median_add_age: Option<u32>,
     }

@@ -4,7 +4,8 @@
 //! `sg`, `foreign-import` (a pool-sizing component that also imports
 //! `evil:net/socket`, an interface outside the contract, so the host can
 //! prove it refuses it at load), or `history-world` (a well-behaved
-//! component of the older `pool-sizing-history` world). The behaviour is chosen at load by the
+//! component of the older `pool-sizing-history` world, which ignores its
+//! settings). The behaviour of the others is chosen at load by the
 //! settings `{"mode": "...", "during": "decide" | "configure"}`; see
 //! [`Mode`] for the modes. `during` (default `decide`) says whether `loop`,
 //! `alloc` and `trap` strike in `configure` or in the decision.
