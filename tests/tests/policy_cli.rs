@@ -31,7 +31,10 @@ fn check_reports_world_imports_size_and_compile_time() {
     let out = weftd(&["policy", "check", WARM_POOL]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("world:        pool-sizing"), "{text}");
+    assert!(
+        text.contains("world:        pool-sizing-timed (pool-sizing decision"),
+        "{text}"
+    );
     assert!(text.contains("weft:policy/log@0.1.0"), "{text}");
     assert!(text.contains("compile time:"), "{text}");
     let size = std::fs::metadata(WARM_POOL).expect("artifact").len();

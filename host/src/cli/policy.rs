@@ -84,7 +84,10 @@ fn check(engine: &PolicyEngine, file: &Path) -> anyhow::Result<()> {
     let compiled = load(engine, file)?;
     let r = compiled.report();
     println!("file:         {}", file.display());
-    println!("world:        {} (weft:policy@0.1.0)", r.decision);
+    println!(
+        "world:        {} ({} decision, weft:policy@0.1.0)",
+        r.world, r.decision
+    );
     println!("size:         {} bytes", r.size);
     println!("sha256:       {}", r.sha256);
     println!("compile time: {:.1} ms", r.compile_time.as_secs_f64() * 1e3);

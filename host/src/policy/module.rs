@@ -69,8 +69,11 @@ const COMPONENT_HEADER: [u8; 8] = *b"\0asm\x0d\0\x01\0";
 /// What loading a module found out; printed by `weftd policy check`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadReport {
-    /// The world the component implements.
+    /// The decision the component makes.
     pub decision: Decision,
+    /// The world it implements (its WIT name): of a decision's worlds, what
+    /// input it gets.
+    pub world: &'static str,
     /// sha256 of the module file, hex.
     pub sha256: String,
     /// Size of the module file in bytes.
@@ -125,6 +128,20 @@ enum WorldKind {
     SubnetSelection,
     SubnetSelectionNode,
     SecurityGroups,
+}
+
+impl WorldKind {
+    /// The world's name in `wit/policy.wit`.
+    fn name(self) -> &'static str {
+        match self {
+            WorldKind::PoolSizing => "pool-sizing",
+            WorldKind::PoolSizingHistory => "pool-sizing-history",
+            WorldKind::PoolSizingTimed => "pool-sizing-timed",
+            WorldKind::SubnetSelection => "subnet-selection",
+            WorldKind::SubnetSelectionNode => "subnet-selection-node",
+            WorldKind::SecurityGroups => "security-groups",
+        }
+    }
 }
 
 impl WorldPre {
@@ -327,6 +344,7 @@ impl CompiledPolicy {
             log_budget: Arc::new(LogBudget::new()),
             report: LoadReport {
                 decision,
+                world: kind.name(),
                 sha256: digest,
                 size: bytes.len(),
                 imports,

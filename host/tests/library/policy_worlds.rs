@@ -34,6 +34,7 @@ fn state_with_history() -> pool::PoolState {
 #[test]
 fn an_sdk_policy_sees_when_each_minutes_adds_came() {
     let module = load(&engine(), CHAOS_POOL, &chaos("echo-history")).expect("loads");
+    assert_eq!(module.report().world, "pool-sizing-timed");
     let (decision, _) = module.size_pool(&state_with_history()).expect("decides");
     let seen: Vec<Minute> = serde_json::from_str(&decision.reason).expect("the history as JSON");
     assert_eq!(seen, state_with_history().activity.history);
@@ -45,6 +46,7 @@ fn a_component_of_the_history_world_still_runs_without_the_timing() {
         CompiledPolicy::from_file(&engine(), CHAOS_HISTORY_WORLD.as_ref(), "old", None, None)
             .expect("a pool-sizing-history component loads");
     assert_eq!(compiled.report().decision, Decision::PoolSizing);
+    assert_eq!(compiled.report().world, "pool-sizing-history");
     let module = load(&engine(), CHAOS_HISTORY_WORLD, "{}").expect("configures");
     let (decision, _) = module.size_pool(&state_with_history()).expect("decides");
     assert_eq!(
