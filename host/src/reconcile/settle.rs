@@ -101,7 +101,9 @@ impl Driver {
 
     /// How long until a round may settle a lost answer: until the earliest
     /// one's grace period ends, or (past it, waiting for more reads) one
-    /// read interval. `None` while nothing is unsettled. Without it a lost
+    /// more grace period; never less than `SETTLE_READ_INTERVAL` (a grace
+    /// configured near zero must not turn the loop into a stream of
+    /// reads). `None` while nothing is unsettled. Without it a lost
     /// answer would wait for the next event or resync period, and the ADDs
     /// it holds back (no assign to its ENI meanwhile) would time out.
     pub(super) fn settle_wait(&self, now: Instant) -> Option<Duration> {

@@ -29,10 +29,10 @@
 //!   addresses it had taken (ADDs less REMOVEs since its start) at the end
 //!   of one of its minutes. It came when its first minute's median ADD
 //!   came (the history is timed to the second; a burst's ADDs come within
-//!   seconds and are most of that minute's). With two bursts seen, the time between them is the period;
-//!   from `lead-seconds` before the next is due until a minute after, the
-//!   last burst's size plus the ADDs waiting must be free (a cooling
-//!   address may come back too late). Without history (the older
+//!   seconds and are most of that minute's). With two bursts seen, the
+//!   time between them is the period; from `lead-seconds` before the next
+//!   is due until a minute after, the last burst's size plus the ADDs
+//!   waiting must be free (a cooling address may come back too late). Without history (the older
 //!   `pool-sizing` world) there is no forecast and no usual minute. A
 //!   busy minute without a median ADD age (the host sends one for every
 //!   minute with an ADD; a hand-written `weftd policy eval` input may
