@@ -63,7 +63,9 @@
 //!   again at the next). Only ENIs no pod uses (not the primary, nothing
 //!   assigned or cooling, no prefixes; the datastore packs pods onto the
 //!   fullest ENI, so others empty out) give addresses back, highest device
-//!   index first, one call each. An emptied ENI stays attached (growing it
+//!   index first, one call each, of at least `min-warm` addresses or all
+//!   the ENI holds (a CronJob's run gave one address back and asked for
+//!   it again every minute). An emptied ENI stays attached (growing it
 //!   again is one call, not a create and an attach) until the group has
 //!   had no ADD for `hold-seconds` and the ENI is a minute old.
 //! * **A spare ENI.** While every ENI of the node serves this group, it
@@ -71,7 +73,10 @@
 //!   empty, never released): an unforeseen burst then grows an attached
 //!   ENI in one call of about half a second instead of waiting seconds for
 //!   a create, an attach and a modify. An empty ENI holds no pod address
-//!   idle, only its own primary address in the subnet.
+//!   idle, only its own primary address in the subnet. When a burst that
+//!   took the spare is otherwise served, its replacement is created with
+//!   an ENI's addresses: the burst has not shown its size, and filling
+//!   an empty ENI later is one call more while its pods wait.
 //!
 //! Settings (JSON, kebab-case, all optional): `min-warm` (default 4),
 //! `start-warm` (default half the node's ENIs' worth of pod IPs),
@@ -307,7 +312,24 @@ pub fn decide(s: &Settings, state: &PoolState) -> PoolDecision {
     let more = spare_enis(s, state)
         .saturating_sub(empty)
         .min(state.limits.max_enis.saturating_sub(attached));
-    decision.create.extend((0..more).map(|_| NewEni::default()));
+    // A burst arriving that the sizing finds served so far has taken the
+    // spare: its replacement is created with an ENI's addresses (the burst
+    // has not shown its size, and filling an empty ENI later is one call
+    // more, while the burst's pods wait).
+    let served = decision.is_noop();
+    let arriving = state.pending_adds > 0
+        || state.activity.adds_last_minute >= busy(s, &state.activity.history);
+    let per_eni = state.limits.ipv4_per_eni.saturating_sub(1);
+    let mut room = state.limits.max_pods.saturating_sub(state.node_addresses);
+    decision.create.extend((0..more).map(|_| {
+        let ips = if served && arriving {
+            per_eni.min(room)
+        } else {
+            0
+        };
+        room -= ips;
+        NewEni { ips, prefixes: 0 }
+    }));
     decision
 }
 
@@ -380,7 +402,7 @@ fn size(s: &Settings, state: &PoolState) -> PoolDecision {
     let surplus = free
         .saturating_sub(need.now)
         .min((free + cooling).saturating_sub(need.soon + usual));
-    shrink(state, surplus, quiet, &reason, spare_enis(s, state))
+    shrink(s, state, surplus, quiet, &reason)
 }
 
 /// Asks for `short` more addresses: whole ENIs' room in a burst, else
@@ -442,7 +464,14 @@ fn grow(state: &PoolState, short: u32, need: &Need) -> PoolDecision {
 /// Gives back whole unused ENIs' IPs (at most `surplus`), highest device
 /// index first; when quiet, releases ENIs left without addresses but the
 /// `spare` ones.
-fn shrink(state: &PoolState, mut surplus: u32, quiet: bool, why: &str, spare: u32) -> PoolDecision {
+fn shrink(
+    s: &Settings,
+    state: &PoolState,
+    mut surplus: u32,
+    quiet: bool,
+    why: &str,
+) -> PoolDecision {
+    let spare = spare_enis(s, state);
     let mut decision = PoolDecision::default();
     // The lowest-indexed empty ENIs are the spares.
     let mut beyond_spares =
@@ -454,7 +483,10 @@ fn shrink(state: &PoolState, mut surplus: u32, quiet: bool, why: &str, spare: u3
         if !unused || eni.prefixes > 0 {
             continue;
         }
-        if unused && eni.ips > 0 && surplus > 0 {
+        // A call returns at least `min-warm` addresses (or all the ENI
+        // holds): fewer are not worth it, the coming minutes' churn takes
+        // them again.
+        if eni.ips > 0 && surplus >= s.min_warm.min(eni.ips).max(1) {
             let n = eni.ips.min(surplus);
             decision.changes.push(EniChange {
                 eni_id: eni.id.clone(),

@@ -657,3 +657,51 @@ fn a_spare_eni_is_never_released_but_one_beyond_it_is_when_quiet() {
     assert_eq!(d.release, vec!["eni-2".to_owned()], "{d:?}");
     assert!(d.create.is_empty(), "{d:?}");
 }
+
+#[test]
+fn a_give_back_returns_at_least_min_warm_addresses() {
+    let s = sizing_only();
+    // 2 free on the primary and 5 on an unused ENI, 4 needed: 3 spare,
+    // fewer than min-warm (4): not worth a call (a CronJob's run gave one
+    // address back and asked for it again every minute).
+    let enis = vec![eni(0, 14, 12, 0, 3000), eni(1, 5, 0, 0, 3000)];
+    let d = decide(&s, &state(enis, 0, history(5, &[]), Some(120)));
+    assert!(d.is_noop(), "{d:?}");
+    // An unused ENI holding no more than what is spare goes back whole
+    // (4 free on the primary, 3 on ENI 1: 3 spare).
+    let enis = vec![eni(0, 14, 10, 0, 3000), eni(1, 3, 0, 0, 3000)];
+    let d = decide(&s, &state(enis, 0, history(5, &[]), Some(120)));
+    assert_eq!(
+        d.changes,
+        vec![EniChange {
+            eni_id: "eni-1".into(),
+            release_ips: 3,
+            ..EniChange::default()
+        }]
+    );
+}
+
+#[test]
+fn a_burst_that_took_the_spare_gets_a_full_one() {
+    let s = Settings::default();
+    // A burst took the spare (ENI 2, filled); what is free still serves
+    // the sizing, so nothing else is asked: the new spare comes with an
+    // ENI's addresses, for the burst's pods still to come.
+    let enis = vec![
+        eni(0, 14, 14, 0, 600),
+        eni(1, 14, 0, 0, 600),
+        eni(2, 14, 0, 0, 5),
+    ];
+    let arriving = decide(&s, &state(enis.clone(), 0, history(5, &[(0, 20)]), Some(1)));
+    assert!(arriving.changes.is_empty(), "{arriving:?}");
+    assert_eq!(
+        arriving.create,
+        vec![NewEni {
+            ips: 14,
+            prefixes: 0
+        }]
+    );
+    // Without a burst, the spare holds no address.
+    let quiet = decide(&s, &state(enis, 0, history(5, &[(0, 2)]), Some(1)));
+    assert_eq!(quiet.create, vec![NewEni::default()], "{quiet:?}");
+}
