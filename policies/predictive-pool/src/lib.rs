@@ -3,10 +3,12 @@
 //! It keeps ready what the coming minute's pods will take, judged from the
 //! usual minute and the last two; when the last hour shows bursts at a
 //! regular interval, it has the next one's addresses free from
-//! `lead-seconds` (20) before it is due. It asks EC2 for exactly what is
-//! missing while demand is steady and for whole ENIs in a burst, and gives
-//! back only unused ENIs' addresses, never within two minutes of a busy
-//! minute.
+//! `lead-seconds` (20) before it is due. It asks EC2 for what is missing
+//! while demand is steady and for whole ENIs in a burst, and gives back
+//! only unused ENIs' addresses, never within two minutes of a busy
+//! minute. Every call is worth `min-warm` addresses at least: a ramp is
+//! not served one address a call, nor a wobble given back and asked for
+//! again.
 //!
 //! * **The usual minute**: the upper median of the group's ADDs per minute
 //!   over the history (`activity.history`, the `pool-sizing-timed`
@@ -45,13 +47,17 @@
 //!   as this agent saw them (also after a restart of the agent, which
 //!   keeps no history).
 //! * **Growing** by the larger of the two shortfalls, never beyond the
-//!   node's max-pods addresses. While demand is steady, by exactly that:
-//!   on attached ENIs, lowest device index first, then new ENIs. In a
+//!   node's max-pods addresses. While demand is steady, by that and at
+//!   least `min-warm` (a ramp topped up by its shortfall alone asked for
+//!   one address a call): on attached ENIs, lowest device index first,
+//!   then new ENIs. In a
 //!   burst (ADDs waiting, a busy last minute, a burst due, a new node)
 //!   EC2 charges a call, not an address: every ENI touched is filled to
 //!   its room in one call and new ENIs are created full; while ADDs wait,
-//!   every attached ENI with room is filled (one call each, where a new
-//!   ENI takes three and seconds).
+//!   every attached ENI with addresses and room is filled (one call each,
+//!   where a new ENI takes three and seconds), and an empty one (the
+//!   spare) only as far as still needed: one ADD waiting in a ramp filled
+//!   the spare, gave most of it back seconds later and created another.
 //! * **Giving back**: nothing while one of the last two minutes was busy,
 //!   nor from three minutes and `lead-seconds` before a burst is due
 //!   until it is no longer expected (a minute after; giving addresses back
@@ -60,7 +66,8 @@
 //!   burst due, ADDs waiting, a new node's start), and free and cooling
 //!   ones the coming minute plus a usual minute's ADDs more (so what a
 //!   CronJob's run takes is not given back between runs and asked for
-//!   again at the next). Only ENIs no pod uses (not the primary, nothing
+//!   again at the next); and only when more than `min-warm` addresses are
+//!   spare, what a top-up may leave. Only ENIs no pod uses (not the primary, nothing
 //!   assigned or cooling, no prefixes; the datastore packs pods onto the
 //!   fullest ENI, so others empty out) give addresses back, highest device
 //!   index first, one call each, of at least `min-warm` addresses or all
@@ -79,7 +86,8 @@
 //!   an empty ENI later is one call more while its pods wait.
 //!
 //! Settings (JSON, kebab-case, all optional): `min-warm` (default 4),
-//! `start-warm` (default half the node's ENIs' worth of pod IPs),
+//! `start-warm` (default two ENIs' worth of pod IPs: the primary's and one
+//! more; half the node's ENIs was 343 addresses on a c5.18xlarge),
 //! `burst-adds` (default 6), `lead-seconds` (default 20), `hold-seconds`
 //! (default 1800), `spare-enis` (default 1).
 
@@ -114,15 +122,19 @@ const HOLD_BEFORE_SECONDS: u32 = 180;
 /// `start-warm` prepared is given back meanwhile.
 const START_MINUTES: usize = 3;
 
+/// ENIs' worth of addresses a new node has free by default (`start-warm`).
+const START_ENIS: u32 = 2;
+
 /// Settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Settings {
-    /// Free addresses kept even when nothing happens.
+    /// Free addresses kept even when nothing happens; also the fewest a
+    /// call asks for or gives back.
     #[serde(default = "default_min_warm")]
     pub min_warm: u32,
-    /// Free addresses on a node that never had a pod; `None`: half of the
-    /// node's ENIs' worth.
+    /// Free addresses on a node that never had a pod; `None`:
+    /// two ENIs' worth (`START_ENIS`).
     #[serde(default)]
     pub start_warm: Option<u32>,
     /// ADDs in one minute that make it part of a burst.
@@ -285,7 +297,7 @@ pub fn need(s: &Settings, state: &PoolState) -> Need {
         let held: u32 = state.enis.iter().map(|e| e.assigned + e.cooling).sum();
         let start = s
             .start_warm
-            .unwrap_or(per_eni * (state.limits.max_enis / 2))
+            .unwrap_or(per_eni * state.limits.max_enis.min(START_ENIS))
             .saturating_sub(held);
         if start > now.max(soon) {
             why = "a new node".to_owned();
@@ -357,7 +369,7 @@ fn size(s: &Settings, state: &PoolState) -> PoolDecision {
         .saturating_sub(free)
         .max(need.soon.saturating_sub(free + cooling));
     if short > 0 {
-        return grow(state, short, &need);
+        return grow(s, state, short, &need);
     }
     let target = need.now.max(need.soon);
     let reason = format!("{free} free, {cooling} cooling for {target} ({})", need.why);
@@ -402,15 +414,20 @@ fn size(s: &Settings, state: &PoolState) -> PoolDecision {
     let surplus = free
         .saturating_sub(need.now)
         .min((free + cooling).saturating_sub(need.soon + usual));
+    // Growth asks at least `min-warm`: no more than that is spare after a
+    // top-up, and it is not given back when the usual minute wobbles.
+    let surplus = if surplus > s.min_warm { surplus } else { 0 };
     shrink(s, state, surplus, quiet, &reason)
 }
 
 /// Asks for `short` more addresses: whole ENIs' room in a burst, else
 /// just the shortfall (lowest device index first; new ENIs last).
-fn grow(state: &PoolState, short: u32, need: &Need) -> PoolDecision {
+fn grow(s: &Settings, state: &PoolState, short: u32, need: &Need) -> PoolDecision {
     let per_eni = state.limits.ipv4_per_eni.saturating_sub(1);
     let mut room = state.limits.max_pods.saturating_sub(state.node_addresses);
-    let mut want = short.min(room);
+    // A call asks for at least `min-warm` addresses: a ramp topped up by
+    // its shortfall alone asked for one address a call.
+    let mut want = short.max(s.min_warm).min(room);
     let mut decision = PoolDecision {
         reason: if need.burst {
             format!("{short} short ({}): filling ENIs", need.why)
@@ -428,11 +445,14 @@ fn grow(state: &PoolState, short: u32, need: &Need) -> PoolDecision {
         }
         let space = per_eni.saturating_sub(eni.ips + eni.prefixes).min(room);
         // ADDs wait: every attached ENI's room (an attached ENI grows in
-        // one call of half a second, a new one takes three and seconds).
-        let n = if state.pending_adds > 0 {
+        // one call of half a second, a new one takes three and seconds);
+        // an empty one (the spare) only as far as still needed.
+        let n = if state.pending_adds > 0 && eni.ips + eni.prefixes > 0 {
             space
-        } else {
+        } else if want > 0 {
             ask(want, space)
+        } else {
+            0
         };
         if n > 0 {
             decision.changes.push(EniChange {

@@ -117,16 +117,18 @@ fn grows_for_recent_adds_filling_every_eni_it_touches() {
     );
 }
 
-/// While demand is steady EC2 is asked for the shortfall only; in a burst
-/// (here: the last minute busy) for every touched ENI's whole room.
+/// While demand is steady EC2 is asked for the shortfall, and at least
+/// min-warm a call; in a burst (here: the last minute busy) for every
+/// touched ENI's whole room.
 #[test]
-fn tops_up_exactly_while_steady_and_fills_enis_in_a_burst() {
+fn tops_up_by_the_shortfall_while_steady_and_fills_enis_in_a_burst() {
     let s = sizing_only();
     let enis = vec![eni(0, 14, 11, 0, 600), eni(1, 0, 0, 0, 600)];
-    // One address short of min-warm: just that one, on the attached,
-    // emptied ENI (one call, no attach).
+    // One address short of min-warm: min-warm (4) on the attached,
+    // emptied ENI (one call, no attach), not one (a ramp asked one
+    // address a call).
     let d = decide(&s, &state(enis.clone(), 0, history(5, &[]), Some(5)));
-    assert_eq!(added(&d), vec![("eni-1".to_owned(), 1)]);
+    assert_eq!(added(&d), vec![("eni-1".to_owned(), 4)]);
     assert!(d.reason.contains("topping up"), "{}", d.reason);
     // No room on an attached ENI: a new ENI with the shortfall only.
     let d = decide(&s, &state(vec![eni(0, 14, 13, 0, 600)], 0, vec![], Some(5)));
@@ -134,10 +136,22 @@ fn tops_up_exactly_while_steady_and_fills_enis_in_a_burst() {
     assert_eq!(
         d.create,
         vec![NewEni {
-            ips: 3,
+            ips: 4,
             prefixes: 0
         }]
     );
+    let mut larger = sizing_only();
+    larger.min_warm = 6;
+    let d = decide(
+        &larger,
+        &state(vec![eni(0, 14, 6, 0, 600)], 0, vec![], Some(5)),
+    );
+    assert!(d.is_noop(), "{d:?}");
+    let d = decide(
+        &larger,
+        &state(vec![eni(0, 10, 5, 0, 600)], 0, vec![], Some(5)),
+    );
+    assert_eq!(added(&d), vec![("eni-0".to_owned(), 4)], "room for 4 only");
     // 8 ADDs in the last minute (busy: 6 above a usual 0): 5 short, and
     // ENI 1 is filled to its room.
     let d = decide(&s, &state(enis, 0, history(5, &[(0, 8)]), Some(5)));
@@ -263,9 +277,23 @@ fn a_new_node_prepares_for_the_pods_held_for_it() {
     let mut fresh = state(vec![eni(0, 0, 0, 0, 5)], 0, vec![], None);
     fresh.node_assigned = 0;
     let d = decide(&s, &fresh);
-    // Half of 4 ENIs' worth: the primary and one new ENI, full.
+    // Two ENIs' worth: the primary and one new ENI, full.
     assert_eq!(added(&d), vec![("eni-0".to_owned(), 14)]);
     assert_eq!(d.create.len(), 1, "{d:?}");
+    // Two on a large instance too (c5.18xlarge: 15 ENIs of 49 pod IPs), not
+    // half of them: 343 addresses asked in 19 calls, most given back.
+    fresh.limits.max_enis = 15;
+    fresh.limits.ipv4_per_eni = 50;
+    fresh.limits.max_pods = 250;
+    let d = decide(&s, &fresh);
+    assert_eq!(added(&d), vec![("eni-0".to_owned(), 49)]);
+    assert_eq!(
+        d.create,
+        vec![NewEni {
+            ips: 49,
+            prefixes: 0
+        }]
+    );
     // Once a pod came, min-warm is enough.
     let d = decide(&s, &state(vec![eni(0, 14, 1, 0, 60)], 0, vec![], Some(1)));
     assert!(d.is_noop(), "{d:?}");
@@ -661,21 +689,25 @@ fn a_spare_eni_is_never_released_but_one_beyond_it_is_when_quiet() {
 #[test]
 fn a_give_back_returns_at_least_min_warm_addresses() {
     let s = sizing_only();
-    // 2 free on the primary and 5 on an unused ENI, 4 needed: 3 spare,
-    // fewer than min-warm (4): not worth a call (a CronJob's run gave one
+    // 3 free on the primary and 5 on an unused ENI, 4 needed: 4 spare, no
+    // more than a top-up asks (min-warm): kept (a CronJob's run gave one
     // address back and asked for it again every minute).
-    let enis = vec![eni(0, 14, 12, 0, 3000), eni(1, 5, 0, 0, 3000)];
+    let enis = vec![eni(0, 14, 11, 0, 3000), eni(1, 5, 0, 0, 3000)];
     let d = decide(&s, &state(enis, 0, history(5, &[]), Some(120)));
     assert!(d.is_noop(), "{d:?}");
-    // An unused ENI holding no more than what is spare goes back whole
-    // (4 free on the primary, 3 on ENI 1: 3 spare).
-    let enis = vec![eni(0, 14, 10, 0, 3000), eni(1, 3, 0, 0, 3000)];
+    // 5 spare: an unused ENI holding fewer goes back whole (2), the 3
+    // left are not worth a call of their own.
+    let enis = vec![
+        eni(0, 14, 14, 0, 3000),
+        eni(1, 7, 0, 0, 3000),
+        eni(2, 2, 0, 0, 3000),
+    ];
     let d = decide(&s, &state(enis, 0, history(5, &[]), Some(120)));
     assert_eq!(
         d.changes,
         vec![EniChange {
-            eni_id: "eni-1".into(),
-            release_ips: 3,
+            eni_id: "eni-2".into(),
+            release_ips: 2,
             ..EniChange::default()
         }]
     );
@@ -704,4 +736,27 @@ fn a_burst_that_took_the_spare_gets_a_full_one() {
     // Without a burst, the spare holds no address.
     let quiet = decide(&s, &state(enis, 0, history(5, &[(0, 2)]), Some(1)));
     assert_eq!(quiet.create, vec![NewEni::default()], "{quiet:?}");
+}
+
+#[test]
+fn an_add_waiting_fills_enis_with_addresses_and_keeps_the_spare() {
+    let s = Settings::default();
+    // One ADD waits, the last minute quiet: ENI 1 grows to its room in
+    // one call; the spare (ENI 2, empty) stays empty and attached, for a
+    // burst (filling it, then creating another, took four calls).
+    let enis = vec![
+        eni(0, 14, 12, 0, 600),
+        eni(1, 10, 9, 0, 600),
+        eni(2, 0, 0, 0, 600),
+    ];
+    let d = decide(&s, &state(enis.clone(), 1, history(5, &[(0, 1)]), Some(1)));
+    assert_eq!(added(&d), vec![("eni-1".to_owned(), 4)], "{d:?}");
+    assert!(d.create.is_empty(), "{d:?}");
+    // More waiting than the others' room: the spare too.
+    let d = decide(&s, &state(enis, 9, history(5, &[(0, 9)]), Some(1)));
+    assert_eq!(
+        added(&d),
+        vec![("eni-1".to_owned(), 4), ("eni-2".to_owned(), 14)],
+        "{d:?}"
+    );
 }
