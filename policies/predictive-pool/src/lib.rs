@@ -25,7 +25,9 @@
 //!   last at most one ENI's IPs (a bigger burst is served by its waiting
 //!   ADDs and the forecast); plus the ADDs waiting, and while ADDs wait at
 //!   least those and the last minute's ADDs again (a burst that has not
-//!   shown its size).
+//!   shown its size). While a usual minute has an ADD, one address is free
+//!   now, not only cooling: the next ADD may come before a cooling one is
+//!   back (a diurnal ramp's ADDs waited with 5 cooling).
 //! * **Recurring bursts**: a run of busy minutes of the whole history (the
 //!   group's first minute included) is a burst; its size is the most
 //!   addresses it had taken (ADDs less REMOVEs since its start) at the end
@@ -281,6 +283,11 @@ pub fn need(s: &Settings, state: &PoolState) -> Need {
         now = burst.size;
     }
     now += state.pending_adds;
+    if usual > 0 {
+        // ADDs come every minute: the next may come before a cooling
+        // address is back (a diurnal ramp's ADDs waited on 5 cooling).
+        now = now.max(1);
+    }
     soon += state.pending_adds;
     if state.pending_adds > 0 {
         // ADDs outran the pool: a burst that has not shown its size yet,

@@ -760,3 +760,16 @@ fn an_add_waiting_fills_enis_with_addresses_and_keeps_the_spare() {
         "{d:?}"
     );
 }
+
+#[test]
+fn keeps_an_address_free_not_only_cooling_while_adds_come_every_minute() {
+    let s = sizing_only();
+    // 5 cooling cover the coming minute (min-warm 4), but none is free:
+    // an ADD before one is back would wait.
+    let enis = vec![eni(0, 14, 9, 5, 600), eni(1, 0, 0, 0, 600)];
+    let d = decide(&s, &state(enis.clone(), 0, vec![minute(2, 2); 5], Some(20)));
+    assert_eq!(added(&d), vec![("eni-1".to_owned(), 4)], "{d:?}");
+    // No ADD in the usual minute: the cooling ones are enough.
+    let d = decide(&s, &state(enis, 0, history(5, &[]), Some(600)));
+    assert!(d.is_noop(), "{d:?}");
+}
