@@ -36,12 +36,12 @@
 //!   seconds and are most of that minute's). With two bursts seen, the
 //!   time between them is the period; from `lead-seconds` before the next
 //!   is due until a minute after, the last burst's size plus the ADDs
-//!   waiting must be free (a cooling address may come back too late). Without history (the older
-//!   `pool-sizing` world) there is no forecast and no usual minute. A
-//!   busy minute without a median ADD age (the host sends one for every
-//!   minute with an ADD; a hand-written `weftd policy eval` input may
-//!   not) is taken to have come at its older end: ready up to a minute
-//!   early, never late.
+//!   waiting must be free (a cooling address may come back too late).
+//!   Without history (the older `pool-sizing` world) there is no forecast
+//!   and no usual minute. A busy minute without a median ADD age (the
+//!   host sends one for every minute with an ADD; a hand-written `weftd
+//!   policy eval` input may not) is taken to have come at its older end:
+//!   ready up to a minute early, never late.
 //! * **A new node** (no pod and no ADD yet, or its first ADD less than a
 //!   minute ago) must have `start-warm` addresses free, less those it
 //!   already holds (assigned or cooling); its pods arrive over its first
@@ -52,14 +52,14 @@
 //!   node's max-pods addresses. While demand is steady, by that and at
 //!   least `min-warm` (a ramp topped up by its shortfall alone asked for
 //!   one address a call): on attached ENIs, lowest device index first,
-//!   then new ENIs. In a
-//!   burst (ADDs waiting, a busy last minute, a burst due, a new node)
-//!   EC2 charges a call, not an address: every ENI touched is filled to
-//!   its room in one call and new ENIs are created full; while ADDs wait,
-//!   every attached ENI with addresses and room is filled (one call each,
-//!   where a new ENI takes three and seconds), and an empty one (the
-//!   spare) only as far as still needed: one ADD waiting in a ramp filled
-//!   the spare, gave most of it back seconds later and created another.
+//!   then new ENIs. In a burst (ADDs waiting, a busy last minute, a burst
+//!   due, a new node) EC2 charges a call, not an address: every ENI
+//!   touched is filled to its room in one call and new ENIs are created
+//!   full; while ADDs wait, every attached ENI with addresses and room is
+//!   filled (one call each, where a new ENI takes three and seconds), and
+//!   an empty one (the spare) only as far as still needed: one ADD
+//!   waiting in a ramp filled the spare, gave most of it back seconds
+//!   later and created another.
 //! * **Giving back**: nothing while one of the last two minutes was busy,
 //!   nor from three minutes and `lead-seconds` before a burst is due
 //!   until it is no longer expected (a minute after; giving addresses back
@@ -68,15 +68,16 @@
 //!   burst due, ADDs waiting, a new node's start), and free and cooling
 //!   ones the coming minute plus a usual minute's ADDs more (so what a
 //!   CronJob's run takes is not given back between runs and asked for
-//!   again at the next); and only when more than `min-warm` addresses are
-//!   spare, what a top-up may leave. Only ENIs no pod uses (not the primary, nothing
-//!   assigned or cooling, no prefixes; the datastore packs pods onto the
-//!   fullest ENI, so others empty out) give addresses back, highest device
-//!   index first, one call each, of at least `min-warm` addresses or all
-//!   the ENI holds (a CronJob's run gave one address back and asked for
-//!   it again every minute). An emptied ENI stays attached (growing it
-//!   again is one call, not a create and an attach) until the group has
-//!   had no ADD for `hold-seconds` and the ENI is a minute old.
+//!   again at the next); and only when more than `min-warm` addresses
+//!   are spare, what a top-up may leave. Only ENIs no pod uses (not the
+//!   primary, nothing assigned or cooling, no prefixes; the datastore
+//!   packs pods onto the fullest ENI, so others empty out) give addresses
+//!   back, highest device index first, one call each, of at least
+//!   `min-warm` addresses or all the ENI holds (a CronJob's run gave one
+//!   address back and asked for it again every minute). An emptied ENI
+//!   stays attached (growing it again is one call, not a create and an
+//!   attach) until the group has had no ADD for `hold-seconds` and the
+//!   ENI is a minute old.
 //! * **A spare ENI.** While every ENI of the node serves this group, it
 //!   keeps `spare-enis` secondary ENIs attached without addresses (created
 //!   empty, never released): an unforeseen burst then grows an attached
@@ -331,10 +332,8 @@ pub fn decide(s: &Settings, state: &PoolState) -> PoolDecision {
     let more = spare_enis(s, state)
         .saturating_sub(empty)
         .min(state.limits.max_enis.saturating_sub(attached));
-    // A burst arriving that the sizing finds served so far has taken the
-    // spare: its replacement is created with an ENI's addresses (the burst
-    // has not shown its size, and filling an empty ENI later is one call
-    // more, while the burst's pods wait).
+    // A burst the sizing finds served so far has taken the spare: its
+    // replacement comes with an ENI's addresses (module doc).
     let served = decision.is_noop();
     let arriving = state.pending_adds > 0
         || state.activity.adds_last_minute >= busy(s, &state.activity.history);
@@ -427,8 +426,9 @@ fn size(s: &Settings, state: &PoolState) -> PoolDecision {
     shrink(s, state, surplus, quiet, &reason)
 }
 
-/// Asks for `short` more addresses: whole ENIs' room in a burst, else
-/// just the shortfall (lowest device index first; new ENIs last).
+/// Asks for `short` more addresses: whole ENIs' room in a burst, else the
+/// shortfall and at least `min-warm` (lowest device index first; new ENIs
+/// last).
 fn grow(s: &Settings, state: &PoolState, short: u32, need: &Need) -> PoolDecision {
     let per_eni = state.limits.ipv4_per_eni.saturating_sub(1);
     let mut room = state.limits.max_pods.saturating_sub(state.node_addresses);
