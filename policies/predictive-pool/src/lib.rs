@@ -77,7 +77,11 @@
 //!   address back and asked for it again every minute). An emptied ENI
 //!   stays attached (growing it again is one call, not a create and an
 //!   attach) until the group has had no ADD for `hold-seconds` and the
-//!   ENI is a minute old.
+//!   ENI is a minute old. Once no minute of the last `hold-seconds` was
+//!   busy (the group's bursts, its start's included, are over), ENIs that
+//!   hold pods give back too, fewest pods first, at least half an ENI's
+//!   addresses a call: a burst's last pods otherwise pin their ENIs' free
+//!   addresses until they are gone, which may be days.
 //! * **A spare ENI.** While every ENI of the node serves this group, it
 //!   keeps `spare-enis` secondary ENIs attached without addresses (created
 //!   empty, never released): an unforeseen burst then grows an attached
@@ -423,7 +427,17 @@ fn size(s: &Settings, state: &PoolState) -> PoolDecision {
     // Growth asks at least `min-warm`: no more than that is spare after a
     // top-up, and it is not given back when the usual minute wobbles.
     let surplus = if surplus > s.min_warm { surplus } else { 0 };
-    shrink(s, state, surplus, quiet, &reason)
+    let calm = calm(s, history, busy);
+    shrink(s, state, surplus, quiet, calm, &reason)
+}
+
+/// Whether no minute of the last `hold-seconds` (the history's hour at
+/// most) was busy: the group's bursts, its start's included, are over.
+fn calm(s: &Settings, history: &[Minute], busy: u32) -> bool {
+    let minutes = usize::try_from(s.hold_seconds / 60)
+        .unwrap_or(HISTORY_MINUTES)
+        .clamp(1, HISTORY_MINUTES);
+    history.len() >= minutes && history[..minutes].iter().all(|m| m.adds < busy)
 }
 
 /// Asks for `short` more addresses: whole ENIs' room in a burst, else the
@@ -489,13 +503,14 @@ fn grow(s: &Settings, state: &PoolState, short: u32, need: &Need) -> PoolDecisio
 }
 
 /// Gives back whole unused ENIs' IPs (at most `surplus`), highest device
-/// index first; when quiet, releases ENIs left without addresses but the
-/// `spare` ones.
+/// index first, and when `calm` the free IPs of ENIs with pods; when
+/// `quiet`, releases ENIs left without addresses but the spare ones.
 fn shrink(
     s: &Settings,
     state: &PoolState,
     mut surplus: u32,
     quiet: bool,
+    calm: bool,
     why: &str,
 ) -> PoolDecision {
     let spare = spare_enis(s, state);
@@ -525,6 +540,27 @@ fn shrink(
             beyond_spares -= 1;
             if quiet && eni.age_seconds >= MIN_ENI_AGE_SECONDS {
                 decision.release.push(eni.id.clone());
+            }
+        }
+    }
+    // Calm (module doc): ENIs with pods give back too.
+    let half_eni = state.limits.ipv4_per_eni.saturating_sub(1) / 2;
+    if calm {
+        let mut used: Vec<&Eni> = state
+            .enis
+            .iter()
+            .filter(|e| e.device_index != 0 && e.assigned + e.cooling > 0 && e.prefixes == 0)
+            .collect();
+        used.sort_by_key(|e| (e.assigned + e.cooling, std::cmp::Reverse(e.device_index)));
+        for eni in used {
+            let n = eni.free().min(surplus);
+            if n > 0 && n >= half_eni {
+                decision.changes.push(EniChange {
+                    eni_id: eni.id.clone(),
+                    release_ips: n,
+                    ..EniChange::default()
+                });
+                surplus -= n;
             }
         }
     }

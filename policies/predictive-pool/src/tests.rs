@@ -773,3 +773,32 @@ fn keeps_an_address_free_not_only_cooling_while_adds_come_every_minute() {
     let d = decide(&s, &state(enis, 0, history(5, &[]), Some(600)));
     assert!(d.is_noop(), "{d:?}");
 }
+
+#[test]
+fn gives_back_from_enis_with_pods_once_calm_for_hold_seconds() {
+    let s = sizing_only();
+    // A burst's last pods pin two ENIs' free addresses: 35 free, 4
+    // needed. After half an hour without a busy minute they go back too,
+    // fewest pods first, half an ENI's (7) a call at least.
+    let enis = vec![
+        eni(0, 14, 4, 0, 7200),
+        eni(1, 14, 1, 0, 7200),
+        eni(2, 14, 2, 0, 7200),
+    ];
+    let calm = vec![minute(1, 1); 30];
+    let d = decide(&s, &state(enis.clone(), 0, calm.clone(), Some(60)));
+    let released: Vec<_> = d
+        .changes
+        .iter()
+        .map(|c| (c.eni_id.as_str(), c.release_ips))
+        .collect();
+    assert_eq!(released, vec![("eni-1", 13), ("eni-2", 12)], "{d:?}");
+    // A busy minute 20 minutes ago, or a group younger than the half
+    // hour: the burst may come back, they stay.
+    let mut burst = calm.clone();
+    burst[20] = minute(20, 0);
+    let d = decide(&s, &state(enis.clone(), 0, burst, Some(60)));
+    assert!(d.is_noop(), "{d:?}");
+    let d = decide(&s, &state(enis, 0, calm[..20].to_vec(), Some(60)));
+    assert!(d.is_noop(), "{d:?}");
+}
