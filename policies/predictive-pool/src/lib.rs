@@ -152,7 +152,8 @@ pub struct Settings {
     /// the next decision, plus what EC2 takes to assign them.
     #[serde(default = "default_lead_seconds")]
     pub lead_seconds: u32,
-    /// Quiet time (no ADD) after which emptied ENIs are detached.
+    /// Quiet time (no ADD) after which emptied ENIs are detached; also the
+    /// time without a busy minute after which ENIs with pods give back.
     #[serde(default = "default_hold_seconds")]
     pub hold_seconds: u64,
     /// Secondary ENIs without addresses kept attached ahead of need.
