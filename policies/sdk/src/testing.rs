@@ -39,7 +39,7 @@
 //! }
 //! ```
 
-use crate::pool::{PoolDecision, PoolState};
+use crate::pool::{Eni, Minute, PoolDecision, PoolState};
 use crate::security::Request;
 use crate::subnet::{Candidate, Choice, EniRequest};
 use crate::{PoolSizing, SecurityGroups, SubnetSelection};
@@ -283,6 +283,100 @@ pub fn check_subnet_fixtures<S: SubnetSelection>(dir: &str) -> usize {
 /// listing all failures. Returns the number of fixtures checked.
 pub fn check_security_fixtures<G: SecurityGroups>(dir: &str) -> usize {
     check_dir(dir, run_security_fixture::<G>)
+}
+
+/// The pool after `decision` as the host carries it out, to ask a policy
+/// again in a test: released ENIs are gone, changes are applied, new ENIs
+/// are attached (empty of pods, device indexes after the highest), and
+/// the waiting ADDs take free addresses, lowest device index first, and
+/// count as ADDs of the last minute (the host records an ADD when it is
+/// served).
+///
+/// # Panics
+///
+/// On a decision the host refuses: one naming an unknown ENI, releasing
+/// more than an ENI holds or an address in use.
+pub fn apply_pool_decision(state: &PoolState, decision: &PoolDecision) -> PoolState {
+    let mut next = state.clone();
+    next.enis.retain(|e| !decision.release.contains(&e.id));
+    for eni in &state.enis {
+        if decision.release.contains(&eni.id) {
+            next.node_enis -= 1;
+            next.node_addresses -= eni.addresses();
+        }
+    }
+    for change in &decision.changes {
+        let eni = next
+            .enis
+            .iter_mut()
+            .find(|e| e.id == change.eni_id)
+            .unwrap_or_else(|| panic!("the decision names an unknown ENI: {change:?}"));
+        assert!(
+            change.release_ips <= eni.ips && change.release_prefixes <= eni.prefixes,
+            "releases more than {} holds: {change:?}",
+            eni.id
+        );
+        let before = eni.addresses();
+        eni.ips = eni.ips + change.add_ips - change.release_ips;
+        eni.prefixes = eni.prefixes + change.add_prefixes - change.release_prefixes;
+        assert!(
+            eni.assigned + eni.cooling <= eni.addresses(),
+            "releases an address in use on {}: {change:?}",
+            eni.id
+        );
+        next.node_addresses = next.node_addresses - before + eni.addresses();
+    }
+    let first_new = next
+        .enis
+        .iter()
+        .map(|e| e.device_index + 1)
+        .max()
+        .unwrap_or(1);
+    for (device_index, new) in (first_new..).zip(&decision.create) {
+        next.enis.push(Eni {
+            id: format!("eni-new{device_index}"),
+            device_index,
+            subnet_id: next
+                .enis
+                .first()
+                .map_or_else(String::new, |e| e.subnet_id.clone()),
+            ips: new.ips,
+            prefixes: new.prefixes,
+            assigned: 0,
+            cooling: 0,
+            age_seconds: 0,
+        });
+        next.node_enis += 1;
+        next.node_addresses += new.ips + 16 * new.prefixes;
+    }
+    next.enis.sort_by_key(|e| e.device_index);
+    let mut served = 0;
+    for eni in &mut next.enis {
+        let n = eni.free().min(next.pending_adds - served);
+        eni.assigned += n;
+        served += n;
+    }
+    next.pending_adds -= served;
+    next.node_assigned += served;
+    if served > 0 {
+        // The host records an ADD when it is served: in the last minute,
+        // just now.
+        let activity = &mut next.activity;
+        activity.adds_last_minute += served;
+        activity.seconds_since_last_add = Some(0);
+        match activity.history.first_mut() {
+            Some(minute) => {
+                minute.adds += served;
+                minute.median_add_age.get_or_insert(0);
+            }
+            None => activity.history.push(Minute {
+                adds: served,
+                removes: 0,
+                median_add_age: Some(0),
+            }),
+        }
+    }
+    next
 }
 
 #[cfg(test)]

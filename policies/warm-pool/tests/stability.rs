@@ -5,6 +5,7 @@ use proptest::prelude::*;
 use warm_pool::{Settings, WarmPool};
 use weft_policy_sdk::PoolSizing;
 use weft_policy_sdk::pool::{Activity, Eni, InstanceLimits, PoolDecision, PoolState};
+use weft_policy_sdk::testing::apply_pool_decision;
 
 /// One ENI of a generated state, consistent with `slots` slots per ENI.
 fn eni(index: u32, slots: u32, prefix: bool) -> impl Strategy<Value = Eni> {
@@ -95,62 +96,6 @@ fn state() -> impl Strategy<Value = (PoolState, Settings)> {
     })
 }
 
-/// Applies a decision as the host does, then serves the waiting ADDs from
-/// the free addresses (lowest device index first).
-fn apply(state: &PoolState, decision: &PoolDecision) -> PoolState {
-    let mut next = state.clone();
-    next.enis.retain(|e| !decision.release.contains(&e.id));
-    for eni in &state.enis {
-        if decision.release.contains(&eni.id) {
-            next.node_enis -= 1;
-            next.node_addresses -= eni.addresses();
-        }
-    }
-    for change in &decision.changes {
-        let eni = next
-            .enis
-            .iter_mut()
-            .find(|e| e.id == change.eni_id)
-            .expect("decision names a known ENI");
-        assert!(change.release_ips <= eni.ips && change.release_prefixes <= eni.prefixes);
-        let before = eni.addresses();
-        eni.ips = eni.ips + change.add_ips - change.release_ips;
-        eni.prefixes = eni.prefixes + change.add_prefixes - change.release_prefixes;
-        assert!(
-            eni.assigned + eni.cooling <= eni.addresses(),
-            "released a used address"
-        );
-        next.node_addresses = next.node_addresses - before + eni.addresses();
-    }
-    let first_new = next
-        .enis
-        .iter()
-        .map(|e| e.device_index + 1)
-        .max()
-        .unwrap_or(1);
-    for (device_index, new) in (first_new..).zip(&decision.create) {
-        next.enis.push(Eni {
-            id: format!("eni-new{device_index}"),
-            device_index,
-            subnet_id: "subnet-0a1b2c3d".into(),
-            ips: new.ips,
-            prefixes: new.prefixes,
-            assigned: 0,
-            cooling: 0,
-            age_seconds: 0,
-        });
-        next.node_enis += 1;
-        next.node_addresses += new.ips + 16 * new.prefixes;
-    }
-    for eni in &mut next.enis {
-        let served = eni.free().min(next.pending_adds);
-        eni.assigned += served;
-        next.pending_adds -= served;
-        next.node_assigned += served;
-    }
-    next
-}
-
 /// The decision stays within the instance's limits.
 fn check_limits(state: &PoolState, next: &PoolState, decision: &PoolDecision) {
     let slots = state.limits.ipv4_per_eni - 1;
@@ -182,7 +127,7 @@ proptest! {
         prop_assume!(settings.validate().is_ok());
         let policy = WarmPool::new(settings).unwrap();
         let first = policy.size_pool(&state);
-        let next = apply(&state, &first);
+        let next = apply_pool_decision(&state, &first);
         check_limits(&state, &next, &first);
         let second = policy.size_pool(&next);
         prop_assert!(
