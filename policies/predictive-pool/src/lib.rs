@@ -42,18 +42,21 @@
 //!   host sends one for every minute with an ADD; a hand-written `weftd
 //!   policy eval` input may not) is taken to have come at its older end:
 //!   ready up to a minute early, never late.
-//! * **A new node** (no pod and no ADD yet, or its first ADD less than a
-//!   minute ago) must have `start-warm` addresses free, less those it
-//!   already holds (assigned or cooling); its pods arrive over its first
-//!   minutes, so nothing is given back in the group's first three minutes
-//!   as this agent saw them (also after a restart of the agent, which
-//!   keeps no history).
+//! * **A new node** (no pod and no ADD yet, its first ADD waiting, or its
+//!   first ADD less than a minute ago) must have `start-warm` addresses
+//!   free, less those it already holds (assigned or cooling); its pods
+//!   arrive over its first minutes, so nothing is given back while it is
+//!   new, in the group's first three minutes as this agent saw them (also
+//!   after a restart of the agent, which keeps no history), nor in the
+//!   three minutes after the first ADDs of an hour without any.
 //! * **Growing** by the larger of the two shortfalls, never beyond the
 //!   node's max-pods addresses. While demand is steady, by that and at
 //!   least `min-warm` (a ramp topped up by its shortfall alone asked for
 //!   one address a call): on attached ENIs, lowest device index first,
-//!   then new ENIs. In a burst (ADDs waiting, a busy last minute, a burst
-//!   due, a new node) EC2 charges a call, not an address: every ENI
+//!   then new ENIs. In a burst (the last minute's ADDs and those waiting
+//!   `burst-adds` above the usual, ADDs waiting after a busy minute, a
+//!   burst due, a new node; one ADD waiting in a quiet hour is a late
+//!   top-up, not a burst) EC2 charges a call, not an address: every ENI
 //!   touched is filled to its room in one call and new ENIs are created
 //!   full; while ADDs wait, every attached ENI with addresses and room is
 //!   filled (one call each, where a new ENI takes three and seconds), and
@@ -301,9 +304,12 @@ pub fn need(s: &Settings, state: &PoolState) -> Need {
         soon = soon.max(state.pending_adds + state.activity.adds_last_minute);
     }
     // Never had a pod, or had its first less than a minute ago (the
-    // history starts with the group's first event).
+    // history starts with the group's first event), or its first is
+    // waiting (an agent restarted on a node with pods: once served, it is
+    // the history's first minute).
     let new_node = (state.node_assigned == 0 && state.activity.seconds_since_last_add.is_none())
-        || history.len() == 1;
+        || history.len() == 1
+        || (history.is_empty() && state.pending_adds > 0);
     if new_node {
         // `start-warm` counts every address held (the pods held for the
         // node, waiting or not, included).
@@ -317,16 +323,23 @@ pub fn need(s: &Settings, state: &PoolState) -> Need {
         }
         now = now.max(start);
     }
-    let burst = state.pending_adds > 0
-        || state.activity.adds_last_minute >= busy
-        || forecast.is_some()
-        || new_node;
+    let burst = arriving(state, busy) || forecast.is_some() || new_node;
     Need {
         now,
         soon,
         burst,
         why,
     }
+}
+
+/// Whether a burst arrives: the last minute's ADDs and those waiting are
+/// `burst-adds` above the usual, or ADDs wait after a busy minute. One ADD
+/// waiting in a quiet hour is a top-up late, not a burst (filling ENIs for
+/// it gave them back at the next decision).
+fn arriving(state: &PoolState, busy: u32) -> bool {
+    let a = &state.activity;
+    state.pending_adds + a.adds_last_minute >= busy
+        || (state.pending_adds > 0 && a.history.iter().take(2).any(|m| m.adds >= busy))
 }
 
 /// The decision for one group: sized by demand, plus the spare ENIs.
@@ -340,8 +353,7 @@ pub fn decide(s: &Settings, state: &PoolState) -> PoolDecision {
     // A burst the sizing finds served so far has taken the spare: its
     // replacement comes with an ENI's addresses (module doc).
     let served = decision.is_noop();
-    let arriving = state.pending_adds > 0
-        || state.activity.adds_last_minute >= busy(s, &state.activity.history);
+    let arriving = arriving(state, busy(s, &state.activity.history));
     let per_eni = state.limits.ipv4_per_eni.saturating_sub(1);
     let mut room = state.limits.max_pods.saturating_sub(state.node_addresses);
     decision.create.extend((0..more).map(|_| {
@@ -401,7 +413,16 @@ fn size(s: &Settings, state: &PoolState) -> PoolDecision {
     );
     let hold = if arriving || due.is_some() {
         Some("a burst is arriving or due")
-    } else if (1..=START_MINUTES).contains(&history.len()) {
+    } else if need.burst
+        || (1..=START_MINUTES).contains(&history.len())
+        || history
+            .iter()
+            .rposition(|m| m.adds > 0)
+            .is_some_and(|oldest| oldest < START_MINUTES)
+    {
+        // A new node, its first minutes, or its first ADDs in the hour: a
+        // node whose pods had all gone (an agent restarted on it sees only
+        // their DELs) starts again too.
         Some("the group's first minutes")
     } else {
         None
@@ -450,6 +471,8 @@ fn grow(s: &Settings, state: &PoolState, short: u32, need: &Need) -> PoolDecisio
     // A call asks for at least `min-warm` addresses: a ramp topped up by
     // its shortfall alone asked for one address a call.
     let mut want = short.max(s.min_warm).min(room);
+    // ADDs wait in a burst: every attached ENI with addresses is filled.
+    let filling = state.pending_adds > 0 && need.burst;
     let mut decision = PoolDecision {
         reason: if need.burst {
             format!("{short} short ({}): filling ENIs", need.why)
@@ -462,14 +485,14 @@ fn grow(s: &Settings, state: &PoolState, short: u32, need: &Need) -> PoolDecisio
     let mut enis: Vec<&Eni> = state.enis.iter().collect();
     enis.sort_by_key(|e| e.device_index);
     for eni in enis {
-        if want == 0 && state.pending_adds == 0 {
+        if want == 0 && !filling {
             break;
         }
         let space = per_eni.saturating_sub(eni.ips + eni.prefixes).min(room);
         // ADDs wait: every attached ENI's room (an attached ENI grows in
         // one call of half a second, a new one takes three and seconds);
         // an empty one (the spare) only as far as still needed.
-        let n = if state.pending_adds > 0 && eni.ips + eni.prefixes > 0 {
+        let n = if filling && eni.ips + eni.prefixes > 0 {
             space
         } else if want > 0 {
             ask(want, space)

@@ -486,12 +486,19 @@ fn demand_is_adds_less_removes() {
 fn gives_nothing_back_for_two_minutes_after_a_busy_minute() {
     let s = sizing_only();
     let enis = || vec![eni(0, 14, 10, 0, 3000), eni(1, 14, 0, 0, 3000)];
-    // Busy 60 to 120 s ago, quiet since: the last 60 s are not busy.
-    let d = decide(&s, &state(enis(), 0, history(30, &[(1, 8)]), Some(70)));
+    // Busy 60 to 120 s ago, quiet since (an ADD 20 minutes before: not the
+    // group's first): the last 60 s are not busy.
+    let d = decide(
+        &s,
+        &state(enis(), 0, history(30, &[(1, 8), (20, 1)]), Some(70)),
+    );
     assert!(d.is_noop(), "{d:?}");
     assert!(d.reason.contains("nothing given back"), "{}", d.reason);
     // Busy 120 to 180 s ago: ENI 1's IPs go.
-    let d = decide(&s, &state(enis(), 0, history(30, &[(2, 8)]), Some(130)));
+    let d = decide(
+        &s,
+        &state(enis(), 0, history(30, &[(2, 8), (20, 1)]), Some(130)),
+    );
     assert_eq!(d.changes.len(), 1, "{d:?}");
     assert_eq!(d.changes[0].release_ips, 14, "{d:?}");
 }
@@ -532,23 +539,29 @@ fn a_minute_is_busy_at_burst_adds_above_the_usual_minute() {
     assert!(d.reason.contains("nothing given back"), "{}", d.reason);
 }
 
-/// ADDs wait: every attached ENI with room grows (one call each), not only
-/// as many as the shortfall needs.
+/// ADDs wait in a burst: every attached ENI with room grows (one call
+/// each), not only as many as the shortfall needs. One ADD waiting in a
+/// quiet hour is a late top-up: what it needs, and min-warm.
 #[test]
-fn fills_every_attached_eni_while_adds_wait() {
+fn fills_every_attached_eni_while_adds_wait_in_a_burst() {
     let s = sizing_only();
     let enis = vec![
         eni(0, 14, 14, 0, 600),
         eni(1, 4, 4, 0, 600),
         eni(2, 4, 4, 0, 600),
     ];
-    // 2 waiting, min-warm 4: 6 short, which ENI 1's room of 10 covers.
-    let d = decide(&s, &state(enis, 2, vec![], Some(1)));
+    // 2 waiting after 4 ADDs (6: busy), min-warm 4: 6 short, which ENI
+    // 1's room of 10 covers.
+    let d = decide(&s, &state(enis.clone(), 2, history(5, &[(0, 4)]), Some(1)));
     assert_eq!(
         added(&d),
         vec![("eni-1".to_owned(), 10), ("eni-2".to_owned(), 10)]
     );
     assert!(d.create.is_empty(), "{d:?}");
+    // 1 waiting, 1 ADD in the hour: 5 short, on ENI 1 alone.
+    let d = decide(&s, &state(enis, 1, history(5, &[(0, 1)]), Some(1)));
+    assert_eq!(added(&d), vec![("eni-1".to_owned(), 5)], "{d:?}");
+    assert!(d.reason.contains("topping up"), "{}", d.reason);
 }
 
 /// ADDs outran the pool: the burst has not shown its size, and the coming
