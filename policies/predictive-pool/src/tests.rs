@@ -1,18 +1,6 @@
 use super::*;
 use weft_policy_sdk::pool::{Activity, InstanceLimits};
-
-fn eni(index: u32, ips: u32, assigned: u32, cooling: u32, age: u64) -> Eni {
-    Eni {
-        id: format!("eni-{index}"),
-        device_index: index,
-        subnet_id: "subnet-a".into(),
-        ips,
-        prefixes: 0,
-        assigned,
-        cooling,
-        age_seconds: age,
-    }
-}
+use weft_policy_sdk::testing::eni;
 
 /// m5.2xlarge: 4 ENIs x 15 addresses (14 pod IPs each), 58 pods; one
 /// ADD seen `since` seconds ago, and the given history.

@@ -6,7 +6,7 @@
 use predictive_pool::{Settings, decide};
 use proptest::prelude::*;
 use weft_policy_sdk::pool::{Activity, Eni, InstanceLimits, Minute, PoolDecision, PoolState};
-use weft_policy_sdk::testing::apply_pool_decision;
+use weft_policy_sdk::testing::{apply_pool_decision, eni};
 
 fn limits() -> impl Strategy<Value = InstanceLimits> {
     (1..=8u32, 3..=50u32, any::<bool>(), 4..=250u32).prop_map(
@@ -20,21 +20,12 @@ fn limits() -> impl Strategy<Value = InstanceLimits> {
 }
 
 /// One secondary-IP ENI with `slots` slots.
-fn eni(index: u32, slots: u32) -> impl Strategy<Value = Eni> {
+fn any_eni(index: u32, slots: u32) -> impl Strategy<Value = Eni> {
     (0..=slots, 0..=100u32, 0..=100u32, 0..=7200u64).prop_map(
         move |(ips, assigned_pct, cooling_pct, age_seconds)| {
             let assigned = ips * assigned_pct / 100;
             let cooling = (ips - assigned) * cooling_pct / 100;
-            Eni {
-                id: format!("eni-{index}"),
-                device_index: index,
-                subnet_id: "subnet-a".into(),
-                ips,
-                prefixes: 0,
-                assigned,
-                cooling,
-                age_seconds,
-            }
+            eni(index, ips, assigned, cooling, age_seconds)
         },
     )
 }
@@ -72,7 +63,7 @@ fn state() -> impl Strategy<Value = PoolState> {
     limits().prop_flat_map(|limits| {
         let slots = limits.ipv4_per_eni - 1;
         let enis = (1..=limits.max_enis as usize)
-            .prop_flat_map(move |n| (0..n as u32).map(|i| eni(i, slots)).collect::<Vec<_>>());
+            .prop_flat_map(move |n| (0..n as u32).map(|i| any_eni(i, slots)).collect::<Vec<_>>());
         (
             enis,
             prop::collection::vec(minute(), 0..=60),

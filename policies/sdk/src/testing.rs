@@ -285,6 +285,22 @@ pub fn check_security_fixtures<G: SecurityGroups>(dir: &str) -> usize {
     check_dir(dir, run_security_fixture::<G>)
 }
 
+/// An ENI for a test's pool: `eni-INDEX` at device index `index` in
+/// `subnet-a`, with `ips` secondary IPs of which `assigned` are assigned and
+/// `cooling` cooling, attached `age_seconds` ago.
+pub fn eni(index: u32, ips: u32, assigned: u32, cooling: u32, age_seconds: u64) -> Eni {
+    Eni {
+        id: format!("eni-{index}"),
+        device_index: index,
+        subnet_id: "subnet-a".into(),
+        ips,
+        prefixes: 0,
+        assigned,
+        cooling,
+        age_seconds,
+    }
+}
+
 /// The pool after `decision` as the host carries it out, to ask a policy
 /// again in a test: released ENIs are gone, changes are applied, new ENIs
 /// are attached (empty of pods, device indexes after the highest), and

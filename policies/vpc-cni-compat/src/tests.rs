@@ -1,18 +1,6 @@
 use super::*;
 use weft_policy_sdk::pool::{Eni, InstanceLimits};
-
-fn eni(index: u32, ips: u32, assigned: u32, cooling: u32, age: u64) -> Eni {
-    Eni {
-        id: format!("eni-{index}"),
-        device_index: index,
-        subnet_id: "subnet-a".into(),
-        ips,
-        prefixes: 0,
-        assigned,
-        cooling,
-        age_seconds: age,
-    }
-}
+use weft_policy_sdk::testing::eni;
 
 /// m5.large: 3 ENIs x 10 addresses, 9 IPs per ENI for pods.
 fn state(enis: Vec<Eni>, pending: u32) -> PoolState {
