@@ -105,6 +105,7 @@ impl Agent {
                 if sim.materialise_enis && sim.vpc_netns.is_some() {
                     sim_cloud.materialise_primary().await?;
                 }
+                sim_cloud.materialise_secondaries().await?;
                 Arc::new(sim_cloud)
             }
             CloudConfig::Ec2(ec2) => {

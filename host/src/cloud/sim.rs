@@ -581,6 +581,30 @@ impl SimCloud {
         }
     }
 
+    /// Materialises the node's attached secondary ENIs whose links are
+    /// missing. On EC2 an attached ENI's device is there whatever the agent
+    /// did; here the agent makes it after the attach, so one killed in
+    /// between left an attached ENI without a device, which its successor
+    /// would wait for in vain. Nothing without a links hook.
+    pub async fn materialise_secondaries(&self) -> Result<(), CloudError> {
+        let Some(links) = &self.links else {
+            return Ok(());
+        };
+        let secondaries: Vec<Eni> = {
+            let state = self.lock();
+            let primary = &state.identity.primary_eni_id;
+            state
+                .node_enis()
+                .into_iter()
+                .filter(|e| &e.id != primary)
+                .collect()
+        };
+        for eni in &secondaries {
+            links.attached(eni).await?;
+        }
+        Ok(())
+    }
+
     /// Tells the links hook an ENI's addresses changed.
     async fn addresses_changed(&self, eni_id: &str) {
         let Some(links) = &self.links else {
