@@ -47,3 +47,29 @@ async fn attached_enis_appear_as_links_with_their_mac_and_vanish_on_delete() {
     assert!(link(&netns, "eth1-vpc").is_none(), "and its fabric end");
     assert!(link(&netns, "eth2").is_some());
 }
+
+/// An agent killed between an attach and its link left an attached ENI
+/// without a device (the simulator saves the attach first): its successor
+/// waited `eni-ready-timeout` for it. At start the missing links are made,
+/// as an attached ENI's device is there on EC2 whatever the agent did.
+#[tokio::test]
+#[ignore = "needs root: network namespaces"]
+async fn attached_enis_whose_links_are_missing_get_them_at_start() {
+    let netns = TestNetns::new("relink");
+    let links: Arc<dyn EniLinks> = Arc::new(NetnsEniLinks::new(netns.path()));
+    let sim = SimCloud::builder()
+        .subnet("10.0.0.0/24")
+        .links(links)
+        .build()
+        .expect("sim");
+    let eni = create(&sim).await.expect("eni");
+    assert!(netns.exec("ip", &["link", "del", "eth1"]).status.success());
+    assert!(link(&netns, "eth1").is_none());
+
+    sim.materialise_secondaries().await.expect("materialise");
+    let eth1 = link(&netns, "eth1").expect("eth1 made again");
+    assert!(eth1.contains(&eni.mac.to_string()), "{eth1}");
+    // Made once: a second start leaves it as it is.
+    sim.materialise_secondaries().await.expect("idempotent");
+    assert!(link(&netns, "eth2").is_none(), "{eth1}");
+}
