@@ -14,6 +14,16 @@ fn link(netns: &TestNetns, link: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A simulated node whose ENIs are links in `netns`.
+fn sim_in(netns: &TestNetns) -> SimCloud {
+    let links: Arc<dyn EniLinks> = Arc::new(NetnsEniLinks::new(netns.path()));
+    SimCloud::builder()
+        .subnet("10.0.0.0/24")
+        .links(links)
+        .build()
+        .expect("sim")
+}
+
 async fn create(sim: &SimCloud) -> Result<Eni, CloudError> {
     let node = sim.identity().await?;
     sim.create_eni(&CreateEni {
@@ -29,12 +39,7 @@ async fn create(sim: &SimCloud) -> Result<Eni, CloudError> {
 #[ignore = "needs root: network namespaces"]
 async fn attached_enis_appear_as_links_with_their_mac_and_vanish_on_delete() {
     let netns = TestNetns::new("links");
-    let links: Arc<dyn EniLinks> = Arc::new(NetnsEniLinks::new(netns.path()));
-    let sim = SimCloud::builder()
-        .subnet("10.0.0.0/24")
-        .links(links)
-        .build()
-        .expect("sim");
+    let sim = sim_in(&netns);
     let first = create(&sim).await.expect("eni 1");
     let second = create(&sim).await.expect("eni 2");
     let eth1 = link(&netns, "eth1").expect("eth1 exists");
@@ -56,12 +61,7 @@ async fn attached_enis_appear_as_links_with_their_mac_and_vanish_on_delete() {
 #[ignore = "needs root: network namespaces"]
 async fn attached_enis_whose_links_are_missing_get_them_at_start() {
     let netns = TestNetns::new("relink");
-    let links: Arc<dyn EniLinks> = Arc::new(NetnsEniLinks::new(netns.path()));
-    let sim = SimCloud::builder()
-        .subnet("10.0.0.0/24")
-        .links(links)
-        .build()
-        .expect("sim");
+    let sim = sim_in(&netns);
     let eni = create(&sim).await.expect("eni");
     assert!(netns.exec("ip", &["link", "del", "eth1"]).status.success());
     assert!(link(&netns, "eth1").is_none());
@@ -71,5 +71,10 @@ async fn attached_enis_whose_links_are_missing_get_them_at_start() {
     assert!(eth1.contains(&eni.mac.to_string()), "{eth1}");
     // Made once: a second start leaves it as it is.
     sim.materialise_secondaries().await.expect("idempotent");
+    assert_eq!(
+        link(&netns, "eth1"),
+        Some(eth1.clone()),
+        "eth1 left as it was"
+    );
     assert!(link(&netns, "eth2").is_none(), "{eth1}");
 }

@@ -566,19 +566,7 @@ impl SimCloud {
     /// and default route, as the instance's own network set-up would);
     /// nothing without a links hook.
     pub async fn materialise_primary(&self) -> Result<(), CloudError> {
-        let primary = {
-            let state = self.lock();
-            state
-                .eni(
-                    Ec2Action::DescribeNetworkInterfaces,
-                    &state.identity.primary_eni_id,
-                )?
-                .clone()
-        };
-        match &self.links {
-            Some(links) => links.attached(&primary).await,
-            None => Ok(()),
-        }
+        self.materialise_attached(true).await
     }
 
     /// Materialises the node's attached secondary ENIs whose links are
@@ -587,19 +575,25 @@ impl SimCloud {
     /// between left an attached ENI without a device, which its successor
     /// would wait for in vain. Nothing without a links hook.
     pub async fn materialise_secondaries(&self) -> Result<(), CloudError> {
+        self.materialise_attached(false).await
+    }
+
+    /// Has the links hook make the node's attached ENIs, the primary or
+    /// the secondaries (a link that exists is left alone).
+    async fn materialise_attached(&self, primary: bool) -> Result<(), CloudError> {
         let Some(links) = &self.links else {
             return Ok(());
         };
-        let secondaries: Vec<Eni> = {
+        let enis: Vec<Eni> = {
             let state = self.lock();
-            let primary = &state.identity.primary_eni_id;
+            let primary_id = &state.identity.primary_eni_id;
             state
                 .node_enis()
                 .into_iter()
-                .filter(|e| &e.id != primary)
+                .filter(|e| (&e.id == primary_id) == primary)
                 .collect()
         };
-        for eni in &secondaries {
+        for eni in &enis {
             links.attached(eni).await?;
         }
         Ok(())

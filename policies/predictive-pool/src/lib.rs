@@ -403,7 +403,7 @@ fn size(s: &Settings, state: &PoolState) -> PoolDecision {
     // starts with the group's first event since the agent started).
     let history = &state.activity.history;
     let busy = busy(s, history);
-    let arriving =
+    let busy_lately =
         history.iter().take(2).any(|m| m.adds >= busy) || state.activity.adds_last_minute >= busy;
     let due = expected_burst(
         history,
@@ -411,7 +411,7 @@ fn size(s: &Settings, state: &PoolState) -> PoolDecision {
         HOLD_BEFORE_SECONDS.saturating_add(s.lead_seconds),
         LATE_SECONDS,
     );
-    let hold = if arriving || due.is_some() {
+    let hold = if busy_lately || due.is_some() {
         Some("a burst is arriving or due")
     } else if need.burst
         || (1..=START_MINUTES).contains(&history.len())
@@ -554,11 +554,7 @@ fn shrink(
         // them again.
         if eni.ips > 0 && surplus >= s.min_warm.min(eni.ips).max(1) {
             let n = eni.ips.min(surplus);
-            decision.changes.push(EniChange {
-                eni_id: eni.id.clone(),
-                release_ips: n,
-                ..EniChange::default()
-            });
+            decision.changes.push(release_ips(eni, n));
             surplus -= n;
         } else if empty_secondary(eni) && beyond_spares > 0 {
             beyond_spares -= 1;
@@ -579,11 +575,7 @@ fn shrink(
         for eni in used {
             let n = eni.free().min(surplus);
             if n > 0 && n >= half_eni {
-                decision.changes.push(EniChange {
-                    eni_id: eni.id.clone(),
-                    release_ips: n,
-                    ..EniChange::default()
-                });
+                decision.changes.push(release_ips(eni, n));
                 surplus -= n;
             }
         }
@@ -591,9 +583,18 @@ fn shrink(
     decision.reason = if decision.is_noop() {
         format!("{why}: warm enough")
     } else {
-        format!("{why}: giving unused ENIs' addresses back")
+        format!("{why}: giving addresses back")
     };
     decision
+}
+
+/// Gives `n` of an ENI's IPs back.
+fn release_ips(eni: &Eni, n: u32) -> EniChange {
+    EniChange {
+        eni_id: eni.id.clone(),
+        release_ips: n,
+        ..EniChange::default()
+    }
 }
 
 weft_policy_sdk::export_pool_sizing!(PredictivePool);

@@ -349,7 +349,7 @@ pub fn apply_pool_decision(state: &PoolState, decision: &PoolDecision) -> PoolSt
         .max()
         .unwrap_or(1);
     for (device_index, new) in (first_new..).zip(&decision.create) {
-        next.enis.push(Eni {
+        let eni = Eni {
             id: format!("eni-new{device_index}"),
             device_index,
             subnet_id: next
@@ -361,9 +361,10 @@ pub fn apply_pool_decision(state: &PoolState, decision: &PoolDecision) -> PoolSt
             assigned: 0,
             cooling: 0,
             age_seconds: 0,
-        });
+        };
         next.node_enis += 1;
-        next.node_addresses += new.ips + 16 * new.prefixes;
+        next.node_addresses += eni.addresses();
+        next.enis.push(eni);
     }
     next.enis.sort_by_key(|e| e.device_index);
     let mut served = 0;
